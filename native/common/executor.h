@@ -1,0 +1,35 @@
+// A serial executor: one native thread running jobs in the order they were posted.
+// Each model owns one (one job at a time per model, in call order); free functions share one.
+#pragma once
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+namespace segtorch {
+
+class Executor {
+ public:
+  Executor();
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  void Post(std::function<void()> job);
+
+ private:
+  void Loop();
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+// Thread count applied to every job's thread (libtorch/OpenMP settings are per thread).
+void SetDesiredThreads(int n);
+int DesiredThreads();
+void ApplyThreadSettings();
+
+}  // namespace segtorch

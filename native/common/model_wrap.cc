@@ -1,0 +1,283 @@
+#include "common/model_wrap.h"
+
+#include "common/napi_util.h"
+
+namespace segtorch {
+
+namespace {
+
+ModelConfig ReadConfig(const Napi::Object& o) {
+  ModelConfig c;
+  c.arch = GetString(o, "arch", c.arch);
+  c.backbone = GetString(o, "backbone", c.backbone);
+  c.num_classes = static_cast<int64_t>(GetNumber(o, "numClasses", static_cast<double>(c.num_classes)));
+  c.in_channels = static_cast<int64_t>(GetNumber(o, "inChannels", static_cast<double>(c.in_channels)));
+  c.output_stride = static_cast<int64_t>(GetNumber(o, "outputStride", static_cast<double>(c.output_stride)));
+  c.aux = GetBool(o, "aux", c.aux);
+  c.mean = GetNumbers(o, "mean");
+  c.std = GetNumbers(o, "std");
+  c.device = GetString(o, "device", c.device);
+  c.json = GetString(o, "json", "{}");
+  Napi::Value extra = o.Get("extra");
+  if (extra.IsObject()) {
+    Napi::Object e = extra.As<Napi::Object>();
+    Napi::Array keys = e.GetPropertyNames();
+    for (uint32_t i = 0; i < keys.Length(); ++i) {
+      std::string k = keys.Get(i).As<Napi::String>().Utf8Value();
+      Napi::Value v = e.Get(k);
+      if (v.IsNumber()) c.numbers[k] = v.As<Napi::Number>().DoubleValue();
+      else if (v.IsBoolean()) c.numbers[k] = v.As<Napi::Boolean>().Value() ? 1.0 : 0.0;
+      else if (v.IsString()) c.strings[k] = v.As<Napi::String>().Utf8Value();
+    }
+  }
+  return c;
+}
+
+TrainStepOptions ReadStepOptions(const Napi::Value& v) {
+  TrainStepOptions o;
+  if (!v.IsObject()) return o;
+  Napi::Object obj = v.As<Napi::Object>();
+  o.ignore_index = static_cast<int64_t>(GetNumber(obj, "ignoreIndex", static_cast<double>(o.ignore_index)));
+  o.aux_weight = GetNumber(obj, "auxWeight", o.aux_weight);
+  Napi::Value opt = obj.Get("optimizer");
+  if (opt.IsObject()) {
+    Napi::Object p = opt.As<Napi::Object>();
+    auto& q = o.optimizer;
+    q.type = GetString(p, "type", q.type);
+    q.lr = GetNumber(p, "lr", q.lr);
+    q.momentum = GetNumber(p, "momentum", q.momentum);
+    q.weight_decay = GetNumber(p, "weightDecay", q.weight_decay);
+    q.nesterov = GetBool(p, "nesterov", q.nesterov);
+    std::vector<double> betas = GetNumbers(p, "betas");
+    if (betas.size() == 2) {
+      q.beta1 = betas[0];
+      q.beta2 = betas[1];
+    }
+    q.eps = GetNumber(p, "eps", q.eps);
+  }
+  return o;
+}
+
+struct InfoData {
+  ModelConfig config;
+  std::string device;
+  int64_t parameters = 0, trainable = 0, steps = 0;
+  bool training = false;
+};
+
+// Read on the executor thread, turned into JS on the JS thread.
+InfoData Snapshot(Segmenter& s) {
+  return InfoData{s.config(), s.device().str(), s.NumParameters(false), s.NumParameters(true), s.steps(), s.IsTraining()};
+}
+
+Napi::Object InfoObject(Napi::Env env, const InfoData& s) {
+  const ModelConfig& c = s.config;
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("arch", c.arch);
+  o.Set("backbone", c.backbone);
+  o.Set("numClasses", Napi::Number::New(env, static_cast<double>(c.num_classes)));
+  o.Set("inChannels", Napi::Number::New(env, static_cast<double>(c.in_channels)));
+  o.Set("outputStride", Napi::Number::New(env, static_cast<double>(c.output_stride)));
+  o.Set("device", s.device);
+  o.Set("parameters", Napi::Number::New(env, static_cast<double>(s.parameters)));
+  o.Set("trainableParameters", Napi::Number::New(env, static_cast<double>(s.trainable)));
+  o.Set("steps", Napi::Number::New(env, static_cast<double>(s.steps)));
+  o.Set("training", Napi::Boolean::New(env, s.training));
+  return o;
+}
+
+}  // namespace
+
+Napi::Function ModelWrap::Init(Napi::Env env) {
+  return DefineClass(env, "NativeModel",
+                     {
+                         InstanceMethod<&ModelWrap::InitModel>("init"),
+                         InstanceMethod<&ModelWrap::Forward>("forward"),
+                         InstanceMethod<&ModelWrap::Predict>("predict"),
+                         InstanceMethod<&ModelWrap::TrainStep>("trainStep"),
+                         InstanceMethod<&ModelWrap::SetTraining>("setTraining"),
+                         InstanceMethod<&ModelWrap::Save>("save"),
+                         InstanceMethod<&ModelWrap::Load>("load"),
+                         InstanceMethod<&ModelWrap::Info>("info"),
+                         InstanceMethod<&ModelWrap::Dispose>("dispose"),
+                         InstanceAccessor<&ModelWrap::Busy>("busy"),
+                     });
+}
+
+ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info), executor_(new Executor()) {}
+
+ModelWrap::~ModelWrap() {
+  // No job can be pending: each job holds a reference to this object until it settles.
+  executor_.reset();
+}
+
+void ModelWrap::CheckUsable(Napi::Env env, bool need_model) {
+  if (disposed_) throw Napi::Error::New(env, "this model was disposed");
+  if (need_model && !initialised_) throw Napi::Error::New(env, "this model is not initialised");
+}
+
+Napi::Value ModelWrap::Run(const Napi::CallbackInfo& info, std::unique_ptr<Job> job) {
+  job->KeepAlive(Value());
+  ++busy_;
+  auto settled = std::move(job->on_settled);
+  job->on_settled = [this, settled]() {
+    --busy_;
+    if (settled) settled();
+  };
+  return Schedule(info.Env(), *executor_, std::move(job));
+}
+
+Napi::Value ModelWrap::InitModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env, false);
+    if (initialised_) throw Napi::Error::New(env, "model already initialised");
+    initialised_ = true;
+    ModelConfig config = ReadConfig(info[0].As<Napi::Object>());
+    auto job = std::make_unique<Job>(env);
+    auto data = std::make_shared<InfoData>();
+    job->execute = [this, config, data]() {
+      segmenter_ = std::make_shared<Segmenter>(config);
+      *data = Snapshot(*segmenter_);
+    };
+    job->complete = [data](Napi::Env env) -> Napi::Value { return InfoObject(env, *data); };
+    return Run(info, std::move(job));
+  });
+}
+
+Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env);
+    auto job = std::make_unique<Job>(env);
+    at::Tensor images = TensorFromJs(info[0], job.get());
+    bool all = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+    auto result = std::make_shared<SegOutput>();
+    job->execute = [this, images, result]() {
+      if (!segmenter_) ThrowError("this model failed to initialise");
+      *result = segmenter_->Forward(images);
+    };
+    job->complete = [result, all](Napi::Env env) -> Napi::Value {
+      if (!all) return TensorToJs(env, result->out);
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("out", TensorToJs(env, result->out));
+      for (auto& a : result->aux) o.Set(a.first, TensorToJs(env, a.second.contiguous()));
+      return o;
+    };
+    return Run(info, std::move(job));
+  });
+}
+
+Napi::Value ModelWrap::Predict(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env);
+    auto job = std::make_unique<Job>(env);
+    at::Tensor images = TensorFromJs(info[0], job.get());
+    auto result = std::make_shared<at::Tensor>();
+    job->execute = [this, images, result]() {
+      if (!segmenter_) ThrowError("this model failed to initialise");
+      *result = segmenter_->Predict(images);
+    };
+    job->complete = [result](Napi::Env env) -> Napi::Value { return TensorToJs(env, *result); };
+    return Run(info, std::move(job));
+  });
+}
+
+Napi::Value ModelWrap::TrainStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env);
+    auto job = std::make_unique<Job>(env);
+    at::Tensor images = TensorFromJs(info[0], job.get());
+    at::Tensor masks = TensorFromJs(info[1], job.get());
+    TrainStepOptions options = ReadStepOptions(info[2]);
+    auto result = std::make_shared<StepResult>();
+    job->execute = [this, images, masks, options, result]() {
+      if (!segmenter_) ThrowError("this model failed to initialise");
+      *result = segmenter_->TrainStep(images, masks, options);
+    };
+    job->complete = [result](Napi::Env env) -> Napi::Value {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("loss", result->loss);
+      o.Set("step", Napi::Number::New(env, static_cast<double>(result->step)));
+      Napi::Object parts = Napi::Object::New(env);
+      for (auto& p : result->parts) parts.Set(p.first, p.second);
+      o.Set("parts", parts);
+      return o;
+    };
+    return Run(info, std::move(job));
+  });
+}
+
+Napi::Value ModelWrap::SetTraining(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env);
+    bool on = info[0].ToBoolean().Value();
+    auto job = std::make_unique<Job>(env);
+    job->execute = [this, on]() {
+      if (segmenter_) segmenter_->SetTraining(on);
+    };
+    return Run(info, std::move(job));
+  });
+}
+
+Napi::Value ModelWrap::Save(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env);
+    std::string path = info[0].As<Napi::String>().Utf8Value();
+    auto job = std::make_unique<Job>(env);
+    job->execute = [this, path]() {
+      if (!segmenter_) ThrowError("this model failed to initialise");
+      segmenter_->Save(path);
+    };
+    return Run(info, std::move(job));
+  });
+}
+
+Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env);
+    std::string path = info[0].As<Napi::String>().Utf8Value();
+    auto job = std::make_unique<Job>(env);
+    job->execute = [this, path]() {
+      if (!segmenter_) ThrowError("this model failed to initialise");
+      segmenter_->Load(path);
+    };
+    return Run(info, std::move(job));
+  });
+}
+
+Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env);
+    auto job = std::make_unique<Job>(env);
+    auto data = std::make_shared<InfoData>();
+    job->execute = [this, data]() {
+      if (!segmenter_) ThrowError("this model failed to initialise");
+      *data = Snapshot(*segmenter_);
+    };
+    job->complete = [data](Napi::Env env) -> Napi::Value { return InfoObject(env, *data); };
+    return Run(info, std::move(job));
+  });
+}
+
+Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (disposed_) return env.Undefined();
+  if (busy_ > 0) {
+    throw Napi::Error::New(env, "cannot dispose a model while " + std::to_string(busy_) +
+                                    " job(s) are queued or running on it: await them first");
+  }
+  disposed_ = true;
+  segmenter_.reset();
+  return env.Undefined();
+}
+
+Napi::Value ModelWrap::Busy(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), busy_); }
+
+}  // namespace segtorch

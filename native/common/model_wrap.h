@@ -1,0 +1,42 @@
+// JS class wrapping a Segmenter: each instance owns an executor thread, so jobs on one model run
+// one at a time in call order while the JS thread stays free.
+#pragma once
+#include <napi.h>
+
+#include <memory>
+
+#include "common/executor.h"
+#include "core/segmenter.h"
+
+namespace segtorch {
+
+class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit ModelWrap(const Napi::CallbackInfo& info);
+  ~ModelWrap() override;
+
+ private:
+  Napi::Value InitModel(const Napi::CallbackInfo& info);
+  Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value Predict(const Napi::CallbackInfo& info);
+  Napi::Value TrainStep(const Napi::CallbackInfo& info);
+  Napi::Value SetTraining(const Napi::CallbackInfo& info);
+  Napi::Value Save(const Napi::CallbackInfo& info);
+  Napi::Value Load(const Napi::CallbackInfo& info);
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value Busy(const Napi::CallbackInfo& info);
+
+  // Queue a job on this model's executor; the JS object stays alive until it settles.
+  Napi::Value Run(const Napi::CallbackInfo& info, std::unique_ptr<struct Job> job);
+  void CheckUsable(Napi::Env env, bool need_model = true);
+
+  std::unique_ptr<Executor> executor_;
+  std::shared_ptr<Segmenter> segmenter_;  // touched only on the executor thread once created
+  int busy_ = 0;                          // jobs queued or running (JS thread)
+  bool disposed_ = false;
+  bool initialised_ = false;
+};
+
+}  // namespace segtorch

@@ -1,0 +1,235 @@
+#include "common/napi_util.h"
+
+namespace segtorch {
+
+namespace {
+
+void CallJs(Napi::Env env, Napi::Function, std::nullptr_t*, Job* raw);
+using Channel = Napi::TypedThreadSafeFunction<std::nullptr_t, Job, CallJs>;
+
+struct AddonState {
+  Channel channel;
+  int pending = 0;  // jobs in flight; the channel keeps the loop alive only while > 0
+  std::unique_ptr<Executor> shared;
+};
+
+AddonState* State(Napi::Env env) { return env.GetInstanceData<AddonState>(); }
+
+void CallJs(Napi::Env env, Napi::Function, std::nullptr_t*, Job* raw) {
+  std::unique_ptr<Job> job(raw);
+  if (env == nullptr) {  // environment shutting down: drop references without touching JS
+    for (auto& r : job->keep_alive) r.SuppressDestruct();
+    return;
+  }
+  Napi::HandleScope scope(env);
+  if (job->failed) {
+    job->deferred.Reject(ToJsError(env, job->error_kind, job->error_message).Value());
+  } else {
+    try {
+      Napi::Value result = job->complete ? job->complete(env) : env.Undefined();
+      job->deferred.Resolve(result);
+    } catch (const Napi::Error& e) {
+      job->deferred.Reject(e.Value());
+    } catch (const std::exception& e) {
+      job->deferred.Reject(ToJsError(env, e).Value());
+    }
+  }
+  if (job->on_settled) job->on_settled();
+  AddonState* st = State(env);
+  if (st && --st->pending == 0) st->channel.Unref(env);
+}
+
+size_t ElementSize(at::ScalarType t) { return c10::elementSize(t); }
+
+struct ExternalTensor {
+  at::Tensor tensor;
+  int64_t reported = 0;
+};
+
+}  // namespace
+
+void InitAsync(Napi::Env env) {
+  auto* st = new AddonState();
+  st->channel = Channel::New(env, "segtorch", 0, 1);
+  st->channel.Unref(env);
+  st->shared = std::make_unique<Executor>();
+  env.SetInstanceData<AddonState>(st);  // deleted at environment teardown
+  env.AddCleanupHook([st]() { st->channel.Release(); });
+}
+
+Executor& SharedExecutor(Napi::Env env) { return *State(env)->shared; }
+
+Napi::Promise Schedule(Napi::Env env, Executor& executor, std::unique_ptr<Job> job) {
+  AddonState* st = State(env);
+  Napi::Promise promise = job->deferred.Promise();
+  if (st->pending++ == 0) st->channel.Ref(env);
+  Job* raw = job.release();
+  Channel channel = st->channel;
+  executor.Post([raw, channel]() mutable {
+    try {
+      if (raw->execute) raw->execute();
+    } catch (const std::exception& e) {
+      raw->failed = true;
+      raw->error_kind = KindOf(e);
+      raw->error_message = CleanMessage(e);
+    } catch (...) {
+      raw->failed = true;
+      raw->error_message = "unknown native error";
+    }
+    if (channel.BlockingCall(raw) != napi_ok) {
+      // The environment is gone; nothing can be settled. Leak rather than touch JS values here.
+    }
+  });
+  return promise;
+}
+
+Napi::Error ToJsError(Napi::Env env, ErrorKind kind, const std::string& message) {
+  switch (kind) {
+    case ErrorKind::kTypeError:
+      return Napi::TypeError::New(env, message);
+    case ErrorKind::kRangeError:
+      return Napi::RangeError::New(env, message);
+    default: {
+      Napi::Error e = Napi::Error::New(env, message);
+      e.Set("code", Napi::String::New(env, "ERR_SEGTORCH_NATIVE"));
+      return e;
+    }
+  }
+}
+
+Napi::Error ToJsError(Napi::Env env, const std::exception& e) { return ToJsError(env, KindOf(e), CleanMessage(e)); }
+
+at::ScalarType ParseDType(const std::string& name) {
+  if (name == "float32") return at::kFloat;
+  if (name == "float16") return at::kHalf;
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "int32") return at::kInt;
+  if (name == "int64") return at::kLong;
+  if (name == "uint8") return at::kByte;
+  if (name == "bool") return at::kBool;
+  ThrowType("Expected a dtype (float32, float16, bfloat16, int32, int64, uint8, bool) but received " + name);
+}
+
+std::string DTypeName(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "float32";
+    case at::kHalf: return "float16";
+    case at::kBFloat16: return "bfloat16";
+    case at::kInt: return "int32";
+    case at::kLong: return "int64";
+    case at::kByte: return "uint8";
+    case at::kBool: return "bool";
+    default: ThrowType(std::string("tensor dtype ") + c10::toString(t) + " has no JS equivalent");
+  }
+}
+
+at::Tensor TensorFromJs(const Napi::Value& v, Job* job) {
+  if (!v.IsObject()) ThrowType("Expected a segtorch Tensor");
+  Napi::Object o = v.As<Napi::Object>();
+  Napi::Value handle = o.Get("handle");
+  if (handle.IsExternal()) {
+    auto* ext = handle.As<Napi::External<ExternalTensor>>().Data();
+    if (!ext->tensor.defined()) ThrowError("tensor was disposed");
+    if (job) job->KeepAlive(handle);
+    return ext->tensor;
+  }
+  at::ScalarType dtype = ParseDType(o.Get("dtype").As<Napi::String>().Utf8Value());
+  Napi::Array shape_js = o.Get("shape").As<Napi::Array>();
+  std::vector<int64_t> shape(shape_js.Length());
+  int64_t numel = 1;
+  for (uint32_t i = 0; i < shape_js.Length(); ++i) {
+    shape[i] = shape_js.Get(i).As<Napi::Number>().Int64Value();
+    numel *= shape[i];
+  }
+  Napi::Value data = o.Get("data");
+  if (!data.IsTypedArray()) ThrowType("Expected tensor data to be a TypedArray");
+  Napi::TypedArray arr = data.As<Napi::TypedArray>();
+  size_t bytes = arr.ByteLength();
+  if (bytes != static_cast<size_t>(numel) * ElementSize(dtype)) {
+    ThrowRange("tensor data holds " + std::to_string(bytes) + " bytes but shape and dtype need " +
+               std::to_string(numel * ElementSize(dtype)));
+  }
+  Napi::ArrayBuffer buf = arr.ArrayBuffer();
+  uint8_t* ptr = static_cast<uint8_t*>(buf.Data()) + arr.ByteOffset();
+  if (job) job->KeepAlive(arr);
+  if (numel == 0) return at::empty(shape, at::TensorOptions().dtype(dtype));
+  return at::from_blob(ptr, shape, at::TensorOptions().dtype(dtype));
+}
+
+Napi::Value TensorToJs(Napi::Env env, at::Tensor t) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("dtype", DTypeName(t.scalar_type()));
+  Napi::Array shape = Napi::Array::New(env, t.dim());
+  for (int64_t i = 0; i < t.dim(); ++i) shape.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(t.size(i))));
+  o.Set("shape", shape);
+  o.Set("device", t.device().str());
+  if (t.device().is_cpu()) {
+    t = t.contiguous();
+    if (t.numel() > 0 && (t.storage_offset() != 0 || t.storage().nbytes() != t.nbytes())) t = t.clone();
+    size_t n = t.nbytes();
+    if (n == 0) {
+      o.Set("buffer", Napi::ArrayBuffer::New(env, 0));
+      return o;
+    }
+    auto* ext = new ExternalTensor{t, static_cast<int64_t>(n)};
+    Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(
+        env, t.data_ptr(), n,
+        [](Napi::Env env, void*, ExternalTensor* hint) {
+          Napi::MemoryManagement::AdjustExternalMemory(env, -hint->reported);
+          delete hint;
+        },
+        ext);
+    Napi::MemoryManagement::AdjustExternalMemory(env, ext->reported);
+    o.Set("buffer", buf);
+  } else {
+    auto* ext = new ExternalTensor{t, static_cast<int64_t>(t.nbytes())};
+    auto handle = Napi::External<ExternalTensor>::New(env, ext, [](Napi::Env env, ExternalTensor* e) {
+      Napi::MemoryManagement::AdjustExternalMemory(env, -e->reported);
+      delete e;
+    });
+    Napi::MemoryManagement::AdjustExternalMemory(env, ext->reported);
+    o.Set("handle", handle);
+  }
+  return o;
+}
+
+void ReleaseHandle(const Napi::Value& v) {
+  if (!v.IsExternal()) return;
+  auto* ext = v.As<Napi::External<ExternalTensor>>().Data();
+  Napi::MemoryManagement::AdjustExternalMemory(v.Env(), -ext->reported);
+  ext->reported = 0;
+  ext->tensor = at::Tensor();
+}
+
+std::string GetString(const Napi::Object& o, const char* key, const std::string& def) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return def;
+  if (!v.IsString()) ThrowType(std::string("Expected a string for ") + key);
+  return v.As<Napi::String>().Utf8Value();
+}
+
+double GetNumber(const Napi::Object& o, const char* key, double def) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return def;
+  if (!v.IsNumber()) ThrowType(std::string("Expected a number for ") + key);
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+bool GetBool(const Napi::Object& o, const char* key, bool def) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return def;
+  if (!v.IsBoolean()) ThrowType(std::string("Expected a boolean for ") + key);
+  return v.As<Napi::Boolean>().Value();
+}
+
+std::vector<double> GetNumbers(const Napi::Object& o, const char* key) {
+  std::vector<double> out;
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return out;
+  if (!v.IsArray()) ThrowType(std::string("Expected an array of numbers for ") + key);
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(a.Get(i).As<Napi::Number>().DoubleValue());
+  return out;
+}
+
+}  // namespace segtorch

@@ -1,0 +1,72 @@
+// The Node-API side of the boundary: async jobs on native executors, tensors in and out, option
+// readers, error conversion. Nothing below native/common/ and addon.cc sees a Napi type.
+#pragma once
+#include <napi.h>
+
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/errors.h"
+#include "common/executor.h"
+
+namespace segtorch {
+
+// A unit of async work. `execute` runs on an executor thread and must not touch Napi values;
+// `complete` runs on the JS thread and builds the result. Anything in `keep_alive` (input arrays,
+// the model object) stays referenced until the job has settled.
+struct Job {
+  std::function<void()> execute;
+  std::function<Napi::Value(Napi::Env)> complete;
+  std::function<void()> on_settled;  // JS thread, after resolve/reject (e.g. model busy count)
+  std::vector<Napi::Reference<Napi::Value>> keep_alive;
+
+  // filled by the executor
+  bool failed = false;
+  ErrorKind error_kind = ErrorKind::kError;
+  std::string error_message;
+  Napi::Promise::Deferred deferred;
+  explicit Job(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
+  void KeepAlive(Napi::Value v) { keep_alive.emplace_back(Napi::Persistent(v)); }
+};
+
+// Initialise per-environment state (the completion channel, the shared executor).
+void InitAsync(Napi::Env env);
+Executor& SharedExecutor(Napi::Env env);
+// Queue `job` on `executor`; returns the promise that settles when it is done.
+Napi::Promise Schedule(Napi::Env env, Executor& executor, std::unique_ptr<Job> job);
+
+// Errors
+Napi::Error ToJsError(Napi::Env env, ErrorKind kind, const std::string& message);
+Napi::Error ToJsError(Napi::Env env, const std::exception& e);
+// Run `f` turning every C++ exception into a JS exception (for synchronous methods).
+template <typename F>
+auto Guarded(Napi::Env env, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw ToJsError(env, e);
+  }
+}
+
+// Tensors. JS side: { dtype, shape, data?: TypedArray, handle?: External }.
+at::ScalarType ParseDType(const std::string& name);
+std::string DTypeName(at::ScalarType t);
+// Wraps the JS memory without copying; the array is added to `job` keep-alive when given.
+at::Tensor TensorFromJs(const Napi::Value& v, Job* job);
+// CPU tensors come back as an external ArrayBuffer owning the tensor; others as a handle.
+Napi::Value TensorToJs(Napi::Env env, at::Tensor t);
+void ReleaseHandle(const Napi::Value& v);
+
+// Option readers (TypeScript fills every default; these are the last line of defence).
+std::string GetString(const Napi::Object& o, const char* key, const std::string& def);
+double GetNumber(const Napi::Object& o, const char* key, double def);
+bool GetBool(const Napi::Object& o, const char* key, bool def);
+std::vector<double> GetNumbers(const Napi::Object& o, const char* key);
+
+}  // namespace segtorch

@@ -1,0 +1,78 @@
+// A network together with its device, normalisation, optimizer and step count: what a JS Model
+// wraps. Plain libtorch, callable from C++; every method runs on the model's executor thread.
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "models/segmentation_model.h"
+
+namespace segtorch {
+
+struct OptimizerOptions {
+  std::string type = "sgd";  // sgd | adam | adamw
+  double lr = 0.01;
+  double momentum = 0.9;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+};
+
+struct TrainStepOptions {
+  int64_t ignore_index = 255;
+  double aux_weight = 0.4;
+  OptimizerOptions optimizer;
+};
+
+struct StepResult {
+  double loss = 0;
+  std::vector<std::pair<std::string, double>> parts;
+  int64_t step = 0;
+};
+
+class Segmenter {
+ public:
+  explicit Segmenter(ModelConfig config);
+
+  // Logits [N,K,H,W] (float32, on the model's device) in the current train/eval mode, no grad.
+  SegOutput Forward(const torch::Tensor& images);
+  // Class map [N,H,W] int32, eval mode, inference mode.
+  torch::Tensor Predict(const torch::Tensor& images);
+  StepResult TrainStep(const torch::Tensor& images, const torch::Tensor& masks, const TrainStepOptions& options);
+
+  void SetTraining(bool on) { net_->train(on); }
+  bool IsTraining() const { return net_->is_training(); }
+  // Atomic: written to a temporary file, fsynced, renamed over `path`.
+  void Save(const std::string& path) const;
+  void Load(const std::string& path);
+  static std::string ReadConfig(const std::string& path);
+
+  const ModelConfig& config() const { return config_; }
+  int64_t NumParameters(bool trainable_only) const;
+  int64_t steps() const { return steps_; }
+  const torch::Device& device() const { return device_; }
+  SegmentationModel& net() { return *net_; }
+
+ private:
+  // uint8 -> float /255 then (x - mean) / std; float types -> float32 as given. Moved to the device.
+  torch::Tensor PrepareImages(const torch::Tensor& images) const;
+  torch::Tensor PrepareMasks(const torch::Tensor& masks, const torch::Tensor& images, int64_t ignore_index) const;
+  // Pads to the network's input multiple, runs it, crops back.
+  SegOutput Run(const torch::Tensor& x);
+  void EnsureOptimizer(const OptimizerOptions& o);
+
+  ModelConfig config_;
+  torch::Device device_;
+  ModelPtr net_;
+  torch::Tensor mean_, std_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::string optimizer_type_;
+  int64_t steps_ = 0;
+};
+
+torch::Device ParseDevice(const std::string& device);
+
+}  // namespace segtorch
