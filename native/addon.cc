@@ -88,6 +88,15 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Detaches an ArrayBuffer that native code created, releasing the tensor behind it now.
+Napi::Value DetachBuffer(const Napi::CallbackInfo& info) {
+  if (info[0].IsArrayBuffer()) {
+    Napi::ArrayBuffer buf = info[0].As<Napi::ArrayBuffer>();
+    if (!buf.IsDetached() && buf.ByteLength() > 0) buf.Detach();
+  }
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitAsync(env);
   if (DesiredThreads() == 0) {
@@ -100,6 +109,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("toDevice", Napi::Function::New<ToDevice>(env, "toDevice"));
   exports.Set("toCpuSync", Napi::Function::New<ToCpuSync>(env, "toCpuSync"));
   exports.Set("releaseHandle", Napi::Function::New<Release>(env, "releaseHandle"));
+  exports.Set("detachBuffer", Napi::Function::New<DetachBuffer>(env, "detachBuffer"));
   exports.Set("NativeModel", ModelWrap::Init(env));
   return exports;
 }

@@ -1,0 +1,79 @@
+/**
+ * The only file that loads the native addon. On failure it throws one SegtorchLoadError that says
+ * why and what to do.
+ */
+import * as os from 'os'
+import * as path from 'path'
+import { SegtorchLoadError } from './errors'
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+export interface NativeTensor {
+  dtype: string
+  shape: number[]
+  device?: string
+  data?: ArrayBufferView
+  buffer?: ArrayBuffer
+  handle?: unknown
+}
+
+export interface NativeModel {
+  init(config: Record<string, unknown>): Promise<any>
+  forward(images: NativeTensor, all: boolean): Promise<any>
+  predict(images: NativeTensor): Promise<NativeTensor>
+  trainStep(images: NativeTensor, masks: NativeTensor, options: Record<string, unknown>): Promise<any>
+  setTraining(on: boolean): Promise<void>
+  save(path: string): Promise<void>
+  load(path: string): Promise<void>
+  info(): Promise<any>
+  dispose(): void
+  readonly busy: number
+}
+
+export interface Binding {
+  backend(): { libtorch: string, cuda: boolean, cudaDevices: number, mkldnn: boolean, threads: number, bf16: boolean, architectures: string[] }
+  setNumThreads(n: number): void
+  readModelConfig(path: string): Promise<string>
+  toDevice(t: NativeTensor, device: string): Promise<NativeTensor>
+  toCpuSync(t: NativeTensor): NativeTensor
+  releaseHandle(handle: unknown): void
+  detachBuffer(buffer: ArrayBuffer): void
+  NativeModel: new () => NativeModel
+}
+
+function explain (err: Error): string {
+  const msg = err.message
+  const lines = [`segtorch: the native addon could not be loaded.\n  Cause: ${msg.split('\n')[0]}`]
+  if (/No native build was found/.test(msg)) {
+    lines.push('  No prebuilt binary matches this platform and no local build exists.',
+      '  Build it from source (needs cmake, a C++17 compiler and libtorch):',
+      '    apt-get install libtorch-dev cmake g++   (Debian/Ubuntu), then: npm rebuild segtorch')
+  } else if (/lib(torch|c10|torch_cpu)[^ ]*\.so/.test(msg) && /cannot open shared object|No such file/.test(msg)) {
+    lines.push('  libtorch is not installed where the addon looks for it.',
+      '  Debian/Ubuntu: apt-get install libtorch1.13   (the prebuilt binary is built against libtorch 1.13)',
+      '  Or rebuild against your own libtorch: LIBTORCH=/path/to/libtorch npm rebuild segtorch',
+      '  (or, in a checkout: LIBTORCH=/path/to/libtorch npx cmake-js rebuild)')
+  } else {
+    lines.push('  The addon was probably built against another libtorch version than the one installed.',
+      '  Debian/Ubuntu: apt-get install libtorch1.13, or rebuild against the libtorch you have:',
+      '    LIBTORCH=/path/to/libtorch npm rebuild segtorch   (or LIBTORCH_USE_PYTORCH=1 to use PyTorch\'s)',
+      '    in a checkout: LIBTORCH=/path/to/libtorch npx cmake-js rebuild')
+  }
+  return lines.join('\n')
+}
+
+function load (): Binding {
+  const root = path.join(__dirname, '..')
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    return require('node-gyp-build')(root) as Binding
+  } catch (err) {
+    const e = new SegtorchLoadError(explain(err as Error))
+    ;(e as { cause?: unknown }).cause = err
+    throw e
+  }
+}
+
+export const binding: Binding = load()
+
+// libtorch defaults to one thread on some machines: use every available core.
+binding.setNumThreads(typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length)

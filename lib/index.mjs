@@ -1,0 +1,8 @@
+// ES module entry: the CommonJS build re-exported by name.
+import cjs from './index.js'
+
+export const {
+  tensor, zeros, Tensor, createModel, loadModel, Model, ARCHITECTURES,
+  SegtorchError, SegtorchLoadError, backend, setNumThreads, version
+} = cjs
+export default cjs

@@ -1,0 +1,41 @@
+/**
+ * segtorch: semantic-segmentation networks for Node.js, on libtorch.
+ */
+import { binding } from './binding'
+import { integer } from './validate'
+
+export { tensor, zeros, Tensor } from './tensor'
+export type { DType, DataTypeMap, Shape, TypedArray, Device } from './tensor'
+export { createModel, loadModel, Model } from './model'
+export type { ModelOptions, ModelConfig, ModelInfo, OptimizerOptions, TrainStepOptions, StepResult, Images, Masks, ImageDType, MaskDType } from './model'
+export { ARCHITECTURES } from './models'
+export type { Arch, Backbone, ResNetBackbone, OutputStride, ArchSpec } from './models'
+export { SegtorchError, SegtorchLoadError } from './errors'
+
+export interface Backend {
+  /** libtorch version the addon was built against. */
+  libtorch: string
+  cuda: boolean
+  cudaDevices: number
+  /** oneDNN (MKL-DNN) available for CPU convolutions. */
+  mkldnn: boolean
+  /** Threads native work uses. */
+  threads: number
+  /** The CPU has native bf16 (AVX512-BF16 or AMX). */
+  bf16: boolean
+  /** Architectures compiled into the addon. */
+  architectures: string[]
+}
+
+/** What the native side can do. */
+export function backend (): Backend {
+  return binding.backend()
+}
+
+/** Threads used by native work (default: the number of available cores). */
+export function setNumThreads (n: number): void {
+  binding.setNumThreads(integer('n', n, 1, 1024))
+}
+
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+export const version: string = require('../package.json').version

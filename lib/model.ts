@@ -1,0 +1,331 @@
+/** Models: create, run, train, save and load segmentation networks. */
+import { binding, NativeModel } from './binding'
+import { SegtorchError, typeError, withStack } from './errors'
+import { Arch, ARCHITECTURES, Backbone, OutputStride } from './models'
+import { Device, DType, Shape, Tensor } from './tensor'
+import * as v from './validate'
+
+export interface ModelOptions {
+  /** Architecture key, e.g. 'fcn'. */
+  arch: Arch
+  /** Backbone network; each architecture has a default. */
+  backbone?: Backbone
+  /** Number of classes K: logits are [N, K, H, W]. */
+  numClasses: number
+  /** Image channels (3 for RGB, 1 for grey, 4 for RGB-D). Default 3. */
+  inChannels?: number
+  /** Output stride of the backbone (dilation replaces the last strides). */
+  outputStride?: OutputStride
+  /** Auxiliary head for deep supervision (training only). Default false. */
+  aux?: boolean
+  /** Per-channel mean used to normalise uint8 images (after /255). ImageNet's for 3 channels, else 0.5. */
+  mean?: number[]
+  /** Per-channel std used to normalise uint8 images. ImageNet's for 3 channels, else 0.5. */
+  std?: number[]
+  /** 'cpu' (default), 'cuda' or 'cuda:N'. */
+  device?: Device
+}
+
+/** The options with every default filled in: what checkpoints store. */
+export type ModelConfig = Required<Omit<ModelOptions, 'device'>>
+
+export interface ModelInfo {
+  arch: Arch
+  backbone: Backbone
+  numClasses: number
+  inChannels: number
+  outputStride: number
+  device: string
+  /** All parameters. */
+  parameters: number
+  trainableParameters: number
+  /** Training steps taken (stored in saved models). */
+  steps: number
+  training: boolean
+}
+
+export interface OptimizerOptions {
+  type?: 'sgd' | 'adam' | 'adamw'
+  lr?: number
+  /** SGD momentum. Default 0.9. */
+  momentum?: number
+  weightDecay?: number
+  nesterov?: boolean
+  /** Adam/AdamW betas. Default [0.9, 0.999]. */
+  betas?: [number, number]
+  eps?: number
+}
+
+export interface TrainStepOptions {
+  /** Label value that never counts in the loss. Default 255. */
+  ignoreIndex?: number
+  /** The optimizer, created on first use and kept with the model. Default SGD, lr 0.01, momentum 0.9. */
+  optimizer?: OptimizerOptions
+  /** Weight of the auxiliary head's loss (models with aux: true). Default 0.4. */
+  auxWeight?: number
+}
+
+export interface StepResult {
+  /** Total loss of the step (before the update). */
+  loss: number
+  /** Loss parts: main, and aux when present. */
+  parts: Record<string, number>
+  /** Steps taken by this model so far. */
+  step: number
+}
+
+export type ImageDType = 'uint8' | 'float32' | 'float16' | 'bfloat16'
+export type MaskDType = 'uint8' | 'int32' | 'int64'
+export type Images<N extends number = number, H extends number = number, W extends number = number> =
+  Tensor<ImageDType, readonly [N, number, H, W]>
+export type Masks = Tensor<MaskDType, readonly [number, number, number]>
+
+const MODEL_KEYS = ['arch', 'backbone', 'numClasses', 'inChannels', 'outputStride', 'aux', 'mean', 'std', 'device'] as const
+
+/** Validates user options and fills every default. */
+export function resolveModelOptions (options: unknown): ModelConfig & { device: string } {
+  const o = v.optionsObject('createModel options', options)
+  if (options === undefined) throw new TypeError('Expected an options object for createModel but received undefined')
+  v.checkKeys('createModel options', o, MODEL_KEYS)
+  const arch = v.oneOf('arch', o.arch, Object.keys(ARCHITECTURES) as Arch[])
+  const spec = ARCHITECTURES[arch]
+  const backbone = o.backbone === undefined ? spec.defaultBackbone : v.oneOf(`backbone (for ${arch})`, o.backbone, spec.backbones)
+  const numClasses = v.integer('numClasses', o.numClasses, 1, 65535)
+  const inChannels = o.inChannels === undefined ? 3 : v.integer('inChannels', o.inChannels, 1, 1024)
+  const outputStride = o.outputStride === undefined
+    ? spec.defaultOutputStride
+    : v.oneOf(`outputStride (for ${arch})`, o.outputStride, spec.outputStrides)
+  const aux = o.aux === undefined ? false : v.boolean('aux', o.aux)
+  if (aux && !spec.aux) throw new RangeError(`Expected aux: false for ${arch} (it has no auxiliary head) but received true`)
+  const imagenet = inChannels === 3
+  const mean = o.mean === undefined ? (imagenet ? [0.485, 0.456, 0.406] : Array(inChannels).fill(0.5)) : v.numberArray('mean', o.mean, inChannels)
+  const std = o.std === undefined ? (imagenet ? [0.229, 0.224, 0.225] : Array(inChannels).fill(0.5)) : v.numberArray('std', o.std, inChannels)
+  if (std.some((s) => s <= 0)) throw typeError('std', 'positive numbers', std)
+  const device = o.device === undefined ? 'cpu' : v.device('device', o.device)
+  if (device.startsWith('cuda')) {
+    const b = binding.backend()
+    if (!b.cuda) {
+      throw new SegtorchError(`device '${device}' requested but CUDA is not available: this segtorch was built against libtorch ${b.libtorch} without CUDA, or no GPU is visible. See the README, "Using a CUDA libtorch".`)
+    }
+    const index = device.includes(':') ? Number(device.split(':')[1]) : 0
+    if (index >= b.cudaDevices) throw new RangeError(`Expected a CUDA device index below ${b.cudaDevices} for device but received '${device}'`)
+  }
+  return { arch, backbone, numClasses, inChannels, outputStride, aux, mean, std, device }
+}
+
+function checkImages (name: string, images: unknown, inChannels: number): Tensor {
+  if (!(images instanceof Tensor)) throw typeError(name, 'a segtorch Tensor', images)
+  if (images.disposed) throw new TypeError(`Expected a live Tensor for ${name} but received a disposed one`)
+  if (images.shape.length !== 4) throw new RangeError(`Expected ${name} of shape [N, C, H, W] but received shape [${images.shape.join(', ')}]`)
+  const [n, c, h, w] = images.shape
+  if (c !== inChannels) throw new RangeError(`Expected ${name} with ${inChannels} channel(s) (shape [N, ${inChannels}, H, W]) but received shape [${images.shape.join(', ')}]`)
+  if (n < 1 || h < 1 || w < 1) throw new RangeError(`Expected non-empty ${name} but received shape [${images.shape.join(', ')}]`)
+  const ok: DType[] = ['uint8', 'float32', 'float16', 'bfloat16']
+  if (!ok.includes(images.dtype)) throw typeError(`${name} dtype`, "'uint8', 'float32', 'float16' or 'bfloat16'", images.dtype)
+  return images
+}
+
+function checkMasks (masks: unknown, images: Tensor): Tensor {
+  if (!(masks instanceof Tensor)) throw typeError('masks', 'a segtorch Tensor', masks)
+  if (masks.disposed) throw new TypeError('Expected a live Tensor for masks but received a disposed one')
+  const ok: DType[] = ['uint8', 'int32', 'int64']
+  if (!ok.includes(masks.dtype)) throw typeError('masks dtype', "'uint8', 'int32' or 'int64'", masks.dtype)
+  const [n, , h, w] = images.shape
+  const s = masks.shape
+  if (s.length !== 3 || s[0] !== n || s[1] !== h || s[2] !== w) {
+    throw new RangeError(`Expected masks of shape [${n}, ${h}, ${w}] to match images [${images.shape.join(', ')}] but received [${s.join(', ')}]`)
+  }
+  return masks
+}
+
+const STEP_KEYS = ['ignoreIndex', 'optimizer', 'auxWeight'] as const
+const OPTIMIZER_KEYS = ['type', 'lr', 'momentum', 'weightDecay', 'nesterov', 'betas', 'eps'] as const
+
+export function resolveOptimizer (options: unknown): Required<OptimizerOptions> {
+  const o = v.optionsObject('optimizer', options)
+  v.checkKeys('optimizer options', o, OPTIMIZER_KEYS)
+  const type = o.type === undefined ? 'sgd' : v.oneOf('optimizer.type', o.type, ['sgd', 'adam', 'adamw'] as const)
+  const lr = o.lr === undefined ? (type === 'sgd' ? 0.01 : 0.001) : v.number('optimizer.lr', o.lr, 0, Infinity, true)
+  const momentum = o.momentum === undefined ? (type === 'sgd' ? 0.9 : 0) : v.number('optimizer.momentum', o.momentum, 0, 1)
+  const weightDecay = o.weightDecay === undefined ? (type === 'adamw' ? 0.01 : 0) : v.number('optimizer.weightDecay', o.weightDecay, 0)
+  const nesterov = o.nesterov === undefined ? false : v.boolean('optimizer.nesterov', o.nesterov)
+  if (nesterov && (type !== 'sgd' || momentum === 0)) {
+    throw new RangeError('Expected optimizer.nesterov only with type sgd and momentum > 0 but received nesterov: true with ' + `type '${type}', momentum ${momentum}`)
+  }
+  let betas: [number, number] = [0.9, 0.999]
+  if (o.betas !== undefined) {
+    const b = v.numberArray('optimizer.betas', o.betas, 2)
+    betas = [v.number('optimizer.betas[0]', b[0], 0, 1), v.number('optimizer.betas[1]', b[1], 0, 1)]
+  }
+  const eps = o.eps === undefined ? 1e-8 : v.number('optimizer.eps', o.eps, 0, Infinity, true)
+  return { type, lr, momentum, weightDecay, nesterov, betas, eps }
+}
+
+function resolveStepOptions (options: unknown): Required<TrainStepOptions> {
+  const o = v.optionsObject('trainStep options', options)
+  v.checkKeys('trainStep options', o, STEP_KEYS)
+  return {
+    ignoreIndex: o.ignoreIndex === undefined ? 255 : v.integer('ignoreIndex', o.ignoreIndex, -1),
+    optimizer: resolveOptimizer(o.optimizer),
+    auxWeight: o.auxWeight === undefined ? 0.4 : v.number('auxWeight', o.auxWeight, 0)
+  }
+}
+
+function checkPath (name: string, p: unknown): string {
+  if (typeof p !== 'string' || p.length === 0) throw typeError(name, 'a file path (non-empty string)', p)
+  return p
+}
+
+const disposeSymbol: symbol = (Symbol as unknown as { dispose?: symbol }).dispose ?? Symbol.for('nodejs.dispose')
+
+export class Model {
+  readonly config: Readonly<ModelConfig>
+  readonly device: string
+  #native: NativeModel | undefined
+  #info: ModelInfo
+
+  /** @internal use createModel() or loadModel() */
+  constructor (native: NativeModel, config: ModelConfig, device: string, info: ModelInfo) {
+    this.#native = native
+    this.config = Object.freeze({ ...config })
+    this.device = device
+    this.#info = info
+  }
+
+  #n (): NativeModel {
+    if (this.#native === undefined) throw new Error('this model was disposed')
+    return this.#native
+  }
+
+  /** Jobs queued or running on this model. */
+  get busy (): number {
+    return this.#native?.busy ?? 0
+  }
+
+  /** Architecture, backbone, classes, parameter counts, steps taken. */
+  info (): ModelInfo {
+    return { ...this.#info }
+  }
+
+  /**
+   * Logits [N, K, H, W] (float32, on the model's device) for images [N, C, H, W] of any H, W, in
+   * the model's current mode (eval by default). With `{ outputs: 'all' }` returns every output by
+   * name (`out`, and `aux` in training mode for models with an auxiliary head).
+   */
+  forward<N extends number, H extends number, W extends number> (images: Images<N, H, W>): Promise<Tensor<'float32', readonly [N, number, H, W]>>
+  forward (images: Images, options: { outputs: 'all' }): Promise<Record<string, Tensor<'float32'>>>
+  async forward (images: Images, options?: { outputs?: 'main' | 'all' }): Promise<unknown> {
+    const x = checkImages('images', images, this.config.inChannels)
+    const o = v.optionsObject('forward options', options)
+    v.checkKeys('forward options', o, ['outputs'])
+    const all = o.outputs === undefined ? false : v.oneOf('outputs', o.outputs, ['main', 'all'] as const) === 'all'
+    const native = this.#n()
+    const out = await withStack(() => native.forward(x._native(), all))
+    if (!all) return Tensor.fromNative(out)
+    const result: Record<string, Tensor<'float32'>> = {}
+    for (const [k, t] of Object.entries(out)) result[k] = Tensor.fromNative(t as never)
+    return result
+  }
+
+  /** Class map [N, H, W] (int32): argmax of the logits, in eval mode without gradients. */
+  async predict<N extends number, H extends number, W extends number> (images: Images<N, H, W>): Promise<Tensor<'int32', readonly [N, H, W]>> {
+    const x = checkImages('images', images, this.config.inChannels)
+    const native = this.#n()
+    return Tensor.fromNative(await withStack(() => native.predict(x._native())))
+  }
+
+  /**
+   * One SGD/Adam step on a batch: forward in training mode, cross-entropy (ignoring
+   * `ignoreIndex`), backward, optimizer update. Labels outside [0, numClasses) other than
+   * ignoreIndex are rejected with a RangeError before any update.
+   */
+  async trainStep (images: Images, masks: Masks, options?: TrainStepOptions): Promise<StepResult> {
+    const x = checkImages('images', images, this.config.inChannels)
+    const y = checkMasks(masks, x)
+    const o = resolveStepOptions(options)
+    const native = this.#n()
+    const r = await withStack(() => native.trainStep(x._native(), y._native(), o as unknown as Record<string, unknown>))
+    this.#info.steps = r.step
+    return r as StepResult
+  }
+
+  /** Switches to training mode (batch-norm statistics update, dropout on, aux outputs). */
+  async train (on = true): Promise<void> {
+    v.boolean('on', on)
+    const native = this.#n()
+    await withStack(() => native.setTraining(on))
+    this.#info.training = on
+  }
+
+  /** Switches to evaluation mode. */
+  async eval (): Promise<void> {
+    return this.train(false)
+  }
+
+  /** Saves weights and configuration atomically (temporary file, fsync, rename). */
+  async save (path: string): Promise<void> {
+    const p = checkPath('path', path)
+    const native = this.#n()
+    await withStack(() => native.save(p))
+  }
+
+  /** Frees the native model. Refused while a job is queued or running. */
+  dispose (): void {
+    if (this.#native === undefined) return
+    this.#native.dispose()
+    this.#native = undefined
+  }
+
+  [Symbol.dispose] (): void {
+    this.dispose()
+  }
+
+  /** @internal */
+  async _load (path: string): Promise<void> {
+    const native = this.#n()
+    await withStack(() => native.load(path))
+    this.#info = await withStack(() => native.info())
+  }
+}
+
+if (disposeSymbol !== Symbol.dispose) {
+  (Model.prototype as unknown as Record<symbol, unknown>)[disposeSymbol] = Model.prototype.dispose
+}
+
+/** Builds a network (weights initialised as its paper / torchvision does). */
+export async function createModel (options: ModelOptions): Promise<Model> {
+  const { device, ...config } = resolveModelOptions(options)
+  return create(config, device)
+}
+
+async function create (config: ModelConfig, device: string): Promise<Model> {
+  const native = new binding.NativeModel()
+  const payload = { ...config, device, json: JSON.stringify(config) }
+  const info = await withStack(() => native.init(payload))
+  return new Model(native, config, device, info as ModelInfo)
+}
+
+/** Loads a model saved with `model.save()`, rebuilding its architecture from the stored configuration. */
+export async function loadModel (path: string, options?: { device?: Device }): Promise<Model> {
+  const p = checkPath('path', path)
+  const o = v.optionsObject('loadModel options', options)
+  v.checkKeys('loadModel options', o, ['device'])
+  const json = await withStack(() => binding.readModelConfig(p))
+  let stored: unknown
+  try {
+    stored = JSON.parse(json)
+  } catch {
+    throw new SegtorchError(`${p} holds an unreadable segtorch configuration`)
+  }
+  const { device, ...config } = resolveModelOptions({ ...(stored as object), device: o.device ?? 'cpu' })
+  const model = await create(config, device)
+  try {
+    await model._load(p)
+  } catch (err) {
+    model.dispose()
+    throw err
+  }
+  return model
+}
+
+export type { Shape }
