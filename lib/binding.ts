@@ -64,6 +64,10 @@ function explain (err: Error): string {
 function load (): Binding {
   const root = path.join(__dirname, '..')
   try {
+    // SEGTORCH_ADDON=/path/to/segtorch.node loads a specific build (e.g. one against another libtorch).
+    const override = process.env.SEGTORCH_ADDON
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    if (override) return require(path.resolve(override)) as Binding
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     return require('node-gyp-build')(root) as Binding
   } catch (err) {
