@@ -1,0 +1,35 @@
+#!/usr/bin/env node
+// Builds everything in a checkout: libtorch check (apt-get install when root), the native addon
+// through prebuildify + cmake-js (prebuilds/<platform>-<arch>/), and the TypeScript (dist/).
+// Incremental: a second run only rebuilds what changed.
+'use strict'
+const fs = require('fs')
+const path = require('path')
+const { spawnSync } = require('child_process')
+const { ensureLibtorch, ensureBuildTools } = require('./ensure-libtorch')
+
+const root = path.join(__dirname, '..')
+function run (cmd, args) {
+  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit' })
+  if (r.status !== 0) {
+    process.stderr.write(`segtorch: '${[cmd, ...args].join(' ')}' failed\n`)
+    process.exit(r.status || 1)
+  }
+}
+function bin (pkg, file) {
+  return path.join(path.dirname(require.resolve(`${pkg}/package.json`, { paths: [root] })), file)
+}
+
+try {
+  process.stderr.write(`segtorch: building against ${ensureLibtorch()}\n`)
+  ensureBuildTools()
+} catch (err) {
+  process.stderr.write(`segtorch: ${err.message}\n`)
+  process.exit(1)
+}
+// Native addon: prebuildify drives cmake-js through the node-gyp shim and copies the result.
+run(process.execPath, [bin('prebuildify', 'bin.js'), '--napi', '--strip', '--target', process.versions.node,
+  '--node-gyp', path.join(root, 'scripts', 'node-gyp-shim.js')])
+// TypeScript
+run(process.execPath, [bin('typescript', 'bin/tsc'), '-p', path.join(root, 'tsconfig.json')])
+fs.copyFileSync(path.join(root, 'lib', 'index.mjs'), path.join(root, 'dist', 'index.mjs'))

@@ -1,0 +1,73 @@
+#!/usr/bin/env node
+// Makes sure a libtorch to build against is present. Honours LIBTORCH / LIBTORCH_USE_PYTORCH.
+// Otherwise looks for Debian/Ubuntu's libtorch-dev and, when run as root on such a system,
+// installs it with apt-get; elsewhere it stops with a message naming what to install.
+'use strict'
+const fs = require('fs')
+const { spawnSync } = require('child_process')
+
+const CONFIGS = [
+  '/usr/lib/x86_64-linux-gnu/cmake/Torch/TorchConfig.cmake',
+  '/usr/lib/aarch64-linux-gnu/cmake/Torch/TorchConfig.cmake',
+  '/usr/lib/cmake/Torch/TorchConfig.cmake',
+  '/usr/local/lib/cmake/Torch/TorchConfig.cmake',
+  '/usr/share/cmake/Torch/TorchConfig.cmake'
+]
+
+function log (msg) { process.stderr.write(`segtorch: ${msg}\n`) }
+
+function haveCommand (cmd) {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0
+}
+
+function ensureLibtorch () {
+  if (process.env.LIBTORCH) {
+    if (!fs.existsSync(process.env.LIBTORCH)) throw new Error(`LIBTORCH=${process.env.LIBTORCH} does not exist`)
+    return `LIBTORCH=${process.env.LIBTORCH}`
+  }
+  if (process.env.LIBTORCH_USE_PYTORCH === '1') return 'the libtorch inside PyTorch (LIBTORCH_USE_PYTORCH=1)'
+  const found = CONFIGS.find((p) => fs.existsSync(p))
+  if (found) return found
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
+  if (isRoot && haveCommand('apt-get')) {
+    log('libtorch is missing: installing libtorch-dev with apt-get (this takes a few minutes) ...')
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
+    let r = spawnSync('apt-get', ['update', '-q'], { stdio: 'inherit', env })
+    if (r.status === 0) r = spawnSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', 'libtorch-dev'], { stdio: 'inherit', env })
+    if (r.status !== 0) throw new Error('apt-get install libtorch-dev failed (see above)')
+    const now = CONFIGS.find((p) => fs.existsSync(p))
+    if (now) return now
+  }
+  throw new Error([
+    'libtorch was not found, and segtorch needs it to build.',
+    '  Debian/Ubuntu:  sudo apt-get install libtorch-dev   (then run the command again)',
+    '  Any system:     LIBTORCH=/path/to/unpacked/libtorch npm install',
+    '  With PyTorch:   LIBTORCH_USE_PYTORCH=1 npm install   (uses the libtorch inside pip\'s torch)'
+  ].join('\n'))
+}
+
+function ensureBuildTools () {
+  const missing = ['cmake', 'c++'].filter((c) => !haveCommand(c))
+  if (missing.length === 0) return
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
+  if (isRoot && haveCommand('apt-get')) {
+    log(`installing build tools (${missing.join(', ')}) with apt-get ...`)
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
+    spawnSync('apt-get', ['update', '-q'], { stdio: 'inherit', env })
+    const r = spawnSync('apt-get', ['install', '-y', '-q', 'cmake', 'g++', 'ninja-build'], { stdio: 'inherit', env })
+    if (r.status === 0) return
+  }
+  throw new Error(`missing build tools: ${missing.join(', ')}. Install cmake and a C++17 compiler (Debian/Ubuntu: apt-get install cmake g++)`)
+}
+
+module.exports = { ensureLibtorch, ensureBuildTools }
+
+if (require.main === module) {
+  try {
+    log(`libtorch: ${ensureLibtorch()}`)
+    ensureBuildTools()
+  } catch (err) {
+    log(err.message)
+    process.exit(1)
+  }
+}
