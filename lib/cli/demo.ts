@@ -1,0 +1,134 @@
+/**
+ * The main job on the embedded default: train FCN-ResNet18 on the ISBI 2012 membrane images
+ * shipped in data/membrane, report IoU on held-back labelled images, predict the test images and
+ * write their masks as PNGs.
+ */
+import * as fs from 'fs'
+import * as path from 'path'
+import { createModel } from '../model'
+import { tensor } from '../tensor'
+import { backend } from '../index'
+import { readImage, writeLabelPng } from '../data/images'
+
+export interface DemoOptions {
+  data: string
+  out: string
+  steps: number
+  batch: number
+  crop: number
+  holdout: number
+  outputStride: 8 | 16 | 32
+  seed: number
+  log: (line: string) => void
+}
+
+interface Sample { image: Uint8Array, label: Uint8Array, size: number }
+
+function rng (seed: number): () => number {
+  let s = seed >>> 0
+  return () => {
+    s = (s * 1664525 + 1013904223) >>> 0
+    return s / 4294967296
+  }
+}
+
+async function loadLabelled (dir: string): Promise<Sample[]> {
+  const names = fs.readdirSync(path.join(dir, 'image')).filter((f) => f.endsWith('.png'))
+    .sort((a, b) => parseInt(a) - parseInt(b))
+  const out: Sample[] = []
+  for (const name of names) {
+    const img = await readImage(path.join(dir, 'image', name), 1)
+    const lab = await readImage(path.join(dir, 'label', name), 1)
+    if (img.width !== img.height || lab.width !== img.width || lab.height !== img.height) {
+      throw new Error(`${name}: image and label sizes differ or are not square`)
+    }
+    // 0 = membrane (class 0), 255 = cell interior (class 1)
+    const label = lab.data.map((v) => (v > 127 ? 1 : 0))
+    out.push({ image: img.data, label, size: img.width })
+  }
+  return out
+}
+
+/** A random crop with random flips of a few samples, as a batch. */
+function batch (samples: Sample[], n: number, crop: number, r: () => number): { x: Uint8Array, y: Uint8Array } {
+  const x = new Uint8Array(n * crop * crop)
+  const y = new Uint8Array(n * crop * crop)
+  for (let b = 0; b < n; b++) {
+    const s = samples[Math.floor(r() * samples.length)]
+    const oy = Math.floor(r() * (s.size - crop + 1))
+    const ox = Math.floor(r() * (s.size - crop + 1))
+    const fx = r() < 0.5
+    const fy = r() < 0.5
+    for (let i = 0; i < crop; i++) {
+      const sy = oy + (fy ? crop - 1 - i : i)
+      for (let j = 0; j < crop; j++) {
+        const sx = ox + (fx ? crop - 1 - j : j)
+        x[b * crop * crop + i * crop + j] = s.image[sy * s.size + sx]
+        y[b * crop * crop + i * crop + j] = s.label[sy * s.size + sx]
+      }
+    }
+  }
+  return { x, y }
+}
+
+export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneIoU: number, pixelAccuracy: number, seconds: number }> {
+  const log = o.log
+  const t0 = Date.now()
+  const b = backend()
+  log(`segtorch demo: libtorch ${b.libtorch}, ${b.threads} threads, data ${o.data}`)
+  const all = await loadLabelled(path.join(o.data, 'train'))
+  if (all.length <= o.holdout) throw new RangeError(`Expected more than ${o.holdout} labelled images but found ${all.length}`)
+  const train = all.slice(0, all.length - o.holdout)
+  const held = all.slice(all.length - o.holdout)
+  log(`${train.length} training images, ${held.length} held back for evaluation`)
+
+  const model = await createModel({ arch: 'fcn', backbone: 'resnet18', numClasses: 2, inChannels: 1, outputStride: o.outputStride })
+  log(`model: FCN-ResNet18 (output stride ${o.outputStride}), ${(model.info().parameters / 1e6).toFixed(2)} M parameters`)
+  const r = rng(o.seed)
+  const lr0 = 0.01
+  let avg = 0
+  for (let step = 1; step <= o.steps; step++) {
+    const { x, y } = batch(train, o.batch, o.crop, r)
+    const lr = lr0 * Math.pow(1 - (step - 1) / o.steps, 0.9) // poly schedule
+    const res = await model.trainStep(tensor(x, [o.batch, 1, o.crop, o.crop]), tensor(y, [o.batch, o.crop, o.crop]),
+      { optimizer: { type: 'sgd', lr, momentum: 0.9, weightDecay: 1e-4 } })
+    avg = step === 1 ? res.loss : 0.9 * avg + 0.1 * res.loss
+    if (step % 25 === 0 || step === o.steps) log(`step ${step}/${o.steps}  loss ${avg.toFixed(4)}  lr ${lr.toFixed(5)}  ${((Date.now() - t0) / 1000).toFixed(0)} s`)
+  }
+
+  // Evaluate on the held-back images at full size.
+  let inter1 = 0; let union1 = 0; let inter0 = 0; let union0 = 0; let correct = 0; let total = 0
+  for (const s of held) {
+    const pred = (await model.predict(tensor(s.image, [1, 1, s.size, s.size]))).dataSync()
+    for (let i = 0; i < pred.length; i++) {
+      const p = pred[i]; const t = s.label[i]
+      if (p === 1 && t === 1) inter1++
+      if (p === 1 || t === 1) union1++
+      if (p === 0 && t === 0) inter0++
+      if (p === 0 || t === 0) union0++
+      if (p === t) correct++
+      total++
+    }
+  }
+  const iou = inter1 / Math.max(1, union1)
+  const membraneIoU = inter0 / Math.max(1, union0)
+  log(`held-out images: cell-interior IoU ${iou.toFixed(4)}, membrane IoU ${membraneIoU.toFixed(4)}, pixel accuracy ${(correct / total).toFixed(4)}`)
+
+  // Predict the unlabelled test images and write their masks (255 = interior, 0 = membrane).
+  fs.mkdirSync(o.out, { recursive: true })
+  await model.save(path.join(o.out, 'model.segtorch'))
+  const testDir = path.join(o.data, 'test')
+  const tests = fs.readdirSync(testDir).filter((f) => f.endsWith('.png')).sort((a, b) => parseInt(a) - parseInt(b))
+  for (const name of tests) {
+    const img = await readImage(path.join(testDir, name), 1)
+    const pred = await model.predict(tensor(img.data, [1, 1, img.height, img.width]))
+    await writeLabelPng(path.join(o.out, 'masks', name), pred.dataSync(), img.width, img.height, 255)
+    pred.dispose()
+  }
+  model.dispose()
+  const seconds = (Date.now() - t0) / 1000
+  const result = { iou, membraneIoU, pixelAccuracy: correct / total, seconds }
+  fs.writeFileSync(path.join(o.out, 'result.json'), JSON.stringify({ ...result, steps: o.steps, batch: o.batch, crop: o.crop }, null, 2))
+  log(`wrote ${tests.length} masks to ${path.join(o.out, 'masks')} and the model to ${path.join(o.out, 'model.segtorch')} (${seconds.toFixed(0)} s)`)
+  return result
+}
