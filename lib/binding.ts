@@ -26,7 +26,17 @@ export interface NativeModel {
   load(path: string): Promise<void>
   info(): Promise<any>
   dispose(): void
+  checkGradients(images: NativeTensor, masks: NativeTensor, options: Record<string, unknown>): Promise<string[]>
+  loadStateDict(path: string, strict: boolean, prefix: string): Promise<StateDictReport>
+  stateDictShapes(): Promise<Record<string, number[]>>
   readonly busy: number
+}
+
+export interface StateDictReport {
+  missing: string[]
+  unexpected: string[]
+  mismatched: string[]
+  loaded: number
 }
 
 export interface Binding {

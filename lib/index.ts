@@ -11,6 +11,7 @@ export type { ModelOptions, ModelConfig, ModelInfo, OptimizerOptions, TrainStepO
 export { ARCHITECTURES } from './models'
 export type { Arch, Backbone, ResNetBackbone, OutputStride, ArchSpec } from './models'
 export { SegtorchError, SegtorchLoadError } from './errors'
+export type { StateDictReport } from './binding'
 
 export interface Backend {
   /** libtorch version the addon was built against. */

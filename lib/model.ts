@@ -1,5 +1,5 @@
 /** Models: create, run, train, save and load segmentation networks. */
-import { binding, NativeModel } from './binding'
+import { binding, NativeModel, StateDictReport } from './binding'
 import { SegtorchError, typeError, withStack } from './errors'
 import { Arch, ARCHITECTURES, Backbone, OutputStride } from './models'
 import { Device, DType, Shape, Tensor } from './tensor'
@@ -24,10 +24,15 @@ export interface ModelOptions {
   std?: number[]
   /** 'cpu' (default), 'cuda' or 'cuda:N'. */
   device?: Device
+  /** Architecture-specific options: see ARCHITECTURES[arch].options and the README. */
+  [option: string]: unknown
 }
 
 /** The options with every default filled in: what checkpoints store. */
-export type ModelConfig = Required<Omit<ModelOptions, 'device'>>
+export type ModelConfig = Required<Pick<ModelOptions, 'arch' | 'backbone' | 'numClasses' | 'inChannels' | 'outputStride' | 'aux' | 'mean' | 'std'>> & {
+  /** Architecture-specific options, defaults filled (see ARCHITECTURES[arch].options). */
+  extra: Record<string, number | boolean | string>
+}
 
 export interface ModelInfo {
   arch: Arch
@@ -81,14 +86,31 @@ export type Images<N extends number = number, H extends number = number, W exten
 export type Masks = Tensor<MaskDType, readonly [number, number, number]>
 
 const MODEL_KEYS = ['arch', 'backbone', 'numClasses', 'inChannels', 'outputStride', 'aux', 'mean', 'std', 'device'] as const
+// Stored configurations carry architecture options under `extra`.
+const STORED_KEYS = [...MODEL_KEYS, 'extra'] as const
 
 /** Validates user options and fills every default. */
-export function resolveModelOptions (options: unknown): ModelConfig & { device: string } {
+export function resolveModelOptions (options: unknown, stored = false): ModelConfig & { device: string } {
   const o = v.optionsObject('createModel options', options)
   if (options === undefined) throw new TypeError('Expected an options object for createModel but received undefined')
-  v.checkKeys('createModel options', o, MODEL_KEYS)
   const arch = v.oneOf('arch', o.arch, Object.keys(ARCHITECTURES) as Arch[])
   const spec = ARCHITECTURES[arch]
+  v.checkKeys(`createModel options (arch '${arch}')`, o, [...(stored ? STORED_KEYS : MODEL_KEYS), ...Object.keys(spec.options)])
+  const extra: Record<string, number | boolean | string> = {}
+  for (const [key, opt] of Object.entries(spec.options)) {
+    const value = o[key] ?? (o.extra as Record<string, unknown> | undefined)?.[key]
+    if (value === undefined) {
+      extra[key] = opt.default
+    } else if (opt.type === 'boolean') {
+      extra[key] = v.boolean(key, value)
+    } else if (opt.type === 'integer') {
+      extra[key] = v.integer(key, value, opt.min, opt.max)
+    } else if (opt.type === 'number') {
+      extra[key] = v.number(key, value, opt.min, opt.max)
+    } else {
+      extra[key] = v.oneOf(`${key} (for ${arch})`, value, opt.values)
+    }
+  }
   const backbone = o.backbone === undefined ? spec.defaultBackbone : v.oneOf(`backbone (for ${arch})`, o.backbone, spec.backbones)
   const numClasses = v.integer('numClasses', o.numClasses, 1, 65535)
   const inChannels = o.inChannels === undefined ? 3 : v.integer('inChannels', o.inChannels, 1, 1024)
@@ -110,7 +132,7 @@ export function resolveModelOptions (options: unknown): ModelConfig & { device: 
     const index = device.includes(':') ? Number(device.split(':')[1]) : 0
     if (index >= b.cudaDevices) throw new RangeError(`Expected a CUDA device index below ${b.cudaDevices} for device but received '${device}'`)
   }
-  return { arch, backbone, numClasses, inChannels, outputStride, aux, mean, std, device }
+  return { arch, backbone, numClasses, inChannels, outputStride, aux, mean, std, extra, device }
 }
 
 function checkImages (name: string, images: unknown, inChannels: number): Tensor {
@@ -249,6 +271,40 @@ export class Model {
     return r as StepResult
   }
 
+  /**
+   * Loads a state dict saved by PyTorch (`torch.save(model.state_dict(), file)`), matched by
+   * parameter name (torchvision's names where a twin exists). `strict` (default true): any
+   * missing, unexpected or mis-shaped key is an error and nothing changes; otherwise the matching
+   * tensors are loaded and the rest reported.
+   */
+  async loadStateDict (path: string, options?: { strict?: boolean, prefix?: string }): Promise<StateDictReport> {
+    const p = checkPath('path', path)
+    const o = v.optionsObject('loadStateDict options', options)
+    v.checkKeys('loadStateDict options', o, ['strict', 'prefix'])
+    const strict = o.strict === undefined ? true : v.boolean('strict', o.strict)
+    const prefix = o.prefix === undefined ? '' : v.string('prefix', o.prefix)
+    const native = this.#n()
+    return withStack(() => native.loadStateDict(p, strict, prefix))
+  }
+
+  /** Parameter and buffer names with their shapes, as in a state dict. */
+  async stateDictShapes (): Promise<Record<string, number[]>> {
+    const native = this.#n()
+    return withStack(() => native.stateDictShapes())
+  }
+
+  /**
+   * Runs forward, loss and backward in training mode without updating the weights and returns the
+   * names of trainable parameters that got no (finite) gradient. Used by the test battery.
+   */
+  async checkGradients (images: Images, masks: Masks, options?: TrainStepOptions): Promise<string[]> {
+    const x = checkImages('images', images, this.config.inChannels)
+    const y = checkMasks(masks, x)
+    const o = resolveStepOptions(options)
+    const native = this.#n()
+    return withStack(() => native.checkGradients(x._native(), y._native(), o as unknown as Record<string, unknown>))
+  }
+
   /** Switches to training mode (batch-norm statistics update, dropout on, aux outputs). */
   async train (on = true): Promise<void> {
     v.boolean('on', on)
@@ -317,7 +373,7 @@ export async function loadModel (path: string, options?: { device?: Device }): P
   } catch {
     throw new SegtorchError(`${p} holds an unreadable segtorch configuration`)
   }
-  const { device, ...config } = resolveModelOptions({ ...(stored as object), device: o.device ?? 'cpu' })
+  const { device, ...config } = resolveModelOptions({ ...(stored as object), device: o.device ?? 'cpu' }, true)
   const model = await create(config, device)
   try {
     await model._load(p)

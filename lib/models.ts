@@ -7,6 +7,13 @@ export type Backbone = ResNetBackbone
 export type Arch = 'fcn'
 export type OutputStride = 8 | 16 | 32
 
+/** An architecture-specific option: its type, allowed values and default. */
+export type OptionSpec =
+  | { type: 'boolean', default: boolean, doc: string }
+  | { type: 'integer', default: number, min: number, max: number, doc: string }
+  | { type: 'number', default: number, min: number, max: number, doc: string }
+  | { type: 'enum', values: readonly string[], default: string, doc: string }
+
 export interface ArchSpec {
   /** Paper the architecture follows. */
   paper: string
@@ -16,6 +23,8 @@ export interface ArchSpec {
   defaultOutputStride: OutputStride
   /** Whether `aux: true` (an auxiliary head for deep supervision) is available. */
   aux: boolean
+  /** Options only this architecture has (passed to native code as `extra`). */
+  options: Readonly<Record<string, OptionSpec>>
 }
 
 const RESNETS: readonly ResNetBackbone[] = ['resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152']
@@ -27,6 +36,7 @@ export const ARCHITECTURES: Readonly<Record<Arch, ArchSpec>> = {
     defaultBackbone: 'resnet50',
     outputStrides: [8, 16, 32],
     defaultOutputStride: 8,
-    aux: true
+    aux: true,
+    options: {}
   }
 }

@@ -110,6 +110,7 @@ ResNetImpl::ResNetImpl(const ResNetOptions& o) {
   layer4 = register_module("layer4", make_layer(bottleneck, 512, blocks[3], 2, dilate4));
   int64_t e = bottleneck ? 4 : 1;
   channels_ = {64 * e, 128 * e, 256 * e, 512 * e};
+  strides_ = {4, 8, dilate3 ? 8 : 16, o.output_stride()};
 
   // torchvision's initialisation
   for (auto& m : modules(/*include_self=*/false)) {

@@ -5,6 +5,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "backbones/backbone.h"
+
 #include <vector>
 
 namespace segtorch {
@@ -16,15 +18,16 @@ struct ResNetOptions {
   TORCH_ARG(int64_t, output_stride) = 32;
 };
 
-class ResNetImpl : public torch::nn::Module {
+class ResNetImpl : public BackboneImpl {
  public:
   explicit ResNetImpl(const ResNetOptions& options);
   // Feature maps after layer1..layer4 (strides 4, 8, 16, 32 before dilation).
-  std::vector<torch::Tensor> forward(torch::Tensor x);
+  std::vector<torch::Tensor> forward(torch::Tensor x) override;
   // The stem alone (conv1, bn1, relu, maxpool): stride 4.
   torch::Tensor stem(torch::Tensor x);
   // Channels of layer1..layer4 outputs.
-  std::vector<int64_t> channels() const { return channels_; }
+  std::vector<int64_t> channels() const override { return channels_; }
+  std::vector<int64_t> strides() const override { return strides_; }
 
   torch::nn::Conv2d conv1{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr};
@@ -35,6 +38,7 @@ class ResNetImpl : public torch::nn::Module {
   int64_t inplanes_ = 64;
   int64_t dilation_ = 1;
   std::vector<int64_t> channels_;
+  std::vector<int64_t> strides_;
 };
 TORCH_MODULE(ResNet);
 

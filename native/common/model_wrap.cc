@@ -100,6 +100,9 @@ Napi::Function ModelWrap::Init(Napi::Env env) {
                          InstanceMethod<&ModelWrap::Load>("load"),
                          InstanceMethod<&ModelWrap::Info>("info"),
                          InstanceMethod<&ModelWrap::Dispose>("dispose"),
+                         InstanceMethod<&ModelWrap::CheckGradients>("checkGradients"),
+                         InstanceMethod<&ModelWrap::LoadStateDict>("loadStateDict"),
+                         InstanceMethod<&ModelWrap::StateDictShapes>("stateDictShapes"),
                          InstanceAccessor<&ModelWrap::Busy>("busy"),
                      });
 }
@@ -276,6 +279,80 @@ Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
   disposed_ = true;
   segmenter_.reset();
   return env.Undefined();
+}
+
+namespace {
+Napi::Array StringArray(Napi::Env env, const std::vector<std::string>& v) {
+  Napi::Array a = Napi::Array::New(env, v.size());
+  for (size_t i = 0; i < v.size(); ++i) a.Set(static_cast<uint32_t>(i), v[i]);
+  return a;
+}
+}  // namespace
+
+Napi::Value ModelWrap::CheckGradients(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env);
+    auto job = std::make_unique<Job>(env);
+    at::Tensor images = TensorFromJs(info[0], job.get());
+    at::Tensor masks = TensorFromJs(info[1], job.get());
+    TrainStepOptions options = ReadStepOptions(info[2]);
+    auto result = std::make_shared<std::vector<std::string>>();
+    job->execute = [this, images, masks, options, result]() {
+      if (!segmenter_) ThrowError("this model failed to initialise");
+      *result = segmenter_->ParametersWithoutGradient(images, masks, options);
+    };
+    job->complete = [result](Napi::Env env) -> Napi::Value { return StringArray(env, *result); };
+    return Run(info, std::move(job));
+  });
+}
+
+Napi::Value ModelWrap::LoadStateDict(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env);
+    std::string path = info[0].As<Napi::String>().Utf8Value();
+    bool strict = info[1].ToBoolean().Value();
+    std::string prefix = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+    auto job = std::make_unique<Job>(env);
+    auto result = std::make_shared<StateDictReport>();
+    job->execute = [this, path, strict, prefix, result]() {
+      if (!segmenter_) ThrowError("this model failed to initialise");
+      *result = segmenter_->LoadStateDict(path, strict, prefix);
+    };
+    job->complete = [result](Napi::Env env) -> Napi::Value {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("missing", StringArray(env, result->missing));
+      o.Set("unexpected", StringArray(env, result->unexpected));
+      o.Set("mismatched", StringArray(env, result->mismatched));
+      o.Set("loaded", Napi::Number::New(env, static_cast<double>(result->loaded)));
+      return o;
+    };
+    return Run(info, std::move(job));
+  });
+}
+
+Napi::Value ModelWrap::StateDictShapes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env);
+    auto job = std::make_unique<Job>(env);
+    auto result = std::make_shared<std::vector<std::pair<std::string, std::vector<int64_t>>>>();
+    job->execute = [this, result]() {
+      if (!segmenter_) ThrowError("this model failed to initialise");
+      *result = segmenter_->StateDictShapes();
+    };
+    job->complete = [result](Napi::Env env) -> Napi::Value {
+      Napi::Object o = Napi::Object::New(env);
+      for (auto& kv : *result) {
+        Napi::Array shape = Napi::Array::New(env, kv.second.size());
+        for (size_t i = 0; i < kv.second.size(); ++i) shape.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(kv.second[i])));
+        o.Set(kv.first, shape);
+      }
+      return o;
+    };
+    return Run(info, std::move(job));
+  });
 }
 
 Napi::Value ModelWrap::Busy(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), busy_); }

@@ -26,6 +26,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Load(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value CheckGradients(const Napi::CallbackInfo& info);
+  Napi::Value LoadStateDict(const Napi::CallbackInfo& info);
+  Napi::Value StateDictShapes(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
 
   // Queue a job on this model's executor; the JS object stays alive until it settles.

@@ -6,6 +6,12 @@
 #include <cstdio>
 #include <fstream>
 
+#include <torch/csrc/jit/serialization/pickle.h>
+
+#include <iterator>
+#include <map>
+#include <sstream>
+
 #include "common/errors.h"
 
 namespace segtorch {
@@ -176,6 +182,23 @@ torch::Tensor CrossEntropy(const torch::Tensor& logits, const torch::Tensor& tar
 }
 }  // namespace
 
+torch::Tensor Segmenter::Loss(const torch::Tensor& x, const torch::Tensor& y, const TrainStepOptions& o, StepResult* parts) {
+  SegOutput out = Run(x);
+  torch::Tensor main = CrossEntropy(out.out, y, o.ignore_index);
+  torch::Tensor loss = main;
+  std::vector<std::pair<std::string, torch::Tensor>> terms{{"main", main}};
+  for (auto& a : out.aux) {
+    torch::Tensor l = CrossEntropy(a.second, y, o.ignore_index);
+    loss = loss + o.aux_weight * l;
+    terms.emplace_back(a.first, l);
+  }
+  if (parts) {
+    for (auto& t : terms) parts->parts.emplace_back(t.first, t.second.item<double>());
+    parts->loss = loss.item<double>();
+  }
+  return loss;
+}
+
 StepResult Segmenter::TrainStep(const torch::Tensor& images, const torch::Tensor& masks, const TrainStepOptions& o) {
   torch::Tensor x = PrepareImages(images);
   torch::Tensor y = PrepareMasks(masks, images, o.ignore_index);
@@ -184,17 +207,7 @@ StepResult Segmenter::TrainStep(const torch::Tensor& images, const torch::Tensor
   net_->train();
   StepResult result;
   try {
-    SegOutput out = Run(x);
-    torch::Tensor main = CrossEntropy(out.out, y, o.ignore_index);
-    torch::Tensor loss = main;
-    result.parts.emplace_back("main", 0.0);
-    for (auto& a : out.aux) {
-      torch::Tensor l = CrossEntropy(a.second, y, o.ignore_index);
-      loss = loss + o.aux_weight * l;
-      result.parts.emplace_back(a.first, l.item<double>());
-    }
-    result.parts[0].second = main.item<double>();
-    result.loss = loss.item<double>();
+    torch::Tensor loss = Loss(x, y, o, &result);
     if (!std::isfinite(result.loss)) {
       ThrowError("training step " + std::to_string(steps_ + 1) + " produced a non-finite loss (" +
                  std::to_string(result.loss) + "); the weights were not updated. Lower the learning rate or check the data.");
@@ -209,6 +222,104 @@ StepResult Segmenter::TrainStep(const torch::Tensor& images, const torch::Tensor
   net_->train(was_training);
   result.step = ++steps_;
   return result;
+}
+
+std::vector<std::string> Segmenter::ParametersWithoutGradient(const torch::Tensor& images, const torch::Tensor& masks,
+                                                              const TrainStepOptions& o) {
+  torch::Tensor x = PrepareImages(images);
+  torch::Tensor y = PrepareMasks(masks, images, o.ignore_index);
+  bool was_training = net_->is_training();
+  net_->train();
+  for (auto& p : net_->parameters()) p.mutable_grad() = torch::Tensor();
+  std::vector<std::string> missing;
+  try {
+    Loss(x, y, o, nullptr).backward();
+    for (auto& kv : net_->named_parameters()) {
+      const auto& g = kv.value().grad();
+      if (kv.value().requires_grad() && (!g.defined() || !torch::isfinite(g).all().item<bool>())) missing.push_back(kv.key());
+    }
+  } catch (...) {
+    net_->train(was_training);
+    throw;
+  }
+  for (auto& p : net_->parameters()) p.mutable_grad() = torch::Tensor();
+  net_->train(was_training);
+  return missing;
+}
+
+namespace {
+std::string ShapeString(at::IntArrayRef s) {
+  std::ostringstream o;
+  o << "[";
+  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
+  o << "]";
+  return o.str();
+}
+
+std::map<std::string, torch::Tensor> ReadStateDict(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) ThrowError("cannot open state dict " + path + ": no such file or not readable");
+  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  c10::IValue value;
+  try {
+    value = torch::pickle_load(bytes);
+  } catch (const std::exception& e) {
+    ThrowError(path + " is not a PyTorch state dict saved with torch.save (" + CleanMessage(e) + ")");
+  }
+  if (!value.isGenericDict()) ThrowError(path + " does not hold a state dict (a dict of name -> tensor)");
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& kv : value.toGenericDict()) {
+    if (!kv.key().isString() || !kv.value().isTensor()) continue;  // e.g. nested metadata
+    out[kv.key().toStringRef()] = kv.value().toTensor();
+  }
+  if (out.empty()) ThrowError(path + " holds no tensors");
+  return out;
+}
+}  // namespace
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> Segmenter::StateDictShapes() const {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  for (const auto& kv : net_->named_parameters()) out.emplace_back(kv.key(), kv.value().sizes().vec());
+  for (const auto& kv : net_->named_buffers()) out.emplace_back(kv.key(), kv.value().sizes().vec());
+  return out;
+}
+
+StateDictReport Segmenter::LoadStateDict(const std::string& path, bool strict, const std::string& prefix) {
+  auto file = ReadStateDict(path);
+  std::map<std::string, torch::Tensor> ours;
+  for (const auto& kv : net_->named_parameters()) ours[kv.key()] = kv.value();
+  for (const auto& kv : net_->named_buffers()) ours[kv.key()] = kv.value();
+  StateDictReport report;
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;
+  for (const auto& kv : ours) {
+    if (kv.first.compare(0, prefix.size(), prefix) != 0) continue;
+    std::string key = kv.first.substr(prefix.size());
+    auto it = file.find(key);
+    if (it == file.end()) {
+      report.missing.push_back(key);
+    } else if (it->second.sizes() != kv.second.sizes()) {
+      report.mismatched.push_back(key + ": file " + ShapeString(it->second.sizes()) + " vs model " + ShapeString(kv.second.sizes()));
+    } else {
+      copies.emplace_back(kv.second, it->second);
+    }
+  }
+  for (const auto& kv : file) {
+    if (!ours.count(prefix + kv.first)) report.unexpected.push_back(kv.first);
+  }
+  if (strict && (!report.missing.empty() || !report.unexpected.empty() || !report.mismatched.empty())) {
+    auto list = [](const std::vector<std::string>& v) {
+      std::string s;
+      for (size_t i = 0; i < v.size() && i < 8; ++i) s += (i ? ", " : "") + v[i];
+      if (v.size() > 8) s += ", ... (" + std::to_string(v.size()) + " in all)";
+      return s.empty() ? std::string("none") : s;
+    };
+    ThrowError(path + " does not match this " + config_.arch + "/" + config_.backbone + " model (nothing was loaded): missing keys: " +
+               list(report.missing) + "; unexpected keys: " + list(report.unexpected) + "; mis-shaped keys: " + list(report.mismatched));
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& c : copies) c.first.copy_(c.second.to(c.first.device(), c.first.scalar_type()));
+  report.loaded = static_cast<int64_t>(copies.size());
+  return report;
 }
 
 int64_t Segmenter::NumParameters(bool trainable_only) const {

@@ -33,6 +33,14 @@ struct StepResult {
   int64_t step = 0;
 };
 
+// What loading a PyTorch state dict found.
+struct StateDictReport {
+  std::vector<std::string> missing;     // ours, absent from the file
+  std::vector<std::string> unexpected;  // in the file, not ours
+  std::vector<std::string> mismatched;  // same name, other shape ("name: file [..] vs model [..]")
+  int64_t loaded = 0;
+};
+
 class Segmenter {
  public:
   explicit Segmenter(ModelConfig config);
@@ -42,6 +50,17 @@ class Segmenter {
   // Class map [N,H,W] int32, eval mode, inference mode.
   torch::Tensor Predict(const torch::Tensor& images);
   StepResult TrainStep(const torch::Tensor& images, const torch::Tensor& masks, const TrainStepOptions& options);
+
+  // Forward + loss + backward without an update: names of trainable parameters left without a
+  // gradient (the shared test battery asserts this is empty). Gradients are cleared after.
+  std::vector<std::string> ParametersWithoutGradient(const torch::Tensor& images, const torch::Tensor& masks,
+                                                     const TrainStepOptions& options);
+  // Reads a state dict saved by Python's torch.save(model.state_dict()). Only keys under `prefix`
+  // are considered (e.g. "backbone."). strict: any missing, unexpected or mis-shaped key is an
+  // error and nothing is changed; otherwise matching tensors are copied and the rest reported.
+  StateDictReport LoadStateDict(const std::string& path, bool strict, const std::string& prefix = "");
+  // Names and shapes of parameters and buffers, as a state dict would have them.
+  std::vector<std::pair<std::string, std::vector<int64_t>>> StateDictShapes() const;
 
   void SetTraining(bool on) { net_->train(on); }
   bool IsTraining() const { return net_->is_training(); }
@@ -63,6 +82,8 @@ class Segmenter {
   // Pads to the network's input multiple, runs it, crops back.
   SegOutput Run(const torch::Tensor& x);
   void EnsureOptimizer(const OptimizerOptions& o);
+  // The total loss of one forward pass (main + weighted aux) in training mode.
+  torch::Tensor Loss(const torch::Tensor& x, const torch::Tensor& y, const TrainStepOptions& o, StepResult* parts);
 
   ModelConfig config_;
   torch::Device device_;

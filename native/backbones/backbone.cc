@@ -1,0 +1,47 @@
+#include "backbones/backbone.h"
+
+#include <functional>
+#include <map>
+
+#include "backbones/resnet.h"
+#include "common/errors.h"
+
+namespace segtorch {
+
+namespace {
+using Factory = std::function<BackbonePtr(int64_t in_channels, int64_t output_stride)>;
+
+BackbonePtr MakeResNet(int64_t depth, int64_t in_channels, int64_t output_stride) {
+  return std::make_shared<ResNetImpl>(ResNetOptions(depth).in_channels(in_channels).output_stride(output_stride));
+}
+
+// The one list of backbones.
+const std::map<std::string, Factory>& Backbones() {
+  static const std::map<std::string, Factory> backbones = {
+      {"resnet18", [](int64_t c, int64_t os) { return MakeResNet(18, c, os); }},
+      {"resnet34", [](int64_t c, int64_t os) { return MakeResNet(34, c, os); }},
+      {"resnet50", [](int64_t c, int64_t os) { return MakeResNet(50, c, os); }},
+      {"resnet101", [](int64_t c, int64_t os) { return MakeResNet(101, c, os); }},
+      {"resnet152", [](int64_t c, int64_t os) { return MakeResNet(152, c, os); }},
+  };
+  return backbones;
+}
+}  // namespace
+
+std::vector<std::string> BackboneNames() {
+  std::vector<std::string> names;
+  for (auto& kv : Backbones()) names.push_back(kv.first);
+  return names;
+}
+
+BackbonePtr CreateBackbone(const std::string& name, int64_t in_channels, int64_t output_stride) {
+  auto it = Backbones().find(name);
+  if (it == Backbones().end()) {
+    std::string allowed;
+    for (auto& n : BackboneNames()) allowed += (allowed.empty() ? "" : ", ") + n;
+    ThrowRange("Expected backbone to be one of " + allowed + " but received " + name);
+  }
+  return it->second(in_channels, output_stride);
+}
+
+}  // namespace segtorch
