@@ -173,23 +173,16 @@ void Segmenter::EnsureOptimizer(const OptimizerOptions& o) {
   }
 }
 
-namespace {
-// Mean cross-entropy over the pixels that are not ignored; 0 (with a graph) when all are ignored.
-torch::Tensor CrossEntropy(const torch::Tensor& logits, const torch::Tensor& target, int64_t ignore_index) {
-  auto sum = F::cross_entropy(logits, target, F::CrossEntropyFuncOptions().ignore_index(ignore_index).reduction(torch::kSum));
-  auto count = (target != ignore_index).sum().clamp_min(1).to(sum.dtype());
-  return sum / count;
-}
-}  // namespace
 
 torch::Tensor Segmenter::Loss(const torch::Tensor& x, const torch::Tensor& y, const TrainStepOptions& o, StepResult* parts) {
   SegOutput out = Run(x);
-  torch::Tensor main = CrossEntropy(out.out, y, o.ignore_index);
+  torch::Tensor main = SegmentationCrossEntropy(out.out, y, o.ignore_index);
   torch::Tensor loss = main;
   std::vector<std::pair<std::string, torch::Tensor>> terms{{"main", main}};
   for (auto& a : out.aux) {
-    torch::Tensor l = CrossEntropy(a.second, y, o.ignore_index);
-    loss = loss + o.aux_weight * l;
+    torch::Tensor l = net_->AuxLoss(a.first, a.second, y, o.ignore_index);
+    if (!l.defined()) continue;
+    loss = loss + net_->AuxWeight(a.first, o.aux_weight) * l;
     terms.emplace_back(a.first, l);
   }
   if (parts) {

@@ -48,7 +48,20 @@ class SegmentationModel : public torch::nn::Module {
   virtual SegOutput forward(const torch::Tensor& x) = 0;
   // Inputs are padded to a multiple of this inside Segmenter, then cropped back.
   virtual int64_t input_multiple() const { return 32; }
+  // Loss of a named extra output (SegOutput::aux) against the labels [N,H,W] (int64). Return an
+  // undefined tensor to leave the output out of the loss. Default: cross-entropy over the pixels
+  // that are not ignore_index, labels resized (nearest) to the output's size when it differs
+  // (ICNet's cascade label guidance uses exactly this).
+  virtual torch::Tensor AuxLoss(const std::string& name, const torch::Tensor& output, const torch::Tensor& labels,
+                                int64_t ignore_index);
+  // Weight of that loss in the total; `requested` is the user's auxWeight (default 0.4).
+  virtual double AuxWeight(const std::string& name, double requested) const { return requested; }
 };
+
+// Mean cross-entropy over pixels that are not ignore_index (0 when all are ignored).
+torch::Tensor SegmentationCrossEntropy(const torch::Tensor& logits, const torch::Tensor& labels, int64_t ignore_index);
+// Labels [N,H,W] resized to (h, w) with nearest neighbour.
+torch::Tensor ResizeLabels(const torch::Tensor& labels, int64_t h, int64_t w);
 
 using ModelPtr = std::shared_ptr<SegmentationModel>;
 using ModelFactory = std::function<ModelPtr(const ModelConfig&)>;

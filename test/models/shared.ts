@@ -1,0 +1,102 @@
+/**
+ * The shared battery every architecture passes (like smp's BaseModelTester): output shape for odd
+ * sizes, backward reaches every trainable parameter, train/eval outputs, save/load round trip,
+ * bad options. An architecture's test file is a few lines: describeArchitecture({...}).
+ */
+import * as assert from 'assert'
+import * as path from 'path'
+import { createModel, loadModel, Model, ModelOptions } from '../../lib'
+import { randomImages, randomMasks, rejects, tmpdir } from '../helpers'
+
+export interface BatteryCase {
+  /** Options of a tiny configuration (few channels, small backbone). */
+  options: ModelOptions
+  /** Names of outputs present in training mode besides `out` (e.g. ['aux']). */
+  trainOutputs?: string[]
+  /** Names of outputs present in eval mode besides `out` (e.g. ['depth'] for mtrefinenet). */
+  evalOutputs?: string[]
+  /** Input size for the shape test; defaults to an odd 67 x 93. */
+  size?: [number, number]
+  /**
+   * Parameters allowed to get no gradient from the segmentation loss alone (e.g. a depth head
+   * whose loss needs depth targets). Say why next to it.
+   */
+  noGradient?: RegExp
+}
+
+export interface Battery {
+  arch: string
+  cases: BatteryCase[]
+  /** Options that must be refused, with the error type and message pattern. */
+  badOptions?: Array<{ options: Record<string, unknown>, error: Function, pattern: RegExp }>
+}
+
+export function describeArchitecture (b: Battery): void {
+  describe(`architecture ${b.arch}: shared battery`, () => {
+    for (const c of b.cases) {
+      const label = JSON.stringify({ ...c.options, arch: undefined, numClasses: undefined })
+      describe(label, () => {
+        let model: Model
+        const channels = c.options.inChannels ?? 3
+        const k = c.options.numClasses
+        before(async () => { model = await createModel(c.options) })
+        after(() => model?.dispose())
+
+        it('gives logits [N, K, H, W] for odd input sizes', async () => {
+          const [h, w] = c.size ?? [67, 93]
+          const out = await model.forward(randomImages(2, channels, h, w))
+          assert.deepStrictEqual(out.shape, [2, k, h, w])
+          assert.ok(out.dataSync().every(Number.isFinite), 'finite logits')
+          const labels = await model.predict(randomImages(1, channels, h + 2, w - 2))
+          assert.deepStrictEqual(labels.shape, [1, h + 2, w - 2])
+        })
+
+        it('backward gives a gradient to every trainable parameter', async () => {
+          const [h, w] = c.size ?? [64, 64]
+          const missing = await model.checkGradients(randomImages(2, channels, h, w, 5), randomMasks(2, h, w, k, 6))
+          const unexpected = missing.filter((name) => !(c.noGradient?.test(name) ?? false))
+          assert.deepStrictEqual(unexpected, [], `parameters without gradient: ${unexpected.join(', ')}`)
+        })
+
+        it('returns extra outputs only in training mode', async () => {
+          const x = randomImages(2, channels, 64, 64)
+          const evalOut = await model.forward(x, { outputs: 'all' })
+          assert.deepStrictEqual(Object.keys(evalOut).sort(), ['out', ...(c.evalOutputs ?? [])].sort())
+          await model.train()
+          try {
+            const trainOut = await model.forward(x, { outputs: 'all' })
+            assert.deepStrictEqual(Object.keys(trainOut).sort(), ['out', ...(c.evalOutputs ?? []), ...(c.trainOutputs ?? [])].sort())
+            assert.deepStrictEqual(trainOut.out.shape, [2, k, 64, 64])
+          } finally {
+            await model.eval()
+          }
+        })
+
+        it('takes a training step with a finite loss', async () => {
+          const r = await model.trainStep(randomImages(2, channels, 64, 64, 8), randomMasks(2, 64, 64, k, 9), { optimizer: { lr: 1e-3 } })
+          assert.ok(Number.isFinite(r.loss) && r.loss > 0, `loss ${r.loss}`)
+          for (const name of c.trainOutputs ?? []) if (name !== 'depth') assert.ok(name in r.parts || Object.keys(r.parts).length > 1, `loss part for ${name}`)
+        })
+
+        it('round-trips through save / loadModel with identical predictions', async () => {
+          const file = path.join(tmpdir(), 'model.segtorch')
+          await model.save(file)
+          const again = await loadModel(file)
+          try {
+            assert.deepStrictEqual(again.config, model.config)
+            const x = randomImages(1, channels, 48, 40, 12)
+            assert.deepStrictEqual((await again.forward(x)).dataSync(), (await model.forward(x)).dataSync())
+          } finally {
+            again.dispose()
+          }
+        })
+      })
+    }
+
+    for (const bad of b.badOptions ?? []) {
+      it(`refuses ${JSON.stringify(bad.options)} with a ${bad.error.name}`, async () => {
+        await rejects(createModel({ arch: b.arch, numClasses: 3, ...bad.options } as ModelOptions), bad.error, bad.pattern)
+      })
+    }
+  })
+}
