@@ -26,6 +26,7 @@ export interface NativeModel {
   load(path: string): Promise<void>
   info(): Promise<any>
   dispose(): void
+  features(images: NativeTensor): Promise<NativeTensor[]>
   checkGradients(images: NativeTensor, masks: NativeTensor, options: Record<string, unknown>): Promise<string[]>
   loadStateDict(path: string, strict: boolean, prefix: string): Promise<StateDictReport>
   stateDictShapes(): Promise<Record<string, number[]>>

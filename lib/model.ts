@@ -271,6 +271,14 @@ export class Model {
     return r as StepResult
   }
 
+  /** The backbone's feature maps, shallow to deep (ResNet: layer1..layer4), float32, no gradients. */
+  async features (images: Images): Promise<Array<Tensor<'float32'>>> {
+    const x = checkImages('images', images, this.config.inChannels)
+    const native = this.#n()
+    const out = await withStack(() => native.features(x._native()))
+    return out.map((t) => Tensor.fromNative<'float32', Shape>(t))
+  }
+
   /**
    * Loads a state dict saved by PyTorch (`torch.save(model.state_dict(), file)`), matched by
    * parameter name (torchvision's names where a twin exists). `strict` (default true): any

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "backbones/resnet.h"
+#include "backbones/vgg.h"
 #include "common/errors.h"
 
 namespace segtorch {
@@ -23,6 +24,8 @@ const std::map<std::string, Factory>& Backbones() {
       {"resnet50", [](int64_t c, int64_t os) { return MakeResNet(50, c, os); }},
       {"resnet101", [](int64_t c, int64_t os) { return MakeResNet(101, c, os); }},
       {"resnet152", [](int64_t c, int64_t os) { return MakeResNet(152, c, os); }},
+      {"vgg16", [](int64_t c, int64_t os) { return std::make_shared<VGGImpl>(VGGOptions(false).in_channels(c).output_stride(os)); }},
+      {"vgg16_bn", [](int64_t c, int64_t os) { return std::make_shared<VGGImpl>(VGGOptions(true).in_channels(c).output_stride(os)); }},
   };
   return backbones;
 }

@@ -101,6 +101,7 @@ Napi::Function ModelWrap::Init(Napi::Env env) {
                          InstanceMethod<&ModelWrap::Info>("info"),
                          InstanceMethod<&ModelWrap::Dispose>("dispose"),
                          InstanceMethod<&ModelWrap::CheckGradients>("checkGradients"),
+                         InstanceMethod<&ModelWrap::Features>("features"),
                          InstanceMethod<&ModelWrap::LoadStateDict>("loadStateDict"),
                          InstanceMethod<&ModelWrap::StateDictShapes>("stateDictShapes"),
                          InstanceAccessor<&ModelWrap::Busy>("busy"),
@@ -288,6 +289,26 @@ Napi::Array StringArray(Napi::Env env, const std::vector<std::string>& v) {
   return a;
 }
 }  // namespace
+
+Napi::Value ModelWrap::Features(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env);
+    auto job = std::make_unique<Job>(env);
+    at::Tensor images = TensorFromJs(info[0], job.get());
+    auto result = std::make_shared<std::vector<at::Tensor>>();
+    job->execute = [this, images, result]() {
+      if (!segmenter_) ThrowError("this model failed to initialise");
+      *result = segmenter_->Features(images);
+    };
+    job->complete = [result](Napi::Env env) -> Napi::Value {
+      Napi::Array a = Napi::Array::New(env, result->size());
+      for (size_t i = 0; i < result->size(); ++i) a.Set(static_cast<uint32_t>(i), TensorToJs(env, (*result)[i]));
+      return a;
+    };
+    return Run(info, std::move(job));
+  });
+}
 
 Napi::Value ModelWrap::CheckGradients(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

@@ -37,6 +37,9 @@ std::string C10Message(const c10::Error& e) {
   std::string m = e.what_without_backtrace();
   auto nl = m.find('\n');
   if (nl != std::string::npos) m.resize(nl);
+  // libtorch 2.x appends a long generic advice to miniz errors; the first sentence says it all.
+  auto advice = m.find(". This is an internal miniz error");
+  if (advice != std::string::npos) m.resize(advice);
   return m;
 }
 
@@ -355,8 +358,8 @@ class Unpickler {
   }
 
  private:
-  [[noreturn]] void Error(const std::string& what) {
-    Fail(path_, what + " at byte " + std::to_string(op_pos_) + " of data.pkl");
+  [[noreturn]] void Error(const std::string& what, const std::string& why = "") {
+    Fail(path_, what + " at byte " + std::to_string(op_pos_) + " of data.pkl" + (why.empty() ? "" : ": " + why));
   }
 
   void Need(uint64_t n) {
@@ -476,8 +479,8 @@ class Unpickler {
         return g;
       }
       if (name.compare(0, 9, "_rebuild_") == 0)
-        Error("unsupported global " + g->s +
-              ": this kind of tensor (quantized, sparse, nested, a tensor subclass, or a dtype added after "
+        Error("unsupported global " + g->s,
+              "this kind of tensor (quantized, sparse, nested, a tensor subclass, or a dtype added after "
               "PyTorch 1.13) cannot be read");
     }
     if (module == "torch") {
@@ -494,7 +497,7 @@ class Unpickler {
       g->dtype = at::ScalarType::Byte;  // an untyped storage counts bytes
       return g;
     }
-    Error("unsupported global " + g->s + ": this file holds more than a state dict");
+    Error("unsupported global " + g->s, "this file holds more than a state dict");
   }
 
   Ref PersistentLoad(const Value& pid) {
@@ -791,7 +794,7 @@ std::vector<std::pair<std::string, at::Tensor>> ReadStateDict(const std::string&
     if (out.empty()) {
       if (top->entries.empty()) Fail(path, "holds an empty dict: no tensors");
       Fail(path, "holds a dict of " + std::to_string(top->entries.size()) +
-                     " entries but no tensor values (nested dicts such as {'state_dict': ...} are not supported)");
+                     (top->entries.size() == 1 ? " entry" : " entries") + " but no tensor values (nested dicts such as {'state_dict': ...} are not supported)");
     }
     return out;
   } catch (const c10::Error& e) {

@@ -12,6 +12,7 @@
 #include <map>
 #include <sstream>
 
+#include "backbones/backbone.h"
 #include "common/errors.h"
 
 namespace segtorch {
@@ -126,6 +127,17 @@ SegOutput Segmenter::Forward(const torch::Tensor& images) {
   SegOutput out = Run(PrepareImages(images));
   out.out = out.out.contiguous();
   return out;
+}
+
+std::vector<torch::Tensor> Segmenter::Features(const torch::Tensor& images) {
+  torch::NoGradGuard no_grad;
+  auto children = net_->named_children();
+  auto* child = children.find("backbone");
+  std::shared_ptr<BackboneImpl> backbone = child ? std::dynamic_pointer_cast<BackboneImpl>(*child) : nullptr;
+  if (!backbone) ThrowRange("Expected an architecture with a backbone for features() but " + config_.arch + " has none");
+  auto feats = backbone->forward(PrepareImages(images));
+  for (auto& f : feats) f = f.contiguous();
+  return feats;
 }
 
 torch::Tensor Segmenter::Predict(const torch::Tensor& images) {

@@ -47,6 +47,8 @@ class Segmenter {
 
   // Logits [N,K,H,W] (float32, on the model's device) in the current train/eval mode, no grad.
   SegOutput Forward(const torch::Tensor& images);
+  // The backbone's feature maps (shallow to deep) for the images, no grad, current mode.
+  std::vector<torch::Tensor> Features(const torch::Tensor& images);
   // Class map [N,H,W] int32, eval mode, inference mode.
   torch::Tensor Predict(const torch::Tensor& images);
   StepResult TrainStep(const torch::Tensor& images, const torch::Tensor& masks, const TrainStepOptions& options);

@@ -7,6 +7,7 @@ heads included) | resnet18 .. resnet152 | vgg16 | vgg16_bn | mobilenet_v2 (featu
 Prints a JSON line {params, keys, shape}.
 """
 import json
+import os
 import sys
 
 import torch
@@ -41,6 +42,9 @@ def build(kind):
 def main():
     kind, out = sys.argv[1], sys.argv[2]
     h, w = (int(sys.argv[3]), int(sys.argv[4])) if len(sys.argv) > 4 else (64, 96)
+    # fp32 results depend on the thread count (reduction order): use segtorch's (TWIN_THREADS).
+    if os.environ.get('TWIN_THREADS'):
+        torch.set_num_threads(int(os.environ['TWIN_THREADS']))
     torch.manual_seed(0)
     model, head = build(kind)
     # Realistic batch-norm statistics (cumulative averages over a few random batches), so that

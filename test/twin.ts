@@ -1,0 +1,69 @@
+/** Runs test/python/twin.py (Debian's python3-torchvision) to build a torchvision twin. */
+import { spawnSync } from 'child_process'
+import * as fs from 'fs'
+import * as path from 'path'
+import { backend, tensor, Tensor } from '../lib'
+import { ROOT, tmpdir } from './helpers'
+
+const PYTHON = process.env.SEGTORCH_PYTHON ?? '/usr/bin/python3'
+
+let available: string | undefined
+/** Why torchvision cannot be used here, or '' when it can. */
+export function torchvisionMissing (): string {
+  if (available === undefined) {
+    const r = spawnSync(PYTHON, ['-c', 'import torch, torchvision'], { encoding: 'utf8' })
+    available = r.status === 0 ? '' : `${PYTHON} cannot import torchvision (${(r.stderr || r.error?.message || '').trim().split('\n').pop()}); install python3-torchvision`
+  }
+  return available
+}
+
+export interface Twin {
+  dir: string
+  /** OrderedDict state dict, as torch.save(model.state_dict()) writes it. */
+  state: string
+  /** The same as a plain dict. */
+  statePlain: string
+  x: Tensor<'float32'>
+  y: Float32Array
+  params: number
+  shape: number[]
+}
+
+function readF32 (file: string): Float32Array {
+  const b = fs.readFileSync(file)
+  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length))
+}
+
+export function makeTwin (kind: string, h = 64, w = 96): Twin {
+  const dir = tmpdir(`segtorch-twin-${kind}-`)
+  const r = spawnSync(PYTHON, [path.join(ROOT, 'test', 'python', 'twin.py'), kind, dir, String(h), String(w)],
+    { encoding: 'utf8', env: { ...process.env, TWIN_THREADS: String(backend().threads) } })
+  if (r.status !== 0) throw new Error(`twin.py ${kind} failed: ${r.stderr}`)
+  const meta = JSON.parse(r.stdout.trim().split('\n').pop() as string)
+  return {
+    dir,
+    state: path.join(dir, 'state.pt'),
+    statePlain: path.join(dir, 'state_plain.pt'),
+    x: tensor(readF32(path.join(dir, 'x.bin')), [1, 3, h, w]),
+    y: readF32(path.join(dir, 'y.bin')),
+    params: meta.params,
+    shape: meta.shape
+  }
+}
+
+export function maxAbsDiff (a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new RangeError(`lengths differ: ${a.length} vs ${b.length}`)
+  let d = 0
+  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]))
+  return d
+}
+
+/** Parameters (weights and biases, not running statistics) whose names start with prefix. */
+export function countParameters (shapes: Record<string, number[]>, prefix = ''): number {
+  let n = 0
+  for (const [name, shape] of Object.entries(shapes)) {
+    if (!name.startsWith(prefix) || /(running_mean|running_var|num_batches_tracked)$/.test(name)) continue
+    n += shape.reduce((a, b) => a * b, 1)
+  }
+  return n
+}
