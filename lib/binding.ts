@@ -48,6 +48,10 @@ export interface Binding {
   toCpuSync(t: NativeTensor): NativeTensor
   releaseHandle(handle: unknown): void
   detachBuffer(buffer: ArrayBuffer): void
+  segmentationLoss(name: string, logits: NativeTensor, labels: NativeTensor, options: Record<string, unknown>): Promise<number>
+  depthLoss(pred: NativeTensor, target: NativeTensor, type: string): Promise<number>
+  confusionMatrix(predictions: NativeTensor, labels: NativeTensor, numClasses: number, ignoreIndex: number): Promise<NativeTensor>
+  metricsFromConfusion(confusion: NativeTensor): import('./train').Metrics
   NativeModel: new () => NativeModel
 }
 

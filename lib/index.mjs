@@ -3,6 +3,7 @@ import cjs from './index.js'
 
 export const {
   tensor, zeros, Tensor, createModel, loadModel, Model, ARCHITECTURES,
-  SegtorchError, SegtorchLoadError, backend, setNumThreads, version
+  SegtorchError, SegtorchLoadError, backend, setNumThreads, version,
+  loss, depthLoss, confusionMatrix, metrics
 } = cjs
 export default cjs

@@ -8,6 +8,8 @@
 #include "common/model_wrap.h"
 #include "common/napi_util.h"
 #include "core/segmenter.h"
+#include "train/losses.h"
+#include "train/metrics.h"
 
 namespace segtorch {
 namespace {
@@ -97,6 +99,100 @@ Napi::Value DetachBuffer(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+LossOptions ReadLossOptions(const Napi::Object& o, Job* job) {
+  LossOptions l;
+  l.ignore_index = static_cast<int64_t>(GetNumber(o, "ignoreIndex", static_cast<double>(l.ignore_index)));
+  l.label_smoothing = GetNumber(o, "labelSmoothing", l.label_smoothing);
+  l.ohem_threshold = GetNumber(o, "ohemThreshold", l.ohem_threshold);
+  l.ohem_min_kept = static_cast<int64_t>(GetNumber(o, "ohemMinKept", static_cast<double>(l.ohem_min_kept)));
+  l.focal_gamma = GetNumber(o, "focalGamma", l.focal_gamma);
+  l.dice_smooth = GetNumber(o, "diceSmooth", l.dice_smooth);
+  std::vector<double> w = GetNumbers(o, "classWeights");
+  if (!w.empty()) l.class_weights = torch::tensor(w, torch::kFloat);
+  return l;
+}
+
+// segmentationLoss(name, logits, labels, options) -> Promise<number>
+Napi::Value ComputeLoss(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    auto job = std::make_unique<Job>(env);
+    std::string name = info[0].As<Napi::String>().Utf8Value();
+    at::Tensor logits = TensorFromJs(info[1], job.get());
+    at::Tensor labels = TensorFromJs(info[2], job.get());
+    LossOptions o = ReadLossOptions(info[3].As<Napi::Object>(), job.get());
+    auto result = std::make_shared<double>(0);
+    job->execute = [name, logits, labels, o, result]() {
+      torch::NoGradGuard no_grad;
+      *result = SegmentationLoss(name, logits.to(torch::kFloat), labels.to(torch::kLong), o).item<double>();
+    };
+    job->complete = [result](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *result); };
+    return Schedule(env, SharedExecutor(env), std::move(job));
+  });
+}
+
+// depthLoss(pred, target, type) -> Promise<number>
+Napi::Value ComputeDepthLoss(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    auto job = std::make_unique<Job>(env);
+    at::Tensor pred = TensorFromJs(info[0], job.get());
+    at::Tensor target = TensorFromJs(info[1], job.get());
+    std::string type = info[2].As<Napi::String>().Utf8Value();
+    auto result = std::make_shared<double>(0);
+    job->execute = [pred, target, type, result]() {
+      torch::NoGradGuard no_grad;
+      *result = DepthLoss(pred.to(torch::kFloat), target.to(torch::kFloat), type).item<double>();
+    };
+    job->complete = [result](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *result); };
+    return Schedule(env, SharedExecutor(env), std::move(job));
+  });
+}
+
+// confusionMatrix(predictions, labels, numClasses, ignoreIndex) -> Promise<tensor int64 [K,K]>
+Napi::Value Confusion(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    auto job = std::make_unique<Job>(env);
+    at::Tensor pred = TensorFromJs(info[0], job.get());
+    at::Tensor labels = TensorFromJs(info[1], job.get());
+    int64_t k = info[2].As<Napi::Number>().Int64Value();
+    int64_t ignore = info[3].As<Napi::Number>().Int64Value();
+    auto result = std::make_shared<at::Tensor>();
+    job->execute = [pred, labels, k, ignore, result]() {
+      ConfusionMatrix cm(k, ignore, labels.device());
+      cm.Update(pred, labels);
+      *result = cm.matrix();
+    };
+    job->complete = [result](Napi::Env env) -> Napi::Value { return TensorToJs(env, *result); };
+    return Schedule(env, SharedExecutor(env), std::move(job));
+  });
+}
+
+Napi::Value MetricsObject(Napi::Env env, const Metrics& m) {
+  Napi::Object o = Napi::Object::New(env);
+  auto arr = [&](const std::vector<double>& v) {
+    Napi::Array a = Napi::Array::New(env, v.size());
+    for (size_t i = 0; i < v.size(); ++i) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, v[i]));
+    return a;
+  };
+  o.Set("mIoU", m.miou);
+  o.Set("pixelAccuracy", m.pixel_accuracy);
+  o.Set("meanAccuracy", m.mean_accuracy);
+  o.Set("fwIoU", m.fw_iou);
+  o.Set("meanDice", m.mean_dice);
+  o.Set("perClassIoU", arr(m.iou));
+  o.Set("perClassAccuracy", arr(m.accuracy));
+  o.Set("perClassDice", arr(m.dice));
+  return o;
+}
+
+// metricsFromConfusion(confusion int64 [K,K]) -> metrics (synchronous: K x K is small)
+Napi::Value MetricsFromConfusion(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value { return MetricsObject(env, ComputeMetrics(TensorFromJs(info[0], nullptr))); });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitAsync(env);
   if (DesiredThreads() == 0) {
@@ -110,6 +206,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("toCpuSync", Napi::Function::New<ToCpuSync>(env, "toCpuSync"));
   exports.Set("releaseHandle", Napi::Function::New<Release>(env, "releaseHandle"));
   exports.Set("detachBuffer", Napi::Function::New<DetachBuffer>(env, "detachBuffer"));
+  exports.Set("segmentationLoss", Napi::Function::New<ComputeLoss>(env, "segmentationLoss"));
+  exports.Set("depthLoss", Napi::Function::New<ComputeDepthLoss>(env, "depthLoss"));
+  exports.Set("confusionMatrix", Napi::Function::New<Confusion>(env, "confusionMatrix"));
+  exports.Set("metricsFromConfusion", Napi::Function::New<MetricsFromConfusion>(env, "metricsFromConfusion"));
   exports.Set("NativeModel", ModelWrap::Init(env));
   return exports;
 }
