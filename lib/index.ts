@@ -11,7 +11,7 @@ export type { ModelOptions, ModelConfig, ModelInfo, OptimizerOptions, TrainStepO
 export { ARCHITECTURES } from './models'
 export { loss, depthLoss, confusionMatrix, metrics } from './train'
 export type { LossName, LossOptions, Metrics } from './train'
-export type { Arch, Backbone, ResNetBackbone, OutputStride, ArchSpec } from './models'
+export type { Arch, Backbone, ResNetBackbone, VGGBackbone, OutputStride, ArchSpec } from './models'
 export { SegtorchError, SegtorchLoadError } from './errors'
 export type { StateDictReport } from './binding'
 

@@ -3,8 +3,10 @@
  * mirroring native/models/registry.cc.
  */
 export type ResNetBackbone = 'resnet18' | 'resnet34' | 'resnet50' | 'resnet101' | 'resnet152'
-export type Backbone = ResNetBackbone
-export type Arch = 'fcn'
+export type VGGBackbone = 'vgg16' | 'vgg16_bn'
+/** 'none': architectures without a pretrained backbone (unet). */
+export type Backbone = ResNetBackbone | VGGBackbone | 'mobilenetv2' | 'xception65' | 'none'
+export type Arch = 'fcn' | 'segnet' | 'unet' | 'dilated' | 'deeplabv1' | 'refinenet' | 'lwrefinenet' | 'mtrefinenet' | 'icnet' | 'gcn' | 'dfn' | 'deeplabv2' | 'deeplabv3' | 'deeplabv3plus' | 'pspnet' | 'upernet'
 export type OutputStride = 8 | 16 | 32
 
 /** An architecture-specific option: its type, allowed values and default. */
@@ -28,15 +30,193 @@ export interface ArchSpec {
 }
 
 const RESNETS: readonly ResNetBackbone[] = ['resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152']
+const VGGS: readonly VGGBackbone[] = ['vgg16', 'vgg16_bn']
 
 export const ARCHITECTURES: Readonly<Record<Arch, ArchSpec>> = {
   fcn: {
     paper: 'Long, Shelhamer, Darrell: Fully Convolutional Networks for Semantic Segmentation (CVPR 2015); dilated-ResNet head as torchvision',
-    backbones: RESNETS,
+    backbones: [...RESNETS, ...VGGS],
     defaultBackbone: 'resnet50',
     outputStrides: [8, 16, 32],
     defaultOutputStride: 8,
     aux: true,
+    options: {
+      variant: {
+        type: 'enum',
+        values: ['32s', '16s', '8s'],
+        default: '8s',
+        doc: "VGG backbones only (the classic FCN; outputStride and aux do not apply to it): FCN-32s, FCN-16s (+ pool4 scores) or FCN-8s (+ pool4 and pool3 scores). ResNet backbones ignore it"
+      },
+      learnUpsampling: {
+        type: 'boolean',
+        default: true,
+        doc: "VGG backbones only: the 2x transposed-conv upsamplings of 16s/8s start bilinear and are trained (the paper); false keeps them fixed (the reference nets). The final upsampling is always fixed bilinear"
+      }
+    }
+  },
+  segnet: {
+    paper: 'Badrinarayanan, Kendall, Cipolla: SegNet: A Deep Convolutional Encoder-Decoder Architecture for Image Segmentation (TPAMI 2017)',
+    backbones: ['vgg16_bn', 'vgg16'],
+    defaultBackbone: 'vgg16_bn',
+    outputStrides: [32],
+    defaultOutputStride: 32,
+    aux: false,
     options: {}
+  },
+  unet: {
+    paper: 'Ronneberger, Fischer, Brox: U-Net: Convolutional Networks for Biomedical Image Segmentation (MICCAI 2015)',
+    backbones: ['none'],
+    defaultBackbone: 'none',
+    outputStrides: [16],
+    defaultOutputStride: 16,
+    aux: false,
+    options: {
+      baseChannels: { type: 'integer', default: 64, min: 1, max: 1024, doc: 'channels of the first level (doubled at each of the four down levels: 64 -> 1024)' },
+      upsampling: {
+        type: 'enum',
+        values: ['transposed', 'bilinear'],
+        default: 'transposed',
+        doc: "'transposed': 2x2 transposed conv halving the channels (the paper's up-convolution); 'bilinear': bilinear x2 then a 1x1 conv halving the channels"
+      },
+      dropout: { type: 'number', default: 0.5, min: 0, max: 0.99, doc: 'dropout after the two deepest contracting levels (the paper: drop-out at the end of the contracting path); 0 turns it off' },
+      batchNorm: { type: 'boolean', default: false, doc: 'batch norm after every 3x3 conv (not in the original U-Net)' }
+    }
+  },
+  dilated: {
+    paper: 'Yu, Koltun: Multi-Scale Context Aggregation by Dilated Convolutions (ICLR 2016): VGG-16 front end + context module',
+    backbones: VGGS,
+    defaultBackbone: 'vgg16',
+    outputStrides: [8],
+    defaultOutputStride: 8,
+    aux: false,
+    options: {
+      context: {
+        type: 'enum',
+        values: ['basic', 'large', 'none'],
+        default: 'basic',
+        doc: "context module: 'basic' (C channels throughout), 'large' (2C .. 32C) or 'none' (the front end alone)"
+      },
+      identityInit: { type: 'boolean', default: true, doc: "the paper's identity initialisation of the context module (false: He initialisation)" }
+    }
+  },
+  deeplabv2: {
+    paper: 'Chen, Papandreou, Kokkinos, Murphy, Yuille: DeepLab: Semantic Image Segmentation with Deep Convolutional Nets, Atrous Convolution, and Fully Connected CRFs (TPAMI 2017), ASPP-L (rates 6, 12, 18, 24 at output stride 8, halved at 16; branch scores summed)',
+    backbones: RESNETS,
+    defaultBackbone: 'resnet101',
+    outputStrides: [8, 16],
+    defaultOutputStride: 8,
+    aux: false,
+    options: {}
+  },
+  deeplabv3: {
+    paper: 'Chen, Papandreou, Schroff, Adam: Rethinking Atrous Convolution for Semantic Image Segmentation (2017); as torchvision deeplabv3_resnet50/101 (ASPP rates 12, 24, 36 at output stride 8, 6, 12, 18 at 16)',
+    backbones: RESNETS,
+    defaultBackbone: 'resnet101',
+    outputStrides: [8, 16],
+    defaultOutputStride: 8,
+    aux: true,
+    options: {}
+  },
+  deeplabv3plus: {
+    paper: 'Chen, Zhu, Papandreou, Schroff, Adam: Encoder-Decoder with Atrous Separable Convolution for Semantic Image Segmentation (ECCV 2018)',
+    backbones: [...RESNETS, 'xception65'],
+    defaultBackbone: 'resnet101',
+    outputStrides: [16, 8],
+    defaultOutputStride: 16,
+    aux: false,
+    options: {
+      separable: { type: 'boolean', default: false, doc: 'depthwise-separable 3x3 convolutions in the ASPP and the decoder (the paper\'s best models with xception65)' }
+    }
+  },
+  pspnet: {
+    paper: 'Zhao, Shi, Qi, Wang, Jia: Pyramid Scene Parsing Network (CVPR 2017); as the authors\' PyTorch reference hszhao/semseg',
+    backbones: RESNETS,
+    defaultBackbone: 'resnet101',
+    outputStrides: [8, 16],
+    defaultOutputStride: 8,
+    aux: true,
+    options: {}
+  },
+  upernet: {
+    paper: 'Xiao, Liu, Zhou, Jiang, Sun: Unified Perceptual Parsing for Scene Understanding (ECCV 2018); semantic head as mmsegmentation\'s UPerHead',
+    backbones: RESNETS,
+    defaultBackbone: 'resnet50',
+    outputStrides: [32],
+    defaultOutputStride: 32,
+    aux: true,
+    options: {
+      channels: { type: 'integer', default: 512, min: 1, max: 4096, doc: 'channels of the pyramid pooling branches, the FPN and the fusion convs' }
+    }
+  },
+  deeplabv1: {
+    paper: 'Chen, Papandreou, Kokkinos, Murphy, Yuille: Semantic Image Segmentation with Deep Convolutional Nets and Fully Connected CRFs (ICLR 2015), DeepLab-LargeFOV',
+    backbones: VGGS,
+    defaultBackbone: 'vgg16',
+    outputStrides: [8],
+    defaultOutputStride: 8,
+    aux: false,
+    options: {}
+  },
+  refinenet: {
+    paper: 'Lin, Milan, Shen, Reid: RefineNet: Multi-Path Refinement Networks for High-Resolution Semantic Segmentation (CVPR 2017), 4-cascaded',
+    backbones: RESNETS,
+    defaultBackbone: 'resnet101',
+    outputStrides: [32],
+    defaultOutputStride: 32,
+    aux: false,
+    options: {
+      crpBlocks: { type: 'integer', default: 2, min: 1, max: 8, doc: 'pooling blocks in each chained residual pooling (the paper uses 2; the released code 4)' },
+      outputRcus: { type: 'integer', default: 1, min: 1, max: 8, doc: "RCUs in the output convolutions of RefineNet-4, -3, -2 (the paper: 1; the released code: 3). RefineNet-1 always has 3: its output RCU and the two extra before the classifier" }
+    }
+  },
+  lwrefinenet: {
+    paper: 'Nekrasov, Shen, Reid: Light-Weight RefineNet for Real-Time Semantic Segmentation (BMVC 2018)',
+    backbones: [...RESNETS, 'mobilenetv2'],
+    defaultBackbone: 'resnet50',
+    outputStrides: [32, 16, 8],
+    defaultOutputStride: 32,
+    aux: false,
+    options: {}
+  },
+  mtrefinenet: {
+    paper: 'Nekrasov, Dharmasiri, Spek, Drummond, Shen, Reid: Real-Time Joint Semantic Segmentation and Depth Estimation Using Asymmetric Annotations (ICRA 2019)',
+    backbones: ['mobilenetv2', ...RESNETS],
+    defaultBackbone: 'mobilenetv2',
+    outputStrides: [32, 16, 8],
+    defaultOutputStride: 32,
+    aux: false,
+    options: {}
+  },
+  icnet: {
+    paper: 'Zhao, Qi, Shen, Shi, Jia: ICNet for Real-Time Semantic Segmentation on High-Resolution Images (ECCV 2018)',
+    backbones: RESNETS,
+    defaultBackbone: 'resnet50',
+    outputStrides: [8],
+    defaultOutputStride: 8,
+    aux: false,
+    options: {}
+  },
+  gcn: {
+    paper: 'Peng, Zhang, Yu, Luo, Sun: Large Kernel Matters - Improve Semantic Segmentation by Global Convolutional Network (CVPR 2017)',
+    backbones: RESNETS,
+    defaultBackbone: 'resnet152',
+    outputStrides: [32],
+    defaultOutputStride: 32,
+    aux: false,
+    options: {
+      kernelSize: { type: 'integer', default: 15, min: 1, max: 63, doc: 'k of the global convolution modules (k x 1 + 1 x k); odd' }
+    }
+  },
+  dfn: {
+    paper: 'Yu, Wang, Peng, Gao, Yu, Sang: Learning a Discriminative Feature Network for Semantic Segmentation (CVPR 2018)',
+    backbones: RESNETS,
+    defaultBackbone: 'resnet101',
+    outputStrides: [32],
+    defaultOutputStride: 32,
+    aux: false,
+    options: {
+      deepSupervision: { type: 'boolean', default: true, doc: "cross-entropy on the smooth network's 1/32, 1/16 and 1/8 stage outputs (training outputs smooth32, smooth16, smooth8; weight 1 each, as the paper)" },
+      borderWeight: { type: 'number', default: 0.1, min: 0, max: 100, doc: "weight (the paper's lambda) of the border network's focal loss (training output border)" }
+    }
   }
 }

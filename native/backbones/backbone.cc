@@ -3,8 +3,10 @@
 #include <functional>
 #include <map>
 
+#include "backbones/mobilenet_v2.h"
 #include "backbones/resnet.h"
 #include "backbones/vgg.h"
+#include "backbones/xception.h"
 #include "common/errors.h"
 
 namespace segtorch {
@@ -24,8 +26,12 @@ const std::map<std::string, Factory>& Backbones() {
       {"resnet50", [](int64_t c, int64_t os) { return MakeResNet(50, c, os); }},
       {"resnet101", [](int64_t c, int64_t os) { return MakeResNet(101, c, os); }},
       {"resnet152", [](int64_t c, int64_t os) { return MakeResNet(152, c, os); }},
+      {"xception65", [](int64_t c, int64_t os) { return std::make_shared<XceptionImpl>(XceptionOptions().in_channels(c).output_stride(os)); }},
       {"vgg16", [](int64_t c, int64_t os) { return std::make_shared<VGGImpl>(VGGOptions(false).in_channels(c).output_stride(os)); }},
       {"vgg16_bn", [](int64_t c, int64_t os) { return std::make_shared<VGGImpl>(VGGOptions(true).in_channels(c).output_stride(os)); }},
+      {"mobilenetv2", [](int64_t c, int64_t os) {
+         return std::make_shared<MobileNetV2Impl>(MobileNetV2Options().in_channels(c).output_stride(os));
+       }},
   };
   return backbones;
 }

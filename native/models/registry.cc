@@ -2,15 +2,45 @@
 #include <map>
 
 #include "common/errors.h"
+#include "models/deeplabv1.h"
+#include "models/deeplabv2.h"
+#include "models/deeplabv3.h"
+#include "models/deeplabv3plus.h"
+#include "models/dilated.h"
 #include "models/fcn.h"
+#include "models/dfn.h"
+#include "models/gcn.h"
+#include "models/icnet.h"
+#include "models/lwrefinenet.h"
+#include "models/mtrefinenet.h"
+#include "models/pspnet.h"
+#include "models/refinenet.h"
 #include "models/segmentation_model.h"
+#include "models/segnet.h"
+#include "models/unet.h"
+#include "models/upernet.h"
 
 namespace segtorch {
 
 namespace {
 const std::map<std::string, ModelFactory>& Registry() {
   static const std::map<std::string, ModelFactory> registry = {
+      {"deeplabv1", CreateDeepLabV1},
+      {"deeplabv2", CreateDeepLabV2},
+      {"deeplabv3", CreateDeepLabV3},
+      {"deeplabv3plus", CreateDeepLabV3Plus},
+      {"pspnet", CreatePSPNet},
+      {"upernet", CreateUPerNet},
+      {"dilated", CreateDilated},
       {"fcn", CreateFCN},
+      {"segnet", CreateSegNet},
+      {"unet", CreateUNet},
+      {"dfn", CreateDFN},
+      {"gcn", CreateGCN},
+      {"icnet", CreateICNet},
+      {"lwrefinenet", CreateLWRefineNet},
+      {"mtrefinenet", CreateMTRefineNet},
+      {"refinenet", CreateRefineNet},
   };
   return registry;
 }

@@ -1,0 +1,26 @@
+#include "blocks/ppm.h"
+
+#include "blocks/resize.h"
+
+namespace segtorch {
+
+namespace nn = torch::nn;
+
+PPMImpl::PPMImpl(const PPMOptions& o) : options_(o) {
+  features = register_module("features", nn::ModuleList());
+  for (int64_t bin : o.bins()) {
+    auto branch = nn::Sequential(nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(bin)),
+                                 nn::Conv2d(nn::Conv2dOptions(o.in_channels(), o.channels(), 1).bias(false)),
+                                 nn::BatchNorm2d(o.channels()), nn::ReLU());
+    branches_.push_back(branch);
+    features->push_back(branch);
+  }
+}
+
+torch::Tensor PPMImpl::forward(const torch::Tensor& x) {
+  std::vector<torch::Tensor> out{x};
+  for (auto& b : branches_) out.push_back(ResizeLike(b->forward(x), x, options_.align_corners()));
+  return torch::cat(out, 1);
+}
+
+}  // namespace segtorch

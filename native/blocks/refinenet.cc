@@ -1,0 +1,48 @@
+#include "blocks/refinenet.h"
+
+#include <string>
+
+namespace segtorch {
+
+namespace nn = torch::nn;
+
+RCUBlockImpl::RCUBlockImpl(int64_t channels, int64_t blocks) {
+  for (int64_t i = 1; i <= blocks; ++i) {
+    auto a = register_module(std::to_string(i) + "_conv", nn::Conv2d(nn::Conv2dOptions(channels, channels, 3).padding(1).bias(true)));
+    auto b = register_module(std::to_string(i) + "_conv_relu_varout_dimred",
+                             nn::Conv2d(nn::Conv2dOptions(channels, channels, 3).padding(1).bias(false)));
+    units_.emplace_back(a, b);
+  }
+}
+
+torch::Tensor RCUBlockImpl::forward(torch::Tensor x) {
+  for (auto& u : units_) x = x + u.second(u.first(x.relu()).relu_());
+  return x;
+}
+
+CRPBlockImpl::CRPBlockImpl(int64_t channels, int64_t stages, int64_t kernel, bool depthwise) {
+  for (int64_t i = 1; i <= stages; ++i) {
+    convs_.push_back(register_module(std::to_string(i) + "_outvar_dimred",
+                                     nn::Conv2d(nn::Conv2dOptions(channels, channels, kernel)
+                                                    .padding(kernel / 2)
+                                                    .groups(depthwise ? channels : 1)
+                                                    .bias(false))));
+  }
+}
+
+torch::Tensor CRPBlockImpl::forward(torch::Tensor x) {
+  torch::Tensor top = x;
+  for (auto& conv : convs_) {
+    top = conv(torch::max_pool2d(top, 5, 1, 2));
+    x = x + top;
+  }
+  return x;
+}
+
+nn::Sequential RCUStack(int64_t channels, int64_t blocks) { return nn::Sequential(RCUBlock(channels, blocks)); }
+
+nn::Sequential CRPStack(int64_t channels, int64_t stages, int64_t kernel, bool depthwise) {
+  return nn::Sequential(CRPBlock(channels, stages, kernel, depthwise));
+}
+
+}  // namespace segtorch

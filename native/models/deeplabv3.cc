@@ -1,0 +1,59 @@
+#include "models/deeplabv3.h"
+
+#include "backbones/backbone.h"
+#include "backbones/resnet.h"
+#include "blocks/aspp.h"
+#include "blocks/heads.h"
+#include "blocks/resize.h"
+#include "common/errors.h"
+
+namespace segtorch {
+
+namespace nn = torch::nn;
+
+namespace {
+
+class DeepLabV3 : public SegmentationModel {
+ public:
+  explicit DeepLabV3(const ModelConfig& c) : stride_(c.output_stride) {
+    backbone_ = register_module("backbone", CreateBackbone(c.backbone, c.in_channels, c.output_stride));
+    auto ch = backbone_->channels();
+    // Rates 6, 12, 18 at output stride 16, doubled at 8 (torchvision's 12, 24, 36).
+    int64_t m = 16 / c.output_stride;
+    aspp_ = ASPP(ASPPOptions(ch[3], {6 * m, 12 * m, 18 * m}).dropout(0.5));
+    // torchvision's DeepLabHead: the ASPP, then 3x3 conv + BN + ReLU and the 1x1 classifier.
+    // Default (PyTorch) initialisation of the head, as torchvision.
+    classifier_ = register_module(
+        "classifier", nn::Sequential(aspp_, nn::Conv2d(nn::Conv2dOptions(256, 256, 3).padding(1).bias(false)),
+                                     nn::BatchNorm2d(256), nn::ReLU(), nn::Conv2d(nn::Conv2dOptions(256, c.num_classes, 1))));
+    if (c.aux) aux_classifier_ = register_module("aux_classifier", FCNHead(ch[2], c.num_classes));
+  }
+  SegOutput forward(const torch::Tensor& x) override {
+    auto feats = backbone_->forward(x);
+    SegOutput out;
+    out.out = ResizeLike(classifier_->forward(feats[3]), x);
+    if (aux_classifier_ && is_training()) out.aux.emplace_back("aux", ResizeLike(aux_classifier_->forward(feats[2]), x));
+    return out;
+  }
+  int64_t input_multiple() const override { return stride_; }
+
+ private:
+  BackbonePtr backbone_;
+  ASPP aspp_{nullptr};
+  nn::Sequential classifier_{nullptr}, aux_classifier_{nullptr};
+  int64_t stride_;
+};
+
+}  // namespace
+
+ModelPtr CreateDeepLabV3(const ModelConfig& c) {
+  if (!IsResNet(c.backbone)) {
+    ThrowRange("Expected backbone resnet18, resnet34, resnet50, resnet101 or resnet152 for deeplabv3 but received " + c.backbone);
+  }
+  if (c.output_stride != 8 && c.output_stride != 16) {
+    ThrowRange("Expected outputStride 8 or 16 for deeplabv3 but received " + std::to_string(c.output_stride));
+  }
+  return std::make_shared<DeepLabV3>(c);
+}
+
+}  // namespace segtorch

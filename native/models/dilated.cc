@@ -1,0 +1,119 @@
+#include "models/dilated.h"
+
+#include "backbones/vgg.h"
+#include "blocks/space_to_batch.h"
+#include "common/errors.h"
+
+namespace segtorch {
+
+namespace nn = torch::nn;
+namespace F = torch::nn::functional;
+
+namespace {
+
+class Dilated : public SegmentationModel {
+ public:
+  explicit Dilated(const ModelConfig& c) {
+    if (c.aux) ThrowRange("Expected aux: false for dilated (it has no auxiliary head) but received true");
+    if (!IsVGG(c.backbone)) ThrowRange("Expected backbone vgg16 or vgg16_bn for dilated but received " + c.backbone);
+    std::string context = c.String("context", "basic");
+    if (context != "basic" && context != "large" && context != "none") {
+      ThrowRange("Expected context 'basic', 'large' or 'none' for dilated but received '" + context + "'");
+    }
+    bool identity = c.Number("identityInit", 1.0) != 0.0;
+    int64_t k = c.num_classes;
+    // Front end: pool4 and pool5 removed, conv5 dilated by 2, fc6 by 4.
+    backbone_ = register_module(
+        "backbone", VGG(VGGOptions(c.backbone == "vgg16_bn").in_channels(c.in_channels).output_stride(8)));
+    int64_t d = backbone_->head_dilation();  // 4
+    fc6_ = register_module("fc6", nn::Conv2d(nn::Conv2dOptions(512, 4096, 7).dilation(d).padding(3 * d)));
+    drop6_ = register_module("drop6", nn::Dropout(0.5));
+    fc7_ = register_module("fc7", nn::Conv2d(nn::Conv2dOptions(4096, 4096, 1)));
+    drop7_ = register_module("drop7", nn::Dropout(0.5));
+    final_ = register_module("final", nn::Conv2d(nn::Conv2dOptions(4096, k, 1)));
+    // fc6/fc7 as torchvision initialises VGG's classifier (they replace its Linear layers);
+    // `final` as the reference: Gaussian, std 0.001, bias 0.
+    for (auto* conv : {fc6_.get(), fc7_.get()}) {
+      nn::init::normal_(conv->weight, 0.0, 0.01);
+      nn::init::zeros_(conv->bias);
+    }
+    nn::init::normal_(final_->weight, 0.0, 0.001);
+    nn::init::zeros_(final_->bias);
+
+    if (context == "none") return;
+    // Context module: name, kernel, dilation, output channels (in multiples of C).
+    const bool large = context == "large";
+    struct Layer { const char* name; int64_t kernel, dilation, width; };
+    const std::vector<Layer> layers = {
+        {"ctx_conv1_1", 3, 1, large ? 2 : 1}, {"ctx_conv1_2", 3, 1, large ? 2 : 1}, {"ctx_conv2_1", 3, 2, large ? 4 : 1},
+        {"ctx_conv3_1", 3, 4, large ? 8 : 1}, {"ctx_conv4_1", 3, 8, large ? 16 : 1}, {"ctx_conv5_1", 3, 16, large ? 32 : 1},
+        {"ctx_fc1", 3, 1, large ? 32 : 1},    {"ctx_final", 1, 1, 1}};
+    int64_t in = k;
+    for (const auto& l : layers) {
+      int64_t out = l.width * k;
+      auto conv = register_module(
+          l.name, nn::Conv2d(nn::Conv2dOptions(in, out, l.kernel).dilation(l.dilation).padding(l.dilation * (l.kernel / 2))));
+      if (identity) {
+        IdentityInit(conv, l.kernel, k);
+      } else {
+        nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanIn, torch::kReLU);
+        nn::init::zeros_(conv->bias);
+      }
+      context_.push_back(conv);
+      in = out;
+    }
+  }
+
+  SegOutput forward(const torch::Tensor& x) override {
+    auto h = backbone_->forward(x).back();  // stride 8
+    // fc6 on the CPU by space-to-batch: libtorch's dilated 7x7 kernel is very slow to differentiate there.
+    h = h.is_cpu() ? ConvSpaceToBatch(h, fc6_->weight, fc6_->bias, fc6_->options.dilation()->at(0)) : fc6_(h);
+    h = drop6_(torch::relu(h));
+    h = drop7_(torch::relu(fc7_(h)));
+    h = final_(h);
+    for (size_t i = 0; i < context_.size(); ++i) {
+      h = context_[i](h);
+      if (i + 1 < context_.size()) h = torch::relu(h);  // every layer but ctx_final is truncated
+    }
+    SegOutput out;
+    out.out = F::interpolate(h, F::InterpolateFuncOptions()
+                                    .size(std::vector<int64_t>{x.size(2), x.size(3)})
+                                    .mode(torch::kBilinear)
+                                    .align_corners(false));
+    return out;
+  }
+  int64_t input_multiple() const override { return 8; }
+
+ private:
+  // The paper's identity initialisation, for c_in -> c_out channels with C classes:
+  // k(t, a) = (C / c_out) [t = 0 and floor(a C / c_in) = floor(b C / c_out)] + eps, eps ~ N(0, s^2)
+  // with s << C / c_out (here 1e-3 C / c_out) where the width changes, no noise where it does not
+  // (the basic module's C -> C layers are then exactly the identity, k(t, a) = [t = 0][a = b]).
+  // Biases 0.
+  static void IdentityInit(const nn::Conv2d& conv, int64_t kernel, int64_t classes) {
+    torch::NoGradGuard no_grad;
+    auto w = conv->weight;  // [out, in, k, k]
+    int64_t out = w.size(0), in = w.size(1), center = kernel / 2;
+    w.zero_();
+    double scale = static_cast<double>(classes) / out;
+    auto acc = w.accessor<float, 4>();
+    for (int64_t b = 0; b < out; ++b) {
+      for (int64_t a = 0; a < in; ++a) {
+        if ((a * classes) / in == (b * classes) / out) acc[b][a][center][center] = static_cast<float>(scale);
+      }
+    }
+    if (in != out) w.add_(torch::randn_like(w) * (1e-3 * scale));
+    conv->bias.zero_();
+  }
+
+  VGG backbone_{nullptr};
+  nn::Conv2d fc6_{nullptr}, fc7_{nullptr}, final_{nullptr};
+  nn::Dropout drop6_{nullptr}, drop7_{nullptr};
+  std::vector<nn::Conv2d> context_;
+};
+
+}  // namespace
+
+ModelPtr CreateDilated(const ModelConfig& c) { return std::make_shared<Dilated>(c); }
+
+}  // namespace segtorch

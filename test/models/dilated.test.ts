@@ -1,0 +1,42 @@
+import * as assert from 'assert'
+import { createModel } from '../../lib'
+import { describeArchitecture } from './shared'
+
+describeArchitecture({
+  arch: 'dilated',
+  cases: [
+    // fc6 (7x7, 4096 channels) runs at stride 8: small inputs keep it quick
+    { options: { arch: 'dilated', numClasses: 2 }, size: [35, 29] }
+  ],
+  badOptions: [
+    { options: { backbone: 'resnet18' }, error: RangeError, pattern: /'vgg16', 'vgg16_bn' for backbone/ },
+    { options: { context: 'huge' }, error: RangeError, pattern: /'basic', 'large', 'none' for context/ },
+    { options: { identityInit: 1 }, error: TypeError, pattern: /identityInit/ }
+  ]
+})
+
+describe('architecture dilated', () => {
+  it('has the front end and context module of fyu/dilation (basic, large, none)', async () => {
+    const counts: Record<string, number> = {}
+    for (const context of ['basic', 'large', 'none'] as const) {
+      const m = await createModel({ arch: 'dilated', numClasses: 21, context })
+      counts[context] = m.info().parameters
+      const shapes = await m.stateDictShapes()
+      m.dispose()
+      assert.deepStrictEqual(shapes['fc6.weight'], [4096, 512, 7, 7])
+      assert.deepStrictEqual(shapes['final.weight'], [21, 4096, 1, 1])
+      if (context === 'basic') {
+        for (const n of ['ctx_conv1_1', 'ctx_conv1_2', 'ctx_conv2_1', 'ctx_conv3_1', 'ctx_conv4_1', 'ctx_conv5_1', 'ctx_fc1']) {
+          assert.deepStrictEqual(shapes[`${n}.weight`], [21, 21, 3, 3], n)
+        }
+        assert.deepStrictEqual(shapes['ctx_final.weight'], [21, 21, 1, 1])
+      } else if (context === 'large') {
+        assert.deepStrictEqual(shapes['ctx_conv5_1.weight'], [32 * 21, 16 * 21, 3, 3])
+        assert.deepStrictEqual(shapes['ctx_final.weight'], [21, 32 * 21, 1, 1])
+      } else {
+        assert.ok(!Object.keys(shapes).some((k) => k.startsWith('ctx_')))
+      }
+    }
+    assert.deepStrictEqual(counts, { basic: 134374973, large: 141149720, none: 134346581 })
+  })
+})
