@@ -29,6 +29,7 @@ export interface NativeModel {
   features(images: NativeTensor): Promise<NativeTensor[]>
   checkGradients(images: NativeTensor, masks: NativeTensor, options: Record<string, unknown>): Promise<string[]>
   loadStateDict(path: string, strict: boolean, prefix: string): Promise<StateDictReport>
+  saveStateDict(path: string): Promise<void>
   stateDictShapes(): Promise<Record<string, number[]>>
   readonly busy: number
 }

@@ -295,6 +295,16 @@ export class Model {
     return withStack(() => native.loadStateDict(p, strict, prefix))
   }
 
+  /**
+   * Writes the weights as a PyTorch state dict (zip format) that Python's `torch.load` reads, with
+   * torchvision's parameter names where a torchvision twin exists. Atomic.
+   */
+  async saveStateDict (path: string): Promise<void> {
+    const p = checkPath('path', path)
+    const native = this.#n()
+    await withStack(() => native.saveStateDict(p))
+  }
+
   /** Parameter and buffer names with their shapes, as in a state dict. */
   async stateDictShapes (): Promise<Record<string, number[]>> {
     const native = this.#n()

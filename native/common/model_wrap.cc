@@ -103,6 +103,7 @@ Napi::Function ModelWrap::Init(Napi::Env env) {
                          InstanceMethod<&ModelWrap::CheckGradients>("checkGradients"),
                          InstanceMethod<&ModelWrap::Features>("features"),
                          InstanceMethod<&ModelWrap::LoadStateDict>("loadStateDict"),
+                         InstanceMethod<&ModelWrap::SaveStateDict>("saveStateDict"),
                          InstanceMethod<&ModelWrap::StateDictShapes>("stateDictShapes"),
                          InstanceAccessor<&ModelWrap::Busy>("busy"),
                      });
@@ -348,6 +349,20 @@ Napi::Value ModelWrap::LoadStateDict(const Napi::CallbackInfo& info) {
       o.Set("mismatched", StringArray(env, result->mismatched));
       o.Set("loaded", Napi::Number::New(env, static_cast<double>(result->loaded)));
       return o;
+    };
+    return Run(info, std::move(job));
+  });
+}
+
+Napi::Value ModelWrap::SaveStateDict(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env);
+    std::string path = info[0].As<Napi::String>().Utf8Value();
+    auto job = std::make_unique<Job>(env);
+    job->execute = [this, path]() {
+      if (!segmenter_) ThrowError("this model failed to initialise");
+      segmenter_->SaveStateDict(path);
     };
     return Run(info, std::move(job));
   });

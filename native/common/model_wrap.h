@@ -29,6 +29,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Features(const Napi::CallbackInfo& info);
   Napi::Value CheckGradients(const Napi::CallbackInfo& info);
   Napi::Value LoadStateDict(const Napi::CallbackInfo& info);
+  Napi::Value SaveStateDict(const Napi::CallbackInfo& info);
   Napi::Value StateDictShapes(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
 

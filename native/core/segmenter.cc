@@ -6,14 +6,13 @@
 #include <cstdio>
 #include <fstream>
 
-#include <torch/csrc/jit/serialization/pickle.h>
-
 #include <iterator>
 #include <map>
 #include <sstream>
 
 #include "backbones/backbone.h"
 #include "common/errors.h"
+#include "common/state_dict.h"
 
 namespace segtorch {
 
@@ -261,26 +260,18 @@ std::string ShapeString(at::IntArrayRef s) {
   return o.str();
 }
 
-std::map<std::string, torch::Tensor> ReadStateDict(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) ThrowError("cannot open state dict " + path + ": no such file or not readable");
-  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  c10::IValue value;
-  try {
-    value = torch::pickle_load(bytes);
-  } catch (const std::exception& e) {
-    ThrowError(path + " is not a PyTorch state dict saved with torch.save (" + CleanMessage(e) + ")");
-  }
-  if (!value.isGenericDict()) ThrowError(path + " does not hold a state dict (a dict of name -> tensor)");
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& kv : value.toGenericDict()) {
-    if (!kv.key().isString() || !kv.value().isTensor()) continue;  // e.g. nested metadata
-    out[kv.key().toStringRef()] = kv.value().toTensor();
-  }
-  if (out.empty()) ThrowError(path + " holds no tensors");
-  return out;
-}
 }  // namespace
+
+void Segmenter::SaveStateDict(const std::string& path) const {
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& kv : net_->named_parameters()) tensors.emplace_back(kv.key(), kv.value().detach());
+  for (const auto& kv : net_->named_buffers()) tensors.emplace_back(kv.key(), kv.value());
+  try {
+    WriteStateDict(path, tensors);
+  } catch (const std::exception& e) {
+    ThrowError(CleanMessage(e));
+  }
+}
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> Segmenter::StateDictShapes() const {
   std::vector<std::pair<std::string, std::vector<int64_t>>> out;
@@ -290,7 +281,14 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> Segmenter::StateDictSh
 }
 
 StateDictReport Segmenter::LoadStateDict(const std::string& path, bool strict, const std::string& prefix) {
-  auto file = ReadStateDict(path);
+  std::map<std::string, torch::Tensor> file;
+  try {
+    for (auto& kv : ReadStateDict(path)) file.emplace(std::move(kv.first), std::move(kv.second));
+  } catch (const UserError&) {
+    throw;
+  } catch (const std::exception& e) {
+    ThrowError(CleanMessage(e));
+  }
   std::map<std::string, torch::Tensor> ours;
   for (const auto& kv : net_->named_parameters()) ours[kv.key()] = kv.value();
   for (const auto& kv : net_->named_buffers()) ours[kv.key()] = kv.value();

@@ -61,6 +61,9 @@ class Segmenter {
   // are considered (e.g. "backbone."). strict: any missing, unexpected or mis-shaped key is an
   // error and nothing is changed; otherwise matching tensors are copied and the rest reported.
   StateDictReport LoadStateDict(const std::string& path, bool strict, const std::string& prefix = "");
+  // Writes parameters and buffers as a state dict that Python's torch.load reads (an OrderedDict
+  // with the same names: torchvision's where a twin exists). Atomic.
+  void SaveStateDict(const std::string& path) const;
   // Names and shapes of parameters and buffers, as a state dict would have them.
   std::vector<std::pair<std::string, std::vector<int64_t>>> StateDictShapes() const;
 
