@@ -9,6 +9,10 @@
 #include <vector>
 
 #include "models/segmentation_model.h"
+#include "train/losses.h"
+#include "train/metrics.h"
+#include "train/precision.h"
+#include "train/schedule.h"
 
 namespace segtorch {
 
@@ -25,12 +29,34 @@ struct TrainStepOptions {
   int64_t ignore_index = 255;
   double aux_weight = 0.4;
   OptimizerOptions optimizer;
+  // Parameter groups: new layers (everything outside "backbone.") train at lr x this.
+  double head_lr_multiplier = 1.0;
+  // No weight decay on normalisation weights and on biases.
+  bool no_decay_norm_bias = false;
+  ScheduleOptions schedule;
+  std::string loss = "ce";  // ce | ohem | dice | focal | lovasz (main output)
+  LossOptions loss_options;
+  std::string precision = "fp32";  // fp32 | bf16 | fp16 (fp16: CUDA only, with a dynamic loss scaler)
+  bool channels_last = false;
+  double clip_grad_norm = 0;  // 0 = off
+  int64_t accumulate = 1;     // micro-batches per optimizer update
+  std::string depth_loss = "berhu";
+  double depth_weight = 1.0;
 };
 
 struct StepResult {
   double loss = 0;
   std::vector<std::pair<std::string, double>> parts;
-  int64_t step = 0;
+  int64_t step = 0;        // optimizer updates so far
+  double lr = 0;           // learning rate of the first group at this step
+  std::vector<double> lrs; // every parameter group's (backbone [, no-decay], head [, no-decay])
+  bool updated = false;    // this call applied an optimizer update
+  bool skipped = false;    // fp16: the update was skipped (inf/NaN gradients)
+};
+
+struct EvalResult {
+  torch::Tensor confusion;  // int64 [K,K] on the CPU
+  Metrics metrics;
 };
 
 // What loading a PyTorch state dict found.
@@ -51,7 +77,15 @@ class Segmenter {
   std::vector<torch::Tensor> Features(const torch::Tensor& images);
   // Class map [N,H,W] int32, eval mode, inference mode.
   torch::Tensor Predict(const torch::Tensor& images);
-  StepResult TrainStep(const torch::Tensor& images, const torch::Tensor& masks, const TrainStepOptions& options);
+  // depth: optional per-pixel depth targets [N,1,H,W] or [N,H,W] (multi-task models).
+  StepResult TrainStep(const torch::Tensor& images, const torch::Tensor& masks, const TrainStepOptions& options,
+                       const torch::Tensor& depth = torch::Tensor());
+  void Seed(uint64_t seed);
+
+  // Streaming evaluation: a confusion matrix accumulated on the model's device.
+  void EvalReset(int64_t ignore_index);
+  void EvalUpdate(const torch::Tensor& images, const torch::Tensor& masks);
+  EvalResult EvalCompute() const;
 
   // Forward + loss + backward without an update: names of trainable parameters left without a
   // gradient (the shared test battery asserts this is empty). Gradients are cleared after.
@@ -69,9 +103,11 @@ class Segmenter {
 
   void SetTraining(bool on) { net_->train(on); }
   bool IsTraining() const { return net_->is_training(); }
-  // Atomic: written to a temporary file, fsynced, renamed over `path`.
-  void Save(const std::string& path) const;
-  void Load(const std::string& path);
+  // Atomic: written to a temporary file, fsynced, renamed over `path`. With training state:
+  // optimizer state, schedule position, step counters, RNG state and `fit_state` (the caller's JSON).
+  void Save(const std::string& path, bool training_state = false, const std::string& fit_state = "") const;
+  // Loads weights (and training state when present); returns the stored fit state ("" if none).
+  std::string Load(const std::string& path);
   static std::string ReadConfig(const std::string& path);
 
   const ModelConfig& config() const { return config_; }
@@ -86,17 +122,32 @@ class Segmenter {
   torch::Tensor PrepareMasks(const torch::Tensor& masks, const torch::Tensor& images, int64_t ignore_index) const;
   // Pads to the network's input multiple, runs it, crops back.
   SegOutput Run(const torch::Tensor& x);
-  void EnsureOptimizer(const OptimizerOptions& o);
-  // The total loss of one forward pass (main + weighted aux) in training mode.
-  torch::Tensor Loss(const torch::Tensor& x, const torch::Tensor& y, const TrainStepOptions& o, StepResult* parts);
+  void EnsureOptimizer(const TrainStepOptions& o);
+  void SetLearningRates(double factor);
+  void SetLayout(bool channels_last);
+  // The total loss of one forward pass (main + weighted aux [+ depth]) in training mode.
+  torch::Tensor Loss(const torch::Tensor& x, const torch::Tensor& y, const TrainStepOptions& o, StepResult* parts,
+                     const torch::Tensor& depth = torch::Tensor());
 
   ModelConfig config_;
   torch::Device device_;
   ModelPtr net_;
   torch::Tensor mean_, std_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
-  std::string optimizer_type_;
-  int64_t steps_ = 0;
+  std::string optimizer_signature_;     // type + grouping: a change rebuilds the optimizer
+  std::vector<double> group_base_lr_;   // per group, before the schedule factor
+  struct GroupKind {
+    double lr_multiplier;
+    bool no_decay;
+  };
+  std::vector<GroupKind> group_kinds_;
+  std::shared_ptr<torch::serialize::InputArchive> pending_optimizer_;  // from a checkpoint
+  std::string pending_signature_;
+  int64_t steps_ = 0;   // optimizer updates (= schedule position)
+  int64_t micro_ = 0;   // micro-batches (gradient accumulation)
+  bool channels_last_ = false;
+  LossScaler scaler_;
+  std::unique_ptr<ConfusionMatrix> confusion_;
 };
 
 torch::Device ParseDevice(const std::string& device);
