@@ -2,8 +2,8 @@
 import * as fs from 'fs'
 import * as path from 'path'
 import { SegtorchError, typeError, withStack } from './errors'
-import type { Images, Masks, Model, StepResult, TrainStepOptions } from './model'
-import { checkImages, checkMasks, resolveStepOptions } from './model'
+import type { Images, Masks, Model, PredictOptions, StepResult, TrainStepOptions } from './model'
+import { checkImages, checkMasks, resolvePredictOptions, resolveStepOptions } from './model'
 import { Tensor } from './tensor'
 import type { Metrics } from './train'
 import * as v from './validate'
@@ -117,9 +117,9 @@ async function writeJson (file: string, value: unknown): Promise<void> {
   await fs.promises.rename(tmp, file)
 }
 
-export async function evaluate (model: Model, data: BatchSource, options?: { ignoreIndex?: number }): Promise<Evaluation> {
+export async function evaluate (model: Model, data: BatchSource, options?: PredictOptions & { ignoreIndex?: number }): Promise<Evaluation> {
   const o = v.optionsObject('evaluate options', options)
-  v.checkKeys('evaluate options', o, ['ignoreIndex'])
+  const infer = resolvePredictOptions(o, 'evaluate options', ['ignoreIndex'])
   const ignore = o.ignoreIndex === undefined ? 255 : v.integer('ignoreIndex', o.ignoreIndex, -1)
   const native = model._native()
   await withStack(() => native.evalReset(ignore))
@@ -127,7 +127,7 @@ export async function evaluate (model: Model, data: BatchSource, options?: { ign
   let index = 0
   for await (const raw of iterate(data)) {
     const b = checkBatch(raw, index++, model.config.inChannels)
-    await withStack(() => native.evalUpdate(b.images._native(), b.masks._native()))
+    await withStack(() => native.evalUpdate(b.images._native(), b.masks._native(), infer))
     images += b.images.shape[0]
   }
   if (images === 0) throw new RangeError('Expected at least one batch to evaluate but the data set is empty')

@@ -132,6 +132,55 @@ export interface StepResult {
   skipped: boolean
 }
 
+export interface PredictOptions {
+  /** 'whole' (default) or 'slide' (overlapping windows, logits averaged). */
+  mode?: 'whole' | 'slide'
+  /** Sliding-window size [h, w] or one number. Default 512. */
+  crop?: number | [number, number]
+  /** Sliding-window stride [h, w] or one number. Default 2/3 of the crop. */
+  stride?: number | [number, number]
+  /** Input scales; probabilities are averaged over every scale (and flip). Default [1]. */
+  scales?: number[]
+  /** Also run the horizontally flipped image and average. Default false. */
+  flip?: boolean
+  /** 'labels' (int32 [N, H, W], default), 'probs' or 'logits' (float32 [N, K, H, W]). */
+  output?: 'labels' | 'probs' | 'logits'
+  /** 'fp32' (default) or 'bf16' (autocast). */
+  precision?: 'fp32' | 'bf16'
+}
+
+const PREDICT_KEYS = ['mode', 'crop', 'stride', 'scales', 'flip', 'output', 'precision'] as const
+
+function pair (name: string, value: unknown, def: [number, number]): [number, number] {
+  if (value === undefined) return def
+  if (typeof value === 'number') return [v.integer(name, value, 1), value]
+  if (Array.isArray(value) && value.length === 2) return [v.integer(`${name}[0]`, value[0], 1), v.integer(`${name}[1]`, value[1], 1)]
+  throw typeError(name, 'a positive integer or [h, w]', value)
+}
+
+export function resolvePredictOptions (options: unknown, where = 'predict options', extraKeys: readonly string[] = []): Required<PredictOptions> & { crop: [number, number], stride: [number, number] } {
+  const o = v.optionsObject(where, options)
+  v.checkKeys(where, o, [...PREDICT_KEYS, ...extraKeys])
+  const mode = o.mode === undefined ? 'whole' : v.oneOf('mode', o.mode, ['whole', 'slide'] as const)
+  const crop = pair('crop', o.crop, [512, 512])
+  const stride = pair('stride', o.stride, [Math.max(1, Math.floor(crop[0] * 2 / 3)), Math.max(1, Math.floor(crop[1] * 2 / 3))])
+  if (stride[0] > crop[0] || stride[1] > crop[1]) throw new RangeError(`Expected stride <= crop (windows must cover the image) but received stride [${stride.join(', ')}] for crop [${crop.join(', ')}]`)
+  let scales = [1]
+  if (o.scales !== undefined) {
+    if (!Array.isArray(o.scales) || o.scales.length === 0) throw typeError('scales', 'a non-empty array of positive numbers', o.scales)
+    scales = o.scales.map((s, i) => v.number(`scales[${i}]`, s, 0, 16, true))
+  }
+  return {
+    mode,
+    crop,
+    stride,
+    scales,
+    flip: o.flip === undefined ? false : v.boolean('flip', o.flip),
+    output: o.output === undefined ? 'labels' : v.oneOf('output', o.output, ['labels', 'probs', 'logits'] as const),
+    precision: o.precision === undefined ? 'fp32' : v.oneOf('precision', o.precision, ['fp32', 'bf16'] as const)
+  }
+}
+
 export type ImageDType = 'uint8' | 'float32' | 'float16' | 'bfloat16'
 export type MaskDType = 'uint8' | 'int32' | 'int64'
 export type Images<N extends number = number, H extends number = number, W extends number = number> =
@@ -343,25 +392,42 @@ export class Model {
    * name (`out`, and `aux` in training mode for models with an auxiliary head).
    */
   forward<N extends number, H extends number, W extends number> (images: Images<N, H, W>): Promise<Tensor<'float32', readonly [N, number, H, W]>>
-  forward (images: Images, options: { outputs: 'all' }): Promise<Record<string, Tensor<'float32'>>>
-  async forward (images: Images, options?: { outputs?: 'main' | 'all' }): Promise<unknown> {
+  forward<N extends number, H extends number, W extends number> (images: Images<N, H, W>, options: { outputs?: 'main', precision?: 'fp32' | 'bf16' }): Promise<Tensor<'float32', readonly [N, number, H, W]>>
+  forward (images: Images, options: { outputs: 'all', precision?: 'fp32' | 'bf16' }): Promise<Record<string, Tensor<'float32'>>>
+  async forward (images: Images, options?: { outputs?: 'main' | 'all', precision?: 'fp32' | 'bf16' }): Promise<unknown> {
     const x = checkImages('images', images, this.config.inChannels)
     const o = v.optionsObject('forward options', options)
-    v.checkKeys('forward options', o, ['outputs'])
+    v.checkKeys('forward options', o, ['outputs', 'precision'])
     const all = o.outputs === undefined ? false : v.oneOf('outputs', o.outputs, ['main', 'all'] as const) === 'all'
+    const precision = o.precision === undefined ? 'fp32' : v.oneOf('precision', o.precision, ['fp32', 'bf16'] as const)
     const native = this.#n()
-    const out = await withStack(() => native.forward(x._native(), all))
+    const out = await withStack(() => native.forward(x._native(), all, precision))
     if (!all) return Tensor.fromNative(out)
     const result: Record<string, Tensor<'float32'>> = {}
     for (const [k, t] of Object.entries(out)) result[k] = Tensor.fromNative(t as never)
     return result
   }
 
-  /** Class map [N, H, W] (int32): argmax of the logits, in eval mode without gradients. */
-  async predict<N extends number, H extends number, W extends number> (images: Images<N, H, W>): Promise<Tensor<'int32', readonly [N, H, W]>> {
-    const x = checkImages('images', images, this.config.inChannels)
+  /**
+   * Class map [N, H, W] (int32) in eval mode without gradients; with options, as the papers
+   * evaluate: sliding windows, multi-scale and flipped inputs (probabilities averaged), or
+   * probabilities / logits [N, K, H, W] (float32). Images of different sizes can be passed as an
+   * array of single images ([1, C, H, W] each); the result is then an array too.
+   */
+  predict<N extends number, H extends number, W extends number> (images: Images<N, H, W>, options?: PredictOptions & { output?: 'labels' }): Promise<Tensor<'int32', readonly [N, H, W]>>
+  predict<N extends number, H extends number, W extends number> (images: Images<N, H, W>, options: PredictOptions & { output: 'probs' | 'logits' }): Promise<Tensor<'float32', readonly [N, number, H, W]>>
+  predict (images: Images[], options?: PredictOptions): Promise<Tensor[]>
+  async predict (images: Images | Images[], options?: PredictOptions): Promise<Tensor | Tensor[]> {
+    const o = resolvePredictOptions(options)
     const native = this.#n()
-    return Tensor.fromNative(await withStack(() => native.predict(x._native())))
+    if (Array.isArray(images)) {
+      const list = images.map((x, i) => checkImages(`images[${i}]`, x, this.config.inChannels))
+      const out: Tensor[] = []
+      for (const x of list) out.push(Tensor.fromNative(await withStack(() => native.predict(x._native(), o))))
+      return out
+    }
+    const x = checkImages('images', images, this.config.inChannels)
+    return Tensor.fromNative(await withStack(() => native.predict(x._native(), o)))
   }
 
   /**
@@ -391,7 +457,7 @@ export class Model {
   }
 
   /** mIoU, accuracies, fwIoU, Dice and the confusion matrix of the model on `data`, accumulated natively. */
-  async evaluate (data: BatchSource, options?: { ignoreIndex?: number }): Promise<Evaluation> {
+  async evaluate (data: BatchSource, options?: PredictOptions & { ignoreIndex?: number }): Promise<Evaluation> {
     return evaluate(this, data, options)
   }
 

@@ -33,6 +33,28 @@ ModelConfig ReadConfig(const Napi::Object& o) {
   return c;
 }
 
+InferOptions ReadInferOptions(const Napi::Value& v) {
+  InferOptions o;
+  if (!v.IsObject()) return o;
+  Napi::Object obj = v.As<Napi::Object>();
+  o.mode = GetString(obj, "mode", o.mode);
+  std::vector<double> crop = GetNumbers(obj, "crop"), stride = GetNumbers(obj, "stride");
+  if (crop.size() == 2) {
+    o.crop_h = static_cast<int64_t>(crop[0]);
+    o.crop_w = static_cast<int64_t>(crop[1]);
+  }
+  if (stride.size() == 2) {
+    o.stride_h = static_cast<int64_t>(stride[0]);
+    o.stride_w = static_cast<int64_t>(stride[1]);
+  }
+  std::vector<double> scales = GetNumbers(obj, "scales");
+  if (!scales.empty()) o.scales = scales;
+  o.flip = GetBool(obj, "flip", o.flip);
+  o.output = GetString(obj, "output", o.output);
+  o.precision = GetString(obj, "precision", o.precision);
+  return o;
+}
+
 TrainStepOptions ReadStepOptions(const Napi::Value& v) {
   TrainStepOptions o;
   if (!v.IsObject()) return o;
@@ -196,10 +218,11 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
     auto job = std::make_unique<Job>(env);
     at::Tensor images = TensorFromJs(info[0], job.get());
     bool all = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+    std::string precision = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "fp32";
     auto result = std::make_shared<SegOutput>();
-    job->execute = [this, images, result]() {
+    job->execute = [this, images, precision, result]() {
       if (!segmenter_) ThrowError("this model failed to initialise");
-      *result = segmenter_->Forward(images);
+      *result = segmenter_->Forward(images, precision);
     };
     job->complete = [result, all](Napi::Env env) -> Napi::Value {
       if (!all) return TensorToJs(env, result->out);
@@ -218,10 +241,11 @@ Napi::Value ModelWrap::Predict(const Napi::CallbackInfo& info) {
     CheckUsable(env);
     auto job = std::make_unique<Job>(env);
     at::Tensor images = TensorFromJs(info[0], job.get());
+    InferOptions options = ReadInferOptions(info.Length() > 1 ? info[1] : env.Undefined());
     auto result = std::make_shared<at::Tensor>();
-    job->execute = [this, images, result]() {
+    job->execute = [this, images, options, result]() {
       if (!segmenter_) ThrowError("this model failed to initialise");
-      *result = segmenter_->Predict(images);
+      *result = segmenter_->Predict(images, options);
     };
     job->complete = [result](Napi::Env env) -> Napi::Value { return TensorToJs(env, *result); };
     return Run(info, std::move(job));
@@ -370,7 +394,8 @@ Napi::Value ModelWrap::EvalUpdate(const Napi::CallbackInfo& info) {
     auto job = std::make_unique<Job>(env);
     at::Tensor images = TensorFromJs(info[0], job.get());
     at::Tensor masks = TensorFromJs(info[1], job.get());
-    job->execute = [this, images, masks]() { segmenter_->EvalUpdate(images, masks); };
+    InferOptions options = ReadInferOptions(info.Length() > 2 ? info[2] : env.Undefined());
+    job->execute = [this, images, masks, options]() { segmenter_->EvalUpdate(images, masks, options); };
     return Run(info, std::move(job));
   });
 }

@@ -121,10 +121,16 @@ SegOutput Segmenter::Run(const torch::Tensor& x) {
   return out;
 }
 
-SegOutput Segmenter::Forward(const torch::Tensor& images) {
+SegOutput Segmenter::Forward(const torch::Tensor& images, const std::string& precision) {
   torch::NoGradGuard no_grad;
-  SegOutput out = Run(PrepareImages(images));
-  out.out = out.out.contiguous();
+  torch::Tensor x = PrepareImages(images);
+  SegOutput out;
+  {
+    AutocastGuard guard(device_, at::kBFloat16, precision == "bf16");
+    out = Run(channels_last_ ? x.contiguous(at::MemoryFormat::ChannelsLast) : x);
+  }
+  out.out = out.out.to(torch::kFloat).contiguous();
+  for (auto& a : out.aux) a.second = a.second.to(torch::kFloat);
   return out;
 }
 
@@ -139,16 +145,29 @@ std::vector<torch::Tensor> Segmenter::Features(const torch::Tensor& images) {
   return feats;
 }
 
-torch::Tensor Segmenter::Predict(const torch::Tensor& images) {
+torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions& options) {
+  if (options.precision != "fp32" && options.precision != "bf16") {
+    ThrowRange("Expected precision 'fp32' or 'bf16' for inference but received '" + options.precision + "'");
+  }
   bool was_training = net_->is_training();
   net_->eval();
-  torch::Tensor labels;
-  {
-    torch::NoGradGuard no_grad;
-    labels = Run(PrepareImages(images)).out.argmax(1).to(torch::kInt);
+  torch::Tensor result;
+  try {
+    c10::InferenceMode inference;
+    torch::Tensor x = PrepareImages(images);
+    if (channels_last_) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+    LogitsFn logits = [&](const torch::Tensor& input) {
+      AutocastGuard guard(device_, at::kBFloat16, options.precision == "bf16");
+      return Run(input).out;
+    };
+    result = Infer(logits, x, options);
+  } catch (...) {
+    net_->train(was_training);
+    throw;
   }
   net_->train(was_training);
-  return labels;
+  // Inference tensors cannot enter autograd later (e.g. as pseudo-labels): return a normal tensor.
+  return result.clone();
 }
 
 namespace {
@@ -340,12 +359,14 @@ void Segmenter::EvalReset(int64_t ignore_index) {
   confusion_ = std::make_unique<ConfusionMatrix>(config_.num_classes, ignore_index, device_);
 }
 
-void Segmenter::EvalUpdate(const torch::Tensor& images, const torch::Tensor& masks) {
+void Segmenter::EvalUpdate(const torch::Tensor& images, const torch::Tensor& masks, const InferOptions& options) {
   if (!confusion_) ThrowError("evaluation was not started");
   if (masks.dim() != 3 || masks.size(0) != images.size(0) || masks.size(1) != images.size(2) || masks.size(2) != images.size(3)) {
     ThrowRange("Expected masks of shape [N, H, W] matching the images");
   }
-  torch::Tensor labels = Predict(images);
+  InferOptions o = options;
+  o.output = "labels";
+  torch::Tensor labels = Predict(images, o);
   confusion_->Update(labels, masks.to(device_));
 }
 

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "infer/inference.h"
 #include "models/segmentation_model.h"
 #include "train/losses.h"
 #include "train/metrics.h"
@@ -72,11 +73,12 @@ class Segmenter {
   explicit Segmenter(ModelConfig config);
 
   // Logits [N,K,H,W] (float32, on the model's device) in the current train/eval mode, no grad.
-  SegOutput Forward(const torch::Tensor& images);
+  SegOutput Forward(const torch::Tensor& images, const std::string& precision = "fp32");
   // The backbone's feature maps (shallow to deep) for the images, no grad, current mode.
   std::vector<torch::Tensor> Features(const torch::Tensor& images);
-  // Class map [N,H,W] int32, eval mode, inference mode.
-  torch::Tensor Predict(const torch::Tensor& images);
+  // Eval mode, inference mode: class map [N,H,W] int32 (output "labels"), or probabilities /
+  // logits [N,K,H,W]; whole-image or sliding-window, multi-scale and flip as in InferOptions.
+  torch::Tensor Predict(const torch::Tensor& images, const InferOptions& options = InferOptions());
   // depth: optional per-pixel depth targets [N,1,H,W] or [N,H,W] (multi-task models).
   StepResult TrainStep(const torch::Tensor& images, const torch::Tensor& masks, const TrainStepOptions& options,
                        const torch::Tensor& depth = torch::Tensor());
@@ -84,7 +86,7 @@ class Segmenter {
 
   // Streaming evaluation: a confusion matrix accumulated on the model's device.
   void EvalReset(int64_t ignore_index);
-  void EvalUpdate(const torch::Tensor& images, const torch::Tensor& masks);
+  void EvalUpdate(const torch::Tensor& images, const torch::Tensor& masks, const InferOptions& options = InferOptions());
   EvalResult EvalCompute() const;
 
   // Forward + loss + backward without an update: names of trainable parameters left without a
