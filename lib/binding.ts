@@ -18,17 +18,22 @@ export interface NativeTensor {
 
 export interface NativeModel {
   init(config: Record<string, unknown>): Promise<any>
-  forward(images: NativeTensor, all: boolean): Promise<any>
-  predict(images: NativeTensor): Promise<NativeTensor>
-  trainStep(images: NativeTensor, masks: NativeTensor, options: Record<string, unknown>): Promise<any>
+  forward(images: NativeTensor, all: boolean, precision?: string): Promise<any>
+  predict(images: NativeTensor, options?: Record<string, unknown>): Promise<NativeTensor>
+  trainStep(images: NativeTensor, masks: NativeTensor, options: Record<string, unknown>, depth?: NativeTensor): Promise<any>
   setTraining(on: boolean): Promise<void>
-  save(path: string): Promise<void>
-  load(path: string): Promise<void>
+  save(path: string, fitState?: string): Promise<void>
+  load(path: string): Promise<string>
   info(): Promise<any>
   dispose(): void
   features(images: NativeTensor): Promise<NativeTensor[]>
+  seed(seed: number): Promise<void>
+  evalReset(ignoreIndex: number): Promise<void>
+  evalUpdate(images: NativeTensor, masks: NativeTensor, options?: Record<string, unknown>): Promise<void>
+  evalCompute(): Promise<any>
   checkGradients(images: NativeTensor, masks: NativeTensor, options: Record<string, unknown>): Promise<string[]>
   loadStateDict(path: string, strict: boolean, prefix: string): Promise<StateDictReport>
+  saveStateDict(path: string): Promise<void>
   stateDictShapes(): Promise<Record<string, number[]>>
   readonly busy: number
 }

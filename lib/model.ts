@@ -3,6 +3,8 @@ import { binding, NativeModel, StateDictReport } from './binding'
 import { SegtorchError, typeError, withStack } from './errors'
 import { Arch, ARCHITECTURES, Backbone, OutputStride } from './models'
 import { Device, DType, Shape, Tensor } from './tensor'
+import { LossName, LossOptions, resolveLossOptions } from './train'
+import { BatchSource, evaluate, Evaluation, fit, FitOptions, History } from './fit'
 import * as v from './validate'
 
 export interface ModelOptions {
@@ -61,22 +63,122 @@ export interface OptimizerOptions {
   eps?: number
 }
 
+export interface ScheduleOptions {
+  /** Per-iteration learning-rate schedule. Default 'constant'. */
+  type?: 'constant' | 'poly' | 'cosine' | 'step'
+  /** Iterations the schedule spans (poly, cosine); fit() fills it from epochs x batches. */
+  total?: number
+  /** Linear warm-up iterations. Default 0. */
+  warmup?: number
+  /** Learning-rate factor at the first warm-up iteration. Default 0.1. */
+  warmupStart?: number
+  /** Poly exponent (the papers' 0.9). */
+  power?: number
+  /** Floor of poly / cosine, as a fraction of the base learning rate. Default 0. */
+  minFactor?: number
+  /** Step: iterations at which the lr is multiplied by gamma ... */
+  milestones?: number[]
+  /** ... or every stepSize iterations. */
+  stepSize?: number
+  /** Step decay factor. Default 0.1. */
+  gamma?: number
+}
+
 export interface TrainStepOptions {
   /** Label value that never counts in the loss. Default 255. */
   ignoreIndex?: number
   /** The optimizer, created on first use and kept with the model. Default SGD, lr 0.01, momentum 0.9. */
   optimizer?: OptimizerOptions
-  /** Weight of the auxiliary head's loss (models with aux: true). Default 0.4. */
+  /** Weight of auxiliary heads' losses (aux: true, PSPNet, DeepLab v3). Default 0.4 (PSPNet's). */
   auxWeight?: number
+  /** Loss of the main output. Default 'ce'. */
+  loss?: LossName
+  /** Class weights, label smoothing, OHEM and focal settings (see loss()). */
+  lossOptions?: Omit<LossOptions, 'ignoreIndex'>
+  /** Learning-rate multiplier of the new layers (everything outside the backbone); PSPNet/DeepLab use 10. Default 1. */
+  headLrMultiplier?: number
+  /** No weight decay on biases and normalisation weights. Default false. */
+  noDecayOnNormAndBias?: boolean
+  /** Learning-rate schedule, applied per optimizer update. */
+  schedule?: ScheduleOptions
+  /** 'fp32' (default), 'bf16' (autocast; CPU or CUDA) or 'fp16' (CUDA autocast with a dynamic loss scaler). */
+  precision?: 'fp32' | 'bf16' | 'fp16'
+  /** Channels-last memory layout (faster convolutions with oneDNN / cuDNN). Default false. */
+  channelsLast?: boolean
+  /** Clip the gradients' global L2 norm to this (0 = off). */
+  clipGradNorm?: number
+  /** Micro-batches per optimizer update (gradient accumulation). Default 1. */
+  accumulate?: number
+  /** Depth loss of multi-task models: 'berhu' (default) or 'l1'. */
+  depthLoss?: 'l1' | 'berhu'
+  /** Weight of the depth loss against the segmentation loss. Default 1. */
+  depthWeight?: number
 }
 
 export interface StepResult {
   /** Total loss of the step (before the update). */
   loss: number
-  /** Loss parts: main, and aux when present. */
+  /** Loss parts: main, and aux / cascade / border / depth when present. */
   parts: Record<string, number>
-  /** Steps taken by this model so far. */
+  /** Optimizer updates taken by this model so far. */
   step: number
+  /** Learning rate (first parameter group) used by this step. */
+  lr: number
+  /** Every parameter group's learning rate (backbone, then head when headLrMultiplier != 1; no-decay groups follow their decay group). */
+  lrs: number[]
+  /** Whether this call applied an update (false while accumulating). */
+  updated: boolean
+  /** fp16: the update was skipped because gradients overflowed. */
+  skipped: boolean
+}
+
+export interface PredictOptions {
+  /** 'whole' (default) or 'slide' (overlapping windows, logits averaged). */
+  mode?: 'whole' | 'slide'
+  /** Sliding-window size [h, w] or one number. Default 512. */
+  crop?: number | [number, number]
+  /** Sliding-window stride [h, w] or one number. Default 2/3 of the crop. */
+  stride?: number | [number, number]
+  /** Input scales; probabilities are averaged over every scale (and flip). Default [1]. */
+  scales?: number[]
+  /** Also run the horizontally flipped image and average. Default false. */
+  flip?: boolean
+  /** 'labels' (int32 [N, H, W], default), 'probs' or 'logits' (float32 [N, K, H, W]). */
+  output?: 'labels' | 'probs' | 'logits'
+  /** 'fp32' (default) or 'bf16' (autocast). */
+  precision?: 'fp32' | 'bf16'
+}
+
+const PREDICT_KEYS = ['mode', 'crop', 'stride', 'scales', 'flip', 'output', 'precision'] as const
+
+function pair (name: string, value: unknown, def: [number, number]): [number, number] {
+  if (value === undefined) return def
+  if (typeof value === 'number') return [v.integer(name, value, 1), value]
+  if (Array.isArray(value) && value.length === 2) return [v.integer(`${name}[0]`, value[0], 1), v.integer(`${name}[1]`, value[1], 1)]
+  throw typeError(name, 'a positive integer or [h, w]', value)
+}
+
+export function resolvePredictOptions (options: unknown, where = 'predict options', extraKeys: readonly string[] = []): Required<PredictOptions> & { crop: [number, number], stride: [number, number] } {
+  const o = v.optionsObject(where, options)
+  v.checkKeys(where, o, [...PREDICT_KEYS, ...extraKeys])
+  const mode = o.mode === undefined ? 'whole' : v.oneOf('mode', o.mode, ['whole', 'slide'] as const)
+  const crop = pair('crop', o.crop, [512, 512])
+  const stride = pair('stride', o.stride, [Math.max(1, Math.floor(crop[0] * 2 / 3)), Math.max(1, Math.floor(crop[1] * 2 / 3))])
+  if (stride[0] > crop[0] || stride[1] > crop[1]) throw new RangeError(`Expected stride <= crop (windows must cover the image) but received stride [${stride.join(', ')}] for crop [${crop.join(', ')}]`)
+  let scales = [1]
+  if (o.scales !== undefined) {
+    if (!Array.isArray(o.scales) || o.scales.length === 0) throw typeError('scales', 'a non-empty array of positive numbers', o.scales)
+    scales = o.scales.map((s, i) => v.number(`scales[${i}]`, s, 0, 16, true))
+  }
+  return {
+    mode,
+    crop,
+    stride,
+    scales,
+    flip: o.flip === undefined ? false : v.boolean('flip', o.flip),
+    output: o.output === undefined ? 'labels' : v.oneOf('output', o.output, ['labels', 'probs', 'logits'] as const),
+    precision: o.precision === undefined ? 'fp32' : v.oneOf('precision', o.precision, ['fp32', 'bf16'] as const)
+  }
 }
 
 export type ImageDType = 'uint8' | 'float32' | 'float16' | 'bfloat16'
@@ -135,7 +237,7 @@ export function resolveModelOptions (options: unknown, stored = false): ModelCon
   return { arch, backbone, numClasses, inChannels, outputStride, aux, mean, std, extra, device }
 }
 
-function checkImages (name: string, images: unknown, inChannels: number): Tensor {
+export function checkImages (name: string, images: unknown, inChannels: number): Tensor {
   if (!(images instanceof Tensor)) throw typeError(name, 'a segtorch Tensor', images)
   if (images.disposed) throw new TypeError(`Expected a live Tensor for ${name} but received a disposed one`)
   if (images.shape.length !== 4) throw new RangeError(`Expected ${name} of shape [N, C, H, W] but received shape [${images.shape.join(', ')}]`)
@@ -147,7 +249,17 @@ function checkImages (name: string, images: unknown, inChannels: number): Tensor
   return images
 }
 
-function checkMasks (masks: unknown, images: Tensor): Tensor {
+function checkDepth (depth: unknown, images: Tensor): Tensor {
+  if (!(depth instanceof Tensor)) throw typeError('depth', 'a segtorch Tensor', depth)
+  const [n, , h, w] = images.shape
+  const s = depth.shape
+  const ok = (s.length === 3 && s[0] === n && s[1] === h && s[2] === w) || (s.length === 4 && s[0] === n && s[1] === 1 && s[2] === h && s[3] === w)
+  if (!ok) throw new RangeError(`Expected depth of shape [${n}, ${h}, ${w}] or [${n}, 1, ${h}, ${w}] but received [${s.join(', ')}]`)
+  if (depth.dtype !== 'float32' && depth.dtype !== 'uint8' && depth.dtype !== 'int32') throw typeError('depth dtype', "'float32'", depth.dtype)
+  return depth
+}
+
+export function checkMasks (masks: unknown, images: Tensor): Tensor {
   if (!(masks instanceof Tensor)) throw typeError('masks', 'a segtorch Tensor', masks)
   if (masks.disposed) throw new TypeError('Expected a live Tensor for masks but received a disposed one')
   const ok: DType[] = ['uint8', 'int32', 'int64']
@@ -160,7 +272,37 @@ function checkMasks (masks: unknown, images: Tensor): Tensor {
   return masks
 }
 
-const STEP_KEYS = ['ignoreIndex', 'optimizer', 'auxWeight'] as const
+export const STEP_KEYS = ['ignoreIndex', 'optimizer', 'auxWeight', 'loss', 'lossOptions', 'headLrMultiplier', 'noDecayOnNormAndBias',
+  'schedule', 'precision', 'channelsLast', 'clipGradNorm', 'accumulate', 'depthLoss', 'depthWeight'] as const
+const SCHEDULE_KEYS = ['type', 'total', 'warmup', 'warmupStart', 'power', 'minFactor', 'milestones', 'stepSize', 'gamma'] as const
+
+export function resolveSchedule (options: unknown): Required<ScheduleOptions> {
+  const o = v.optionsObject('schedule', options)
+  v.checkKeys('schedule options', o, SCHEDULE_KEYS)
+  const type = o.type === undefined ? 'constant' : v.oneOf('schedule.type', o.type, ['constant', 'poly', 'cosine', 'step'] as const)
+  const total = o.total === undefined ? 0 : v.integer('schedule.total', o.total, 0)
+  if ((type === 'poly' || type === 'cosine') && total < 1) {
+    throw new RangeError(`Expected schedule.total (iterations) >= 1 for a ${type} schedule but received ${total}: pass iterations to fit(), or data with a length`)
+  }
+  let milestones: number[] = []
+  if (o.milestones !== undefined) {
+    if (!Array.isArray(o.milestones)) throw typeError('schedule.milestones', 'an array of iteration numbers', o.milestones)
+    milestones = o.milestones.map((m, i) => v.integer(`schedule.milestones[${i}]`, m, 0))
+  }
+  const stepSize = o.stepSize === undefined ? 0 : v.integer('schedule.stepSize', o.stepSize, 0) // 0: off
+  if (type === 'step' && milestones.length === 0 && stepSize === 0) throw new RangeError('Expected schedule.milestones or schedule.stepSize for a step schedule but received neither')
+  return {
+    type,
+    total,
+    warmup: o.warmup === undefined ? 0 : v.integer('schedule.warmup', o.warmup, 0),
+    warmupStart: o.warmupStart === undefined ? 0.1 : v.number('schedule.warmupStart', o.warmupStart, 0, 1),
+    power: o.power === undefined ? 0.9 : v.number('schedule.power', o.power, 0),
+    minFactor: o.minFactor === undefined ? 0 : v.number('schedule.minFactor', o.minFactor, 0, 1),
+    milestones,
+    stepSize,
+    gamma: o.gamma === undefined ? 0.1 : v.number('schedule.gamma', o.gamma, 0, 1)
+  }
+}
 const OPTIMIZER_KEYS = ['type', 'lr', 'momentum', 'weightDecay', 'nesterov', 'betas', 'eps'] as const
 
 export function resolveOptimizer (options: unknown): Required<OptimizerOptions> {
@@ -183,12 +325,27 @@ export function resolveOptimizer (options: unknown): Required<OptimizerOptions> 
   return { type, lr, momentum, weightDecay, nesterov, betas, eps }
 }
 
-function resolveStepOptions (options: unknown): Required<TrainStepOptions> {
-  const o = v.optionsObject('trainStep options', options)
-  v.checkKeys('trainStep options', o, STEP_KEYS)
+export function resolveStepOptions (options: unknown, numClasses?: number, where = 'trainStep options', extraKeys: readonly string[] = []): Required<TrainStepOptions> {
+  const o = v.optionsObject(where, options)
+  v.checkKeys(where, o, [...STEP_KEYS, ...extraKeys])
+  if (o.lossOptions !== undefined && (o.lossOptions as Record<string, unknown>).ignoreIndex !== undefined) {
+    throw new TypeError('Unknown option \'ignoreIndex\' in lossOptions: set ignoreIndex itself')
+  }
+  const { ignoreIndex: _ignored, ...lossOptions } = resolveLossOptions(o.lossOptions, numClasses)
   return {
     ignoreIndex: o.ignoreIndex === undefined ? 255 : v.integer('ignoreIndex', o.ignoreIndex, -1),
     optimizer: resolveOptimizer(o.optimizer),
+    loss: o.loss === undefined ? 'ce' : v.oneOf('loss', o.loss, ['ce', 'ohem', 'dice', 'focal', 'lovasz'] as const),
+    lossOptions,
+    headLrMultiplier: o.headLrMultiplier === undefined ? 1 : v.number('headLrMultiplier', o.headLrMultiplier, 0, Infinity, true),
+    noDecayOnNormAndBias: o.noDecayOnNormAndBias === undefined ? false : v.boolean('noDecayOnNormAndBias', o.noDecayOnNormAndBias),
+    schedule: resolveSchedule(o.schedule),
+    precision: o.precision === undefined ? 'fp32' : v.oneOf('precision', o.precision, ['fp32', 'bf16', 'fp16'] as const),
+    channelsLast: o.channelsLast === undefined ? false : v.boolean('channelsLast', o.channelsLast),
+    clipGradNorm: o.clipGradNorm === undefined ? 0 : v.number('clipGradNorm', o.clipGradNorm, 0),
+    accumulate: o.accumulate === undefined ? 1 : v.integer('accumulate', o.accumulate, 1, 1024),
+    depthLoss: o.depthLoss === undefined ? 'berhu' : v.oneOf('depthLoss', o.depthLoss, ['l1', 'berhu'] as const),
+    depthWeight: o.depthWeight === undefined ? 1 : v.number('depthWeight', o.depthWeight, 0),
     auxWeight: o.auxWeight === undefined ? 0.4 : v.number('auxWeight', o.auxWeight, 0)
   }
 }
@@ -235,25 +392,42 @@ export class Model {
    * name (`out`, and `aux` in training mode for models with an auxiliary head).
    */
   forward<N extends number, H extends number, W extends number> (images: Images<N, H, W>): Promise<Tensor<'float32', readonly [N, number, H, W]>>
-  forward (images: Images, options: { outputs: 'all' }): Promise<Record<string, Tensor<'float32'>>>
-  async forward (images: Images, options?: { outputs?: 'main' | 'all' }): Promise<unknown> {
+  forward<N extends number, H extends number, W extends number> (images: Images<N, H, W>, options: { outputs?: 'main', precision?: 'fp32' | 'bf16' }): Promise<Tensor<'float32', readonly [N, number, H, W]>>
+  forward (images: Images, options: { outputs: 'all', precision?: 'fp32' | 'bf16' }): Promise<Record<string, Tensor<'float32'>>>
+  async forward (images: Images, options?: { outputs?: 'main' | 'all', precision?: 'fp32' | 'bf16' }): Promise<unknown> {
     const x = checkImages('images', images, this.config.inChannels)
     const o = v.optionsObject('forward options', options)
-    v.checkKeys('forward options', o, ['outputs'])
+    v.checkKeys('forward options', o, ['outputs', 'precision'])
     const all = o.outputs === undefined ? false : v.oneOf('outputs', o.outputs, ['main', 'all'] as const) === 'all'
+    const precision = o.precision === undefined ? 'fp32' : v.oneOf('precision', o.precision, ['fp32', 'bf16'] as const)
     const native = this.#n()
-    const out = await withStack(() => native.forward(x._native(), all))
+    const out = await withStack(() => native.forward(x._native(), all, precision))
     if (!all) return Tensor.fromNative(out)
     const result: Record<string, Tensor<'float32'>> = {}
     for (const [k, t] of Object.entries(out)) result[k] = Tensor.fromNative(t as never)
     return result
   }
 
-  /** Class map [N, H, W] (int32): argmax of the logits, in eval mode without gradients. */
-  async predict<N extends number, H extends number, W extends number> (images: Images<N, H, W>): Promise<Tensor<'int32', readonly [N, H, W]>> {
-    const x = checkImages('images', images, this.config.inChannels)
+  /**
+   * Class map [N, H, W] (int32) in eval mode without gradients; with options, as the papers
+   * evaluate: sliding windows, multi-scale and flipped inputs (probabilities averaged), or
+   * probabilities / logits [N, K, H, W] (float32). Images of different sizes can be passed as an
+   * array of single images ([1, C, H, W] each); the result is then an array too.
+   */
+  predict<N extends number, H extends number, W extends number> (images: Images<N, H, W>, options?: PredictOptions & { output?: 'labels' }): Promise<Tensor<'int32', readonly [N, H, W]>>
+  predict<N extends number, H extends number, W extends number> (images: Images<N, H, W>, options: PredictOptions & { output: 'probs' | 'logits' }): Promise<Tensor<'float32', readonly [N, number, H, W]>>
+  predict (images: Images[], options?: PredictOptions): Promise<Tensor[]>
+  async predict (images: Images | Images[], options?: PredictOptions): Promise<Tensor | Tensor[]> {
+    const o = resolvePredictOptions(options)
     const native = this.#n()
-    return Tensor.fromNative(await withStack(() => native.predict(x._native())))
+    if (Array.isArray(images)) {
+      const list = images.map((x, i) => checkImages(`images[${i}]`, x, this.config.inChannels))
+      const out: Tensor[] = []
+      for (const x of list) out.push(Tensor.fromNative(await withStack(() => native.predict(x._native(), o))))
+      return out
+    }
+    const x = checkImages('images', images, this.config.inChannels)
+    return Tensor.fromNative(await withStack(() => native.predict(x._native(), o)))
   }
 
   /**
@@ -261,56 +435,40 @@ export class Model {
    * `ignoreIndex`), backward, optimizer update. Labels outside [0, numClasses) other than
    * ignoreIndex are rejected with a RangeError before any update.
    */
-  async trainStep (images: Images, masks: Masks, options?: TrainStepOptions): Promise<StepResult> {
+  async trainStep (images: Images, masks: Masks, options?: TrainStepOptions & { depth?: Tensor }): Promise<StepResult> {
     const x = checkImages('images', images, this.config.inChannels)
     const y = checkMasks(masks, x)
-    const o = resolveStepOptions(options)
+    const { depth, ...rest } = (options ?? {}) as TrainStepOptions & { depth?: Tensor }
+    const o = resolveStepOptions(rest, this.config.numClasses)
+    const d = depth === undefined ? undefined : checkDepth(depth, x)
     const native = this.#n()
-    const r = await withStack(() => native.trainStep(x._native(), y._native(), o as unknown as Record<string, unknown>))
+    const r = await withStack(() => native.trainStep(x._native(), y._native(), o as unknown as Record<string, unknown>, d?._native()))
     this.#info.steps = r.step
     return r as StepResult
   }
 
-  /** The backbone's feature maps, shallow to deep (ResNet: layer1..layer4), float32, no gradients. */
-  async features (images: Images): Promise<Array<Tensor<'float32'>>> {
-    const x = checkImages('images', images, this.config.inChannels)
-    const native = this.#n()
-    const out = await withStack(() => native.features(x._native()))
-    return out.map((t) => Tensor.fromNative<'float32', Shape>(t))
-  }
-
   /**
-   * Loads a state dict saved by PyTorch (`torch.save(model.state_dict(), file)`), matched by
-   * parameter name (torchvision's names where a twin exists). `strict` (default true): any
-   * missing, unexpected or mis-shaped key is an error and nothing changes; otherwise the matching
-   * tensors are loaded and the rest reported.
+   * Trains on `data` (an array or (async) iterable of `{ images, masks, depth? }` batches, or a
+   * function returning a fresh one per epoch) for `epochs` or `iterations`, with validation,
+   * checkpoints, resume, abort and callbacks. See FitOptions.
    */
-  async loadStateDict (path: string, options?: { strict?: boolean, prefix?: string }): Promise<StateDictReport> {
-    const p = checkPath('path', path)
-    const o = v.optionsObject('loadStateDict options', options)
-    v.checkKeys('loadStateDict options', o, ['strict', 'prefix'])
-    const strict = o.strict === undefined ? true : v.boolean('strict', o.strict)
-    const prefix = o.prefix === undefined ? '' : v.string('prefix', o.prefix)
-    const native = this.#n()
-    return withStack(() => native.loadStateDict(p, strict, prefix))
+  async fit (data: BatchSource, options?: FitOptions): Promise<History> {
+    return fit(this, data, options)
   }
 
-  /** Parameter and buffer names with their shapes, as in a state dict. */
-  async stateDictShapes (): Promise<Record<string, number[]>> {
-    const native = this.#n()
-    return withStack(() => native.stateDictShapes())
+  /** mIoU, accuracies, fwIoU, Dice and the confusion matrix of the model on `data`, accumulated natively. */
+  async evaluate (data: BatchSource, options?: PredictOptions & { ignoreIndex?: number }): Promise<Evaluation> {
+    return evaluate(this, data, options)
   }
 
-  /**
-   * Runs forward, loss and backward in training mode without updating the weights and returns the
-   * names of trainable parameters that got no (finite) gradient. Used by the test battery.
-   */
-  async checkGradients (images: Images, masks: Masks, options?: TrainStepOptions): Promise<string[]> {
-    const x = checkImages('images', images, this.config.inChannels)
-    const y = checkMasks(masks, x)
-    const o = resolveStepOptions(options)
-    const native = this.#n()
-    return withStack(() => native.checkGradients(x._native(), y._native(), o as unknown as Record<string, unknown>))
+  /** @internal */
+  _native (): NativeModel {
+    return this.#n()
+  }
+
+  /** @internal sets steps after a resume */
+  _setInfo (info: ModelInfo): void {
+    this.#info = info
   }
 
   /** Switches to training mode (batch-norm statistics update, dropout on, aux outputs). */
@@ -344,11 +502,12 @@ export class Model {
     this.dispose()
   }
 
-  /** @internal */
-  async _load (path: string): Promise<void> {
+  /** @internal loads weights (and training state); returns the stored fit state ('' if none) */
+  async _load (path: string): Promise<string> {
     const native = this.#n()
-    await withStack(() => native.load(path))
+    const fitState = await withStack(() => native.load(path))
     this.#info = await withStack(() => native.info())
+    return fitState
   }
 }
 

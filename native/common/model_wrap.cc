@@ -33,6 +33,28 @@ ModelConfig ReadConfig(const Napi::Object& o) {
   return c;
 }
 
+InferOptions ReadInferOptions(const Napi::Value& v) {
+  InferOptions o;
+  if (!v.IsObject()) return o;
+  Napi::Object obj = v.As<Napi::Object>();
+  o.mode = GetString(obj, "mode", o.mode);
+  std::vector<double> crop = GetNumbers(obj, "crop"), stride = GetNumbers(obj, "stride");
+  if (crop.size() == 2) {
+    o.crop_h = static_cast<int64_t>(crop[0]);
+    o.crop_w = static_cast<int64_t>(crop[1]);
+  }
+  if (stride.size() == 2) {
+    o.stride_h = static_cast<int64_t>(stride[0]);
+    o.stride_w = static_cast<int64_t>(stride[1]);
+  }
+  std::vector<double> scales = GetNumbers(obj, "scales");
+  if (!scales.empty()) o.scales = scales;
+  o.flip = GetBool(obj, "flip", o.flip);
+  o.output = GetString(obj, "output", o.output);
+  o.precision = GetString(obj, "precision", o.precision);
+  return o;
+}
+
 TrainStepOptions ReadStepOptions(const Napi::Value& v) {
   TrainStepOptions o;
   if (!v.IsObject()) return o;
@@ -54,6 +76,41 @@ TrainStepOptions ReadStepOptions(const Napi::Value& v) {
       q.beta2 = betas[1];
     }
     q.eps = GetNumber(p, "eps", q.eps);
+  }
+  o.head_lr_multiplier = GetNumber(obj, "headLrMultiplier", o.head_lr_multiplier);
+  o.no_decay_norm_bias = GetBool(obj, "noDecayOnNormAndBias", o.no_decay_norm_bias);
+  o.precision = GetString(obj, "precision", o.precision);
+  o.channels_last = GetBool(obj, "channelsLast", o.channels_last);
+  o.clip_grad_norm = GetNumber(obj, "clipGradNorm", o.clip_grad_norm);
+  o.accumulate = static_cast<int64_t>(GetNumber(obj, "accumulate", static_cast<double>(o.accumulate)));
+  o.depth_loss = GetString(obj, "depthLoss", o.depth_loss);
+  o.depth_weight = GetNumber(obj, "depthWeight", o.depth_weight);
+  o.loss = GetString(obj, "loss", o.loss);
+  Napi::Value lo = obj.Get("lossOptions");
+  if (lo.IsObject()) {
+    Napi::Object l = lo.As<Napi::Object>();
+    auto& q = o.loss_options;
+    q.label_smoothing = GetNumber(l, "labelSmoothing", q.label_smoothing);
+    q.ohem_threshold = GetNumber(l, "ohemThreshold", q.ohem_threshold);
+    q.ohem_min_kept = static_cast<int64_t>(GetNumber(l, "ohemMinKept", static_cast<double>(q.ohem_min_kept)));
+    q.focal_gamma = GetNumber(l, "focalGamma", q.focal_gamma);
+    q.dice_smooth = GetNumber(l, "diceSmooth", q.dice_smooth);
+    std::vector<double> w = GetNumbers(l, "classWeights");
+    if (!w.empty()) q.class_weights = torch::tensor(w, torch::kFloat);
+  }
+  Napi::Value sc = obj.Get("schedule");
+  if (sc.IsObject()) {
+    Napi::Object c = sc.As<Napi::Object>();
+    auto& q = o.schedule;
+    q.type = GetString(c, "type", q.type);
+    q.total = static_cast<int64_t>(GetNumber(c, "total", static_cast<double>(q.total)));
+    q.warmup = static_cast<int64_t>(GetNumber(c, "warmup", static_cast<double>(q.warmup)));
+    q.warmup_start = GetNumber(c, "warmupStart", q.warmup_start);
+    q.power = GetNumber(c, "power", q.power);
+    q.min_factor = GetNumber(c, "minFactor", q.min_factor);
+    q.step_size = static_cast<int64_t>(GetNumber(c, "stepSize", static_cast<double>(q.step_size)));
+    q.gamma = GetNumber(c, "gamma", q.gamma);
+    for (double m : GetNumbers(c, "milestones")) q.milestones.push_back(static_cast<int64_t>(m));
   }
   return o;
 }
@@ -102,7 +159,12 @@ Napi::Function ModelWrap::Init(Napi::Env env) {
                          InstanceMethod<&ModelWrap::Dispose>("dispose"),
                          InstanceMethod<&ModelWrap::CheckGradients>("checkGradients"),
                          InstanceMethod<&ModelWrap::Features>("features"),
+                         InstanceMethod<&ModelWrap::Seed>("seed"),
+                         InstanceMethod<&ModelWrap::EvalReset>("evalReset"),
+                         InstanceMethod<&ModelWrap::EvalUpdate>("evalUpdate"),
+                         InstanceMethod<&ModelWrap::EvalCompute>("evalCompute"),
                          InstanceMethod<&ModelWrap::LoadStateDict>("loadStateDict"),
+                         InstanceMethod<&ModelWrap::SaveStateDict>("saveStateDict"),
                          InstanceMethod<&ModelWrap::StateDictShapes>("stateDictShapes"),
                          InstanceAccessor<&ModelWrap::Busy>("busy"),
                      });
@@ -156,10 +218,11 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
     auto job = std::make_unique<Job>(env);
     at::Tensor images = TensorFromJs(info[0], job.get());
     bool all = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+    std::string precision = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "fp32";
     auto result = std::make_shared<SegOutput>();
-    job->execute = [this, images, result]() {
+    job->execute = [this, images, precision, result]() {
       if (!segmenter_) ThrowError("this model failed to initialise");
-      *result = segmenter_->Forward(images);
+      *result = segmenter_->Forward(images, precision);
     };
     job->complete = [result, all](Napi::Env env) -> Napi::Value {
       if (!all) return TensorToJs(env, result->out);
@@ -178,10 +241,11 @@ Napi::Value ModelWrap::Predict(const Napi::CallbackInfo& info) {
     CheckUsable(env);
     auto job = std::make_unique<Job>(env);
     at::Tensor images = TensorFromJs(info[0], job.get());
+    InferOptions options = ReadInferOptions(info.Length() > 1 ? info[1] : env.Undefined());
     auto result = std::make_shared<at::Tensor>();
-    job->execute = [this, images, result]() {
+    job->execute = [this, images, options, result]() {
       if (!segmenter_) ThrowError("this model failed to initialise");
-      *result = segmenter_->Predict(images);
+      *result = segmenter_->Predict(images, options);
     };
     job->complete = [result](Napi::Env env) -> Napi::Value { return TensorToJs(env, *result); };
     return Run(info, std::move(job));
@@ -196,15 +260,22 @@ Napi::Value ModelWrap::TrainStep(const Napi::CallbackInfo& info) {
     at::Tensor images = TensorFromJs(info[0], job.get());
     at::Tensor masks = TensorFromJs(info[1], job.get());
     TrainStepOptions options = ReadStepOptions(info[2]);
+    at::Tensor depth = info.Length() > 3 && info[3].IsObject() ? TensorFromJs(info[3], job.get()) : at::Tensor();
     auto result = std::make_shared<StepResult>();
-    job->execute = [this, images, masks, options, result]() {
+    job->execute = [this, images, masks, options, depth, result]() {
       if (!segmenter_) ThrowError("this model failed to initialise");
-      *result = segmenter_->TrainStep(images, masks, options);
+      *result = segmenter_->TrainStep(images, masks, options, depth);
     };
     job->complete = [result](Napi::Env env) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
       o.Set("loss", result->loss);
       o.Set("step", Napi::Number::New(env, static_cast<double>(result->step)));
+      o.Set("lr", result->lr);
+      Napi::Array lrs = Napi::Array::New(env, result->lrs.size());
+      for (size_t i = 0; i < result->lrs.size(); ++i) lrs.Set(static_cast<uint32_t>(i), result->lrs[i]);
+      o.Set("lrs", lrs);
+      o.Set("updated", result->updated);
+      o.Set("skipped", result->skipped);
       Napi::Object parts = Napi::Object::New(env);
       for (auto& p : result->parts) parts.Set(p.first, p.second);
       o.Set("parts", parts);
@@ -232,10 +303,12 @@ Napi::Value ModelWrap::Save(const Napi::CallbackInfo& info) {
   return Guarded(env, [&]() -> Napi::Value {
     CheckUsable(env);
     std::string path = info[0].As<Napi::String>().Utf8Value();
+    bool training_state = info.Length() > 1 && info[1].IsString();
+    std::string fit_state = training_state ? info[1].As<Napi::String>().Utf8Value() : "";
     auto job = std::make_unique<Job>(env);
-    job->execute = [this, path]() {
+    job->execute = [this, path, training_state, fit_state]() {
       if (!segmenter_) ThrowError("this model failed to initialise");
-      segmenter_->Save(path);
+      segmenter_->Save(path, training_state, fit_state);
     };
     return Run(info, std::move(job));
   });
@@ -247,10 +320,12 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
     CheckUsable(env);
     std::string path = info[0].As<Napi::String>().Utf8Value();
     auto job = std::make_unique<Job>(env);
-    job->execute = [this, path]() {
+    auto fit = std::make_shared<std::string>();
+    job->execute = [this, path, fit]() {
       if (!segmenter_) ThrowError("this model failed to initialise");
-      segmenter_->Load(path);
+      *fit = segmenter_->Load(path);
     };
+    job->complete = [fit](Napi::Env env) -> Napi::Value { return Napi::String::New(env, *fit); };
     return Run(info, std::move(job));
   });
 }
@@ -289,6 +364,57 @@ Napi::Array StringArray(Napi::Env env, const std::vector<std::string>& v) {
   return a;
 }
 }  // namespace
+
+Napi::Value ModelWrap::Seed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env);
+    uint64_t seed = static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value());
+    auto job = std::make_unique<Job>(env);
+    job->execute = [this, seed]() { segmenter_->Seed(seed); };
+    return Run(info, std::move(job));
+  });
+}
+
+Napi::Value ModelWrap::EvalReset(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env);
+    int64_t ignore = info[0].As<Napi::Number>().Int64Value();
+    auto job = std::make_unique<Job>(env);
+    job->execute = [this, ignore]() { segmenter_->EvalReset(ignore); };
+    return Run(info, std::move(job));
+  });
+}
+
+Napi::Value ModelWrap::EvalUpdate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env);
+    auto job = std::make_unique<Job>(env);
+    at::Tensor images = TensorFromJs(info[0], job.get());
+    at::Tensor masks = TensorFromJs(info[1], job.get());
+    InferOptions options = ReadInferOptions(info.Length() > 2 ? info[2] : env.Undefined());
+    job->execute = [this, images, masks, options]() { segmenter_->EvalUpdate(images, masks, options); };
+    return Run(info, std::move(job));
+  });
+}
+
+Napi::Value ModelWrap::EvalCompute(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env);
+    auto job = std::make_unique<Job>(env);
+    auto result = std::make_shared<EvalResult>();
+    job->execute = [this, result]() { *result = segmenter_->EvalCompute(); };
+    job->complete = [result](Napi::Env env) -> Napi::Value {
+      Napi::Object o = MetricsObject(env, result->metrics);
+      o.Set("confusion", TensorToJs(env, result->confusion));
+      return o;
+    };
+    return Run(info, std::move(job));
+  });
+}
 
 Napi::Value ModelWrap::Features(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -348,6 +474,20 @@ Napi::Value ModelWrap::LoadStateDict(const Napi::CallbackInfo& info) {
       o.Set("mismatched", StringArray(env, result->mismatched));
       o.Set("loaded", Napi::Number::New(env, static_cast<double>(result->loaded)));
       return o;
+    };
+    return Run(info, std::move(job));
+  });
+}
+
+Napi::Value ModelWrap::SaveStateDict(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env);
+    std::string path = info[0].As<Napi::String>().Utf8Value();
+    auto job = std::make_unique<Job>(env);
+    job->execute = [this, path]() {
+      if (!segmenter_) ThrowError("this model failed to initialise");
+      segmenter_->SaveStateDict(path);
     };
     return Run(info, std::move(job));
   });

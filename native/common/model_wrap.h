@@ -27,8 +27,13 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value Features(const Napi::CallbackInfo& info);
+  Napi::Value Seed(const Napi::CallbackInfo& info);
+  Napi::Value EvalReset(const Napi::CallbackInfo& info);
+  Napi::Value EvalUpdate(const Napi::CallbackInfo& info);
+  Napi::Value EvalCompute(const Napi::CallbackInfo& info);
   Napi::Value CheckGradients(const Napi::CallbackInfo& info);
   Napi::Value LoadStateDict(const Napi::CallbackInfo& info);
+  Napi::Value SaveStateDict(const Napi::CallbackInfo& info);
   Napi::Value StateDictShapes(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
 

@@ -232,4 +232,22 @@ std::vector<double> GetNumbers(const Napi::Object& o, const char* key) {
   return out;
 }
 
+Napi::Object MetricsObject(Napi::Env env, const Metrics& m) {
+  Napi::Object o = Napi::Object::New(env);
+  auto arr = [&](const std::vector<double>& v) {
+    Napi::Array a = Napi::Array::New(env, v.size());
+    for (size_t i = 0; i < v.size(); ++i) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, v[i]));
+    return a;
+  };
+  o.Set("mIoU", m.miou);
+  o.Set("pixelAccuracy", m.pixel_accuracy);
+  o.Set("meanAccuracy", m.mean_accuracy);
+  o.Set("fwIoU", m.fw_iou);
+  o.Set("meanDice", m.mean_dice);
+  o.Set("perClassIoU", arr(m.iou));
+  o.Set("perClassAccuracy", arr(m.accuracy));
+  o.Set("perClassDice", arr(m.dice));
+  return o;
+}
+
 }  // namespace segtorch

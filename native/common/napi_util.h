@@ -12,6 +12,7 @@
 
 #include "common/errors.h"
 #include "common/executor.h"
+#include "train/metrics.h"
 
 namespace segtorch {
 
@@ -62,6 +63,9 @@ at::Tensor TensorFromJs(const Napi::Value& v, Job* job);
 // CPU tensors come back as an external ArrayBuffer owning the tensor; others as a handle.
 Napi::Value TensorToJs(Napi::Env env, at::Tensor t);
 void ReleaseHandle(const Napi::Value& v);
+
+// { mIoU, pixelAccuracy, meanAccuracy, fwIoU, meanDice, perClassIoU, perClassAccuracy, perClassDice }
+Napi::Object MetricsObject(Napi::Env env, const Metrics& m);
 
 // Option readers (TypeScript fills every default; these are the last line of defence).
 std::string GetString(const Napi::Object& o, const char* key, const std::string& def);

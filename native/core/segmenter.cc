@@ -6,14 +6,13 @@
 #include <cstdio>
 #include <fstream>
 
-#include <torch/csrc/jit/serialization/pickle.h>
-
 #include <iterator>
 #include <map>
 #include <sstream>
 
 #include "backbones/backbone.h"
 #include "common/errors.h"
+#include "common/state_dict.h"
 
 namespace segtorch {
 
@@ -122,10 +121,16 @@ SegOutput Segmenter::Run(const torch::Tensor& x) {
   return out;
 }
 
-SegOutput Segmenter::Forward(const torch::Tensor& images) {
+SegOutput Segmenter::Forward(const torch::Tensor& images, const std::string& precision) {
   torch::NoGradGuard no_grad;
-  SegOutput out = Run(PrepareImages(images));
-  out.out = out.out.contiguous();
+  torch::Tensor x = PrepareImages(images);
+  SegOutput out;
+  {
+    AutocastGuard guard(device_, at::kBFloat16, precision == "bf16");
+    out = Run(channels_last_ ? x.contiguous(at::MemoryFormat::ChannelsLast) : x);
+  }
+  out.out = out.out.to(torch::kFloat).contiguous();
+  for (auto& a : out.aux) a.second = a.second.to(torch::kFloat);
   return out;
 }
 
@@ -140,61 +145,147 @@ std::vector<torch::Tensor> Segmenter::Features(const torch::Tensor& images) {
   return feats;
 }
 
-torch::Tensor Segmenter::Predict(const torch::Tensor& images) {
+torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions& options) {
+  if (options.precision != "fp32" && options.precision != "bf16") {
+    ThrowRange("Expected precision 'fp32' or 'bf16' for inference but received '" + options.precision + "'");
+  }
   bool was_training = net_->is_training();
   net_->eval();
-  torch::Tensor labels;
-  {
-    torch::NoGradGuard no_grad;
-    labels = Run(PrepareImages(images)).out.argmax(1).to(torch::kInt);
+  torch::Tensor result;
+  try {
+    c10::InferenceMode inference;
+    torch::Tensor x = PrepareImages(images);
+    if (channels_last_) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+    LogitsFn logits = [&](const torch::Tensor& input) {
+      AutocastGuard guard(device_, at::kBFloat16, options.precision == "bf16");
+      return Run(input).out;
+    };
+    result = Infer(logits, x, options);
+  } catch (...) {
+    net_->train(was_training);
+    throw;
   }
   net_->train(was_training);
-  return labels;
+  // Inference tensors cannot enter autograd later (e.g. as pseudo-labels): return a normal tensor.
+  return result.clone();
 }
 
-void Segmenter::EnsureOptimizer(const OptimizerOptions& o) {
-  if (!optimizer_ || optimizer_type_ != o.type) {
-    auto params = net_->parameters();
-    if (o.type == "sgd") {
-      optimizer_ = std::make_unique<torch::optim::SGD>(
-          params, torch::optim::SGDOptions(o.lr).momentum(o.momentum).weight_decay(o.weight_decay).nesterov(o.nesterov));
-    } else if (o.type == "adam") {
-      optimizer_ = std::make_unique<torch::optim::Adam>(
-          params, torch::optim::AdamOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
-    } else if (o.type == "adamw") {
-      optimizer_ = std::make_unique<torch::optim::AdamW>(
-          params, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
-    } else {
-      ThrowRange("Expected optimizer.type 'sgd', 'adam' or 'adamw' but received '" + o.type + "'");
+namespace {
+bool IsNoDecay(const std::string& name, const torch::Tensor& p) {
+  // Biases and normalisation weights (1-D parameters) get no weight decay.
+  return p.dim() <= 1 || (name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0);
+}
+
+template <typename Options>
+Options& GroupOptions(torch::optim::OptimizerParamGroup& g) {
+  return static_cast<Options&>(g.options());
+}
+}  // namespace
+
+void Segmenter::EnsureOptimizer(const TrainStepOptions& t) {
+  const OptimizerOptions& o = t.optimizer;
+  if (o.type != "sgd" && o.type != "adam" && o.type != "adamw") {
+    ThrowRange("Expected optimizer.type 'sgd', 'adam' or 'adamw' but received '" + o.type + "'");
+  }
+  bool grouped = t.head_lr_multiplier != 1.0 || t.no_decay_norm_bias;
+  std::string signature = o.type + (grouped ? "/groups:" + std::to_string(t.head_lr_multiplier) + (t.no_decay_norm_bias ? "/nodecay" : "") : "");
+  if (!optimizer_ || optimizer_signature_ != signature) {
+    // Groups: backbone / head (head lr x multiplier), each split into decay / no-decay.
+    std::vector<std::vector<torch::Tensor>> params(4);
+    for (const auto& kv : net_->named_parameters()) {
+      if (!kv.value().requires_grad()) continue;
+      bool head = kv.key().compare(0, 9, "backbone.") != 0;
+      bool nodecay = t.no_decay_norm_bias && IsNoDecay(kv.key(), kv.value());
+      params[(grouped && head ? 2 : 0) + (nodecay ? 1 : 0)].push_back(kv.value());
     }
-    optimizer_type_ = o.type;
-    return;
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    group_base_lr_.clear();
+    group_kinds_.clear();
+    for (int g = 0; g < 4; ++g) {
+      if (params[g].empty()) continue;
+      double lr = o.lr * (g >= 2 ? t.head_lr_multiplier : 1.0);
+      double wd = (g % 2 == 1) ? 0.0 : o.weight_decay;
+      std::unique_ptr<torch::optim::OptimizerOptions> opts;
+      if (o.type == "sgd") {
+        opts = std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(lr).momentum(o.momentum).weight_decay(wd).nesterov(o.nesterov));
+      } else if (o.type == "adam") {
+        opts = std::make_unique<torch::optim::AdamOptions>(torch::optim::AdamOptions(lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(wd));
+      } else {
+        opts = std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(wd));
+      }
+      groups.emplace_back(params[g], std::move(opts));
+      group_base_lr_.push_back(lr);
+      group_kinds_.push_back({g >= 2 ? t.head_lr_multiplier : 1.0, g % 2 == 1});
+    }
+    if (o.type == "sgd") {
+      optimizer_ = std::make_unique<torch::optim::SGD>(groups, torch::optim::SGDOptions(o.lr));
+    } else if (o.type == "adam") {
+      optimizer_ = std::make_unique<torch::optim::Adam>(groups, torch::optim::AdamOptions(o.lr));
+    } else {
+      optimizer_ = std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(o.lr));
+    }
+    optimizer_signature_ = signature;
+    if (pending_optimizer_ && pending_signature_ == signature) optimizer_->load(*pending_optimizer_);
+    pending_optimizer_.reset();
   }
   // Same optimizer: take the new hyper-parameters, keep its state (momentum buffers, moments).
-  for (auto& group : optimizer_->param_groups()) {
+  auto& groups = optimizer_->param_groups();
+  for (size_t i = 0; i < groups.size() && i < group_kinds_.size(); ++i) {
+    double wd = group_kinds_[i].no_decay ? 0.0 : o.weight_decay;
+    group_base_lr_[i] = o.lr * group_kinds_[i].lr_multiplier;
     if (o.type == "sgd") {
-      auto& so = static_cast<torch::optim::SGDOptions&>(group.options());
-      so.lr(o.lr).momentum(o.momentum).weight_decay(o.weight_decay).nesterov(o.nesterov);
+      GroupOptions<torch::optim::SGDOptions>(groups[i]).momentum(o.momentum).weight_decay(wd).nesterov(o.nesterov);
     } else if (o.type == "adam") {
-      auto& ao = static_cast<torch::optim::AdamOptions&>(group.options());
-      ao.lr(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay);
+      GroupOptions<torch::optim::AdamOptions>(groups[i]).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(wd);
     } else {
-      auto& ao = static_cast<torch::optim::AdamWOptions&>(group.options());
-      ao.lr(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay);
+      GroupOptions<torch::optim::AdamWOptions>(groups[i]).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(wd);
     }
   }
 }
 
+void Segmenter::SetLearningRates(double factor) {
+  auto& groups = optimizer_->param_groups();
+  for (size_t i = 0; i < groups.size() && i < group_base_lr_.size(); ++i) {
+    groups[i].options().set_lr(group_base_lr_[i] * factor);
+  }
+}
 
-torch::Tensor Segmenter::Loss(const torch::Tensor& x, const torch::Tensor& y, const TrainStepOptions& o, StepResult* parts) {
-  SegOutput out = Run(x);
-  torch::Tensor main = SegmentationCrossEntropy(out.out, y, o.ignore_index);
+void Segmenter::SetLayout(bool channels_last) {
+  if (channels_last == channels_last_) return;
+  torch::NoGradGuard no_grad;
+  auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  for (auto& p : net_->parameters()) {
+    if (p.dim() == 4) p.set_data(p.data().contiguous(format));
+  }
+  channels_last_ = channels_last;
+}
+
+torch::Tensor Segmenter::Loss(const torch::Tensor& x, const torch::Tensor& y, const TrainStepOptions& o, StepResult* parts,
+                              const torch::Tensor& depth) {
+  SegOutput out;
+  {
+    bool autocast = o.precision == "bf16" || o.precision == "fp16";
+    AutocastGuard guard(device_, o.precision == "fp16" ? at::kHalf : at::kBFloat16, autocast);
+    out = Run(channels_last_ ? x.contiguous(at::MemoryFormat::ChannelsLast) : x);
+  }
+  LossOptions lo = o.loss_options;
+  lo.ignore_index = o.ignore_index;
+  torch::Tensor main = SegmentationLoss(o.loss, out.out.to(torch::kFloat), y, lo);
   torch::Tensor loss = main;
   std::vector<std::pair<std::string, torch::Tensor>> terms{{"main", main}};
   for (auto& a : out.aux) {
-    torch::Tensor l = net_->AuxLoss(a.first, a.second, y, o.ignore_index);
-    if (!l.defined()) continue;
-    loss = loss + net_->AuxWeight(a.first, o.aux_weight) * l;
+    torch::Tensor l;
+    double w = 0;
+    if (a.first == "depth") {
+      if (!depth.defined()) continue;  // multi-task models without depth targets: segmentation only
+      l = DepthLoss(a.second.to(torch::kFloat), depth.to(a.second.device()), o.depth_loss);
+      w = o.depth_weight;
+    } else {
+      l = net_->AuxLoss(a.first, a.second.to(torch::kFloat), y, o.ignore_index);
+      if (!l.defined()) continue;
+      w = net_->AuxWeight(a.first, o.aux_weight);
+    }
+    loss = loss + w * l;
     terms.emplace_back(a.first, l);
   }
   if (parts) {
@@ -204,35 +295,94 @@ torch::Tensor Segmenter::Loss(const torch::Tensor& x, const torch::Tensor& y, co
   return loss;
 }
 
-StepResult Segmenter::TrainStep(const torch::Tensor& images, const torch::Tensor& masks, const TrainStepOptions& o) {
+StepResult Segmenter::TrainStep(const torch::Tensor& images, const torch::Tensor& masks, const TrainStepOptions& o,
+                                const torch::Tensor& depth) {
+  if (o.precision == "fp16" && device_.is_cpu()) {
+    ThrowRange("Expected precision 'fp32' or 'bf16' on the CPU but received 'fp16' (fp16 autocast needs CUDA)");
+  }
+  if (o.accumulate < 1) ThrowRange("Expected accumulate >= 1");
   torch::Tensor x = PrepareImages(images);
   torch::Tensor y = PrepareMasks(masks, images, o.ignore_index);
-  EnsureOptimizer(o.optimizer);
+  torch::Tensor d;
+  if (depth.defined()) {
+    d = depth.to(device_, torch::kFloat);
+    if (d.dim() == 4) d = d.squeeze(1);
+    if (d.sizes() != y.sizes()) ThrowRange("Expected depth targets of shape [N, H, W] (or [N, 1, H, W]) matching the masks");
+  }
+  EnsureOptimizer(o);
+  SetLayout(o.channels_last);
   bool was_training = net_->is_training();
   net_->train();
   StepResult result;
   try {
-    torch::Tensor loss = Loss(x, y, o, &result);
-    if (!std::isfinite(result.loss)) {
+    if (micro_ % o.accumulate == 0) optimizer_->zero_grad();
+    torch::Tensor loss = Loss(x, y, o, &result, d);
+    bool fp16 = o.precision == "fp16";
+    if (!std::isfinite(result.loss) && !fp16) {
+      optimizer_->zero_grad();
       ThrowError("training step " + std::to_string(steps_ + 1) + " produced a non-finite loss (" +
                  std::to_string(result.loss) + "); the weights were not updated. Lower the learning rate or check the data.");
     }
-    optimizer_->zero_grad();
-    loss.backward();
-    optimizer_->step();
+    (loss * ((fp16 ? scaler_.scale : 1.0) / static_cast<double>(o.accumulate))).backward();
+    ++micro_;
+    if (micro_ % o.accumulate == 0) {
+      auto params = net_->parameters();
+      bool ok = fp16 ? scaler_.UnscaleAndCheck(params) : true;
+      if (ok) {
+        if (o.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(params, o.clip_grad_norm);
+        double factor = LrFactor(o.schedule, steps_);
+        SetLearningRates(factor);
+        result.lr = group_base_lr_.empty() ? 0 : group_base_lr_[0] * factor;
+        for (double b : group_base_lr_) result.lrs.push_back(b * factor);
+        optimizer_->step();
+        ++steps_;
+        result.updated = true;
+      } else {
+        result.skipped = true;
+      }
+      optimizer_->zero_grad();
+    } else {
+      result.lr = group_base_lr_.empty() ? 0 : group_base_lr_[0] * LrFactor(o.schedule, steps_);
+    }
   } catch (...) {
     net_->train(was_training);
     throw;
   }
   net_->train(was_training);
-  result.step = ++steps_;
+  result.step = steps_;
   return result;
+}
+
+void Segmenter::Seed(uint64_t seed) { torch::manual_seed(seed); }
+
+void Segmenter::EvalReset(int64_t ignore_index) {
+  confusion_ = std::make_unique<ConfusionMatrix>(config_.num_classes, ignore_index, device_);
+}
+
+void Segmenter::EvalUpdate(const torch::Tensor& images, const torch::Tensor& masks, const InferOptions& options) {
+  if (!confusion_) ThrowError("evaluation was not started");
+  if (masks.dim() != 3 || masks.size(0) != images.size(0) || masks.size(1) != images.size(2) || masks.size(2) != images.size(3)) {
+    ThrowRange("Expected masks of shape [N, H, W] matching the images");
+  }
+  InferOptions o = options;
+  o.output = "labels";
+  torch::Tensor labels = Predict(images, o);
+  confusion_->Update(labels, masks.to(device_));
+}
+
+EvalResult Segmenter::EvalCompute() const {
+  if (!confusion_) ThrowError("evaluation was not started");
+  EvalResult r;
+  r.confusion = confusion_->matrix().to(torch::kCPU).clone();
+  r.metrics = ComputeMetrics(r.confusion);
+  return r;
 }
 
 std::vector<std::string> Segmenter::ParametersWithoutGradient(const torch::Tensor& images, const torch::Tensor& masks,
                                                               const TrainStepOptions& o) {
   torch::Tensor x = PrepareImages(images);
   torch::Tensor y = PrepareMasks(masks, images, o.ignore_index);
+  SetLayout(o.channels_last);
   bool was_training = net_->is_training();
   net_->train();
   for (auto& p : net_->parameters()) p.mutable_grad() = torch::Tensor();
@@ -261,26 +411,18 @@ std::string ShapeString(at::IntArrayRef s) {
   return o.str();
 }
 
-std::map<std::string, torch::Tensor> ReadStateDict(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) ThrowError("cannot open state dict " + path + ": no such file or not readable");
-  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  c10::IValue value;
-  try {
-    value = torch::pickle_load(bytes);
-  } catch (const std::exception& e) {
-    ThrowError(path + " is not a PyTorch state dict saved with torch.save (" + CleanMessage(e) + ")");
-  }
-  if (!value.isGenericDict()) ThrowError(path + " does not hold a state dict (a dict of name -> tensor)");
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& kv : value.toGenericDict()) {
-    if (!kv.key().isString() || !kv.value().isTensor()) continue;  // e.g. nested metadata
-    out[kv.key().toStringRef()] = kv.value().toTensor();
-  }
-  if (out.empty()) ThrowError(path + " holds no tensors");
-  return out;
-}
 }  // namespace
+
+void Segmenter::SaveStateDict(const std::string& path) const {
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& kv : net_->named_parameters()) tensors.emplace_back(kv.key(), kv.value().detach());
+  for (const auto& kv : net_->named_buffers()) tensors.emplace_back(kv.key(), kv.value());
+  try {
+    WriteStateDict(path, tensors);
+  } catch (const std::exception& e) {
+    ThrowError(CleanMessage(e));
+  }
+}
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> Segmenter::StateDictShapes() const {
   std::vector<std::pair<std::string, std::vector<int64_t>>> out;
@@ -290,7 +432,14 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> Segmenter::StateDictSh
 }
 
 StateDictReport Segmenter::LoadStateDict(const std::string& path, bool strict, const std::string& prefix) {
-  auto file = ReadStateDict(path);
+  std::map<std::string, torch::Tensor> file;
+  try {
+    for (auto& kv : ReadStateDict(path)) file.emplace(std::move(kv.first), std::move(kv.second));
+  } catch (const UserError&) {
+    throw;
+  } catch (const std::exception& e) {
+    ThrowError(CleanMessage(e));
+  }
   std::map<std::string, torch::Tensor> ours;
   for (const auto& kv : net_->named_parameters()) ours[kv.key()] = kv.value();
   for (const auto& kv : net_->named_buffers()) ours[kv.key()] = kv.value();
@@ -355,12 +504,30 @@ std::string DirName(const std::string& path) {
 }
 }  // namespace
 
-void Segmenter::Save(const std::string& path) const {
+void Segmenter::Save(const std::string& path, bool training_state, const std::string& fit_state) const {
   torch::serialize::OutputArchive archive;
   net_->save(archive);
   archive.write(kFormatKey, c10::IValue(kFormat));
   archive.write(kConfigKey, c10::IValue(config_.json));
   archive.write("segtorch_steps", c10::IValue(steps_));
+  if (training_state) {
+    archive.write("segtorch_micro", c10::IValue(micro_));
+    archive.write("segtorch_fit", c10::IValue(fit_state));
+    archive.write("segtorch_loss_scale", c10::IValue(scaler_.scale));
+    if (optimizer_) {
+      torch::serialize::OutputArchive opt;
+      optimizer_->save(opt);
+      archive.write("segtorch_optimizer", opt);
+      archive.write("segtorch_optimizer_signature", c10::IValue(optimizer_signature_));
+    }
+    auto gen = at::detail::getDefaultCPUGenerator();
+    torch::Tensor rng;
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      rng = gen.get_state();
+    }
+    archive.write("segtorch_rng", rng);
+  }
   std::string tmp = path + ".tmp-" + std::to_string(::getpid());
   try {
     archive.save_to(tmp);
@@ -392,7 +559,7 @@ torch::serialize::InputArchive OpenArchive(const std::string& path) {
   if (!archive.try_read(kFormatKey, format) || !format.isInt()) {
     ThrowError(path + " is not a segtorch model file (no segtorch format marker)");
   }
-  if (format.toInt() > kFormat) {
+  if (format.toInt() > kFormat) {  // NOLINT
     ThrowError(path + " was written by a newer segtorch (format " + std::to_string(format.toInt()) + ")");
   }
   return archive;
@@ -406,7 +573,7 @@ std::string Segmenter::ReadConfig(const std::string& path) {
   return config.toStringRef();
 }
 
-void Segmenter::Load(const std::string& path) {
+std::string Segmenter::Load(const std::string& path) {
   auto archive = OpenArchive(path);
   // Load into a fresh network first so that a bad file leaves this model untouched.
   ModelPtr fresh = CreateNetwork(config_);
@@ -418,10 +585,26 @@ void Segmenter::Load(const std::string& path) {
   fresh->to(device_);
   fresh->train(net_->is_training());
   net_ = fresh;
+  channels_last_ = false;
   optimizer_.reset();
-  optimizer_type_.clear();
-  c10::IValue steps;
-  if (archive.try_read("segtorch_steps", steps) && steps.isInt()) steps_ = steps.toInt();
+  optimizer_signature_.clear();
+  pending_optimizer_.reset();
+  c10::IValue v;
+  if (archive.try_read("segtorch_steps", v) && v.isInt()) steps_ = v.toInt();
+  micro_ = archive.try_read("segtorch_micro", v) && v.isInt() ? v.toInt() : 0;
+  if (archive.try_read("segtorch_loss_scale", v) && v.isDouble()) scaler_.scale = v.toDouble();
+  auto opt = std::make_shared<torch::serialize::InputArchive>();
+  if (archive.try_read("segtorch_optimizer", *opt) && archive.try_read("segtorch_optimizer_signature", v) && v.isString()) {
+    pending_optimizer_ = opt;
+    pending_signature_ = v.toStringRef();
+  }
+  torch::Tensor rng;
+  if (archive.try_read("segtorch_rng", rng)) {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(rng);
+  }
+  return archive.try_read("segtorch_fit", v) && v.isString() ? v.toStringRef() : std::string();
 }
 
 }  // namespace segtorch

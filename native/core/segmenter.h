@@ -8,7 +8,12 @@
 #include <utility>
 #include <vector>
 
+#include "infer/inference.h"
 #include "models/segmentation_model.h"
+#include "train/losses.h"
+#include "train/metrics.h"
+#include "train/precision.h"
+#include "train/schedule.h"
 
 namespace segtorch {
 
@@ -25,12 +30,34 @@ struct TrainStepOptions {
   int64_t ignore_index = 255;
   double aux_weight = 0.4;
   OptimizerOptions optimizer;
+  // Parameter groups: new layers (everything outside "backbone.") train at lr x this.
+  double head_lr_multiplier = 1.0;
+  // No weight decay on normalisation weights and on biases.
+  bool no_decay_norm_bias = false;
+  ScheduleOptions schedule;
+  std::string loss = "ce";  // ce | ohem | dice | focal | lovasz (main output)
+  LossOptions loss_options;
+  std::string precision = "fp32";  // fp32 | bf16 | fp16 (fp16: CUDA only, with a dynamic loss scaler)
+  bool channels_last = false;
+  double clip_grad_norm = 0;  // 0 = off
+  int64_t accumulate = 1;     // micro-batches per optimizer update
+  std::string depth_loss = "berhu";
+  double depth_weight = 1.0;
 };
 
 struct StepResult {
   double loss = 0;
   std::vector<std::pair<std::string, double>> parts;
-  int64_t step = 0;
+  int64_t step = 0;        // optimizer updates so far
+  double lr = 0;           // learning rate of the first group at this step
+  std::vector<double> lrs; // every parameter group's (backbone [, no-decay], head [, no-decay])
+  bool updated = false;    // this call applied an optimizer update
+  bool skipped = false;    // fp16: the update was skipped (inf/NaN gradients)
+};
+
+struct EvalResult {
+  torch::Tensor confusion;  // int64 [K,K] on the CPU
+  Metrics metrics;
 };
 
 // What loading a PyTorch state dict found.
@@ -46,12 +73,21 @@ class Segmenter {
   explicit Segmenter(ModelConfig config);
 
   // Logits [N,K,H,W] (float32, on the model's device) in the current train/eval mode, no grad.
-  SegOutput Forward(const torch::Tensor& images);
+  SegOutput Forward(const torch::Tensor& images, const std::string& precision = "fp32");
   // The backbone's feature maps (shallow to deep) for the images, no grad, current mode.
   std::vector<torch::Tensor> Features(const torch::Tensor& images);
-  // Class map [N,H,W] int32, eval mode, inference mode.
-  torch::Tensor Predict(const torch::Tensor& images);
-  StepResult TrainStep(const torch::Tensor& images, const torch::Tensor& masks, const TrainStepOptions& options);
+  // Eval mode, inference mode: class map [N,H,W] int32 (output "labels"), or probabilities /
+  // logits [N,K,H,W]; whole-image or sliding-window, multi-scale and flip as in InferOptions.
+  torch::Tensor Predict(const torch::Tensor& images, const InferOptions& options = InferOptions());
+  // depth: optional per-pixel depth targets [N,1,H,W] or [N,H,W] (multi-task models).
+  StepResult TrainStep(const torch::Tensor& images, const torch::Tensor& masks, const TrainStepOptions& options,
+                       const torch::Tensor& depth = torch::Tensor());
+  void Seed(uint64_t seed);
+
+  // Streaming evaluation: a confusion matrix accumulated on the model's device.
+  void EvalReset(int64_t ignore_index);
+  void EvalUpdate(const torch::Tensor& images, const torch::Tensor& masks, const InferOptions& options = InferOptions());
+  EvalResult EvalCompute() const;
 
   // Forward + loss + backward without an update: names of trainable parameters left without a
   // gradient (the shared test battery asserts this is empty). Gradients are cleared after.
@@ -61,14 +97,19 @@ class Segmenter {
   // are considered (e.g. "backbone."). strict: any missing, unexpected or mis-shaped key is an
   // error and nothing is changed; otherwise matching tensors are copied and the rest reported.
   StateDictReport LoadStateDict(const std::string& path, bool strict, const std::string& prefix = "");
+  // Writes parameters and buffers as a state dict that Python's torch.load reads (an OrderedDict
+  // with the same names: torchvision's where a twin exists). Atomic.
+  void SaveStateDict(const std::string& path) const;
   // Names and shapes of parameters and buffers, as a state dict would have them.
   std::vector<std::pair<std::string, std::vector<int64_t>>> StateDictShapes() const;
 
   void SetTraining(bool on) { net_->train(on); }
   bool IsTraining() const { return net_->is_training(); }
-  // Atomic: written to a temporary file, fsynced, renamed over `path`.
-  void Save(const std::string& path) const;
-  void Load(const std::string& path);
+  // Atomic: written to a temporary file, fsynced, renamed over `path`. With training state:
+  // optimizer state, schedule position, step counters, RNG state and `fit_state` (the caller's JSON).
+  void Save(const std::string& path, bool training_state = false, const std::string& fit_state = "") const;
+  // Loads weights (and training state when present); returns the stored fit state ("" if none).
+  std::string Load(const std::string& path);
   static std::string ReadConfig(const std::string& path);
 
   const ModelConfig& config() const { return config_; }
@@ -83,17 +124,32 @@ class Segmenter {
   torch::Tensor PrepareMasks(const torch::Tensor& masks, const torch::Tensor& images, int64_t ignore_index) const;
   // Pads to the network's input multiple, runs it, crops back.
   SegOutput Run(const torch::Tensor& x);
-  void EnsureOptimizer(const OptimizerOptions& o);
-  // The total loss of one forward pass (main + weighted aux) in training mode.
-  torch::Tensor Loss(const torch::Tensor& x, const torch::Tensor& y, const TrainStepOptions& o, StepResult* parts);
+  void EnsureOptimizer(const TrainStepOptions& o);
+  void SetLearningRates(double factor);
+  void SetLayout(bool channels_last);
+  // The total loss of one forward pass (main + weighted aux [+ depth]) in training mode.
+  torch::Tensor Loss(const torch::Tensor& x, const torch::Tensor& y, const TrainStepOptions& o, StepResult* parts,
+                     const torch::Tensor& depth = torch::Tensor());
 
   ModelConfig config_;
   torch::Device device_;
   ModelPtr net_;
   torch::Tensor mean_, std_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
-  std::string optimizer_type_;
-  int64_t steps_ = 0;
+  std::string optimizer_signature_;     // type + grouping: a change rebuilds the optimizer
+  std::vector<double> group_base_lr_;   // per group, before the schedule factor
+  struct GroupKind {
+    double lr_multiplier;
+    bool no_decay;
+  };
+  std::vector<GroupKind> group_kinds_;
+  std::shared_ptr<torch::serialize::InputArchive> pending_optimizer_;  // from a checkpoint
+  std::string pending_signature_;
+  int64_t steps_ = 0;   // optimizer updates (= schedule position)
+  int64_t micro_ = 0;   // micro-batches (gradient accumulation)
+  bool channels_last_ = false;
+  LossScaler scaler_;
+  std::unique_ptr<ConfusionMatrix> confusion_;
 };
 
 torch::Device ParseDevice(const std::string& device);

@@ -1,0 +1,264 @@
+/** The training loop driven from TypeScript: each step runs natively, the JS thread stays free. */
+import * as fs from 'fs'
+import * as path from 'path'
+import { SegtorchError, typeError, withStack } from './errors'
+import type { Images, Masks, Model, PredictOptions, StepResult, TrainStepOptions } from './model'
+import { checkImages, checkMasks, resolvePredictOptions, resolveStepOptions } from './model'
+import { Tensor } from './tensor'
+import type { Metrics } from './train'
+import * as v from './validate'
+
+export interface Batch {
+  images: Images
+  masks: Masks
+  /** Per-pixel depth targets for multi-task models. */
+  depth?: Tensor
+}
+
+/** Batches: an array, a (re-iterable) iterable or async iterable, or a function giving a fresh one per epoch. */
+export type BatchSource = Iterable<Batch> | AsyncIterable<Batch> | (() => Iterable<Batch> | AsyncIterable<Batch>)
+
+export interface StepInfo {
+  epoch: number
+  /** Optimizer updates so far (all epochs). */
+  step: number
+  /** Batch index within the epoch. */
+  batch: number
+  loss: number
+  parts: Record<string, number>
+  lr: number
+  /** Images per second over this batch (native step time plus waiting for data). */
+  imagesPerSecond: number
+}
+
+export interface Evaluation extends Metrics {
+  /** int64 [K, K], rows = labels, columns = predictions. */
+  confusion: Tensor<'int64'>
+  /** Images evaluated. */
+  images: number
+}
+
+export interface EpochRecord {
+  epoch: number
+  /** Optimizer updates at the end of the epoch. */
+  steps: number
+  /** Mean loss over the epoch's batches, and of each part. */
+  loss: number
+  lossParts: Record<string, number>
+  lr: number
+  seconds: number
+  imagesPerSecond: number
+  validation?: Omit<Evaluation, 'confusion'> & { confusion: number[][] }
+}
+
+export interface History {
+  epochs: EpochRecord[]
+  /** Optimizer updates taken. */
+  steps: number
+  stopped: 'completed' | 'aborted'
+  best?: { metric: 'mIoU', value: number, epoch: number }
+}
+
+export interface FitOptions extends TrainStepOptions {
+  /** Passes over the data (default 1 unless iterations is given). */
+  epochs?: number
+  /** Total optimizer updates; stops there (may end mid-epoch). */
+  iterations?: number
+  /** Data evaluated every validateEvery epochs (mIoU etc. in the history). */
+  validation?: BatchSource
+  validateEvery?: number
+  /** Folder for last.segtorch (resumable), best.segtorch and history.json. */
+  checkpointDir?: string
+  /** Keep best.segtorch by validation mIoU. Default 'mIoU' when validation is given. */
+  keepBest?: 'mIoU' | false
+  /** Stops after the current step and writes a resumable checkpoint. */
+  signal?: AbortSignal
+  onStep?: (info: StepInfo) => void | Promise<void>
+  onEpoch?: (record: EpochRecord) => void | Promise<void>
+  /** A checkpoint folder (or file) written by fit(): continues exactly where it stopped. */
+  resume?: string
+  /** Seeds libtorch's generator (dropout etc.) for reproducible runs on the CPU. */
+  seed?: number
+}
+
+interface FitState {
+  epoch: number
+  batchInEpoch: number
+  history: History
+  total: number
+}
+
+const FIT_KEYS = ['epochs', 'iterations', 'validation', 'validateEvery', 'checkpointDir', 'keepBest', 'signal', 'onStep', 'onEpoch', 'resume', 'seed'] as const
+
+function iterate (source: BatchSource): Iterable<Batch> | AsyncIterable<Batch> {
+  const s = typeof source === 'function' ? source() : source
+  if (s === null || typeof s !== 'object' || (!(Symbol.iterator in s) && !(Symbol.asyncIterator in s))) {
+    throw typeError('data', 'an array, an iterable or async iterable of { images, masks } batches, or a function returning one', s)
+  }
+  return s
+}
+
+function batchesPerEpoch (source: BatchSource): number | undefined {
+  const s = source as unknown as { length?: unknown }
+  return typeof source !== 'function' && typeof s.length === 'number' ? s.length : undefined
+}
+
+function checkBatch (b: unknown, index: number, inChannels: number): Batch {
+  if (b === null || typeof b !== 'object') throw typeError(`batch ${index}`, 'an object { images, masks }', b)
+  const { images, masks } = b as Batch
+  const x = checkImages(`batch ${index} images`, images, inChannels)
+  checkMasks(masks, x)
+  return b as Batch
+}
+
+async function writeJson (file: string, value: unknown): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`
+  await fs.promises.writeFile(tmp, JSON.stringify(value, null, 2))
+  await fs.promises.rename(tmp, file)
+}
+
+export async function evaluate (model: Model, data: BatchSource, options?: PredictOptions & { ignoreIndex?: number }): Promise<Evaluation> {
+  const o = v.optionsObject('evaluate options', options)
+  const infer = resolvePredictOptions(o, 'evaluate options', ['ignoreIndex'])
+  const ignore = o.ignoreIndex === undefined ? 255 : v.integer('ignoreIndex', o.ignoreIndex, -1)
+  const native = model._native()
+  await withStack(() => native.evalReset(ignore))
+  let images = 0
+  let index = 0
+  for await (const raw of iterate(data)) {
+    const b = checkBatch(raw, index++, model.config.inChannels)
+    await withStack(() => native.evalUpdate(b.images._native(), b.masks._native(), infer))
+    images += b.images.shape[0]
+  }
+  if (images === 0) throw new RangeError('Expected at least one batch to evaluate but the data set is empty')
+  const r = await withStack(() => native.evalCompute())
+  return { ...r, confusion: Tensor.fromNative(r.confusion), images }
+}
+
+function confusionRows (t: Tensor<'int64'>): number[][] {
+  const k = t.shape[0]
+  const d = t.dataSync()
+  return Array.from({ length: k }, (_, i) => Array.from(d.subarray(i * k, (i + 1) * k), Number))
+}
+
+export async function fit (model: Model, data: BatchSource, options?: FitOptions): Promise<History> {
+  const o = v.optionsObject('fit options', options) as FitOptions & Record<string, unknown>
+  const stepKeys: Record<string, unknown> = {}
+  for (const [k, val] of Object.entries(o)) if (!(FIT_KEYS as readonly string[]).includes(k)) stepKeys[k] = val
+  v.checkKeys('fit options', o, [...FIT_KEYS, ...Object.keys(stepKeys)])
+  iterate(data) // validates the source early
+  const epochs = o.epochs === undefined ? (o.iterations === undefined ? 1 : Infinity) : v.integer('epochs', o.epochs, 1)
+  const iterations = o.iterations === undefined ? Infinity : v.integer('iterations', o.iterations, 1)
+  const validateEvery = o.validateEvery === undefined ? 1 : v.integer('validateEvery', o.validateEvery, 1)
+  if (o.validation !== undefined) iterate(o.validation)
+  const keepBest = o.keepBest === undefined ? (o.validation !== undefined ? 'mIoU' : false) : o.keepBest
+  if (keepBest !== false) v.oneOf('keepBest', keepBest, ['mIoU'] as const)
+  if (keepBest === 'mIoU' && o.validation === undefined) throw new TypeError("Expected validation data for keepBest: 'mIoU' but received none")
+  const dir = o.checkpointDir === undefined ? undefined : v.string('checkpointDir', o.checkpointDir)
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw typeError('signal', 'an AbortSignal', o.signal)
+  if (o.onStep !== undefined && typeof o.onStep !== 'function') throw typeError('onStep', 'a function', o.onStep)
+  if (o.onEpoch !== undefined && typeof o.onEpoch !== 'function') throw typeError('onEpoch', 'a function', o.onEpoch)
+  const seed = o.seed === undefined ? undefined : v.integer('seed', o.seed, 0, Number.MAX_SAFE_INTEGER)
+
+  // Schedule length: iterations, or epochs x batches when the data has a length.
+  const perEpoch = batchesPerEpoch(data)
+  const schedule = { ...(stepKeys.schedule as object ?? {}) } as Record<string, unknown>
+  const accumulate = typeof stepKeys.accumulate === 'number' ? stepKeys.accumulate : 1
+  if (schedule.total === undefined) {
+    if (Number.isFinite(iterations)) schedule.total = iterations
+    else if (perEpoch !== undefined && Number.isFinite(epochs)) schedule.total = Math.max(1, Math.floor(perEpoch * epochs / accumulate))
+  }
+  const step = resolveStepOptions({ ...stepKeys, schedule }, model.config.numClasses, 'fit options', FIT_KEYS)
+
+  let state: FitState = { epoch: 0, batchInEpoch: 0, history: { epochs: [], steps: model.info().steps, stopped: 'completed' }, total: step.schedule.total ?? 0 }
+  if (o.resume !== undefined) {
+    const r = v.string('resume', o.resume)
+    const file = fs.existsSync(r) && fs.statSync(r).isDirectory() ? path.join(r, 'last.segtorch') : r
+    const stored = await model._load(file)
+    if (!stored) throw new SegtorchError(`${file} holds no training state to resume from (it was not written by fit())`)
+    state = JSON.parse(stored) as FitState
+    state.history.stopped = 'completed'
+  } else if (seed !== undefined) {
+    const native = model._native()
+    await withStack(() => native.seed(seed))
+  }
+  if (dir !== undefined) await fs.promises.mkdir(dir, { recursive: true })
+
+  const native = model._native()
+  const saveLast = async (): Promise<void> => {
+    if (dir === undefined) return
+    const p = path.join(dir, 'last.segtorch')
+    await withStack(() => native.save(p, JSON.stringify(state)))
+    await writeJson(path.join(dir, 'history.json'), state.history)
+  }
+
+  const history = state.history
+  let done = history.steps >= iterations
+  while (!done && state.epoch < epochs) {
+    const epoch = state.epoch
+    const t0 = performance.now()
+    let sum = 0
+    let count = 0
+    let images = 0
+    let lr = 0
+    const parts: Record<string, number> = {}
+    let index = 0
+    let last = performance.now()
+    for await (const raw of iterate(data)) {
+      if (index < state.batchInEpoch) { index++; continue } // resumed mid-epoch: skip what was done
+      const b = checkBatch(raw, index, model.config.inChannels)
+      const r: StepResult = await model.trainStep(b.images, b.masks, { ...step, ...(b.depth ? { depth: b.depth } : {}) } as TrainStepOptions)
+      index++
+      state.batchInEpoch = index
+      history.steps = r.step
+      sum += r.loss
+      count++
+      images += b.images.shape[0]
+      lr = r.lr
+      for (const [k, val] of Object.entries(r.parts)) parts[k] = (parts[k] ?? 0) + val
+      const now = performance.now()
+      if (o.onStep) await o.onStep({ epoch, step: r.step, batch: index - 1, loss: r.loss, parts: r.parts, lr: r.lr, imagesPerSecond: b.images.shape[0] / ((now - last) / 1000) })
+      last = now
+      if (history.steps >= iterations) { done = true; break }
+      if (o.signal?.aborted) break
+    }
+    if (o.signal?.aborted && !done) {
+      history.stopped = 'aborted'
+      await saveLast()
+      return history
+    }
+    if (index === 0 || (count === 0 && state.batchInEpoch === 0)) {
+      throw new RangeError(`Expected training data but epoch ${epoch} yielded no batches (an iterator can be consumed only once: pass an array, a re-iterable object or a function returning a fresh iterable)`)
+    }
+    const seconds = (performance.now() - t0) / 1000
+    const record: EpochRecord = {
+      epoch,
+      steps: history.steps,
+      loss: count ? sum / count : NaN,
+      lossParts: Object.fromEntries(Object.entries(parts).map(([k, val]) => [k, val / Math.max(1, count)])),
+      lr,
+      seconds,
+      imagesPerSecond: images / seconds
+    }
+    if (o.validation !== undefined && ((epoch + 1) % validateEvery === 0 || done || epoch + 1 === epochs)) {
+      const e = await evaluate(model, o.validation, { ignoreIndex: step.ignoreIndex })
+      record.validation = { ...e, confusion: confusionRows(e.confusion) }
+      e.confusion.dispose()
+      if (keepBest === 'mIoU' && !Number.isNaN(e.mIoU) && (history.best === undefined || e.mIoU > history.best.value)) {
+        history.best = { metric: 'mIoU', value: e.mIoU, epoch }
+        if (dir !== undefined) await withStack(() => native.save(path.join(dir, 'best.segtorch')))
+      }
+    }
+    history.epochs.push(record)
+    state.epoch = epoch + 1
+    state.batchInEpoch = 0
+    await saveLast()
+    if (o.onEpoch) await o.onEpoch(record)
+    if (o.signal?.aborted && !done && state.epoch < epochs) {
+      history.stopped = 'aborted'
+      return history
+    }
+  }
+  model._setInfo({ ...model.info(), steps: history.steps })
+  return history
+}

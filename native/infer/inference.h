@@ -1,0 +1,31 @@
+// Inference as the papers evaluate: whole image or sliding window, multi-scale and flipped inputs
+// with probabilities averaged. Works on any network through a callable giving logits at its input
+// size. Plain libtorch.
+#pragma once
+#include <torch/torch.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace segtorch {
+
+struct InferOptions {
+  std::string mode = "whole";  // whole | slide
+  int64_t crop_h = 512, crop_w = 512;      // slide: window size
+  int64_t stride_h = 341, stride_w = 341;  // slide: window stride
+  std::vector<double> scales{1.0};
+  bool flip = false;
+  std::string output = "labels";  // labels | probs | logits
+  std::string precision = "fp32";  // fp32 | bf16
+};
+
+using LogitsFn = std::function<torch::Tensor(const torch::Tensor&)>;
+
+// x: normalised float images [N,C,H,W]. Returns, at H x W: int32 labels [N,H,W], or float32
+// probabilities / logits [N,K,H,W] (averaged over scales and flips; logits are averaged as logits).
+// Sliding windows overlap; overlapping logits are averaged. Images smaller than the window are
+// padded with zeros, i.e. the mean colour after normalisation, and the padding is cropped away.
+torch::Tensor Infer(const LogitsFn& logits, const torch::Tensor& x, const InferOptions& o);
+
+}  // namespace segtorch

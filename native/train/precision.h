@@ -1,0 +1,97 @@
+// Mixed precision: an autocast guard that works with libtorch 1.13 and 2.x, and the dynamic loss
+// scaler used with fp16 (skips steps whose gradients overflow).
+#pragma once
+#include <ATen/autocast_mode.h>
+#include <torch/version.h>
+#include <torch/torch.h>
+
+namespace segtorch {
+
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#define SEGTORCH_AUTOCAST_BY_DEVICE 1
+#endif
+
+// Autocast for the current thread while alive (like Python's `with torch.autocast(...)`).
+class AutocastGuard {
+ public:
+  AutocastGuard(torch::Device device, at::ScalarType dtype, bool enabled) : enabled_(enabled), cpu_(device.is_cpu()) {
+    if (!enabled_) return;
+#ifdef SEGTORCH_AUTOCAST_BY_DEVICE
+    at::DeviceType t = cpu_ ? at::kCPU : at::kCUDA;
+    prev_enabled_ = at::autocast::is_autocast_enabled(t);
+    prev_dtype_ = at::autocast::get_autocast_dtype(t);
+    at::autocast::set_autocast_enabled(t, true);
+    at::autocast::set_autocast_dtype(t, dtype);
+#else
+    if (cpu_) {
+      prev_enabled_ = at::autocast::is_cpu_enabled();
+      prev_dtype_ = at::autocast::get_autocast_cpu_dtype();
+      at::autocast::set_cpu_enabled(true);
+      at::autocast::set_autocast_cpu_dtype(dtype);
+    } else {
+      prev_enabled_ = at::autocast::is_enabled();
+      prev_dtype_ = at::autocast::get_autocast_gpu_dtype();
+      at::autocast::set_enabled(true);
+      at::autocast::set_autocast_gpu_dtype(dtype);
+    }
+#endif
+    at::autocast::increment_nesting();
+  }
+  ~AutocastGuard() {
+    if (!enabled_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+#ifdef SEGTORCH_AUTOCAST_BY_DEVICE
+    at::DeviceType t = cpu_ ? at::kCPU : at::kCUDA;
+    at::autocast::set_autocast_enabled(t, prev_enabled_);
+    at::autocast::set_autocast_dtype(t, prev_dtype_);
+#else
+    if (cpu_) {
+      at::autocast::set_cpu_enabled(prev_enabled_);
+      at::autocast::set_autocast_cpu_dtype(prev_dtype_);
+    } else {
+      at::autocast::set_enabled(prev_enabled_);
+      at::autocast::set_autocast_gpu_dtype(prev_dtype_);
+    }
+#endif
+  }
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  bool enabled_, cpu_;
+  bool prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kFloat;
+};
+
+// Dynamic loss scaling for fp16 (as torch.cuda.amp.GradScaler): scale the loss, unscale the
+// gradients, skip the step and halve the scale when any gradient is inf/NaN, double it after
+// `growth_interval` good steps.
+struct LossScaler {
+  double scale = 65536.0;
+  int64_t good_steps = 0;
+  int64_t growth_interval = 2000;
+  int64_t skipped = 0;
+  // Unscales the gradients in place; returns false (and backs off) when they are not finite.
+  bool UnscaleAndCheck(const std::vector<torch::Tensor>& params) {
+    bool finite = true;
+    torch::NoGradGuard no_grad;
+    for (const auto& p : params) {
+      if (!p.grad().defined()) continue;
+      p.mutable_grad().div_(scale);
+      if (finite && !torch::isfinite(p.grad()).all().item<bool>()) finite = false;
+    }
+    if (!finite) {
+      scale = std::max(1.0, scale * 0.5);
+      good_steps = 0;
+      ++skipped;
+      return false;
+    }
+    if (++good_steps >= growth_interval) {
+      scale *= 2.0;
+      good_steps = 0;
+    }
+    return true;
+  }
+};
+
+}  // namespace segtorch

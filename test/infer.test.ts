@@ -1,0 +1,128 @@
+import * as assert from 'assert'
+import { createModel, Model, tensor, Tensor } from '../lib'
+import { randomImages, randomMasks, rejects } from './helpers'
+
+/** Crops [1, C, H, W] float32 data to rows y0..y0+h, cols x0..x0+w. */
+function crop (x: Tensor<'float32'>, y0: number, x0: number, h: number, w: number): Tensor<'float32'> {
+  const [, c, H, W] = x.shape
+  const src = x.dataSync()
+  const out = new Float32Array(c * h * w)
+  for (let k = 0; k < c; k++) for (let i = 0; i < h; i++) for (let j = 0; j < w; j++) out[(k * h + i) * w + j] = src[(k * H + y0 + i) * W + x0 + j]
+  return tensor(out, [1, c, h, w])
+}
+
+function flipW (data: Float32Array, c: number, h: number, w: number): Float32Array {
+  const out = new Float32Array(data.length)
+  for (let k = 0; k < c; k++) for (let i = 0; i < h; i++) for (let j = 0; j < w; j++) out[(k * h + i) * w + j] = data[(k * h + i) * w + (w - 1 - j)]
+  return out
+}
+
+function softmax (logits: Float32Array, k: number, hw: number): Float32Array {
+  const out = new Float32Array(logits.length)
+  for (let p = 0; p < hw; p++) {
+    let m = -Infinity
+    for (let c = 0; c < k; c++) m = Math.max(m, logits[c * hw + p])
+    let s = 0
+    for (let c = 0; c < k; c++) s += Math.exp(logits[c * hw + p] - m)
+    for (let c = 0; c < k; c++) out[c * hw + p] = Math.exp(logits[c * hw + p] - m) / s
+  }
+  return out
+}
+
+function maxDiff (a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let d = 0
+  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]))
+  return d
+}
+
+describe('inference as the papers evaluate', () => {
+  let model: Model
+  const K = 3
+  before(async () => { model = await createModel({ arch: 'fcn', backbone: 'resnet18', numClasses: K, outputStride: 32 }) })
+  after(() => model.dispose())
+
+  it('slide: overlapping windows average the logits of each window', async () => {
+    const x = randomImages(1, 3, 64, 96, 3)
+    const got = (await model.predict(x, { mode: 'slide', crop: [64, 64], stride: [64, 32], output: 'logits' })).dataSync()
+    // windows at x0 = 0 and 32: columns 32..63 are covered twice
+    const a = (await model.forward(crop(x, 0, 0, 64, 64))).dataSync()
+    const b = (await model.forward(crop(x, 0, 32, 64, 64))).dataSync()
+    const expected = new Float32Array(K * 64 * 96)
+    for (let k = 0; k < K; k++) {
+      for (let i = 0; i < 64; i++) {
+        for (let j = 0; j < 96; j++) {
+          const inA = j < 64; const inB = j >= 32
+          const sum = (inA ? a[(k * 64 + i) * 64 + j] : 0) + (inB ? b[(k * 64 + i) * 64 + j - 32] : 0)
+          expected[(k * 64 + i) * 96 + j] = sum / ((inA ? 1 : 0) + (inB ? 1 : 0))
+        }
+      }
+    }
+    assert.ok(maxDiff(got, expected) < 1e-5, `max diff ${maxDiff(got, expected)}`)
+  })
+
+  it('slide: an image smaller than the window is padded and the padding is cropped away', async () => {
+    const x = randomImages(2, 3, 40, 30, 4)
+    const labels = await model.predict(x, { mode: 'slide', crop: 64 })
+    assert.deepStrictEqual(labels.shape, [2, 40, 30])
+    // the padding is zeros after normalisation: the same as padding the input by hand
+    const probs = await model.predict(x, { mode: 'slide', crop: 64, output: 'probs' })
+    assert.deepStrictEqual(probs.shape, [2, K, 40, 30])
+  })
+
+  it('flip: probabilities of the image and its mirror are averaged', async () => {
+    const x = randomImages(1, 3, 32, 48, 5)
+    const got = (await model.predict(x, { flip: true, output: 'probs' })).dataSync()
+    const hw = 32 * 48
+    const p1 = softmax((await model.forward(x)).dataSync(), K, hw)
+    const xf = tensor(flipW(x.dataSync(), 3, 32, 48), [1, 3, 32, 48])
+    const p2 = flipW(softmax((await model.forward(xf)).dataSync(), K, hw), K, 32, 48)
+    const expected = p1.map((v, i) => (v + p2[i]) / 2)
+    assert.ok(maxDiff(got, expected) < 1e-5, `max diff ${maxDiff(got, expected)}`)
+  })
+
+  it('multi-scale: probabilities at input size that sum to 1; labels are their argmax', async () => {
+    const x = randomImages(1, 3, 48, 40, 6)
+    const probs = (await model.predict(x, { scales: [0.5, 1, 1.5], flip: true, output: 'probs' })).dataSync()
+    const hw = 48 * 40
+    for (let p = 0; p < hw; p += 97) assert.ok(Math.abs(probs[p] + probs[hw + p] + probs[2 * hw + p] - 1) < 1e-5)
+    const labels = (await model.predict(x, { scales: [0.5, 1, 1.5], flip: true })).dataSync()
+    for (let p = 0; p < hw; p += 53) {
+      let best = 0
+      for (let k = 1; k < K; k++) if (probs[k * hw + p] > probs[best * hw + p]) best = k
+      assert.strictEqual(labels[p], best)
+    }
+  })
+
+  it('bf16 precision agrees with fp32 on nearly every pixel', async () => {
+    const x = randomImages(1, 3, 64, 64, 8)
+    const a = (await model.predict(x)).dataSync()
+    const b = (await model.predict(x, { precision: 'bf16' })).dataSync()
+    let same = 0
+    for (let i = 0; i < a.length; i++) same += a[i] === b[i] ? 1 : 0
+    assert.ok(same / a.length > 0.9, `agreement ${same / a.length}`)
+  })
+
+  it('takes images of different sizes as an array of single images', async () => {
+    const out = await model.predict([randomImages(1, 3, 20, 30), randomImages(1, 3, 41, 17)])
+    assert.deepStrictEqual(out.map((t) => t.shape), [[1, 20, 30], [1, 41, 17]])
+  })
+
+  it('evaluate takes the same options', async () => {
+    const x = randomImages(2, 3, 48, 48, 9)
+    const y = await model.predict(x, { mode: 'slide', crop: 32, stride: 16, flip: true })
+    const e = await model.evaluate([{ images: x, masks: y as never }], { mode: 'slide', crop: 32, stride: 16, flip: true })
+    assert.strictEqual(e.mIoU, 1)
+    const plain = await model.evaluate([{ images: x, masks: randomMasks(2, 48, 48, K) }])
+    assert.ok(plain.mIoU < 1)
+  })
+
+  it('rejects bad inference options', async () => {
+    const x = randomImages(1, 3, 16, 16)
+    await rejects(model.predict(x, { mode: 'tile' as never }), RangeError, /'whole', 'slide' for mode/)
+    await rejects(model.predict(x, { mode: 'slide', crop: 32, stride: 48 }), RangeError, /stride <= crop/)
+    await rejects(model.predict(x, { scales: [] }), TypeError, /non-empty array/)
+    await rejects(model.predict(x, { scales: [0] }), RangeError, /scales\[0\]/)
+    await rejects(model.predict(x, { output: 'mask' as never }), RangeError, /output/)
+    await rejects(model.predict(x, { crops: 32 } as never), TypeError, /Unknown option 'crops'/)
+  })
+})

@@ -1,0 +1,182 @@
+import * as assert from 'assert'
+import * as fs from 'fs'
+import * as path from 'path'
+import { Batch, createModel, loadModel, Model, SegtorchError, tensor } from '../lib'
+import { randomImages, randomMasks, rejects, tmpdir } from './helpers'
+
+const TINY = { arch: 'fcn', backbone: 'resnet18', numClasses: 3, outputStride: 32 } as const
+
+function batches (n: number, size = 32, seed = 1): Batch[] {
+  return Array.from({ length: n }, (_, i) => ({ images: randomImages(2, 3, size, size, seed + 2 * i), masks: randomMasks(2, size, size, 3, seed + 2 * i + 1) }))
+}
+
+function close (a: number, b: number, tol = 1e-9): void {
+  assert.ok(Math.abs(a - b) <= tol * Math.max(1, Math.abs(b)), `${a} vs ${b}`)
+}
+
+describe('training engine', () => {
+  let model: Model
+  beforeEach(async () => { model = await createModel(TINY) })
+  afterEach(() => model.dispose())
+
+  describe('learning-rate schedules (per update, linear warm-up)', () => {
+    const x = randomImages(2, 3, 32, 32)
+    const y = randomMasks(2, 32, 32, 3)
+    async function lrs (schedule: object, n: number): Promise<number[]> {
+      const out: number[] = []
+      for (let i = 0; i < n; i++) out.push((await model.trainStep(x, y, { optimizer: { lr: 0.1 }, schedule })).lr)
+      return out
+    }
+    it('poly: lr (1 - t/T)^0.9', async () => {
+      const got = await lrs({ type: 'poly', total: 4 }, 4)
+      got.forEach((lr, t) => close(lr, 0.1 * Math.pow(1 - t / 4, 0.9)))
+    })
+    it('cosine with warm-up', async () => {
+      const got = await lrs({ type: 'cosine', total: 6, warmup: 2, warmupStart: 0.25 }, 4)
+      const cos = (t: number): number => 0.5 * (1 + Math.cos(Math.PI * t / 6))
+      close(got[0], 0.1 * cos(0) * 0.25)
+      close(got[1], 0.1 * cos(1) * (0.25 + 0.75 * 0.5))
+      close(got[2], 0.1 * cos(2))
+      close(got[3], 0.1 * cos(3))
+    })
+    it('step: milestones and gamma', async () => {
+      const got = await lrs({ type: 'step', milestones: [1, 3], gamma: 0.5 }, 4)
+      assert.deepStrictEqual(got.map((v) => +v.toFixed(12)), [0.1, 0.05, 0.05, 0.025])
+    })
+    it('rejects incomplete schedules', async () => {
+      await rejects(model.trainStep(x, y, { schedule: { type: 'poly' } }), RangeError, /schedule.total/)
+      await rejects(model.trainStep(x, y, { schedule: { type: 'step' } }), RangeError, /milestones or schedule.stepSize/)
+      await rejects(model.trainStep(x, y, { schedule: { type: 'linear' as never } }), RangeError, /schedule.type/)
+    })
+  })
+
+  it('parameter groups: head learning-rate multiplier and no decay on norm/bias', async () => {
+    const r = await model.trainStep(randomImages(2, 3, 32, 32), randomMasks(2, 32, 32, 3), { optimizer: { lr: 0.01, weightDecay: 1e-4 }, headLrMultiplier: 10, noDecayOnNormAndBias: true })
+    // backbone decay, backbone no-decay, head decay, head no-decay
+    assert.deepStrictEqual(r.lrs.map((v) => +v.toFixed(10)), [0.01, 0.01, 0.1, 0.1])
+  })
+
+  it('accumulates gradients over micro-batches before an update', async () => {
+    const x = randomImages(2, 3, 32, 32)
+    const y = randomMasks(2, 32, 32, 3)
+    const a = await model.trainStep(x, y, { accumulate: 2 })
+    const b = await model.trainStep(x, y, { accumulate: 2 })
+    assert.deepStrictEqual([a.updated, a.step, b.updated, b.step], [false, 0, true, 1])
+  })
+
+  it('trains with bf16 autocast, channels-last, clipping and every loss', async () => {
+    const x = randomImages(2, 3, 32, 32)
+    const y = randomMasks(2, 32, 32, 3)
+    for (const loss of ['ce', 'ohem', 'dice', 'focal', 'lovasz'] as const) {
+      const r = await model.trainStep(x, y, { loss, precision: 'bf16', channelsLast: true, clipGradNorm: 1, lossOptions: { classWeights: [1, 2, 1] } })
+      assert.ok(Number.isFinite(r.loss) && r.updated, loss)
+    }
+    const out = await model.forward(x)
+    assert.ok(out.dataSync().every(Number.isFinite))
+  })
+
+  it('refuses fp16 on the CPU and bad options', async () => {
+    const x = randomImages(2, 3, 32, 32)
+    const y = randomMasks(2, 32, 32, 3)
+    if (model.device === 'cpu') await rejects(model.trainStep(x, y, { precision: 'fp16' }), RangeError, /fp16/)
+    await rejects(model.trainStep(x, y, { precision: 'fp8' as never }), RangeError, /'fp32', 'bf16', 'fp16' for precision/)
+    await rejects(model.trainStep(x, y, { accumulate: 0 }), RangeError, /accumulate/)
+    await rejects(model.trainStep(x, y, { lossOptions: { classWeights: [1, 1] } }), RangeError, /3 entries/)
+    assert.strictEqual(model.info().steps, 0)
+  })
+
+  it('fit: epochs, validation, history.json, last and best checkpoints, callbacks', async () => {
+    const dir = tmpdir()
+    const seen: number[] = []
+    const epochs: number[] = []
+    const history = await model.fit(batches(3), {
+      epochs: 2,
+      optimizer: { lr: 0.01 },
+      schedule: { type: 'poly' },
+      validation: batches(2, 32, 100),
+      checkpointDir: dir,
+      onStep: (s) => { seen.push(s.step) },
+      onEpoch: (e) => { epochs.push(e.epoch) }
+    })
+    assert.deepStrictEqual(seen, [1, 2, 3, 4, 5, 6])
+    assert.deepStrictEqual(epochs, [0, 1])
+    assert.strictEqual(history.epochs.length, 2)
+    assert.strictEqual(history.steps, 6)
+    assert.strictEqual(history.stopped, 'completed')
+    const v = history.epochs[1].validation
+    assert.ok(v && v.mIoU >= 0 && v.mIoU <= 1 && v.confusion.length === 3 && v.images === 4)
+    assert.ok(history.best && history.best.metric === 'mIoU')
+    assert.ok(history.epochs[1].lr < history.epochs[0].lr, 'poly schedule over epochs x batches')
+    assert.deepStrictEqual(JSON.parse(fs.readFileSync(path.join(dir, 'history.json'), 'utf8')).steps, 6)
+    for (const f of ['last.segtorch', 'best.segtorch']) assert.ok(fs.existsSync(path.join(dir, f)), f)
+    const best = await loadModel(path.join(dir, 'best.segtorch'))
+    assert.strictEqual(best.config.arch, 'fcn')
+    best.dispose()
+  })
+
+  it('fit accepts async iterables and functions, and rejects a consumed iterator, empty data and typos', async () => {
+    async function * gen (): AsyncGenerator<Batch> { yield * batches(2) }
+    const h = await model.fit(() => gen(), { epochs: 2 })
+    assert.strictEqual(h.steps, 4)
+    await rejects(model.fit(gen(), { epochs: 2 }), RangeError, /epoch 1 yielded no batches/)
+    await rejects(model.fit([], { epochs: 1 }), RangeError, /yielded no batches/)
+    await rejects(model.fit(batches(1), { epoch: 2 } as never), TypeError, /Unknown option 'epoch'/)
+    await rejects(model.fit(batches(1), { validateEvery: 0 }), RangeError, /validateEvery/)
+    await rejects(model.fit(42 as never), TypeError, /iterable/)
+  })
+
+  it('stops with a clear error naming the step when the loss is not finite, keeping the last checkpoint', async () => {
+    const dir = tmpdir()
+    await model.fit(batches(2), { epochs: 1, checkpointDir: dir })
+    const before = fs.readFileSync(path.join(dir, 'last.segtorch'))
+    // An absurd learning rate blows the weights up after the first update.
+    await rejects(model.fit(batches(4), { epochs: 1, checkpointDir: dir, optimizer: { lr: 1e30, momentum: 0 } }), SegtorchError, /training step \d+ produced a non-finite loss/)
+    assert.deepStrictEqual(fs.readFileSync(path.join(dir, 'last.segtorch')), before)
+  })
+
+  it('evaluate: perfect predictions give mIoU 1, the confusion matrix counts every pixel', async () => {
+    const x = randomImages(2, 3, 40, 40, 77)
+    const labels = await model.predict(x)
+    const e = await model.evaluate([{ images: x, masks: labels as never }])
+    assert.strictEqual(e.mIoU, 1)
+    assert.strictEqual(e.pixelAccuracy, 1)
+    assert.strictEqual(Array.from(e.confusion.dataSync(), Number).reduce((a, b) => a + b, 0), 2 * 40 * 40)
+    await rejects(model.evaluate([]), RangeError, /empty/)
+  })
+
+  it('resumes exactly: stopped after k steps and resumed gives the uninterrupted loss sequence', async () => {
+    const dir = tmpdir()
+    const init = path.join(dir, 'init.segtorch')
+    await model.save(init)
+    const data = batches(4, 32, 5)
+    const opts = { epochs: 2, seed: 42, optimizer: { lr: 0.02 }, schedule: { type: 'poly' as const }, accumulate: 1 }
+
+    const a = await loadModel(init)
+    const full: number[] = []
+    await a.fit(data, { ...opts, onStep: (s) => { full.push(s.loss) } })
+    a.dispose()
+
+    const b = await loadModel(init)
+    const controller = new AbortController()
+    const first: number[] = []
+    const stopped = await b.fit(data, { ...opts, checkpointDir: path.join(dir, 'run'), signal: controller.signal, onStep: (s) => { first.push(s.loss); if (s.step === 5) controller.abort() } })
+    assert.strictEqual(stopped.stopped, 'aborted')
+    b.dispose()
+
+    const c = await loadModel(init)
+    const rest: number[] = []
+    const h = await c.fit(data, { ...opts, resume: path.join(dir, 'run'), onStep: (s) => { rest.push(s.loss) } })
+    c.dispose()
+    assert.strictEqual(h.steps, 8)
+    assert.deepStrictEqual([...first, ...rest], full)
+  })
+})
+
+describe('trainStep with depth targets', () => {
+  it('rejects depth of the wrong shape', async () => {
+    const m = await createModel(TINY)
+    const x = randomImages(2, 3, 32, 32)
+    await rejects(m.trainStep(x, randomMasks(2, 32, 32, 3), { depth: tensor(new Float32Array(10), [10]) }), RangeError, /depth of shape/)
+    m.dispose()
+  })
+})
