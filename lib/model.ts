@@ -219,7 +219,7 @@ export function resolveModelOptions (options: unknown, stored = false): ModelCon
   const outputStride = o.outputStride === undefined
     ? spec.defaultOutputStride
     : v.oneOf(`outputStride (for ${arch})`, o.outputStride, spec.outputStrides)
-  const aux = o.aux === undefined ? false : v.boolean('aux', o.aux)
+  const aux = o.aux === undefined ? (spec.defaultAux ?? false) : v.boolean('aux', o.aux)
   if (aux && !spec.aux) throw new RangeError(`Expected aux: false for ${arch} (it has no auxiliary head) but received true`)
   const imagenet = inChannels === 3
   const mean = o.mean === undefined ? (imagenet ? [0.485, 0.456, 0.406] : Array(inChannels).fill(0.5)) : v.numberArray('mean', o.mean, inChannels)
@@ -469,6 +469,58 @@ export class Model {
   /** @internal sets steps after a resume */
   _setInfo (info: ModelInfo): void {
     this.#info = info
+  }
+
+  /** The backbone's feature maps, shallow to deep (ResNet: layer1..layer4), float32, no gradients. */
+  async features (images: Images): Promise<Array<Tensor<'float32'>>> {
+    const x = checkImages('images', images, this.config.inChannels)
+    const native = this.#n()
+    const out = await withStack(() => native.features(x._native()))
+    return out.map((t) => Tensor.fromNative<'float32', Shape>(t))
+  }
+
+  /**
+   * Loads a state dict saved by PyTorch (`torch.save(model.state_dict(), file)`), matched by
+   * parameter name (torchvision's names where a twin exists). `strict` (default true): any
+   * missing, unexpected or mis-shaped key is an error and nothing changes; otherwise the matching
+   * tensors are loaded and the rest reported.
+   */
+  async loadStateDict (path: string, options?: { strict?: boolean, prefix?: string }): Promise<StateDictReport> {
+    const p = checkPath('path', path)
+    const o = v.optionsObject('loadStateDict options', options)
+    v.checkKeys('loadStateDict options', o, ['strict', 'prefix'])
+    const strict = o.strict === undefined ? true : v.boolean('strict', o.strict)
+    const prefix = o.prefix === undefined ? '' : v.string('prefix', o.prefix)
+    const native = this.#n()
+    return withStack(() => native.loadStateDict(p, strict, prefix))
+  }
+
+  /**
+   * Writes the weights as a PyTorch state dict (zip format) that Python's `torch.load` reads, with
+   * torchvision's parameter names where a torchvision twin exists. Atomic.
+   */
+  async saveStateDict (path: string): Promise<void> {
+    const p = checkPath('path', path)
+    const native = this.#n()
+    await withStack(() => native.saveStateDict(p))
+  }
+
+  /** Parameter and buffer names with their shapes, as in a state dict. */
+  async stateDictShapes (): Promise<Record<string, number[]>> {
+    const native = this.#n()
+    return withStack(() => native.stateDictShapes())
+  }
+
+  /**
+   * Runs forward, loss and backward in training mode without updating the weights and returns the
+   * names of trainable parameters that got no (finite) gradient. Used by the test battery.
+   */
+  async checkGradients (images: Images, masks: Masks, options?: TrainStepOptions): Promise<string[]> {
+    const x = checkImages('images', images, this.config.inChannels)
+    const y = checkMasks(masks, x)
+    const o = resolveStepOptions(options, this.config.numClasses)
+    const native = this.#n()
+    return withStack(() => native.checkGradients(x._native(), y._native(), o as unknown as Record<string, unknown>))
   }
 
   /** Switches to training mode (batch-norm statistics update, dropout on, aux outputs). */

@@ -25,6 +25,8 @@ export interface ArchSpec {
   defaultOutputStride: OutputStride
   /** Whether `aux: true` (an auxiliary head for deep supervision) is available. */
   aux: boolean
+  /** Default of `aux` when not given (PSPNet trains with its auxiliary loss, as the paper). Default false. */
+  defaultAux?: boolean
   /** Options only this architecture has (passed to native code as `extra`). */
   options: Readonly<Record<string, OptionSpec>>
 }
@@ -135,6 +137,7 @@ export const ARCHITECTURES: Readonly<Record<Arch, ArchSpec>> = {
     outputStrides: [8, 16],
     defaultOutputStride: 8,
     aux: true,
+    defaultAux: true,
     options: {}
   },
   upernet: {

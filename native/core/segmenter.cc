@@ -114,7 +114,10 @@ SegOutput Segmenter::Run(const torch::Tensor& x) {
   SegOutput out = net_->forward(padded);
   auto crop = [&](const torch::Tensor& t) {
     if (t.size(2) == padded.size(2) && t.size(3) == padded.size(3)) return t.narrow(2, 0, h).narrow(3, 0, w);
-    return t;  // outputs at another scale (cascades) are left as they are
+    // Outputs at another scale (cascades): keep the share that covers the unpadded image.
+    int64_t oh = (h * t.size(2) + padded.size(2) - 1) / padded.size(2);
+    int64_t ow = (w * t.size(3) + padded.size(3) - 1) / padded.size(3);
+    return t.narrow(2, 0, std::max<int64_t>(1, oh)).narrow(3, 0, std::max<int64_t>(1, ow));
   };
   out.out = crop(out.out);
   for (auto& a : out.aux) a.second = crop(a.second);

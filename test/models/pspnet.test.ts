@@ -5,7 +5,7 @@ import { describeArchitecture } from './shared'
 describeArchitecture({
   arch: 'pspnet',
   cases: [
-    { options: { arch: 'pspnet', backbone: 'resnet18', numClasses: 3, outputStride: 16 } },
+    { options: { arch: 'pspnet', backbone: 'resnet18', numClasses: 3, outputStride: 16, aux: false } },
     { options: { arch: 'pspnet', backbone: 'resnet18', numClasses: 2, inChannels: 1, outputStride: 8, aux: true }, trainOutputs: ['aux'], size: [41, 23] }
   ],
   badOptions: [
@@ -15,6 +15,15 @@ describeArchitecture({
 })
 
 describe('architecture pspnet', () => {
+  it('trains with its auxiliary head by default, as the paper', async () => {
+    const m = await createModel({ arch: 'pspnet', backbone: 'resnet18', numClasses: 2, outputStride: 16 })
+    try {
+      assert.strictEqual(m.config.aux, true)
+    } finally {
+      m.dispose()
+    }
+  })
+
   it('pools bins 1, 2, 3, 6 each reduced to C/4, then 3x3 conv 512 and the classifier; aux head on layer3', async () => {
     const m = await createModel({ arch: 'pspnet', backbone: 'resnet50', numClasses: 21, aux: true })
     try {
