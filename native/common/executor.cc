@@ -22,7 +22,7 @@ void ApplyThreadSettings() {
   }
 }
 
-Executor::Executor() : thread_([this] { Loop(); }) {}
+Executor::Executor(int threads) : threads_(threads), thread_([this] { Loop(); }) {}
 
 Executor::~Executor() {
   {
@@ -42,6 +42,7 @@ void Executor::Post(std::function<void()> job) {
 }
 
 void Executor::Loop() {
+  if (threads_ > 0) at::set_num_threads(threads_);
   for (;;) {
     std::function<void()> job;
     {
@@ -51,7 +52,7 @@ void Executor::Loop() {
       job = std::move(queue_.front());
       queue_.pop_front();
     }
-    ApplyThreadSettings();
+    if (threads_ == 0) ApplyThreadSettings();
     job();  // jobs catch their own exceptions
   }
 }

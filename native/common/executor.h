@@ -11,7 +11,9 @@ namespace segtorch {
 
 class Executor {
  public:
-  Executor();
+  // threads > 0 pins libtorch's intra-op threads of this executor's thread (e.g. 1 for the data
+  // executor, so augmentation never competes with a model's threads); 0 follows SetDesiredThreads.
+  explicit Executor(int threads = 0);
   ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
@@ -24,6 +26,7 @@ class Executor {
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;
   bool stop_ = false;
+  int threads_ = 0;
   std::thread thread_;
 };
 
