@@ -131,6 +131,15 @@ describe('data sets', () => {
       await assert.rejects(ds.get(2), RangeError)
     })
 
+    it('one folder for images and masks: masks (by suffix) are not images', async () => {
+      const d = path.join(dir, 'same')
+      await rgbFile(path.join(d, 'x.png'), 3, 2)
+      await greyPng(path.join(d, 'x_mask.png'), Uint8Array.from([0, 1, 1, 0, 1, 0]), 3, 2)
+      const ds = folder({ images: d, masks: d, maskSuffix: '_mask', classes: 2 })
+      assert.strictEqual(ds.length, 1)
+      assert.deepStrictEqual(Array.from((await ds.get(0)).mask ?? []), [0, 1, 1, 0, 1, 0])
+    })
+
     it('labelMap maps raw values; values that are not labels are errors naming value, pixel and file', async () => {
       const ds = folder({ images, masks, classes: 2, maskSuffix: '_mask', labelMap: { 2: 255 } })
       const a = await ds.get(0)

@@ -319,6 +319,12 @@ export function folder (options: FolderOptions): Dataset {
   const rgb = o.rgbMasks === undefined ? false : v.boolean('rgbMasks', o.rgbMasks)
   const colours = rgb ? new Map(palette.map((c, i) => [(c[0] << 16) | (c[1] << 8) | c[2], i])) : undefined
   const imageFiles = filesByStem(images, IMAGE_EXTENSIONS)
+  // One folder for both (x.jpg + x_mask.png): masks are not images.
+  for (const [dirName, suffix] of [[masks, maskSuffix], [depth, depthSuffix]] as const) {
+    if (dirName !== undefined && suffix && path.resolve(dirName) === path.resolve(images)) {
+      for (const [stem] of imageFiles) if (stem.endsWith(suffix)) imageFiles.delete(stem)
+    }
+  }
   const maskFiles = masks === undefined ? undefined : filesByStem(masks, IMAGE_EXTENSIONS, maskSuffix)
   const depthFiles = depth === undefined ? undefined : filesByStem(depth, IMAGE_EXTENSIONS, depthSuffix)
   const entries: Entry[] = []

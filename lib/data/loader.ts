@@ -254,7 +254,8 @@ class Epoch implements AsyncIterator<LoaderBatch> {
   readonly #skipped: SkippedSample[]
   readonly #onEnd: (samples: number) => void
   #waiters: Array<() => void> = []
-  #results: Array<Promise<Outcome> | undefined> = []
+  #results = new Map<number, Promise<Outcome>>() // by position, until the assembler takes it
+  #positions = 0 // decodes started
   #total = -1 // positions in the pass, once known
   #sourceError: unknown
   #held = 0 // samples decoding or decoded and not yet handed out in a batch
@@ -295,7 +296,7 @@ class Epoch implements AsyncIterator<LoaderBatch> {
   }
 
   #fail (err: unknown): void {
-    if (this.#total < 0) this.#total = this.#results.length
+    if (this.#total < 0) this.#total = this.#positions
     this.#sourceError ??= err
     this.#notify()
   }
@@ -356,7 +357,7 @@ class Epoch implements AsyncIterator<LoaderBatch> {
       }
       if (this.#stopped) return
       if (thunk === undefined) {
-        this.#total = this.#results.length
+        this.#total = this.#positions
         this.#notify()
         return
       }
@@ -370,7 +371,7 @@ class Epoch implements AsyncIterator<LoaderBatch> {
       } catch (err) {
         decode = Promise.reject(err)
       }
-      this.#results.push(decode.then(
+      this.#results.set(this.#positions++, decode.then(
         (sample): Outcome => ({ ok: true, sample }),
         (err): Outcome => ({ ok: false, error: err instanceof DataError ? err : new DataError('(unknown file)', (err as Error)?.message ?? String(err)) })
       ).finally(() => {
@@ -394,11 +395,11 @@ class Epoch implements AsyncIterator<LoaderBatch> {
       this.#notify()
     }
     for (let q = 0; ; q++) {
-      while (!this.#stopped && q >= this.#results.length && (this.#total < 0 || q < this.#total)) await this.#changed()
+      while (!this.#stopped && q >= this.#positions && (this.#total < 0 || q < this.#total)) await this.#changed()
       if (this.#stopped) return
       if (this.#total >= 0 && q >= this.#total) break
-      const r = await (this.#results[q] as Promise<Outcome>)
-      this.#results[q] = undefined
+      const r = await (this.#results.get(q) as Promise<Outcome>)
+      this.#results.delete(q)
       if (this.#stopped) return
       if (!r.ok) {
         this.#held--
