@@ -177,7 +177,7 @@ Napi::Value MetricsFromConfusion(const Napi::CallbackInfo& info) {
 }
 
 // Per-sample tensors from an array of [H, W, ...] tensors or one batched tensor ([N, C, H, W] images
-// become [H, W, C]; [N, H, W] masks / depth are split).
+// become [H, W, C] views, not copies; [N, H, W] masks / depth are split).
 std::vector<at::Tensor> SampleTensors(const Napi::Value& v, Job* job, bool images) {
   std::vector<at::Tensor> out;
   if (v.IsUndefined() || v.IsNull()) return out;
@@ -193,7 +193,7 @@ std::vector<at::Tensor> SampleTensors(const Napi::Value& v, Job* job, bool image
 }
 
 // augmentBatch(images, masks?, depth?, options, seed) -> Promise<{ images, masks?, depth? }>, on the
-// data executor (one libtorch thread) so that it overlaps training steps on the models' executors.
+// data executor (one thread) so that it overlaps training steps on the models' executors.
 Napi::Value AugmentBatchJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guarded(env, [&]() -> Napi::Value {

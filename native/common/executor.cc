@@ -22,7 +22,7 @@ void ApplyThreadSettings() {
   }
 }
 
-Executor::Executor(int threads) : threads_(threads), thread_([this] { Loop(); }) {}
+Executor::Executor(bool apply_thread_settings) : apply_thread_settings_(apply_thread_settings), thread_([this] { Loop(); }) {}
 
 Executor::~Executor() {
   {
@@ -42,7 +42,6 @@ void Executor::Post(std::function<void()> job) {
 }
 
 void Executor::Loop() {
-  if (threads_ > 0) at::set_num_threads(threads_);
   for (;;) {
     std::function<void()> job;
     {
@@ -52,7 +51,7 @@ void Executor::Loop() {
       job = std::move(queue_.front());
       queue_.pop_front();
     }
-    if (threads_ == 0) ApplyThreadSettings();
+    if (apply_thread_settings_) ApplyThreadSettings();
     job();  // jobs catch their own exceptions
   }
 }

@@ -11,9 +11,10 @@ namespace segtorch {
 
 class Executor {
  public:
-  // threads > 0 pins libtorch's intra-op threads of this executor's thread (e.g. 1 for the data
-  // executor, so augmentation never competes with a model's threads); 0 follows SetDesiredThreads.
-  explicit Executor(int threads = 0);
+  // apply_thread_settings = false: a thread that runs no libtorch parallel work (the data
+  // executor's plain loops) and never calls at::set_num_threads, which besides the calling thread's
+  // OpenMP count also changes process-wide state (pthreadpool size, MKL threads, oneDNN cache).
+  explicit Executor(bool apply_thread_settings = true);
   ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
@@ -26,7 +27,7 @@ class Executor {
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;
   bool stop_ = false;
-  int threads_ = 0;
+  bool apply_thread_settings_ = true;
   std::thread thread_;
 };
 

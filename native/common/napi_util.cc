@@ -62,7 +62,7 @@ Executor& SharedExecutor(Napi::Env env) { return *State(env)->shared; }
 
 Executor& DataExecutor(Napi::Env env) {
   AddonState* st = State(env);
-  if (!st->data) st->data = std::make_unique<Executor>(1);
+  if (!st->data) st->data = std::make_unique<Executor>(false);
   return *st->data;
 }
 

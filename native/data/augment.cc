@@ -226,8 +226,10 @@ AugmentResult AugmentBatch(const std::vector<AugmentSample>& samples, const Augm
   for (int64_t i = 0; i < n; ++i) {
     const Plan& p = plans[i];
     const AugmentSample& s = samples[i];
-    at::Tensor image = s.image.contiguous();
-    const uint8_t* src = image.data_ptr<uint8_t>();
+    // Read through strides (a [C, H, W] batch comes as [H, W, C] views): no copy, and no ATen
+    // operation that could start a parallel region on this thread.
+    const uint8_t* src = s.image.data_ptr<uint8_t>();
+    const int64_t isy = s.image.stride(0), isx = s.image.stride(1), isc = s.image.stride(2);
     Axis ay = MakeAxis(out_h, p.oy, p.sh, p.h, false);
     Axis ax = MakeAxis(out_w, p.ox, p.sw, p.w, p.flip);
     const int64_t vh = ay.valid, vw = ax.valid;
@@ -241,11 +243,11 @@ AugmentResult AugmentBatch(const std::vector<AugmentSample>& samples, const Augm
           std::fill(row, row + out_w, fill[ch]);
           continue;
         }
-        const uint8_t* r0 = src + ay.i0[y] * p.w * c + ch;
-        const uint8_t* r1 = src + ay.i1[y] * p.w * c + ch;
+        const uint8_t* r0 = src + ay.i0[y] * isy + ch * isc;
+        const uint8_t* r1 = src + ay.i1[y] * isy + ch * isc;
         const float wy = ay.weight[y];
         for (int64_t x = 0; x < vw; ++x) {
-          const int64_t x0 = ax.i0[x] * c, x1 = ax.i1[x] * c;
+          const int64_t x0 = ax.i0[x] * isx, x1 = ax.i1[x] * isx;
           const float wx = ax.weight[x];
           const float top = r0[x0] + (static_cast<float>(r0[x1]) - r0[x0]) * wx;
           const float bottom = r1[x0] + (static_cast<float>(r1[x1]) - r1[x0]) * wx;
@@ -268,8 +270,8 @@ AugmentResult AugmentBatch(const std::vector<AugmentSample>& samples, const Augm
 
     // Mask and depth: nearest neighbour only, so no label value is ever invented.
     if (has_masks) {
-      at::Tensor mask = s.mask.contiguous();
-      const uint8_t* m = mask.data_ptr<uint8_t>();
+      const uint8_t* m = s.mask.data_ptr<uint8_t>();
+      const int64_t msy = s.mask.stride(0), msx = s.mask.stride(1);
       uint8_t* dst = r.masks.data_ptr<uint8_t>() + i * plane;
       const uint8_t ignore = static_cast<uint8_t>(o.ignore_index);
       for (int64_t y = 0; y < out_h; ++y) {
@@ -278,14 +280,14 @@ AugmentResult AugmentBatch(const std::vector<AugmentSample>& samples, const Augm
           std::fill(row, row + out_w, ignore);
           continue;
         }
-        const uint8_t* sr = m + ay.nearest[y] * p.w;
-        for (int64_t x = 0; x < vw; ++x) row[x] = sr[ax.nearest[x]];
+        const uint8_t* sr = m + ay.nearest[y] * msy;
+        for (int64_t x = 0; x < vw; ++x) row[x] = sr[ax.nearest[x] * msx];
         std::fill(row + vw, row + out_w, ignore);
       }
     }
     if (has_depth) {
-      at::Tensor depth = s.depth.contiguous();
-      const float* d = depth.data_ptr<float>();
+      const float* d = s.depth.data_ptr<float>();
+      const int64_t dsy = s.depth.stride(0), dsx = s.depth.stride(1);
       float* dst = r.depth.data_ptr<float>() + i * plane;
       for (int64_t y = 0; y < out_h; ++y) {
         float* row = dst + y * out_w;
@@ -293,8 +295,8 @@ AugmentResult AugmentBatch(const std::vector<AugmentSample>& samples, const Augm
           std::fill(row, row + out_w, o.depth_fill);
           continue;
         }
-        const float* sr = d + ay.nearest[y] * p.w;
-        for (int64_t x = 0; x < vw; ++x) row[x] = sr[ax.nearest[x]];
+        const float* sr = d + ay.nearest[y] * dsy;
+        for (int64_t x = 0; x < vw; ++x) row[x] = sr[ax.nearest[x] * dsx];
         std::fill(row + vw, row + out_w, o.depth_fill);
       }
     }

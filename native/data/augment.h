@@ -26,8 +26,10 @@ struct AugmentOptions {
   std::vector<double> mean, std;  // non-empty: float32 images (x / 255 - mean) / std
 };
 
+// Tensors of any strides (views are read in place). AugmentBatch runs plain loops only, no ATen
+// parallel operation, so it stays on the calling thread.
 struct AugmentSample {
-  at::Tensor image;  // uint8 [H, W, C] (interleaved, as decoders produce it)
+  at::Tensor image;  // uint8 [H, W, C] (interleaved, as decoders produce it, or a view of [C, H, W])
   at::Tensor mask;   // uint8 [H, W], or undefined
   at::Tensor depth;  // float32 [H, W], or undefined
 };
