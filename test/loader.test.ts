@@ -192,6 +192,25 @@ describe('loader', () => {
     fs.rmSync(dir, { recursive: true, force: true })
   })
 
+  it("a custom data set's plain errors and malformed samples are per-sample DataErrors (skippable)", async () => {
+    const ds: Dataset = {
+      length: 4,
+      classes: ['a', 'b'],
+      palette: [[0, 0, 0], [1, 1, 1]],
+      ignoreIndex: 255,
+      async get (i: number): Promise<Sample> {
+        if (i === 1) throw new Error('database timeout')
+        const s: Sample = { image: new Uint8Array(12).fill(i), mask: new Uint8Array(4), width: 2, height: 2, channels: 3, file: `row ${i}` }
+        if (i === 2) s.mask = new Uint8Array(3)
+        return s
+      }
+    }
+    await assert.rejects(epoch(loader(ds, { batchSize: 4 })), /^DataError: sample 1: database timeout/)
+    const l = loader(ds, { batchSize: 4, onError: 'skip' })
+    assert.deepStrictEqual(await epoch(l), [[0, 3]])
+    assert.deepStrictEqual(l.skipped, [{ file: 'sample 1', reason: 'database timeout' }, { file: 'row 2', reason: 'invalid sample: expected mask to be a Uint8Array of 4 bytes (2 x 2)' }])
+  })
+
   it('samples of different sizes need a crop, a resize or padding', async () => {
     const { ds } = fake(4, { size: (i) => [4 + i, 6] })
     await assert.rejects(epoch(loader(ds, { batchSize: 2 })), /samples of one size in a batch .*crop, a resize or pad: 'batch'/)

@@ -160,6 +160,19 @@ export function resolveTransforms (options: TransformOptions & { augment?: Augme
   }
 }
 
+/** A sample from a user's data set that native code could not read is that sample's error, not the batch's. */
+function checkSample (s: Sample): Sample {
+  const file = typeof s?.file === 'string' ? s.file : '(unnamed sample)'
+  const bad = (why: string): never => { throw new DataError(file, `invalid sample: ${why}`) }
+  if (s === null || typeof s !== 'object') bad('expected an object { image, mask, width, height, channels, file }')
+  const { width: w, height: h, channels: c } = s
+  if (![w, h, c].every((x) => Number.isInteger(x) && x > 0)) bad(`expected positive integer width, height and channels but received ${w}, ${h}, ${c}`)
+  if (!(s.image instanceof Uint8Array) || s.image.length !== w * h * c) bad(`expected image to be a Uint8Array of ${w * h * c} bytes (${h} x ${w} x ${c})`)
+  if (s.mask !== undefined && (!(s.mask instanceof Uint8Array) || s.mask.length !== w * h)) bad(`expected mask to be a Uint8Array of ${w * h} bytes (${h} x ${w})`)
+  if (s.depth !== undefined && (!(s.depth instanceof Float32Array) || s.depth.length !== w * h)) bad(`expected depth to be a Float32Array of ${w * h} values (${h} x ${w})`)
+  return s
+}
+
 // Seeds: small integer mixing, exact in doubles (< 2^53).
 function mix (...xs: number[]): number {
   let h1 = 0x9e3779b9
@@ -318,7 +331,14 @@ class Epoch implements AsyncIterator<LoaderBatch> {
       return async () => {
         if (p >= order.length) return undefined
         const index = order[p++]
-        return () => ds.get(index)
+        return () => ds.get(index).then(checkSample, (err) => {
+          if (err instanceof DataError) throw err
+          let file = `sample ${index}`
+          try {
+            file = ds.file?.(index) ?? file
+          } catch {}
+          throw new DataError(file, (err as Error)?.message ?? String(err))
+        })
       }
     }
     const it = ds.items()
@@ -338,7 +358,7 @@ class Epoch implements AsyncIterator<LoaderBatch> {
       const { item, index } = buffer[k]
       buffer[k] = buffer[buffer.length - 1]
       buffer.pop()
-      return () => ds.decode(item, index)
+      return () => ds.decode(item, index).then(checkSample)
     }
   }
 
