@@ -57,6 +57,8 @@ export interface Binding {
   depthLoss(pred: NativeTensor, target: NativeTensor, type: string): Promise<number>
   confusionMatrix(predictions: NativeTensor, labels: NativeTensor, numClasses: number, ignoreIndex: number): Promise<NativeTensor>
   metricsFromConfusion(confusion: NativeTensor): import('./train').Metrics
+  augmentBatch(images: NativeTensor | NativeTensor[], masks: NativeTensor | NativeTensor[] | undefined, depth: NativeTensor | NativeTensor[] | undefined,
+    options: Record<string, unknown>, seed: number): Promise<{ images: NativeTensor, masks?: NativeTensor, depth?: NativeTensor }>
   NativeModel: new () => NativeModel
 }
 

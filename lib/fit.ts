@@ -48,6 +48,8 @@ export interface EpochRecord {
   lr: number
   seconds: number
   imagesPerSecond: number
+  /** Samples the data loader skipped this epoch (its onError: 'skip'); absent for other sources. */
+  skipped?: number
   validation?: Omit<Evaluation, 'confusion'> & { confusion: number[][] }
 }
 
@@ -240,6 +242,8 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
       seconds,
       imagesPerSecond: images / seconds
     }
+    const skipped = (data as { skipped?: unknown }).skipped
+    if (Array.isArray(skipped)) record.skipped = skipped.length
     if (o.validation !== undefined && ((epoch + 1) % validateEvery === 0 || done || epoch + 1 === epochs)) {
       const e = await evaluate(model, o.validation, { ignoreIndex: step.ignoreIndex })
       record.validation = { ...e, confusion: confusionRows(e.confusion) }

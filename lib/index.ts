@@ -14,6 +14,8 @@ export { loss, depthLoss, confusionMatrix, metrics } from './train'
 export type { LossName, LossOptions, Metrics } from './train'
 export type { Arch, Backbone, ResNetBackbone, VGGBackbone, OutputStride, ArchSpec } from './models'
 export { SegtorchError, SegtorchLoadError } from './errors'
+/** Data sets, decoding, augmentation and the loader (also `segtorch/data`). */
+export * as data from './data'
 export type { StateDictReport } from './binding'
 
 export interface Backend {

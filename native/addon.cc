@@ -8,6 +8,7 @@
 #include "common/model_wrap.h"
 #include "common/napi_util.h"
 #include "core/segmenter.h"
+#include "data/augment.h"
 #include "train/losses.h"
 #include "train/metrics.h"
 
@@ -175,6 +176,71 @@ Napi::Value MetricsFromConfusion(const Napi::CallbackInfo& info) {
   return Guarded(env, [&]() -> Napi::Value { return MetricsObject(env, ComputeMetrics(TensorFromJs(info[0], nullptr))); });
 }
 
+// Per-sample tensors from an array of [H, W, ...] tensors or one batched tensor ([N, C, H, W] images
+// become [H, W, C] views, not copies; [N, H, W] masks / depth are split).
+std::vector<at::Tensor> SampleTensors(const Napi::Value& v, Job* job, bool images) {
+  std::vector<at::Tensor> out;
+  if (v.IsUndefined() || v.IsNull()) return out;
+  if (v.IsArray()) {
+    Napi::Array a = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(TensorFromJs(a.Get(i), job));
+    return out;
+  }
+  at::Tensor t = TensorFromJs(v, job);
+  if (t.dim() != (images ? 4 : 3)) ThrowRange(images ? "Expected images of shape [N, C, H, W]" : "Expected masks or depth of shape [N, H, W]");
+  for (int64_t i = 0; i < t.size(0); ++i) out.push_back(images ? t[i].permute({1, 2, 0}) : t[i]);
+  return out;
+}
+
+// augmentBatch(images, masks?, depth?, options, seed) -> Promise<{ images, masks?, depth? }>, on the
+// data executor (one thread) so that it overlaps training steps on the models' executors.
+Napi::Value AugmentBatchJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    auto job = std::make_unique<Job>(env);
+    std::vector<at::Tensor> images = SampleTensors(info[0], job.get(), true);
+    std::vector<at::Tensor> masks = SampleTensors(info[1], job.get(), false);
+    std::vector<at::Tensor> depth = SampleTensors(info[2], job.get(), false);
+    if ((!masks.empty() && masks.size() != images.size()) || (!depth.empty() && depth.size() != images.size())) {
+      ThrowRange("Expected as many masks and depth maps as images");
+    }
+    std::vector<AugmentSample> samples(images.size());
+    for (size_t i = 0; i < images.size(); ++i) {
+      samples[i].image = images[i];
+      if (!masks.empty()) samples[i].mask = masks[i];
+      if (!depth.empty()) samples[i].depth = depth[i];
+    }
+    Napi::Object o = info[3].As<Napi::Object>();
+    AugmentOptions a;
+    std::vector<double> resize = GetNumbers(o, "resize"), pad = GetNumbers(o, "pad"), scale = GetNumbers(o, "scale"), crop = GetNumbers(o, "crop");
+    if (resize.size() == 2) a.resize_h = static_cast<int64_t>(resize[0]), a.resize_w = static_cast<int64_t>(resize[1]);
+    if (pad.size() == 2) a.pad_h = static_cast<int64_t>(pad[0]), a.pad_w = static_cast<int64_t>(pad[1]);
+    if (scale.size() == 2) a.scale_min = scale[0], a.scale_max = scale[1];
+    if (crop.size() == 2) a.crop_h = static_cast<int64_t>(crop[0]), a.crop_w = static_cast<int64_t>(crop[1]);
+    a.pad_to_batch = GetBool(o, "padToBatch", false);
+    a.flip = GetBool(o, "flip", false);
+    a.brightness = GetNumber(o, "brightness", 0);
+    a.contrast = GetNumber(o, "contrast", 0);
+    a.saturation = GetNumber(o, "saturation", 0);
+    a.hue = GetNumber(o, "hue", 0);
+    a.ignore_index = static_cast<int64_t>(GetNumber(o, "ignoreIndex", 255));
+    a.fill = GetNumbers(o, "fill");
+    a.mean = GetNumbers(o, "mean");
+    a.std = GetNumbers(o, "std");
+    uint64_t seed = static_cast<uint64_t>(info[4].As<Napi::Number>().DoubleValue());
+    auto result = std::make_shared<AugmentResult>();
+    job->execute = [samples, a, seed, result]() { *result = AugmentBatch(samples, a, seed); };
+    job->complete = [result](Napi::Env env) -> Napi::Value {
+      Napi::Object out = Napi::Object::New(env);
+      out.Set("images", TensorToJs(env, result->images));
+      if (result->masks.defined()) out.Set("masks", TensorToJs(env, result->masks));
+      if (result->depth.defined()) out.Set("depth", TensorToJs(env, result->depth));
+      return out;
+    };
+    return Schedule(env, DataExecutor(env), std::move(job));
+  });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitAsync(env);
   if (DesiredThreads() == 0) {
@@ -192,6 +258,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("depthLoss", Napi::Function::New<ComputeDepthLoss>(env, "depthLoss"));
   exports.Set("confusionMatrix", Napi::Function::New<Confusion>(env, "confusionMatrix"));
   exports.Set("metricsFromConfusion", Napi::Function::New<MetricsFromConfusion>(env, "metricsFromConfusion"));
+  exports.Set("augmentBatch", Napi::Function::New<AugmentBatchJs>(env, "augmentBatch"));
   exports.Set("NativeModel", ModelWrap::Init(env));
   return exports;
 }

@@ -2,6 +2,7 @@
 import * as fs from 'fs'
 import * as path from 'path'
 import sharp from 'sharp'
+import { decodeIndexedPng, isPng, pngHeader } from './png'
 
 export interface DecodedImage {
   /** Interleaved pixels, height x width x channels. */
@@ -39,4 +40,133 @@ export async function writeLabelPng (file: string, labels: ArrayLike<number>, wi
   for (let i = 0; i < px.length; i++) px[i] = Math.min(255, labels[i] * scale)
   fs.mkdirSync(path.dirname(file), { recursive: true })
   await sharp(px, { raw: { width, height, channels: 1 } }).png().toFile(file)
+}
+
+/** What a mask decoder needs besides the bytes. */
+export interface MaskDecodeOptions {
+  /** RGB-coded masks: colour (r << 16 | g << 8 | b) -> raw label value. Without it an RGB mask whose channels differ is an error. */
+  colours?: Map<number, number>
+}
+
+/**
+ * Refuses PNG and JPEG files cut short before decoding (libvips reports those, but its message can
+ * be lost when several images fail at once).
+ */
+function checkComplete (buf: Uint8Array): void {
+  if (isPng(buf)) {
+    const tail = Buffer.from(buf.buffer, buf.byteOffset + Math.max(0, buf.length - 12), Math.min(12, buf.length))
+    if (tail.toString('latin1', 4, 8) !== 'IEND') throw new Error('truncated PNG (no IEND chunk at the end)')
+  } else if (buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff) {
+    // the end-of-image marker, allowing for padding after it
+    let found = false
+    for (let i = buf.length - 2; i >= Math.max(2, buf.length - 4096) && !found; i--) found = buf[i] === 0xff && buf[i + 1] === 0xd9
+    if (!found) throw new Error('truncated JPEG (no end-of-image marker)')
+  }
+}
+
+/** sharp's errors without libvips' noise; an empty message (lost by libvips) says what is known. */
+function decoderError (err: unknown): Error {
+  const m = ((err as Error)?.message ?? '').trim()
+  return new Error(!m || /^Unknown error$/i.test(m) ? 'corrupt image data (the decoder gave no detail)' : m.split('\n')[0])
+}
+
+/**
+ * Decodes an encoded image (JPEG, PNG, WebP, TIFF, ...) to interleaved uint8 pixels with `channels`
+ * channels. Truncated or corrupt data is an Error (sharp's failOn: 'error').
+ */
+export async function decodeImage (input: Uint8Array | string, channels: 1 | 3 = 3): Promise<DecodedImage> {
+  if (typeof input !== 'string') checkComplete(input)
+  let img = sharp(input, { failOn: 'error' })
+  img = channels === 1 ? img.greyscale() : img.removeAlpha().toColourspace('srgb')
+  const { data, info } = await img.raw().toBuffer({ resolveWithObject: true }).catch((err) => { throw decoderError(err) })
+  return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: info.channels }
+}
+
+function singleChannel (data: Uint8Array, channels: number, keep: number): Uint8Array {
+  if (channels === 1) return data
+  const n = data.length / channels
+  const out = new Uint8Array(n)
+  for (let i = 0; i < n; i++) out[i] = data[i * channels + keep]
+  return out
+}
+
+/**
+ * Decodes a label image to one raw value per pixel (height x width), never colours:
+ * palette-indexed PNGs give their palette indices, grey images their grey values (1- to 16-bit;
+ * values above 255 are an error), RGB images whose three channels are equal their grey value, and
+ * other RGB images are mapped through `colours` or refused.
+ */
+export async function decodeMask (input: Uint8Array, options: MaskDecodeOptions = {}): Promise<DecodedImage> {
+  checkComplete(input)
+  try {
+    return await decodeLabels(input, options)
+  } catch (err) {
+    throw decoderError(err)
+  }
+}
+
+async function decodeLabels (input: Uint8Array, options: MaskDecodeOptions): Promise<DecodedImage> {
+  const header = pngHeader(input)
+  if (header && (header.colourType === 3 || (header.colourType === 0 && header.bitDepth < 8))) {
+    const png = await decodeIndexedPng(input)
+    return { data: png.data as Uint8Array, width: png.width, height: png.height, channels: 1 }
+  }
+  let grey: boolean
+  let wide: boolean
+  if (header) {
+    grey = header.colourType === 0 || header.colourType === 4
+    wide = header.bitDepth === 16
+  } else {
+    const meta = await sharp(input, { failOn: 'error' }).metadata()
+    grey = (meta.channels ?? 3) <= 2
+    wide = meta.depth === 'ushort'
+  }
+  if (grey && wide) {
+    const { data, info } = await sharp(input, { failOn: 'error' }).toColourspace('grey16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true })
+    const v = new Uint16Array(data.buffer, data.byteOffset, data.length / 2)
+    const out = new Uint8Array(info.width * info.height)
+    for (let i = 0; i < out.length; i++) {
+      const x = v[i * info.channels]
+      if (x > 255) throw new Error(`16-bit mask holds label ${x} at pixel (${i % info.width}, ${Math.floor(i / info.width)}): labels above 255 are not supported`)
+      out[i] = x
+    }
+    return { data: out, width: info.width, height: info.height, channels: 1 }
+  }
+  if (grey) {
+    const { data, info } = await sharp(input, { failOn: 'error' }).toColourspace('b-w').raw().toBuffer({ resolveWithObject: true })
+    return { data: singleChannel(new Uint8Array(data.buffer, data.byteOffset, data.length), info.channels, 0), width: info.width, height: info.height, channels: 1 }
+  }
+  const { data, info } = await sharp(input, { failOn: 'error' }).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true })
+  const n = info.width * info.height
+  const c = info.channels
+  const out = new Uint8Array(n)
+  const colours = options.colours
+  for (let i = 0; i < n; i++) {
+    const r = data[i * c]
+    const g = data[i * c + 1]
+    const b = data[i * c + 2]
+    if (colours !== undefined) {
+      const v = colours.get((r << 16) | (g << 8) | b)
+      if (v === undefined) throw new Error(`mask colour rgb(${r}, ${g}, ${b}) at pixel (${i % info.width}, ${Math.floor(i / info.width)}) is not in the colour map`)
+      out[i] = v
+    } else if (r === g && g === b) {
+      out[i] = r
+    } else {
+      throw new Error(`RGB mask with colour rgb(${r}, ${g}, ${b}) at pixel (${i % info.width}, ${Math.floor(i / info.width)}): expected class indices (a grey or palette-indexed image), or give a colour map`)
+    }
+  }
+  return { data: out, width: info.width, height: info.height, channels: 1 }
+}
+
+/** Decodes a single-channel 8- or 16-bit depth image to float32 (value x scale; 0 stays 0 = invalid). */
+export async function decodeDepth (input: Uint8Array, scale = 1): Promise<{ data: Float32Array, width: number, height: number }> {
+  checkComplete(input)
+  const meta = await sharp(input, { failOn: 'error' }).metadata()
+  if ((meta.channels ?? 0) > 2) throw new Error(`depth image with ${meta.channels} channels: expected a single-channel (grey) image`)
+  const wide = meta.depth === 'ushort'
+  const { data, info } = await sharp(input, { failOn: 'error' }).toColourspace(wide ? 'grey16' : 'b-w').raw(wide ? { depth: 'ushort' } : {}).toBuffer({ resolveWithObject: true })
+  const v = wide ? new Uint16Array(data.buffer, data.byteOffset, data.length / 2) : data
+  const out = new Float32Array(info.width * info.height)
+  for (let i = 0; i < out.length; i++) out[i] = v[i * info.channels] * scale
+  return { data: out, width: info.width, height: info.height }
 }

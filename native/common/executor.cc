@@ -22,7 +22,7 @@ void ApplyThreadSettings() {
   }
 }
 
-Executor::Executor() : thread_([this] { Loop(); }) {}
+Executor::Executor(bool apply_thread_settings) : apply_thread_settings_(apply_thread_settings), thread_([this] { Loop(); }) {}
 
 Executor::~Executor() {
   {
@@ -51,7 +51,7 @@ void Executor::Loop() {
       job = std::move(queue_.front());
       queue_.pop_front();
     }
-    ApplyThreadSettings();
+    if (apply_thread_settings_) ApplyThreadSettings();
     job();  // jobs catch their own exceptions
   }
 }

@@ -11,7 +11,10 @@ namespace segtorch {
 
 class Executor {
  public:
-  Executor();
+  // apply_thread_settings = false: a thread that runs no libtorch parallel work (the data
+  // executor's plain loops) and never calls at::set_num_threads, which besides the calling thread's
+  // OpenMP count also changes process-wide state (pthreadpool size, MKL threads, oneDNN cache).
+  explicit Executor(bool apply_thread_settings = true);
   ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
@@ -24,6 +27,7 @@ class Executor {
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;
   bool stop_ = false;
+  bool apply_thread_settings_ = true;
   std::thread thread_;
 };
 

@@ -11,6 +11,7 @@ struct AddonState {
   Channel channel;
   int pending = 0;  // jobs in flight; the channel keeps the loop alive only while > 0
   std::unique_ptr<Executor> shared;
+  std::unique_ptr<Executor> data;  // created on first use
 };
 
 AddonState* State(Napi::Env env) { return env.GetInstanceData<AddonState>(); }
@@ -58,6 +59,12 @@ void InitAsync(Napi::Env env) {
 }
 
 Executor& SharedExecutor(Napi::Env env) { return *State(env)->shared; }
+
+Executor& DataExecutor(Napi::Env env) {
+  AddonState* st = State(env);
+  if (!st->data) st->data = std::make_unique<Executor>(false);
+  return *st->data;
+}
 
 Napi::Promise Schedule(Napi::Env env, Executor& executor, std::unique_ptr<Job> job) {
   AddonState* st = State(env);

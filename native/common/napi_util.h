@@ -37,6 +37,9 @@ struct Job {
 // Initialise per-environment state (the completion channel, the shared executor).
 void InitAsync(Napi::Env env);
 Executor& SharedExecutor(Napi::Env env);
+// One thread for data work (augmentation: single-threaded loops, no libtorch parallelism), so
+// that it overlaps a model's training step on the model's own executor.
+Executor& DataExecutor(Napi::Env env);
 // Queue `job` on `executor`; returns the promise that settles when it is done.
 Napi::Promise Schedule(Napi::Env env, Executor& executor, std::unique_ptr<Job> job);
 
