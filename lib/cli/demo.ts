@@ -86,12 +86,15 @@ export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneI
   log(`model: FCN-ResNet18 (output stride ${o.outputStride}), ${(model.info().parameters / 1e6).toFixed(2)} M parameters`)
   const r = rng(o.seed)
   const lr0 = 0.01
+  // bf16 autocast and channels-last where the CPU has native bf16 (AVX512-BF16 / AMX), else fp32.
+  const fast = b.bf16 && !b.cuda ? { precision: 'bf16' as const, channelsLast: true } : {}
+  if (b.bf16) log('training with bf16 autocast and channels-last (this CPU has native bf16)')
   let avg = 0
   for (let step = 1; step <= o.steps; step++) {
     const { x, y } = batch(train, o.batch, o.crop, r)
     const lr = lr0 * Math.pow(1 - (step - 1) / o.steps, 0.9) // poly schedule
     const res = await model.trainStep(tensor(x, [o.batch, 1, o.crop, o.crop]), tensor(y, [o.batch, o.crop, o.crop]),
-      { optimizer: { type: 'sgd', lr, momentum: 0.9, weightDecay: 1e-4 } })
+      { optimizer: { type: 'sgd', lr, momentum: 0.9, weightDecay: 1e-4 }, ...fast })
     avg = step === 1 ? res.loss : 0.9 * avg + 0.1 * res.loss
     if (step % 25 === 0 || step === o.steps) log(`step ${step}/${o.steps}  loss ${avg.toFixed(4)}  lr ${lr.toFixed(5)}  ${((Date.now() - t0) / 1000).toFixed(0)} s`)
   }
