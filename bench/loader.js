@@ -60,13 +60,19 @@ async function main () {
   const live = loader(ds, options)
   const liveBatches = (async function * () { for (;;) yield * live })()
   let preIndex = 0
+  let waited = 0 // ms the training loop spent waiting for live batches (timed pairs)
+  let timing = false
   const segment = (mode) => ({
     [Symbol.asyncIterator]: () => {
       let n = 0
       return {
         next: async () => {
           if (n++ === steps) return { done: true, value: undefined }
-          return mode === 'live' ? liveBatches.next() : { done: false, value: pre[preIndex++ % pre.length] }
+          if (mode !== 'live') return { done: false, value: pre[preIndex++ % pre.length] }
+          const t = performance.now()
+          const r = await liveBatches.next()
+          if (timing) waited += performance.now() - t
+          return r
         }
       }
     }
@@ -80,6 +86,7 @@ async function main () {
   }
   await run('pre')
   await run('live') // warm-up: allocations, the loader's first batches
+  timing = true
   const rates = { predecoded: [], live: [] }
   const ratios = []
   for (let p = 0; p < pairs; p++) {
@@ -99,6 +106,7 @@ async function main () {
   console.log(`pre-decoded tensors: ${p.toFixed(2)} images/s`)
   console.log(`live loader:         ${l.toFixed(2)} images/s`)
   console.log(`ratio:               ${(100 * ratio).toFixed(1)}% overall, ${(100 * med).toFixed(1)}% median of ${pairs} pairs (target >= 90%)`)
+  console.log(`waiting for data:    ${(waited / (pairs * steps)).toFixed(1)} ms per live step (the rest of the difference is CPU shared with decoding)`)
   console.log(`loader alone:        ${loaderCpu.toFixed(1)} CPU ms per image (decode + augment) against ${(1000 * b.threads / p).toFixed(0)} core-ms per image of training; load average ${load0.toFixed(1)} -> ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} cores`)
   const out = path.join(root, 'bench', 'results', 'loader.json')
   fs.mkdirSync(path.dirname(out), { recursive: true })
@@ -110,6 +118,7 @@ async function main () {
     ratio,
     medianPairRatio: med,
     loaderCpuMsPerImage: loaderCpu,
+    waitForDataMsPerStep: waited / (pairs * steps),
     pairs: rates.predecoded.map((x, i) => ({ predecoded: x, live: rates.live[i] }))
   }, null, 2) + '\n')
   console.log(`wrote ${path.relative(root, out)}`)

@@ -1,7 +1,12 @@
 import * as assert from 'assert'
+import { spawnSync } from 'child_process'
+import * as fs from 'fs'
+import * as path from 'path'
 import { tensor, Tensor } from '../lib'
 import { augment } from '../lib/data'
-import { rng } from './helpers'
+import { rng, tmpdir } from './helpers'
+
+const PYTHON = process.env.SEGTORCH_PYTHON ?? '/usr/bin/python3'
 
 function u8 (n: number, seed: number, k = 256): Uint8Array {
   const r = rng(seed)
@@ -85,6 +90,41 @@ describe('augmentation (native, seeded)', () => {
         }
       }
     }
+  })
+
+  it("matches PyTorch's interpolate: bilinear (align_corners=False) for images, nearest-exact for masks", async function () {
+    const check = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' })
+    if (check.status !== 0) {
+      console.log(`      (skipped: ${PYTHON} cannot import torch)`)
+      this.skip()
+    }
+    const dir = tmpdir('segtorch-interp-')
+    const [c, h, w] = [3, 19, 26]
+    const b = batch(1, c, h, w, [0, 1, 2, 3, 4, 5])
+    fs.writeFileSync(path.join(dir, 'x.bin'), b.images.dataSync() as Uint8Array)
+    fs.writeFileSync(path.join(dir, 'm.bin'), b.masks?.dataSync() as Uint8Array)
+    for (const s of [0.6, 1.7]) {
+      const r = await augment(b, { seed: 0, augment: { scale: [s, s], flip: false } })
+      const [, , oh, ow] = r.images.shape
+      const py = `
+import torch, torch.nn.functional as F, sys
+d = sys.argv[1]
+x = torch.frombuffer(bytearray(open(d + '/x.bin', 'rb').read()), dtype=torch.uint8).reshape(1, ${c}, ${h}, ${w}).float()
+m = torch.frombuffer(bytearray(open(d + '/m.bin', 'rb').read()), dtype=torch.uint8).reshape(1, 1, ${h}, ${w}).float()
+y = F.interpolate(x, size=(${oh}, ${ow}), mode='bilinear', align_corners=False).round().clamp(0, 255).to(torch.uint8)
+n = F.interpolate(m, size=(${oh}, ${ow}), mode='nearest-exact').to(torch.uint8)
+open(d + '/y.bin', 'wb').write(y.numpy().tobytes()); open(d + '/n.bin', 'wb').write(n.numpy().tobytes())
+`
+      const run = spawnSync(PYTHON, ['-c', py, dir], { encoding: 'utf8' })
+      assert.strictEqual(run.status, 0, run.stderr)
+      const want = fs.readFileSync(path.join(dir, 'y.bin'))
+      const got = data(r.images)
+      let worst = 0
+      got.forEach((v, i) => { worst = Math.max(worst, Math.abs(v - want[i])) })
+      assert.ok(worst <= 1, `scale ${s}: images differ by up to ${worst}`)
+      assert.deepStrictEqual(data(r.masks), Array.from(fs.readFileSync(path.join(dir, 'n.bin'))), `scale ${s}: masks`)
+    }
+    fs.rmSync(dir, { recursive: true, force: true })
   })
 
   it('crop padding: images with the fill (mean) colour, masks with the ignore index; the rest is the image', async () => {
