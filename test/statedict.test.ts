@@ -4,7 +4,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { backend, createModel, SegtorchError } from '../lib'
 import { randomImages, rejects, ROOT, tmpdir } from './helpers'
-import { makeTwin, maxAbsDiff, torchvisionMissing } from './twin'
+import { makeTwin, maxAbsDiff, torchvisionMissing, parityTolerance } from './twin'
 
 describe('PyTorch state dicts', function () {
   before(function () {
@@ -29,7 +29,7 @@ describe('PyTorch state dicts', function () {
     const b = fs.readFileSync(out)
     const theirs = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length))
     const d = maxAbsDiff(expected, theirs)
-    assert.ok(d <= 1e-4, `max abs diff ${d}`)
+    assert.ok(d <= parityTolerance(twin), `max abs diff ${d}`)
     m.dispose()
   })
 

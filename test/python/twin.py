@@ -70,7 +70,7 @@ def main():
     x.numpy().astype('float32').tofile(out + '/x.bin')
     y.contiguous().numpy().astype('float32').tofile(out + '/y.bin')
     params = sum(p.numel() for p in model.parameters())
-    print(json.dumps({'params': params, 'keys': len(model.state_dict()), 'shape': list(y.shape)}))
+    print(json.dumps({'params': params, 'keys': len(model.state_dict()), 'shape': list(y.shape), 'torch': torch.__version__}))
 
 
 if __name__ == '__main__':
