@@ -100,19 +100,6 @@ Napi::Value DetachBuffer(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-LossOptions ReadLossOptions(const Napi::Object& o, Job* job) {
-  LossOptions l;
-  l.ignore_index = static_cast<int64_t>(GetNumber(o, "ignoreIndex", static_cast<double>(l.ignore_index)));
-  l.label_smoothing = GetNumber(o, "labelSmoothing", l.label_smoothing);
-  l.ohem_threshold = GetNumber(o, "ohemThreshold", l.ohem_threshold);
-  l.ohem_min_kept = static_cast<int64_t>(GetNumber(o, "ohemMinKept", static_cast<double>(l.ohem_min_kept)));
-  l.focal_gamma = GetNumber(o, "focalGamma", l.focal_gamma);
-  l.dice_smooth = GetNumber(o, "diceSmooth", l.dice_smooth);
-  std::vector<double> w = GetNumbers(o, "classWeights");
-  if (!w.empty()) l.class_weights = torch::tensor(w, torch::kFloat);
-  return l;
-}
-
 // segmentationLoss(name, logits, labels, options) -> Promise<number>
 Napi::Value ComputeLoss(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -121,7 +108,7 @@ Napi::Value ComputeLoss(const Napi::CallbackInfo& info) {
     std::string name = info[0].As<Napi::String>().Utf8Value();
     at::Tensor logits = TensorFromJs(info[1], job.get());
     at::Tensor labels = TensorFromJs(info[2], job.get());
-    LossOptions o = ReadLossOptions(info[3].As<Napi::Object>(), job.get());
+    LossOptions o = ReadLossOptions(info[3].As<Napi::Object>());
     auto result = std::make_shared<double>(0);
     job->execute = [name, logits, labels, o, result]() {
       torch::NoGradGuard no_grad;

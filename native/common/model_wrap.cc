@@ -88,15 +88,8 @@ TrainStepOptions ReadStepOptions(const Napi::Value& v) {
   o.loss = GetString(obj, "loss", o.loss);
   Napi::Value lo = obj.Get("lossOptions");
   if (lo.IsObject()) {
-    Napi::Object l = lo.As<Napi::Object>();
-    auto& q = o.loss_options;
-    q.label_smoothing = GetNumber(l, "labelSmoothing", q.label_smoothing);
-    q.ohem_threshold = GetNumber(l, "ohemThreshold", q.ohem_threshold);
-    q.ohem_min_kept = static_cast<int64_t>(GetNumber(l, "ohemMinKept", static_cast<double>(q.ohem_min_kept)));
-    q.focal_gamma = GetNumber(l, "focalGamma", q.focal_gamma);
-    q.dice_smooth = GetNumber(l, "diceSmooth", q.dice_smooth);
-    std::vector<double> w = GetNumbers(l, "classWeights");
-    if (!w.empty()) q.class_weights = torch::tensor(w, torch::kFloat);
+    o.loss_options = ReadLossOptions(lo.As<Napi::Object>());
+    o.loss_options.ignore_index = o.ignore_index;  // the step's ignoreIndex is the one that counts
   }
   Napi::Value sc = obj.Get("schedule");
   if (sc.IsObject()) {

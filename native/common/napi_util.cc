@@ -257,4 +257,17 @@ Napi::Object MetricsObject(Napi::Env env, const Metrics& m) {
   return o;
 }
 
+LossOptions ReadLossOptions(const Napi::Object& o) {
+  LossOptions l;
+  l.ignore_index = static_cast<int64_t>(GetNumber(o, "ignoreIndex", static_cast<double>(l.ignore_index)));
+  l.label_smoothing = GetNumber(o, "labelSmoothing", l.label_smoothing);
+  l.ohem_threshold = GetNumber(o, "ohemThreshold", l.ohem_threshold);
+  l.ohem_min_kept = static_cast<int64_t>(GetNumber(o, "ohemMinKept", static_cast<double>(l.ohem_min_kept)));
+  l.focal_gamma = GetNumber(o, "focalGamma", l.focal_gamma);
+  l.dice_smooth = GetNumber(o, "diceSmooth", l.dice_smooth);
+  std::vector<double> w = GetNumbers(o, "classWeights");
+  if (!w.empty()) l.class_weights = torch::tensor(w, torch::kFloat);
+  return l;
+}
+
 }  // namespace segtorch

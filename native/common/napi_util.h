@@ -12,6 +12,7 @@
 
 #include "common/errors.h"
 #include "common/executor.h"
+#include "train/losses.h"
 #include "train/metrics.h"
 
 namespace segtorch {
@@ -69,6 +70,9 @@ void ReleaseHandle(const Napi::Value& v);
 
 // { mIoU, pixelAccuracy, meanAccuracy, fwIoU, meanDice, perClassIoU, perClassAccuracy, perClassDice }
 Napi::Object MetricsObject(Napi::Env env, const Metrics& m);
+
+// { ignoreIndex, labelSmoothing, ohemThreshold, ohemMinKept, focalGamma, diceSmooth, classWeights }
+LossOptions ReadLossOptions(const Napi::Object& o);
 
 // Option readers (TypeScript fills every default; these are the last line of defence).
 std::string GetString(const Napi::Object& o, const char* key, const std::string& def);
