@@ -3,7 +3,7 @@ import { spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as path from 'path'
 import { backend, createModel, SegtorchError } from '../lib'
-import { randomImages, rejects, ROOT, tmpdir } from './helpers'
+import { randomImages, randomMasks, rejects, ROOT, tmpdir } from './helpers'
 import { makeTwin, maxAbsDiff, torchvisionMissing, parityTolerance } from './twin'
 
 describe('PyTorch state dicts', function () {
@@ -12,26 +12,28 @@ describe('PyTorch state dicts', function () {
     if (why) { console.log(`      skipped: ${why}`); this.skip() }
   })
 
-  it('loads torchvision fcn_resnet50 (OrderedDict) and Python loads ours back into torchvision', async () => {
-    const twin = makeTwin('fcn_resnet50', 64, 96)
-    const m = await createModel({ arch: 'fcn', backbone: 'resnet50', numClasses: 21, aux: true })
-    const report = await m.loadStateDict(twin.state)
-    assert.deepStrictEqual(report, { missing: [], unexpected: [], mismatched: [], loaded: 334 })
-    // Train a step so our weights differ from the file, then hand them to Python.
-    await m.trainStep(randomImages(2, 3, 64, 64), (await import('./helpers')).randomMasks(2, 64, 64, 21), { optimizer: { lr: 0.01 } })
-    const ours = path.join(twin.dir, 'ours.pt')
-    await m.saveStateDict(ours)
-    const expected = (await m.forward(twin.x)).dataSync()
-    const out = path.join(twin.dir, 'ours_out.bin')
-    const r = spawnSync('/usr/bin/python3', [path.join(ROOT, 'test', 'python', 'load_ours.py'), 'fcn_resnet50', ours, path.join(twin.dir, 'x.bin'), '64', '96', out],
-      { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(backend().threads) } })
-    assert.strictEqual(r.status, 0, r.stderr)
-    const b = fs.readFileSync(out)
-    const theirs = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length))
-    const d = maxAbsDiff(expected, theirs)
-    assert.ok(d <= parityTolerance(twin), `max abs diff ${d}`)
-    m.dispose()
-  })
+  for (const [kind, arch] of [['fcn_resnet50', 'fcn'], ['deeplabv3_resnet50', 'deeplabv3']] as const) {
+    it(`loads torchvision ${kind} (OrderedDict) and Python loads ours back into torchvision`, async () => {
+      const twin = makeTwin(kind, 64, 96)
+      const m = await createModel({ arch, backbone: 'resnet50', numClasses: 21, aux: true, outputStride: 8 })
+      const report = await m.loadStateDict(twin.state)
+      assert.deepStrictEqual(report, { missing: [], unexpected: [], mismatched: [], loaded: twin.keys })
+      // Train a step so our weights differ from the file, then hand them to Python.
+      await m.trainStep(randomImages(2, 3, 64, 64), randomMasks(2, 64, 64, 21), { optimizer: { lr: 0.01 } })
+      const ours = path.join(twin.dir, 'ours.pt')
+      await m.saveStateDict(ours)
+      const expected = (await m.forward(twin.x)).dataSync()
+      const out = path.join(twin.dir, 'ours_out.bin')
+      const r = spawnSync('/usr/bin/python3', [path.join(ROOT, 'test', 'python', 'load_ours.py'), kind, ours, path.join(twin.dir, 'x.bin'), '64', '96', out],
+        { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(backend().threads) } })
+      assert.strictEqual(r.status, 0, r.stderr)
+      const b = fs.readFileSync(out)
+      const theirs = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length))
+      const d = maxAbsDiff(expected, theirs)
+      assert.ok(d <= parityTolerance(twin), `max abs diff ${d}`)
+      m.dispose()
+    })
+  }
 
   it('reports missing, unexpected and mis-shaped keys, and strict loading changes nothing', async () => {
     const twin = makeTwin('fcn_resnet50', 32, 32)

@@ -26,6 +26,8 @@ export interface Twin {
   x: Tensor<'float32'>
   y: Float32Array
   params: number
+  /** Tensors in the state dict. */
+  keys: number
   shape: number[]
   /** Version of the PyTorch that computed the reference. */
   torch: string
@@ -65,6 +67,7 @@ export function makeTwin (kind: string, h = 64, w = 96): Twin {
     x: tensor(readF32(path.join(dir, 'x.bin')), [1, 3, h, w]),
     y: readF32(path.join(dir, 'y.bin')),
     params: meta.params,
+    keys: meta.keys,
     shape: meta.shape,
     torch: meta.torch ?? ''
   }
