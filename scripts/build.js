@@ -6,7 +6,7 @@
 const fs = require('fs')
 const path = require('path')
 const { spawnSync } = require('child_process')
-const { ensureLibtorch, ensureBuildTools } = require('./ensure-libtorch')
+const { ensureToolchainOrExit } = require('./ensure-libtorch')
 
 const root = path.join(__dirname, '..')
 function run (cmd, args) {
@@ -20,13 +20,7 @@ function bin (pkg, file) {
   return path.join(path.dirname(require.resolve(`${pkg}/package.json`, { paths: [root] })), file)
 }
 
-try {
-  process.stderr.write(`segtorch: building against ${ensureLibtorch()}\n`)
-  ensureBuildTools()
-} catch (err) {
-  process.stderr.write(`segtorch: ${err.message}\n`)
-  process.exit(1)
-}
+ensureToolchainOrExit()
 // Native addon: prebuildify drives cmake-js through the node-gyp shim and copies the result.
 run(process.execPath, [bin('prebuildify', 'bin.js'), '--napi', '--strip', '--target', process.versions.node,
   '--node-gyp', path.join(root, 'scripts', 'node-gyp-shim.js')])

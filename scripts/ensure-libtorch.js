@@ -60,14 +60,17 @@ function ensureBuildTools () {
   throw new Error(`missing build tools: ${missing.join(', ')}. Install cmake and a C++17 compiler (Debian/Ubuntu: apt-get install cmake g++)`)
 }
 
-module.exports = { ensureLibtorch, ensureBuildTools }
-
-if (require.main === module) {
+// Both checks, for build scripts: names the libtorch found, or says what to install and exits.
+function ensureToolchainOrExit () {
   try {
-    log(`libtorch: ${ensureLibtorch()}`)
+    log(`building against ${ensureLibtorch()}`)
     ensureBuildTools()
   } catch (err) {
     log(err.message)
     process.exit(1)
   }
 }
+
+module.exports = { ensureLibtorch, ensureBuildTools, ensureToolchainOrExit }
+
+if (require.main === module) ensureToolchainOrExit()

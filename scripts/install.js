@@ -24,14 +24,7 @@ if (!forceSource) {
     process.stderr.write(`segtorch: the prebuilt addon does not load here (${err.message.split('\n')[0]}); building from source\n`)
   }
 }
-try {
-  const { ensureLibtorch, ensureBuildTools } = require('./ensure-libtorch')
-  process.stderr.write(`segtorch: building against ${ensureLibtorch()}\n`)
-  ensureBuildTools()
-} catch (err) {
-  process.stderr.write(`segtorch: ${err.message}\n`)
-  process.exit(1)
-}
+require('./ensure-libtorch').ensureToolchainOrExit()
 const cmakeJs = path.join(path.dirname(require.resolve('cmake-js/package.json', { paths: [root] })), 'bin', 'cmake-js')
 const r = spawnSync(process.execPath, [cmakeJs, 'rebuild', '--out', 'build'], { cwd: root, stdio: 'inherit' })
 process.exit(r.status === null ? 1 : r.status)
