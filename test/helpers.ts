@@ -23,8 +23,17 @@ export function randomMasks (n: number, h: number, w: number, k: number, seed = 
   return tensor(new Uint8Array(n * h * w).map(() => Math.floor(r() * k)), [n, h, w])
 }
 
+// Temporary folders of this test process, removed when it exits: the suite writes models of up to
+// 0.5 GB, and runs that leave them behind fill the disk of a machine that tests repeatedly.
+const created: string[] = []
+process.on('exit', () => {
+  for (const dir of created) fs.rmSync(dir, { recursive: true, force: true })
+})
+
 export function tmpdir (prefix = 'segtorch-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  created.push(dir)
+  return dir
 }
 
 export async function rejects (p: Promise<unknown>, type: Function, pattern: RegExp): Promise<Error> {
