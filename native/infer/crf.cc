@@ -6,6 +6,7 @@
 #include <cmath>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/errors.h"
@@ -48,6 +49,32 @@ Kernel MakeKernel(const std::vector<float>& features, int64_t n, int d, double c
   return k;
 }
 
+// Softmax over the K values of each row of x [n, K] (contiguous), in place. ATen's softmax over a
+// short inner dimension is slow; here the row max and sum are plain loops and exp is ATen's
+// vectorised kernel.
+void SoftmaxRows(at::Tensor& x) {
+  const int64_t n = x.size(0), K = x.size(1);
+  float* p = x.data_ptr<float>();
+  at::parallel_for(0, n, 8192, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      float* r = p + i * K;
+      float m = r[0];
+      for (int64_t c = 1; c < K; ++c) m = std::max(m, r[c]);
+      for (int64_t c = 0; c < K; ++c) r[c] -= m;
+    }
+  });
+  x.exp_();
+  at::parallel_for(0, n, 8192, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      float* r = p + i * K;
+      float s = 0;
+      for (int64_t c = 0; c < K; ++c) s += r[c];
+      const float inv = 1.0f / s;
+      for (int64_t c = 0; c < K; ++c) r[c] *= inv;
+    }
+  });
+}
+
 }  // namespace
 
 void CheckCrfOptions(const CrfOptions& o) {
@@ -73,11 +100,10 @@ at::Tensor DenseCrf(const at::Tensor& image, const at::Tensor& probs, const CrfO
   if (C < 1 || K < 1 || n < 1) ThrowRange("Expected a non-empty image and at least one class for the CRF");
   if (C > 16) ThrowRange("Expected at most 16 image channels for the CRF but received " + std::to_string(C));
   // Pixel-major layouts: [n, K] probabilities, [n, C] colours.
-  at::Tensor p = probs.to(at::kCPU, at::kFloat).permute({1, 2, 0}).contiguous();
+  at::Tensor p = probs.to(at::kCPU, at::kFloat).permute({1, 2, 0}).contiguous().view({n, K});
   at::Tensor im = image.to(at::kCPU, at::kFloat).permute({1, 2, 0}).contiguous();
   if (!at::isfinite(p).all().item<bool>()) ThrowRange("Expected finite probabilities for the CRF but they contain NaN or Inf");
   if (!at::isfinite(im).all().item<bool>()) ThrowRange("Expected finite image values for the CRF but they contain NaN or Inf");
-  const float* pp = p.data_ptr<float>();
   const float* ip = im.data_ptr<float>();
 
   std::vector<Kernel> kernels;
@@ -107,50 +133,32 @@ at::Tensor DenseCrf(const at::Tensor& image, const at::Tensor& probs, const CrfO
     kernels.push_back(MakeKernel(f, n, d, o.bilateral_compat));
   }
 
-  // Unary -log(p) (clamped); Q starts as softmax(-unary), i.e. the normalised probabilities.
-  std::vector<float> unary(static_cast<size_t>(n * K)), q(unary.size()), msg(unary.size()), in(unary.size()), out(unary.size());
-  auto softmax_rows = [&](const float* logits, float* dst, int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float* l = logits + i * K;
-      float* d = dst + i * K;
-      float m = *std::max_element(l, l + K), sum = 0;
-      for (int64_t c = 0; c < K; ++c) sum += (d[c] = std::exp(l[c] - m));
-      for (int64_t c = 0; c < K; ++c) d[c] /= sum;
-    }
-  };
-  at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin * K; i < end * K; ++i) {
-      unary[i] = -std::log(std::max(pp[i], 1e-5f));
-      msg[i] = -unary[i];
-    }
-    softmax_rows(msg.data(), q.data(), begin, end);
-  });
+  // Unary -log(p) (clamped); Q starts as softmax(-unary), i.e. the normalised probabilities. The
+  // per-pixel arithmetic uses ATen's vectorised kernels; the filtering is the lattice's.
+  const at::Tensor neg_unary = p.clamp_min(1e-5f).log_();  // [n, K], -unary
+  at::Tensor q = neg_unary.clone();
+  SoftmaxRows(q);
+  at::Tensor in = at::empty_like(q), out = at::empty_like(q);
+  std::vector<at::Tensor> weights;  // compat / sqrt(D_i), [n, 1]
+  for (const Kernel& k : kernels) weights.push_back(at::from_blob(const_cast<float*>(k.norm.data()), {n, 1}).mul(k.compat));
 
   // Mean field with the Potts model: Q_i(l) ~ exp(-U_i(l) + sum_m w_m sum_j k_m(i,j) Q_j(l)), the
   // label-independent part of the Potts energy cancelling in the normalisation.
+  // Buffers are allocated once: fresh multi-megabyte allocations each iteration cost more in
+  // page faults than the arithmetic.
+  at::Tensor msg = at::empty_like(q);
   for (int64_t it = 0; it < o.iterations; ++it) {
-    at::parallel_for(0, n * K, 65536, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) msg[i] = -unary[i];
-    });
-    for (const Kernel& k : kernels) {
-      at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          for (int64_t c = 0; c < K; ++c) in[i * K + c] = q[i * K + c] * k.norm[i];
-        }
-      });
-      k.lattice->Filter(in.data(), out.data(), static_cast<int>(K));
-      at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          const float w = k.compat * k.norm[i];
-          for (int64_t c = 0; c < K; ++c) msg[i * K + c] += w * out[i * K + c];
-        }
-      });
+    msg.copy_(neg_unary);
+    for (size_t m = 0; m < kernels.size(); ++m) {
+      const Kernel& k = kernels[m];
+      at::mul_out(in, q, at::from_blob(const_cast<float*>(k.norm.data()), {n, 1}));
+      k.lattice->Filter(in.data_ptr<float>(), out.data_ptr<float>(), static_cast<int>(K));
+      msg.addcmul_(out, weights[m]);
     }
-    at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) { softmax_rows(msg.data(), q.data(), begin, end); });
+    SoftmaxRows(msg);
+    std::swap(q, msg);
   }
-
-  at::Tensor result = at::from_blob(q.data(), {H, W, K}, at::TensorOptions().dtype(at::kFloat));
-  return result.permute({2, 0, 1}).contiguous();
+  return q.view({H, W, K}).permute({2, 0, 1}).contiguous();
 }
 
 at::Tensor DenseCrfBatch(const at::Tensor& images, const at::Tensor& probs, const CrfOptions& o) {

@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
+
+#include "common/errors.h"
 
 namespace segtorch {
 
@@ -88,73 +91,91 @@ PermutohedralLattice::PermutohedralLattice(const float* features, int64_t n, int
   // Embedding into the hyperplane sum(x) = 0 of R^(d+1): column k (1..d) of the basis is
   // (1, .., 1, -k, 0, .., 0) / sqrt(k (k+1)), scaled so that the blur below, together with the
   // splat and slice interpolations, has unit standard deviation in feature space.
-  std::vector<double> scale(d);
+  if (d < 1 || d > kMaxDims) ThrowRange("Expected between 1 and " + std::to_string(kMaxDims) + " lattice dimensions but received " + std::to_string(d));
+  std::vector<float> scale(d);
   const double inv_std = std::sqrt(2.0 / 3.0) * d1;
-  for (int k = 1; k <= d; ++k) scale[k - 1] = inv_std / std::sqrt(static_cast<double>(k) * (k + 1));
+  for (int k = 1; k <= d; ++k) scale[k - 1] = static_cast<float>(inv_std / std::sqrt(static_cast<double>(k) * (k + 1)));
 
-  // Points are found sequentially (the hash table is not concurrent); the arithmetic per point is
-  // small next to the filtering done later with the same lattice many times.
-  VertexTable table(d, n * 2);
-  std::vector<double> elevated(d1), bary(d1 + 1);
-  std::vector<int32_t> rem0(d1), rank(d1), key(d);
+  // Each point's simplex (vertex keys and barycentric weights) in parallel, then the vertices
+  // are numbered sequentially (the hash table is not concurrent).
+  std::vector<int32_t> keys(static_cast<size_t>(n * d1 * d));
+  at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
+    float elevated[kMaxDims + 1], bary[kMaxDims + 2];
+    int32_t rem0[kMaxDims + 1], rank[kMaxDims + 1];
+    const float inv_d1 = 1.0f / d1;
+    for (int64_t p = begin; p < end; ++p) {
+      const float* f = features + p * d;
+      float sum_cf = 0;
+      for (int i = d; i >= 1; --i) {
+        float cf = f[i - 1] * scale[i - 1];
+        elevated[i] = sum_cf - i * cf;
+        sum_cf += cf;
+      }
+      elevated[0] = sum_cf;
+      // The closest lattice point whose coordinates are all multiples of d+1 ("remainder 0").
+      int32_t sum = 0;
+      for (int i = 0; i < d1; ++i) {
+        float v = elevated[i] * inv_d1 + 0.5f;
+        int32_t r = static_cast<int32_t>(v);
+        if (static_cast<float>(r) > v) --r;  // floor(v / (d+1) + 1/2): the nearest multiple
+        rem0[i] = r * d1;
+        sum += r;
+        rank[i] = 0;
+      }
+      // Rank of each coordinate's remainder, largest first.
+      for (int i = 0; i < d; ++i) {
+        for (int j = i + 1; j < d1; ++j) {
+          if (elevated[i] - rem0[i] < elevated[j] - rem0[j]) ++rank[i];
+          else ++rank[j];
+        }
+      }
+      // Back onto the hyperplane: move the coordinates with the most extreme remainders by d+1.
+      if (sum > 0) {
+        for (int i = 0; i < d1; ++i) {
+          if (rank[i] >= d1 - sum) {
+            rem0[i] -= d1;
+            rank[i] += sum - d1;
+          } else {
+            rank[i] += sum;
+          }
+        }
+      } else if (sum < 0) {
+        for (int i = 0; i < d1; ++i) {
+          if (rank[i] < -sum) {
+            rem0[i] += d1;
+            rank[i] += d1 + sum;
+          } else {
+            rank[i] += sum;
+          }
+        }
+      }
+      // Barycentric coordinates of the point in its simplex.
+      std::fill(bary, bary + d1 + 1, 0.0f);
+      for (int i = 0; i < d1; ++i) {
+        float v = (elevated[i] - rem0[i]) * inv_d1;
+        bary[d - rank[i]] += v;
+        bary[d1 - rank[i]] -= v;
+      }
+      bary[0] += 1.0f + bary[d1];
+      // Vertex k of the simplex: rem0 plus the k-th vertex of the canonical simplex, permuted by rank.
+      for (int k = 0; k < d1; ++k) {
+        int32_t* key = &keys[static_cast<size_t>((p * d1 + k) * d)];
+        for (int i = 0; i < d; ++i) key[i] = rem0[i] + (rank[i] <= d - k ? k : k - d1);
+        weights_[p * d1 + k] = bary[k];
+      }
+    }
+  });
+  VertexTable table(d, n / 4 + 64);
+  const size_t key_bytes = sizeof(int32_t) * d;
   for (int64_t p = 0; p < n; ++p) {
-    const float* f = features + p * d;
-    double sum_cf = 0;
-    for (int i = d; i >= 1; --i) {
-      double cf = f[i - 1] * scale[i - 1];
-      elevated[i] = sum_cf - i * cf;
-      sum_cf += cf;
-    }
-    elevated[0] = sum_cf;
-    // The closest lattice point whose coordinates are all multiples of d+1 ("remainder 0").
-    int32_t sum = 0;
-    for (int i = 0; i < d1; ++i) {
-      double v = elevated[i] / d1;
-      double up = std::ceil(v) * d1, down = std::floor(v) * d1;
-      rem0[i] = static_cast<int32_t>(up - elevated[i] < elevated[i] - down ? up : down);
-      sum += rem0[i] / d1;
-      rank[i] = 0;
-    }
-    // Rank of each coordinate's remainder, largest first.
-    for (int i = 0; i < d; ++i) {
-      for (int j = i + 1; j < d1; ++j) {
-        if (elevated[i] - rem0[i] < elevated[j] - rem0[j]) ++rank[i];
-        else ++rank[j];
-      }
-    }
-    // Back onto the hyperplane: move the coordinates with the most extreme remainders by d+1.
-    if (sum > 0) {
-      for (int i = 0; i < d1; ++i) {
-        if (rank[i] >= d1 - sum) {
-          rem0[i] -= d1;
-          rank[i] += sum - d1;
-        } else {
-          rank[i] += sum;
-        }
-      }
-    } else if (sum < 0) {
-      for (int i = 0; i < d1; ++i) {
-        if (rank[i] < -sum) {
-          rem0[i] += d1;
-          rank[i] += d1 + sum;
-        } else {
-          rank[i] += sum;
-        }
-      }
-    }
-    // Barycentric coordinates of the point in its simplex.
-    std::fill(bary.begin(), bary.end(), 0.0);
-    for (int i = 0; i < d1; ++i) {
-      double v = (elevated[i] - rem0[i]) / d1;
-      bary[d - rank[i]] += v;
-      bary[d1 - rank[i]] -= v;
-    }
-    bary[0] += 1.0 + bary[d1];
-    // Vertex k of the simplex: rem0 plus the k-th vertex of the canonical simplex, permuted by rank.
     for (int k = 0; k < d1; ++k) {
-      for (int i = 0; i < d; ++i) key[i] = rem0[i] + (rank[i] <= d - k ? k : k - d1);
-      offsets_[p * d1 + k] = table.FindOrInsert(key.data());
-      weights_[p * d1 + k] = static_cast<float>(bary[k]);
+      const int32_t* key = &keys[static_cast<size_t>((p * d1 + k) * d)];
+      // Neighbouring points mostly share their simplex: reuse the previous point's vertex.
+      if (p > 0 && std::memcmp(key, key - d1 * d, key_bytes) == 0) {
+        offsets_[p * d1 + k] = offsets_[(p - 1) * d1 + k];
+      } else {
+        offsets_[p * d1 + k] = table.FindOrInsert(key);
+      }
     }
   }
   num_points_ = static_cast<int32_t>(table.size());
@@ -181,10 +202,17 @@ PermutohedralLattice::PermutohedralLattice(const float* features, int64_t n, int
   });
 }
 
-void PermutohedralLattice::Filter(const float* in, float* out, int vd) const {
+void PermutohedralLattice::Filter(const float* in, float* out, int vd) {
   const int d1 = d_ + 1;
   const int64_t n = n_;
-  std::vector<float> values(static_cast<size_t>(num_points_) * vd, 0.0f), next(values.size());
+  const size_t size = static_cast<size_t>(num_points_) * vd;
+  if (values_.size() < size) {
+    values_.resize(size);
+    next_.resize(size);
+  }
+  std::vector<float>& values = values_;
+  std::vector<float>& next = next_;
+  std::fill(values.begin(), values.begin() + size, 0.0f);
   // Splat: scatter each point's values onto its simplex's vertices. Writes collide across points,
   // so threads split the value channels, not the points.
   at::parallel_for(0, vd, vd * n > 65536 ? 1 : vd, [&](int64_t c0, int64_t c1) {

@@ -11,6 +11,8 @@ namespace segtorch {
 
 class PermutohedralLattice {
  public:
+  static constexpr int kMaxDims = 32;
+
   // features: n x d, row-major, already divided by the Gaussian's standard deviations, so that the
   // filter approximates sum_j exp(-|f_i - f_j|^2 / 2) v_j (up to a constant factor; see Filter).
   PermutohedralLattice(const float* features, int64_t n, int d);
@@ -18,7 +20,8 @@ class PermutohedralLattice {
   // out[i] = sum over j of w(i, j) * in[j] for every value channel: in and out are n x vd
   // row-major (out may not alias in). w approximates c * exp(-|f_i - f_j|^2 / 2) with a constant c
   // close to 1 (the lattice's blur normalised so that a lattice vertex keeps weight 1).
-  void Filter(const float* in, float* out, int vd) const;
+  // Not reentrant: one Filter at a time per lattice (it reuses its scratch buffers).
+  void Filter(const float* in, float* out, int vd);
 
   int64_t points() const { return static_cast<int64_t>(num_points_); }
   int dims() const { return d_; }
@@ -30,6 +33,7 @@ class PermutohedralLattice {
   std::vector<int32_t> offsets_;  // n x (d+1): the lattice vertex of each simplex corner
   std::vector<float> weights_;    // n x (d+1): barycentric weights
   std::vector<int32_t> neighbours_;  // points x (d+1) x 2: vertex index of -1 / +1 along each axis, or -1
+  std::vector<float> values_, next_;  // scratch: points x vd
 };
 
 }  // namespace segtorch
