@@ -343,6 +343,7 @@ describe('dense CRF (permutohedral lattice, mean field)', () => {
       await rejects(crf(im, tensor(new Int32Array(K * N), [K, H, W]) as never), TypeError, /Expected 'float32' for probs dtype but received 'int32'/)
       await rejects(crf(tensor(new Int32Array(3 * N), [3, H, W]), pr), TypeError, /'uint8' or 'float32' for image dtype but received 'int32'/)
       await rejects(crf(image as never, pr), TypeError, /Expected a segtorch Tensor for image/)
+      await rejects(crf(im, pr, { gaussian: { sxy: 1e-9 } }), RangeError, /Expected crf sxy and srgb large enough for the image/)
       const nan = probs.slice(); nan[5] = NaN
       await rejects(crf(im, tensor(nan, [K, H, W])), RangeError, /Expected finite probabilities for the CRF/)
     })

@@ -102,8 +102,16 @@ at::Tensor DenseCrf(const at::Tensor& image, const at::Tensor& probs, const CrfO
   // Pixel-major layouts: [n, K] probabilities, [n, C] colours.
   at::Tensor p = probs.to(at::kCPU, at::kFloat).permute({1, 2, 0}).contiguous().view({n, K});
   at::Tensor im = image.to(at::kCPU, at::kFloat).permute({1, 2, 0}).contiguous();
-  if (!at::isfinite(p).all().item<bool>()) ThrowRange("Expected finite probabilities for the CRF but they contain NaN or Inf");
   if (!at::isfinite(im).all().item<bool>()) ThrowRange("Expected finite image values for the CRF but they contain NaN or Inf");
+  // Lattice coordinates are 32-bit integers: features (pixels / sxy, colours / srgb) must stay far
+  // below 2^31 / (d+1).
+  const double colour_max = im.numel() ? im.abs().max().item<double>() : 0.0;
+  const double feature_max = std::max({static_cast<double>(std::max(H, W)) / std::min(o.gaussian_sxy, o.bilateral_sxy),
+                                       colour_max / o.bilateral_srgb});
+  if (feature_max > 1e7) {
+    ThrowRange("Expected crf sxy and srgb large enough for the image (pixel positions / sxy and colours / srgb up to 1e7) but they reach " +
+               Num(feature_max));
+  }
   const float* ip = im.data_ptr<float>();
 
   std::vector<Kernel> kernels;
@@ -136,6 +144,8 @@ at::Tensor DenseCrf(const at::Tensor& image, const at::Tensor& probs, const CrfO
   // Unary -log(p) (clamped); Q starts as softmax(-unary), i.e. the normalised probabilities. The
   // per-pixel arithmetic uses ATen's vectorised kernels; the filtering is the lattice's.
   const at::Tensor neg_unary = p.clamp_min(1e-5f).log_();  // [n, K], -unary
+  // NaN and +Inf survive the clamp and the log; a sum finds them without another full-size buffer.
+  if (!std::isfinite(neg_unary.sum().item<double>())) ThrowRange("Expected finite probabilities for the CRF but they contain NaN or Inf");
   at::Tensor q = neg_unary.clone();
   SoftmaxRows(q);
   at::Tensor in = at::empty_like(q), out = at::empty_like(q);
