@@ -148,22 +148,23 @@ at::Tensor DenseCrf(const at::Tensor& image, const at::Tensor& probs, const CrfO
   if (!std::isfinite(neg_unary.sum().item<double>())) ThrowRange("Expected finite probabilities for the CRF but they contain NaN or Inf");
   at::Tensor q = neg_unary.clone();
   SoftmaxRows(q);
-  at::Tensor in = at::empty_like(q), out = at::empty_like(q);
-  std::vector<at::Tensor> weights;  // compat / sqrt(D_i), [n, 1]
-  for (const Kernel& k : kernels) weights.push_back(at::from_blob(const_cast<float*>(k.norm.data()), {n, 1}).mul(k.compat));
+  std::vector<std::vector<float>> weights;  // compat / sqrt(D_i)
+  for (const Kernel& k : kernels) {
+    weights.emplace_back(k.norm);
+    for (float& w : weights.back()) w *= k.compat;
+  }
 
   // Mean field with the Potts model: Q_i(l) ~ exp(-U_i(l) + sum_m w_m sum_j k_m(i,j) Q_j(l)), the
-  // label-independent part of the Potts energy cancelling in the normalisation.
-  // Buffers are allocated once: fresh multi-megabyte allocations each iteration cost more in
-  // page faults than the arithmetic.
+  // label-independent part of the Potts energy cancelling in the normalisation. The symmetric
+  // normalisation and the weights are fused into the lattice's splat and slice. Buffers are
+  // allocated once: fresh multi-megabyte allocations each iteration cost more in page faults than
+  // the arithmetic.
   at::Tensor msg = at::empty_like(q);
   for (int64_t it = 0; it < o.iterations; ++it) {
     msg.copy_(neg_unary);
     for (size_t m = 0; m < kernels.size(); ++m) {
-      const Kernel& k = kernels[m];
-      at::mul_out(in, q, at::from_blob(const_cast<float*>(k.norm.data()), {n, 1}));
-      k.lattice->Filter(in.data_ptr<float>(), out.data_ptr<float>(), static_cast<int>(K));
-      msg.addcmul_(out, weights[m]);
+      kernels[m].lattice->Filter(q.data_ptr<float>(), msg.data_ptr<float>(), static_cast<int>(K), kernels[m].norm.data(),
+                                 weights[m].data(), /*accumulate=*/true);
     }
     SoftmaxRows(msg);
     std::swap(q, msg);

@@ -202,7 +202,8 @@ PermutohedralLattice::PermutohedralLattice(const float* features, int64_t n, int
   });
 }
 
-void PermutohedralLattice::Filter(const float* in, float* out, int vd) {
+void PermutohedralLattice::Filter(const float* in, float* out, int vd, const float* in_scale, const float* out_scale,
+                                  bool accumulate) {
   const int d1 = d_ + 1;
   const int64_t n = n_;
   const size_t size = static_cast<size_t>(num_points_) * vd;
@@ -218,8 +219,9 @@ void PermutohedralLattice::Filter(const float* in, float* out, int vd) {
   at::parallel_for(0, vd, vd * n > 65536 ? 1 : vd, [&](int64_t c0, int64_t c1) {
     for (int64_t p = 0; p < n; ++p) {
       const float* v = in + p * vd;
+      const float s = in_scale ? in_scale[p] : 1.0f;
       for (int k = 0; k < d1; ++k) {
-        float w = weights_[p * d1 + k];
+        float w = weights_[p * d1 + k] * s;
         float* dst = values.data() + static_cast<int64_t>(offsets_[p * d1 + k]) * vd;
         for (int64_t c = c0; c < c1; ++c) dst[c] += w * v[c];
       }
@@ -252,13 +254,20 @@ void PermutohedralLattice::Filter(const float* in, float* out, int vd) {
   // dividing by it makes a lone point's weight on itself about 1.
   const float alpha = 1.0f / (1.0f + std::pow(2.0f, -static_cast<float>(d_)));
   at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
+    std::vector<float> acc(vd);
     for (int64_t p = begin; p < end; ++p) {
-      float* dst = out + p * vd;
-      for (int c = 0; c < vd; ++c) dst[c] = 0.0f;
+      std::fill(acc.begin(), acc.end(), 0.0f);
       for (int k = 0; k < d1; ++k) {
-        float w = weights_[p * d1 + k] * alpha;
+        float w = weights_[p * d1 + k];
         const float* src = values.data() + static_cast<int64_t>(offsets_[p * d1 + k]) * vd;
-        for (int c = 0; c < vd; ++c) dst[c] += w * src[c];
+        for (int c = 0; c < vd; ++c) acc[c] += w * src[c];
+      }
+      float* dst = out + p * vd;
+      const float s = alpha * (out_scale ? out_scale[p] : 1.0f);
+      if (accumulate) {
+        for (int c = 0; c < vd; ++c) dst[c] += s * acc[c];
+      } else {
+        for (int c = 0; c < vd; ++c) dst[c] = s * acc[c];
       }
     }
   });

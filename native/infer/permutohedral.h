@@ -21,7 +21,10 @@ class PermutohedralLattice {
   // row-major (out may not alias in). w approximates c * exp(-|f_i - f_j|^2 / 2) with a constant c
   // close to 1 (the lattice's blur normalised so that a lattice vertex keeps weight 1).
   // Not reentrant: one Filter at a time per lattice (it reuses its scratch buffers).
-  void Filter(const float* in, float* out, int vd);
+  // Optional per-point factors, fused into the splat and the slice: in_scale[j] multiplies
+  // in[j] and out_scale[i] the result; with accumulate, the result is added to out.
+  void Filter(const float* in, float* out, int vd, const float* in_scale = nullptr, const float* out_scale = nullptr,
+              bool accumulate = false);
 
   int64_t points() const { return static_cast<int64_t>(num_points_); }
   int dims() const { return d_; }
