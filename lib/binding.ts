@@ -59,6 +59,7 @@ export interface Binding {
   metricsFromConfusion(confusion: NativeTensor): import('./train').Metrics
   augmentBatch(images: NativeTensor | NativeTensor[], masks: NativeTensor | NativeTensor[] | undefined, depth: NativeTensor | NativeTensor[] | undefined,
     options: Record<string, unknown>, seed: number): Promise<{ images: NativeTensor, masks?: NativeTensor, depth?: NativeTensor }>
+  crf(image: NativeTensor, probs: NativeTensor, options: Record<string, unknown>, channelsLast: boolean): Promise<NativeTensor>
   NativeModel: new () => NativeModel
 }
 

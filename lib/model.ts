@@ -4,6 +4,7 @@ import { SegtorchError, typeError, withStack } from './errors'
 import { Arch, ARCHITECTURES, Backbone, OutputStride } from './models'
 import { Device, DType, Shape, Tensor } from './tensor'
 import { LossName, LossOptions, resolveLossOptions } from './train'
+import { CrfOptions, resolveCrfOptions, ResolvedCrfOptions } from './crf'
 import { BatchSource, evaluate, Evaluation, fit, FitOptions, History } from './fit'
 import * as v from './validate'
 
@@ -147,9 +148,15 @@ export interface PredictOptions {
   output?: 'labels' | 'probs' | 'logits'
   /** 'fp32' (default) or 'bf16' (autocast). */
   precision?: 'fp32' | 'bf16'
+  /**
+   * Dense CRF (DeepLab v1/v2) on the averaged probabilities, at the images' colours (float images
+   * are un-normalised with the model's mean and std): `true` for the defaults or CrfOptions.
+   * Needs output 'labels' or 'probs'. Default false.
+   */
+  crf?: boolean | CrfOptions
 }
 
-const PREDICT_KEYS = ['mode', 'crop', 'stride', 'scales', 'flip', 'output', 'precision'] as const
+const PREDICT_KEYS = ['mode', 'crop', 'stride', 'scales', 'flip', 'output', 'precision', 'crf'] as const
 
 function pair (name: string, value: unknown, def: [number, number]): [number, number] {
   if (value === undefined) return def
@@ -158,7 +165,7 @@ function pair (name: string, value: unknown, def: [number, number]): [number, nu
   throw typeError(name, 'a positive integer or [h, w]', value)
 }
 
-export function resolvePredictOptions (options: unknown, where = 'predict options', extraKeys: readonly string[] = []): Required<PredictOptions> & { crop: [number, number], stride: [number, number] } {
+export function resolvePredictOptions (options: unknown, where = 'predict options', extraKeys: readonly string[] = []): Required<Omit<PredictOptions, 'crf'>> & { crop: [number, number], stride: [number, number], crf?: ResolvedCrfOptions } {
   const o = v.optionsObject(where, options)
   v.checkKeys(where, o, [...PREDICT_KEYS, ...extraKeys])
   const mode = o.mode === undefined ? 'whole' : v.oneOf('mode', o.mode, ['whole', 'slide'] as const)
@@ -170,14 +177,18 @@ export function resolvePredictOptions (options: unknown, where = 'predict option
     if (!Array.isArray(o.scales) || o.scales.length === 0) throw typeError('scales', 'a non-empty array of positive numbers', o.scales)
     scales = o.scales.map((s, i) => v.number(`scales[${i}]`, s, 0, 16, true))
   }
+  const output = o.output === undefined ? 'labels' : v.oneOf('output', o.output, ['labels', 'probs', 'logits'] as const)
+  const crf = o.crf === undefined || o.crf === false ? undefined : resolveCrfOptions(o.crf)
+  if (crf && output === 'logits') throw new RangeError("Expected output 'labels' or 'probs' with crf (it refines probabilities) but received 'logits'")
   return {
     mode,
     crop,
     stride,
     scales,
     flip: o.flip === undefined ? false : v.boolean('flip', o.flip),
-    output: o.output === undefined ? 'labels' : v.oneOf('output', o.output, ['labels', 'probs', 'logits'] as const),
-    precision: o.precision === undefined ? 'fp32' : v.oneOf('precision', o.precision, ['fp32', 'bf16'] as const)
+    output,
+    precision: o.precision === undefined ? 'fp32' : v.oneOf('precision', o.precision, ['fp32', 'bf16'] as const),
+    ...(crf ? { crf } : {})
   }
 }
 

@@ -9,6 +9,7 @@
 #include "common/napi_util.h"
 #include "core/segmenter.h"
 #include "data/augment.h"
+#include "infer/crf.h"
 #include "train/losses.h"
 #include "train/metrics.h"
 
@@ -228,6 +229,29 @@ Napi::Value AugmentBatchJs(const Napi::CallbackInfo& info) {
   });
 }
 
+// crf(image [C,H,W] | [1,C,H,W] | [H,W,C] (channelsLast), probs [K,H,W] | [1,K,H,W], options,
+// channelsLast) -> Promise<float32 tensor shaped as probs>: the dense CRF on the shared executor
+// (the lattice filtering uses libtorch's intra-op threads). TypeScript has checked the shapes.
+Napi::Value CrfJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    auto job = std::make_unique<Job>(env);
+    at::Tensor image = TensorFromJs(info[0], job.get());
+    at::Tensor probs = TensorFromJs(info[1], job.get());
+    CrfOptions o = ReadCrfOptions(info[2].As<Napi::Object>());
+    bool channels_last = info.Length() > 3 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
+    auto result = std::make_shared<at::Tensor>();
+    job->execute = [image, probs, o, channels_last, result]() {
+      at::Tensor im = image.dim() == 4 ? image[0] : image;
+      if (channels_last) im = im.permute({2, 0, 1});
+      at::Tensor p = probs.dim() == 4 ? probs[0] : probs;
+      *result = DenseCrf(im, p, o).reshape(probs.sizes()).to(probs.device());
+    };
+    job->complete = [result](Napi::Env env) -> Napi::Value { return TensorToJs(env, *result); };
+    return Schedule(env, SharedExecutor(env), std::move(job));
+  });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitAsync(env);
   if (DesiredThreads() == 0) {
@@ -245,6 +269,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("depthLoss", Napi::Function::New<ComputeDepthLoss>(env, "depthLoss"));
   exports.Set("confusionMatrix", Napi::Function::New<Confusion>(env, "confusionMatrix"));
   exports.Set("metricsFromConfusion", Napi::Function::New<MetricsFromConfusion>(env, "metricsFromConfusion"));
+  exports.Set("crf", Napi::Function::New<CrfJs>(env, "crf"));
   exports.Set("augmentBatch", Napi::Function::New<AugmentBatchJs>(env, "augmentBatch"));
   exports.Set("NativeModel", ModelWrap::Init(env));
   return exports;

@@ -52,6 +52,8 @@ InferOptions ReadInferOptions(const Napi::Value& v) {
   o.flip = GetBool(obj, "flip", o.flip);
   o.output = GetString(obj, "output", o.output);
   o.precision = GetString(obj, "precision", o.precision);
+  Napi::Value crf = obj.Get("crf");
+  if (crf.IsObject()) o.crf = ReadCrfOptions(crf.As<Napi::Object>());
   return o;
 }
 

@@ -270,4 +270,21 @@ LossOptions ReadLossOptions(const Napi::Object& o) {
   return l;
 }
 
+CrfOptions ReadCrfOptions(const Napi::Object& o) {
+  CrfOptions c;
+  c.enabled = true;
+  Napi::Value g = o.Get("gaussian"), b = o.Get("bilateral");
+  if (g.IsObject()) {
+    c.gaussian_sxy = GetNumber(g.As<Napi::Object>(), "sxy", c.gaussian_sxy);
+    c.gaussian_compat = GetNumber(g.As<Napi::Object>(), "compat", c.gaussian_compat);
+  }
+  if (b.IsObject()) {
+    c.bilateral_sxy = GetNumber(b.As<Napi::Object>(), "sxy", c.bilateral_sxy);
+    c.bilateral_srgb = GetNumber(b.As<Napi::Object>(), "srgb", c.bilateral_srgb);
+    c.bilateral_compat = GetNumber(b.As<Napi::Object>(), "compat", c.bilateral_compat);
+  }
+  c.iterations = static_cast<int64_t>(GetNumber(o, "iterations", static_cast<double>(c.iterations)));
+  return c;
+}
+
 }  // namespace segtorch

@@ -12,6 +12,7 @@
 
 #include "common/errors.h"
 #include "common/executor.h"
+#include "infer/crf.h"
 #include "train/losses.h"
 #include "train/metrics.h"
 
@@ -73,6 +74,9 @@ Napi::Object MetricsObject(Napi::Env env, const Metrics& m);
 
 // { ignoreIndex, labelSmoothing, ohemThreshold, ohemMinKept, focalGamma, diceSmooth, classWeights }
 LossOptions ReadLossOptions(const Napi::Object& o);
+
+// { gaussian: { sxy, compat }, bilateral: { sxy, srgb, compat }, iterations }; enabled = true.
+CrfOptions ReadCrfOptions(const Napi::Object& o);
 
 // Option readers (TypeScript fills every default; these are the last line of defence).
 std::string GetString(const Napi::Object& o, const char* key, const std::string& def);

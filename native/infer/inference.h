@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "infer/crf.h"
+
 namespace segtorch {
 
 struct InferOptions {
@@ -18,6 +20,7 @@ struct InferOptions {
   bool flip = false;
   std::string output = "labels";  // labels | probs | logits
   std::string precision = "fp32";  // fp32 | bf16
+  CrfOptions crf;  // enabled: dense CRF on the probabilities, at the images' colours (Segmenter::Predict)
 };
 
 using LogitsFn = std::function<torch::Tensor(const torch::Tensor&)>;
