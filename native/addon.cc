@@ -7,6 +7,7 @@
 
 #include "common/model_wrap.h"
 #include "common/napi_util.h"
+#include "common/script_wrap.h"
 #include "core/segmenter.h"
 #include "data/augment.h"
 #include "train/losses.h"
@@ -247,6 +248,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("metricsFromConfusion", Napi::Function::New<MetricsFromConfusion>(env, "metricsFromConfusion"));
   exports.Set("augmentBatch", Napi::Function::New<AugmentBatchJs>(env, "augmentBatch"));
   exports.Set("NativeModel", ModelWrap::Init(env));
+  exports.Set("NativeScriptModel", ScriptWrap::Init(env));
   return exports;
 }
 
