@@ -45,6 +45,17 @@ void CheckArchive(const std::string& path) {
   }
 }
 
+// The TorchScript interpreter prefixes the error with two tracebacks of the scripted code; keep
+// the error itself (its last line, e.g. "RuntimeError: Given groups=1, weight of size ...").
+std::string ScriptError(const std::exception& e) {
+  std::string m = CleanMessage(e);
+  if (m.find("Traceback of TorchScript") == std::string::npos) return m;
+  size_t end = m.find_last_not_of("\n ");
+  if (end == std::string::npos) return m;
+  size_t start = m.rfind('\n', end);
+  return m.substr(start == std::string::npos ? 0 : start + 1, end + 1 - (start == std::string::npos ? 0 : start + 1));
+}
+
 }  // namespace
 
 std::string DescribeIValue(const c10::IValue& v) {
@@ -98,11 +109,14 @@ ScriptSegmenter::ScriptSegmenter(ScriptConfig config) : config_(std::move(config
     torch::Tensor out;
     try {
       out = Logits(x);
-    } catch (const UserError&) {
-      throw;
+    } catch (const UserError& e) {
+      std::string m = e.what();
+      if (m.rfind("the TorchScript module failed", 0) != 0) throw;  // an output of the wrong kind: as it is
+      ThrowError("the TorchScript module in " + config_.path + " failed on a probe input of shape " + ShapeString(x) +
+                 " (check inChannels and probeSize): " + m.substr(m.find("]: ") + 3));
     } catch (const std::exception& e) {
       ThrowError("the TorchScript module in " + config_.path + " failed on a probe input of shape " + ShapeString(x) +
-                 " (check inChannels and probeSize): " + CleanMessage(e));
+                 " (check inChannels and probeSize): " + ScriptError(e));
     }
     if (expected > 0 && out.size(1) != expected) {
       ThrowRange("Expected the TorchScript module to output numClasses = " + std::to_string(expected) +
@@ -130,7 +144,12 @@ torch::Tensor ScriptSegmenter::PrepareImages(const torch::Tensor& images) const 
 }
 
 torch::Tensor ScriptSegmenter::Logits(const torch::Tensor& x) {
-  c10::IValue result = module_.forward({x});
+  c10::IValue result;
+  try {
+    result = module_.forward({x});
+  } catch (const std::exception& e) {
+    ThrowError("the TorchScript module failed on an input of shape " + ShapeString(x) + ": " + ScriptError(e));
+  }
   c10::IValue v = result;
   if (v.isTuple()) {
     const auto& e = v.toTupleRef().elements();
@@ -144,7 +163,9 @@ torch::Tensor ScriptSegmenter::Logits(const torch::Tensor& x) {
     bool string_keys = d.keyType()->kind() == c10::TypeKind::StringType;
     if (string_keys && d.contains(c10::IValue(std::string("out")))) v = d.at(c10::IValue(std::string("out")));
   }
-  if (!v.isTensor()) ThrowError(std::string("TorchScript module output: ") + kExpected + ", got " + DescribeIValue(result));
+  if (!v.isTensor()) {
+    ThrowError(std::string("TorchScript module output for an input of shape ") + ShapeString(x) + ": " + kExpected + ", got " + DescribeIValue(result));
+  }
   torch::Tensor t = v.toTensor();
   if (t.dim() != 4 || t.size(0) != x.size(0) || !t.is_floating_point()) {
     ThrowError(std::string("TorchScript module output for an input of shape ") + ShapeString(x) + ": " + kExpected +
