@@ -182,8 +182,9 @@ torch::Tensor ScriptSegmenter::Predict(const torch::Tensor& images, const InferO
   if (options.precision != "fp32" && options.precision != "bf16") {
     ThrowRange("Expected precision 'fp32' or 'bf16' for inference but received '" + options.precision + "'");
   }
-  // NoGradGuard rather than InferenceMode: TorchScript's executors in libtorch 1.13 do not all
-  // accept inference tensors.
+  // NoGradGuard, the portable choice for arbitrary user modules: InferenceMode would make the
+  // module's outputs (and anything it caches from them) inference tensors, which cannot enter
+  // autograd or in-place updates outside inference mode later.
   torch::NoGradGuard no_grad;
   torch::Tensor x = PrepareImages(images);
   LogitsFn logits = [&](const torch::Tensor& input) {
