@@ -35,6 +35,20 @@ export interface NativeModel {
   loadStateDict(path: string, strict: boolean, prefix: string): Promise<StateDictReport>
   saveStateDict(path: string): Promise<void>
   stateDictShapes(): Promise<Record<string, number[]>>
+  setBatching(options: { maxBatch: number, maxDelayMs: number } | false): void
+  stats(): import('./serve').BatchStats
+  readonly busy: number
+}
+
+export interface NativeScriptModel {
+  load(config: Record<string, unknown>): Promise<{ device: string, numClasses: number, inChannels: number, parameters: number }>
+  predict(images: NativeTensor, options?: Record<string, unknown>): Promise<NativeTensor>
+  evalReset(ignoreIndex: number): Promise<void>
+  evalUpdate(images: NativeTensor, masks: NativeTensor, options?: Record<string, unknown>): Promise<void>
+  evalCompute(): Promise<any>
+  setBatching(options: { maxBatch: number, maxDelayMs: number } | false): void
+  stats(): import('./serve').BatchStats
+  dispose(): void
   readonly busy: number
 }
 
@@ -61,6 +75,7 @@ export interface Binding {
     options: Record<string, unknown>, seed: number): Promise<{ images: NativeTensor, masks?: NativeTensor, depth?: NativeTensor }>
   crf(image: NativeTensor, probs: NativeTensor, options: Record<string, unknown>, channelsLast: boolean): Promise<NativeTensor>
   NativeModel: new () => NativeModel
+  NativeScriptModel: new () => NativeScriptModel
 }
 
 function explain (err: Error): string {

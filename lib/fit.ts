@@ -1,6 +1,7 @@
 /** The training loop driven from TypeScript: each step runs natively, the JS thread stays free. */
 import * as fs from 'fs'
 import * as path from 'path'
+import type { NativeModel } from './binding'
 import { SegtorchError, typeError, withStack } from './errors'
 import type { Images, Masks, Model, PredictOptions, StepResult, TrainStepOptions } from './model'
 import { checkImages, checkMasks, resolvePredictOptions, resolveStepOptions } from './model'
@@ -119,7 +120,13 @@ async function writeJson (file: string, value: unknown): Promise<void> {
   await fs.promises.rename(tmp, file)
 }
 
-export async function evaluate (model: Model, data: BatchSource, options?: PredictOptions & { ignoreIndex?: number }): Promise<Evaluation> {
+/** What evaluate() needs of a model: ours (Model) or a TorchScript one (ScriptModel). */
+export interface EvaluableModel {
+  readonly config: { readonly inChannels: number }
+  _native (): Pick<NativeModel, 'evalReset' | 'evalUpdate' | 'evalCompute'>
+}
+
+export async function evaluate (model: EvaluableModel, data: BatchSource, options?: PredictOptions & { ignoreIndex?: number }): Promise<Evaluation> {
   const o = v.optionsObject('evaluate options', options)
   const infer = resolvePredictOptions(o, 'evaluate options', ['ignoreIndex'])
   const ignore = o.ignoreIndex === undefined ? 255 : v.integer('ignoreIndex', o.ignoreIndex, -1)

@@ -2,7 +2,7 @@
 import cjs from './index.js'
 
 export const {
-  tensor, zeros, Tensor, createModel, loadModel, Model, ARCHITECTURES,
+  tensor, zeros, Tensor, createModel, loadModel, Model, ARCHITECTURES, loadTorchScript, ScriptModel,
   SegtorchError, SegtorchLoadError, backend, setNumThreads, version,
   loss, depthLoss, confusionMatrix, metrics, crf, data
 } = cjs

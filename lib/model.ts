@@ -7,6 +7,7 @@ import { LossName, LossOptions, resolveLossOptions } from './train'
 import { CrfOptions, resolveCrfOptions, ResolvedCrfOptions } from './crf'
 import { BatchSource, evaluate, Evaluation, fit, FitOptions, History } from './fit'
 import * as v from './validate'
+import { BatchingOptions, BatchStats, resolveBatching } from './serve'
 
 export interface ModelOptions {
   /** Architecture key, e.g. 'fcn'. */
@@ -373,6 +374,7 @@ export class Model {
   readonly device: string
   #native: NativeModel | undefined
   #info: ModelInfo
+  #batching: Required<BatchingOptions> | false = false
 
   /** @internal use createModel() or loadModel() */
   constructor (native: NativeModel, config: ModelConfig, device: string, info: ModelInfo) {
@@ -552,6 +554,28 @@ export class Model {
     const p = checkPath('path', path)
     const native = this.#n()
     await withStack(() => native.save(p))
+  }
+
+  /**
+   * Request batching for services: `false` (the default) runs each predict call by itself; with
+   * `{ maxBatch, maxDelayMs }` concurrent predict calls with the same image size, dtype and options
+   * are collected natively (up to maxBatch images, waiting at most maxDelayMs after the first) and
+   * run as one forward; each caller still gets its own result. See the README, "Serving".
+   */
+  setBatching (options: BatchingOptions | false): void {
+    const b = resolveBatching(options)
+    this.#n().setBatching(b)
+    this.#batching = b
+  }
+
+  /** The current batching setting (false when off). */
+  get batching (): Required<BatchingOptions> | false {
+    return this.#batching === false ? false : { ...this.#batching }
+  }
+
+  /** Counters of predict calls and of the native forwards that served them. */
+  stats (): BatchStats {
+    return this.#n().stats()
   }
 
   /** Frees the native model. Refused while a job is queued or running. */

@@ -7,6 +7,7 @@
 
 #include "common/model_wrap.h"
 #include "common/napi_util.h"
+#include "common/script_wrap.h"
 #include "core/segmenter.h"
 #include "data/augment.h"
 #include "infer/crf.h"
@@ -272,6 +273,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("crf", Napi::Function::New<CrfJs>(env, "crf"));
   exports.Set("augmentBatch", Napi::Function::New<AugmentBatchJs>(env, "augmentBatch"));
   exports.Set("NativeModel", ModelWrap::Init(env));
+  exports.Set("NativeScriptModel", ScriptWrap::Init(env));
   return exports;
 }
 

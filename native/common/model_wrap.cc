@@ -1,5 +1,6 @@
 #include "common/model_wrap.h"
 
+#include "common/batching.h"
 #include "common/napi_util.h"
 
 namespace segtorch {
@@ -161,6 +162,8 @@ Napi::Function ModelWrap::Init(Napi::Env env) {
                          InstanceMethod<&ModelWrap::LoadStateDict>("loadStateDict"),
                          InstanceMethod<&ModelWrap::SaveStateDict>("saveStateDict"),
                          InstanceMethod<&ModelWrap::StateDictShapes>("stateDictShapes"),
+                         InstanceMethod<&ModelWrap::SetBatching>("setBatching"),
+                         InstanceMethod<&ModelWrap::Stats>("stats"),
                          InstanceAccessor<&ModelWrap::Busy>("busy"),
                      });
 }
@@ -238,10 +241,11 @@ Napi::Value ModelWrap::Predict(const Napi::CallbackInfo& info) {
     at::Tensor images = TensorFromJs(info[0], job.get());
     InferOptions options = ReadInferOptions(info.Length() > 1 ? info[1] : env.Undefined());
     auto result = std::make_shared<at::Tensor>();
-    job->execute = [this, images, options, result]() {
+    BatchFn run = [this, options](const at::Tensor& x) {
       if (!segmenter_) ThrowError("this model failed to initialise");
-      *result = segmenter_->Predict(images, options);
+      return segmenter_->Predict(x, options);
     };
+    job->execute = PredictExecute(env, batcher_, info.Length() > 1 ? info[1] : env.Undefined(), images, std::move(run), result);
     job->complete = [result](Napi::Env env) -> Napi::Value { return TensorToJs(env, *result); };
     return Run(info, std::move(job));
   });
@@ -512,5 +516,16 @@ Napi::Value ModelWrap::StateDictShapes(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value ModelWrap::Busy(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), busy_); }
+
+Napi::Value ModelWrap::SetBatching(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    CheckUsable(env, false);
+    SetBatchingJs(info, *batcher_);
+    return env.Undefined();
+  });
+}
+
+Napi::Value ModelWrap::Stats(const Napi::CallbackInfo& info) { return BatchStatsJs(info.Env(), *batcher_); }
 
 }  // namespace segtorch

@@ -7,6 +7,7 @@
 
 #include "common/executor.h"
 #include "core/segmenter.h"
+#include "infer/batcher.h"
 
 namespace segtorch {
 
@@ -36,6 +37,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value SaveStateDict(const Napi::CallbackInfo& info);
   Napi::Value StateDictShapes(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
+  Napi::Value SetBatching(const Napi::CallbackInfo& info);
+  Napi::Value Stats(const Napi::CallbackInfo& info);
 
   // Queue a job on this model's executor; the JS object stays alive until it settles.
   Napi::Value Run(const Napi::CallbackInfo& info, std::unique_ptr<struct Job> job);
@@ -43,6 +46,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
   std::unique_ptr<Executor> executor_;
   std::shared_ptr<Segmenter> segmenter_;  // touched only on the executor thread once created
+  std::shared_ptr<RequestBatcher> batcher_ = std::make_shared<RequestBatcher>();  // predict batching
   int busy_ = 0;                          // jobs queued or running (JS thread)
   bool disposed_ = false;
   bool initialised_ = false;
