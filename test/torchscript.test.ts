@@ -2,7 +2,7 @@ import * as assert from 'assert'
 import { spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as path from 'path'
-import { backend, loadTorchScript, ScriptModel, SegtorchError, tensor, Tensor } from '../lib'
+import { backend, crf, loadTorchScript, ScriptModel, SegtorchError, tensor, Tensor } from '../lib'
 import { ROOT, rejects, tmpdir } from './helpers'
 import { maxAbsDiff } from './twin'
 
@@ -91,6 +91,24 @@ describe('TorchScript models (loadTorchScript)', function () {
       const y = await model.predict(x, { output: 'logits', mode: 'slide', crop: 32, stride: [32, 16] })
       const d = maxAbsDiff(y.dataSync(), readF32(f('dict_slide_logits.bin')))
       assert.ok(d <= 1e-4, `max abs diff ${d}`)
+    })
+
+    it('crf: the same refinement as crf() on its probabilities, with the uint8 image as colours', async () => {
+      const u8 = tensor(new Uint8Array(fs.readFileSync(f('u8.bin'))), [1, 3, 32, 48])
+      const options = { bilateral: { sxy: 10, srgb: 20, compat: 10 }, iterations: 3 }
+      const probs = await model.predict(u8, { output: 'probs' })
+      const want = await crf(u8, probs, options)
+      const got = await model.predict(u8, { output: 'probs', crf: options })
+      assert.deepStrictEqual([...got.shape], [1, 3, 32, 48])
+      assert.ok(maxAbsDiff(got.dataSync(), want.dataSync()) <= 1e-5)
+      assert.ok(maxAbsDiff(got.dataSync(), probs.dataSync()) > 1e-3, 'the CRF changed nothing')
+      const labels = (await model.predict(u8, { crf: options })).dataSync()
+      const p = want.dataSync(); const hw = 32 * 48
+      for (let i = 0; i < hw; i += 37) {
+        let best = 0
+        for (let k = 1; k < 3; k++) if (p[k * hw + i] > p[best * hw + i]) best = k
+        assert.strictEqual(labels[i], best)
+      }
     })
 
     it('multi-scale labels have the input size', async () => {

@@ -287,4 +287,28 @@ CrfOptions ReadCrfOptions(const Napi::Object& o) {
   return c;
 }
 
+InferOptions ReadInferOptions(const Napi::Value& v) {
+  InferOptions o;
+  if (!v.IsObject()) return o;
+  Napi::Object obj = v.As<Napi::Object>();
+  o.mode = GetString(obj, "mode", o.mode);
+  std::vector<double> crop = GetNumbers(obj, "crop"), stride = GetNumbers(obj, "stride");
+  if (crop.size() == 2) {
+    o.crop_h = static_cast<int64_t>(crop[0]);
+    o.crop_w = static_cast<int64_t>(crop[1]);
+  }
+  if (stride.size() == 2) {
+    o.stride_h = static_cast<int64_t>(stride[0]);
+    o.stride_w = static_cast<int64_t>(stride[1]);
+  }
+  std::vector<double> scales = GetNumbers(obj, "scales");
+  if (!scales.empty()) o.scales = scales;
+  o.flip = GetBool(obj, "flip", o.flip);
+  o.output = GetString(obj, "output", o.output);
+  o.precision = GetString(obj, "precision", o.precision);
+  Napi::Value crf = obj.Get("crf");
+  if (crf.IsObject()) o.crf = ReadCrfOptions(crf.As<Napi::Object>());
+  return o;
+}
+
 }  // namespace segtorch

@@ -13,6 +13,7 @@
 #include "common/errors.h"
 #include "common/executor.h"
 #include "infer/crf.h"
+#include "infer/inference.h"
 #include "train/losses.h"
 #include "train/metrics.h"
 
@@ -77,6 +78,9 @@ LossOptions ReadLossOptions(const Napi::Object& o);
 
 // { gaussian: { sxy, compat }, bilateral: { sxy, srgb, compat }, iterations }; enabled = true.
 CrfOptions ReadCrfOptions(const Napi::Object& o);
+
+// predict / evaluate options from JS (validated in TypeScript), one reader for every model kind.
+InferOptions ReadInferOptions(const Napi::Value& v);
 
 // Option readers (TypeScript fills every default; these are the last line of defence).
 std::string GetString(const Napi::Object& o, const char* key, const std::string& def);

@@ -7,23 +7,6 @@ namespace segtorch {
 
 namespace {
 
-// The same reader as ModelWrap's (a copy: the two wrappers stay independent).
-InferOptions ReadInfer(const Napi::Value& v) {
-  InferOptions o;
-  if (!v.IsObject()) return o;
-  Napi::Object obj = v.As<Napi::Object>();
-  o.mode = GetString(obj, "mode", o.mode);
-  std::vector<double> crop = GetNumbers(obj, "crop"), stride = GetNumbers(obj, "stride");
-  if (crop.size() == 2) o.crop_h = static_cast<int64_t>(crop[0]), o.crop_w = static_cast<int64_t>(crop[1]);
-  if (stride.size() == 2) o.stride_h = static_cast<int64_t>(stride[0]), o.stride_w = static_cast<int64_t>(stride[1]);
-  std::vector<double> scales = GetNumbers(obj, "scales");
-  if (!scales.empty()) o.scales = scales;
-  o.flip = GetBool(obj, "flip", o.flip);
-  o.output = GetString(obj, "output", o.output);
-  o.precision = GetString(obj, "precision", o.precision);
-  return o;
-}
-
 struct ScriptInfo {
   std::string device;
   int64_t num_classes = 0, in_channels = 0, parameters = 0;
@@ -108,7 +91,7 @@ Napi::Value ScriptWrap::Predict(const Napi::CallbackInfo& info) {
     auto job = std::make_unique<Job>(env);
     at::Tensor images = TensorFromJs(info[0], job.get());
     Napi::Value options_js = info.Length() > 1 ? info[1] : env.Undefined();
-    InferOptions options = ReadInfer(options_js);
+    InferOptions options = ReadInferOptions(options_js);
     auto result = std::make_shared<at::Tensor>();
     BatchFn run = [this, options](const at::Tensor& x) {
       if (!model_) ThrowError("this model failed to load");
@@ -141,7 +124,7 @@ Napi::Value ScriptWrap::EvalUpdate(const Napi::CallbackInfo& info) {
     auto job = std::make_unique<Job>(env);
     at::Tensor images = TensorFromJs(info[0], job.get());
     at::Tensor masks = TensorFromJs(info[1], job.get());
-    InferOptions options = ReadInfer(info.Length() > 2 ? info[2] : env.Undefined());
+    InferOptions options = ReadInferOptions(info.Length() > 2 ? info[2] : env.Undefined());
     job->execute = [this, images, masks, options]() {
       if (!model_) ThrowError("this model failed to load");
       model_->EvalUpdate(images, masks, options);

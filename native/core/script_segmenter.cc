@@ -191,7 +191,9 @@ torch::Tensor ScriptSegmenter::Predict(const torch::Tensor& images, const InferO
     AutocastGuard guard(device_, at::kBFloat16, options.precision == "bf16");
     return Logits(input);
   };
-  torch::Tensor out = Infer(logits, x, options);
+  torch::Tensor colours;
+  if (options.crf.enabled) colours = images.scalar_type() == torch::kByte ? images.to(device_) : (x * std_ + mean_).mul_(255.0);
+  torch::Tensor out = InferWithCrf(logits, x, colours, options);
   if (out.dim() == 4 && out.size(1) != config_.num_classes) {
     ThrowError("the TorchScript module output " + std::to_string(out.size(1)) + " classes but the probe found " +
                std::to_string(config_.num_classes));

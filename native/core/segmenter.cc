@@ -163,19 +163,11 @@ torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions
       AutocastGuard guard(device_, at::kBFloat16, options.precision == "bf16");
       return Run(input).out;
     };
-    if (!options.crf.enabled) {
-      result = Infer(logits, x, options);
-    } else {
-      // CRF on the averaged probabilities, with the images' colours on a 0..255 scale (float
-      // images are taken as normalised with this model's mean and std).
-      if (options.output == "logits") ThrowRange("Expected output 'labels' or 'probs' with crf but received 'logits'");
-      CheckCrfOptions(options.crf);
-      InferOptions o = options;
-      o.output = "probs";
-      torch::Tensor colours = images.scalar_type() == torch::kByte ? images : (x * std_ + mean_).mul_(255.0);
-      result = DenseCrfBatch(colours, Infer(logits, x, o), options.crf);
-      if (options.output == "labels") result = result.argmax(1).to(torch::kInt);
-    }
+    // The CRF's colours: the images on a 0..255 scale (float images are taken as normalised with
+    // this model's mean and std).
+    torch::Tensor colours;
+    if (options.crf.enabled) colours = images.scalar_type() == torch::kByte ? images : (x * std_ + mean_).mul_(255.0);
+    result = InferWithCrf(logits, x, colours, options);
   } catch (...) {
     net_->train(was_training);
     throw;

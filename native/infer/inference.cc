@@ -70,4 +70,14 @@ torch::Tensor Infer(const LogitsFn& logits, const torch::Tensor& x, const InferO
   ThrowRange("Expected output 'labels', 'probs' or 'logits' but received '" + o.output + "'");
 }
 
+torch::Tensor InferWithCrf(const LogitsFn& logits, const torch::Tensor& x, const torch::Tensor& colours, const InferOptions& o) {
+  if (!o.crf.enabled) return Infer(logits, x, o);
+  if (o.output == "logits") ThrowRange("Expected output 'labels' or 'probs' with crf but received 'logits'");
+  CheckCrfOptions(o.crf);
+  InferOptions probs = o;
+  probs.output = "probs";
+  torch::Tensor result = DenseCrfBatch(colours, Infer(logits, x, probs), o.crf);
+  return o.output == "labels" ? result.argmax(1).to(torch::kInt) : result;
+}
+
 }  // namespace segtorch

@@ -31,4 +31,9 @@ using LogitsFn = std::function<torch::Tensor(const torch::Tensor&)>;
 // padded with zeros, i.e. the mean colour after normalisation, and the padding is cropped away.
 torch::Tensor Infer(const LogitsFn& logits, const torch::Tensor& x, const InferOptions& o);
 
+// Infer, then (when o.crf.enabled) the fully connected CRF on the averaged probabilities, with
+// `colours` [N,C,H,W] on a 0..255 scale as the appearance kernel's features. One spelling for every
+// model kind (ours and TorchScript ones).
+torch::Tensor InferWithCrf(const LogitsFn& logits, const torch::Tensor& x, const torch::Tensor& colours, const InferOptions& o);
+
 }  // namespace segtorch
