@@ -1,7 +1,8 @@
 /**
- * The main job on the embedded default: train FCN-ResNet18 on the ISBI 2012 membrane images
- * shipped in data/membrane, report IoU on held-back labelled images, predict the test images and
- * write their masks as PNGs.
+ * The main job on the embedded default: train a U-Net (Ronneberger et al. 2015, the network made
+ * for these images; 16 channels at the first level) on the ISBI 2012 membrane images shipped in
+ * data/membrane, report IoU on held-back labelled images, predict the test images and write their
+ * masks as PNGs.
  */
 import * as fs from 'fs'
 import * as path from 'path'
@@ -17,7 +18,9 @@ export interface DemoOptions {
   batch: number
   crop: number
   holdout: number
-  outputStride: 8 | 16 | 32
+  /** Channels of the U-Net's first level (doubled at each of its four levels). */
+  baseChannels: number
+  lr: number
   seed: number
   log: (line: string) => void
 }
@@ -49,7 +52,7 @@ async function loadLabelled (dir: string): Promise<Sample[]> {
   return out
 }
 
-/** A random crop with random flips of a few samples, as a batch. */
+/** A random crop with random flips and transposition (the dihedral group: EM images have no up or left) of a few samples, as a batch. */
 function batch (samples: Sample[], n: number, crop: number, r: () => number): { x: Uint8Array, y: Uint8Array } {
   const x = new Uint8Array(n * crop * crop)
   const y = new Uint8Array(n * crop * crop)
@@ -59,12 +62,15 @@ function batch (samples: Sample[], n: number, crop: number, r: () => number): { 
     const ox = Math.floor(r() * (s.size - crop + 1))
     const fx = r() < 0.5
     const fy = r() < 0.5
+    const tr = r() < 0.5
     for (let i = 0; i < crop; i++) {
-      const sy = oy + (fy ? crop - 1 - i : i)
       for (let j = 0; j < crop; j++) {
-        const sx = ox + (fx ? crop - 1 - j : j)
-        x[b * crop * crop + i * crop + j] = s.image[sy * s.size + sx]
-        y[b * crop * crop + i * crop + j] = s.label[sy * s.size + sx]
+        let a = fy ? crop - 1 - i : i
+        let c = fx ? crop - 1 - j : j
+        if (tr) [a, c] = [c, a]
+        const si = (oy + a) * s.size + ox + c
+        x[b * crop * crop + i * crop + j] = s.image[si]
+        y[b * crop * crop + i * crop + j] = s.label[si]
       }
     }
   }
@@ -82,10 +88,10 @@ export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneI
   const held = all.slice(all.length - o.holdout)
   log(`${train.length} training images, ${held.length} held back for evaluation`)
 
-  const model = await createModel({ arch: 'fcn', backbone: 'resnet18', numClasses: 2, inChannels: 1, outputStride: o.outputStride })
-  log(`model: FCN-ResNet18 (output stride ${o.outputStride}), ${(model.info().parameters / 1e6).toFixed(2)} M parameters`)
+  const model = await createModel({ arch: 'unet', baseChannels: o.baseChannels, numClasses: 2, inChannels: 1 })
+  log(`model: U-Net (${o.baseChannels} channels at the first level), ${(model.info().parameters / 1e6).toFixed(2)} M parameters`)
   const r = rng(o.seed)
-  const lr0 = 0.01
+  const lr0 = o.lr
   // bf16 autocast and channels-last where the CPU has native bf16 (AVX512-BF16 / AMX), else fp32.
   const fast = b.bf16 && !b.cuda ? { precision: 'bf16' as const, channelsLast: true } : {}
   if (b.bf16) log('training with bf16 autocast and channels-last (this CPU has native bf16)')
@@ -94,7 +100,7 @@ export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneI
     const { x, y } = batch(train, o.batch, o.crop, r)
     const lr = lr0 * Math.pow(1 - (step - 1) / o.steps, 0.9) // poly schedule
     const res = await model.trainStep(tensor(x, [o.batch, 1, o.crop, o.crop]), tensor(y, [o.batch, o.crop, o.crop]),
-      { optimizer: { type: 'sgd', lr, momentum: 0.9, weightDecay: 1e-4 }, ...fast })
+      { optimizer: { type: 'adam', lr }, ...fast })
     avg = step === 1 ? res.loss : 0.9 * avg + 0.1 * res.loss
     if (step % 25 === 0 || step === o.steps) log(`step ${step}/${o.steps}  loss ${avg.toFixed(4)}  lr ${lr.toFixed(5)}  ${((Date.now() - t0) / 1000).toFixed(0)} s`)
   }

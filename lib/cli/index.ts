@@ -8,7 +8,7 @@ import { runDemo } from './demo'
 const HELP = `segtorch ${version}: semantic segmentation on libtorch
 
 Usage:
-  segtorch demo [--data DIR] [--out DIR] [--steps N] [--batch N] [--crop N] [--output-stride 8|16|32]
+  segtorch demo [--data DIR] [--out DIR] [--steps N] [--batch N] [--crop N] [--base-channels N] [--lr X]
       Train FCN-ResNet18 on the ISBI 2012 membrane images shipped with segtorch, report IoU on
       held-back images, predict the test images and write their masks (PNG) to --out.
   segtorch info
@@ -31,8 +31,9 @@ async function main (argv: string[]): Promise<number> {
       options: {
         data: { type: 'string', default: path.join(__dirname, '..', '..', 'data', 'membrane') },
         out: { type: 'string', default: path.join(process.cwd(), 'runs', 'demo') },
-        steps: { type: 'string', default: '200' },
-        'output-stride': { type: 'string', default: '16' },
+        steps: { type: 'string', default: '300' },
+        'base-channels': { type: 'string', default: '16' },
+        lr: { type: 'string', default: '0.001' },
         batch: { type: 'string', default: '4' },
         crop: { type: 'string', default: '256' },
         holdout: { type: 'string', default: '5' },
@@ -53,7 +54,8 @@ async function main (argv: string[]): Promise<number> {
       crop: int('crop', values.crop, 32),
       holdout: int('holdout', values.holdout, 1),
       seed: int('seed', values.seed, 0),
-      outputStride: ([8, 16, 32] as const).find((s) => s === Number(values['output-stride'])) ?? (() => { throw new RangeError(`Expected 8, 16 or 32 for --output-stride but received ${values['output-stride']}`) })(),
+      baseChannels: int('base-channels', values['base-channels'], 1),
+      lr: (() => { const v = Number(values.lr); if (!(v > 0 && v < 1)) throw new RangeError(`Expected a learning rate in (0, 1) for --lr but received ${values.lr}`); return v })(),
       log: (line) => process.stdout.write(line + '\n')
     })
     return 0
