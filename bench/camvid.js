@@ -130,7 +130,7 @@ async function runOurs (precision, dir, train, val, ord, initFile) {
   for (let n = 0; n < val.n; n++) {
     const x = st.tensor(new Uint8Array(val.x.subarray(n * 3 * H * W, (n + 1) * 3 * H * W)), [1, 3, H, W])
     const p = await model.predict(x, { precision: fast.precision })
-    Buffer.from(p.dataSync().buffer).copy(pred, n * H * W)
+    pred.set(p.dataSync(), n * H * W) // int32 labels -> bytes
     p.dispose()
   }
   model.dispose()
