@@ -52,6 +52,8 @@ InferOptions ReadInferOptions(const Napi::Value& v) {
   o.flip = GetBool(obj, "flip", o.flip);
   o.output = GetString(obj, "output", o.output);
   o.precision = GetString(obj, "precision", o.precision);
+  o.channels_last = GetBool(obj, "channelsLast", o.channels_last);
+  o.fold_batch_norm = GetBool(obj, "foldBatchNorm", o.fold_batch_norm);
   return o;
 }
 
