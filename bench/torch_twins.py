@@ -72,10 +72,21 @@ class CRP(nn.Module):  # blocks/refinenet.cc CRPBlock: 4 x (maxpool 5, 1x1 conv)
         return x
 
 
+class Clamp6(nn.Module):
+    """ReLU6 as clamp(0, 6), as segtorch has it: PyTorch 1.13's hardtanh backward has no bf16 CPU kernel."""
+
+    def forward(self, x):
+        return x.clamp(0, 6)
+
+
 class LWRefineNetMobile(nn.Module):  # native/models/lwrefinenet.cc, mobilenetv2 branch, output stride 32
     def __init__(self, classes, w=256):
         super().__init__()
         self.features = torchvision.models.mobilenet_v2().features[:18]  # no last 1280 conv
+        for m in self.features.modules():
+            for name, child in m.named_children():
+                if isinstance(child, nn.ReLU6):
+                    setattr(m, name, Clamp6())
         c1 = lambda i: nn.Conv2d(i, w, 1, bias=False)  # noqa: E731
         self.conv8, self.conv7, self.conv6, self.conv5, self.conv4, self.conv3 = c1(320), c1(160), c1(96), c1(64), c1(32), c1(24)
         self.crp4, self.crp3, self.crp2, self.crp1 = CRP(w), CRP(w), CRP(w), CRP(w)

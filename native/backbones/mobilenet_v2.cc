@@ -20,7 +20,9 @@ class ConvBNReLU6Impl : public nn::SequentialImpl {
     push_back(nn::Conv2d(
         nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).dilation(dilation).groups(groups).bias(false)));
     push_back(BatchNorm2d(out));
-    push_back(nn::ReLU6());
+    // ReLU6 as clamp(0, 6): the same function, but libtorch 1.13's hardtanh backward has no bf16
+    // CPU kernel, and bf16 autocast is the default on CPUs with native bf16.
+    push_back(nn::Functional([](const torch::Tensor& x) { return x.clamp(0, 6); }));
   }
   torch::Tensor forward(torch::Tensor x) { return nn::SequentialImpl::forward(x); }
 };

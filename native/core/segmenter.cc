@@ -166,7 +166,25 @@ int64_t Segmenter::WeightsVersion() const {
   return v;
 }
 
-SegmentationModel& Segmenter::FoldedNet(bool channels_last) {
+namespace {
+// Convolution weights and biases (Conv2d, ConvTranspose2d) of `net` to `dtype`, layout kept.
+void CastConvolutions(torch::nn::Module& net, at::ScalarType dtype) {
+  auto cast = [dtype](torch::Tensor& t) {
+    if (t.defined() && t.scalar_type() != dtype) t.set_data(t.data().to(dtype));
+  };
+  for (auto& m : net.modules(/*include_self=*/false)) {
+    if (auto* conv = m->as<torch::nn::Conv2d>()) {
+      cast(conv->weight);
+      cast(conv->bias);
+    } else if (auto* up = m->as<torch::nn::ConvTranspose2d>()) {
+      cast(up->weight);
+      cast(up->bias);
+    }
+  }
+}
+}  // namespace
+
+SegmentationModel& Segmenter::FoldedNet(bool channels_last, at::ScalarType dtype) {
   torch::NoGradGuard no_grad;
   int64_t version = WeightsVersion();
   if (!folded_ || folded_source_ != net_.get()) {
@@ -189,14 +207,20 @@ SegmentationModel& Segmenter::FoldedNet(bool channels_last) {
     folded_source_ = net_.get();
     folded_version_ = -1;
     folded_channels_last_ = false;
+    folded_dtype_ = at::kFloat;
   }
-  if (folded_version_ != version) {
+  if (folded_version_ != version || folded_dtype_ != dtype) {
+    // Copied and folded in fp32 (the scale in double), then cast once to the inference type.
+    if (folded_dtype_ != at::kFloat) CastConvolutions(*folded_, at::kFloat);
+    folded_dtype_ = at::kFloat;
     UnfoldBatchNorm(fold_pairs_);
     auto src_p = net_->named_parameters(), dst_p = folded_->named_parameters();
     for (const auto& kv : src_p) dst_p[kv.key()].copy_(kv.value());
     auto src_b = net_->named_buffers(), dst_b = folded_->named_buffers();
     for (const auto& kv : src_b) dst_b[kv.key()].copy_(kv.value());
     FoldBatchNorm(fold_pairs_);
+    if (dtype != at::kFloat) CastConvolutions(*folded_, dtype);
+    folded_dtype_ = dtype;
     folded_version_ = version;
   }
   if (folded_channels_last_ != channels_last) {
@@ -221,8 +245,9 @@ torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions
   torch::Tensor result;
   try {
     SegmentationModel* net = net_.get();
+    at::ScalarType dtype = options.precision == "fp16" ? at::kHalf : options.precision == "bf16" ? at::kBFloat16 : at::kFloat;
     if (options.fold_batch_norm) {
-      net = &FoldedNet(options.channels_last);
+      net = &FoldedNet(options.channels_last, dtype);
     } else {
       net_->eval();
       SetLayout(options.channels_last);
@@ -230,9 +255,8 @@ torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions
     c10::InferenceMode inference;
     torch::Tensor x = PrepareImages(images);
     if (options.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
-    at::ScalarType dtype = options.precision == "fp16" ? at::kHalf : at::kBFloat16;
     LogitsFn logits = [&](const torch::Tensor& input) {
-      AutocastGuard guard(device_, dtype, options.precision != "fp32");
+      AutocastGuard guard(device_, dtype, dtype != at::kFloat);
       return Run(input, net).out;
     };
     result = Infer(logits, x, options);

@@ -127,7 +127,9 @@ class Segmenter {
   SegOutput Run(const torch::Tensor& x, SegmentationModel* net = nullptr);
   // The network predict() runs when folding: a copy of net_ in eval mode with every foldable
   // BatchNorm folded into its convolution, rebuilt when net_'s weights or buffers change.
-  SegmentationModel& FoldedNet(bool channels_last);
+  // dtype: the autocast type predict runs in (kFloat: none); convolution weights are kept in it so
+  // that autocast does not cast them again on every call.
+  SegmentationModel& FoldedNet(bool channels_last, at::ScalarType dtype);
   // Changes whenever a parameter or buffer of net_ is modified in place or replaced.
   int64_t WeightsVersion() const;
   void EnsureOptimizer(const TrainStepOptions& o);
@@ -163,6 +165,7 @@ class Segmenter {
   int64_t folded_version_ = -1;
   std::vector<FoldPair> fold_pairs_;
   bool folded_channels_last_ = false;
+  at::ScalarType folded_dtype_ = at::kFloat;
   LossScaler scaler_;
   std::unique_ptr<ConfusionMatrix> confusion_;
 };
