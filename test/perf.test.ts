@@ -2,7 +2,7 @@
 // and channels-last. (Speed itself is measured in bench/, never asserted here.)
 import * as assert from 'assert'
 import * as path from 'path'
-import { backend, createModel, loadModel, Model, ModelOptions, tensor, Tensor } from '../lib'
+import { backend, createModel, loadModel, Model, ModelOptions, tensor } from '../lib'
 import { readImage } from '../lib/data'
 import { randomImages, randomMasks, rejects, ROOT, tmpdir } from './helpers'
 
@@ -157,7 +157,7 @@ describe('precision and layout defaults', () => {
       const test = await readImage(path.join(ROOT, 'data/membrane/train/image/10.png'), 1)
       const t = new Uint8Array(S * S)
       crop(test.data, 200, 200, t, 0, (v) => v)
-      const x: Tensor = tensor(t, [1, 1, S, S])
+      const x = tensor(t, [1, 1, S, S])
       const a = (await model.predict(x, { precision: 'fp32' })).dataSync()
       const b = (await model.predict(x, { precision: 'bf16' })).dataSync()
       let same = 0
