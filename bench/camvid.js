@@ -107,8 +107,8 @@ function score (pred, val) {
 async function runOurs (precision, dir, train, val, ord, initFile) {
   const model = await st.createModel({ arch: 'pspnet', backbone: 'resnet18', numClasses: NC, outputStride, aux: true })
   await model.loadStateDict(initFile)
-  const b = st.backend()
-  const fast = precision === 'auto' ? (b.bf16 ? { precision: 'bf16', channelsLast: true } : { precision: 'fp32' }) : { precision: 'fp32' }
+  // 'auto': this library's defaults (no options); 'fp32': fp32 in PyTorch's default NCHW layout.
+  const fast = precision === 'auto' ? {} : { precision: 'fp32', channelsLast: false }
   const xb = Buffer.alloc(batch * 3 * H * W); const yb = Buffer.alloc(batch * H * W)
   const losses = []
   const t0 = process.hrtime.bigint()
@@ -129,7 +129,7 @@ async function runOurs (precision, dir, train, val, ord, initFile) {
   const pred = Buffer.alloc(val.y.length)
   for (let n = 0; n < val.n; n++) {
     const x = st.tensor(new Uint8Array(val.x.subarray(n * 3 * H * W, (n + 1) * 3 * H * W)), [1, 3, H, W])
-    const p = await model.predict(x, { precision: fast.precision })
+    const p = await model.predict(x, fast)
     pred.set(p.dataSync(), n * H * W) // int32 labels -> bytes
     p.dispose()
   }

@@ -122,13 +122,14 @@ async function writeJson (file: string, value: unknown): Promise<void> {
 
 /** What evaluate() needs of a model: ours (Model) or a TorchScript one (ScriptModel). */
 export interface EvaluableModel {
+  readonly device: string
   readonly config: { readonly inChannels: number }
   _native (): Pick<NativeModel, 'evalReset' | 'evalUpdate' | 'evalCompute'>
 }
 
 export async function evaluate (model: EvaluableModel, data: BatchSource, options?: PredictOptions & { ignoreIndex?: number }): Promise<Evaluation> {
   const o = v.optionsObject('evaluate options', options)
-  const infer = resolvePredictOptions(o, 'evaluate options', ['ignoreIndex'])
+  const infer = resolvePredictOptions(o, 'evaluate options', ['ignoreIndex'], model.device)
   const ignore = o.ignoreIndex === undefined ? 255 : v.integer('ignoreIndex', o.ignoreIndex, -1)
   const native = model._native()
   await withStack(() => native.evalReset(ignore))
@@ -177,7 +178,7 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
     if (Number.isFinite(iterations)) schedule.total = iterations
     else if (perEpoch !== undefined && Number.isFinite(epochs)) schedule.total = Math.max(1, Math.floor(perEpoch * epochs / accumulate))
   }
-  const step = resolveStepOptions({ ...stepKeys, schedule }, model.config.numClasses, 'fit options', FIT_KEYS)
+  const step = resolveStepOptions({ ...stepKeys, schedule }, model.config.numClasses, 'fit options', FIT_KEYS, model.device)
 
   let state: FitState = { epoch: 0, batchInEpoch: 0, history: { epochs: [], steps: model.info().steps, stopped: 'completed' }, total: step.schedule.total ?? 0 }
   if (o.resume !== undefined) {

@@ -103,10 +103,14 @@ export interface TrainStepOptions {
   noDecayOnNormAndBias?: boolean
   /** Learning-rate schedule, applied per optimizer update. */
   schedule?: ScheduleOptions
-  /** 'fp32' (default), 'bf16' (autocast; CPU or CUDA) or 'fp16' (CUDA autocast with a dynamic loss scaler). */
-  precision?: 'fp32' | 'bf16' | 'fp16'
-  /** Channels-last memory layout (faster convolutions with oneDNN / cuDNN). Default false. */
-  channelsLast?: boolean
+  /**
+   * 'auto' (default): 'bf16' on a CPU with native bf16 (AMX / AVX512-BF16), 'fp16' on CUDA, else
+   * 'fp32'. 'fp32' turns mixed precision off; 'bf16' is autocast (CPU or CUDA); 'fp16' is CUDA
+   * autocast with a dynamic loss scaler.
+   */
+  precision?: 'auto' | 'fp32' | 'bf16' | 'fp16'
+  /** Channels-last memory layout (faster convolutions with oneDNN / cuDNN). Default 'auto': on with oneDNN or CUDA; false turns it off. */
+  channelsLast?: boolean | 'auto'
   /** Clip the gradients' global L2 norm to this (0 = off). */
   clipGradNorm?: number
   /** Micro-batches per optimizer update (gradient accumulation). Default 1. */
@@ -147,8 +151,16 @@ export interface PredictOptions {
   flip?: boolean
   /** 'labels' (int32 [N, H, W], default), 'probs' or 'logits' (float32 [N, K, H, W]). */
   output?: 'labels' | 'probs' | 'logits'
-  /** 'fp32' (default) or 'bf16' (autocast). */
-  precision?: 'fp32' | 'bf16'
+  /** 'auto' (default: as for training, see TrainStepOptions.precision), 'fp32', 'bf16' (autocast) or 'fp16' (CUDA only). */
+  precision?: 'auto' | 'fp32' | 'bf16' | 'fp16'
+  /** Channels-last layout. Default 'auto': on with oneDNN or CUDA. */
+  channelsLast?: boolean | 'auto'
+  /**
+   * Run a copy of the network with each BatchNorm folded into the convolution before it (same
+   * results within float rounding, less memory traffic). The copy is rebuilt after the weights
+   * change; training and saved files always use the unfolded weights. Default true.
+   */
+  foldBatchNorm?: boolean
   /**
    * Dense CRF (DeepLab v1/v2) on the averaged probabilities, at the images' colours (float images
    * are un-normalised with the model's mean and std): `true` for the defaults or CrfOptions.
@@ -157,7 +169,41 @@ export interface PredictOptions {
   crf?: boolean | CrfOptions
 }
 
-const PREDICT_KEYS = ['mode', 'crop', 'stride', 'scales', 'flip', 'output', 'precision', 'crf'] as const
+const PREDICT_KEYS = ['mode', 'crop', 'stride', 'scales', 'flip', 'output', 'precision', 'channelsLast', 'foldBatchNorm', 'crf'] as const
+
+let backendCache: { mkldnn: boolean, bf16: boolean } | undefined
+function cpuFeatures (): { mkldnn: boolean, bf16: boolean } {
+  if (backendCache === undefined) {
+    const b = binding.backend()
+    backendCache = { mkldnn: b.mkldnn, bf16: b.bf16 }
+  }
+  return backendCache
+}
+
+/** What precision 'auto' means on `device`: fp16 on CUDA, bf16 on a CPU with native bf16, else fp32. */
+export function autoPrecision (device: string): 'fp32' | 'bf16' | 'fp16' {
+  if (device.startsWith('cuda')) return 'fp16'
+  return cpuFeatures().bf16 ? 'bf16' : 'fp32'
+}
+
+/** What channelsLast 'auto' means on `device`: on with CUDA (cuDNN) and with oneDNN on the CPU. */
+export function autoChannelsLast (device: string): boolean {
+  return device.startsWith('cuda') ? true : cpuFeatures().mkldnn
+}
+
+function resolvePrecision<P extends string> (value: unknown, allowed: readonly P[], device: string): P {
+  const p = value === undefined ? 'auto' : v.oneOf('precision', value, ['auto', ...allowed] as const)
+  const resolved = (p === 'auto' ? autoPrecision(device) : p) as P
+  if (resolved === 'fp16' && !device.startsWith('cuda')) {
+    throw new RangeError(`Expected precision 'auto', 'fp32' or 'bf16' on the CPU but received 'fp16' (fp16 autocast needs CUDA)`)
+  }
+  return resolved
+}
+
+function resolveChannelsLast (value: unknown, device: string): boolean {
+  if (value === undefined || value === 'auto') return autoChannelsLast(device)
+  return v.boolean('channelsLast', value)
+}
 
 function pair (name: string, value: unknown, def: [number, number]): [number, number] {
   if (value === undefined) return def
@@ -166,7 +212,7 @@ function pair (name: string, value: unknown, def: [number, number]): [number, nu
   throw typeError(name, 'a positive integer or [h, w]', value)
 }
 
-export function resolvePredictOptions (options: unknown, where = 'predict options', extraKeys: readonly string[] = []): Required<Omit<PredictOptions, 'crf'>> & { crop: [number, number], stride: [number, number], crf?: ResolvedCrfOptions } {
+export function resolvePredictOptions (options: unknown, where = 'predict options', extraKeys: readonly string[] = [], device = 'cpu'): Required<Omit<PredictOptions, 'crf'>> & { crf?: ResolvedCrfOptions, crop: [number, number], stride: [number, number], precision: 'fp32' | 'bf16' | 'fp16', channelsLast: boolean } {
   const o = v.optionsObject(where, options)
   v.checkKeys(where, o, [...PREDICT_KEYS, ...extraKeys])
   const mode = o.mode === undefined ? 'whole' : v.oneOf('mode', o.mode, ['whole', 'slide'] as const)
@@ -188,7 +234,9 @@ export function resolvePredictOptions (options: unknown, where = 'predict option
     scales,
     flip: o.flip === undefined ? false : v.boolean('flip', o.flip),
     output,
-    precision: o.precision === undefined ? 'fp32' : v.oneOf('precision', o.precision, ['fp32', 'bf16'] as const),
+    precision: resolvePrecision(o.precision, ['fp32', 'bf16', 'fp16'] as const, device),
+    channelsLast: resolveChannelsLast(o.channelsLast, device),
+    foldBatchNorm: o.foldBatchNorm === undefined ? true : v.boolean('foldBatchNorm', o.foldBatchNorm),
     ...(crf ? { crf } : {})
   }
 }
@@ -337,7 +385,7 @@ export function resolveOptimizer (options: unknown): Required<OptimizerOptions> 
   return { type, lr, momentum, weightDecay, nesterov, betas, eps }
 }
 
-export function resolveStepOptions (options: unknown, numClasses?: number, where = 'trainStep options', extraKeys: readonly string[] = []): Required<TrainStepOptions> {
+export function resolveStepOptions (options: unknown, numClasses?: number, where = 'trainStep options', extraKeys: readonly string[] = [], device = 'cpu'): Required<TrainStepOptions> & { precision: 'fp32' | 'bf16' | 'fp16', channelsLast: boolean } {
   const o = v.optionsObject(where, options)
   v.checkKeys(where, o, [...STEP_KEYS, ...extraKeys])
   if (o.lossOptions !== undefined && (o.lossOptions as Record<string, unknown>).ignoreIndex !== undefined) {
@@ -352,8 +400,8 @@ export function resolveStepOptions (options: unknown, numClasses?: number, where
     headLrMultiplier: o.headLrMultiplier === undefined ? 1 : v.number('headLrMultiplier', o.headLrMultiplier, 0, Infinity, true),
     noDecayOnNormAndBias: o.noDecayOnNormAndBias === undefined ? false : v.boolean('noDecayOnNormAndBias', o.noDecayOnNormAndBias),
     schedule: resolveSchedule(o.schedule),
-    precision: o.precision === undefined ? 'fp32' : v.oneOf('precision', o.precision, ['fp32', 'bf16', 'fp16'] as const),
-    channelsLast: o.channelsLast === undefined ? false : v.boolean('channelsLast', o.channelsLast),
+    precision: resolvePrecision(o.precision, ['fp32', 'bf16', 'fp16'] as const, device),
+    channelsLast: resolveChannelsLast(o.channelsLast, device),
     clipGradNorm: o.clipGradNorm === undefined ? 0 : v.number('clipGradNorm', o.clipGradNorm, 0),
     accumulate: o.accumulate === undefined ? 1 : v.integer('accumulate', o.accumulate, 1, 1024),
     depthLoss: o.depthLoss === undefined ? 'berhu' : v.oneOf('depthLoss', o.depthLoss, ['l1', 'berhu'] as const),
@@ -431,7 +479,7 @@ export class Model {
   predict<N extends number, H extends number, W extends number> (images: Images<N, H, W>, options: PredictOptions & { output: 'probs' | 'logits' }): Promise<Tensor<'float32', readonly [N, number, H, W]>>
   predict (images: Images[], options?: PredictOptions): Promise<Tensor[]>
   async predict (images: Images | Images[], options?: PredictOptions): Promise<Tensor | Tensor[]> {
-    const o = resolvePredictOptions(options)
+    const o = resolvePredictOptions(options, 'predict options', [], this.device)
     const native = this.#n()
     if (Array.isArray(images)) {
       const list = images.map((x, i) => checkImages(`images[${i}]`, x, this.config.inChannels))
@@ -452,7 +500,7 @@ export class Model {
     const x = checkImages('images', images, this.config.inChannels)
     const y = checkMasks(masks, x)
     const { depth, ...rest } = (options ?? {}) as TrainStepOptions & { depth?: Tensor }
-    const o = resolveStepOptions(rest, this.config.numClasses)
+    const o = resolveStepOptions(rest, this.config.numClasses, 'trainStep options', [], this.device)
     const d = depth === undefined ? undefined : checkDepth(depth, x)
     const native = this.#n()
     const r = await withStack(() => native.trainStep(x._native(), y._native(), o as unknown as Record<string, unknown>, d?._native()))
@@ -531,7 +579,7 @@ export class Model {
   async checkGradients (images: Images, masks: Masks, options?: TrainStepOptions): Promise<string[]> {
     const x = checkImages('images', images, this.config.inChannels)
     const y = checkMasks(masks, x)
-    const o = resolveStepOptions(options, this.config.numClasses)
+    const o = resolveStepOptions(options, this.config.numClasses, 'checkGradients options', [], this.device)
     const native = this.#n()
     return withStack(() => native.checkGradients(x._native(), y._native(), o as unknown as Record<string, unknown>))
   }

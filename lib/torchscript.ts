@@ -47,6 +47,16 @@ export interface TorchScriptInfo {
 const OPTION_KEYS = ['device', 'inChannels', 'mean', 'std', 'numClasses', 'probeSize', 'batching'] as const
 const disposeSymbol: symbol = (Symbol as unknown as { dispose?: symbol }).dispose ?? Symbol.for('nodejs.dispose')
 
+/**
+ * A user's TorchScript module has unknown numerics: it runs in fp32 unless `precision` asks for
+ * 'bf16' (our own models' 'auto' default does not apply). channelsLast and foldBatchNorm do not
+ * apply to TorchScript modules.
+ */
+function fp32ByDefault<T> (where: string, options: T): T {
+  const o = v.optionsObject(where, options)
+  return (o.precision === undefined ? { ...o, precision: 'fp32' } : o) as T
+}
+
 /** A TorchScript segmentation model: predict, evaluate, batching. Created by loadTorchScript(). */
 export class ScriptModel {
   readonly path: string
@@ -88,7 +98,7 @@ export class ScriptModel {
   predict<N extends number, H extends number, W extends number> (images: Images<N, H, W>, options: PredictOptions & { output: 'probs' | 'logits' }): Promise<Tensor<'float32', readonly [N, number, H, W]>>
   predict (images: Images[], options?: PredictOptions): Promise<Tensor[]>
   async predict (images: Images | Images[], options?: PredictOptions): Promise<Tensor | Tensor[]> {
-    const o = resolvePredictOptions(options)
+    const o = resolvePredictOptions(fp32ByDefault('predict options', options), 'predict options', [], this.device)
     const native = this.#n()
     if (Array.isArray(images)) {
       const list = images.map((x, i) => checkImages(`images[${i}]`, x, this.config.inChannels))
@@ -102,7 +112,7 @@ export class ScriptModel {
 
   /** mIoU, accuracies, fwIoU, Dice and the confusion matrix on `data`, as Model.evaluate. */
   async evaluate (data: BatchSource, options?: PredictOptions & { ignoreIndex?: number }): Promise<Evaluation> {
-    return evaluate(this, data, options)
+    return evaluate(this, data, fp32ByDefault('evaluate options', options))
   }
 
   /** Request batching, as Model.setBatching. */

@@ -79,7 +79,7 @@ describe('training engine', () => {
     const x = randomImages(2, 3, 32, 32)
     const y = randomMasks(2, 32, 32, 3)
     if (model.device === 'cpu') await rejects(model.trainStep(x, y, { precision: 'fp16' }), RangeError, /fp16/)
-    await rejects(model.trainStep(x, y, { precision: 'fp8' as never }), RangeError, /'fp32', 'bf16', 'fp16' for precision/)
+    await rejects(model.trainStep(x, y, { precision: 'fp8' as never }), RangeError, /'auto', 'fp32', 'bf16', 'fp16' for precision/)
     await rejects(model.trainStep(x, y, { accumulate: 0 }), RangeError, /accumulate/)
     await rejects(model.trainStep(x, y, { lossOptions: { classWeights: [1, 1] } }), RangeError, /3 entries/)
     assert.strictEqual(model.info().steps, 0)

@@ -1,4 +1,5 @@
 #include "backbones/mobilenet_v2.h"
+#include "blocks/batch_norm.h"
 
 #include <string>
 
@@ -18,8 +19,10 @@ class ConvBNReLU6Impl : public nn::SequentialImpl {
     int64_t padding = (kernel - 1) / 2 * dilation;
     push_back(nn::Conv2d(
         nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).dilation(dilation).groups(groups).bias(false)));
-    push_back(nn::BatchNorm2d(out));
-    push_back(nn::ReLU6());
+    push_back(BatchNorm2d(out));
+    // ReLU6 as clamp(0, 6): the same function, but libtorch 1.13's hardtanh backward has no bf16
+    // CPU kernel, and bf16 autocast is the default on CPUs with native bf16.
+    push_back(nn::Functional([](const torch::Tensor& x) { return x.clamp(0, 6); }));
   }
   torch::Tensor forward(torch::Tensor x) { return nn::SequentialImpl::forward(x); }
 };
@@ -34,7 +37,7 @@ InvertedResidualImpl::InvertedResidualImpl(int64_t in, int64_t out, int64_t stri
   if (expand_ratio != 1) layers->push_back(ConvBNReLU6(in, hidden, 1));
   layers->push_back(ConvBNReLU6(hidden, hidden, 3, stride, hidden, dilation));
   layers->push_back(nn::Conv2d(nn::Conv2dOptions(hidden, out, 1).bias(false)));
-  layers->push_back(nn::BatchNorm2d(out));
+  layers->push_back(BatchNorm2d(out));
   conv = register_module("conv", layers);
 }
 
@@ -91,7 +94,7 @@ MobileNetV2Impl::MobileNetV2Impl(const MobileNetV2Options& o) {
     if (auto* c = m->as<nn::Conv2d>()) {
       nn::init::kaiming_normal_(c->weight, 0.0, torch::kFanOut, torch::kReLU);
       if (c->bias.defined()) nn::init::zeros_(c->bias);
-    } else if (auto* bn = m->as<nn::BatchNorm2d>()) {
+    } else if (auto* bn = m->as<BatchNorm2d>()) {
       nn::init::ones_(bn->weight);
       nn::init::zeros_(bn->bias);
     }

@@ -1,4 +1,5 @@
 #include "backbones/resnet.h"
+#include "blocks/batch_norm.h"
 
 #include "common/errors.h"
 
@@ -21,9 +22,9 @@ class BasicBlockImpl : public nn::Module {
   BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride, nn::Sequential downsample, int64_t dilation,
                  int64_t previous_dilation)
       : conv1(register_module("conv1", Conv3x3(inplanes, planes, stride, previous_dilation))),
-        bn1(register_module("bn1", nn::BatchNorm2d(planes))),
+        bn1(register_module("bn1", BatchNorm2d(planes))),
         conv2(register_module("conv2", Conv3x3(planes, planes, 1, dilation))),
-        bn2(register_module("bn2", nn::BatchNorm2d(planes))),
+        bn2(register_module("bn2", BatchNorm2d(planes))),
         downsample(downsample) {
     if (downsample) register_module("downsample", downsample);
   }
@@ -34,9 +35,9 @@ class BasicBlockImpl : public nn::Module {
     return (out += identity).relu_();
   }
   nn::Conv2d conv1;
-  nn::BatchNorm2d bn1;
+  BatchNorm2d bn1;
   nn::Conv2d conv2;
-  nn::BatchNorm2d bn2;
+  BatchNorm2d bn2;
   nn::Sequential downsample;
 };
 TORCH_MODULE(BasicBlock);
@@ -47,11 +48,11 @@ class BottleneckImpl : public nn::Module {
   // torchvision: the first block of a layer uses the previous dilation in its 3x3 conv.
   BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride, nn::Sequential downsample, int64_t dilation)
       : conv1(register_module("conv1", Conv1x1(inplanes, planes))),
-        bn1(register_module("bn1", nn::BatchNorm2d(planes))),
+        bn1(register_module("bn1", BatchNorm2d(planes))),
         conv2(register_module("conv2", Conv3x3(planes, planes, stride, dilation))),
-        bn2(register_module("bn2", nn::BatchNorm2d(planes))),
+        bn2(register_module("bn2", BatchNorm2d(planes))),
         conv3(register_module("conv3", Conv1x1(planes, planes * kExpansion))),
-        bn3(register_module("bn3", nn::BatchNorm2d(planes * kExpansion))),
+        bn3(register_module("bn3", BatchNorm2d(planes * kExpansion))),
         downsample(downsample) {
     if (downsample) register_module("downsample", downsample);
   }
@@ -63,11 +64,11 @@ class BottleneckImpl : public nn::Module {
     return (out += identity).relu_();
   }
   nn::Conv2d conv1;
-  nn::BatchNorm2d bn1;
+  BatchNorm2d bn1;
   nn::Conv2d conv2;
-  nn::BatchNorm2d bn2;
+  BatchNorm2d bn2;
   nn::Conv2d conv3;
-  nn::BatchNorm2d bn3;
+  BatchNorm2d bn3;
   nn::Sequential downsample;
 };
 TORCH_MODULE(Bottleneck);
@@ -103,7 +104,7 @@ ResNetImpl::ResNetImpl(const ResNetOptions& o) {
   }
   if (o.in_channels() < 1) ThrowRange("Expected inChannels >= 1 but received " + std::to_string(o.in_channels()));
   conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(o.in_channels(), 64, 7).stride(2).padding(3).bias(false)));
-  bn1 = register_module("bn1", nn::BatchNorm2d(64));
+  bn1 = register_module("bn1", BatchNorm2d(64));
   layer1 = register_module("layer1", make_layer(bottleneck, 64, blocks[0], 1, false));
   layer2 = register_module("layer2", make_layer(bottleneck, 128, blocks[1], 2, false));
   layer3 = register_module("layer3", make_layer(bottleneck, 256, blocks[2], 2, dilate3));
@@ -116,7 +117,7 @@ ResNetImpl::ResNetImpl(const ResNetOptions& o) {
   for (auto& m : modules(/*include_self=*/false)) {
     if (auto* conv = m->as<nn::Conv2d>()) {
       nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
-    } else if (auto* bn = m->as<nn::BatchNorm2d>()) {
+    } else if (auto* bn = m->as<BatchNorm2d>()) {
       nn::init::constant_(bn->weight, 1.0);
       nn::init::constant_(bn->bias, 0.0);
     }
@@ -132,7 +133,7 @@ nn::Sequential ResNetImpl::make_layer(bool bottleneck, int64_t planes, int64_t b
   }
   nn::Sequential downsample{nullptr};
   if (stride != 1 || inplanes_ != planes * expansion) {
-    downsample = nn::Sequential(Conv1x1(inplanes_, planes * expansion, stride), nn::BatchNorm2d(planes * expansion));
+    downsample = nn::Sequential(Conv1x1(inplanes_, planes * expansion, stride), BatchNorm2d(planes * expansion));
   }
   nn::Sequential layer;
   if (bottleneck) {

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "backbones/backbone.h"
+#include "blocks/batch_norm.h"
 
 #include <vector>
 
@@ -30,7 +31,7 @@ class ResNetImpl : public BackboneImpl {
   std::vector<int64_t> strides() const override { return strides_; }
 
   torch::nn::Conv2d conv1{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr};
+  BatchNorm2d bn1{nullptr};
   torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
 
  private:

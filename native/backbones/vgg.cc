@@ -1,4 +1,5 @@
 #include "backbones/vgg.h"
+#include "blocks/batch_norm.h"
 
 #include "common/errors.h"
 
@@ -31,7 +32,7 @@ VGGImpl::VGGImpl(const VGGOptions& o) : output_stride_(o.output_stride()) {
     size_t begin = features->size();
     for (int64_t out : kVGG16[b]) {
       features->push_back(nn::Conv2d(nn::Conv2dOptions(in, out, 3).padding(dilation).dilation(dilation)));
-      if (o.batch_norm()) features->push_back(nn::BatchNorm2d(out));
+      if (o.batch_norm()) features->push_back(BatchNorm2d(out));
       features->push_back(nn::ReLU(nn::ReLUOptions().inplace(true)));
       in = out;
     }
@@ -56,7 +57,7 @@ VGGImpl::VGGImpl(const VGGOptions& o) : output_stride_(o.output_stride()) {
     if (auto* conv = m->as<nn::Conv2d>()) {
       nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
       nn::init::constant_(conv->bias, 0.0);
-    } else if (auto* bn = m->as<nn::BatchNorm2d>()) {
+    } else if (auto* bn = m->as<BatchNorm2d>()) {
       nn::init::constant_(bn->weight, 1.0);
       nn::init::constant_(bn->bias, 0.0);
     }

@@ -1,4 +1,5 @@
 #include "backbones/xception.h"
+#include "blocks/batch_norm.h"
 
 #include "blocks/conv_bn_relu.h"
 #include "common/errors.h"
@@ -19,18 +20,18 @@ class SeparableConvImpl : public nn::Module {
                                                                 .dilation(dilation)
                                                                 .groups(in)
                                                                 .bias(false)))),
-        depthwise_bn(register_module("depthwise_bn", nn::BatchNorm2d(in))),
+        depthwise_bn(register_module("depthwise_bn", BatchNorm2d(in))),
         pointwise(register_module("pointwise", nn::Conv2d(nn::Conv2dOptions(in, out, 1).bias(false)))),
-        pointwise_bn(register_module("pointwise_bn", nn::BatchNorm2d(out))),
+        pointwise_bn(register_module("pointwise_bn", BatchNorm2d(out))),
         relu_out_(relu_out) {}
   torch::Tensor forward(const torch::Tensor& x) {
     auto y = pointwise_bn(pointwise(depthwise_bn(depthwise(x)).relu_()));
     return relu_out_ ? y.relu_() : y;
   }
   nn::Conv2d depthwise;
-  nn::BatchNorm2d depthwise_bn;
+  BatchNorm2d depthwise_bn;
   nn::Conv2d pointwise;
-  nn::BatchNorm2d pointwise_bn;
+  BatchNorm2d pointwise_bn;
 
  private:
   bool relu_out_;
@@ -53,7 +54,7 @@ class XceptionBlockImpl : public nn::Module {
     }
     if (skip == Skip::kConv) {
       shortcut_ = register_module("shortcut", nn::Conv2d(nn::Conv2dOptions(in, depths[2], 1).stride(stride).bias(false)));
-      shortcut_bn_ = register_module("shortcut_bn", nn::BatchNorm2d(depths[2]));
+      shortcut_bn_ = register_module("shortcut_bn", BatchNorm2d(depths[2]));
     }
   }
   // `second`, when given, receives the output of the second separable conv.
@@ -77,7 +78,7 @@ class XceptionBlockImpl : public nn::Module {
   bool pre_activation_;
   std::vector<SeparableConv> sep_;
   nn::Conv2d shortcut_{nullptr};
-  nn::BatchNorm2d shortcut_bn_{nullptr};
+  BatchNorm2d shortcut_bn_{nullptr};
 };
 TORCH_MODULE(XceptionBlock);
 
@@ -91,9 +92,9 @@ XceptionImpl::XceptionImpl(const XceptionOptions& o) {
   }
   if (o.in_channels() < 1) ThrowRange("Expected inChannels >= 1 but received " + std::to_string(o.in_channels()));
   conv1_1_ = register_module("conv1_1", nn::Conv2d(nn::Conv2dOptions(o.in_channels(), 32, 3).stride(2).padding(1).bias(false)));
-  bn1_1_ = register_module("bn1_1", nn::BatchNorm2d(32));
+  bn1_1_ = register_module("bn1_1", BatchNorm2d(32));
   conv1_2_ = register_module("conv1_2", nn::Conv2d(nn::Conv2dOptions(32, 64, 3).padding(1).bias(false)));
-  bn1_2_ = register_module("bn1_2", nn::BatchNorm2d(64));
+  bn1_2_ = register_module("bn1_2", BatchNorm2d(64));
 
   // The reference's stack_blocks_dense: once the target stride is reached, a block runs with
   // stride 1 at the current rate and multiplies the rate by its nominal stride.

@@ -1,4 +1,5 @@
 #include "blocks/conv_bn_relu.h"
+#include "blocks/batch_norm.h"
 
 namespace segtorch {
 
@@ -8,7 +9,7 @@ nn::Sequential ConvBNReLUSeq(int64_t in_channels, int64_t out_channels, int64_t 
   int64_t pad = dilation * (kernel - 1) / 2;
   return nn::Sequential(
       nn::Conv2d(nn::Conv2dOptions(in_channels, out_channels, kernel).padding(pad).dilation(dilation).bias(false)),
-      nn::BatchNorm2d(out_channels), nn::ReLU());
+      BatchNorm2d(out_channels), nn::ReLU());
 }
 
 nn::Sequential SeparableConvBNReLUSeq(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t dilation) {
@@ -18,9 +19,9 @@ nn::Sequential SeparableConvBNReLUSeq(int64_t in_channels, int64_t out_channels,
                                        .dilation(dilation)
                                        .groups(in_channels)
                                        .bias(false)),
-                        nn::BatchNorm2d(in_channels), nn::ReLU(),
+                        BatchNorm2d(in_channels), nn::ReLU(),
                         nn::Conv2d(nn::Conv2dOptions(in_channels, out_channels, 1).bias(false)),
-                        nn::BatchNorm2d(out_channels), nn::ReLU());
+                        BatchNorm2d(out_channels), nn::ReLU());
 }
 
 namespace {
@@ -28,7 +29,7 @@ void InitOne(nn::Module& m) {
   if (auto* conv = m.as<nn::Conv2d>()) {
     nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
     if (conv->bias.defined()) nn::init::constant_(conv->bias, 0.0);
-  } else if (auto* bn = m.as<nn::BatchNorm2d>()) {
+  } else if (auto* bn = m.as<BatchNorm2d>()) {
     nn::init::constant_(bn->weight, 1.0);
     nn::init::constant_(bn->bias, 0.0);
   }

@@ -1,4 +1,5 @@
 #include "blocks/heads.h"
+#include "blocks/batch_norm.h"
 
 namespace segtorch {
 
@@ -7,7 +8,7 @@ namespace nn = torch::nn;
 nn::Sequential FCNHead(int64_t in_channels, int64_t num_classes) {
   int64_t inter = in_channels / 4;
   return nn::Sequential(nn::Conv2d(nn::Conv2dOptions(in_channels, inter, 3).padding(1).bias(false)),
-                        nn::BatchNorm2d(inter), nn::ReLU(), nn::Dropout(0.1),
+                        BatchNorm2d(inter), nn::ReLU(), nn::Dropout(0.1),
                         nn::Conv2d(nn::Conv2dOptions(inter, num_classes, 1)));
 }
 

@@ -306,6 +306,8 @@ InferOptions ReadInferOptions(const Napi::Value& v) {
   o.flip = GetBool(obj, "flip", o.flip);
   o.output = GetString(obj, "output", o.output);
   o.precision = GetString(obj, "precision", o.precision);
+  o.channels_last = GetBool(obj, "channelsLast", o.channels_last);
+  o.fold_batch_norm = GetBool(obj, "foldBatchNorm", o.fold_batch_norm);
   Napi::Value crf = obj.Get("crf");
   if (crf.IsObject()) o.crf = ReadCrfOptions(crf.As<Napi::Object>());
   return o;

@@ -43,6 +43,8 @@ torch::Device ParseDevice(const std::string& device) {
 Segmenter::Segmenter(ModelConfig config) : config_(std::move(config)), device_(ParseDevice(config_.device)) {
   if (config_.num_classes < 1) ThrowRange("Expected numClasses >= 1 but received " + std::to_string(config_.num_classes));
   if (config_.in_channels < 1) ThrowRange("Expected inChannels >= 1 but received " + std::to_string(config_.in_channels));
+  // cuDNN picks the fastest algorithm per input shape (training shapes repeat batch after batch).
+  if (device_.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
   net_ = CreateNetwork(config_);
   net_->to(device_);
   net_->eval();
@@ -69,7 +71,11 @@ torch::Tensor Segmenter::PrepareImages(const torch::Tensor& images) const {
                std::to_string(images.size(1)));
   }
   if (images.size(0) < 1 || images.size(2) < 1 || images.size(3) < 1) ThrowRange("Expected non-empty images");
-  torch::Tensor x = images.to(device_, /*non_blocking=*/true);
+  // To a GPU: through pinned host memory so that the copy is asynchronous (it overlaps the work
+  // already queued on the stream, e.g. the end of the previous step) and the host does not wait.
+  torch::Tensor host = images;
+  if (device_.is_cuda() && images.is_cpu() && !images.is_pinned()) host = images.pin_memory();
+  torch::Tensor x = host.to(device_, /*non_blocking=*/true);
   if (x.scalar_type() == torch::kByte) {
     x = x.to(torch::kFloat).div_(255.0).sub_(mean_).div_(std_);
   } else if (x.is_floating_point()) {
@@ -94,7 +100,9 @@ torch::Tensor Segmenter::PrepareMasks(const torch::Tensor& masks, const torch::T
   if (st != torch::kByte && st != torch::kLong && st != torch::kInt) {
     ThrowType("Expected masks of dtype uint8, int32 or int64 but received " + std::string(c10::toString(st)));
   }
-  torch::Tensor m = masks.to(device_, /*non_blocking=*/true).to(torch::kLong);
+  torch::Tensor host = masks;
+  if (device_.is_cuda() && masks.is_cpu() && !masks.is_pinned()) host = masks.pin_memory();
+  torch::Tensor m = host.to(device_, /*non_blocking=*/true).to(torch::kLong);
   torch::Tensor bad = ((m < 0) | (m >= config_.num_classes)) & (m != ignore_index);
   if (bad.any().item<bool>()) {
     int64_t value = m.masked_select(bad).flatten()[0].item<int64_t>();
@@ -105,13 +113,14 @@ torch::Tensor Segmenter::PrepareMasks(const torch::Tensor& masks, const torch::T
   return m;
 }
 
-SegOutput Segmenter::Run(const torch::Tensor& x) {
-  int64_t h = x.size(2), w = x.size(3), k = net_->input_multiple();
+SegOutput Segmenter::Run(const torch::Tensor& x, SegmentationModel* net) {
+  if (!net) net = net_.get();
+  int64_t h = x.size(2), w = x.size(3), k = net->input_multiple();
   int64_t ph = (k - h % k) % k, pw = (k - w % k) % k;
-  if (ph == 0 && pw == 0) return net_->forward(x);
+  if (ph == 0 && pw == 0) return net->forward(x);
   // Zero padding after normalisation is padding with the mean colour.
   torch::Tensor padded = F::pad(x, F::PadFuncOptions({0, pw, 0, ph}));
-  SegOutput out = net_->forward(padded);
+  SegOutput out = net->forward(padded);
   auto crop = [&](const torch::Tensor& t) {
     if (t.size(2) == padded.size(2) && t.size(3) == padded.size(3)) return t.narrow(2, 0, h).narrow(3, 0, w);
     // Outputs at another scale (cascades): keep the share that covers the unpadded image.
@@ -126,6 +135,7 @@ SegOutput Segmenter::Run(const torch::Tensor& x) {
 
 SegOutput Segmenter::Forward(const torch::Tensor& images, const std::string& precision) {
   torch::NoGradGuard no_grad;
+  if (net_->is_training()) ++changes_;  // BN statistics move
   torch::Tensor x = PrepareImages(images);
   SegOutput out;
   {
@@ -139,6 +149,7 @@ SegOutput Segmenter::Forward(const torch::Tensor& images, const std::string& pre
 
 std::vector<torch::Tensor> Segmenter::Features(const torch::Tensor& images) {
   torch::NoGradGuard no_grad;
+  if (net_->is_training()) ++changes_;
   auto children = net_->named_children();
   auto* child = children.find("backbone");
   std::shared_ptr<BackboneImpl> backbone = child ? std::dynamic_pointer_cast<BackboneImpl>(*child) : nullptr;
@@ -148,20 +159,105 @@ std::vector<torch::Tensor> Segmenter::Features(const torch::Tensor& images) {
   return feats;
 }
 
+int64_t Segmenter::WeightsVersion() const {
+  int64_t v = changes_;
+  for (const auto& p : net_->parameters()) v += static_cast<int64_t>(p._version());
+  for (const auto& b : net_->buffers()) v += static_cast<int64_t>(b._version());
+  return v;
+}
+
+namespace {
+// Convolution weights and biases (Conv2d, ConvTranspose2d) of `net` to `dtype`, layout kept.
+void CastConvolutions(torch::nn::Module& net, at::ScalarType dtype) {
+  auto cast = [dtype](torch::Tensor& t) {
+    if (t.defined() && t.scalar_type() != dtype) t.set_data(t.data().to(dtype));
+  };
+  for (auto& m : net.modules(/*include_self=*/false)) {
+    if (auto* conv = m->as<torch::nn::Conv2d>()) {
+      cast(conv->weight);
+      cast(conv->bias);
+    } else if (auto* up = m->as<torch::nn::ConvTranspose2d>()) {
+      cast(up->weight);
+      cast(up->bias);
+    }
+  }
+}
+}  // namespace
+
+SegmentationModel& Segmenter::FoldedNet(bool channels_last, at::ScalarType dtype) {
+  torch::NoGradGuard no_grad;
+  int64_t version = WeightsVersion();
+  if (!folded_ || folded_source_ != net_.get()) {
+    // A fresh copy of the architecture; which BNs fold is found once, by tracing it.
+    folded_.reset();
+    fold_pairs_.clear();
+    ModelPtr copy = CreateNetwork(config_);
+    copy->to(device_);
+    copy->eval();
+    int64_t k = copy->input_multiple(), s = std::max<int64_t>(64, 2 * k);
+    s = (s + k - 1) / k * k;
+    torch::Tensor example = torch::randn({1, config_.in_channels, s, s}, torch::TensorOptions().device(device_));
+    fold_pairs_ = FindFoldPairs(*copy, [&]() {
+      SegOutput out = copy->forward(example);
+      std::vector<torch::Tensor> all{out.out};
+      for (auto& a : out.aux) all.push_back(a.second);
+      return all;
+    });
+    folded_ = copy;
+    folded_source_ = net_.get();
+    folded_version_ = -1;
+    folded_channels_last_ = false;
+    folded_dtype_ = at::kFloat;
+  }
+  if (folded_version_ != version || folded_dtype_ != dtype) {
+    // Copied and folded in fp32 (the scale in double), then cast once to the inference type.
+    if (folded_dtype_ != at::kFloat) CastConvolutions(*folded_, at::kFloat);
+    folded_dtype_ = at::kFloat;
+    UnfoldBatchNorm(fold_pairs_);
+    auto src_p = net_->named_parameters(), dst_p = folded_->named_parameters();
+    for (const auto& kv : src_p) dst_p[kv.key()].copy_(kv.value());
+    auto src_b = net_->named_buffers(), dst_b = folded_->named_buffers();
+    for (const auto& kv : src_b) dst_b[kv.key()].copy_(kv.value());
+    FoldBatchNorm(fold_pairs_);
+    if (dtype != at::kFloat) CastConvolutions(*folded_, dtype);
+    folded_dtype_ = dtype;
+    folded_version_ = version;
+  }
+  if (folded_channels_last_ != channels_last) {
+    auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    for (auto& p : folded_->parameters()) {
+      if (p.dim() == 4) p.set_data(p.data().contiguous(format));
+    }
+    for (const auto& pair : fold_pairs_) pair.conv->weight.set_data(pair.conv->weight.data().contiguous(format));
+    folded_channels_last_ = channels_last;
+  }
+  return *folded_;
+}
+
 torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions& options) {
-  if (options.precision != "fp32" && options.precision != "bf16") {
-    ThrowRange("Expected precision 'fp32' or 'bf16' for inference but received '" + options.precision + "'");
+  if (options.precision != "fp32" && options.precision != "bf16" && options.precision != "fp16") {
+    ThrowRange("Expected precision 'fp32', 'bf16' or 'fp16' for inference but received '" + options.precision + "'");
+  }
+  if (options.precision == "fp16" && device_.is_cpu()) {
+    ThrowRange("Expected precision 'fp32' or 'bf16' on the CPU but received 'fp16' (fp16 autocast needs CUDA)");
   }
   bool was_training = net_->is_training();
-  net_->eval();
   torch::Tensor result;
   try {
+    SegmentationModel* net = net_.get();
+    at::ScalarType dtype = options.precision == "fp16" ? at::kHalf : options.precision == "bf16" ? at::kBFloat16 : at::kFloat;
+    if (options.fold_batch_norm) {
+      net = &FoldedNet(options.channels_last, dtype);
+    } else {
+      net_->eval();
+      SetLayout(options.channels_last);
+    }
     c10::InferenceMode inference;
     torch::Tensor x = PrepareImages(images);
-    if (channels_last_) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+    if (options.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
     LogitsFn logits = [&](const torch::Tensor& input) {
-      AutocastGuard guard(device_, at::kBFloat16, options.precision == "bf16");
-      return Run(input).out;
+      AutocastGuard guard(device_, dtype, dtype != at::kFloat);
+      return Run(input, net).out;
     };
     // The CRF's colours: the images on a 0..255 scale (float images are taken as normalised with
     // this model's mean and std).
@@ -265,6 +361,7 @@ void Segmenter::SetLayout(bool channels_last) {
     if (p.dim() == 4) p.set_data(p.data().contiguous(format));
   }
   channels_last_ = channels_last;
+  ++changes_;
 }
 
 torch::Tensor Segmenter::Loss(const torch::Tensor& x, const torch::Tensor& y, const TrainStepOptions& o, StepResult* parts,
@@ -318,6 +415,7 @@ StepResult Segmenter::TrainStep(const torch::Tensor& images, const torch::Tensor
   }
   EnsureOptimizer(o);
   SetLayout(o.channels_last);
+  ++changes_;
   bool was_training = net_->is_training();
   net_->train();
   StepResult result;
@@ -390,6 +488,7 @@ std::vector<std::string> Segmenter::ParametersWithoutGradient(const torch::Tenso
   torch::Tensor x = PrepareImages(images);
   torch::Tensor y = PrepareMasks(masks, images, o.ignore_index);
   SetLayout(o.channels_last);
+  ++changes_;
   bool was_training = net_->is_training();
   net_->train();
   for (auto& p : net_->parameters()) p.mutable_grad() = torch::Tensor();
@@ -479,6 +578,7 @@ StateDictReport Segmenter::LoadStateDict(const std::string& path, bool strict, c
   }
   torch::NoGradGuard no_grad;
   for (auto& c : copies) c.first.copy_(c.second.to(c.first.device(), c.first.scalar_type()));
+  ++changes_;
   report.loaded = static_cast<int64_t>(copies.size());
   return report;
 }
@@ -593,6 +693,8 @@ std::string Segmenter::Load(const std::string& path) {
   fresh->train(net_->is_training());
   net_ = fresh;
   channels_last_ = false;
+  folded_.reset();  // rebuilt from the new network on the next predict
+  folded_source_ = nullptr;
   optimizer_.reset();
   optimizer_signature_.clear();
   pending_optimizer_.reset();

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/fold.h"
 #include "infer/inference.h"
 #include "models/segmentation_model.h"
 #include "train/losses.h"
@@ -122,8 +123,15 @@ class Segmenter {
   // uint8 -> float /255 then (x - mean) / std; float types -> float32 as given. Moved to the device.
   torch::Tensor PrepareImages(const torch::Tensor& images) const;
   torch::Tensor PrepareMasks(const torch::Tensor& masks, const torch::Tensor& images, int64_t ignore_index) const;
-  // Pads to the network's input multiple, runs it, crops back.
-  SegOutput Run(const torch::Tensor& x);
+  // Pads to the network's input multiple, runs it (default: net_), crops back.
+  SegOutput Run(const torch::Tensor& x, SegmentationModel* net = nullptr);
+  // The network predict() runs when folding: a copy of net_ in eval mode with every foldable
+  // BatchNorm folded into its convolution, rebuilt when net_'s weights or buffers change.
+  // dtype: the autocast type predict runs in (kFloat: none); convolution weights are kept in it so
+  // that autocast does not cast them again on every call.
+  SegmentationModel& FoldedNet(bool channels_last, at::ScalarType dtype);
+  // Changes whenever a parameter or buffer of net_ is modified in place or replaced.
+  int64_t WeightsVersion() const;
   void EnsureOptimizer(const TrainStepOptions& o);
   void SetLearningRates(double factor);
   void SetLayout(bool channels_last);
@@ -148,6 +156,16 @@ class Segmenter {
   int64_t steps_ = 0;   // optimizer updates (= schedule position)
   int64_t micro_ = 0;   // micro-batches (gradient accumulation)
   bool channels_last_ = false;
+  // Part of WeightsVersion: calls that may change weights or BN statistics without bumping tensor
+  // versions (set_data(); libtorch 1.13 batch_norm updates running stats behind autograd's back).
+  int64_t changes_ = 0;
+  // The folded copy for inference, the net_ and version it was made from, its pairs and layout.
+  ModelPtr folded_;
+  const SegmentationModel* folded_source_ = nullptr;
+  int64_t folded_version_ = -1;
+  std::vector<FoldPair> fold_pairs_;
+  bool folded_channels_last_ = false;
+  at::ScalarType folded_dtype_ = at::kFloat;
   LossScaler scaler_;
   std::unique_ptr<ConfusionMatrix> confusion_;
 };

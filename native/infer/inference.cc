@@ -46,7 +46,19 @@ torch::Tensor Infer(const LogitsFn& logits, const torch::Tensor& x, const InferO
   if (o.mode == "slide" && (o.crop_h < 1 || o.crop_w < 1 || o.stride_h < 1 || o.stride_w < 1)) ThrowRange("Expected positive crop and stride");
   int64_t h = x.size(2), w = x.size(3);
   auto run = [&](const torch::Tensor& input) { return o.mode == "slide" ? Slide(logits, input, o) : logits(input).to(torch::kFloat); };
+  if (o.output != "labels" && o.output != "probs" && o.output != "logits") {
+    ThrowRange("Expected output 'labels', 'probs' or 'logits' but received '" + o.output + "'");
+  }
   bool average_probs = o.output != "logits";
+  if (o.scales.size() == 1 && !o.flip && o.output != "probs") {
+    // One pass: labels are the argmax of the logits themselves (softmax is monotonic), logits as is.
+    double s = o.scales[0];
+    if (!(s > 0) || !std::isfinite(s)) ThrowRange("Expected positive scales but received " + std::to_string(s));
+    int64_t sh = std::max<int64_t>(1, static_cast<int64_t>(std::llround(h * s)));
+    int64_t sw = std::max<int64_t>(1, static_cast<int64_t>(std::llround(w * s)));
+    torch::Tensor out = Resize(run(Resize(x, sh, sw)), h, w);
+    return o.output == "labels" ? out.argmax(1).to(torch::kInt) : out.contiguous();
+  }
   torch::Tensor acc;
   int64_t n = 0;
   for (double s : o.scales) {

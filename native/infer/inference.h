@@ -19,8 +19,10 @@ struct InferOptions {
   std::vector<double> scales{1.0};
   bool flip = false;
   std::string output = "labels";  // labels | probs | logits
-  std::string precision = "fp32";  // fp32 | bf16
-  CrfOptions crf;  // enabled: dense CRF on the probabilities, at the images' colours (Segmenter::Predict)
+  std::string precision = "fp32";  // fp32 | bf16 | fp16 (CUDA only)
+  bool channels_last = false;      // channels-last activations and weights
+  bool fold_batch_norm = true;     // run a copy with BatchNorms folded into their convolutions
+  CrfOptions crf;  // enabled: dense CRF on the probabilities, at the images' colours (InferWithCrf)
 };
 
 using LogitsFn = std::function<torch::Tensor(const torch::Tensor&)>;

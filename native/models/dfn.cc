@@ -15,6 +15,7 @@
 // smooth_heads, border_pre_rrbs, border_aft_rrbs, border_heads); upsampling with align_corners=true
 // as there.
 #include "models/dfn.h"
+#include "blocks/batch_norm.h"
 
 #include "backbones/resnet.h"
 #include "blocks/resize.h"
@@ -35,7 +36,7 @@ class ConvBnReluImpl : public nn::Module {
  public:
   ConvBnReluImpl(int64_t in, int64_t out, int64_t kernel, bool has_bn, bool has_relu) : has_relu_(has_relu) {
     conv = register_module("conv", nn::Conv2d(nn::Conv2dOptions(in, out, kernel).padding(kernel / 2).bias(false)));
-    if (has_bn) bn = register_module("bn", nn::BatchNorm2d(out));
+    if (has_bn) bn = register_module("bn", BatchNorm2d(out));
   }
   torch::Tensor forward(torch::Tensor x) {
     x = conv(x);
@@ -43,7 +44,7 @@ class ConvBnReluImpl : public nn::Module {
     return has_relu_ ? x.relu_() : x;
   }
   nn::Conv2d conv{nullptr};
-  nn::BatchNorm2d bn{nullptr};
+  BatchNorm2d bn{nullptr};
 
  private:
   bool has_relu_;
@@ -143,7 +144,7 @@ class DFN : public SegmentationModel {
       if (m.key().rfind("backbone", 0) == 0) continue;
       if (auto* conv = m.value()->as<nn::Conv2d>()) {
         nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanIn, torch::kReLU);
-      } else if (auto* bn = m.value()->as<nn::BatchNorm2d>()) {
+      } else if (auto* bn = m.value()->as<BatchNorm2d>()) {
         nn::init::ones_(bn->weight);
         nn::init::zeros_(bn->bias);
       }

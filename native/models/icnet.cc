@@ -11,6 +11,7 @@
 // input size as `out`. Training outputs: "sub16" (1/16), "sub8" (1/8), "sub4" (1/4), weighted 0.4,
 // 0.4 (the user's auxWeight, default 0.4) and 1.0 as the paper's lambdas.
 #include "models/icnet.h"
+#include "blocks/batch_norm.h"
 
 #include "backbones/resnet.h"
 #include "blocks/resize.h"
@@ -27,7 +28,7 @@ class ConvBNReLUImpl : public nn::SequentialImpl {
  public:
   ConvBNReLUImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride) {
     push_back(nn::Conv2d(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(false)));
-    push_back(nn::BatchNorm2d(out));
+    push_back(BatchNorm2d(out));
     push_back(nn::ReLU());
   }
   torch::Tensor forward(torch::Tensor x) { return nn::SequentialImpl::forward(x); }
@@ -42,9 +43,9 @@ class CascadeFeatureFusionImpl : public nn::Module {
                                                              .padding(2)
                                                              .dilation(2)
                                                              .bias(false)))),
-        bn_low(register_module("bn_low", nn::BatchNorm2d(out_channels))),
+        bn_low(register_module("bn_low", BatchNorm2d(out_channels))),
         conv_high(register_module("conv_high", nn::Conv2d(nn::Conv2dOptions(high_channels, out_channels, 1).bias(false)))),
-        bn_high(register_module("bn_high", nn::BatchNorm2d(out_channels))),
+        bn_high(register_module("bn_high", BatchNorm2d(out_channels))),
         conv_low_cls(register_module("conv_low_cls", nn::Conv2d(nn::Conv2dOptions(low_channels, num_classes, 1)))) {}
   // Returns the fused features and, in training, the classifier's logits on the upsampled F1.
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& low, const torch::Tensor& high) {
@@ -53,9 +54,9 @@ class CascadeFeatureFusionImpl : public nn::Module {
     return {fused, is_training() ? conv_low_cls(up) : torch::Tensor()};
   }
   nn::Conv2d conv_low;
-  nn::BatchNorm2d bn_low;
+  BatchNorm2d bn_low;
   nn::Conv2d conv_high;
-  nn::BatchNorm2d bn_high;
+  BatchNorm2d bn_high;
   nn::Conv2d conv_low_cls;
 };
 TORCH_MODULE(CascadeFeatureFusion);
@@ -79,7 +80,7 @@ class ICNet : public SegmentationModel {
       if (m.key().rfind("backbone", 0) == 0 || m.key().find("cls") != std::string::npos) continue;
       if (auto* conv = m.value()->as<nn::Conv2d>()) {
         nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
-      } else if (auto* bn = m.value()->as<nn::BatchNorm2d>()) {
+      } else if (auto* bn = m.value()->as<BatchNorm2d>()) {
         nn::init::ones_(bn->weight);
         nn::init::zeros_(bn->bias);
       }

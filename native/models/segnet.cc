@@ -1,4 +1,5 @@
 #include "models/segnet.h"
+#include "blocks/batch_norm.h"
 
 #include "backbones/vgg.h"
 #include "common/errors.h"
@@ -14,7 +15,7 @@ nn::Sequential DecoderStage(const std::vector<std::pair<int64_t, int64_t>>& conv
   nn::Sequential s;
   for (auto& io : convs) {
     s->push_back(nn::Conv2d(nn::Conv2dOptions(io.first, io.second, 3).padding(1)));
-    s->push_back(nn::BatchNorm2d(io.second));
+    s->push_back(BatchNorm2d(io.second));
     s->push_back(nn::ReLU(nn::ReLUOptions().inplace(true)));
   }
   return s;
@@ -42,7 +43,7 @@ class SegNet : public SegmentationModel {
         if (auto* conv = m->as<nn::Conv2d>()) {
           nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanIn, torch::kReLU);
           nn::init::zeros_(conv->bias);
-        } else if (auto* bn = m->as<nn::BatchNorm2d>()) {
+        } else if (auto* bn = m->as<BatchNorm2d>()) {
           nn::init::ones_(bn->weight);
           nn::init::zeros_(bn->bias);
         }

@@ -1,4 +1,5 @@
 #include "models/unet.h"
+#include "blocks/batch_norm.h"
 
 #include "common/errors.h"
 
@@ -14,7 +15,7 @@ nn::Sequential DoubleConv(int64_t in, int64_t out, bool bn) {
   nn::Sequential s;
   for (int64_t c : {in, out}) {
     s->push_back(nn::Conv2d(nn::Conv2dOptions(c, out, 3).padding(1).bias(!bn)));
-    if (bn) s->push_back(nn::BatchNorm2d(out));
+    if (bn) s->push_back(BatchNorm2d(out));
     s->push_back(nn::ReLU(nn::ReLUOptions().inplace(true)));
   }
   return s;
@@ -90,7 +91,7 @@ class UNet : public SegmentationModel {
         // weight [in, out, 2, 2]: each output sees in * 1 inputs per position (fan in = in).
         nn::init::normal_(up->weight, 0.0, std::sqrt(2.0 / up->weight.size(0)));
         nn::init::zeros_(up->bias);
-      } else if (auto* bnm = m->as<nn::BatchNorm2d>()) {
+      } else if (auto* bnm = m->as<BatchNorm2d>()) {
         nn::init::ones_(bnm->weight);
         nn::init::zeros_(bnm->bias);
       }

@@ -78,7 +78,8 @@ describe('architecture dfn', () => {
         positives += t[i]
       }
       assert.ok(positives > 100 && positives < count / 2, `${positives} boundary pixels of ${count}`)
-      const step = await m.trainStep(x, tensor(labels, [n, h, w]), { optimizer: { lr: 1e-4 } })
+      // fp32 and NCHW as the forward above (the defaults would be bf16 and channels-last on a bf16 CPU)
+      const step = await m.trainStep(x, tensor(labels, [n, h, w]), { optimizer: { lr: 1e-4 }, precision: 'fp32', channelsLast: false })
       const expected = sum / count
       assert.ok(Math.abs(step.parts.border - expected) < 1e-4 * Math.max(1, expected), `border loss ${step.parts.border} vs ${expected}`)
       const p = step.parts

@@ -1,0 +1,76 @@
+// BatchNorm2d that can be folded into the convolution before it (for inference): the parameters,
+// buffers, state-dict names and arithmetic of torch::nn::BatchNorm2d, plus two hooks used only by
+// core/fold.cc: while a trace is recording, forward() notes which autograd node produced its input
+// (to find the Conv2d that feeds it), and once folded, forward() is the identity.
+// (Its own module rather than a subclass of torch::nn::BatchNorm2dImpl: libtorch does not export
+// all of that class's virtual functions, so a subclass does not link.)
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <ostream>
+#include <utility>
+#include <vector>
+
+namespace segtorch {
+
+class BatchNorm2dImpl;
+
+// One forward call of a BatchNorm2d during a trace: the module and its input's grad_fn.
+using BatchNormTrace = std::vector<std::pair<BatchNorm2dImpl*, std::shared_ptr<torch::autograd::Node>>>;
+
+class BatchNorm2dImpl : public torch::nn::Cloneable<BatchNorm2dImpl> {
+ public:
+  explicit BatchNorm2dImpl(int64_t num_features) : BatchNorm2dImpl(torch::nn::BatchNormOptions(num_features)) {}
+  explicit BatchNorm2dImpl(const torch::nn::BatchNormOptions& options) : options(options) { reset(); }
+
+  void reset() override {
+    int64_t n = options.num_features();
+    if (options.affine()) {
+      weight = register_parameter("weight", torch::ones({n}));
+      bias = register_parameter("bias", torch::zeros({n}));
+    }
+    if (options.track_running_stats()) {
+      running_mean = register_buffer("running_mean", torch::zeros({n}));
+      running_var = register_buffer("running_var", torch::ones({n}));
+      num_batches_tracked = register_buffer("num_batches_tracked", torch::tensor(0, torch::kLong));
+    }
+  }
+
+  torch::Tensor forward(const torch::Tensor& input) {
+    if (folded_) return input;
+    TORCH_CHECK(input.dim() == 4, "expected 4D input to BatchNorm2d (got ", input.dim(), "D input)");
+    if (trace_) trace_->emplace_back(this, input.grad_fn());
+    double momentum = options.momentum().value_or(0.0);
+    bool use_batch_stats = is_training() || !options.track_running_stats();
+    if (is_training() && options.track_running_stats() && num_batches_tracked.defined()) {
+      num_batches_tracked += 1;
+      if (!options.momentum().has_value()) momentum = 1.0 / num_batches_tracked.item<double>();
+    }
+    return torch::batch_norm(input, weight, bias, running_mean, running_var, use_batch_stats, momentum, options.eps(),
+                             at::globalContext().userEnabledCuDNN());
+  }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "segtorch::BatchNorm2d(" << options.num_features() << ", eps=" << options.eps()
+           << (folded_ ? ", folded" : "") << ")";
+  }
+
+  // The convolution before this BN now applies it: forward passes its input through.
+  void set_folded(bool on) { folded_ = on; }
+  bool folded() const { return folded_; }
+
+  // Calls on this thread are recorded into `trace` until it is reset to nullptr.
+  static void set_trace(BatchNormTrace* trace) { trace_ = trace; }
+
+  torch::nn::BatchNormOptions options;
+  torch::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+
+ private:
+  bool folded_ = false;
+  static inline thread_local BatchNormTrace* trace_ = nullptr;
+};
+
+TORCH_MODULE(BatchNorm2d);
+
+}  // namespace segtorch

@@ -1,0 +1,173 @@
+// Correctness of the speed defaults: BatchNorm folding for predict, inference mode, bf16 autocast
+// and channels-last. (Speed itself is measured in bench/, never asserted here.)
+import * as assert from 'assert'
+import * as path from 'path'
+import { backend, createModel, loadModel, Model, ModelOptions, tensor } from '../lib'
+import { readImage } from '../lib/data'
+import { randomImages, randomMasks, rejects, ROOT, tmpdir } from './helpers'
+
+function maxDiff (a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let d = 0
+  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]))
+  return d
+}
+
+function maxAbs (a: ArrayLike<number>): number {
+  let m = 0
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]))
+  return m
+}
+
+const FP32 = { precision: 'fp32', output: 'logits' } as const
+
+/** Moves the BN running statistics away from their initial 0 / 1 so that folding has work to do. */
+async function warmStatistics (model: Model, channels: number, size: number): Promise<void> {
+  await model.train(true)
+  for (let i = 0; i < 3; i++) await model.forward(randomImages(2, channels, size, size, 40 + i))
+  await model.train(false)
+}
+
+describe('BatchNorm folding for predict', () => {
+  const cases: Array<{ name: string, options: ModelOptions, size: number }> = [
+    { name: 'fcn/resnet18', options: { arch: 'fcn', backbone: 'resnet18', numClasses: 3, aux: true }, size: 64 },
+    { name: 'deeplabv3/resnet18 (ASPP image pooling)', options: { arch: 'deeplabv3', backbone: 'resnet18', numClasses: 3, outputStride: 16 }, size: 64 },
+    { name: 'pspnet/resnet18', options: { arch: 'pspnet', backbone: 'resnet18', numClasses: 3 }, size: 64 },
+    { name: 'lwrefinenet/mobilenetv2', options: { arch: 'lwrefinenet', backbone: 'mobilenetv2', numClasses: 3 }, size: 64 },
+    { name: 'icnet/resnet18 (shared backbone at two scales)', options: { arch: 'icnet', backbone: 'resnet18', numClasses: 3 }, size: 96 },
+    { name: 'unet with batchNorm', options: { arch: 'unet', numClasses: 2, baseChannels: 8, batchNorm: true } as ModelOptions, size: 48 },
+    { name: 'segnet/vgg16_bn', options: { arch: 'segnet', backbone: 'vgg16_bn', numClasses: 3 } as ModelOptions, size: 64 }
+  ]
+  for (const c of cases) {
+    it(`${c.name}: folded logits equal the unfolded ones within 1e-4 (fp32)`, async () => {
+      const model = await createModel(c.options)
+      try {
+        await warmStatistics(model, 3, c.size)
+        const x = randomImages(1, 3, c.size + 3, c.size - 5, 7)
+        for (const channelsLast of [false, true]) {
+          const plain = (await model.predict(x, { ...FP32, channelsLast, foldBatchNorm: false })).dataSync()
+          const folded = (await model.predict(x, { ...FP32, channelsLast, foldBatchNorm: true })).dataSync()
+          const scale = Math.max(1, maxAbs(plain))
+          assert.ok(maxDiff(plain, folded) / scale < 1e-4, `channelsLast ${channelsLast}: max diff ${maxDiff(plain, folded)} (scale ${scale})`)
+        }
+      } finally {
+        model.dispose()
+      }
+    })
+  }
+
+  it('the folded copy follows trainStep, loadStateDict and load; save keeps the unfolded weights', async () => {
+    const model = await createModel({ arch: 'fcn', backbone: 'resnet18', numClasses: 3 })
+    const dir = tmpdir()
+    try {
+      const x = randomImages(1, 3, 64, 64, 11)
+      const check = async (when: string): Promise<Float32Array> => {
+        const plain = (await model.predict(x, { ...FP32, foldBatchNorm: false })).dataSync()
+        const folded = (await model.predict(x, FP32)).dataSync()
+        assert.ok(maxDiff(plain, folded) / Math.max(1, maxAbs(plain)) < 1e-4, `${when}: max diff ${maxDiff(plain, folded)}`)
+        return folded
+      }
+      const before = await check('fresh')
+      const file = path.join(dir, 'a.segtorch')
+      await model.save(file)
+      await model.trainStep(randomImages(2, 3, 64, 64, 12), randomMasks(2, 64, 64, 3, 13), { optimizer: { lr: 0.05 } })
+      const after = await check('after trainStep')
+      assert.ok(maxDiff(before, after) > 1e-3, 'the step changed the predictions')
+      // Weights saved after folding are the trained, unfolded ones: a fresh model loading them agrees.
+      const trained = path.join(dir, 'b.segtorch')
+      await model.save(trained)
+      const reloaded = await loadModel(trained)
+      try {
+        const a = (await model.forward(x)).dataSync()
+        const b = (await reloaded.forward(x)).dataSync()
+        assert.strictEqual(maxDiff(a, b), 0)
+      } finally {
+        reloaded.dispose()
+      }
+      await model._load(file) // in place, as fit's resume does
+      const back = await check('after load')
+      assert.ok(maxDiff(before, back) < 1e-5, 'load brought the first weights back')
+      const sd = path.join(dir, 'state.pt')
+      await model.saveStateDict(sd)
+      await model.trainStep(randomImages(2, 3, 64, 64, 14), randomMasks(2, 64, 64, 3, 15), { optimizer: { lr: 0.05 } })
+      await model.loadStateDict(sd)
+      const again = await check('after loadStateDict')
+      assert.ok(maxDiff(before, again) < 1e-5, 'loadStateDict brought the first weights back')
+    } finally {
+      model.dispose()
+    }
+  })
+
+  it('rejects a non-boolean foldBatchNorm with a TypeError and fp16 on the CPU with a RangeError', async () => {
+    const model = await createModel({ arch: 'fcn', backbone: 'resnet18', numClasses: 2 })
+    try {
+      const x = randomImages(1, 3, 32, 32)
+      await rejects(model.predict(x, { foldBatchNorm: 'yes' as never }), TypeError, /foldBatchNorm/)
+      await rejects(model.predict(x, { channelsLast: 1 as never }), TypeError, /channelsLast/)
+      if (model.device === 'cpu') await rejects(model.predict(x, { precision: 'fp16' }), RangeError, /fp16/)
+    } finally {
+      model.dispose()
+    }
+  })
+})
+
+describe('precision and layout defaults', () => {
+  it("'auto' is bf16 on a CPU with native bf16, fp32 elsewhere; channels-last with oneDNN", async () => {
+    const b = backend()
+    const model = await createModel({ arch: 'fcn', backbone: 'resnet18', numClasses: 3 })
+    try {
+      const x = randomImages(1, 3, 48, 48, 21)
+      const byDefault = (await model.predict(x, { output: 'logits' })).dataSync()
+      const explicit = (await model.predict(x, { output: 'logits', precision: b.bf16 ? 'bf16' : 'fp32', channelsLast: b.mkldnn })).dataSync()
+      assert.strictEqual(maxDiff(byDefault, explicit), 0)
+      if (b.bf16) {
+        const fp32 = (await model.predict(x, { output: 'logits', precision: 'fp32' })).dataSync()
+        assert.ok(maxDiff(byDefault, fp32) > 0, 'the default differs from fp32 where bf16 is native')
+      }
+      // Training opts out the same way.
+      const r = await model.trainStep(randomImages(2, 3, 48, 48, 22), randomMasks(2, 48, 48, 3, 23), { precision: 'fp32', channelsLast: false })
+      assert.ok(Number.isFinite(r.loss))
+    } finally {
+      model.dispose()
+    }
+  })
+
+  it('bf16 inference agrees with fp32 on >= 99.5% of the pixels of a real image (briefly trained model)', async () => {
+    // Random weights leave near-ties between classes everywhere (98.5-99% agreement): a model
+    // trained for a few steps on the membrane images has real margins, as a user's model does.
+    const S = 128
+    const read = (dir: string, i: number) => readImage(path.join(ROOT, `data/membrane/train/${dir}/${i}.png`), 1)
+    const images = await Promise.all([0, 1, 2, 3].map((i) => read('image', i)))
+    const labels = await Promise.all([0, 1, 2, 3].map((i) => read('label', i)))
+    const crop = (src: Uint8Array, y0: number, x0: number, out: Uint8Array, at: number, f: (v: number) => number): void => {
+      for (let i = 0; i < S; i++) for (let j = 0; j < S; j++) out[at + i * S + j] = f(src[(y0 + i) * 512 + x0 + j])
+    }
+    const model = await createModel({ arch: 'fcn', backbone: 'resnet18', numClasses: 2, inChannels: 1, outputStride: 8 })
+    try {
+      for (let step = 0; step < 30; step++) {
+        const x = new Uint8Array(4 * S * S)
+        const y = new Uint8Array(4 * S * S)
+        for (let k = 0; k < 4; k++) {
+          const y0 = (step * 37 + k * 91) % (512 - S)
+          const x0 = (step * 53 + k * 71) % (512 - S)
+          crop(images[k].data, y0, x0, x, k * S * S, (v) => v)
+          crop(labels[k].data, y0, x0, y, k * S * S, (v) => v > 127 ? 1 : 0)
+        }
+        await model.trainStep(tensor(x, [4, 1, S, S]), tensor(y, [4, S, S]), { optimizer: { type: 'adam', lr: 1e-3 } })
+      }
+      const test = await readImage(path.join(ROOT, 'data/membrane/train/image/10.png'), 1)
+      const t = new Uint8Array(S * S)
+      crop(test.data, 200, 200, t, 0, (v) => v)
+      const x = tensor(t, [1, 1, S, S])
+      const a = (await model.predict(x, { precision: 'fp32' })).dataSync()
+      const b = (await model.predict(x, { precision: 'bf16' })).dataSync()
+      let same = 0
+      for (let i = 0; i < a.length; i++) same += a[i] === b[i] ? 1 : 0
+      assert.ok(same / a.length >= 0.995, `agreement ${same / a.length}`)
+      // Not a degenerate model that paints one class everywhere.
+      const ones = a.reduce((s, v) => s + v, 0)
+      assert.ok(ones > 0.05 * a.length && ones < 0.98 * a.length, `class 1 on ${ones} of ${a.length} pixels`)
+    } finally {
+      model.dispose()
+    }
+  })
+})
