@@ -108,7 +108,7 @@ export async function runEval (cmd: Command, modelFile: string, o0: Record<strin
       throw new UsageError(`Expected data with the model's ${model.config.numClasses} classes but ${o.data as string} has ${ds.classes.length}`)
     }
     const names = spec.kind === 'folder' && known.classes && !o.classes ? known.classes : [...ds.classes]
-    const progress = createProgress('eval', ds.length, 0)
+    const progress = createProgress('eval', ds.length, 0, { unit: 'image' })
     let done = 0
     const batches = loader(ds, { batchSize: 1 })
     const counted = {
@@ -128,7 +128,7 @@ export async function runEval (cmd: Command, modelFile: string, o0: Record<strin
     }
     e.confusion.dispose()
     const r: EvalOutput = {
-      model: path.resolve(modelFile),
+      model: path.resolve(modelPath(modelFile)),
       data: absoluteSpec(o.data as string),
       images: e.images,
       mIoU: e.mIoU,
@@ -198,7 +198,7 @@ export async function runPredict (cmd: Command, modelFile: string, inputs: strin
       palette = modelClasses(modelPath(modelFile), k).palette ?? vocColourMap(k)
     }
     const out = path.resolve(o.out as string)
-    const progress = createProgress('predict', images.length, 0)
+    const progress = createProgress('predict', images.length, 0, { unit: 'image' })
     try {
       for (const [i, { file, rel }] of images.entries()) {
         const img = await readImage(file, c as 1 | 3).catch((err) => { throw new UsageError(`${file}: cannot read the image (${(err as Error).message})`) })

@@ -29,7 +29,7 @@ function duration (s: number): string {
  * `total` steps (undefined when unknown), starting at `start` (a resumed run). Without a
  * terminal a line is written at the first step, then every `every` steps or 20 seconds, and at the end.
  */
-export function createProgress (label: string, total: number | undefined, start: number, o: { stream?: NodeJS.WriteStream, tty?: boolean, every?: number } = {}): Progress {
+export function createProgress (label: string, total: number | undefined, start: number, o: { stream?: NodeJS.WriteStream, tty?: boolean, every?: number, unit?: string } = {}): Progress {
   const stream = o.stream ?? process.stderr
   const tty = o.tty ?? (stream.isTTY === true && process.env.CI === undefined)
   const t0 = Date.now()
@@ -53,7 +53,7 @@ export function createProgress (label: string, total: number | undefined, start:
   if (tty) {
     const bar = new SingleBar({
       stream,
-      format: `${label} [{bar}] {value}/{total} | {speed} it/s | loss {loss} | lr {lr} | ETA {left}`,
+      format: `${label} [{bar}] {value}/{total} | {speed} it/s${o.unit === undefined ? ' | loss {loss} | lr {lr}' : ''} | ETA {left}`,
       barCompleteChar: '#',
       barIncompleteChar: '-',
       hideCursor: true,
@@ -89,7 +89,9 @@ export function createProgress (label: string, total: number | undefined, start:
       lastLine = now
       const eta = total !== undefined && rate > 0 ? `  ETA ${duration((total - done) / rate)}` : ''
       const epoch = info.epoch === undefined ? '' : `  epoch ${info.epoch + 1}`
-      stream.write(`${label} step ${done}${total !== undefined ? `/${total}` : ''}${epoch}  loss ${fmtLoss(info.loss)}  lr ${fmtLr(info.lr)}  ${Number.isFinite(rate) ? rate.toFixed(2) : '-'} it/s${eta}\n`)
+      const loss = info.loss === undefined ? '' : `  loss ${fmtLoss(info.loss)}`
+      const lr = info.lr === undefined ? '' : `  lr ${fmtLr(info.lr)}`
+      stream.write(`${label} ${o.unit ?? 'step'} ${done}${total !== undefined ? `/${total}` : ''}${epoch}${loss}${lr}  ${Number.isFinite(rate) ? rate.toFixed(2) : '-'} it/s${eta}\n`)
     },
     log (line) {
       stream.write(line + '\n')
