@@ -94,6 +94,7 @@ describe('command line', function () {
     assert.deepStrictEqual(steps, [1, 2, 3, 4, 5])
     const opts = JSON.parse(fs.readFileSync(path.join(run, 'run.json'), 'utf8')).options
     assert.strictEqual(opts.seed, 3)
+    assert.strictEqual(opts.iterations, 5, 'run.json keeps the options the run goes on with')
     assert.deepStrictEqual(opts.classes, ['bg', 'a', 'b'])
   })
 

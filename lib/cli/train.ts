@@ -209,9 +209,8 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
   }
   fs.mkdirSync(dir, { recursive: true })
   const stored = Object.fromEntries(Object.entries(o).filter(([k]) => !NOT_STORED.includes(k)))
-  if (resume === undefined || !fs.existsSync(path.join(dir, 'run.json'))) {
-    fs.writeFileSync(path.join(dir, 'run.json'), JSON.stringify({ segtorch: 'train', options: stored, model: model.config, classes, palette, ignoreIndex: train.ignoreIndex }, null, 2) + '\n')
-  }
+  // (a resumed run stores its options as they are now: a later --resume goes on with them)
+  fs.writeFileSync(path.join(dir, 'run.json'), JSON.stringify({ segtorch: 'train', options: stored, model: model.config, classes, palette, ignoreIndex: train.ignoreIndex }, null, 2) + '\n')
 
   // Data loaders: each epoch its own seeded order, so that a resumed run sees the same batches.
   const loaderOptions: LoaderOptions = {
