@@ -4,6 +4,6 @@ import cjs from './index.js'
 export const {
   tensor, zeros, Tensor, createModel, loadModel, Model, ARCHITECTURES, loadTorchScript, ScriptModel,
   SegtorchError, SegtorchLoadError, backend, setNumThreads, version,
-  loss, depthLoss, confusionMatrix, metrics, crf, data
+  loss, depthLoss, confusionMatrix, metrics, crf, data, report
 } = cjs
 export default cjs

@@ -21,6 +21,8 @@ export type { Arch, Backbone, ResNetBackbone, VGGBackbone, OutputStride, ArchSpe
 export { SegtorchError, SegtorchLoadError } from './errors'
 /** Data sets, decoding, augmentation and the loader (also `segtorch/data`). */
 export * as data from './data'
+/** Training reports: curves.svg, per-class IoU, sample pictures, report.html (also `segtorch/report`). */
+export * as report from './report'
 export type { StateDictReport } from './binding'
 
 export interface Backend {

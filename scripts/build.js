@@ -28,3 +28,4 @@ run(process.execPath, [bin('prebuildify', 'bin.js'), '--napi', '--strip', '--tar
 run(process.execPath, [bin('typescript', 'bin/tsc'), '-p', path.join(root, 'tsconfig.json')])
 fs.copyFileSync(path.join(root, 'lib', 'index.mjs'), path.join(root, 'dist', 'index.mjs'))
 fs.copyFileSync(path.join(root, 'lib', 'data', 'index.mjs'), path.join(root, 'dist', 'data', 'index.mjs'))
+fs.copyFileSync(path.join(root, 'lib', 'report', 'index.mjs'), path.join(root, 'dist', 'report', 'index.mjs'))

@@ -52,6 +52,17 @@ describe('the npm package', function () {
     assert.match(sh(process.execPath, ['esm.mjs'], app), /^\d+\.\d+/)
   })
 
+  it('installs the segtorch command (info, train --help) and the segtorch/report entry', () => {
+    const bin = path.join(app, 'node_modules', '.bin', 'segtorch')
+    assert.ok(fs.existsSync(bin), 'node_modules/.bin/segtorch')
+    assert.match(sh(bin, ['info'], app), /^libtorch +\d+\.\d+/m)
+    assert.match(sh(bin, ['train', '--help'], app), /--resume <path>/)
+    const cjs = sh(process.execPath, ['-e', "const r = require('segtorch/report'); console.log(typeof r.writeReport, require('segtorch').report.writeReport === r.writeReport)"], app)
+    assert.strictEqual(cjs.trim(), 'function true')
+    const esm = sh(process.execPath, ['--input-type=module', '-e', "import { writeReport, curvesSvg } from 'segtorch/report'; console.log(typeof writeReport, typeof curvesSvg)"], app)
+    assert.strictEqual(esm.trim(), 'function function')
+  })
+
   it('ships type declarations that type-check a user program', () => {
     fs.writeFileSync(path.join(app, 'use.ts'), `
       import { createModel, tensor, Tensor } from 'segtorch';

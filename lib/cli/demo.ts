@@ -10,6 +10,7 @@ import { createModel } from '../model'
 import { tensor } from '../tensor'
 import { backend } from '../index'
 import { readImage, writeLabelPng } from '../data/images'
+import { ReportSample, StepRecord, writeReport } from '../report'
 
 export interface DemoOptions {
   data: string
@@ -96,19 +97,23 @@ export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneI
   const fast = b.bf16 && !b.cuda ? { precision: 'bf16' as const, channelsLast: true } : {}
   if (b.bf16) log('training with bf16 autocast and channels-last (this CPU has native bf16)')
   let avg = 0
+  const steps: StepRecord[] = []
   for (let step = 1; step <= o.steps; step++) {
     const { x, y } = batch(train, o.batch, o.crop, r)
     const lr = lr0 * Math.pow(1 - (step - 1) / o.steps, 0.9) // poly schedule
     const res = await model.trainStep(tensor(x, [o.batch, 1, o.crop, o.crop]), tensor(y, [o.batch, o.crop, o.crop]),
       { optimizer: { type: 'adam', lr }, ...fast })
     avg = step === 1 ? res.loss : 0.9 * avg + 0.1 * res.loss
+    steps.push({ step, epoch: 1, loss: res.loss, lr })
     if (step % 25 === 0 || step === o.steps) log(`step ${step}/${o.steps}  loss ${avg.toFixed(4)}  lr ${lr.toFixed(5)}  ${((Date.now() - t0) / 1000).toFixed(0)} s`)
   }
 
   // Evaluate on the held-back images at full size.
   let inter1 = 0; let union1 = 0; let inter0 = 0; let union0 = 0; let correct = 0; let total = 0
-  for (const s of held) {
+  const samples: ReportSample[] = []
+  for (const [k, s] of held.entries()) {
     const pred = (await model.predict(tensor(s.image, [1, 1, s.size, s.size]))).dataSync()
+    samples.push({ name: `held-out-${k + 1}`, image: { data: s.image, width: s.size, height: s.size, channels: 1 }, truth: s.label, prediction: pred })
     for (let i = 0; i < pred.length; i++) {
       const p = pred[i]; const t = s.label[i]
       if (p === 1 && t === 1) inter1++
@@ -136,6 +141,18 @@ export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneI
   }
   model.dispose()
   const seconds = (Date.now() - t0) / 1000
+  const report = await writeReport(o.out, {
+    title: 'segtorch demo: U-Net on the ISBI 2012 membrane images',
+    steps,
+    classes: ['membrane', 'cell interior'],
+    palette: [[200, 30, 30], [235, 235, 235]],
+    metrics: { mIoU: (iou + membraneIoU) / 2, pixelAccuracy: correct / total, perClassIoU: [membraneIoU, iou], images: held.length },
+    metricsOn: `${held.length} held-out labelled images (512x512, not used for training)`,
+    samples,
+    summary: { model: `U-Net, ${o.baseChannels} channels at the first level`, steps: o.steps, batch: o.batch, crop: o.crop, 'training images': train.length, seconds: Math.round(seconds) },
+    config: { steps: o.steps, batch: o.batch, crop: o.crop, baseChannels: o.baseChannels, lr: o.lr, seed: o.seed }
+  })
+  log(`report: ${report.html}`)
   const result = { iou, membraneIoU, pixelAccuracy: correct / total, seconds }
   fs.writeFileSync(path.join(o.out, 'result.json'), JSON.stringify({ ...result, steps: o.steps, batch: o.batch, crop: o.crop }, null, 2))
   log(`wrote ${tests.length} masks to ${path.join(o.out, 'masks')} and the model to ${path.join(o.out, 'model.segtorch')} (${seconds.toFixed(0)} s)`)

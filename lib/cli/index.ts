@@ -1,70 +1,137 @@
 #!/usr/bin/env node
-/** The segtorch command line: `segtorch demo`, `segtorch info`. */
+/** The segtorch command line: train, eval, predict, info, demo. */
 import * as path from 'path'
-import { parseArgs } from 'util'
+import { Command, CommanderError } from 'commander'
 import { backend, version } from '../index'
+import { ARCHITECTURES } from '../models'
 import { runDemo } from './demo'
+import { EVAL_OPTIONS, PREDICT_OPTIONS, runEval, runPredict } from './infer'
+import { addOptions, UsageError } from './options'
+import { runTrain, TRAIN_OPTIONS } from './train'
 
-const HELP = `segtorch ${version}: semantic segmentation on libtorch
+const out = (line: string): void => { process.stdout.write(line + '\n') }
 
-Usage:
-  segtorch demo [--data DIR] [--out DIR] [--steps N] [--batch N] [--crop N] [--base-channels N] [--lr X]
-      Train FCN-ResNet18 on the ISBI 2012 membrane images shipped with segtorch, report IoU on
-      held-back images, predict the test images and write their masks (PNG) to --out.
-  segtorch info
-      Backend: libtorch version, CUDA, oneDNN, threads, bf16, architectures.
-`
+const EXAMPLES = `
+Examples:
+  segtorch train --arch pspnet --backbone resnet50 --data camvid:data/CamVid --val val --crop 360x480 --epochs 50 --out runs/psp
+  segtorch train --data folder:images,masks --classes background,cell --val 0.1 --arch unet --model-option baseChannels=32 --iterations 2000
+  segtorch train --config run.json --lr 0.005          (flags override the config file)
+  segtorch train --resume runs/psp                     (after Ctrl-C, or with more --epochs)
+  segtorch eval runs/psp/model.segtorch --data camvid:data/CamVid#test
+  segtorch predict runs/psp/model.segtorch photos/ --out masks --mode slide --crop 512
+  segtorch info`
 
-async function main (argv: string[]): Promise<number> {
-  const [command, ...rest] = argv
-  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
-    process.stdout.write(HELP)
-    return 0
-  }
-  if (command === 'info') {
-    process.stdout.write(JSON.stringify({ version, ...backend() }, null, 2) + '\n')
-    return 0
-  }
-  if (command === 'demo') {
-    const { values } = parseArgs({
-      args: rest,
-      options: {
-        data: { type: 'string', default: path.join(__dirname, '..', '..', 'data', 'membrane') },
-        out: { type: 'string', default: path.join(process.cwd(), 'runs', 'demo') },
-        steps: { type: 'string', default: '300' },
-        'base-channels': { type: 'string', default: '16' },
-        lr: { type: 'string', default: '0.001' },
-        batch: { type: 'string', default: '4' },
-        crop: { type: 'string', default: '256' },
-        holdout: { type: 'string', default: '5' },
-        seed: { type: 'string', default: '1' }
-      },
-      strict: true
-    })
-    const int = (name: string, v: string | undefined, min: number): number => {
-      const n = Number(v)
-      if (!Number.isInteger(n) || n < min) throw new RangeError(`Expected an integer >= ${min} for --${name} but received ${v}`)
-      return n
-    }
-    await runDemo({
-      data: values.data as string,
-      out: values.out as string,
-      steps: int('steps', values.steps, 1),
-      batch: int('batch', values.batch, 2),
-      crop: int('crop', values.crop, 32),
-      holdout: int('holdout', values.holdout, 1),
-      seed: int('seed', values.seed, 0),
-      baseChannels: int('base-channels', values['base-channels'], 1),
-      lr: (() => { const v = Number(values.lr); if (!(v > 0 && v < 1)) throw new RangeError(`Expected a learning rate in (0, 1) for --lr but received ${values.lr}`); return v })(),
-      log: (line) => process.stdout.write(line + '\n')
-    })
-    return 0
-  }
-  process.stderr.write(`segtorch: unknown command '${command}'\n\n${HELP}`)
-  return 2
+function intOption (name: string, v: string | undefined, min: number): number {
+  const n = Number(v)
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`Expected an integer >= ${min} for --${name} but received '${v}'`)
+  return n
 }
 
-main(process.argv.slice(2)).then((code) => { process.exitCode = code }, (err) => {
-  process.stderr.write(`segtorch: ${err instanceof Error ? err.message : String(err)}\n`)
-  process.exitCode = 1
-})
+export function program (): Command {
+  const p = new Command('segtorch')
+  p.description(`segtorch ${version}: semantic segmentation on libtorch`)
+    .version(version)
+    .exitOverride()
+    .showHelpAfterError('(segtorch help <command> lists its options)')
+    .addHelpText('after', EXAMPLES)
+
+  addOptions(p.command('train').description('train a model; checkpoints, history and a report go to the run folder (Ctrl-C stops resumably)'), TRAIN_OPTIONS)
+    .action(async (opts: Record<string, unknown>, cmd: Command) => {
+      const r = await runTrain(cmd, opts, out)
+      if (r.aborted) process.exitCode = 130
+    })
+
+  addOptions(p.command('eval').description('metrics of a saved model on a data set: mIoU, pixel accuracy, per-class IoU')
+    .argument('<model>', 'a saved model (.segtorch) or a run folder'), EVAL_OPTIONS)
+    .action(async (model: string, opts: Record<string, unknown>, cmd: Command) => { await runEval(cmd, model, opts, out) })
+
+  addOptions(p.command('predict').description('class maps, colour masks and overlays of images')
+    .argument('<model>', 'a saved model (.segtorch) or a run folder')
+    .argument('<images...>', 'image files or folders (searched recursively)'), PREDICT_OPTIONS)
+    .action(async (model: string, images: string[], opts: Record<string, unknown>, cmd: Command) => { await runPredict(cmd, model, images, opts, out) })
+
+  p.command('info').description('backend (libtorch, CUDA, threads, bf16) and the architectures')
+    .option('--json', 'as JSON')
+    .action((opts: { json?: boolean }) => {
+      const b = backend()
+      const archs = Object.fromEntries(Object.entries(ARCHITECTURES).map(([k, s]) => [k, {
+        backbones: s.backbones, defaultBackbone: s.defaultBackbone, outputStrides: s.outputStrides, aux: s.aux,
+        options: Object.fromEntries(Object.entries(s.options).map(([n, o]) => [n, { type: o.type, default: o.default, ...('values' in o ? { values: o.values } : {}) }]))
+      }]))
+      if (opts.json) {
+        out(JSON.stringify({ version, ...b, models: archs }, null, 2))
+        return
+      }
+      out(`segtorch ${version}`)
+      out(`libtorch    ${b.libtorch}`)
+      out(`backend     ${b.cuda ? `CUDA (${b.cudaDevices} device${b.cudaDevices === 1 ? '' : 's'})` : 'CPU (no CUDA)'}`)
+      out(`threads     ${b.threads}`)
+      out(`oneDNN      ${b.mkldnn ? 'yes' : 'no'}`)
+      out(`bf16        ${b.bf16 ? 'native (AVX512-BF16 / AMX): --precision bf16 is fast' : 'not native on this CPU'}`)
+      out('')
+      out('architectures (--arch; backbones, default first; --model-option key=value):')
+      const w = Math.max(...Object.keys(archs).map((k) => k.length))
+      for (const [k, a] of Object.entries(archs)) {
+        const bbs = [a.defaultBackbone, ...a.backbones.filter((x) => x !== a.defaultBackbone)].join(', ')
+        const opts = Object.entries(a.options).map(([n, o]) => `${n}=${String(o.default)}`).join(' ')
+        const compiled = b.architectures.includes(k) ? '' : ' (not compiled in)'
+        out(`  ${k.padEnd(w)}  ${bbs}${opts ? `  [${opts}]` : ''}${compiled}`)
+      }
+    })
+
+  p.command('demo').description('train a U-Net on the ISBI 2012 membrane images shipped with segtorch, report IoU, write masks and a report')
+    .option('--data <dir>', 'the membrane data', path.join(__dirname, '..', '..', 'data', 'membrane'))
+    .option('--out <dir>', 'output folder', path.join(process.cwd(), 'runs', 'demo'))
+    .option('--steps <n>', 'training steps', '300')
+    .option('--base-channels <n>', "channels of the U-Net's first level", '16')
+    .option('--lr <x>', 'Adam learning rate (poly decay)', '0.001')
+    .option('--batch <n>', 'images per step', '4')
+    .option('--crop <n>', 'crop size', '256')
+    .option('--holdout <n>', 'labelled images held back for evaluation', '5')
+    .option('--seed <n>', 'seed', '1')
+    .action(async (o: Record<string, string>) => {
+      const lr = Number(o.lr)
+      if (!(lr > 0 && lr < 1)) throw new UsageError(`Expected a learning rate in (0, 1) for --lr but received '${o.lr}'`)
+      await runDemo({
+        data: o.data,
+        out: o.out,
+        steps: intOption('steps', o.steps, 1),
+        batch: intOption('batch', o.batch, 2),
+        crop: intOption('crop', o.crop, 32),
+        holdout: intOption('holdout', o.holdout, 1),
+        seed: intOption('seed', o.seed, 0),
+        baseChannels: intOption('base-channels', o.baseChannels, 1),
+        lr,
+        log: out
+      })
+    })
+  return p
+}
+
+/** Runs the command line; resolves to the exit code (errors are printed without stack traces). */
+export async function main (argv: string[]): Promise<number> {
+  const p = program()
+  try {
+    if (argv.length === 0) {
+      p.outputHelp()
+      return 0
+    }
+    await p.parseAsync(argv, { from: 'user' })
+    return typeof process.exitCode === 'number' ? process.exitCode : 0
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // commander printed the message (and help) already
+      return ['commander.helpDisplayed', 'commander.version', 'commander.help'].includes(err.code) ? 0 : 2
+    }
+    process.stderr.write(`segtorch: ${err instanceof Error ? err.message : String(err)}\n`)
+    if (process.env.SEGTORCH_DEBUG && err instanceof Error && err.stack) process.stderr.write(err.stack + '\n')
+    return err instanceof UsageError ? 2 : 1
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => { process.exitCode = code }, (err) => {
+    process.stderr.write(`segtorch: ${err instanceof Error ? err.message : String(err)}\n`)
+    process.exitCode = 1
+  })
+}
