@@ -3,6 +3,7 @@ import { spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as path from 'path'
 import { backend, createModel, SegtorchError } from '../lib'
+import { autoChannelsLast } from '../lib/model'
 import { randomImages, randomMasks, rejects, ROOT, tmpdir } from './helpers'
 import { makeTwin, maxAbsDiff, torchvisionMissing, parityTolerance } from './twin'
 
@@ -18,13 +19,17 @@ describe('PyTorch state dicts', function () {
       const m = await createModel({ arch, backbone: 'resnet50', numClasses: 21, aux: true, outputStride: 8 })
       const report = await m.loadStateDict(twin.state)
       assert.deepStrictEqual(report, { missing: [], unexpected: [], mismatched: [], loaded: twin.keys })
-      // Train a step so our weights differ from the file, then hand them to Python.
+      // Train a step (at the defaults) so our weights differ from the file, then hand them to Python.
+      // Training leaves the weights channels-last where oneDNN is present ('auto'); Python then uses
+      // that layout too, so both sides run the same convolution kernels (NCHW weights would pick
+      // others and differ by fp32 reduction noise, ~5e-5 of the output's scale here).
       await m.trainStep(randomImages(2, 3, 64, 64), randomMasks(2, 64, 64, 21), { optimizer: { lr: 0.01 } })
+      const layout = autoChannelsLast('cpu') ? ['channels_last'] : []
       const ours = path.join(twin.dir, 'ours.pt')
       await m.saveStateDict(ours)
       const expected = (await m.forward(twin.x)).dataSync()
       const out = path.join(twin.dir, 'ours_out.bin')
-      const r = spawnSync('/usr/bin/python3', [path.join(ROOT, 'test', 'python', 'load_ours.py'), kind, ours, path.join(twin.dir, 'x.bin'), '64', '96', out],
+      const r = spawnSync('/usr/bin/python3', [path.join(ROOT, 'test', 'python', 'load_ours.py'), kind, ours, path.join(twin.dir, 'x.bin'), '64', '96', out, ...layout],
         { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(backend().threads) } })
       assert.strictEqual(r.status, 0, r.stderr)
       const b = fs.readFileSync(out)

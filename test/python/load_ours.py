@@ -1,5 +1,7 @@
 """Loads a state dict written by segtorch's saveStateDict into the torchvision twin (strict) and
-runs it on x.bin. usage: load_ours.py KIND STATE X_BIN H W OUT_BIN"""
+runs it on x.bin. usage: load_ours.py KIND STATE X_BIN H W OUT_BIN [channels_last]
+With channels_last the weights are put in that layout, as segtorch trains them by default, so the
+convolutions pick the same kernels and the outputs can be compared exactly."""
 import sys
 
 import numpy as np
@@ -16,6 +18,8 @@ sd = torch.load(state)
 assert type(sd).__name__ == 'OrderedDict', type(sd)
 m.load_state_dict(sd, strict=True)
 m.eval()
+if len(sys.argv) > 7 and sys.argv[7] == 'channels_last':
+    m = m.to(memory_format=torch.channels_last)
 x = torch.from_numpy(np.fromfile(xbin, dtype=np.float32).reshape(1, 3, h, w))
 with torch.no_grad():
     m(x)['out'].numpy().astype('float32').tofile(out)
