@@ -5,7 +5,7 @@ import * as path from 'path'
 import { backend, tensor, Tensor } from '../lib'
 import { ROOT, tmpdir } from './helpers'
 
-const PYTHON = process.env.SEGTORCH_PYTHON ?? '/usr/bin/python3'
+export const PYTHON = process.env.SEGTORCH_PYTHON ?? '/usr/bin/python3'
 
 let available: string | undefined
 /** Why torchvision cannot be used here, or '' when it can. */

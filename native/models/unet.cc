@@ -1,5 +1,6 @@
 #include "models/unet.h"
 #include "blocks/batch_norm.h"
+#include "blocks/transposed_conv.h"
 
 #include "common/errors.h"
 
@@ -40,7 +41,7 @@ class UpImpl : public nn::Module {
                                 .align_corners(false));
       x = up_conv_(x);
     } else {
-      x = up_transposed_(x);
+      x = ConvTransposeKernelIsStride(x, up_transposed_->weight, up_transposed_->bias);  // = up_transposed_(x)
     }
     return conv_->forward(torch::cat({skip, x}, 1));
   }

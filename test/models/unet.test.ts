@@ -1,5 +1,10 @@
 import * as assert from 'assert'
+import { spawnSync } from 'child_process'
+import * as fs from 'fs'
+import * as path from 'path'
 import { createModel } from '../../lib'
+import { randomImages, ROOT, tmpdir } from '../helpers'
+import { maxAbsDiff, PYTHON, torchvisionMissing } from '../twin'
 import { describeArchitecture } from './shared'
 
 describeArchitecture({
@@ -28,6 +33,35 @@ describe('architecture unet', () => {
       const m = await createModel({ arch: 'unet', ...options })
       assert.strictEqual(m.info().parameters, expected)
       assert.strictEqual(m.info().backbone, 'none')
+      m.dispose()
+    })
+  }
+})
+
+describe('architecture unet: transposed upsampling equals PyTorch conv_transpose2d', function () {
+  before(function () {
+    const why = torchvisionMissing()
+    if (why) { console.log(`      skipped: ${why}`); this.skip() }
+  })
+  // segtorch computes the 2x2 stride-2 transposed convolutions as a 1x1 convolution + pixel_shuffle
+  // (native/blocks/transposed_conv.h); PyTorch runs F.conv_transpose2d on the same state dict.
+  for (const options of [{ baseChannels: 8 }, { baseChannels: 8, batchNorm: true, inChannels: 1 }]) {
+    it(`eval logits within 1e-4 of PyTorch's with ${JSON.stringify(options)}`, async () => {
+      const m = await createModel({ arch: 'unet', numClasses: 3, ...options })
+      const c = options.inChannels ?? 3
+      const x = randomImages(2, c, 48, 80)
+      const dir = tmpdir('segtorch-unet-ref-')
+      await m.saveStateDict(path.join(dir, 'ours.pt'))
+      fs.writeFileSync(path.join(dir, 'x.bin'), x.dataSync())
+      const ours = (await m.forward(x)).dataSync()
+      const r = spawnSync(PYTHON, [path.join(ROOT, 'test', 'python', 'unet_ref.py'), path.join(dir, 'ours.pt'), path.join(dir, 'x.bin'),
+        '2', String(c), '48', '80', path.join(dir, 'ref.bin')], { encoding: 'utf8' })
+      assert.strictEqual(r.status, 0, r.stderr)
+      const b = fs.readFileSync(path.join(dir, 'ref.bin'))
+      const ref = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length))
+      assert.strictEqual(ref.length, ours.length)
+      const d = maxAbsDiff(ours, ref)
+      assert.ok(d <= 1e-4, `max abs diff ${d}`)
       m.dispose()
     })
   }
