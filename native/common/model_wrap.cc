@@ -86,6 +86,18 @@ TrainStepOptions ReadStepOptions(const Napi::Value& v) {
   return o;
 }
 
+// trainStep / checkGradients(images, masks, options, ...)
+struct StepInputs {
+  at::Tensor images, masks;
+  TrainStepOptions options;
+};
+
+StepInputs ReadStepInputs(const Napi::CallbackInfo& info, Job& job) {
+  at::Tensor images = TensorFromJs(info[0], &job);
+  at::Tensor masks = TensorFromJs(info[1], &job);
+  return StepInputs{images, masks, ReadStepOptions(info[2])};
+}
+
 struct InfoData {
   ModelConfig config;
   std::string device;
@@ -177,12 +189,10 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
 
 Napi::Value ModelWrap::TrainStep(const Napi::CallbackInfo& info) {
   return Queue(info, [&](Job& job) {
-    at::Tensor images = TensorFromJs(info[0], &job);
-    at::Tensor masks = TensorFromJs(info[1], &job);
-    TrainStepOptions options = ReadStepOptions(info[2]);
+    StepInputs in = ReadStepInputs(info, job);
     at::Tensor depth = info.Length() > 3 && info[3].IsObject() ? TensorFromJs(info[3], &job) : at::Tensor();
     auto result = std::make_shared<StepResult>();
-    job.execute = [this, images, masks, options, depth, result]() { *result = Loaded().TrainStep(images, masks, options, depth); };
+    job.execute = [this, in, depth, result]() { *result = Loaded().TrainStep(in.images, in.masks, in.options, depth); };
     job.complete = [result](Napi::Env env) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
       o.Set("loss", result->loss);
@@ -258,11 +268,9 @@ Napi::Value ModelWrap::Features(const Napi::CallbackInfo& info) {
 
 Napi::Value ModelWrap::CheckGradients(const Napi::CallbackInfo& info) {
   return Queue(info, [&](Job& job) {
-    at::Tensor images = TensorFromJs(info[0], &job);
-    at::Tensor masks = TensorFromJs(info[1], &job);
-    TrainStepOptions options = ReadStepOptions(info[2]);
+    StepInputs in = ReadStepInputs(info, job);
     auto result = std::make_shared<std::vector<std::string>>();
-    job.execute = [this, images, masks, options, result]() { *result = Loaded().ParametersWithoutGradient(images, masks, options); };
+    job.execute = [this, in, result]() { *result = Loaded().ParametersWithoutGradient(in.images, in.masks, in.options); };
     job.complete = [result](Napi::Env env) -> Napi::Value { return StringArray(env, *result); };
   });
 }
