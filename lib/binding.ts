@@ -16,40 +16,36 @@ export interface NativeTensor {
   handle?: unknown
 }
 
-export interface NativeModel {
+/** What both native model classes have: predict, streaming evaluation, request batching, dispose. */
+export interface NativeInferenceModel {
+  predict(images: NativeTensor, options?: Record<string, unknown>): Promise<NativeTensor>
+  evalReset(ignoreIndex: number): Promise<void>
+  evalUpdate(images: NativeTensor, masks: NativeTensor, options?: Record<string, unknown>): Promise<void>
+  evalCompute(): Promise<any>
+  setBatching(options: { maxBatch: number, maxDelayMs: number } | false): void
+  stats(): import('./serve').BatchStats
+  dispose(): void
+  readonly busy: number
+}
+
+export interface NativeModel extends NativeInferenceModel {
   init(config: Record<string, unknown>): Promise<any>
   forward(images: NativeTensor, all: boolean, precision?: string): Promise<any>
-  predict(images: NativeTensor, options?: Record<string, unknown>): Promise<NativeTensor>
   trainStep(images: NativeTensor, masks: NativeTensor, options: Record<string, unknown>, depth?: NativeTensor): Promise<any>
   setTraining(on: boolean): Promise<void>
   save(path: string, fitState?: string): Promise<void>
   load(path: string): Promise<string>
   info(): Promise<any>
-  dispose(): void
   features(images: NativeTensor): Promise<NativeTensor[]>
   seed(seed: number): Promise<void>
-  evalReset(ignoreIndex: number): Promise<void>
-  evalUpdate(images: NativeTensor, masks: NativeTensor, options?: Record<string, unknown>): Promise<void>
-  evalCompute(): Promise<any>
   checkGradients(images: NativeTensor, masks: NativeTensor, options: Record<string, unknown>): Promise<string[]>
   loadStateDict(path: string, strict: boolean, prefix: string): Promise<StateDictReport>
   saveStateDict(path: string): Promise<void>
   stateDictShapes(): Promise<Record<string, number[]>>
-  setBatching(options: { maxBatch: number, maxDelayMs: number } | false): void
-  stats(): import('./serve').BatchStats
-  readonly busy: number
 }
 
-export interface NativeScriptModel {
+export interface NativeScriptModel extends NativeInferenceModel {
   load(config: Record<string, unknown>): Promise<{ device: string, numClasses: number, inChannels: number, parameters: number }>
-  predict(images: NativeTensor, options?: Record<string, unknown>): Promise<NativeTensor>
-  evalReset(ignoreIndex: number): Promise<void>
-  evalUpdate(images: NativeTensor, masks: NativeTensor, options?: Record<string, unknown>): Promise<void>
-  evalCompute(): Promise<any>
-  setBatching(options: { maxBatch: number, maxDelayMs: number } | false): void
-  stats(): import('./serve').BatchStats
-  dispose(): void
-  readonly busy: number
 }
 
 export interface StateDictReport {

@@ -1,5 +1,5 @@
 /** Models: create, run, train, save and load segmentation networks. */
-import { binding, NativeModel, StateDictReport } from './binding'
+import { binding, NativeInferenceModel, NativeModel, StateDictReport } from './binding'
 import { SegtorchError, typeError, withStack } from './errors'
 import { Arch, ARCHITECTURES, Backbone, OutputStride } from './models'
 import { Device, DType, Shape, Tensor } from './tensor'
@@ -417,29 +417,112 @@ function checkPath (name: string, p: unknown): string {
 
 const disposeSymbol: symbol = (Symbol as unknown as { dispose?: symbol }).dispose ?? Symbol.for('nodejs.dispose')
 
-export class Model {
-  readonly config: Readonly<ModelConfig>
-  readonly device: string
-  #native: NativeModel | undefined
-  #info: ModelInfo
+/**
+ * What our models (Model) and TorchScript ones (ScriptModel) share: the native object and its
+ * disposal, predict, evaluate, request batching and its counters.
+ */
+export abstract class InferenceModel<Native extends NativeInferenceModel = NativeInferenceModel> {
+  abstract readonly device: string
+  abstract readonly config: Readonly<{ inChannels: number }>
+  #native: Native | undefined
   #batching: Required<BatchingOptions> | false = false
 
-  /** @internal use createModel() or loadModel() */
-  constructor (native: NativeModel, config: ModelConfig, device: string, info: ModelInfo) {
+  constructor (native: Native) {
     this.#native = native
-    this.config = Object.freeze({ ...config })
-    this.device = device
-    this.#info = info
   }
 
-  #n (): NativeModel {
-    if (this.#native === undefined) throw new Error('this model was disposed')
-    return this.#native
+  /** The options predict and evaluate start from, before validation (`where` names them in errors). */
+  protected _inferenceDefaults<T> (where: string, options: T): T {
+    return options
   }
 
   /** Jobs queued or running on this model. */
   get busy (): number {
     return this.#native?.busy ?? 0
+  }
+
+  /**
+   * Class map [N, H, W] (int32) in eval mode without gradients; with options, as the papers
+   * evaluate: sliding windows, multi-scale and flipped inputs (probabilities averaged), or
+   * probabilities / logits [N, K, H, W] (float32). Images of different sizes can be passed as an
+   * array of single images ([1, C, H, W] each); the result is then an array too.
+   */
+  predict<N extends number, H extends number, W extends number> (images: Images<N, H, W>, options?: PredictOptions & { output?: 'labels' }): Promise<Tensor<'int32', readonly [N, H, W]>>
+  predict<N extends number, H extends number, W extends number> (images: Images<N, H, W>, options: PredictOptions & { output: 'probs' | 'logits' }): Promise<Tensor<'float32', readonly [N, number, H, W]>>
+  predict (images: Images[], options?: PredictOptions): Promise<Tensor[]>
+  async predict (images: Images | Images[], options?: PredictOptions): Promise<Tensor | Tensor[]> {
+    const o = resolvePredictOptions(this._inferenceDefaults('predict options', options), 'predict options', [], this.device)
+    const native = this._native()
+    if (Array.isArray(images)) {
+      const list = images.map((x, i) => checkImages(`images[${i}]`, x, this.config.inChannels))
+      const out: Tensor[] = []
+      for (const x of list) out.push(Tensor.fromNative(await withStack(() => native.predict(x._native(), o))))
+      return out
+    }
+    const x = checkImages('images', images, this.config.inChannels)
+    return Tensor.fromNative(await withStack(() => native.predict(x._native(), o)))
+  }
+
+  /** mIoU, accuracies, fwIoU, Dice and the confusion matrix of the model on `data`, accumulated natively. */
+  async evaluate (data: BatchSource, options?: PredictOptions & { ignoreIndex?: number }): Promise<Evaluation> {
+    return evaluate(this, data, this._inferenceDefaults('evaluate options', options))
+  }
+
+  /**
+   * Request batching for services: `false` (the default) runs each predict call by itself; with
+   * `{ maxBatch, maxDelayMs }` concurrent predict calls with the same image size, dtype and options
+   * are collected natively (up to maxBatch images, waiting at most maxDelayMs after the first) and
+   * run as one forward; each caller still gets its own result. See the README, "Serving".
+   */
+  setBatching (options: BatchingOptions | false): void {
+    const b = resolveBatching(options)
+    this._native().setBatching(b)
+    this.#batching = b
+  }
+
+  /** The current batching setting (false when off). */
+  get batching (): Required<BatchingOptions> | false {
+    return this.#batching === false ? false : { ...this.#batching }
+  }
+
+  /** Counters of predict calls and of the native forwards that served them. */
+  stats (): BatchStats {
+    return this._native().stats()
+  }
+
+  /** @internal */
+  _native (): Native {
+    if (this.#native === undefined) throw new Error('this model was disposed')
+    return this.#native
+  }
+
+  /** Frees the native model. Refused while a job is queued or running. */
+  dispose (): void {
+    if (this.#native === undefined) return
+    this.#native.dispose()
+    this.#native = undefined
+  }
+
+  [Symbol.dispose] (): void {
+    this.dispose()
+  }
+}
+
+if (disposeSymbol !== Symbol.dispose) {
+  (InferenceModel.prototype as unknown as Record<symbol, unknown>)[disposeSymbol] = InferenceModel.prototype.dispose
+}
+
+export class Model extends InferenceModel<NativeModel> {
+  readonly config: Readonly<ModelConfig>
+  readonly device: string
+  #info: ModelInfo
+
+  /** @internal use createModel() or loadModel() */
+  constructor (native: NativeModel, config: ModelConfig, device: string, info: ModelInfo) {
+    super(native)
+    this.config = Object.freeze({ ...config })
+    this.device = device
+    this.#info = info
   }
 
   /** Architecture, backbone, classes, parameter counts, steps taken. */
@@ -461,34 +544,12 @@ export class Model {
     v.checkKeys('forward options', o, ['outputs', 'precision'])
     const all = o.outputs === undefined ? false : v.oneOf('outputs', o.outputs, ['main', 'all'] as const) === 'all'
     const precision = o.precision === undefined ? 'fp32' : v.oneOf('precision', o.precision, ['fp32', 'bf16'] as const)
-    const native = this.#n()
+    const native = this._native()
     const out = await withStack(() => native.forward(x._native(), all, precision))
     if (!all) return Tensor.fromNative(out)
     const result: Record<string, Tensor<'float32'>> = {}
     for (const [k, t] of Object.entries(out)) result[k] = Tensor.fromNative(t as never)
     return result
-  }
-
-  /**
-   * Class map [N, H, W] (int32) in eval mode without gradients; with options, as the papers
-   * evaluate: sliding windows, multi-scale and flipped inputs (probabilities averaged), or
-   * probabilities / logits [N, K, H, W] (float32). Images of different sizes can be passed as an
-   * array of single images ([1, C, H, W] each); the result is then an array too.
-   */
-  predict<N extends number, H extends number, W extends number> (images: Images<N, H, W>, options?: PredictOptions & { output?: 'labels' }): Promise<Tensor<'int32', readonly [N, H, W]>>
-  predict<N extends number, H extends number, W extends number> (images: Images<N, H, W>, options: PredictOptions & { output: 'probs' | 'logits' }): Promise<Tensor<'float32', readonly [N, number, H, W]>>
-  predict (images: Images[], options?: PredictOptions): Promise<Tensor[]>
-  async predict (images: Images | Images[], options?: PredictOptions): Promise<Tensor | Tensor[]> {
-    const o = resolvePredictOptions(options, 'predict options', [], this.device)
-    const native = this.#n()
-    if (Array.isArray(images)) {
-      const list = images.map((x, i) => checkImages(`images[${i}]`, x, this.config.inChannels))
-      const out: Tensor[] = []
-      for (const x of list) out.push(Tensor.fromNative(await withStack(() => native.predict(x._native(), o))))
-      return out
-    }
-    const x = checkImages('images', images, this.config.inChannels)
-    return Tensor.fromNative(await withStack(() => native.predict(x._native(), o)))
   }
 
   /**
@@ -502,7 +563,7 @@ export class Model {
     const { depth, ...rest } = (options ?? {}) as TrainStepOptions & { depth?: Tensor }
     const o = resolveStepOptions(rest, this.config.numClasses, 'trainStep options', [], this.device)
     const d = depth === undefined ? undefined : checkDepth(depth, x)
-    const native = this.#n()
+    const native = this._native()
     const r = await withStack(() => native.trainStep(x._native(), y._native(), o as unknown as Record<string, unknown>, d?._native()))
     this.#info.steps = r.step
     return r as StepResult
@@ -517,16 +578,6 @@ export class Model {
     return fit(this, data, options)
   }
 
-  /** mIoU, accuracies, fwIoU, Dice and the confusion matrix of the model on `data`, accumulated natively. */
-  async evaluate (data: BatchSource, options?: PredictOptions & { ignoreIndex?: number }): Promise<Evaluation> {
-    return evaluate(this, data, options)
-  }
-
-  /** @internal */
-  _native (): NativeModel {
-    return this.#n()
-  }
-
   /** @internal sets steps after a resume */
   _setInfo (info: ModelInfo): void {
     this.#info = info
@@ -535,7 +586,7 @@ export class Model {
   /** The backbone's feature maps, shallow to deep (ResNet: layer1..layer4), float32, no gradients. */
   async features (images: Images): Promise<Array<Tensor<'float32'>>> {
     const x = checkImages('images', images, this.config.inChannels)
-    const native = this.#n()
+    const native = this._native()
     const out = await withStack(() => native.features(x._native()))
     return out.map((t) => Tensor.fromNative<'float32', Shape>(t))
   }
@@ -552,7 +603,7 @@ export class Model {
     v.checkKeys('loadStateDict options', o, ['strict', 'prefix'])
     const strict = o.strict === undefined ? true : v.boolean('strict', o.strict)
     const prefix = o.prefix === undefined ? '' : v.string('prefix', o.prefix)
-    const native = this.#n()
+    const native = this._native()
     return withStack(() => native.loadStateDict(p, strict, prefix))
   }
 
@@ -562,13 +613,13 @@ export class Model {
    */
   async saveStateDict (path: string): Promise<void> {
     const p = checkPath('path', path)
-    const native = this.#n()
+    const native = this._native()
     await withStack(() => native.saveStateDict(p))
   }
 
   /** Parameter and buffer names with their shapes, as in a state dict. */
   async stateDictShapes (): Promise<Record<string, number[]>> {
-    const native = this.#n()
+    const native = this._native()
     return withStack(() => native.stateDictShapes())
   }
 
@@ -580,14 +631,14 @@ export class Model {
     const x = checkImages('images', images, this.config.inChannels)
     const y = checkMasks(masks, x)
     const o = resolveStepOptions(options, this.config.numClasses, 'checkGradients options', [], this.device)
-    const native = this.#n()
+    const native = this._native()
     return withStack(() => native.checkGradients(x._native(), y._native(), o as unknown as Record<string, unknown>))
   }
 
   /** Switches to training mode (batch-norm statistics update, dropout on, aux outputs). */
   async train (on = true): Promise<void> {
     v.boolean('on', on)
-    const native = this.#n()
+    const native = this._native()
     await withStack(() => native.setTraining(on))
     this.#info.training = on
   }
@@ -600,54 +651,17 @@ export class Model {
   /** Saves weights and configuration atomically (temporary file, fsync, rename). */
   async save (path: string): Promise<void> {
     const p = checkPath('path', path)
-    const native = this.#n()
+    const native = this._native()
     await withStack(() => native.save(p))
-  }
-
-  /**
-   * Request batching for services: `false` (the default) runs each predict call by itself; with
-   * `{ maxBatch, maxDelayMs }` concurrent predict calls with the same image size, dtype and options
-   * are collected natively (up to maxBatch images, waiting at most maxDelayMs after the first) and
-   * run as one forward; each caller still gets its own result. See the README, "Serving".
-   */
-  setBatching (options: BatchingOptions | false): void {
-    const b = resolveBatching(options)
-    this.#n().setBatching(b)
-    this.#batching = b
-  }
-
-  /** The current batching setting (false when off). */
-  get batching (): Required<BatchingOptions> | false {
-    return this.#batching === false ? false : { ...this.#batching }
-  }
-
-  /** Counters of predict calls and of the native forwards that served them. */
-  stats (): BatchStats {
-    return this.#n().stats()
-  }
-
-  /** Frees the native model. Refused while a job is queued or running. */
-  dispose (): void {
-    if (this.#native === undefined) return
-    this.#native.dispose()
-    this.#native = undefined
-  }
-
-  [Symbol.dispose] (): void {
-    this.dispose()
   }
 
   /** @internal loads weights (and training state); returns the stored fit state ('' if none) */
   async _load (path: string): Promise<string> {
-    const native = this.#n()
+    const native = this._native()
     const fitState = await withStack(() => native.load(path))
     this.#info = await withStack(() => native.info())
     return fitState
   }
-}
-
-if (disposeSymbol !== Symbol.dispose) {
-  (Model.prototype as unknown as Record<symbol, unknown>)[disposeSymbol] = Model.prototype.dispose
 }
 
 /** Builds a network (weights initialised as its paper / torchvision does). */

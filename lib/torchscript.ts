@@ -6,10 +6,9 @@
 import * as fs from 'fs'
 import { binding, NativeScriptModel } from './binding'
 import { SegtorchError, typeError, withStack } from './errors'
-import { evaluate, BatchSource, Evaluation } from './fit'
-import { checkImages, Images, PredictOptions, resolvePredictOptions } from './model'
-import { BatchingOptions, BatchStats, resolveBatching } from './serve'
-import { Device, Tensor } from './tensor'
+import { InferenceModel } from './model'
+import { BatchingOptions, resolveBatching } from './serve'
+import { Device } from './tensor'
 import * as v from './validate'
 
 export interface TorchScriptOptions {
@@ -45,7 +44,6 @@ export interface TorchScriptInfo {
 }
 
 const OPTION_KEYS = ['device', 'inChannels', 'mean', 'std', 'numClasses', 'probeSize', 'batching'] as const
-const disposeSymbol: symbol = (Symbol as unknown as { dispose?: symbol }).dispose ?? Symbol.for('nodejs.dispose')
 
 /**
  * A user's TorchScript module has unknown numerics: it runs in fp32 unless `precision` asks for
@@ -58,98 +56,28 @@ function fp32ByDefault<T> (where: string, options: T): T {
 }
 
 /** A TorchScript segmentation model: predict, evaluate, batching. Created by loadTorchScript(). */
-export class ScriptModel {
+export class ScriptModel extends InferenceModel<NativeScriptModel> {
   readonly path: string
   readonly device: string
   readonly config: Readonly<{ inChannels: number, numClasses: number, mean: number[], std: number[] }>
-  #native: NativeScriptModel | undefined
   #info: TorchScriptInfo
-  #batching: Required<BatchingOptions> | false = false
 
   /** @internal use loadTorchScript() */
   constructor (native: NativeScriptModel, info: TorchScriptInfo, mean: number[], std: number[]) {
-    this.#native = native
+    super(native)
     this.#info = info
     this.path = info.path
     this.device = info.device
     this.config = Object.freeze({ inChannels: info.inChannels, numClasses: info.numClasses, mean, std })
   }
 
-  #n (): NativeScriptModel {
-    if (this.#native === undefined) throw new Error('this model was disposed')
-    return this.#native
-  }
-
-  /** Jobs queued or running on this model. */
-  get busy (): number {
-    return this.#native?.busy ?? 0
+  protected _inferenceDefaults<T> (where: string, options: T): T {
+    return fp32ByDefault(where, options)
   }
 
   info (): TorchScriptInfo {
     return { ...this.#info }
   }
-
-  /**
-   * Class map [N, H, W] (int32), or probabilities / logits [N, K, H, W] (float32), with the same
-   * options as Model.predict (whole / slide, scales, flip, output). An array of single images gives
-   * an array of results.
-   */
-  predict<N extends number, H extends number, W extends number> (images: Images<N, H, W>, options?: PredictOptions & { output?: 'labels' }): Promise<Tensor<'int32', readonly [N, H, W]>>
-  predict<N extends number, H extends number, W extends number> (images: Images<N, H, W>, options: PredictOptions & { output: 'probs' | 'logits' }): Promise<Tensor<'float32', readonly [N, number, H, W]>>
-  predict (images: Images[], options?: PredictOptions): Promise<Tensor[]>
-  async predict (images: Images | Images[], options?: PredictOptions): Promise<Tensor | Tensor[]> {
-    const o = resolvePredictOptions(fp32ByDefault('predict options', options), 'predict options', [], this.device)
-    const native = this.#n()
-    if (Array.isArray(images)) {
-      const list = images.map((x, i) => checkImages(`images[${i}]`, x, this.config.inChannels))
-      const out: Tensor[] = []
-      for (const x of list) out.push(Tensor.fromNative(await withStack(() => native.predict(x._native(), o))))
-      return out
-    }
-    const x = checkImages('images', images, this.config.inChannels)
-    return Tensor.fromNative(await withStack(() => native.predict(x._native(), o)))
-  }
-
-  /** mIoU, accuracies, fwIoU, Dice and the confusion matrix on `data`, as Model.evaluate. */
-  async evaluate (data: BatchSource, options?: PredictOptions & { ignoreIndex?: number }): Promise<Evaluation> {
-    return evaluate(this, data, fp32ByDefault('evaluate options', options))
-  }
-
-  /** Request batching, as Model.setBatching. */
-  setBatching (options: BatchingOptions | false): void {
-    const b = resolveBatching(options)
-    this.#n().setBatching(b)
-    this.#batching = b
-  }
-
-  get batching (): Required<BatchingOptions> | false {
-    return this.#batching === false ? false : { ...this.#batching }
-  }
-
-  /** Counters of predict calls and of the native forwards that served them. */
-  stats (): BatchStats {
-    return this.#n().stats()
-  }
-
-  /** @internal */
-  _native (): NativeScriptModel {
-    return this.#n()
-  }
-
-  /** Frees the native module. Refused while a job is queued or running. */
-  dispose (): void {
-    if (this.#native === undefined) return
-    this.#native.dispose()
-    this.#native = undefined
-  }
-
-  [Symbol.dispose] (): void {
-    this.dispose()
-  }
-}
-
-if (disposeSymbol !== Symbol.dispose) {
-  (ScriptModel.prototype as unknown as Record<symbol, unknown>)[disposeSymbol] = ScriptModel.prototype.dispose
 }
 
 /**

@@ -1,5 +1,5 @@
 // The Node-API side of request batching (infer/batcher.h): the execute function of a predict job,
-// and the JS methods setBatching / stats that ModelWrap and ScriptWrap share.
+// and the JS methods setBatching / stats (ModelWrapBase, common/wrap_base.h, gives them to both model classes).
 #pragma once
 #include <napi.h>
 

@@ -1,6 +1,5 @@
 #include "common/model_wrap.h"
 
-#include "common/batching.h"
 #include "common/napi_util.h"
 
 namespace segtorch {
@@ -87,6 +86,18 @@ TrainStepOptions ReadStepOptions(const Napi::Value& v) {
   return o;
 }
 
+// trainStep / checkGradients(images, masks, options, ...)
+struct StepInputs {
+  at::Tensor images, masks;
+  TrainStepOptions options;
+};
+
+StepInputs ReadStepInputs(const Napi::CallbackInfo& info, Job& job) {
+  at::Tensor images = TensorFromJs(info[0], &job);
+  at::Tensor masks = TensorFromJs(info[1], &job);
+  return StepInputs{images, masks, ReadStepOptions(info[2])};
+}
+
 struct InfoData {
   ModelConfig config;
   std::string device;
@@ -115,133 +126,74 @@ Napi::Object InfoObject(Napi::Env env, const InfoData& s) {
   return o;
 }
 
+Napi::Array StringArray(Napi::Env env, const std::vector<std::string>& v) {
+  Napi::Array a = Napi::Array::New(env, v.size());
+  for (size_t i = 0; i < v.size(); ++i) a.Set(static_cast<uint32_t>(i), v[i]);
+  return a;
+}
+
+const WrapKind kModelKind = {"this model is not initialised", "this model failed to initialise", "model already initialised",
+                             /*release_on_executor=*/false};
+
 }  // namespace
 
 Napi::Function ModelWrap::Init(Napi::Env env) {
   return DefineClass(env, "NativeModel",
-                     {
+                     WithSharedMethods({
                          InstanceMethod<&ModelWrap::InitModel>("init"),
                          InstanceMethod<&ModelWrap::Forward>("forward"),
-                         InstanceMethod<&ModelWrap::Predict>("predict"),
                          InstanceMethod<&ModelWrap::TrainStep>("trainStep"),
                          InstanceMethod<&ModelWrap::SetTraining>("setTraining"),
                          InstanceMethod<&ModelWrap::Save>("save"),
                          InstanceMethod<&ModelWrap::Load>("load"),
                          InstanceMethod<&ModelWrap::Info>("info"),
-                         InstanceMethod<&ModelWrap::Dispose>("dispose"),
                          InstanceMethod<&ModelWrap::CheckGradients>("checkGradients"),
                          InstanceMethod<&ModelWrap::Features>("features"),
                          InstanceMethod<&ModelWrap::Seed>("seed"),
-                         InstanceMethod<&ModelWrap::EvalReset>("evalReset"),
-                         InstanceMethod<&ModelWrap::EvalUpdate>("evalUpdate"),
-                         InstanceMethod<&ModelWrap::EvalCompute>("evalCompute"),
                          InstanceMethod<&ModelWrap::LoadStateDict>("loadStateDict"),
                          InstanceMethod<&ModelWrap::SaveStateDict>("saveStateDict"),
                          InstanceMethod<&ModelWrap::StateDictShapes>("stateDictShapes"),
-                         InstanceMethod<&ModelWrap::SetBatching>("setBatching"),
-                         InstanceMethod<&ModelWrap::Stats>("stats"),
-                         InstanceAccessor<&ModelWrap::Busy>("busy"),
-                     });
+                     }));
 }
 
-ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info), executor_(new Executor()) {}
-
-ModelWrap::~ModelWrap() {
-  // No job can be pending: each job holds a reference to this object until it settles.
-  executor_.reset();
-}
-
-void ModelWrap::CheckUsable(Napi::Env env, bool need_model) {
-  if (disposed_) throw Napi::Error::New(env, "this model was disposed");
-  if (need_model && !initialised_) throw Napi::Error::New(env, "this model is not initialised");
-}
-
-Napi::Value ModelWrap::Run(const Napi::CallbackInfo& info, std::unique_ptr<Job> job) {
-  job->KeepAlive(Value());
-  ++busy_;
-  auto settled = std::move(job->on_settled);
-  job->on_settled = [this, settled]() {
-    --busy_;
-    if (settled) settled();
-  };
-  return Schedule(info.Env(), *executor_, std::move(job));
-}
+ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : ModelWrapBase(info, kModelKind) {}
 
 Napi::Value ModelWrap::InitModel(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    CheckUsable(env, false);
-    if (initialised_) throw Napi::Error::New(env, "model already initialised");
-    initialised_ = true;
+  return QueueSetUp(info, [&](Job& job) {
     ModelConfig config = ReadConfig(info[0].As<Napi::Object>());
-    auto job = std::make_unique<Job>(env);
     auto data = std::make_shared<InfoData>();
-    job->execute = [this, config, data]() {
-      segmenter_ = std::make_shared<Segmenter>(config);
-      *data = Snapshot(*segmenter_);
+    job.execute = [this, config, data]() {
+      model_ = std::make_shared<Segmenter>(config);
+      *data = Snapshot(*model_);
     };
-    job->complete = [data](Napi::Env env) -> Napi::Value { return InfoObject(env, *data); };
-    return Run(info, std::move(job));
+    job.complete = [data](Napi::Env env) -> Napi::Value { return InfoObject(env, *data); };
   });
 }
 
 Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    CheckUsable(env);
-    auto job = std::make_unique<Job>(env);
-    at::Tensor images = TensorFromJs(info[0], job.get());
+  return Queue(info, [&](Job& job) {
+    at::Tensor images = TensorFromJs(info[0], &job);
     bool all = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
     std::string precision = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "fp32";
     auto result = std::make_shared<SegOutput>();
-    job->execute = [this, images, precision, result]() {
-      if (!segmenter_) ThrowError("this model failed to initialise");
-      *result = segmenter_->Forward(images, precision);
-    };
-    job->complete = [result, all](Napi::Env env) -> Napi::Value {
+    job.execute = [this, images, precision, result]() { *result = Loaded().Forward(images, precision); };
+    job.complete = [result, all](Napi::Env env) -> Napi::Value {
       if (!all) return TensorToJs(env, result->out);
       Napi::Object o = Napi::Object::New(env);
       o.Set("out", TensorToJs(env, result->out));
       for (auto& a : result->aux) o.Set(a.first, TensorToJs(env, a.second.contiguous()));
       return o;
     };
-    return Run(info, std::move(job));
-  });
-}
-
-Napi::Value ModelWrap::Predict(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    CheckUsable(env);
-    auto job = std::make_unique<Job>(env);
-    at::Tensor images = TensorFromJs(info[0], job.get());
-    InferOptions options = ReadInferOptions(info.Length() > 1 ? info[1] : env.Undefined());
-    auto result = std::make_shared<at::Tensor>();
-    BatchFn run = [this, options](const at::Tensor& x) {
-      if (!segmenter_) ThrowError("this model failed to initialise");
-      return segmenter_->Predict(x, options);
-    };
-    job->execute = PredictExecute(env, batcher_, info.Length() > 1 ? info[1] : env.Undefined(), images, std::move(run), result);
-    job->complete = [result](Napi::Env env) -> Napi::Value { return TensorToJs(env, *result); };
-    return Run(info, std::move(job));
   });
 }
 
 Napi::Value ModelWrap::TrainStep(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    CheckUsable(env);
-    auto job = std::make_unique<Job>(env);
-    at::Tensor images = TensorFromJs(info[0], job.get());
-    at::Tensor masks = TensorFromJs(info[1], job.get());
-    TrainStepOptions options = ReadStepOptions(info[2]);
-    at::Tensor depth = info.Length() > 3 && info[3].IsObject() ? TensorFromJs(info[3], job.get()) : at::Tensor();
+  return Queue(info, [&](Job& job) {
+    StepInputs in = ReadStepInputs(info, job);
+    at::Tensor depth = info.Length() > 3 && info[3].IsObject() ? TensorFromJs(info[3], &job) : at::Tensor();
     auto result = std::make_shared<StepResult>();
-    job->execute = [this, images, masks, options, depth, result]() {
-      if (!segmenter_) ThrowError("this model failed to initialise");
-      *result = segmenter_->TrainStep(images, masks, options, depth);
-    };
-    job->complete = [result](Napi::Env env) -> Napi::Value {
+    job.execute = [this, in, depth, result]() { *result = Loaded().TrainStep(in.images, in.masks, in.options, depth); };
+    job.complete = [result](Napi::Env env) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
       o.Set("loss", result->loss);
       o.Set("step", Napi::Number::New(env, static_cast<double>(result->step)));
@@ -256,193 +208,81 @@ Napi::Value ModelWrap::TrainStep(const Napi::CallbackInfo& info) {
       o.Set("parts", parts);
       return o;
     };
-    return Run(info, std::move(job));
   });
 }
 
 Napi::Value ModelWrap::SetTraining(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    CheckUsable(env);
+  return Queue(info, [&](Job& job) {
     bool on = info[0].ToBoolean().Value();
-    auto job = std::make_unique<Job>(env);
-    job->execute = [this, on]() {
-      if (segmenter_) segmenter_->SetTraining(on);
+    job.execute = [this, on]() {
+      if (model_) model_->SetTraining(on);
     };
-    return Run(info, std::move(job));
   });
 }
 
 Napi::Value ModelWrap::Save(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    CheckUsable(env);
+  return Queue(info, [&](Job& job) {
     std::string path = info[0].As<Napi::String>().Utf8Value();
     bool training_state = info.Length() > 1 && info[1].IsString();
     std::string fit_state = training_state ? info[1].As<Napi::String>().Utf8Value() : "";
-    auto job = std::make_unique<Job>(env);
-    job->execute = [this, path, training_state, fit_state]() {
-      if (!segmenter_) ThrowError("this model failed to initialise");
-      segmenter_->Save(path, training_state, fit_state);
-    };
-    return Run(info, std::move(job));
+    job.execute = [this, path, training_state, fit_state]() { Loaded().Save(path, training_state, fit_state); };
   });
 }
 
 Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    CheckUsable(env);
+  return Queue(info, [&](Job& job) {
     std::string path = info[0].As<Napi::String>().Utf8Value();
-    auto job = std::make_unique<Job>(env);
     auto fit = std::make_shared<std::string>();
-    job->execute = [this, path, fit]() {
-      if (!segmenter_) ThrowError("this model failed to initialise");
-      *fit = segmenter_->Load(path);
-    };
-    job->complete = [fit](Napi::Env env) -> Napi::Value { return Napi::String::New(env, *fit); };
-    return Run(info, std::move(job));
+    job.execute = [this, path, fit]() { *fit = Loaded().Load(path); };
+    job.complete = [fit](Napi::Env env) -> Napi::Value { return Napi::String::New(env, *fit); };
   });
 }
 
 Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    CheckUsable(env);
-    auto job = std::make_unique<Job>(env);
+  return Queue(info, [&](Job& job) {
     auto data = std::make_shared<InfoData>();
-    job->execute = [this, data]() {
-      if (!segmenter_) ThrowError("this model failed to initialise");
-      *data = Snapshot(*segmenter_);
-    };
-    job->complete = [data](Napi::Env env) -> Napi::Value { return InfoObject(env, *data); };
-    return Run(info, std::move(job));
+    job.execute = [this, data]() { *data = Snapshot(Loaded()); };
+    job.complete = [data](Napi::Env env) -> Napi::Value { return InfoObject(env, *data); };
   });
 }
-
-Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (disposed_) return env.Undefined();
-  if (busy_ > 0) {
-    throw Napi::Error::New(env, "cannot dispose a model while " + std::to_string(busy_) +
-                                    " job(s) are queued or running on it: await them first");
-  }
-  disposed_ = true;
-  segmenter_.reset();
-  return env.Undefined();
-}
-
-namespace {
-Napi::Array StringArray(Napi::Env env, const std::vector<std::string>& v) {
-  Napi::Array a = Napi::Array::New(env, v.size());
-  for (size_t i = 0; i < v.size(); ++i) a.Set(static_cast<uint32_t>(i), v[i]);
-  return a;
-}
-}  // namespace
 
 Napi::Value ModelWrap::Seed(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    CheckUsable(env);
+  return Queue(info, [&](Job& job) {
     uint64_t seed = static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value());
-    auto job = std::make_unique<Job>(env);
-    job->execute = [this, seed]() { segmenter_->Seed(seed); };
-    return Run(info, std::move(job));
-  });
-}
-
-Napi::Value ModelWrap::EvalReset(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    CheckUsable(env);
-    int64_t ignore = info[0].As<Napi::Number>().Int64Value();
-    auto job = std::make_unique<Job>(env);
-    job->execute = [this, ignore]() { segmenter_->EvalReset(ignore); };
-    return Run(info, std::move(job));
-  });
-}
-
-Napi::Value ModelWrap::EvalUpdate(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    CheckUsable(env);
-    auto job = std::make_unique<Job>(env);
-    at::Tensor images = TensorFromJs(info[0], job.get());
-    at::Tensor masks = TensorFromJs(info[1], job.get());
-    InferOptions options = ReadInferOptions(info.Length() > 2 ? info[2] : env.Undefined());
-    job->execute = [this, images, masks, options]() { segmenter_->EvalUpdate(images, masks, options); };
-    return Run(info, std::move(job));
-  });
-}
-
-Napi::Value ModelWrap::EvalCompute(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    CheckUsable(env);
-    auto job = std::make_unique<Job>(env);
-    auto result = std::make_shared<EvalResult>();
-    job->execute = [this, result]() { *result = segmenter_->EvalCompute(); };
-    job->complete = [result](Napi::Env env) -> Napi::Value {
-      Napi::Object o = MetricsObject(env, result->metrics);
-      o.Set("confusion", TensorToJs(env, result->confusion));
-      return o;
-    };
-    return Run(info, std::move(job));
+    job.execute = [this, seed]() { Loaded().Seed(seed); };
   });
 }
 
 Napi::Value ModelWrap::Features(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    CheckUsable(env);
-    auto job = std::make_unique<Job>(env);
-    at::Tensor images = TensorFromJs(info[0], job.get());
+  return Queue(info, [&](Job& job) {
+    at::Tensor images = TensorFromJs(info[0], &job);
     auto result = std::make_shared<std::vector<at::Tensor>>();
-    job->execute = [this, images, result]() {
-      if (!segmenter_) ThrowError("this model failed to initialise");
-      *result = segmenter_->Features(images);
-    };
-    job->complete = [result](Napi::Env env) -> Napi::Value {
+    job.execute = [this, images, result]() { *result = Loaded().Features(images); };
+    job.complete = [result](Napi::Env env) -> Napi::Value {
       Napi::Array a = Napi::Array::New(env, result->size());
       for (size_t i = 0; i < result->size(); ++i) a.Set(static_cast<uint32_t>(i), TensorToJs(env, (*result)[i]));
       return a;
     };
-    return Run(info, std::move(job));
   });
 }
 
 Napi::Value ModelWrap::CheckGradients(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    CheckUsable(env);
-    auto job = std::make_unique<Job>(env);
-    at::Tensor images = TensorFromJs(info[0], job.get());
-    at::Tensor masks = TensorFromJs(info[1], job.get());
-    TrainStepOptions options = ReadStepOptions(info[2]);
+  return Queue(info, [&](Job& job) {
+    StepInputs in = ReadStepInputs(info, job);
     auto result = std::make_shared<std::vector<std::string>>();
-    job->execute = [this, images, masks, options, result]() {
-      if (!segmenter_) ThrowError("this model failed to initialise");
-      *result = segmenter_->ParametersWithoutGradient(images, masks, options);
-    };
-    job->complete = [result](Napi::Env env) -> Napi::Value { return StringArray(env, *result); };
-    return Run(info, std::move(job));
+    job.execute = [this, in, result]() { *result = Loaded().ParametersWithoutGradient(in.images, in.masks, in.options); };
+    job.complete = [result](Napi::Env env) -> Napi::Value { return StringArray(env, *result); };
   });
 }
 
 Napi::Value ModelWrap::LoadStateDict(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    CheckUsable(env);
+  return Queue(info, [&](Job& job) {
     std::string path = info[0].As<Napi::String>().Utf8Value();
     bool strict = info[1].ToBoolean().Value();
     std::string prefix = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
-    auto job = std::make_unique<Job>(env);
     auto result = std::make_shared<StateDictReport>();
-    job->execute = [this, path, strict, prefix, result]() {
-      if (!segmenter_) ThrowError("this model failed to initialise");
-      *result = segmenter_->LoadStateDict(path, strict, prefix);
-    };
-    job->complete = [result](Napi::Env env) -> Napi::Value {
+    job.execute = [this, path, strict, prefix, result]() { *result = Loaded().LoadStateDict(path, strict, prefix); };
+    job.complete = [result](Napi::Env env) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
       o.Set("missing", StringArray(env, result->missing));
       o.Set("unexpected", StringArray(env, result->unexpected));
@@ -450,35 +290,21 @@ Napi::Value ModelWrap::LoadStateDict(const Napi::CallbackInfo& info) {
       o.Set("loaded", Napi::Number::New(env, static_cast<double>(result->loaded)));
       return o;
     };
-    return Run(info, std::move(job));
   });
 }
 
 Napi::Value ModelWrap::SaveStateDict(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    CheckUsable(env);
+  return Queue(info, [&](Job& job) {
     std::string path = info[0].As<Napi::String>().Utf8Value();
-    auto job = std::make_unique<Job>(env);
-    job->execute = [this, path]() {
-      if (!segmenter_) ThrowError("this model failed to initialise");
-      segmenter_->SaveStateDict(path);
-    };
-    return Run(info, std::move(job));
+    job.execute = [this, path]() { Loaded().SaveStateDict(path); };
   });
 }
 
 Napi::Value ModelWrap::StateDictShapes(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    CheckUsable(env);
-    auto job = std::make_unique<Job>(env);
+  return Queue(info, [&](Job& job) {
     auto result = std::make_shared<std::vector<std::pair<std::string, std::vector<int64_t>>>>();
-    job->execute = [this, result]() {
-      if (!segmenter_) ThrowError("this model failed to initialise");
-      *result = segmenter_->StateDictShapes();
-    };
-    job->complete = [result](Napi::Env env) -> Napi::Value {
+    job.execute = [this, result]() { *result = Loaded().StateDictShapes(); };
+    job.complete = [result](Napi::Env env) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
       for (auto& kv : *result) {
         Napi::Array shape = Napi::Array::New(env, kv.second.size());
@@ -487,21 +313,7 @@ Napi::Value ModelWrap::StateDictShapes(const Napi::CallbackInfo& info) {
       }
       return o;
     };
-    return Run(info, std::move(job));
   });
 }
-
-Napi::Value ModelWrap::Busy(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), busy_); }
-
-Napi::Value ModelWrap::SetBatching(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    CheckUsable(env, false);
-    SetBatchingJs(info, *batcher_);
-    return env.Undefined();
-  });
-}
-
-Napi::Value ModelWrap::Stats(const Napi::CallbackInfo& info) { return BatchStatsJs(info.Env(), *batcher_); }
 
 }  // namespace segtorch

@@ -53,7 +53,7 @@ class ScriptSegmenter {
   torch::Device device_;
   torch::jit::Module module_;
   torch::Tensor mean_, std_;
-  std::unique_ptr<ConfusionMatrix> confusion_;
+  Evaluation evaluation_;
 };
 
 // What a TorchScript module returned, in words ("a tensor of shape [2, 5]", "a str", ...).

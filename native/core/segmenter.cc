@@ -460,28 +460,13 @@ StepResult Segmenter::TrainStep(const torch::Tensor& images, const torch::Tensor
 
 void Segmenter::Seed(uint64_t seed) { torch::manual_seed(seed); }
 
-void Segmenter::EvalReset(int64_t ignore_index) {
-  confusion_ = std::make_unique<ConfusionMatrix>(config_.num_classes, ignore_index, device_);
-}
+void Segmenter::EvalReset(int64_t ignore_index) { evaluation_.Reset(config_.num_classes, ignore_index, device_); }
 
 void Segmenter::EvalUpdate(const torch::Tensor& images, const torch::Tensor& masks, const InferOptions& options) {
-  if (!confusion_) ThrowError("evaluation was not started");
-  if (masks.dim() != 3 || masks.size(0) != images.size(0) || masks.size(1) != images.size(2) || masks.size(2) != images.size(3)) {
-    ThrowRange("Expected masks of shape [N, H, W] matching the images");
-  }
-  InferOptions o = options;
-  o.output = "labels";
-  torch::Tensor labels = Predict(images, o);
-  confusion_->Update(labels, masks.to(device_));
+  evaluation_.Update(images, masks, options, [this](const torch::Tensor& x, const InferOptions& o) { return Predict(x, o); });
 }
 
-EvalResult Segmenter::EvalCompute() const {
-  if (!confusion_) ThrowError("evaluation was not started");
-  EvalResult r;
-  r.confusion = confusion_->matrix().to(torch::kCPU).clone();
-  r.metrics = ComputeMetrics(r.confusion);
-  return r;
-}
+EvalResult Segmenter::EvalCompute() const { return evaluation_.Compute(); }
 
 std::vector<std::string> Segmenter::ParametersWithoutGradient(const torch::Tensor& images, const torch::Tensor& masks,
                                                               const TrainStepOptions& o) {

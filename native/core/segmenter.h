@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/evaluation.h"
 #include "core/fold.h"
 #include "infer/inference.h"
 #include "models/segmentation_model.h"
@@ -54,11 +55,6 @@ struct StepResult {
   std::vector<double> lrs; // every parameter group's (backbone [, no-decay], head [, no-decay])
   bool updated = false;    // this call applied an optimizer update
   bool skipped = false;    // fp16: the update was skipped (inf/NaN gradients)
-};
-
-struct EvalResult {
-  torch::Tensor confusion;  // int64 [K,K] on the CPU
-  Metrics metrics;
 };
 
 // What loading a PyTorch state dict found.
@@ -167,7 +163,7 @@ class Segmenter {
   bool folded_channels_last_ = false;
   at::ScalarType folded_dtype_ = at::kFloat;
   LossScaler scaler_;
-  std::unique_ptr<ConfusionMatrix> confusion_;
+  Evaluation evaluation_;
 };
 
 torch::Device ParseDevice(const std::string& device);
