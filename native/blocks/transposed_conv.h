@@ -1,25 +1,33 @@
-// Transposed convolutions whose kernel equals their stride (U-Net's 2x2, stride 2: the output
-// windows do not overlap), computed as a 1x1 convolution to out*s*s channels followed by
-// pixel_shuffle(s). Same function, same parameters and state dict (the module stays a
-// ConvTranspose2d), but the work runs on the oneDNN convolution: libtorch 1.13's CPU
-// conv_transpose2d is the reference slow_conv_transpose2d (GEMM on the reference BLAS, fp32 even
-// under autocast, output NCHW), 10-40x slower than this on the U-Net shapes (bench/README.md).
-// Under autocast the 1x1 convolution runs in bf16/fp16, and channels-last input stays channels-last.
+// A ConvTranspose2d (same options, parameters, state-dict names; `as<nn::ConvTranspose2d>()` finds
+// it) whose forward runs as a convolution followed by pixel_shuffle when the kernel is a multiple of
+// the stride, which covers every transposed convolution in the zoo: U-Net's 2x2 stride 2, FCN's
+// 2f x 2f stride f padding f/2, GCN's 4x4 stride 2 padding 1.
+//
+// Why: libtorch 1.13's CPU conv_transpose2d is the reference slow_conv_transpose2d (a GEMM on the
+// reference BLAS; fp32 even under autocast; NCHW output). The convolution runs on oneDNN, in
+// bf16/fp16 under autocast, and keeps channels-last. 5-40x faster on the zoo's shapes
+// (bench/README.md); outputs equal conv_transpose2d's to fp32 rounding (test/models/unet.test.ts,
+// test/models/fcn.test.ts).
+//
+// The identity: with stride s, kernel k = m*s and kernel index a = q*s + r (q < m, r < s), the
+// un-padded output at s*t + r is sum_q x[t - q] * W[q*s + r]: for each phase r, an m x m
+// convolution (flipped kernel, padding m - 1) of x. Stacking the s*s phases as output channels
+// o*s*s + r1*s + r2 is exactly what pixel_shuffle(s) interleaves; the padding p is then a crop.
 #pragma once
-#include <ATen/ATen.h>
+#include <torch/nn/modules/conv.h>
 
 namespace segtorch {
 
-// conv_transpose2d(x, weight, bias, stride=s) for weight [in, out, s, s] (kernel = stride, no
-// padding, output padding, dilation or groups: the caller builds the module that way).
-inline at::Tensor ConvTransposeKernelIsStride(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  const int64_t s = weight.size(2);
-  TORCH_CHECK(weight.dim() == 4 && weight.size(3) == s, "expected a square transposed-convolution kernel");
-  // weight [in, out, s, s] -> [out * s * s, in, 1, 1]: output channel o*s*s + a*s + b of the 1x1
-  // convolution is what pixel_shuffle places at (s*i + a, s*j + b) of channel o.
-  at::Tensor v = weight.permute({1, 2, 3, 0}).reshape({weight.size(1) * s * s, weight.size(0), 1, 1});
-  at::Tensor b = bias.defined() ? bias.repeat_interleave(s * s) : at::Tensor();
-  return at::pixel_shuffle(at::conv2d(x, v, b), s);
-}
+class SubpixelConvTranspose2dImpl : public torch::nn::ConvTranspose2dImpl {
+ public:
+  explicit SubpixelConvTranspose2dImpl(const torch::nn::ConvTranspose2dOptions& options);
+  // conv_transpose2d(x, weight, bias, stride, padding); other configurations use the base forward.
+  torch::Tensor forward(const torch::Tensor& x);
+
+ private:
+  int64_t stride_ = 1, padding_ = 0;
+  bool subpixel_ = false;
+};
+TORCH_MODULE(SubpixelConvTranspose2d);
 
 }  // namespace segtorch

@@ -3,6 +3,7 @@
 #include "backbones/resnet.h"
 #include "backbones/vgg.h"
 #include "blocks/heads.h"
+#include "blocks/transposed_conv.h"
 #include "common/errors.h"
 
 namespace segtorch {
@@ -58,8 +59,8 @@ void FillBilinear(const torch::Tensor& weight) {
 
 // Transposed convolution upsampling by `factor` (kernel 2f, stride f, no bias) as in the reference
 // nets, with padding f/2 so that the output is exactly f times the input (no crop layer needed).
-torch::nn::ConvTranspose2d Upscore(int64_t classes, int64_t factor, bool learnable) {
-  auto up = torch::nn::ConvTranspose2d(
+SubpixelConvTranspose2d Upscore(int64_t classes, int64_t factor, bool learnable) {
+  auto up = SubpixelConvTranspose2d(
       torch::nn::ConvTranspose2dOptions(classes, classes, 2 * factor).stride(factor).padding(factor / 2).bias(false));
   FillBilinear(up->weight);
   up->weight.set_requires_grad(learnable);
@@ -149,7 +150,7 @@ class FCNVGG : public SegmentationModel {
   VGG backbone_{nullptr};
   torch::nn::Conv2d fc6_{nullptr}, fc7_{nullptr}, score_fr_{nullptr}, score_pool4_{nullptr}, score_pool3_{nullptr};
   torch::nn::Dropout drop6_{nullptr}, drop7_{nullptr};
-  torch::nn::ConvTranspose2d upscore_{nullptr}, upscore2_{nullptr}, upscore16_{nullptr}, upscore_pool4_{nullptr},
+  SubpixelConvTranspose2d upscore_{nullptr}, upscore2_{nullptr}, upscore16_{nullptr}, upscore_pool4_{nullptr},
       upscore8_{nullptr};
 };
 

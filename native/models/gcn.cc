@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "backbones/resnet.h"
+#include "blocks/transposed_conv.h"
 #include "common/errors.h"
 
 namespace segtorch {
@@ -41,8 +42,8 @@ TORCH_MODULE(BoundaryRefineModule);
 
 // x2 transposed convolution (kernel 4, stride 2, padding 1), channel i -> i initialised to the
 // bilinear kernel (as FCN's upsampling layers), other weights 0.
-nn::ConvTranspose2d Deconv(int64_t channels) {
-  auto d = nn::ConvTranspose2d(nn::ConvTranspose2dOptions(channels, channels, 4).stride(2).padding(1).bias(false));
+SubpixelConvTranspose2d Deconv(int64_t channels) {
+  auto d = SubpixelConvTranspose2d(nn::ConvTranspose2dOptions(channels, channels, 4).stride(2).padding(1).bias(false));
   const int64_t k = 4;
   const double factor = (k + 1) / 2, center = factor - 0.5;  // 2, 1.5
   auto filt = torch::empty({k, k});
@@ -91,7 +92,7 @@ class GCN : public SegmentationModel {
   ResNet backbone_{nullptr};
   std::vector<GlobalConvModule> gcm_;
   std::vector<BoundaryRefineModule> brm_;
-  std::vector<nn::ConvTranspose2d> deconv_;
+  std::vector<SubpixelConvTranspose2d> deconv_;
 };
 
 }  // namespace

@@ -29,7 +29,7 @@ class UpImpl : public nn::Module {
     if (bilinear) {
       up_conv_ = register_module("up", nn::Conv2d(nn::Conv2dOptions(in, in / 2, 1)));
     } else {
-      up_transposed_ = register_module("up", nn::ConvTranspose2d(nn::ConvTranspose2dOptions(in, in / 2, 2).stride(2)));
+      up_transposed_ = register_module("up", SubpixelConvTranspose2d(nn::ConvTranspose2dOptions(in, in / 2, 2).stride(2)));
     }
     conv_ = register_module("conv", DoubleConv(in, out, bn));
   }
@@ -41,7 +41,7 @@ class UpImpl : public nn::Module {
                                 .align_corners(false));
       x = up_conv_(x);
     } else {
-      x = ConvTransposeKernelIsStride(x, up_transposed_->weight, up_transposed_->bias);  // = up_transposed_(x)
+      x = up_transposed_(x);
     }
     return conv_->forward(torch::cat({skip, x}, 1));
   }
@@ -49,7 +49,7 @@ class UpImpl : public nn::Module {
  private:
   bool bilinear_;
   nn::Conv2d up_conv_{nullptr};
-  nn::ConvTranspose2d up_transposed_{nullptr};
+  SubpixelConvTranspose2d up_transposed_{nullptr};
   nn::Sequential conv_{nullptr};
 };
 TORCH_MODULE(Up);

@@ -1,5 +1,10 @@
 import * as assert from 'assert'
+import { spawnSync } from 'child_process'
+import * as fs from 'fs'
+import * as path from 'path'
 import { createModel } from '../../lib'
+import { randomImages, ROOT, tmpdir } from '../helpers'
+import { maxAbsDiff, PYTHON, torchvisionMissing } from '../twin'
 import { describeArchitecture } from './shared'
 
 describeArchitecture({
@@ -47,5 +52,37 @@ describe('architecture fcn on VGG-16 (FCN-32s / 16s / 8s)', () => {
     const info = m.info()
     m.dispose()
     assert.strictEqual(info.parameters - info.trainableParameters, 21 * 21 * (16 + 16 + 256))
+  })
+})
+
+describe('architecture fcn: FCN-8s equals PyTorch (torchvision VGG-16 + F.conv_transpose2d)', function () {
+  before(function () {
+    const why = torchvisionMissing()
+    if (why) { console.log(`      skipped: ${why}`); this.skip() }
+  })
+  // The upscore layers (kernel 4 stride 2 padding 1, kernel 16 stride 8 padding 4) run as a
+  // convolution + pixel_shuffle (native/blocks/transposed_conv.h); PyTorch runs conv_transpose2d.
+  it('eval logits within 1e-4 of PyTorch\'s on random weights for every layer', async function () {
+    this.timeout(600000)
+    const m = await createModel({ arch: 'fcn', backbone: 'vgg16', numClasses: 5, variant: '8s' })
+    const dir = tmpdir('segtorch-fcn8s-ref-')
+    const x = randomImages(1, 3, 64, 96)
+    fs.writeFileSync(path.join(dir, 'x.bin'), x.dataSync())
+    await m.saveStateDict(path.join(dir, 'ours.pt'))
+    const r = spawnSync(PYTHON, [path.join(ROOT, 'test', 'python', 'fcn8s_ref.py'), path.join(dir, 'ours.pt'), path.join(dir, 'rand.pt'),
+      path.join(dir, 'x.bin'), '1', '64', '96', path.join(dir, 'ref.bin')], { encoding: 'utf8' })
+    assert.strictEqual(r.status, 0, r.stderr)
+    await m.loadStateDict(path.join(dir, 'rand.pt'))
+    const ours = (await m.forward(x)).dataSync()
+    const b = fs.readFileSync(path.join(dir, 'ref.bin'))
+    const ref = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length))
+    assert.strictEqual(ref.length, ours.length)
+    let scale = 0
+    for (const v of ref) scale = Math.max(scale, Math.abs(v))
+    assert.ok(scale > 0.5, `reference output scale ${scale}`)
+    const d = maxAbsDiff(ours, ref)
+    assert.ok(d <= 1e-4, `max abs diff ${d} (output scale ${scale})`)
+    m.dispose()
+    fs.rmSync(dir, { recursive: true, force: true })
   })
 })
