@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <ostream>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -16,8 +17,12 @@ namespace segtorch {
 
 class BatchNorm2dImpl;
 
+// An owning pointer to an autograd node, whatever Tensor::grad_fn() returns in this libtorch
+// (std::shared_ptr in 1.13 and early 2.x, c10::intrusive_ptr in later 2.x).
+using NodeRef = std::decay_t<decltype(std::declval<const torch::Tensor&>().grad_fn())>;
+
 // One forward call of a BatchNorm2d during a trace: the module and its input's grad_fn.
-using BatchNormTrace = std::vector<std::pair<BatchNorm2dImpl*, std::shared_ptr<torch::autograd::Node>>>;
+using BatchNormTrace = std::vector<std::pair<BatchNorm2dImpl*, NodeRef>>;
 
 class BatchNorm2dImpl : public torch::nn::Cloneable<BatchNorm2dImpl> {
  public:

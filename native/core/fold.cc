@@ -21,7 +21,8 @@ class TraceScope {
 std::vector<FoldPair> FindFoldPairs(torch::nn::Module& net, const std::function<std::vector<torch::Tensor>()>& forward) {
   // Each Conv2d is known by its weight's gradient accumulator, the node a convolution's backward
   // points at for the weight. Holding the accumulators keeps them (and their addresses) alive.
-  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+  using AccumulatorRef = std::decay_t<decltype(torch::autograd::impl::grad_accumulator(std::declval<const torch::Tensor&>()))>;
+  std::vector<AccumulatorRef> accumulators;
   std::unordered_map<const torch::autograd::Node*, torch::nn::Conv2dImpl*> conv_of;
   std::vector<std::pair<torch::Tensor*, bool>> restore;
   for (auto& m : net.modules(/*include_self=*/false)) {
