@@ -399,6 +399,14 @@ torch::Tensor Segmenter::Loss(const torch::Tensor& x, const torch::Tensor& y, co
   return loss;
 }
 
+// Gradients are released rather than zeroed (PyTorch 2.x's zero_grad(set_to_none=True)): between
+// steps they take no memory, and backward allocates each one as the activations it needs are freed,
+// so a step's peak holds the activations or the gradients, not both at full size. An optimizer step
+// skips parameters without a gradient (no weight decay on a parameter the loss did not reach).
+void Segmenter::ClearGradients() {
+  for (auto& p : net_->parameters()) p.mutable_grad() = torch::Tensor();
+}
+
 StepResult Segmenter::TrainStep(const torch::Tensor& images, const torch::Tensor& masks, const TrainStepOptions& o,
                                 const torch::Tensor& depth) {
   if (o.precision == "fp16" && device_.is_cpu()) {
@@ -420,11 +428,11 @@ StepResult Segmenter::TrainStep(const torch::Tensor& images, const torch::Tensor
   net_->train();
   StepResult result;
   try {
-    if (micro_ % o.accumulate == 0) optimizer_->zero_grad();
+    if (micro_ % o.accumulate == 0) ClearGradients();
     torch::Tensor loss = Loss(x, y, o, &result, d);
     bool fp16 = o.precision == "fp16";
     if (!std::isfinite(result.loss) && !fp16) {
-      optimizer_->zero_grad();
+      ClearGradients();
       ThrowError("training step " + std::to_string(steps_ + 1) + " produced a non-finite loss (" +
                  std::to_string(result.loss) + "); the weights were not updated. Lower the learning rate or check the data.");
     }
@@ -445,7 +453,7 @@ StepResult Segmenter::TrainStep(const torch::Tensor& images, const torch::Tensor
       } else {
         result.skipped = true;
       }
-      optimizer_->zero_grad();
+      ClearGradients();
     } else {
       result.lr = group_base_lr_.empty() ? 0 : group_base_lr_[0] * LrFactor(o.schedule, steps_);
     }
@@ -476,7 +484,7 @@ std::vector<std::string> Segmenter::ParametersWithoutGradient(const torch::Tenso
   ++changes_;
   bool was_training = net_->is_training();
   net_->train();
-  for (auto& p : net_->parameters()) p.mutable_grad() = torch::Tensor();
+  ClearGradients();
   std::vector<std::string> missing;
   try {
     Loss(x, y, o, nullptr).backward();
@@ -488,7 +496,7 @@ std::vector<std::string> Segmenter::ParametersWithoutGradient(const torch::Tenso
     net_->train(was_training);
     throw;
   }
-  for (auto& p : net_->parameters()) p.mutable_grad() = torch::Tensor();
+  ClearGradients();
   net_->train(was_training);
   return missing;
 }

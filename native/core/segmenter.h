@@ -131,6 +131,8 @@ class Segmenter {
   void EnsureOptimizer(const TrainStepOptions& o);
   void SetLearningRates(double factor);
   void SetLayout(bool channels_last);
+  // Drops every parameter's gradient (set to none, not zeroed).
+  void ClearGradients();
   // The total loss of one forward pass (main + weighted aux [+ depth]) in training mode.
   torch::Tensor Loss(const torch::Tensor& x, const torch::Tensor& y, const TrainStepOptions& o, StepResult* parts,
                      const torch::Tensor& depth = torch::Tensor());
