@@ -31,6 +31,9 @@
 #   SEGTORCH_LT2_MOCHA    0: skip the mocha suite                (default: 1)
 #   SEGTORCH_LT2_MOCHA_ARGS  extra mocha arguments, word-split, e.g. "--grep torchvision --invert"
 #   PYTHON                the Python whose pip fetches torch     (default: python3)
+#   ONEDNN_MAX_CPU_ISA    passed through; torch 2.15's oneDNN corrupts the heap in an AMX bf16 kernel
+#                         (README, Compatibility; scripts/repro/onednn-amx-bwd-w.cc): on an AMX CPU
+#                         run with ONEDNN_MAX_CPU_ISA=AVX10_1_512, or the dilated battery aborts mocha
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
