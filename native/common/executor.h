@@ -1,7 +1,9 @@
 // A serial executor: one native thread running jobs in the order they were posted.
 // Each model owns one (one job at a time per model, in call order); free functions share one.
 #pragma once
+#include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -27,6 +29,7 @@ class Executor {
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;
   bool stop_ = false;
+  std::atomic<uint64_t> posted_{0};  // jobs ever posted: a poll compares it with the jobs taken
   bool apply_thread_settings_ = true;
   std::thread thread_;
 };
@@ -35,5 +38,8 @@ class Executor {
 void SetDesiredThreads(int n);
 int DesiredThreads();
 void ApplyThreadSettings();
+// How long an idle executor polls for its next job before sleeping (SEGTORCH_SPIN_US, default 100;
+// 0 sleeps at once).
+int SpinMicros();
 
 }  // namespace segtorch
