@@ -11,6 +11,8 @@
 
 #include <c10/util/Exception.h>
 #include <caffe2/serialize/inline_container.h>
+
+#include "common/archive.h"
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -100,7 +102,7 @@ bool ValidUtf8(const std::string& s) {
 // Reading
 // ------------------------------------------------------------------------------------------------
 
-enum class Kind { kNone, kBool, kInt, kFloat, kStr, kBytes, kTuple, kList, kDict, kGlobal, kStorage, kTensor };
+enum class Kind { kNone, kBool, kInt, kFloat, kStr, kBytes, kTuple, kList, kDict, kGlobal, kStorage, kTensor, kObject };
 
 const char* KindName(Kind k) {
   switch (k) {
@@ -116,11 +118,12 @@ const char* KindName(Kind k) {
     case Kind::kGlobal: return "class/function";
     case Kind::kStorage: return "storage";
     case Kind::kTensor: return "tensor";
+    case Kind::kObject: return "object";
   }
   return "?";
 }
 
-enum class GlobalId { kOrderedDict, kRebuildTensorV2, kRebuildParameter, kRebuildParameterWithState, kStorageType };
+enum class GlobalId { kOrderedDict, kRebuildTensorV2, kRebuildParameter, kRebuildParameterWithState, kStorageType, kOther };
 
 struct Value;
 using Ref = std::shared_ptr<Value>;
@@ -133,23 +136,47 @@ struct Value {
   std::string s;                               // kStr, kBytes; kGlobal: "module.name"; kStorage: record key
   std::vector<Ref> items;                      // kTuple, kList
   std::vector<std::pair<Ref, Ref>> entries;    // kDict, in insertion order
-  std::unordered_map<std::string, size_t> index;  // kDict: hashed key -> position in entries
+  std::unique_ptr<std::unordered_map<std::string, size_t>> index;  // kDict: hashed key -> position in entries
+  int depth = 0;                               // containers: 1 + the deepest value they hold
   GlobalId global = GlobalId::kOrderedDict;    // kGlobal
   at::ScalarType dtype = at::ScalarType::Byte;  // kGlobal (storage type), kStorage
   int64_t numel = 0;                           // kStorage
   at::Tensor tensor;                           // kTensor
 };
 
-Ref Make(Kind k) {
-  auto v = std::make_shared<Value>();
-  v->kind = k;
-  return v;
-}
+// Limits for pickles from untrusted files: a state dict nests 3-5 levels and holds ~20 values per
+// tensor; a TorchScript archive's pickles a few more.
+constexpr int kMaxDepth = 64;
+constexpr size_t kMaxValues = 1u << 20;
 
+// Runs a pickle from an archive record. Two modes:
+//  - kBuild: only what torch.save emits for a dict of tensors; tensors are materialised (copied out
+//    of their records) after their storage, size, stride and offset are checked;
+//  - kScan: any class or function is accepted as an opaque value (TorchScript archives pickle their
+//    own classes); nothing is built, but nesting, value counts and every tensor's storage bounds are
+//    checked the same way, so that libtorch's loader only ever sees consistent data.
+// Every value is also kept in all_, and the destructor empties each container before releasing it:
+// freeing never recurses (a chain of 200,000 nested tuples is refused anyway) and cycles built through
+// the memo are broken.
 class Unpickler {
  public:
-  Unpickler(const std::string& path, const uint8_t* data, size_t size, caffe2::serialize::PyTorchStreamReader* reader)
-      : path_(path), data_(data), size_(size), reader_(reader) {}
+  enum class Mode { kBuild, kScan };
+  Unpickler(const std::string& path, const std::string& record, const Archive& archive, const std::string& storage_dir,
+            Mode mode)
+      : path_(path), record_(record), archive_(archive), storage_dir_(storage_dir), mode_(mode) {
+    std::string_view bytes = archive.Record(record);
+    data_ = reinterpret_cast<const uint8_t*>(bytes.data());
+    size_ = bytes.size();
+  }
+  ~Unpickler() {
+    stack_.clear();
+    memo_.clear();
+    for (auto& v : all_) {
+      v->items.clear();
+      v->entries.clear();
+    }
+    all_.clear();
+  }
 
   Ref Run() {
     for (;;) {
@@ -202,6 +229,7 @@ class Unpickler {
         case 't': {  // TUPLE
           auto t = Make(Kind::kTuple);
           t->items = PopMark();
+          for (const auto& x : t->items) Nest(*t, *x);
           Push(t);
           break;
         }
@@ -212,6 +240,7 @@ class Unpickler {
           auto t = Make(Kind::kTuple);
           t->items.resize(n);
           for (size_t k = n; k-- > 0;) t->items[k] = Pop();
+          for (const auto& x : t->items) Nest(*t, *x);
           Push(t);
           break;
         }
@@ -246,6 +275,15 @@ class Unpickler {
           Push(ResolveGlobal(module->s, name->s));
           break;
         }
+        case 0x81: {  // NEWOBJ: cls.__new__(cls, *args) (TorchScript objects; scan mode only)
+          Ref args = Pop();
+          Ref cls = Pop();
+          if (mode_ != Mode::kScan || cls->kind != Kind::kGlobal) Error("unsupported NEWOBJ");
+          auto o = Make(Kind::kObject);
+          Nest(*o, *args);
+          Push(o);
+          break;
+        }
         case 'Q': {  // BINPERSID
           Ref pid = Pop();
           Push(PersistentLoad(*pid));
@@ -259,7 +297,8 @@ class Unpickler {
         }
         case 'b': {  // BUILD
           Ref state = Pop();
-          Build(*Top(), *state);
+          Ref target = Top();
+          Build(*target, *state);
           break;
         }
         case 's': {  // SETITEM
@@ -282,6 +321,7 @@ class Unpickler {
           Ref value = Pop();
           Ref l = Top();
           if (l->kind != Kind::kList) Error(std::string("APPEND on a ") + KindName(l->kind));
+          Nest(*l, *value);
           l->items.push_back(value);
           break;
         }
@@ -289,6 +329,7 @@ class Unpickler {
           auto items = PopMark();
           Ref l = Top();
           if (l->kind != Kind::kList) Error(std::string("APPENDS on a ") + KindName(l->kind));
+          for (const auto& x : items) Nest(*l, *x);
           l->items.insert(l->items.end(), items.begin(), items.end());
           break;
         }
@@ -359,7 +400,23 @@ class Unpickler {
 
  private:
   [[noreturn]] void Error(const std::string& what, const std::string& why = "") {
-    Fail(path_, what + " at byte " + std::to_string(op_pos_) + " of data.pkl" + (why.empty() ? "" : ": " + why));
+    Fail(path_, what + " at byte " + std::to_string(op_pos_) + " of " + record_ + (why.empty() ? "" : ": " + why));
+  }
+
+  Ref Make(Kind k) {
+    if (all_.size() >= kMaxValues)
+      Error("too many values", "more than " + std::to_string(kMaxValues) + " in one pickle (corrupt or hostile file)");
+    auto v = std::make_shared<Value>();
+    v->kind = k;
+    if (k == Kind::kDict) v->index = std::make_unique<std::unordered_map<std::string, size_t>>();
+    all_.push_back(v);
+    return v;
+  }
+  // A container now holds `child`: its depth is at least one more than the child's.
+  void Nest(Value& parent, const Value& child) {
+    if (child.depth + 1 > parent.depth) parent.depth = child.depth + 1;
+    if (parent.depth > kMaxDepth)
+      Error("values nested too deeply", "more than " + std::to_string(kMaxDepth) + " levels (corrupt or hostile file)");
   }
 
   void Need(uint64_t n) {
@@ -444,16 +501,19 @@ class Unpickler {
       case Kind::kBool: return std::string("i") + (k.b ? "1" : "0");  // True == 1 in Python
       case Kind::kNone: return "n";
       case Kind::kBytes: return "y" + k.s;
-      default: Error(std::string("unsupported dict key of type ") + KindName(k.kind));
+      default:
+        if (mode_ == Mode::kScan) return "p" + std::to_string(reinterpret_cast<uintptr_t>(&k));
+        Error(std::string("unsupported dict key of type ") + KindName(k.kind));
     }
   }
   void SetItem(Value& d, const Ref& key, const Ref& value) {
     std::string h = HashKey(*key);
-    auto it = d.index.find(h);
-    if (it != d.index.end()) {
+    Nest(d, *value);
+    auto it = d.index->find(h);
+    if (it != d.index->end()) {
       d.entries[it->second].second = value;  // Python keeps the first position, takes the last value
     } else {
-      d.index.emplace(std::move(h), d.entries.size());
+      d.index->emplace(std::move(h), d.entries.size());
       d.entries.emplace_back(key, value);
     }
   }
@@ -478,7 +538,7 @@ class Unpickler {
         g->global = GlobalId::kRebuildParameterWithState;
         return g;
       }
-      if (name.compare(0, 9, "_rebuild_") == 0)
+      if (name.compare(0, 9, "_rebuild_") == 0 && mode_ == Mode::kBuild)
         Error("unsupported global " + g->s,
               "this kind of tensor (quantized, sparse, nested, a tensor subclass, or a dtype added after "
               "PyTorch 1.13) cannot be read");
@@ -495,6 +555,10 @@ class Unpickler {
     if ((module == "torch" || module == "torch.storage") && name == "UntypedStorage") {
       g->global = GlobalId::kStorageType;
       g->dtype = at::ScalarType::Byte;  // an untyped storage counts bytes
+      return g;
+    }
+    if (mode_ == Mode::kScan) {
+      g->global = GlobalId::kOther;
       return g;
     }
     Error("unsupported global " + g->s, "this file holds more than a state dict");
@@ -524,37 +588,32 @@ class Unpickler {
     v->s = key.s;
     v->dtype = type.dtype;
     v->numel = numel.i;
+    StorageBytes(*v);
     return v;
   }
 
-  // The whole storage as a 1-D tensor, owning the record's bytes; one per key.
+  // The storage's record: it must exist and hold at least numel elements of its dtype.
+  std::string_view StorageBytes(const Value& st) {
+    const std::string record = storage_dir_ + st.s;
+    if (!archive_.Has(record)) Error("the archive has no record " + record);
+    std::string_view bytes = archive_.Record(record);
+    const size_t itemsize = c10::elementSize(st.dtype);
+    if (static_cast<uint64_t>(st.numel) > bytes.size() / itemsize)
+      Error("record " + record + " holds " + std::to_string(bytes.size()) + " bytes, less than the " +
+            std::to_string(st.numel) + " x " + std::to_string(itemsize) + " bytes of its storage");
+    return bytes;
+  }
+
+  // The whole storage as a 1-D tensor with its own copy of the record's bytes; one per key.
   at::Tensor StorageTensor(const Value& st) {
     auto it = storages_.find(st.s);
     if (it != storages_.end()) {
       if (it->second.numel() != st.numel) Error("storage '" + st.s + "' is used with two different sizes");
       return it->second;
     }
-    const std::string record = "data/" + st.s;
-    if (!reader_->hasRecord(record)) Error("the archive has no record " + record);
-    at::DataPtr ptr;
-    size_t nbytes = 0;
-    std::tie(ptr, nbytes) = reader_->getRecord(record);
-    const size_t itemsize = c10::elementSize(st.dtype);
-    if (static_cast<uint64_t>(st.numel) > nbytes / itemsize)
-      Error("record " + record + " holds " + std::to_string(nbytes) + " bytes, less than the " +
-            std::to_string(st.numel) + " x " + std::to_string(itemsize) + " bytes of its storage");
-    auto options = at::TensorOptions().dtype(st.dtype).device(at::kCPU);
-    at::Tensor t;
-    void* raw = ptr.get();
-    if (st.numel == 0) {
-      t = at::empty({0}, options);
-    } else if (reinterpret_cast<uintptr_t>(raw) % itemsize != 0) {
-      t = at::empty({st.numel}, options);
-      std::memcpy(t.data_ptr(), raw, static_cast<size_t>(st.numel) * itemsize);
-    } else {
-      auto holder = std::make_shared<at::DataPtr>(std::move(ptr));
-      t = at::from_blob(raw, {st.numel}, [holder](void*) mutable { holder.reset(); }, options);
-    }
+    std::string_view bytes = StorageBytes(st);
+    at::Tensor t = at::empty({st.numel}, at::TensorOptions().dtype(st.dtype).device(at::kCPU));
+    if (st.numel > 0) std::memcpy(t.data_ptr(), bytes.data(), static_cast<size_t>(st.numel) * c10::elementSize(st.dtype));
     storages_.emplace(st.s, t);
     return t;
   }
@@ -617,6 +676,20 @@ class Unpickler {
     } else if (offset > st.numel) {
       Error("storage offset beyond its storage");
     }
+    // A view with more elements than its storage (zero or overlapping strides) would make the copy
+    // below allocate far more than the file holds.
+    uint64_t numel = 1;
+    for (int64_t d : size) {
+      if (d != 0 && numel > UINT64_MAX / static_cast<uint64_t>(d)) Error("tensor size overflows");
+      numel *= static_cast<uint64_t>(d);
+    }
+    if (numel > static_cast<uint64_t>(st.numel))
+      Error("tensor of " + std::to_string(numel) + " elements over a storage of " + std::to_string(st.numel) +
+            " (expanded or overlapping strides are not supported)");
+    if (mode_ == Mode::kScan) {
+      StorageBytes(st);
+      return Make(Kind::kTensor);
+    }
     at::Tensor base = StorageTensor(st);
     at::Tensor t = base.as_strided(size, stride, offset);
     // Share the record's memory only when the tensor is exactly its whole storage; otherwise make a
@@ -647,13 +720,22 @@ class Unpickler {
       }
       case GlobalId::kStorageType:
         break;
+      case GlobalId::kOther: {
+        auto o = Make(Kind::kObject);
+        Nest(*o, args);
+        return o;
+      }
     }
     Error("unsupported call of " + fn.s);
   }
 
   // BUILD: setting an instance's state. state_dict() is an OrderedDict with a `_metadata` attribute
   // (per-module versions); that state is accepted and ignored. Anything else is refused.
-  void Build(const Value& target, const Value& state) {
+  void Build(Value& target, const Value& state) {
+    if (mode_ == Mode::kScan) {
+      Nest(target, state);
+      return;
+    }
     auto ignorable = [](const Value& s) { return s.kind == Kind::kDict || s.kind == Kind::kNone; };
     if (target.kind == Kind::kDict) {
       if (ignorable(state)) return;
@@ -665,11 +747,15 @@ class Unpickler {
   }
 
   const std::string& path_;
-  const uint8_t* data_;
-  size_t size_;
+  const std::string record_;
+  const Archive& archive_;
+  const std::string storage_dir_;
+  const Mode mode_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
   size_t pos_ = 0;
   size_t op_pos_ = 0;
-  caffe2::serialize::PyTorchStreamReader* reader_;
+  std::vector<Ref> all_;
   std::vector<Ref> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint32_t, Ref> memo_;
@@ -677,12 +763,6 @@ class Unpickler {
   std::unordered_map<std::string, at::Tensor> storages_;
 };
 
-std::string ReadSmallRecord(caffe2::serialize::PyTorchStreamReader& reader, const std::string& name) {
-  at::DataPtr ptr;
-  size_t n = 0;
-  std::tie(ptr, n) = reader.getRecord(name);
-  return std::string(static_cast<const char*>(ptr.get()), n);
-}
 
 // ------------------------------------------------------------------------------------------------
 // Writing
@@ -747,70 +827,58 @@ std::string ErrnoText(int err) { return std::strerror(err); }
 
 }  // namespace
 
-std::vector<std::pair<std::string, at::Tensor>> ReadStateDict(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) Fail(path, "cannot open the state dict: " + ErrnoText(errno));
-  if (S_ISDIR(st.st_mode)) Fail(path, "is a directory, not a state dict file");
-  {
-    // Legacy torch.save (PyTorch < 1.6 or _use_new_zipfile_serialization=False) is a bare pickle.
-    unsigned char head[2] = {0, 0};
-    FILE* f = std::fopen(path.c_str(), "rb");
-    if (!f) Fail(path, "cannot open the state dict: " + ErrnoText(errno));
-    size_t got = std::fread(head, 1, 2, f);
-    std::fclose(f);
-    if (got == 2 && head[0] == 0x80 && head[1] >= 2 && head[1] <= 5)
-      Fail(path,
-           "is a legacy (non-zip) torch.save file; re-save it from Python with a PyTorch >= 1.6 default "
-           "torch.save(state_dict, path)");
+std::vector<std::pair<std::string, at::Tensor>> ReadTensorDict(const Archive& archive, const std::string& pickle) {
+  const std::string& path = archive.path();
+  if (!archive.Has(pickle)) Fail(path, "the archive has no record " + pickle);
+  if (archive.Has("byteorder")) {
+    std::string_view order = archive.Record("byteorder");
+    if (order != "little")
+      Fail(path, "holds " + std::string(order.substr(0, 16)) + "-endian data; only little-endian checkpoints are supported");
   }
-
-  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
-  try {
-    reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
-  } catch (const c10::Error& e) {
-    Fail(path, "is not a PyTorch zip checkpoint (torch.save format) or is truncated/corrupt: " + C10Message(e));
+  Unpickler vm(path, pickle, archive, "data/", Unpickler::Mode::kBuild);
+  Ref top = vm.Run();
+  if (top->kind != Kind::kDict)
+    Fail(path, std::string("holds a ") + KindName(top->kind) + ", not a state dict (a dict of name -> tensor)");
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  out.reserve(top->entries.size());
+  for (const auto& kv : top->entries) {
+    if (kv.first->kind == Kind::kStr && kv.second->kind == Kind::kTensor) out.emplace_back(kv.first->s, kv.second->tensor);
   }
-
-  try {
-    if (!reader->hasRecord("data.pkl")) Fail(path, "is a zip archive without data.pkl: not a torch.save checkpoint");
-    if (reader->hasRecord("constants.pkl"))
-      Fail(path, "is a TorchScript archive (torch.jit.save), not a state dict saved with torch.save");
-    if (reader->hasRecord("byteorder")) {
-      std::string order = ReadSmallRecord(*reader, "byteorder");
-      if (order != "little") Fail(path, "holds " + order + "-endian data; only little-endian checkpoints are supported");
-    }
-    at::DataPtr pkl;
-    size_t pkl_size = 0;
-    std::tie(pkl, pkl_size) = reader->getRecord("data.pkl");
-    Unpickler vm(path, static_cast<const uint8_t*>(pkl.get()), pkl_size, reader.get());
-    Ref top = vm.Run();
-    if (top->kind != Kind::kDict)
-      Fail(path, std::string("holds a ") + KindName(top->kind) + ", not a state dict (a dict of name -> tensor)");
-    std::vector<std::pair<std::string, at::Tensor>> out;
-    out.reserve(top->entries.size());
-    for (const auto& kv : top->entries) {
-      if (kv.first->kind == Kind::kStr && kv.second->kind == Kind::kTensor) out.emplace_back(kv.first->s, kv.second->tensor);
-    }
-    if (out.empty()) {
-      if (top->entries.empty()) Fail(path, "holds an empty dict: no tensors");
-      Fail(path, "holds a dict of " + std::to_string(top->entries.size()) +
-                     (top->entries.size() == 1 ? " entry" : " entries") + " but no tensor values (nested dicts such as {'state_dict': ...} are not supported)");
-    }
-    return out;
-  } catch (const c10::Error& e) {
-    Fail(path, "cannot read the checkpoint (truncated or corrupt?): " + C10Message(e));
+  if (out.empty()) {
+    if (top->entries.empty()) Fail(path, "holds an empty dict: no tensors");
+    Fail(path, "holds a dict of " + std::to_string(top->entries.size()) +
+                   (top->entries.size() == 1 ? " entry" : " entries") +
+                   " but no tensor values (nested dicts such as {'state_dict': ...} are not supported)");
   }
+  return out;
 }
 
-void WriteStateDict(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
-  // Validate everything and emit the pickle before touching the disk.
-  struct Entry {
-    const char* storage;
-    std::vector<int64_t> size;
-    int64_t numel;
-  };
-  std::vector<Entry> entries;
-  entries.reserve(tensors.size());
+void CheckPickle(const Archive& archive, const std::string& pickle, const std::string& storage_dir) {
+  Unpickler vm(archive.path(), pickle, archive, storage_dir, Unpickler::Mode::kScan);
+  vm.Run();
+}
+
+std::vector<std::pair<std::string, at::Tensor>> ReadStateDict(const std::string& path) {
+  std::shared_ptr<const Archive> archive;
+  try {
+    archive = Archive::Read(path);
+  } catch (const FileAccessError&) {
+    throw;
+  } catch (const std::exception& e) {
+    std::string m = e.what();
+    if (m.find("legacy") != std::string::npos) throw;
+    if (m.compare(0, path.size() + 2, path + ": ") == 0) m = m.substr(path.size() + 2);
+    Fail(path, "is not a PyTorch zip checkpoint (torch.save format) or is truncated/corrupt: " + m);
+  }
+  if (!archive->Has("data.pkl")) Fail(path, "is a zip archive without data.pkl: not a torch.save checkpoint");
+  if (archive->Has("constants.pkl"))
+    Fail(path, "is a TorchScript archive (torch.jit.save), not a state dict saved with torch.save");
+  return ReadTensorDict(*archive, "data.pkl");
+}
+
+namespace {
+// The pickle of an OrderedDict of `tensors`; their storages are keys first_key, first_key + 1, ...
+std::string TensorDictPickle(const std::string& path, const TensorList& tensors, size_t first_key) {
   std::unordered_set<std::string> seen;
   PickleWriter p;
   p.Op(0x80);  // PROTO 2
@@ -830,7 +898,6 @@ void WriteStateDict(const std::string& path, const std::vector<std::pair<std::st
     if (!storage)
       Fail(path, std::string("cannot write state dict: '") + key + "' has unsupported dtype " +
                      c10::toString(t.scalar_type()));
-    Entry e{storage, t.sizes().vec(), t.numel()};
     // (key, _rebuild_tensor_v2(('storage', torch.<T>Storage, '<i>', 'cpu', numel), 0, size, stride,
     //                          False, OrderedDict()))
     p.Str(key);
@@ -839,24 +906,40 @@ void WriteStateDict(const std::string& path, const std::vector<std::pair<std::st
     p.Op('(');
     p.Str("storage");
     p.Global("torch", storage);
-    p.Str(std::to_string(i));
+    p.Str(std::to_string(first_key + i));
     p.Str("cpu");
-    p.Int(e.numel);
+    p.Int(t.numel());
     p.Op('t');
     p.Op('Q');  // BINPERSID
     p.Int(0);
-    p.IntTuple(e.size);
-    p.IntTuple(ContiguousStrides(e.size));
+    p.IntTuple(t.sizes());
+    p.IntTuple(ContiguousStrides(t.sizes()));
     p.Op(0x89);  // NEWFALSE: requires_grad
     p.Global("collections", "OrderedDict");
     p.Op(')');
     p.Op('R');
     p.Op('t');
     p.Op('R');
-    entries.push_back(std::move(e));
   }
   if (!tensors.empty()) p.Op('u');  // SETITEMS
   p.Op('.');                        // STOP
+  return p.str();
+}
+}  // namespace
+
+void WriteStateDict(const std::string& path, const TensorList& tensors) {
+  WriteTensorArchive(path, {{"data.pkl", tensors}}, {});
+}
+
+void WriteTensorArchive(const std::string& path, const std::vector<std::pair<std::string, TensorList>>& pickles,
+                        const std::vector<std::pair<std::string, std::string>>& records) {
+  // Validate everything and emit the pickles before touching the disk.
+  std::vector<std::string> pickled;
+  std::vector<const at::Tensor*> storages;
+  for (const auto& pk : pickles) {
+    pickled.push_back(TensorDictPickle(path, pk.second, storages.size()));
+    for (const auto& kv : pk.second) storages.push_back(&kv.second);
+  }
 
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
@@ -882,11 +965,13 @@ void WriteStateDict(const std::string& path, const std::vector<std::pair<std::st
   try {
     try {
       caffe2::serialize::PyTorchStreamWriter writer(sink);
-      writer.writeRecord("data.pkl", p.str().data(), p.str().size());
+      for (size_t k = 0; k < pickles.size(); ++k)
+        writer.writeRecord(pickles[k].first, pickled[k].data(), pickled[k].size());
+      for (const auto& r : records) writer.writeRecord(r.first, r.second.data(), r.second.size());
       static const char kLittle[] = "little";
       writer.writeRecord("byteorder", kLittle, sizeof kLittle - 1);
-      for (size_t i = 0; i < tensors.size() && write_errno == 0; ++i) {
-        at::Tensor t = tensors[i].second.detach();
+      for (size_t i = 0; i < storages.size() && write_errno == 0; ++i) {
+        at::Tensor t = storages[i]->detach();
         if (t.is_conj()) t = t.resolve_conj();
         if (t.is_neg()) t = t.resolve_neg();
         t = t.to(at::kCPU).contiguous();

@@ -12,6 +12,9 @@
 
 namespace segtorch {
 
+class Archive;
+using TensorList = std::vector<std::pair<std::string, at::Tensor>>;
+
 // Reads `path`, a file written by Python's `torch.save(obj, path)` where obj is a flat dict
 // (collections.OrderedDict or dict) of name -> tensor, e.g. `model.state_dict()`.
 //
@@ -22,12 +25,23 @@ namespace segtorch {
 // Entries whose key is not a string or whose value is not a tensor (nested dicts, numbers, ...) are
 // skipped; a file that holds no tensor at all is an error.
 //
-// The pickle is run by a small, strict VM: only the opcodes and globals that torch.save emits for a
-// state dict are accepted. Throws std::runtime_error (the message starts with `path`) for a missing
+// The file is read whole and checked first (common/archive.h: zip structure, every record's CRC-32,
+// bounded inflation). The pickle is run by a small, strict VM: only the opcodes and globals that
+// torch.save emits for a state dict are accepted, nesting (64 levels) and value counts (2^20) are
+// capped, and every tensor's storage, size, stride and offset are checked against the bytes its record
+// really holds before anything is allocated (a view with more elements than its storage is refused). Throws std::runtime_error (the message starts with `path`) for a missing
 // file, a file that is not a PyTorch zip checkpoint (legacy non-zip torch.save files, truncated or
 // corrupt zips), a TorchScript archive, an unsupported pickle opcode or global (e.g. a whole
 // nn.Module saved with torch.save(model)), an unsupported dtype, or inconsistent tensor data.
-std::vector<std::pair<std::string, at::Tensor>> ReadStateDict(const std::string& path);
+TensorList ReadStateDict(const std::string& path);
+
+// The same reader on pickle record `pickle` of a checked archive (storages in data/).
+TensorList ReadTensorDict(const Archive& archive, const std::string& pickle);
+
+// Runs pickle record `pickle` of a TorchScript archive without building anything: any class is an
+// opaque value, but nesting and value counts are capped and every tensor's storage (in storage_dir,
+// e.g. "data/" or "constants/") is bounds-checked as above. Throws std::runtime_error.
+void CheckPickle(const Archive& archive, const std::string& pickle, const std::string& storage_dir);
 
 // Writes `tensors` to `path` so that Python's `torch.load(path)` (PyTorch >= 1.6, including 2.x with
 // its default weights_only=True) returns a collections.OrderedDict of the same keys, in the same order,
@@ -38,6 +52,11 @@ std::vector<std::pair<std::string, at::Tensor>> ReadStateDict(const std::string&
 // valid UTF-8. The write is atomic: the archive goes to `path + ".tmp-<pid>"`, is fsync'ed, then
 // renamed over `path`; on failure the temporary file is removed and `path` is left as it was.
 // Throws std::runtime_error on invalid input or I/O errors.
-void WriteStateDict(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors);
+void WriteStateDict(const std::string& path, const TensorList& tensors);
+
+// The same archive with several tensor dicts (each pickle record's storages are distinct records under
+// data/) and extra records holding bytes as given (e.g. "segtorch.json"). Atomic like WriteStateDict.
+void WriteTensorArchive(const std::string& path, const std::vector<std::pair<std::string, TensorList>>& pickles,
+                        const std::vector<std::pair<std::string, std::string>>& records);
 
 }  // namespace segtorch

@@ -4,7 +4,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/archive.h"
 #include "common/errors.h"
+#include "common/state_dict.h"
 #include "train/precision.h"
 
 namespace segtorch {
@@ -24,25 +26,52 @@ std::string ShapeString(const torch::Tensor& t) {
 const char* kExpected = "expected a [N, C, H, W] tensor, a dict with an 'out' entry, or a tuple/list whose first element is one of those";
 
 // Checks the file before libtorch reads it, so that the common mistakes get a plain answer.
-void CheckArchive(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) ThrowError("cannot open " + path + " (missing or unreadable file)");
-  unsigned char head[4] = {0, 0, 0, 0};
-  f.read(reinterpret_cast<char*>(head), 4);
-  std::streamsize got = f.gcount();
-  if (got < 4 || !(head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4)) {
+// The file, read once and checked before libtorch's loader sees it: zip structure and CRC-32 of every
+// record (common/archive.h), and its pickles run by our checked VM in scan mode (nesting, value
+// counts, every tensor's storage bounds). TorchScript code itself is compiled by libtorch: a file from
+// a stranger is a program (README, "Security and limits").
+std::shared_ptr<const Archive> CheckArchive(const std::string& path) {
+  std::string bytes;
+  try {
+    bytes = Archive::ReadFile(path);
+  } catch (const std::exception& e) {
+    ThrowError("cannot load TorchScript: " + CleanMessage(e));
+  }
+  const unsigned char* head = reinterpret_cast<const unsigned char*>(bytes.data());
+  if (bytes.size() < 4 || !(head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4)) {
     std::string found;
-    if (got == 0) {
+    if (bytes.empty()) {
       found = "an empty file";
     } else if (head[0] == 0x80) {
       found = "a Python pickle (torch.save with _use_new_zipfile_serialization=False?)";
     } else {
       char hex[32];
-      std::snprintf(hex, sizeof hex, "%02x %02x %02x %02x", head[0], head[1], head[2], head[3]);
+      std::snprintf(hex, sizeof hex, "%02x %02x %02x %02x", head[0], bytes.size() > 1 ? head[1] : 0,
+                    bytes.size() > 2 ? head[2] : 0, bytes.size() > 3 ? head[3] : 0);
       found = std::string("a file starting with bytes ") + hex;
     }
     ThrowError("Expected a TorchScript archive (the zip file torch.jit.save writes) for " + path + " but found " + found);
   }
+  std::shared_ptr<const Archive> archive;
+  try {
+    archive = Archive::FromBytes(path, std::move(bytes));
+  } catch (const std::exception& e) {
+    ThrowError("Expected a complete TorchScript archive in " + path + " but the file is truncated or corrupt (" +
+               CleanMessage(e) + ")");
+  }
+  if (!archive->Has("constants.pkl") || !archive->Has("data.pkl")) {
+    ThrowError("Expected a TorchScript module in " + path +
+               " but found a PyTorch zip archive without TorchScript code (torch.save of a state dict or of a "
+               "Python object?). Export with torch.jit.script(model).save(file) or torch.jit.trace(model, x).save(file); "
+               "a state dict loads into our own models with createModel() then model.loadStateDict()");
+  }
+  try {
+    CheckPickle(*archive, "constants.pkl", "constants/");
+    CheckPickle(*archive, "data.pkl", "data/");
+  } catch (const std::exception& e) {
+    ThrowError("cannot load TorchScript: " + CleanMessage(e));
+  }
+  return archive;
 }
 
 // The TorchScript interpreter prefixes the error with two tracebacks of the scripted code; keep
@@ -79,9 +108,12 @@ std::string DescribeIValue(const c10::IValue& v) {
 }
 
 ScriptSegmenter::ScriptSegmenter(ScriptConfig config) : config_(std::move(config)), device_(ParseDevice(config_.device)) {
-  CheckArchive(config_.path);
+  auto archive = CheckArchive(config_.path);
   try {
-    module_ = torch::jit::load(config_.path, device_);
+    // The bytes that were checked, not the file again (it may have changed since).
+    std::istringstream in(archive->bytes());
+    archive.reset();
+    module_ = torch::jit::load(in, device_);
   } catch (const std::exception& e) {
     std::string m = CleanMessage(e);
     if (m.find("constants.pkl") != std::string::npos || m.find("code/") != std::string::npos) {

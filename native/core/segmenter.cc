@@ -3,14 +3,20 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <type_traits>
 
 #include <iterator>
 #include <map>
 #include <sstream>
 
 #include "backbones/backbone.h"
+#include "common/archive.h"
 #include "common/errors.h"
 #include "common/state_dict.h"
 
@@ -328,8 +334,8 @@ void Segmenter::EnsureOptimizer(const TrainStepOptions& t) {
       optimizer_ = std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(o.lr));
     }
     optimizer_signature_ = signature;
-    if (pending_optimizer_ && pending_signature_ == signature) optimizer_->load(*pending_optimizer_);
-    pending_optimizer_.reset();
+    if (!pending_optimizer_.empty() && pending_signature_ == signature) RestoreOptimizerState(pending_optimizer_);
+    pending_optimizer_.clear();
   }
   // Same optimizer: take the new hyper-parameters, keep its state (momentum buffers, moments).
   auto& groups = optimizer_->param_groups();
@@ -539,6 +545,11 @@ StateDictReport Segmenter::LoadStateDict(const std::string& path, bool strict, c
   } catch (const std::exception& e) {
     ThrowError(CleanMessage(e));
   }
+  return ApplyStateDict(file, path, strict, prefix, /*exact_dtype=*/false);
+}
+
+StateDictReport Segmenter::ApplyStateDict(const std::map<std::string, torch::Tensor>& file, const std::string& path,
+                                          bool strict, const std::string& prefix, bool exact_dtype) {
   std::map<std::string, torch::Tensor> ours;
   for (const auto& kv : net_->named_parameters()) ours[kv.key()] = kv.value();
   for (const auto& kv : net_->named_buffers()) ours[kv.key()] = kv.value();
@@ -552,6 +563,9 @@ StateDictReport Segmenter::LoadStateDict(const std::string& path, bool strict, c
       report.missing.push_back(key);
     } else if (it->second.sizes() != kv.second.sizes()) {
       report.mismatched.push_back(key + ": file " + ShapeString(it->second.sizes()) + " vs model " + ShapeString(kv.second.sizes()));
+    } else if (exact_dtype && it->second.scalar_type() != kv.second.scalar_type()) {
+      report.mismatched.push_back(key + ": file " + c10::toString(it->second.scalar_type()) + " vs model " +
+                                  c10::toString(kv.second.scalar_type()));
     } else {
       copies.emplace_back(kv.second, it->second);
     }
@@ -585,128 +599,297 @@ int64_t Segmenter::NumParameters(bool trainable_only) const {
 }
 
 namespace {
-constexpr const char* kConfigKey = "segtorch_config";
-constexpr const char* kFormatKey = "segtorch_format";
-constexpr int64_t kFormat = 1;
-
-void FsyncPath(const std::string& path, bool directory) {
-  int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
-std::string DirName(const std::string& path) {
-  auto pos = path.find_last_of('/');
-  if (pos == std::string::npos) return ".";
-  if (pos == 0) return "/";
-  return path.substr(0, pos);
-}
+constexpr int64_t kFormat = 2;
 }  // namespace
 
+// Model files (format 2) are zip archives as torch.save writes them, read back with our own checked
+// reader (common/archive.h, common/state_dict.h), never with libtorch's TorchScript loader:
+//   data.pkl              the network's state dict (Python's torch.load reads it as an OrderedDict)
+//   segtorch/format       "2"
+//   segtorch/config.json  the configuration the network is rebuilt from
+//   segtorch/state        "key value" lines: steps, micro, loss_scale, optimizer (its signature)
+//   segtorch/fit.json     the fit() state of a checkpoint (optional)
+//   training.pkl          optimizer state and RNG state of a checkpoint (optional):
+//                         "rng", "optimizer.<group>.<param>.<field>"
+// Every record is CRC-checked on reading; every tensor's name, shape and dtype is checked against the
+// network built from the configuration before anything is copied into it.
 void Segmenter::Save(const std::string& path, bool training_state, const std::string& fit_state) const {
-  torch::serialize::OutputArchive archive;
-  net_->save(archive);
-  archive.write(kFormatKey, c10::IValue(kFormat));
-  archive.write(kConfigKey, c10::IValue(config_.json));
-  archive.write("segtorch_steps", c10::IValue(steps_));
+  TensorList weights;
+  for (const auto& kv : net_->named_parameters()) weights.emplace_back(kv.key(), kv.value().detach());
+  for (const auto& kv : net_->named_buffers()) weights.emplace_back(kv.key(), kv.value());
+  std::ostringstream state;
+  state.precision(17);
+  state << "steps " << steps_ << "\n";
+  state << "channels_last " << (channels_last_ ? 1 : 0) << "\n";
+  std::vector<std::pair<std::string, TensorList>> pickles{{"data.pkl", std::move(weights)}};
+  std::vector<std::pair<std::string, std::string>> records{{"segtorch/format", std::to_string(kFormat)},
+                                                           {"segtorch/config.json", config_.json}};
   if (training_state) {
-    archive.write("segtorch_micro", c10::IValue(micro_));
-    archive.write("segtorch_fit", c10::IValue(fit_state));
-    archive.write("segtorch_loss_scale", c10::IValue(scaler_.scale));
+    state << "micro " << micro_ << "\n";
+    state << "loss_scale " << scaler_.scale << "\n";
+    TensorList training;
     if (optimizer_) {
-      torch::serialize::OutputArchive opt;
-      optimizer_->save(opt);
-      archive.write("segtorch_optimizer", opt);
-      archive.write("segtorch_optimizer_signature", c10::IValue(optimizer_signature_));
+      state << "optimizer " << optimizer_signature_ << "\n";
+      training = OptimizerState();
     }
     auto gen = at::detail::getDefaultCPUGenerator();
-    torch::Tensor rng;
     {
       std::lock_guard<std::mutex> lock(gen.mutex());
-      rng = gen.get_state();
+      training.emplace_back("rng", gen.get_state());
     }
-    archive.write("segtorch_rng", rng);
+    pickles.emplace_back("training.pkl", std::move(training));
+    records.emplace_back("segtorch/fit.json", fit_state);
   }
-  std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  records.emplace_back("segtorch/state", state.str());
   try {
-    archive.save_to(tmp);
-  } catch (...) {
-    std::remove(tmp.c_str());
+    WriteTensorArchive(path, pickles, records);
+  } catch (const UserError&) {
     throw;
+  } catch (const std::exception& e) {
+    ThrowError(CleanMessage(e));
   }
-  FsyncPath(tmp, false);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    ThrowError("could not move the saved model into place at " + path);
-  }
-  FsyncPath(DirName(path), true);
 }
 
 namespace {
-torch::serialize::InputArchive OpenArchive(const std::string& path) {
-  {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) ThrowError("cannot open model file " + path + ": no such file or not readable");
-  }
-  torch::serialize::InputArchive archive;
+// The checked archive of a segtorch model file.
+std::shared_ptr<const Archive> OpenModelFile(const std::string& path) {
+  std::shared_ptr<const Archive> archive;
   try {
-    archive.load_from(path);
+    archive = Archive::Read(path);
+  } catch (const FileAccessError& e) {
+    ThrowError("cannot open model file " + CleanMessage(e));
   } catch (const std::exception& e) {
-    ThrowError(path + " is not a segtorch model file (" + CleanMessage(e) + ")");
+    std::string m = CleanMessage(e);
+    if (m.compare(0, path.size() + 2, path + ": ") == 0) m = m.substr(path.size() + 2);
+    ThrowError(path + " is not a segtorch model file, or it is corrupt: " + m);
   }
-  c10::IValue format;
-  if (!archive.try_read(kFormatKey, format) || !format.isInt()) {
-    ThrowError(path + " is not a segtorch model file (no segtorch format marker)");
+  if (!archive->Has("segtorch/format")) {
+    if (archive->Has("constants.pkl") || archive->Has("code/__torch__.py") || archive->Has("data.pkl"))
+      ThrowError(path + " is not a segtorch model file (no segtorch/format record); files written by segtorch < 0.2 "
+                 "(format 1) are no longer read: they could only be read by libtorch's TorchScript loader, which is "
+                 "not safe on untrusted files");
+    ThrowError(path + " is not a segtorch model file (no segtorch/format record)");
   }
-  if (format.toInt() > kFormat) {  // NOLINT
-    ThrowError(path + " was written by a newer segtorch (format " + std::to_string(format.toInt()) + ")");
+  std::string_view format = archive->Record("segtorch/format");
+  if (format != std::to_string(kFormat)) {
+    bool digits = !format.empty() && format.size() < 10 &&
+                  std::all_of(format.begin(), format.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (digits && std::stoll(std::string(format)) > kFormat)
+      ThrowError(path + " was written by a newer segtorch (format " + std::string(format) + ")");
+    ThrowError(path + " is not a segtorch model file (unknown format marker)");
   }
+  if (!archive->Has("segtorch/config.json") || !archive->Has("data.pkl") || !archive->Has("segtorch/state"))
+    ThrowError(path + " is an incomplete segtorch model file (a record is missing)");
   return archive;
+}
+
+// segtorch/state: "key value" lines.
+std::map<std::string, std::string> ParseState(const std::string& path, std::string_view text) {
+  std::map<std::string, std::string> out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string_view::npos) nl = text.size();
+    std::string_view line = text.substr(pos, nl - pos);
+    pos = nl + 1;
+    if (line.empty()) continue;
+    size_t sp = line.find(' ');
+    if (sp == std::string_view::npos || sp == 0) ThrowError(path + " has a malformed segtorch/state record");
+    out[std::string(line.substr(0, sp))] = std::string(line.substr(sp + 1));
+  }
+  return out;
+}
+
+int64_t StateInt(const std::string& path, const std::map<std::string, std::string>& state, const char* key, int64_t def) {
+  auto it = state.find(key);
+  if (it == state.end()) return def;
+  char* end = nullptr;
+  errno = 0;
+  long long v = std::strtoll(it->second.c_str(), &end, 10);
+  if (errno || end == it->second.c_str() || *end || v < 0)
+    ThrowError(path + " has an invalid " + key + " in its segtorch/state record");
+  return static_cast<int64_t>(v);
+}
+
+double StateDouble(const std::string& path, const std::map<std::string, std::string>& state, const char* key, double def) {
+  auto it = state.find(key);
+  if (it == state.end()) return def;
+  char* end = nullptr;
+  double v = std::strtod(it->second.c_str(), &end);
+  if (end == it->second.c_str() || *end || !std::isfinite(v) || v <= 0)
+    ThrowError(path + " has an invalid " + key + " in its segtorch/state record");
+  return v;
+}
+
+// The key libtorch's optimizers index their per-parameter state with: a string in libtorch 1.x, the
+// TensorImpl pointer in 2.x.
+template <typename Map>
+typename Map::key_type StateKey(const Map&, const torch::Tensor& p) {
+  using Key = typename Map::key_type;
+  if constexpr (std::is_same<Key, std::string>::value) {
+    std::ostringstream os;
+    os << static_cast<const void*>(p.unsafeGetTensorImpl());
+    return os.str();
+  } else {
+    return Key(p.unsafeGetTensorImpl());
+  }
 }
 }  // namespace
 
+TensorList Segmenter::OptimizerState() const {
+  TensorList out;
+  auto& state = optimizer_->state();
+  const auto& groups = optimizer_->param_groups();
+  for (size_t g = 0; g < groups.size(); ++g) {
+    for (size_t i = 0; i < groups[g].params().size(); ++i) {
+      const auto& p = groups[g].params()[i];
+      auto it = state.find(StateKey(state, p));
+      if (it == state.end() || !it->second) continue;
+      std::string base = "optimizer." + std::to_string(g) + "." + std::to_string(i) + ".";
+      auto add = [&](const char* field, const torch::Tensor& t) {
+        if (t.defined()) out.emplace_back(base + field, t.detach());
+      };
+      if (auto* s = dynamic_cast<torch::optim::SGDParamState*>(it->second.get())) {
+        add("momentum_buffer", s->momentum_buffer());
+      } else if (auto* a = dynamic_cast<torch::optim::AdamParamState*>(it->second.get())) {
+        add("step", torch::tensor(a->step(), torch::kLong));
+        add("exp_avg", a->exp_avg());
+        add("exp_avg_sq", a->exp_avg_sq());
+        add("max_exp_avg_sq", a->max_exp_avg_sq());
+      } else if (auto* w = dynamic_cast<torch::optim::AdamWParamState*>(it->second.get())) {
+        add("step", torch::tensor(w->step(), torch::kLong));
+        add("exp_avg", w->exp_avg());
+        add("exp_avg_sq", w->exp_avg_sq());
+        add("max_exp_avg_sq", w->max_exp_avg_sq());
+      }
+    }
+  }
+  return out;
+}
+
+void Segmenter::RestoreOptimizerState(const std::map<std::string, torch::Tensor>& saved) {
+  auto& state = optimizer_->state();
+  const auto& groups = optimizer_->param_groups();
+  const bool sgd = dynamic_cast<torch::optim::SGD*>(optimizer_.get()) != nullptr;
+  const bool adamw = dynamic_cast<torch::optim::AdamW*>(optimizer_.get()) != nullptr;
+  size_t used = 0;
+  auto field = [&](const std::string& base, const char* name, const torch::Tensor& p, bool* found) -> torch::Tensor {
+    auto it = saved.find(base + name);
+    if (it == saved.end()) return torch::Tensor();
+    *found = true;
+    ++used;
+    const torch::Tensor& t = it->second;
+    if (std::string(name) == "step") {
+      if (t.numel() != 1 || t.scalar_type() != torch::kLong || t.item<int64_t>() < 0)
+        ThrowError("the checkpoint's optimizer state '" + base + name + "' is not a step count");
+      return t;
+    }
+    if (t.sizes() != p.sizes() || !t.is_floating_point())
+      ThrowError("the checkpoint's optimizer state '" + base + name + "' has shape " + ShapeString(t.sizes()) +
+                 ", its parameter " + ShapeString(p.sizes()));
+    return t.to(p.device(), p.scalar_type()).contiguous(p.suggest_memory_format());
+  };
+  // Everything is checked before the optimizer is touched.
+  std::vector<std::pair<torch::Tensor, std::unique_ptr<torch::optim::OptimizerParamState>>> restored;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    for (size_t i = 0; i < groups[g].params().size(); ++i) {
+      const auto& p = groups[g].params()[i];
+      std::string base = "optimizer." + std::to_string(g) + "." + std::to_string(i) + ".";
+      bool found = false;
+      if (sgd) {
+        auto m = field(base, "momentum_buffer", p, &found);
+        if (!found) continue;
+        auto s = std::make_unique<torch::optim::SGDParamState>();
+        s->momentum_buffer(m);
+        restored.emplace_back(p, std::move(s));
+      } else {
+        auto step = field(base, "step", p, &found);
+        auto m1 = field(base, "exp_avg", p, &found);
+        auto m2 = field(base, "exp_avg_sq", p, &found);
+        auto mx = field(base, "max_exp_avg_sq", p, &found);
+        if (!found) continue;
+        if (!step.defined() || !m1.defined() || !m2.defined())
+          ThrowError("the checkpoint's optimizer state for '" + base + "' is incomplete");
+        if (adamw) {
+          auto s = std::make_unique<torch::optim::AdamWParamState>();
+          s->step(step.item<int64_t>()).exp_avg(m1).exp_avg_sq(m2);
+          if (mx.defined()) s->max_exp_avg_sq(mx);
+          restored.emplace_back(p, std::move(s));
+        } else {
+          auto s = std::make_unique<torch::optim::AdamParamState>();
+          s->step(step.item<int64_t>()).exp_avg(m1).exp_avg_sq(m2);
+          if (mx.defined()) s->max_exp_avg_sq(mx);
+          restored.emplace_back(p, std::move(s));
+        }
+      }
+    }
+  }
+  if (used != saved.size()) ThrowError("the checkpoint's optimizer state does not match this model's parameters");
+  for (auto& r : restored) state[StateKey(state, r.first)] = std::move(r.second);
+}
+
 std::string Segmenter::ReadConfig(const std::string& path) {
-  auto archive = OpenArchive(path);
-  c10::IValue config;
-  if (!archive.try_read(kConfigKey, config) || !config.isString()) ThrowError(path + " holds no segtorch configuration");
-  return config.toStringRef();
+  auto archive = OpenModelFile(path);
+  return std::string(archive->Record("segtorch/config.json"));
 }
 
 std::string Segmenter::Load(const std::string& path) {
-  auto archive = OpenArchive(path);
-  // Load into a fresh network first so that a bad file leaves this model untouched.
-  ModelPtr fresh = CreateNetwork(config_);
+  auto archive = OpenModelFile(path);
+  std::map<std::string, torch::Tensor> weights, training;
+  std::map<std::string, std::string> state;
   try {
-    fresh->load(archive);
+    for (auto& kv : ReadTensorDict(*archive, "data.pkl")) weights.emplace(std::move(kv.first), std::move(kv.second));
+    if (archive->Has("training.pkl")) {
+      for (auto& kv : ReadTensorDict(*archive, "training.pkl")) training.emplace(std::move(kv.first), std::move(kv.second));
+    }
+  } catch (const UserError&) {
+    throw;
   } catch (const std::exception& e) {
-    ThrowError("cannot load " + path + " into this " + config_.arch + " model: " + CleanMessage(e));
+    ThrowError("cannot load model: " + CleanMessage(e));
   }
-  fresh->to(device_);
-  fresh->train(net_->is_training());
-  net_ = fresh;
-  channels_last_ = false;
-  folded_.reset();  // rebuilt from the new network on the next predict
+  state = ParseState(path, archive->Record("segtorch/state"));
+  int64_t steps = StateInt(path, state, "steps", 0);
+  int64_t micro = StateInt(path, state, "micro", 0);
+  int64_t channels_last = StateInt(path, state, "channels_last", 0);
+  if (channels_last > 1) ThrowError(path + " has an invalid channels_last in its segtorch/state record");
+  double loss_scale = StateDouble(path, state, "loss_scale", scaler_.scale);
+  std::string signature = state.count("optimizer") ? state["optimizer"] : std::string();
+  torch::Tensor rng;
+  std::map<std::string, torch::Tensor> optimizer_state;
+  for (auto& kv : training) {
+    if (kv.first == "rng") rng = kv.second;
+    else if (kv.first.compare(0, 10, "optimizer.") == 0 && !signature.empty()) optimizer_state.emplace(kv.first, kv.second);
+    else ThrowError(path + " holds an unexpected training-state tensor '" + kv.first + "'");
+  }
+  if (rng.defined()) {
+    // The CPU generator's state: checked by a throw-away generator first, so a bad one changes nothing.
+    try {
+      auto probe = at::make_generator<at::CPUGeneratorImpl>();
+      probe.set_state(rng);
+    } catch (const std::exception& e) {
+      ThrowError(path + " holds an invalid random generator state: " + CleanMessage(e));
+    }
+  }
+  // Names, shapes and dtypes against the network built from the configuration; nothing is changed
+  // unless everything matches.
+  ApplyStateDict(weights, path, /*strict=*/true, "", /*exact_dtype=*/true);
+  // The layout the weights were saved in (the kernels, and so the last bits of the outputs, depend on it).
+  SetLayout(channels_last == 1);
+  folded_.reset();  // rebuilt from the new weights on the next predict
   folded_source_ = nullptr;
   optimizer_.reset();
   optimizer_signature_.clear();
-  pending_optimizer_.reset();
-  c10::IValue v;
-  if (archive.try_read("segtorch_steps", v) && v.isInt()) steps_ = v.toInt();
-  micro_ = archive.try_read("segtorch_micro", v) && v.isInt() ? v.toInt() : 0;
-  if (archive.try_read("segtorch_loss_scale", v) && v.isDouble()) scaler_.scale = v.toDouble();
-  auto opt = std::make_shared<torch::serialize::InputArchive>();
-  if (archive.try_read("segtorch_optimizer", *opt) && archive.try_read("segtorch_optimizer_signature", v) && v.isString()) {
-    pending_optimizer_ = opt;
-    pending_signature_ = v.toStringRef();
-  }
-  torch::Tensor rng;
-  if (archive.try_read("segtorch_rng", rng)) {
+  pending_optimizer_ = std::move(optimizer_state);
+  pending_signature_ = signature;
+  steps_ = steps;
+  micro_ = micro;
+  scaler_.scale = loss_scale;
+  if (rng.defined()) {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(rng);
   }
-  return archive.try_read("segtorch_fit", v) && v.isString() ? v.toStringRef() : std::string();
+  return archive->Has("segtorch/fit.json") ? std::string(archive->Record("segtorch/fit.json")) : std::string();
 }
 
 }  // namespace segtorch

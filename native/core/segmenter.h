@@ -3,11 +3,13 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "common/state_dict.h"
 #include "core/evaluation.h"
 #include "core/fold.h"
 #include "infer/inference.h"
@@ -129,6 +131,14 @@ class Segmenter {
   // Changes whenever a parameter or buffer of net_ is modified in place or replaced.
   int64_t WeightsVersion() const;
   void EnsureOptimizer(const TrainStepOptions& o);
+  // The optimizer's per-parameter state as named tensors, and back (checked before it is applied).
+  TensorList OptimizerState() const;
+  void RestoreOptimizerState(const std::map<std::string, torch::Tensor>& saved);
+  // Copies `file` (name -> tensor) into the parameters and buffers under `prefix`; strict: any
+  // missing, unexpected or mis-shaped (or, with exact_dtype, other-typed) name is an error and nothing
+  // is changed.
+  StateDictReport ApplyStateDict(const std::map<std::string, torch::Tensor>& file, const std::string& path, bool strict,
+                                 const std::string& prefix, bool exact_dtype);
   void SetLearningRates(double factor);
   void SetLayout(bool channels_last);
   // Drops every parameter's gradient (set to none, not zeroed).
@@ -149,7 +159,7 @@ class Segmenter {
     bool no_decay;
   };
   std::vector<GroupKind> group_kinds_;
-  std::shared_ptr<torch::serialize::InputArchive> pending_optimizer_;  // from a checkpoint
+  std::map<std::string, torch::Tensor> pending_optimizer_;  // from a checkpoint: "optimizer.<g>.<i>.<field>"
   std::string pending_signature_;
   int64_t steps_ = 0;   // optimizer updates (= schedule position)
   int64_t micro_ = 0;   // micro-batches (gradient accumulation)
