@@ -9,13 +9,13 @@ import { FileError } from './errors'
 
 /** What a non-regular file is, in words. */
 function kind (st: fs.Stats): string {
+  if (st.isFile()) return 'a file'
   if (st.isDirectory()) return 'a folder'
   if (st.isFIFO()) return 'a FIFO (named pipe)'
   if (st.isCharacterDevice()) return 'a character device'
   if (st.isBlockDevice()) return 'a block device'
   if (st.isSocket()) return 'a socket'
-  if (st.isSymbolicLink()) return 'a symbolic link'
-  return 'not a regular file'
+  return 'of an unknown kind'
 }
 
 function refuseIrregular (file: string, what: string, st: fs.Stats): void {
