@@ -335,3 +335,12 @@ describe('image size limits (limitInputPixels)', () => {
     assert.throws(() => fromAsyncIterable([], { classes: 2, limitInputPixels: 1.5 }), TypeError)
   })
 })
+
+describe('decodeMask on PNGs cut short', () => {
+  it('is a PngError saying the file is truncated', async () => {
+    const full = simple(3, 2, 8, 0, [1, 2, 3, 4, 5, 6])
+    await rejects(decodeMask(full.subarray(0, full.length - 5)), PngError, /truncated PNG \(7 bytes after the last chunk/)
+    await rejects(decodeMask(full.subarray(0, full.length - 14)), PngError, /truncated PNG \(IDAT chunk of \d+ bytes runs past the end of the file\)/)
+    await rejects(decodeMask(full.subarray(0, full.length - 12)), PngError, /truncated PNG \(no IEND chunk\)/)
+  })
+})

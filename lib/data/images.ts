@@ -130,7 +130,7 @@ function singleChannel (data: Uint8Array, channels: number, keep: number): Uint8
  */
 export async function decodeMask (input: Uint8Array, options: MaskDecodeOptions = {}): Promise<DecodedImage> {
   const limit = resolveLimitInputPixels(options.limitInputPixels)
-  checkComplete(input)
+  if (!isPng(input)) checkComplete(input) // PNGs: our decoder says what is wrong, as a PngError
   try {
     return await decodeLabels(input, options, limit)
   } catch (err) {
