@@ -61,3 +61,34 @@ export function restack (err: unknown, site: Error): unknown {
   e.stack = `${e.name}: ${e.message}\n${frames}`
   return e
 }
+
+/** A PNG file that breaks the PNG specification (or that a label decoder cannot take), with the rule it breaks. */
+export class PngError extends SegtorchError {
+  constructor (message: string) {
+    super(message, 'ERR_SEGTORCH_PNG')
+    this.name = 'PngError'
+  }
+}
+
+/** Input larger than a configured limit (for images: `limitInputPixels`), refused before any large allocation. */
+export class LimitError extends SegtorchError {
+  /** The limit in force and the value that exceeded it. */
+  readonly limit: number
+  readonly value: number
+  constructor (message: string, limit: number, value: number) {
+    super(message, 'ERR_SEGTORCH_LIMIT')
+    this.name = 'LimitError'
+    this.limit = limit
+    this.value = value
+  }
+}
+
+/** A path that cannot be used as asked: not a regular file (a FIFO, a device, a folder), or a folder that cannot be written. */
+export class FileError extends SegtorchError {
+  readonly path: string
+  constructor (message: string, path: string) {
+    super(message, 'ERR_SEGTORCH_FILE')
+    this.name = 'FileError'
+    this.path = path
+  }
+}

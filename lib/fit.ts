@@ -3,6 +3,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import type { NativeModel } from './binding'
 import { SegtorchError, typeError, withStack } from './errors'
+import { checkRegularFile, makeDir, removeStaleTemps } from './files'
 import type { Images, Masks, Model, PredictOptions, StepResult, TrainStepOptions } from './model'
 import { checkImages, checkMasks, resolvePredictOptions, resolveStepOptions } from './model'
 import { Tensor } from './tensor'
@@ -115,6 +116,7 @@ function checkBatch (b: unknown, index: number, inChannels: number): Batch {
 }
 
 async function writeJson (file: string, value: unknown): Promise<void> {
+  await removeStaleTemps(file)
   const tmp = `${file}.tmp-${process.pid}`
   await fs.promises.writeFile(tmp, JSON.stringify(value, null, 2))
   await fs.promises.rename(tmp, file)
@@ -184,6 +186,7 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
   if (o.resume !== undefined) {
     const r = v.string('resume', o.resume)
     const file = fs.existsSync(r) && fs.statSync(r).isDirectory() ? path.join(r, 'last.segtorch') : r
+    await checkRegularFile(file, 'a checkpoint file to resume from')
     const stored = await model._load(file)
     if (!stored) throw new SegtorchError(`${file} holds no training state to resume from (it was not written by fit())`)
     state = JSON.parse(stored) as FitState
@@ -192,12 +195,13 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
     const native = model._native()
     await withStack(() => native.seed(seed))
   }
-  if (dir !== undefined) await fs.promises.mkdir(dir, { recursive: true })
+  if (dir !== undefined) await makeDir(dir, 'checkpointDir')
 
   const native = model._native()
   const saveLast = async (): Promise<void> => {
     if (dir === undefined) return
     const p = path.join(dir, 'last.segtorch')
+    await removeStaleTemps(p)
     await withStack(() => native.save(p, JSON.stringify(state)))
     await writeJson(path.join(dir, 'history.json'), state.history)
   }
@@ -258,7 +262,10 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
       e.confusion.dispose()
       if (keepBest === 'mIoU' && !Number.isNaN(e.mIoU) && (history.best === undefined || e.mIoU > history.best.value)) {
         history.best = { metric: 'mIoU', value: e.mIoU, epoch }
-        if (dir !== undefined) await withStack(() => native.save(path.join(dir, 'best.segtorch')))
+        if (dir !== undefined) {
+          await removeStaleTemps(path.join(dir, 'best.segtorch'))
+          await withStack(() => native.save(path.join(dir, 'best.segtorch')))
+        }
       }
     }
     history.epochs.push(record)

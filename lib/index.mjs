@@ -3,7 +3,7 @@ import cjs from './index.js'
 
 export const {
   tensor, zeros, Tensor, createModel, loadModel, Model, ARCHITECTURES, loadTorchScript, ScriptModel,
-  SegtorchError, SegtorchLoadError, backend, setNumThreads, version,
+  SegtorchError, SegtorchLoadError, PngError, LimitError, FileError, backend, setNumThreads, version,
   loss, depthLoss, confusionMatrix, metrics, crf, data, report
 } = cjs
 export default cjs

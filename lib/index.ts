@@ -18,7 +18,7 @@ export type { BatchingOptions, BatchStats } from './serve'
 export { loss, depthLoss, confusionMatrix, metrics } from './train'
 export type { LossName, LossOptions, Metrics } from './train'
 export type { Arch, Backbone, ResNetBackbone, VGGBackbone, OutputStride, ArchSpec } from './models'
-export { SegtorchError, SegtorchLoadError } from './errors'
+export { SegtorchError, SegtorchLoadError, PngError, LimitError, FileError } from './errors'
 /** Data sets, decoding, augmentation and the loader (also `segtorch/data`). */
 export * as data from './data'
 /** Training reports: curves.svg, per-class IoU, sample pictures, report.html (also `segtorch/report`). */

@@ -1,6 +1,7 @@
 /** Models: create, run, train, save and load segmentation networks. */
 import { binding, NativeInferenceModel, NativeModel, StateDictReport } from './binding'
 import { SegtorchError, typeError, withStack } from './errors'
+import { checkRegularFile, removeStaleTemps } from './files'
 import { Arch, ARCHITECTURES, Backbone, OutputStride } from './models'
 import { Device, DType, Shape, Tensor } from './tensor'
 import { LossName, LossOptions, resolveLossOptions } from './train'
@@ -603,6 +604,7 @@ export class Model extends InferenceModel<NativeModel> {
     v.checkKeys('loadStateDict options', o, ['strict', 'prefix'])
     const strict = o.strict === undefined ? true : v.boolean('strict', o.strict)
     const prefix = o.prefix === undefined ? '' : v.string('prefix', o.prefix)
+    await checkRegularFile(p, 'a state dict file')
     const native = this._native()
     return withStack(() => native.loadStateDict(p, strict, prefix))
   }
@@ -614,6 +616,7 @@ export class Model extends InferenceModel<NativeModel> {
   async saveStateDict (path: string): Promise<void> {
     const p = checkPath('path', path)
     const native = this._native()
+    await removeStaleTemps(p)
     await withStack(() => native.saveStateDict(p))
   }
 
@@ -652,6 +655,7 @@ export class Model extends InferenceModel<NativeModel> {
   async save (path: string): Promise<void> {
     const p = checkPath('path', path)
     const native = this._native()
+    await removeStaleTemps(p)
     await withStack(() => native.save(p))
   }
 
@@ -682,6 +686,7 @@ export async function loadModel (path: string, options?: { device?: Device }): P
   const p = checkPath('path', path)
   const o = v.optionsObject('loadModel options', options)
   v.checkKeys('loadModel options', o, ['device'])
+  await checkRegularFile(p, 'a model file')
   const json = await withStack(() => binding.readModelConfig(p))
   let stored: unknown
   try {

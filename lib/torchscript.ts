@@ -6,6 +6,7 @@
 import * as fs from 'fs'
 import { binding, NativeScriptModel } from './binding'
 import { SegtorchError, typeError, withStack } from './errors'
+import { checkRegularFile } from './files'
 import { InferenceModel } from './model'
 import { BatchingOptions, resolveBatching } from './serve'
 import { Device } from './tensor'
@@ -110,6 +111,7 @@ export async function loadTorchScript (file: string, options?: TorchScriptOption
   }
   const batching = o.batching === undefined ? false : resolveBatching(o.batching, 'batching')
   if (!fs.existsSync(file)) throw new SegtorchError(`Expected a TorchScript file but ${file} does not exist`)
+  await checkRegularFile(file, 'a TorchScript file')
   const native = new binding.NativeScriptModel()
   const info = await withStack(() => native.load({ path: file, device, inChannels, mean, std, numClasses, probeSize: probe }))
   const model = new ScriptModel(native, { type: 'torchscript', path: file, ...info }, mean, std)

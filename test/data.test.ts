@@ -34,7 +34,7 @@ describe('data sets', () => {
     it('a palette-indexed PNG gives its palette indices, never RGB (hand-built, 8-bit)', async () => {
       const idx = labels(7, 5, 21)
       idx[0] = 255 // the VOC border colour
-      const file = palettePng(path.join(dir, 'pal8.png'), idx, 7, 5, [...VOC_PALETTE, ...Array(234).fill([224, 224, 192])])
+      const file = palettePng(path.join(dir, 'pal8.png'), idx, 7, 5, [...VOC_PALETTE, ...Array(235).fill([224, 224, 192])])
       const m = await decodeMask(fs.readFileSync(file))
       assert.deepStrictEqual([m.width, m.height, m.channels], [7, 5, 1])
       assert.deepStrictEqual(Array.from(m.data), Array.from(idx))

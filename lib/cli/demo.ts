@@ -6,6 +6,7 @@
  */
 import * as fs from 'fs'
 import * as path from 'path'
+import { checkWritableDir, makeDirSync } from '../files'
 import { createModel } from '../model'
 import { tensor } from '../tensor'
 import { backend } from '../index'
@@ -80,6 +81,7 @@ function batch (samples: Sample[], n: number, crop: number, r: () => number): { 
 
 export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneIoU: number, pixelAccuracy: number, seconds: number }> {
   const log = o.log
+  checkWritableDir(o.out, 'the output folder (--out)') // before minutes of training
   const t0 = Date.now()
   const b = backend()
   log(`segtorch demo: libtorch ${b.libtorch}, ${b.threads} threads, data ${o.data}`)
@@ -129,7 +131,7 @@ export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneI
   log(`held-out images: cell-interior IoU ${iou.toFixed(4)}, membrane IoU ${membraneIoU.toFixed(4)}, pixel accuracy ${(correct / total).toFixed(4)}`)
 
   // Predict the unlabelled test images and write their masks (255 = interior, 0 = membrane).
-  fs.mkdirSync(o.out, { recursive: true })
+  makeDirSync(o.out, 'the output folder (--out)')
   await model.save(path.join(o.out, 'model.segtorch'))
   const testDir = path.join(o.data, 'test')
   const tests = fs.readdirSync(testDir).filter((f) => f.endsWith('.png')).sort((a, b) => parseInt(a) - parseInt(b))

@@ -6,6 +6,7 @@ import type { Colour } from '../data/classes'
 import { vocColourMap } from '../data/classes'
 import { loader } from '../data/loader'
 import { readImage, toPlanar } from '../data/images'
+import { checkWritableDir } from '../files'
 import { loadModel, Model, PredictOptions } from '../model'
 import { colourise, overlay, writeClassMapPng, writePng } from '../report'
 import { tensor } from '../tensor'
@@ -198,6 +199,7 @@ export async function runPredict (cmd: Command, modelFile: string, inputs: strin
       palette = modelClasses(modelPath(modelFile), k).palette ?? vocColourMap(k)
     }
     const out = path.resolve(o.out as string)
+    checkWritableDir(out, 'the output folder (--out)')
     const progress = createProgress('predict', images.length, 0, { unit: 'image' })
     try {
       for (const [i, { file, rel }] of images.entries()) {

@@ -11,6 +11,7 @@ import { toPlanar } from '../data/images'
 import type { History, EpochRecord } from '../fit'
 import { createModel, loadModel, Model } from '../model'
 import { ARCHITECTURES } from '../models'
+import { checkWritableDir, makeDirSync } from '../files'
 import { writeReport, ReportSample, StepRecord, ReportMetrics } from '../report'
 import { tensor } from '../tensor'
 import { holdout, NAMED, openSpec, parseSpec } from './data'
@@ -183,6 +184,7 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
   let model: Model
   let startEpoch = 0
   const dir = path.resolve((o.out as string | undefined) ?? resume?.dir ?? path.join('runs', `${o.arch as string}-${stamp()}`))
+  checkWritableDir(dir, 'the output folder (--out)')
   if (resume) {
     model = await loadModel(resume.file, { device: o.device as 'cpu' })
     if (model.config.numClasses !== classes.length) throw new UsageError(`Expected data with the checkpoint's ${model.config.numClasses} classes but --data has ${classes.length}`)
@@ -207,7 +209,7 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
       device: o.device as 'cpu'
     })
   }
-  fs.mkdirSync(dir, { recursive: true })
+  makeDirSync(dir, 'the output folder (--out)')
   const stored = Object.fromEntries(Object.entries(o).filter(([k]) => !NOT_STORED.includes(k)))
   // (a resumed run stores its options as they are now: a later --resume goes on with them)
   fs.writeFileSync(path.join(dir, 'run.json'), JSON.stringify({ segtorch: 'train', options: stored, model: model.config, classes, palette, ignoreIndex: train.ignoreIndex }, null, 2) + '\n')

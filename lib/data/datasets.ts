@@ -12,6 +12,8 @@ import {
   Colour, VOC_CLASSES, VOC_PALETTE, vocColourMap
 } from './classes'
 import { decodeDepth, decodeImage, decodeMask } from './images'
+import { resolveLimitInputPixels } from './png'
+import { checkRegularFile } from '../files'
 
 /**
  * One decoded sample. Pixels are interleaved (height x width x channels, as decoders produce
@@ -68,11 +70,13 @@ export type AnyDataset = Dataset | StreamDataset
 export class DataError extends SegtorchError {
   readonly file: string
   readonly reason: string
-  constructor (file: string, reason: string) {
+  constructor (file: string, reason: string, cause?: unknown) {
     super(`${file}: ${reason}`, 'ERR_SEGTORCH_DATA')
     this.name = 'DataError'
     this.file = file
     this.reason = reason
+    // The underlying error (a PngError, a LimitError, a FileError, ...) when there is one.
+    if (cause !== undefined) Object.defineProperty(this, 'cause', { value: cause, configurable: true, writable: true })
   }
 }
 
@@ -95,10 +99,10 @@ function labelTable (numClasses: number, ignoreIndex: number, map?: Readonly<Rec
   return t
 }
 
-function applyLabels (raw: Uint8Array, table: LabelTable, width: number, numClasses: number, ignoreIndex: number): Uint8Array {
+function applyLabels (raw: Uint8Array | Uint16Array, table: LabelTable, width: number, numClasses: number, ignoreIndex: number): Uint8Array {
   const out = new Uint8Array(raw.length)
   for (let i = 0; i < raw.length; i++) {
-    const c = table[raw[i]]
+    const c = raw[i] < table.length ? table[raw[i]] : -1 // a value past the table (> 255) is no label either
     if (c < 0) {
       throw new Error(`mask value ${raw[i]} at pixel (${i % width}, ${Math.floor(i / width)}) is not a label of this data set ` +
         `(classes 0..${numClasses - 1}, ignore ${ignoreIndex}${table.some((x, k) => x >= 0 && x !== k) ? ', after its label map' : ''})`)
@@ -133,6 +137,12 @@ export interface DecodeOptions {
   channels?: 1 | 3
   /** Multiplies decoded depth values (e.g. 0.001 for millimetres in 16-bit PNGs -> metres). Default 1. */
   depthScale?: number
+  /**
+   * Largest image (and mask, depth map) in pixels, width x height, checked from each file's header
+   * before decoding: true or undefined: 268402689 (0x3FFF x 0x3FFF, sharp's default), a positive
+   * integer: that many, false or 0: no limit. A larger file is a DataError whose cause is a LimitError.
+   */
+  limitInputPixels?: number | boolean
 }
 
 class FileDataset implements Dataset {
@@ -144,10 +154,11 @@ class FileDataset implements Dataset {
   readonly #table: LabelTable
   readonly #channels: 1 | 3
   readonly #depthScale: number
+  readonly #limit: number | false
   readonly #colours?: Map<number, number>
   readonly #labelled: boolean
 
-  constructor (name: string, entries: Entry[], o: { classes: readonly string[], palette: readonly Colour[], ignoreIndex: number, table: LabelTable, channels: 1 | 3, depthScale: number, colours?: Map<number, number>, labelled: boolean }) {
+  constructor (name: string, entries: Entry[], o: { classes: readonly string[], palette: readonly Colour[], ignoreIndex: number, table: LabelTable, channels: 1 | 3, depthScale: number, limitInputPixels: number, colours?: Map<number, number>, labelled: boolean }) {
     this.name = name
     this.#entries = entries
     this.classes = Object.freeze([...o.classes])
@@ -156,6 +167,7 @@ class FileDataset implements Dataset {
     this.#table = o.table
     this.#channels = o.channels
     this.#depthScale = o.depthScale
+    this.#limit = o.limitInputPixels === Infinity ? false : o.limitInputPixels
     this.#colours = o.colours
     this.#labelled = o.labelled
   }
@@ -175,6 +187,7 @@ class FileDataset implements Dataset {
     let where = e.image
     const read = async (file: string): Promise<Buffer> => {
       try {
+        await checkRegularFile(file, 'an image file') // a FIFO would block a libuv thread for good
         return await fs.promises.readFile(file)
       } catch (err) {
         where = file
@@ -184,9 +197,9 @@ class FileDataset implements Dataset {
     try {
       const [imageBytes, maskBytes, depthBytes] = await Promise.all([read(e.image), e.mask ? read(e.mask) : undefined, e.depth ? read(e.depth) : undefined])
       const [image, mask, depth] = await Promise.all([
-        decodeImage(imageBytes, this.#channels).catch((err) => { where = e.image; throw err }),
-        maskBytes && decodeMask(maskBytes, { colours: this.#colours }).catch((err) => { where = e.mask as string; throw err }),
-        depthBytes && decodeDepth(depthBytes, this.#depthScale).catch((err) => { where = e.depth as string; throw err })
+        decodeImage(imageBytes, this.#channels, { limitInputPixels: this.#limit }).catch((err) => { where = e.image; throw err }),
+        maskBytes && decodeMask(maskBytes, { colours: this.#colours, limitInputPixels: this.#limit }).catch((err) => { where = e.mask as string; throw err }),
+        depthBytes && decodeDepth(depthBytes, this.#depthScale, { limitInputPixels: this.#limit }).catch((err) => { where = e.depth as string; throw err })
       ])
       const sample: Sample = { image: image.data, width: image.width, height: image.height, channels: image.channels, file: e.image }
       if (mask) {
@@ -205,7 +218,7 @@ class FileDataset implements Dataset {
       }
       return sample
     } catch (err) {
-      throw new DataError(where, reason(err))
+      throw new DataError(where, reason(err), err)
     }
   }
 }
@@ -250,10 +263,11 @@ function filesByStem (dir: string, extensions: readonly string[], suffix = ''): 
   return out
 }
 
-function decodeOptions (o: Record<string, unknown>): { channels: 1 | 3, depthScale: number } {
+function decodeOptions (o: Record<string, unknown>): { channels: 1 | 3, depthScale: number, limitInputPixels: number } {
   return {
     channels: o.channels === undefined ? 3 : v.oneOf('channels', o.channels, [1, 3] as const),
-    depthScale: o.depthScale === undefined ? 1 : v.number('depthScale', o.depthScale, 0, Infinity, true)
+    depthScale: o.depthScale === undefined ? 1 : v.number('depthScale', o.depthScale, 0, Infinity, true),
+    limitInputPixels: resolveLimitInputPixels(o.limitInputPixels)
   }
 }
 
@@ -296,7 +310,7 @@ export interface FolderOptions extends DecodeOptions {
   rgbMasks?: boolean
 }
 
-const FOLDER_KEYS = ['images', 'masks', 'depth', 'classes', 'palette', 'ignoreIndex', 'labelMap', 'maskSuffix', 'depthSuffix', 'rgbMasks', 'channels', 'depthScale']
+const FOLDER_KEYS = ['images', 'masks', 'depth', 'classes', 'palette', 'ignoreIndex', 'labelMap', 'maskSuffix', 'depthSuffix', 'rgbMasks', 'channels', 'depthScale', 'limitInputPixels']
 
 /**
  * Images and masks in two folders, paired by file stem (`images/a/x.jpg` with `masks/a/x.png`).
@@ -365,7 +379,7 @@ function rootDir (name: string, root: unknown): string {
 
 function ioOptions (name: string, options: unknown, extra: readonly string[] = []): Record<string, unknown> {
   const o = v.optionsObject(`${name} options`, options)
-  v.checkKeys(`${name} options`, o, ['channels', ...extra])
+  v.checkKeys(`${name} options`, o, ['channels', 'limitInputPixels', ...extra])
   return o
 }
 
@@ -503,7 +517,7 @@ type Source = AsyncIterable<SourceItem> | Iterable<SourceItem> | (() => AsyncIte
 export function fromAsyncIterable (source: Source, options: SourceOptions): StreamDataset {
   const o = v.optionsObject('fromAsyncIterable options', options)
   if (options === undefined) throw new TypeError('Expected an options object { classes, ... } for fromAsyncIterable but received undefined')
-  v.checkKeys('fromAsyncIterable options', o, ['classes', 'palette', 'ignoreIndex', 'labelMap', 'length', 'channels', 'depthScale'])
+  v.checkKeys('fromAsyncIterable options', o, ['classes', 'palette', 'ignoreIndex', 'labelMap', 'length', 'channels', 'depthScale', 'limitInputPixels'])
   const open = (): AsyncIterator<unknown> => {
     const s = typeof source === 'function' ? source() : source
     if (s !== null && typeof s === 'object' && Symbol.asyncIterator in s) return (s as AsyncIterable<unknown>)[Symbol.asyncIterator]()
@@ -519,9 +533,14 @@ export function fromAsyncIterable (source: Source, options: SourceOptions): Stre
   const ignoreIndex = o.ignoreIndex === undefined ? 255 : v.integer('ignoreIndex', o.ignoreIndex, 0, 255)
   const table = labelTable(classes.length, ignoreIndex, o.labelMap as Record<number, number> | undefined)
   const length = o.length === undefined ? undefined : v.integer('length', o.length, 0)
-  const { channels, depthScale } = decodeOptions(o)
+  const { channels, depthScale, limitInputPixels } = decodeOptions(o)
+  const limit = { limitInputPixels: limitInputPixels === Infinity ? false : limitInputPixels }
 
-  const bytes = async (x: Uint8Array | string): Promise<Uint8Array> => (typeof x === 'string' ? fs.promises.readFile(x) : x)
+  const bytes = async (x: Uint8Array | string): Promise<Uint8Array> => {
+    if (typeof x !== 'string') return x
+    await checkRegularFile(x, 'an image file') // a FIFO would block a libuv thread for good
+    return fs.promises.readFile(x)
+  }
   const decode = async (raw: unknown, index: number): Promise<Sample> => {
     const item = raw as SourceItem
     const file = typeof item?.name === 'string' ? item.name : typeof item?.image === 'string' ? item.image : `item ${index}`
@@ -542,11 +561,11 @@ export function fromAsyncIterable (source: Source, options: SourceOptions): Stre
           maskRaw = { data: item.mask, width: w, height: h }
         }
       } else {
-        const img = await decodeImage(await bytes(item.image), channels)
+        const img = await decodeImage(await bytes(item.image), channels, limit)
         sample = { image: img.data, width: img.width, height: img.height, channels: img.channels, file }
         if (item.mask !== undefined) {
           where = typeof item.mask === 'string' ? item.mask : `${file} (mask)`
-          maskRaw = await decodeMask(await bytes(item.mask))
+          maskRaw = await decodeMask(await bytes(item.mask), limit)
         }
       }
       if (maskRaw) {
@@ -558,13 +577,13 @@ export function fromAsyncIterable (source: Source, options: SourceOptions): Stre
       }
       if (item.depth !== undefined) {
         where = typeof item.depth === 'string' ? item.depth : `${file} (depth)`
-        const d = item.depth instanceof Float32Array ? { data: item.depth, width: sample.width, height: sample.height } : await decodeDepth(await bytes(item.depth), depthScale)
+        const d = item.depth instanceof Float32Array ? { data: item.depth, width: sample.width, height: sample.height } : await decodeDepth(await bytes(item.depth), depthScale, limit)
         if (d.data.length !== sample.width * sample.height || d.width !== sample.width || d.height !== sample.height) throw new Error('depth map size differs from its image')
         sample.depth = d.data
       }
       return sample
     } catch (err) {
-      throw new DataError(where, reason(err))
+      throw new DataError(where, reason(err), err)
     }
   }
   const ds: StreamDataset = {

@@ -2,7 +2,9 @@
 import * as fs from 'fs'
 import * as path from 'path'
 import sharp from 'sharp'
-import { decodeIndexedPng, isPng, pngHeader } from './png'
+import { LimitError, PngError, SegtorchError } from '../errors'
+import { checkRegularFile } from '../files'
+import { decodePng, DecodedPng, isPng, pixelLimitError, PngDecodeOptions, resolveLimitInputPixels } from './png'
 
 export interface DecodedImage {
   /** Interleaved pixels, height x width x channels. */
@@ -12,11 +14,38 @@ export interface DecodedImage {
   channels: number
 }
 
+/** What every decoder takes besides the bytes. */
+export interface ImageDecodeOptions {
+  /**
+   * Largest width x height decoded, checked from the file's header before any pixel is allocated
+   * (sharp's option of the same name): true or undefined: 268402689 (0x3FFF x 0x3FFF), a positive
+   * integer: that many pixels, false or 0: no limit. Larger images are a LimitError.
+   */
+  limitInputPixels?: number | boolean
+}
+
+/** sharp's input options for a resolved limit. */
+function sharpInput (limit: number): { failOn: 'error', limitInputPixels: number | false } {
+  return { failOn: 'error', limitInputPixels: limit === Infinity ? false : limit }
+}
+
+/** sharp's "exceeds pixel limit" as a LimitError with the image's size (read from its header). */
+async function limitError (err: unknown, input: Uint8Array | string, limit: number): Promise<unknown> {
+  if (!/pixel limit/i.test((err as Error)?.message ?? '')) return err
+  try {
+    const meta = await sharp(input, { limitInputPixels: false }).metadata()
+    if (meta.width !== undefined && meta.height !== undefined) return pixelLimitError(meta.width, meta.height, limit)
+  } catch {}
+  return new LimitError(`image exceeds limitInputPixels (${limit}): pass a larger limitInputPixels (or false for none) to read it`, limit, NaN)
+}
+
 /** Decodes an image file to uint8 pixels with `channels` channels (1 grey, 3 RGB). */
-export async function readImage (file: string, channels: 1 | 3 = 3): Promise<DecodedImage> {
-  let img = sharp(file, { failOn: 'error' })
+export async function readImage (file: string, channels: 1 | 3 = 3, options: ImageDecodeOptions = {}): Promise<DecodedImage> {
+  const limit = resolveLimitInputPixels(options.limitInputPixels)
+  await checkRegularFile(file, 'an image file')
+  let img = sharp(file, sharpInput(limit))
   img = channels === 1 ? img.greyscale() : img.removeAlpha().toColourspace('srgb')
-  const { data, info } = await img.raw().toBuffer({ resolveWithObject: true })
+  const { data, info } = await img.raw().toBuffer({ resolveWithObject: true }).catch(async (err) => { throw await limitError(err, file, limit) })
   return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: info.channels }
 }
 
@@ -43,7 +72,7 @@ export async function writeLabelPng (file: string, labels: ArrayLike<number>, wi
 }
 
 /** What a mask decoder needs besides the bytes. */
-export interface MaskDecodeOptions {
+export interface MaskDecodeOptions extends ImageDecodeOptions {
   /** RGB-coded masks: colour (r << 16 | g << 8 | b) -> raw label value. Without it an RGB mask whose channels differ is an error. */
   colours?: Map<number, number>
 }
@@ -66,6 +95,7 @@ function checkComplete (buf: Uint8Array): void {
 
 /** sharp's errors without libvips' noise; an empty message (lost by libvips) says what is known. */
 function decoderError (err: unknown): Error {
+  if (err instanceof SegtorchError || err instanceof TypeError || err instanceof RangeError) return err
   const m = ((err as Error)?.message ?? '').trim()
   return new Error(!m || /^Unknown error$/i.test(m) ? 'corrupt image data (the decoder gave no detail)' : m.split('\n')[0])
 }
@@ -74,11 +104,13 @@ function decoderError (err: unknown): Error {
  * Decodes an encoded image (JPEG, PNG, WebP, TIFF, ...) to interleaved uint8 pixels with `channels`
  * channels. Truncated or corrupt data is an Error (sharp's failOn: 'error').
  */
-export async function decodeImage (input: Uint8Array | string, channels: 1 | 3 = 3): Promise<DecodedImage> {
+export async function decodeImage (input: Uint8Array | string, channels: 1 | 3 = 3, options: ImageDecodeOptions = {}): Promise<DecodedImage> {
+  const limit = resolveLimitInputPixels(options.limitInputPixels)
   if (typeof input !== 'string') checkComplete(input)
-  let img = sharp(input, { failOn: 'error' })
+  else await checkRegularFile(input, 'an image file')
+  let img = sharp(input, sharpInput(limit))
   img = channels === 1 ? img.greyscale() : img.removeAlpha().toColourspace('srgb')
-  const { data, info } = await img.raw().toBuffer({ resolveWithObject: true }).catch((err) => { throw decoderError(err) })
+  const { data, info } = await img.raw().toBuffer({ resolveWithObject: true }).catch(async (err) => { throw decoderError(await limitError(err, input, limit)) })
   return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: info.channels }
 }
 
@@ -97,32 +129,68 @@ function singleChannel (data: Uint8Array, channels: number, keep: number): Uint8
  * other RGB images are mapped through `colours` or refused.
  */
 export async function decodeMask (input: Uint8Array, options: MaskDecodeOptions = {}): Promise<DecodedImage> {
-  checkComplete(input)
+  const limit = resolveLimitInputPixels(options.limitInputPixels)
+  if (!isPng(input)) checkComplete(input) // PNGs: our decoder says what is wrong, as a PngError
   try {
-    return await decodeLabels(input, options)
+    return await decodeLabels(input, options, limit)
   } catch (err) {
-    throw decoderError(err)
+    throw decoderError(await limitError(err, input, limit))
   }
 }
 
-async function decodeLabels (input: Uint8Array, options: MaskDecodeOptions): Promise<DecodedImage> {
-  const header = pngHeader(input)
-  if (header && (header.colourType === 3 || (header.colourType === 0 && header.bitDepth < 8))) {
-    const png = await decodeIndexedPng(input)
-    return { data: png.data as Uint8Array, width: png.width, height: png.height, channels: 1 }
+/**
+ * A decoded PNG mask to one label per pixel: palette indices, grey values (16-bit ones above 255
+ * refused), the grey channel of grey + alpha, and RGB(A) colours through `colours` or as grey when
+ * r = g = b (16-bit colours must be exact 8-bit values, x * 257).
+ */
+function pngLabels (png: DecodedPng, colours?: Map<number, number>): DecodedImage {
+  const { width, channels, data } = png
+  const n = png.width * png.height
+  const out = new Uint8Array(n)
+  const where = (i: number): string => `pixel (${i % width}, ${Math.floor(i / width)})`
+  if (png.colourType === 0 || png.colourType === 3 || png.colourType === 4) {
+    for (let i = 0; i < n; i++) {
+      const x = data[i * channels]
+      if (x > 255) throw new PngError(`16-bit mask holds label ${x} at ${where(i)}: labels above 255 are not supported`)
+      out[i] = x
+    }
+    return { data: out, width, height: png.height, channels: 1 }
   }
-  let grey: boolean
-  let wide: boolean
-  if (header) {
-    grey = header.colourType === 0 || header.colourType === 4
-    wide = header.bitDepth === 16
-  } else {
-    const meta = await sharp(input, { failOn: 'error' }).metadata()
-    grey = (meta.channels ?? 3) <= 2
-    wide = meta.depth === 'ushort'
+  const wide = png.bitDepth === 16
+  for (let i = 0; i < n; i++) {
+    let r = data[i * channels]
+    let g = data[i * channels + 1]
+    let b = data[i * channels + 2]
+    if (wide) {
+      if (r % 257 !== 0 || g % 257 !== 0 || b % 257 !== 0) throw new PngError(`16-bit RGB mask colour (${r}, ${g}, ${b}) at ${where(i)} is not an 8-bit colour (x * 257)`)
+      r /= 257
+      g /= 257
+      b /= 257
+    }
+    out[i] = colourLabel(r, g, b, i, width, colours)
   }
+  return { data: out, width, height: png.height, channels: 1 }
+}
+
+function colourLabel (r: number, g: number, b: number, i: number, width: number, colours?: Map<number, number>): number {
+  if (colours !== undefined) {
+    const v = colours.get((r << 16) | (g << 8) | b)
+    if (v === undefined) throw new Error(`mask colour rgb(${r}, ${g}, ${b}) at pixel (${i % width}, ${Math.floor(i / width)}) is not in the colour map`)
+    return v
+  }
+  if (r === g && g === b) return r
+  throw new Error(`RGB mask with colour rgb(${r}, ${g}, ${b}) at pixel (${i % width}, ${Math.floor(i / width)}): expected class indices (a grey or palette-indexed image), or give a colour map`)
+}
+
+async function decodeLabels (input: Uint8Array, options: MaskDecodeOptions, limit: number): Promise<DecodedImage> {
+  // PNG masks (nearly all of them): our own decoder, strict and bounded, raw values never converted.
+  if (isPng(input)) return pngLabels(await decodePng(input, { limitInputPixels: limit === Infinity ? false : limit } as PngDecodeOptions), options.colours)
+  const meta = await sharp(input, sharpInput(limit)).metadata()
+  if (meta.width !== undefined && meta.height !== undefined && meta.width * meta.height > limit) throw pixelLimitError(meta.width, meta.height, limit)
+  const grey = (meta.channels ?? 3) <= 2
+  const wide = meta.depth === 'ushort'
   if (grey && wide) {
-    const { data, info } = await sharp(input, { failOn: 'error' }).toColourspace('grey16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true })
+    const { data, info } = await sharp(input, sharpInput(limit)).toColourspace('grey16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true })
     const v = new Uint16Array(data.buffer, data.byteOffset, data.length / 2)
     const out = new Uint8Array(info.width * info.height)
     for (let i = 0; i < out.length; i++) {
@@ -133,38 +201,26 @@ async function decodeLabels (input: Uint8Array, options: MaskDecodeOptions): Pro
     return { data: out, width: info.width, height: info.height, channels: 1 }
   }
   if (grey) {
-    const { data, info } = await sharp(input, { failOn: 'error' }).toColourspace('b-w').raw().toBuffer({ resolveWithObject: true })
+    const { data, info } = await sharp(input, sharpInput(limit)).toColourspace('b-w').raw().toBuffer({ resolveWithObject: true })
     return { data: singleChannel(new Uint8Array(data.buffer, data.byteOffset, data.length), info.channels, 0), width: info.width, height: info.height, channels: 1 }
   }
-  const { data, info } = await sharp(input, { failOn: 'error' }).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true })
+  const { data, info } = await sharp(input, sharpInput(limit)).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true })
   const n = info.width * info.height
   const c = info.channels
   const out = new Uint8Array(n)
-  const colours = options.colours
-  for (let i = 0; i < n; i++) {
-    const r = data[i * c]
-    const g = data[i * c + 1]
-    const b = data[i * c + 2]
-    if (colours !== undefined) {
-      const v = colours.get((r << 16) | (g << 8) | b)
-      if (v === undefined) throw new Error(`mask colour rgb(${r}, ${g}, ${b}) at pixel (${i % info.width}, ${Math.floor(i / info.width)}) is not in the colour map`)
-      out[i] = v
-    } else if (r === g && g === b) {
-      out[i] = r
-    } else {
-      throw new Error(`RGB mask with colour rgb(${r}, ${g}, ${b}) at pixel (${i % info.width}, ${Math.floor(i / info.width)}): expected class indices (a grey or palette-indexed image), or give a colour map`)
-    }
-  }
+  for (let i = 0; i < n; i++) out[i] = colourLabel(data[i * c], data[i * c + 1], data[i * c + 2], i, info.width, options.colours)
   return { data: out, width: info.width, height: info.height, channels: 1 }
 }
 
 /** Decodes a single-channel 8- or 16-bit depth image to float32 (value x scale; 0 stays 0 = invalid). */
-export async function decodeDepth (input: Uint8Array, scale = 1): Promise<{ data: Float32Array, width: number, height: number }> {
+export async function decodeDepth (input: Uint8Array, scale = 1, options: ImageDecodeOptions = {}): Promise<{ data: Float32Array, width: number, height: number }> {
+  const limit = resolveLimitInputPixels(options.limitInputPixels)
   checkComplete(input)
-  const meta = await sharp(input, { failOn: 'error' }).metadata()
+  const meta = await sharp(input, sharpInput(limit)).metadata()
+  if (meta.width !== undefined && meta.height !== undefined && meta.width * meta.height > limit) throw pixelLimitError(meta.width, meta.height, limit, 'depth image')
   if ((meta.channels ?? 0) > 2) throw new Error(`depth image with ${meta.channels} channels: expected a single-channel (grey) image`)
   const wide = meta.depth === 'ushort'
-  const { data, info } = await sharp(input, { failOn: 'error' }).toColourspace(wide ? 'grey16' : 'b-w').raw(wide ? { depth: 'ushort' } : {}).toBuffer({ resolveWithObject: true })
+  const { data, info } = await sharp(input, sharpInput(limit)).toColourspace(wide ? 'grey16' : 'b-w').raw(wide ? { depth: 'ushort' } : {}).toBuffer({ resolveWithObject: true }).catch(async (err) => { throw await limitError(err, input, limit) })
   const v = wide ? new Uint16Array(data.buffer, data.byteOffset, data.length / 2) : data
   const out = new Float32Array(info.width * info.height)
   for (let i = 0; i < out.length; i++) out[i] = v[i * info.channels] * scale

@@ -7,8 +7,9 @@ export type { Sample, Dataset, StreamDataset, AnyDataset, FolderOptions, VocOpti
 export { loader, Loader, augment } from './loader'
 export type { LoaderOptions, LoaderBatch, AugmentOptions, TransformOptions, SkippedSample } from './loader'
 export { decodeImage, decodeMask, decodeDepth, readImage, toPlanar, writeLabelPng } from './images'
-export type { DecodedImage } from './images'
-export { decodeIndexedPng, encodeIndexedPng } from './png'
+export type { DecodedImage, ImageDecodeOptions, MaskDecodeOptions } from './images'
+export { decodeIndexedPng, decodePng, encodeIndexedPng, DEFAULT_LIMIT_INPUT_PIXELS } from './png'
+export type { DecodedPng, PngDecodeOptions } from './png'
 export {
   CAMVID_CLASSES, CAMVID_PALETTE, VOC_CLASSES, VOC_PALETTE, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, CITYSCAPES_TRAIN_IDS,
   ADE20K_CLASSES, ADE20K_PALETTE, vocColourMap
