@@ -1,4 +1,5 @@
 /** Models: create, run, train, save and load segmentation networks. */
+import * as fs from 'fs'
 import { binding, NativeInferenceModel, NativeModel, StateDictReport } from './binding'
 import { SegtorchError, typeError, withStack } from './errors'
 import { checkRegularFile, removeStaleTemps } from './files'
@@ -674,18 +675,33 @@ export async function createModel (options: ModelOptions): Promise<Model> {
   return create(config, device)
 }
 
-async function create (config: ModelConfig, device: string): Promise<Model> {
+async function create (config: ModelConfig, device: string, limits?: { maxBuildBytes: number, maxParameters: number }): Promise<Model> {
   const native = new binding.NativeModel()
-  const payload = { ...config, device, json: JSON.stringify(config) }
+  const payload = { ...config, device, json: JSON.stringify(config), ...limits }
   const info = await withStack(() => native.init(payload))
   return new Model(native, config, device, info as ModelInfo)
 }
 
+/** Options of {@link loadModel}. */
+export interface LoadModelOptions {
+  device?: Device
+  /**
+   * Most parameters the network rebuilt from the file's configuration may have (default 500 million,
+   * 2 GB of float32). Building it may also allocate no more than twice the file's size plus 64 MiB:
+   * a configuration edited to describe a far larger network than the weights the file holds is
+   * refused before it takes the machine's memory.
+   */
+  maxParameters?: number
+}
+
+export const DEFAULT_MAX_PARAMETERS = 500_000_000
+
 /** Loads a model saved with `model.save()`, rebuilding its architecture from the stored configuration. */
-export async function loadModel (path: string, options?: { device?: Device }): Promise<Model> {
+export async function loadModel (path: string, options?: LoadModelOptions): Promise<Model> {
   const p = checkPath('path', path)
   const o = v.optionsObject('loadModel options', options)
-  v.checkKeys('loadModel options', o, ['device'])
+  v.checkKeys('loadModel options', o, ['device', 'maxParameters'])
+  const maxParameters = o.maxParameters === undefined ? DEFAULT_MAX_PARAMETERS : v.integer('maxParameters', o.maxParameters, 1)
   await checkRegularFile(p, 'a model file')
   const json = await withStack(() => binding.readModelConfig(p))
   let stored: unknown
@@ -694,8 +710,19 @@ export async function loadModel (path: string, options?: { device?: Device }): P
   } catch {
     throw new SegtorchError(`${p} holds an unreadable segtorch configuration`)
   }
-  const { device, ...config } = resolveModelOptions({ ...(stored as object), device: o.device ?? 'cpu' }, true)
-  const model = await create(config, device)
+  if (stored === null || typeof stored !== 'object' || Array.isArray(stored)) {
+    throw new SegtorchError(`${p} holds an invalid segtorch configuration: expected a JSON object`)
+  }
+  let resolved: ReturnType<typeof resolveModelOptions>
+  try {
+    resolved = resolveModelOptions({ ...(stored as object), device: o.device ?? 'cpu' }, true)
+  } catch (err) {
+    if (o.device !== undefined && /device/.test((err as Error).message)) throw err
+    throw new SegtorchError(`${p} holds an invalid segtorch configuration: ${(err as Error).message}`)
+  }
+  const { device, ...config } = resolved
+  const size = fs.statSync(p).size
+  const model = await create(config, device, { maxBuildBytes: 2 * size + 64 * 1024 * 1024, maxParameters })
   try {
     await model._load(p)
   } catch (err) {

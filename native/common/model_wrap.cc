@@ -18,6 +18,8 @@ ModelConfig ReadConfig(const Napi::Object& o) {
   c.std = GetNumbers(o, "std");
   c.device = GetString(o, "device", c.device);
   c.json = GetString(o, "json", "{}");
+  c.max_build_bytes = static_cast<int64_t>(GetNumber(o, "maxBuildBytes", 0));
+  c.max_parameters = static_cast<int64_t>(GetNumber(o, "maxParameters", 0));
   Napi::Value extra = o.Get("extra");
   if (extra.IsObject()) {
     Napi::Object e = extra.As<Napi::Object>();

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "backbones/backbone.h"
+#include "common/alloc_budget.h"
 #include "common/archive.h"
 #include "common/errors.h"
 #include "common/state_dict.h"
@@ -51,7 +52,14 @@ Segmenter::Segmenter(ModelConfig config) : config_(std::move(config)), device_(P
   if (config_.in_channels < 1) ThrowRange("Expected inChannels >= 1 but received " + std::to_string(config_.in_channels));
   // cuDNN picks the fastest algorithm per input shape (training shapes repeat batch after batch).
   if (device_.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
-  net_ = CreateNetwork(config_);
+  {
+    AllocationBudget budget(config_.max_build_bytes, "the network this file's configuration describes");
+    net_ = CreateNetwork(config_);
+  }
+  if (config_.max_parameters > 0 && NumParameters(false) > config_.max_parameters) {
+    ThrowRange("the network this configuration describes has " + std::to_string(NumParameters(false)) +
+               " parameters, more than maxParameters (" + std::to_string(config_.max_parameters) + ")");
+  }
   net_->to(device_);
   net_->eval();
   auto c = config_.in_channels;

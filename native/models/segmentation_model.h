@@ -26,6 +26,10 @@ struct ModelConfig {
   std::map<std::string, std::string> strings;
   // The configuration as the user's JSON, stored in checkpoints.
   std::string json;
+  // Limits when the configuration comes from a file (0: none): bytes libtorch may allocate while the
+  // network is built, and its parameter count.
+  int64_t max_build_bytes = 0;
+  int64_t max_parameters = 0;
 
   double Number(const std::string& key, double def) const {
     auto it = numbers.find(key);
