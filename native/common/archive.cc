@@ -196,12 +196,17 @@ void Archive::Parse() {
     Cursor z(path, bytes_, end64, eocd - 20, "the zip64 end-of-central-directory record");
     if (z.Le(4) != kEnd64Sig) Fail(path, "has a corrupt zip64 end-of-central-directory record");
     z.Skip(8 + 2 + 2);  // record size, versions
-    disk = z.Le(4);
-    cd_disk = z.Le(4);
-    n_disk = z.Le(8);
-    n_total = z.Le(8);
-    cd_size = z.Le(8);
-    cd_offset = z.Le(8);
+    // The classic record's fields either say "see zip64" (all ones) or agree with the zip64 ones.
+    auto agree = [&](uint64_t classic, uint64_t all_ones, uint64_t v) {
+      if (classic != all_ones && classic != v) Fail(path, "has two end-of-central-directory records that disagree");
+      return v;
+    };
+    disk = agree(disk, 0xffff, z.Le(4));
+    cd_disk = agree(cd_disk, 0xffff, z.Le(4));
+    n_disk = agree(n_disk, 0xffff, z.Le(8));
+    n_total = agree(n_total, 0xffff, z.Le(8));
+    cd_size = agree(cd_size, 0xffffffffu, z.Le(8));
+    cd_offset = agree(cd_offset, 0xffffffffu, z.Le(8));
     cd_limit = end64;
   }
   if (disk != 0 || cd_disk != 0 || n_disk != n_total) Fail(path, "is a multi-disk zip archive (not supported)");
