@@ -98,7 +98,8 @@ function explain (err: Error): string {
 function load (): Binding {
   const root = path.join(__dirname, '..')
   try {
-    // SEGTORCH_ADDON=/path/to/segtorch.node loads a specific build (e.g. one against another libtorch).
+    // SEGTORCH_ADDON=/path/to/segtorch.node loads a specific build (e.g. one against another libtorch,
+    // or scripts/sanitize.sh's ASan + UBSan build in build-asan/, which the normal tests never pick up).
     const override = process.env.SEGTORCH_ADDON
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     if (override) return require(path.resolve(override)) as Binding
