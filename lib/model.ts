@@ -155,12 +155,18 @@ export interface PredictOptions {
   output?: 'labels' | 'probs' | 'logits'
   /** 'auto' (default: as for training, see TrainStepOptions.precision), 'fp32', 'bf16' (autocast) or 'fp16' (CUDA only). */
   precision?: 'auto' | 'fp32' | 'bf16' | 'fp16'
-  /** Channels-last layout. Default 'auto': on with oneDNN or CUDA. */
+  /**
+   * Channels-last layout. Default 'auto': on with oneDNN or CUDA, except with an explicit
+   * `precision: 'fp32'` (off: the reference's NCHW kernels).
+   */
   channelsLast?: boolean | 'auto'
   /**
    * Run a copy of the network with each BatchNorm folded into the convolution before it (same
    * results within float rounding, less memory traffic). The copy is rebuilt after the weights
-   * change; training and saved files always use the unfolded weights. Default true.
+   * change; training and saved files always use the unfolded weights. Default true, except with an
+   * explicit `precision: 'fp32'`: asking for fp32 asks for PyTorch's own arithmetic (unfolded, NCHW),
+   * so that logits match a PyTorch eval forward to float rounding (1e-4); pass `foldBatchNorm: true`
+   * and `channelsLast: true` for fp32 at full speed.
    */
   foldBatchNorm?: boolean
   /**
@@ -228,6 +234,8 @@ export function resolvePredictOptions (options: unknown, where = 'predict option
   }
   const output = o.output === undefined ? 'labels' : v.oneOf('output', o.output, ['labels', 'probs', 'logits'] as const)
   const crf = o.crf === undefined || o.crf === false ? undefined : resolveCrfOptions(o.crf)
+  // An explicit fp32 asks for the reference's arithmetic: unfolded BatchNorm, NCHW (see PredictOptions).
+  const exact = o.precision === 'fp32'
   if (crf && output === 'logits') throw new RangeError("Expected output 'labels' or 'probs' with crf (it refines probabilities) but received 'logits'")
   return {
     mode,
@@ -237,8 +245,8 @@ export function resolvePredictOptions (options: unknown, where = 'predict option
     flip: o.flip === undefined ? false : v.boolean('flip', o.flip),
     output,
     precision: resolvePrecision(o.precision, ['fp32', 'bf16', 'fp16'] as const, device),
-    channelsLast: resolveChannelsLast(o.channelsLast, device),
-    foldBatchNorm: o.foldBatchNorm === undefined ? true : v.boolean('foldBatchNorm', o.foldBatchNorm),
+    channelsLast: exact && (o.channelsLast === undefined || o.channelsLast === 'auto') ? false : resolveChannelsLast(o.channelsLast, device),
+    foldBatchNorm: o.foldBatchNorm === undefined ? !exact : v.boolean('foldBatchNorm', o.foldBatchNorm),
     ...(crf ? { crf } : {})
   }
 }

@@ -46,18 +46,26 @@ function ensureLibtorch () {
   ].join('\n'))
 }
 
+// zlib's header: archive records are inflated with a bound (native/common/archive.cc). Debian's
+// libtorch-dev brings it (through python3-dev); a LIBTORCH tree does not.
+function haveZlibHeader () {
+  return ['/usr/include/zlib.h', '/usr/local/include/zlib.h'].some((f) => fs.existsSync(f)) || !!process.env.ZLIB_ROOT
+}
+
 function ensureBuildTools () {
   const missing = ['cmake', 'c++'].filter((c) => !haveCommand(c))
-  if (missing.length === 0) return
+  const zlib = haveZlibHeader()
+  if (missing.length === 0 && zlib) return
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
   if (isRoot && haveCommand('apt-get')) {
-    log(`installing build tools (${missing.join(', ')}) with apt-get ...`)
+    log(`installing build tools (${[...missing, ...(zlib ? [] : ['zlib1g-dev'])].join(', ')}) with apt-get ...`)
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
     spawnSync('apt-get', ['update', '-q'], { stdio: 'inherit', env })
-    const r = spawnSync('apt-get', ['install', '-y', '-q', 'cmake', 'g++', 'ninja-build'], { stdio: 'inherit', env })
+    const r = spawnSync('apt-get', ['install', '-y', '-q', 'cmake', 'g++', 'ninja-build', 'zlib1g-dev'], { stdio: 'inherit', env })
     if (r.status === 0) return
   }
-  throw new Error(`missing build tools: ${missing.join(', ')}. Install cmake and a C++17 compiler (Debian/Ubuntu: apt-get install cmake g++)`)
+  if (missing.length) throw new Error(`missing build tools: ${missing.join(', ')}. Install cmake and a C++17 compiler (Debian/Ubuntu: apt-get install cmake g++ zlib1g-dev)`)
+  throw new Error('missing zlib\'s development files (zlib.h). Debian/Ubuntu: apt-get install zlib1g-dev; Fedora: dnf install zlib-devel; or set ZLIB_ROOT to a zlib install')
 }
 
 // Both checks, for build scripts: names the libtorch found, or says what to install and exits.

@@ -31,6 +31,8 @@ export interface Twin {
   shape: number[]
   /** Version of the PyTorch that computed the reference. */
   torch: string
+  /** Input and output at every extra size asked for, by 'HxW'. */
+  at: Record<string, { x: Tensor<'float32'>, y: Float32Array }>
 }
 
 /**
@@ -54,9 +56,10 @@ function readF32 (file: string): Float32Array {
   return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length))
 }
 
-export function makeTwin (kind: string, h = 64, w = 96): Twin {
+export function makeTwin (kind: string, h = 64, w = 96, more: Array<[number, number]> = []): Twin {
   const dir = tmpdir(`segtorch-twin-${kind}-`)
-  const r = spawnSync(PYTHON, [path.join(ROOT, 'test', 'python', 'twin.py'), kind, dir, String(h), String(w)],
+  const sizes = [[h, w], ...more].flat().map(String)
+  const r = spawnSync(PYTHON, [path.join(ROOT, 'test', 'python', 'twin.py'), kind, dir, ...sizes],
     { encoding: 'utf8', env: { ...process.env, TWIN_THREADS: String(backend().threads) } })
   if (r.status !== 0) throw new Error(`twin.py ${kind} failed: ${r.stderr}`)
   const meta = JSON.parse(r.stdout.trim().split('\n').pop() as string)
@@ -69,7 +72,11 @@ export function makeTwin (kind: string, h = 64, w = 96): Twin {
     params: meta.params,
     keys: meta.keys,
     shape: meta.shape,
-    torch: meta.torch ?? ''
+    torch: meta.torch ?? '',
+    at: Object.fromEntries([[h, w], ...more].map(([a, b]) => [`${a}x${b}`, {
+      x: tensor(readF32(path.join(dir, `x_${a}x${b}.bin`)), [1, 3, a, b]),
+      y: readF32(path.join(dir, `y_${a}x${b}.bin`))
+    }]))
   }
 }
 

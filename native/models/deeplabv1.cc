@@ -44,7 +44,6 @@ class DeepLabV1 : public SegmentationModel {
                                           .align_corners(false));
     return out;
   }
-  int64_t input_multiple() const override { return 8; }
 
  private:
   VGG backbone_{nullptr};

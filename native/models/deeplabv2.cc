@@ -25,7 +25,6 @@ class DeepLabV2 : public SegmentationModel {
     out.out = ResizeLike(aspp_->forward(feats[3]), x);
     return out;
   }
-  int64_t input_multiple() const override { return stride_; }
 
  private:
   BackbonePtr backbone_;

@@ -36,7 +36,6 @@ class DeepLabV3 : public SegmentationModel {
     if (aux_classifier_ && is_training()) out.aux.emplace_back("aux", ResizeLike(aux_classifier_->forward(feats[2]), x));
     return out;
   }
-  int64_t input_multiple() const override { return stride_; }
 
  private:
   BackbonePtr backbone_;

@@ -51,7 +51,6 @@ class DeepLabV3Plus : public SegmentationModel {
     out.out = ResizeLike(classifier_(decoder_(aspp_(feats[3]), feats[0])), x);
     return out;
   }
-  int64_t input_multiple() const override { return stride_; }
 
  private:
   BackbonePtr backbone_;

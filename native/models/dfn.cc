@@ -184,7 +184,6 @@ class DFN : public SegmentationModel {
   }
   // The paper: every smooth-network stage's loss with weight 1, the border loss with lambda.
   double AuxWeight(const std::string& name, double requested) const override { return name == "border" ? border_weight_ : 1.0; }
-  int64_t input_multiple() const override { return 32; }
 
  private:
   ResNet backbone_{nullptr};

@@ -82,7 +82,6 @@ class Dilated : public SegmentationModel {
                                     .align_corners(false));
     return out;
   }
-  int64_t input_multiple() const override { return 8; }
 
  private:
   // The paper's identity initialisation, for c_in -> c_out channels with C classes:

@@ -36,7 +36,6 @@ class FCNResNet : public SegmentationModel {
     if (aux_classifier_ && is_training()) out.aux.emplace_back("aux", UpsampleTo(aux_classifier_->forward(feats[2]), x));
     return out;
   }
-  int64_t input_multiple() const override { return stride_; }
 
  private:
   ResNet backbone_{nullptr};

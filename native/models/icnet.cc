@@ -119,7 +119,6 @@ class ICNet : public SegmentationModel {
   // The 1/4 output has the paper's weight 1; the 1/16 and 1/8 ones the user's auxWeight (0.4 by
   // default, the paper's).
   double AuxWeight(const std::string& name, double requested) const override { return name == "sub4" ? 1.0 : requested; }
-  int64_t input_multiple() const override { return 32; }
 
  private:
   ResNet backbone_{nullptr};

@@ -17,7 +17,6 @@ ModelPtr CreateLWRefineNet(const ModelConfig& config);
 // `backbone.*` with torchvision's names.
 class LWRefineNetTrunk : public SegmentationModel {
  public:
-  int64_t input_multiple() const override { return 32; }
 
  protected:
   // depthwise_last_crp: the last CRP's convolutions are depthwise (the multi-task network's).

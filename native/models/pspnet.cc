@@ -39,7 +39,6 @@ class PSPNet : public SegmentationModel {
     if (aux_ && is_training()) out.aux.emplace_back("aux", ResizeLike(aux_->forward(feats[2]), x));
     return out;
   }
-  int64_t input_multiple() const override { return stride_; }
 
  private:
   BackbonePtr backbone_;

@@ -86,7 +86,6 @@ class RefineNet : public SegmentationModel {
     out.out = ResizeLike(clf_conv(x1), x);
     return out;
   }
-  int64_t input_multiple() const override { return 32; }
 
  private:
   ResNet backbone_{nullptr};

@@ -50,8 +50,12 @@ class SegmentationModel : public torch::nn::Module {
  public:
   // x: normalised float images [N,C,H,W] whose H and W are multiples of input_multiple().
   virtual SegOutput forward(const torch::Tensor& x) = 0;
-  // Inputs are padded to a multiple of this inside Segmenter, then cropped back.
-  virtual int64_t input_multiple() const { return 32; }
+  // Inputs are padded (with the mean colour) to a multiple of this inside Segmenter, then cropped
+  // back. 1: no padding, the network takes any size as its reference does (resizing to the input or
+  // to the skip connection's size). Only architectures that cannot work otherwise override it: U-Net
+  // (skip concatenations, 16), GCN (sums of upsampled and skip maps, 32), FCN-VGG (its crops, 32);
+  // none of them has a global pooling that padding could leak into.
+  virtual int64_t input_multiple() const { return 1; }
   // Loss of a named extra output (SegOutput::aux) against the labels [N,H,W] (int64). Return an
   // undefined tensor to leave the output out of the loss. Default: cross-entropy over the pixels
   // that are not ignore_index, labels resized (nearest) to the output's size when it differs

@@ -72,7 +72,6 @@ class SegNet : public SegmentationModel {
     out.out = classifier_(x);
     return out;
   }
-  int64_t input_multiple() const override { return 32; }
 
  private:
   VGG backbone_{nullptr};

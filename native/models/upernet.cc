@@ -60,7 +60,6 @@ class UPerNet : public SegmentationModel {
     if (aux_ && is_training()) out.aux.emplace_back("aux", ResizeLike(aux_->forward(feats[2]), x));
     return out;
   }
-  int64_t input_multiple() const override { return 32; }
 
  private:
   BackbonePtr backbone_;

@@ -1,7 +1,9 @@
 """Builds a torchvision twin of a segtorch model, randomly initialised with a fixed seed, saves its
 state dict, an input and its eval-mode output, so that the TypeScript tests can compare.
 
-usage: /usr/bin/python3 twin.py KIND OUTDIR [H W]
+usage: /usr/bin/python3 twin.py KIND OUTDIR [H W [H2 W2 ...]]
+Batch-norm statistics are gathered at H x W (at most 64 x 96, to keep it cheap); the model is then
+evaluated at every size given (x_HxW.bin, y_HxW.bin; the first also as x.bin, y.bin).
 KIND: fcn_resnet50 | fcn_resnet101 | deeplabv3_resnet50 | deeplabv3_resnet101 (21 classes, aux
 heads included) | resnet18 .. resnet152 | vgg16 | vgg16_bn | mobilenet_v2 (features only)
 Prints a JSON line {params, keys, shape}.
@@ -41,7 +43,8 @@ def build(kind):
 
 def main():
     kind, out = sys.argv[1], sys.argv[2]
-    h, w = (int(sys.argv[3]), int(sys.argv[4])) if len(sys.argv) > 4 else (64, 96)
+    sizes = [(int(a), int(b)) for a, b in zip(sys.argv[3::2], sys.argv[4::2])] or [(64, 96)]
+    h, w = min(sizes[0][0], 64), min(sizes[0][1], 96)
     # fp32 results depend on the thread count (reduction order): use segtorch's (TWIN_THREADS).
     if os.environ.get('TWIN_THREADS'):
         torch.set_num_threads(int(os.environ['TWIN_THREADS']))
@@ -64,13 +67,17 @@ def main():
     model.eval()
     torch.save(model.state_dict(), out + '/state.pt')  # an OrderedDict, as users save it
     torch.save(dict(model.state_dict()), out + '/state_plain.pt')
-    x = torch.randn(1, 3, h, w)
-    with torch.no_grad():
-        y = head(x) if head is not None else model(x)
-    x.numpy().astype('float32').tofile(out + '/x.bin')
-    y.contiguous().numpy().astype('float32').tofile(out + '/y.bin')
+    for i, (h, w) in enumerate(sizes):
+        x = torch.randn(1, 3, h, w)
+        with torch.no_grad():
+            y = head(x) if head is not None else model(x)
+        for name in ([''] if i == 0 else []) + ['_%dx%d' % (h, w)]:
+            x.numpy().astype('float32').tofile(out + '/x%s.bin' % name)
+            y.contiguous().numpy().astype('float32').tofile(out + '/y%s.bin' % name)
+        if i == 0:
+            shape = list(y.shape)
     params = sum(p.numel() for p in model.parameters())
-    print(json.dumps({'params': params, 'keys': len(model.state_dict()), 'shape': list(y.shape), 'torch': torch.__version__}))
+    print(json.dumps({'params': params, 'keys': len(model.state_dict()), 'shape': shape, 'torch': torch.__version__}))
 
 
 if __name__ == '__main__':
