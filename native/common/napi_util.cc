@@ -285,12 +285,21 @@ at::Tensor TensorFromJs(const Napi::Value& v, Job* job) {
   Napi::Value data = o.Get("data");
   if (!data.IsTypedArray()) ThrowType("Expected tensor data to be a TypedArray");
   Napi::TypedArray arr = data.As<Napi::TypedArray>();
+  Napi::Value backing = arr.ArrayBuffer();
+  if (!backing.IsArrayBuffer()) {
+    ThrowType("Expected tensor data in an ArrayBuffer but received a view of a SharedArrayBuffer (another thread may "
+              "change or grow it during the call): pass it through segtorch's tensor(), which copies shared memory when a call starts");
+  }
+  if (backing.As<Napi::Object>().Get("resizable").ToBoolean().Value()) {
+    ThrowType("Expected tensor data in a fixed-length ArrayBuffer but received a view of a resizable ArrayBuffer (resize() "
+              "could free memory the call reads): pass it through segtorch's tensor(), which copies it when a call starts");
+  }
   size_t bytes = arr.ByteLength();
   if (bytes != static_cast<size_t>(numel) * ElementSize(dtype)) {
     ThrowRange("tensor data holds " + std::to_string(bytes) + " bytes but shape and dtype need " +
                std::to_string(numel * ElementSize(dtype)));
   }
-  Napi::ArrayBuffer buf = arr.ArrayBuffer();
+  Napi::ArrayBuffer buf = backing.As<Napi::ArrayBuffer>();
   uint8_t* ptr = static_cast<uint8_t*>(buf.Data()) + arr.ByteOffset();
   if (job) job->KeepAlive(arr);
   if (numel == 0) return at::empty(shape, at::TensorOptions().dtype(dtype));
@@ -322,6 +331,11 @@ Napi::Value TensorToJs(Napi::Env env, at::Tensor t) {
         ext);
     Napi::MemoryManagement::AdjustExternalMemory(env, ext->reported);
     o.Set("buffer", buf);
+    // The same tensor behind a handle (its bytes reported once, by the buffer): native calls read
+    // the tensor from it, so that a job keeps the memory alive after the JS tensor is disposed.
+    std::unique_ptr<ExternalTensor> pin(new ExternalTensor{t, 0});
+    o.Set("handle", Napi::External<ExternalTensor>::New(env, pin.get(), [](Napi::Env, ExternalTensor* e) { delete e; }));
+    pin.release();
   } else {
     auto* ext = new ExternalTensor{t, static_cast<int64_t>(t.nbytes())};
     auto handle = Napi::External<ExternalTensor>::New(env, ext, [](Napi::Env env, ExternalTensor* e) {
