@@ -56,6 +56,7 @@ export interface StateDictReport {
 }
 
 export interface Binding {
+  shutdown(): void
   backend(): { libtorch: string, cuda: boolean, cudaDevices: number, mkldnn: boolean, threads: number, bf16: boolean, architectures: string[] }
   setNumThreads(n: number): void
   readModelConfig(path: string): Promise<string>
@@ -113,6 +114,13 @@ function load (): Binding {
 }
 
 export const binding: Binding = load()
+
+// process.exit() runs no native cleanup hook on the main thread: without this, the process's
+// static destructors (libtorch's among them) would run while a model's thread is in the middle of
+// a job. shutdown() stops this thread's executors: the running job finishes (a libtorch operation
+// cannot be interrupted), queued jobs are dropped, and the exit goes on with the code asked.
+// Worker threads and normal ends are handled natively (an environment cleanup hook).
+process.on('exit', () => { if (typeof binding.shutdown === 'function') binding.shutdown() })
 
 // libtorch defaults to one thread on some machines: use every available core.
 binding.setNumThreads(typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length)

@@ -570,7 +570,7 @@ export class Model extends InferenceModel<NativeModel> {
   async trainStep (images: Images, masks: Masks, options?: TrainStepOptions & { depth?: Tensor }): Promise<StepResult> {
     const x = checkImages('images', images, this.config.inChannels)
     const y = checkMasks(masks, x)
-    const { depth, ...rest } = (options ?? {}) as TrainStepOptions & { depth?: Tensor }
+    const { depth, ...rest } = v.optionsObject('trainStep options', options) as TrainStepOptions & { depth?: Tensor }
     const o = resolveStepOptions(rest, this.config.numClasses, 'trainStep options', [], this.device)
     const d = depth === undefined ? undefined : checkDepth(depth, x)
     const native = this._native()

@@ -34,6 +34,12 @@ function numel (shape: Shape): number {
   return shape.reduce((a, b) => a * b, 1)
 }
 
+/** Whether `buffer` is a plain ArrayBuffer that cannot change length (not shared, not resizable). */
+function fixedLength (buffer: ArrayBufferLike): boolean {
+  if (Object.prototype.toString.call(buffer) !== '[object ArrayBuffer]') return false // SharedArrayBuffer
+  return (buffer as { resizable?: boolean }).resizable !== true
+}
+
 const disposeSymbol: symbol = (Symbol as unknown as { dispose?: symbol }).dispose ?? Symbol.for('nodejs.dispose')
 
 export class Tensor<D extends DType = DType, S extends Shape = Shape> {
@@ -41,7 +47,7 @@ export class Tensor<D extends DType = DType, S extends Shape = Shape> {
   readonly shape: S
   readonly device: string
   #data: DataTypeMap[D] | undefined
-  #handle: unknown
+  #handle: unknown // device tensors; CPU results: the native tensor behind #data, what native calls read
   #owned: ArrayBuffer | undefined // native memory behind #data, freed by dispose()
   #disposed = false
 
@@ -61,7 +67,7 @@ export class Tensor<D extends DType = DType, S extends Shape = Shape> {
     if (t.buffer !== undefined) {
       const Ctor = ARRAY_TYPES[dtype]
       const data = new Ctor(t.buffer, 0, numel(t.shape)) as DataTypeMap[D]
-      return new Tensor<D, S>(dtype, t.shape as unknown as S, 'cpu', data, undefined, t.buffer)
+      return new Tensor<D, S>(dtype, t.shape as unknown as S, 'cpu', data, t.handle, t.buffer)
     }
     return new Tensor<D, S>(dtype, t.shape as unknown as S, t.device ?? 'cpu', undefined, t.handle)
   }
@@ -79,11 +85,26 @@ export class Tensor<D extends DType = DType, S extends Shape = Shape> {
     if (this.#disposed) throw new Error('this tensor was disposed')
   }
 
-  /** @internal what native calls receive */
+  /**
+   * @internal what native calls receive. Native memory is passed by handle: the call holds the
+   * native tensor, so dispose() during the call frees it when the call ends. JS memory is passed
+   * as it is (the call keeps the array alive), except views of a SharedArrayBuffer or of a
+   * resizable ArrayBuffer, copied here: another thread or a resize() could change or free that
+   * memory while the call reads it.
+   */
   _native (): NativeTensor {
     this.#check()
-    if (this.#data !== undefined) return { dtype: this.dtype, shape: this.shape as unknown as number[], data: this.#data }
-    return { dtype: this.dtype, shape: this.shape as unknown as number[], handle: this.#handle }
+    const shape = this.shape as unknown as number[]
+    if (this.#data === undefined) return { dtype: this.dtype, shape, handle: this.#handle }
+    if (this.#handle !== undefined) return { dtype: this.dtype, shape, data: this.#data, handle: this.#handle }
+    let data: TypedArray = this.#data
+    if (!fixedLength(data.buffer)) {
+      if (data.length !== this.size) {
+        throw new RangeError(`Expected data of length ${this.size} for shape [${shape.join(', ')}] but its resizable buffer now holds length ${data.length}`)
+      }
+      data = data.slice() // a fresh, fixed-length ArrayBuffer
+    }
+    return { dtype: this.dtype, shape, data }
   }
 
   /** The values as the dtype's TypedArray (copied from the device if needed). */
@@ -111,7 +132,11 @@ export class Tensor<D extends DType = DType, S extends Shape = Shape> {
     return Tensor.fromNative<D, S>(out)
   }
 
-  /** Frees native memory now instead of at garbage collection. The tensor is unusable after. */
+  /**
+   * Frees native memory now instead of at garbage collection. The tensor is unusable after. A
+   * native call still queued or running with this tensor as input keeps its memory until the
+   * call ends (the memory is freed then); a tensor over your own TypedArray only lets it go.
+   */
   dispose (): void {
     if (this.#disposed) return
     this.#disposed = true
@@ -146,7 +171,11 @@ type DTypeFor<A> = { [D in DType]: DataTypeMap[D] extends A ? (A extends DataTyp
 
 /**
  * Wraps a TypedArray as a tensor without copying: native code reads the same memory, and the array
- * is kept alive while native work uses it.
+ * is kept alive while native work uses it. Views of a SharedArrayBuffer or of a resizable
+ * ArrayBuffer are accepted but copied when each native call starts (the call reads the copy), so
+ * that another thread or a resize() cannot change or free memory under a running call. Do not
+ * transfer (postMessage with a transfer list) the buffer of an array while a call that reads it
+ * is pending.
  *
  * The dtype defaults from the array type (Float32Array -> float32, Int32Array -> int32,
  * BigInt64Array -> int64, Uint8Array -> uint8); Uint16Array needs 'float16' or 'bfloat16', and a

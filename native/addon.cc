@@ -259,6 +259,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     unsigned n = std::thread::hardware_concurrency();
     SetDesiredThreads(n > 0 ? static_cast<int>(n) : 1);
   }
+  exports.Set("shutdown", Napi::Function::New<ShutdownJs>(env, "shutdown"));
   exports.Set("backend", Napi::Function::New<Backend>(env, "backend"));
   exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
   exports.Set("readModelConfig", Napi::Function::New<ReadModelConfig>(env, "readModelConfig"));

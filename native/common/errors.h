@@ -21,8 +21,11 @@ class UserError : public std::runtime_error {
 [[noreturn]] inline void ThrowType(const std::string& m) { throw UserError(ErrorKind::kTypeError, m); }
 [[noreturn]] inline void ThrowError(const std::string& m) { throw UserError(ErrorKind::kError, m); }
 
-// The message of any exception, without the C++ backtrace that c10::Error carries.
-std::string CleanMessage(const std::exception& e);
-ErrorKind KindOf(const std::exception& e);
+// The message of any exception, without the C++ backtrace that c10::Error carries. Never throws:
+// it runs inside catch handlers, where an exception escaping (a what() that fails, no memory for
+// the copy) would end the thread, or the process on an executor thread; it falls back to a fixed
+// message then.
+std::string CleanMessage(const std::exception& e) noexcept;
+ErrorKind KindOf(const std::exception& e) noexcept;
 
 }  // namespace segtorch

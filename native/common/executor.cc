@@ -6,12 +6,24 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <vector>
 
 namespace segtorch {
 
 namespace {
 std::atomic<int> g_desired_threads{0};
 thread_local int t_applied_threads = -1;
+
+// Every live executor. Allocated once and never freed: StopAll() runs from an atexit handler,
+// after which no static destructor may have taken the registry away.
+std::mutex& RegistryMutex() {
+  static auto* mu = new std::mutex();
+  return *mu;
+}
+std::vector<Executor*>& Registry() {
+  static auto* list = new std::vector<Executor*>();
+  return *list;
+}
 }  // namespace
 
 void SetDesiredThreads(int n) { g_desired_threads.store(n); }
@@ -36,27 +48,87 @@ void ApplyThreadSettings() {
   }
 }
 
-Executor::Executor(bool apply_thread_settings) : apply_thread_settings_(apply_thread_settings), thread_([this] { Loop(); }) {}
+Executor::Executor(bool apply_thread_settings, const void* group)
+    : apply_thread_settings_(apply_thread_settings), group_(group), thread_([this] { Loop(); }) {
+  std::lock_guard<std::mutex> lock(RegistryMutex());
+  Registry().push_back(this);
+}
 
 Executor::~Executor() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+    // Unlisted first: StopAll() (which holds the registry lock) never sees an executor being destroyed.
+    std::lock_guard<std::mutex> lock(RegistryMutex());
+    auto& list = Registry();
+    list.erase(std::remove(list.begin(), list.end(), this), list.end());
   }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  Close();
 }
 
-void Executor::Post(std::function<void()> job) {
+bool Executor::Post(std::function<void()> job, std::function<void()> cancel) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(std::move(job));
+    if (stop_) return false;
+    queue_.push_back(Item{std::move(job), std::move(cancel)});
     posted_.fetch_add(1, std::memory_order_release);
   }
   cv_.notify_one();
+  return true;
 }
 
-void Executor::Loop() {
+void Executor::Close() noexcept { Finish(false); }
+
+void Executor::Stop() noexcept { Finish(true); }
+
+void Executor::Finish(bool cancel_queued) noexcept {
+  closed_.store(true);
+  std::deque<Item> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    if (cancel_queued) dropped.swap(queue_);
+  }
+  cv_.notify_all();
+  for (Item& item : dropped) {
+    try {
+      if (item.cancel) item.cancel();
+      item = Item();  // the job's captures (tensors, a model) are released here
+    } catch (...) {
+    }
+  }
+  std::lock_guard<std::mutex> lock(join_mu_);
+  if (!thread_.joinable()) return;
+  // Never from the executor's own thread (a job cannot join itself): let it end by itself.
+  if (thread_.get_id() == std::this_thread::get_id()) {
+    thread_.detach();
+  } else {
+    thread_.join();
+  }
+}
+
+void Executor::StopGroup(const void* group) noexcept {
+  // Only the group's own (JS) thread destroys the group's executors, and it is the caller: the
+  // list can be stopped outside the lock, so that other environments keep creating executors.
+  std::vector<Executor*> mine;
+  try {
+    std::lock_guard<std::mutex> lock(RegistryMutex());
+    for (Executor* e : Registry()) {
+      if (e->group_ == group) mine.push_back(e);
+    }
+  } catch (...) {
+    return;
+  }
+  for (Executor* e : mine) e->Stop();
+}
+
+void Executor::StopAll() noexcept {
+  try {
+    std::lock_guard<std::mutex> lock(RegistryMutex());
+    for (Executor* e : Registry()) e->Stop();
+  } catch (...) {
+  }
+}
+
+void Executor::Loop() noexcept {
   const auto spin = std::chrono::microseconds(SpinMicros());
   uint64_t taken = 0;
   for (;;) {
@@ -75,12 +147,21 @@ void Executor::Loop() {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stop_ and drained
-      job = std::move(queue_.front());
+      job = std::move(queue_.front().run);
       queue_.pop_front();
       ++taken;
     }
-    if (apply_thread_settings_) ApplyThreadSettings();
-    job();  // jobs catch their own exceptions
+    // Jobs catch their own exceptions; whatever escapes one anyway must not end the process
+    // (an exception leaving a thread's function calls std::terminate).
+    try {
+      if (apply_thread_settings_) ApplyThreadSettings();
+      job();
+    } catch (...) {
+    }
+    try {
+      job = nullptr;
+    } catch (...) {
+    }
   }
 }
 

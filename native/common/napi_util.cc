@@ -1,5 +1,9 @@
 #include "common/napi_util.h"
 
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
+
 namespace segtorch {
 
 namespace {
@@ -7,37 +11,126 @@ namespace {
 void CallJs(Napi::Env env, Napi::Function, std::nullptr_t*, Job* raw);
 using Channel = Napi::TypedThreadSafeFunction<std::nullptr_t, Job, CallJs>;
 
-struct AddonState {
+constexpr const char* kShutDown = "segtorch has shut down: the process or worker thread is exiting";
+constexpr const char* kUnknown = "unknown native error";
+
+// Where executor threads hand finished jobs to the JS thread. Closed (under `mu`) when the
+// environment exits: from then on no thread calls the channel, which may be gone.
+struct Gate {
+  std::mutex mu;
+  bool open = true;
   Channel channel;
-  int pending = 0;  // jobs in flight; the channel keeps the loop alive only while > 0
+};
+
+// The process is exiting (atexit): jobs that finish now are dropped, whatever their environment.
+std::atomic<bool> g_process_exiting{false};
+
+struct AddonState {
+  std::shared_ptr<Gate> gate = std::make_shared<Gate>();
+  int pending = 0;        // jobs in flight; the channel keeps the loop alive only while > 0
+  bool shut_down = false;  // Shutdown() ran: no new executors or jobs
+  bool released = false;   // the channel was released (cleanup hook)
   std::unique_ptr<Executor> shared;
   std::unique_ptr<Executor> data;  // created on first use
 };
 
 AddonState* State(Napi::Env env) { return env.GetInstanceData<AddonState>(); }
 
-void CallJs(Napi::Env env, Napi::Function, std::nullptr_t*, Job* raw) {
-  std::unique_ptr<Job> job(raw);
-  if (env == nullptr) {  // environment shutting down: drop references without touching JS
-    for (auto& r : job->keep_alive) r.SuppressDestruct();
-    return;
+// Frees a job that will never settle (its environment is exiting) without touching JS: the
+// environment frees the references itself, so they are not deleted here. Any thread.
+void DropJob(Job* raw) noexcept {
+  if (!raw) return;
+  try {
+    for (auto& r : raw->keep_alive) r.SuppressDestruct();
+    delete raw;
+  } catch (...) {
   }
-  Napi::HandleScope scope(env);
-  if (job->failed) {
-    job->deferred.Reject(ToJsError(env, job->error_kind, job->error_message).Value());
-  } else {
+}
+
+void Fail(Job& job, ErrorKind kind, std::string message) noexcept {
+  job.failed = true;
+  job.error_kind = kind;
+  job.error_message = std::move(message);  // noexcept move
+}
+
+// Executor thread: runs the job; an exception becomes the job's error.
+void Execute(Job& job) noexcept {
+  try {
+    if (job.execute) job.execute();
+  } catch (const std::exception& e) {
+    Fail(job, KindOf(e), CleanMessage(e));
+  } catch (...) {
+    Fail(job, ErrorKind::kError, std::string());
+  }
+}
+
+// Executor thread: hands the finished job to the JS thread, or drops it when the environment or
+// the process is exiting.
+void Deliver(const std::shared_ptr<Gate>& gate, Job* raw) noexcept {
+  try {
+    std::lock_guard<std::mutex> lock(gate->mu);
+    if (gate->open && !g_process_exiting.load() && gate->channel.BlockingCall(raw) == napi_ok) return;
+  } catch (...) {
+  }
+  DropJob(raw);
+}
+
+void Reject(Napi::Env env, Napi::Promise::Deferred& deferred, ErrorKind kind, const std::string& message) noexcept {
+  try {
+    deferred.Reject(ToJsError(env, kind, message.empty() ? std::string(kUnknown) : message).Value());
+    return;
+  } catch (...) {
+  }
+  try {
+    deferred.Reject(Napi::Error::New(env, kUnknown).Value());
+  } catch (...) {
+    // JS cannot run any more (a worker being terminated): the promise stays pending.
+  }
+}
+
+// JS thread: resolves with complete()'s value or rejects; never throws.
+void Settle(Napi::Env env, Job& job) noexcept {
+  if (!job.failed) {
     try {
-      Napi::Value result = job->complete ? job->complete(env) : env.Undefined();
-      job->deferred.Resolve(result);
+      Napi::Value result = job.complete ? job.complete(env) : env.Undefined();
+      job.deferred.Resolve(result);
+      return;
     } catch (const Napi::Error& e) {
-      job->deferred.Reject(e.Value());
+      try {
+        job.deferred.Reject(e.Value());
+        return;
+      } catch (...) {
+      }
+      Fail(job, ErrorKind::kError, std::string());
     } catch (const std::exception& e) {
-      job->deferred.Reject(ToJsError(env, e).Value());
+      Fail(job, KindOf(e), CleanMessage(e));
+    } catch (...) {
+      Fail(job, ErrorKind::kError, std::string());
     }
   }
-  if (job->on_settled) job->on_settled();
-  AddonState* st = State(env);
-  if (st && --st->pending == 0) st->channel.Unref(env);
+  Reject(env, job.deferred, job.error_kind, job.error_message);
+}
+
+void CallJs(Napi::Env env, Napi::Function, std::nullptr_t*, Job* raw) {
+  if (env == nullptr) {  // environment shutting down: drop references without touching JS
+    DropJob(raw);
+    return;
+  }
+  std::unique_ptr<Job> job(raw);
+  try {
+    Napi::HandleScope scope(env);
+    Settle(env, *job);
+  } catch (...) {
+  }
+  try {
+    if (job->on_settled) job->on_settled();
+  } catch (...) {
+  }
+  try {
+    AddonState* st = State(env);
+    if (st && --st->pending == 0 && !st->released) st->gate->channel.Unref(env);
+  } catch (...) {
+  }
 }
 
 size_t ElementSize(at::ScalarType t) { return c10::elementSize(t); }
@@ -47,46 +140,87 @@ struct ExternalTensor {
   int64_t reported = 0;
 };
 
+// Stops this environment's executors (the running job finishes, queued ones are dropped) and
+// closes the channel to it. JS thread; idempotent.
+void Shutdown(AddonState* st) noexcept {
+  if (!st || st->shut_down) return;
+  st->shut_down = true;
+  try {
+    std::lock_guard<std::mutex> lock(st->gate->mu);
+    st->gate->open = false;
+  } catch (...) {
+  }
+  Executor::StopGroup(st);
+}
+
+void StopAtExit() {
+  g_process_exiting.store(true);
+  Executor::StopAll();
+}
+
 }  // namespace
 
 void InitAsync(Napi::Env env) {
   auto* st = new AddonState();
-  st->channel = Channel::New(env, "segtorch", 0, 1);
-  st->channel.Unref(env);
-  st->shared = std::make_unique<Executor>();
   env.SetInstanceData<AddonState>(st);  // deleted at environment teardown
-  env.AddCleanupHook([st]() { st->channel.Release(); });
+  st->gate->channel = Channel::New(env, "segtorch", 0, 1);
+  st->gate->channel.Unref(env);
+  st->shared = NewExecutor(env);
+  // A worker thread that ends or is terminated, or the main thread ending normally: stop the
+  // executors (waiting for running jobs), then release the channel; nothing calls it after.
+  env.AddCleanupHook([st]() {
+    Shutdown(st);
+    if (!st->released) {
+      st->released = true;
+      st->gate->channel.Release();
+    }
+  });
+  // process.exit() on the main thread runs no cleanup hook: lib/binding.ts calls shutdown() from
+  // process.on('exit'), and this handler is the last line, before libtorch's static destructors
+  // (registered earlier, so they run later).
+  static std::once_flag once;
+  std::call_once(once, [] { std::atexit(StopAtExit); });
+}
+
+void ShutdownJs(const Napi::CallbackInfo& info) { Shutdown(State(info.Env())); }
+
+std::unique_ptr<Executor> NewExecutor(Napi::Env env, bool apply_thread_settings) {
+  AddonState* st = State(env);
+  if (!st || st->shut_down) throw Napi::Error::New(env, kShutDown);
+  try {
+    return std::make_unique<Executor>(apply_thread_settings, st);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, "segtorch could not start a native thread: " + CleanMessage(e));
+  }
 }
 
 Executor& SharedExecutor(Napi::Env env) { return *State(env)->shared; }
 
 Executor& DataExecutor(Napi::Env env) {
   AddonState* st = State(env);
-  if (!st->data) st->data = std::make_unique<Executor>(false);
+  if (!st->data) st->data = NewExecutor(env, false);
   return *st->data;
 }
 
 Napi::Promise Schedule(Napi::Env env, Executor& executor, std::unique_ptr<Job> job) {
   AddonState* st = State(env);
   Napi::Promise promise = job->deferred.Promise();
-  if (st->pending++ == 0) st->channel.Ref(env);
-  Job* raw = job.release();
-  Channel channel = st->channel;
-  executor.Post([raw, channel]() mutable {
-    try {
-      if (raw->execute) raw->execute();
-    } catch (const std::exception& e) {
-      raw->failed = true;
-      raw->error_kind = KindOf(e);
-      raw->error_message = CleanMessage(e);
-    } catch (...) {
-      raw->failed = true;
-      raw->error_message = "unknown native error";
-    }
-    if (channel.BlockingCall(raw) != napi_ok) {
-      // The environment is gone; nothing can be settled. Leak rather than touch JS values here.
-    }
-  });
+  std::shared_ptr<Gate> gate = st->gate;
+  Job* raw = job.get();
+  bool posted = !st->shut_down && executor.Post([raw, gate]() {
+    Execute(*raw);
+    Deliver(gate, raw);
+  }, [raw]() { DropJob(raw); });
+  if (!posted) {  // the executor was stopped: settle now
+    Reject(env, job->deferred, ErrorKind::kError, kShutDown);
+    if (job->on_settled) job->on_settled();
+    return promise;
+  }
+  job.release();  // owned by the posted closure until CallJs (or DropJob)
+  try {
+    if (st->pending++ == 0 && !st->released) st->gate->channel.Ref(env);
+  } catch (...) {  // the job is queued: it settles anyway, only the loop is not held open for it
+  }
   return promise;
 }
 
@@ -151,12 +285,21 @@ at::Tensor TensorFromJs(const Napi::Value& v, Job* job) {
   Napi::Value data = o.Get("data");
   if (!data.IsTypedArray()) ThrowType("Expected tensor data to be a TypedArray");
   Napi::TypedArray arr = data.As<Napi::TypedArray>();
+  Napi::Value backing = arr.ArrayBuffer();
+  if (!backing.IsArrayBuffer()) {
+    ThrowType("Expected tensor data in an ArrayBuffer but received a view of a SharedArrayBuffer (another thread may "
+              "change or grow it during the call): pass it through segtorch's tensor(), which copies shared memory when a call starts");
+  }
+  if (backing.As<Napi::Object>().Get("resizable").ToBoolean().Value()) {
+    ThrowType("Expected tensor data in a fixed-length ArrayBuffer but received a view of a resizable ArrayBuffer (resize() "
+              "could free memory the call reads): pass it through segtorch's tensor(), which copies it when a call starts");
+  }
   size_t bytes = arr.ByteLength();
   if (bytes != static_cast<size_t>(numel) * ElementSize(dtype)) {
     ThrowRange("tensor data holds " + std::to_string(bytes) + " bytes but shape and dtype need " +
                std::to_string(numel * ElementSize(dtype)));
   }
-  Napi::ArrayBuffer buf = arr.ArrayBuffer();
+  Napi::ArrayBuffer buf = backing.As<Napi::ArrayBuffer>();
   uint8_t* ptr = static_cast<uint8_t*>(buf.Data()) + arr.ByteOffset();
   if (job) job->KeepAlive(arr);
   if (numel == 0) return at::empty(shape, at::TensorOptions().dtype(dtype));
@@ -188,6 +331,11 @@ Napi::Value TensorToJs(Napi::Env env, at::Tensor t) {
         ext);
     Napi::MemoryManagement::AdjustExternalMemory(env, ext->reported);
     o.Set("buffer", buf);
+    // The same tensor behind a handle (its bytes reported once, by the buffer): native calls read
+    // the tensor from it, so that a job keeps the memory alive after the JS tensor is disposed.
+    std::unique_ptr<ExternalTensor> pin(new ExternalTensor{t, 0});
+    o.Set("handle", Napi::External<ExternalTensor>::New(env, pin.get(), [](Napi::Env, ExternalTensor* e) { delete e; }));
+    pin.release();
   } else {
     auto* ext = new ExternalTensor{t, static_cast<int64_t>(t.nbytes())};
     auto handle = Napi::External<ExternalTensor>::New(env, ext, [](Napi::Env env, ExternalTensor* e) {

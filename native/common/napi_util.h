@@ -37,13 +37,23 @@ struct Job {
   void KeepAlive(Napi::Value v) { keep_alive.emplace_back(Napi::Persistent(v)); }
 };
 
-// Initialise per-environment state (the completion channel, the shared executor).
+// Initialise per-environment state (the completion channel, the shared executor) and the exit
+// handling: when the environment exits (a worker ends or is terminated, the main thread ends, or
+// process.exit() through shutdown()), its executors are stopped and joined (a running job
+// finishes, queued ones are dropped and never settle) and no thread calls into it afterwards.
 void InitAsync(Napi::Env env);
+// shutdown(): what process.on('exit') calls (lib/binding.ts): process.exit() runs no cleanup hook.
+void ShutdownJs(const Napi::CallbackInfo& info);
+// A new executor of this environment (stopped when it exits); a JS error when it is exiting or
+// no thread can be created.
+std::unique_ptr<Executor> NewExecutor(Napi::Env env, bool apply_thread_settings = true);
 Executor& SharedExecutor(Napi::Env env);
 // One thread for data work (augmentation: single-threaded loops, no libtorch parallelism), so
 // that it overlaps a model's training step on the model's own executor.
 Executor& DataExecutor(Napi::Env env);
-// Queue `job` on `executor`; returns the promise that settles when it is done.
+// Queue `job` on `executor`; returns the promise that settles when it is done. Nothing that goes
+// wrong in the job, in its complete() or in settling escapes: it becomes the promise's rejection
+// (a fixed message when even that cannot be built). Rejects at once when the executor is stopped.
 Napi::Promise Schedule(Napi::Env env, Executor& executor, std::unique_ptr<Job> job);
 
 // Errors
@@ -58,15 +68,23 @@ auto Guarded(Napi::Env env, F&& f) -> decltype(f()) {
     throw;
   } catch (const std::exception& e) {
     throw ToJsError(env, e);
+  } catch (...) {
+    throw Napi::Error::New(env, "unknown native error");
   }
 }
 
 // Tensors. JS side: { dtype, shape, data?: TypedArray, handle?: External }.
 at::ScalarType ParseDType(const std::string& name);
 std::string DTypeName(at::ScalarType t);
-// Wraps the JS memory without copying; the array is added to `job` keep-alive when given.
+// Wraps the JS memory without copying; the array is added to `job` keep-alive when given. A
+// tensor with a handle (native memory) is taken from the handle: the job's at::Tensor shares its
+// storage, so disposing the JS tensor while the job is queued or running frees nothing until the
+// job ends. Views of a SharedArrayBuffer or of a resizable ArrayBuffer are refused (TypeError):
+// memory that another thread or a resize() can take away while the job runs (lib/tensor.ts copies
+// them before the call).
 at::Tensor TensorFromJs(const Napi::Value& v, Job* job);
-// CPU tensors come back as an external ArrayBuffer owning the tensor; others as a handle.
+// CPU tensors come back as an external ArrayBuffer owning the tensor, plus a handle holding the
+// same tensor (what TensorFromJs reads); others as a handle only.
 Napi::Value TensorToJs(Napi::Env env, at::Tensor t);
 void ReleaseHandle(const Napi::Value& v);
 

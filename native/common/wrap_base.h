@@ -3,7 +3,8 @@
 // model run one at a time in call order while the JS thread stays free; a busy count refuses
 // dispose() while jobs are pending (onnxruntime-node's InferenceSessionWrap). Both classes get the
 // same JS methods predict, evalReset / evalUpdate / evalCompute, setBatching, stats, dispose and
-// busy from here, and build their own methods with Queue() and Loaded().
+// busy from here, and build their own methods with Queue() and Loaded(). dispose() ends the
+// executor thread (joined; nothing is queued then) and frees the model.
 #pragma once
 #include <napi.h>
 
@@ -40,7 +41,7 @@ class ModelWrapBase : public Napi::ObjectWrap<Derived> {
   using Descriptors = std::vector<Napi::ClassPropertyDescriptor<Derived>>;
 
   ModelWrapBase(const Napi::CallbackInfo& info, const WrapKind& kind)
-      : Napi::ObjectWrap<Derived>(info), kind_(kind), executor_(new Executor()) {}
+      : Napi::ObjectWrap<Derived>(info), kind_(kind), executor_(NewExecutor(info.Env())) {}
 
   // A class's own methods followed by the shared ones, for DefineClass.
   static Descriptors WithSharedMethods(Descriptors own) {
@@ -105,13 +106,18 @@ class ModelWrapBase : public Napi::ObjectWrap<Derived> {
   // Queue a job on this model's executor; the JS object stays alive until it settles.
   Napi::Value Run(const Napi::CallbackInfo& info, std::unique_ptr<Job> job) {
     job->KeepAlive(this->Value());
-    ++busy_;
     auto settled = std::move(job->on_settled);
     job->on_settled = [this, settled]() {
       --busy_;
       if (settled) settled();
     };
-    return Schedule(info.Env(), *executor_, std::move(job));
+    ++busy_;
+    try {
+      return Schedule(info.Env(), *executor_, std::move(job));
+    } catch (...) {  // not queued: its on_settled never runs
+      --busy_;
+      throw;
+    }
   }
 
   // predict(images, options?) -> labels / probs / logits, through the request batcher when it is on
@@ -167,20 +173,28 @@ class ModelWrapBase : public Napi::ObjectWrap<Derived> {
     });
   }
 
-  Napi::Value Stats(const Napi::CallbackInfo& info) { return BatchStatsJs(info.Env(), *batcher_); }
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return Guarded(env, [&]() -> Napi::Value { return BatchStatsJs(env, *batcher_); });
+  }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (disposed_) return env.Undefined();
-    if (busy_ > 0) {
-      throw Napi::Error::New(env, "cannot dispose a model while " + std::to_string(busy_) +
-                                      " job(s) are queued or running on it: await them first");
-    }
-    disposed_ = true;
-    std::shared_ptr<Model> model = std::move(model_);
-    // On the executor thread: released after anything still queued there.
-    if (kind_.release_on_executor) executor_->Post([model]() mutable { model.reset(); });
-    return env.Undefined();
+    return Guarded(env, [&]() -> Napi::Value {
+      if (disposed_) return env.Undefined();
+      if (busy_ > 0) {
+        throw Napi::Error::New(env, "cannot dispose a model while " + std::to_string(busy_) +
+                                        " job(s) are queued or running on it: await them first");
+      }
+      disposed_ = true;
+      std::shared_ptr<Model> model = std::move(model_);
+      // On the executor thread (after anything still queued there), or here once it is stopped.
+      if (kind_.release_on_executor) executor_->Post([m = std::move(model)]() mutable { m.reset(); });
+      model.reset();
+      // Nothing is queued but the release: the thread ends now instead of at garbage collection.
+      executor_->Close();
+      return env.Undefined();
+    });
   }
 
   Napi::Value Busy(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), busy_); }

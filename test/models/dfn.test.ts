@@ -71,9 +71,12 @@ describe('architecture dfn', () => {
       let positives = 0
       for (let i = 0; i < t.length; i++) {
         if (t[i] < 0) continue
-        const p = 1 / (1 + Math.exp(-z[i]))
-        const pt = t[i] === 1 ? p : 1 - p
-        sum += -((1 - pt) ** 2) * Math.log(pt)
+        // In log space: log(pt) = -softplus(-s), 1 - pt = sigmoid(-s), s = z for a boundary pixel, -z
+        // otherwise (random weights can give |z| > 37, where 1 - sigmoid(z) is 0 in float64).
+        const s = t[i] === 1 ? z[i] : -z[i]
+        const logPt = -(Math.max(-s, 0) + Math.log1p(Math.exp(-Math.abs(s))))
+        const oneMinusPt = 1 / (1 + Math.exp(s))
+        sum += -(oneMinusPt ** 2) * logPt
         count++
         positives += t[i]
       }
