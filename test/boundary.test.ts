@@ -41,8 +41,9 @@ function transpileChild (): string {
 }
 
 let CHILD = ''
+// The addon this process loaded: SEGTORCH_ADDON when set (scripts/sanitize.sh's build), else this checkout's.
 // eslint-disable-next-line @typescript-eslint/no-var-requires
-const ADDON: string = require('node-gyp-build').path(ROOT)
+const ADDON: string = process.env.SEGTORCH_ADDON ? path.resolve(process.env.SEGTORCH_ADDON) : require('node-gyp-build').path(ROOT)
 
 interface Run { status: number | null, signal: string | null, stdout: string, stderr: string }
 

@@ -10,6 +10,9 @@ import { tmpdir } from './helpers'
 
 const COUNT = Number(process.env.SEGTORCH_FUZZ_COUNT ?? 1000)
 const SEED = 12
+// Peak RSS bound of a worker. scripts/sanitize.sh raises it: ASan's shadow memory, redzones and
+// quarantine add about 200 MiB to each worker; the bound itself is checked by the normal run.
+const MAX_RSS_MIB = Number(process.env.SEGTORCH_FUZZ_MAX_RSS_MIB ?? 1024)
 
 describe('fuzzing hostile files', function () {
   this.timeout(900000)
@@ -43,7 +46,7 @@ describe('fuzzing hostile files', function () {
       assert.strictEqual(s.outcomes.backtrace ?? 0, 0, 'no C++ backtrace in messages')
       assert.strictEqual(s.weightLoaded, 0, 'raw mutants of weight records that loaded without error')
       if (kind !== 'png' && kind !== 'torchscript') assert.ok(s.weightMutants > COUNT / 10, `${s.weightMutants} raw weight-record mutants`)
-      assert.ok(s.maxRssMiB < 1024, `peak RSS ${s.maxRssMiB} MiB`)
+      assert.ok(s.maxRssMiB < MAX_RSS_MIB, `peak RSS ${s.maxRssMiB} MiB`)
     })
   }
 })
