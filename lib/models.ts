@@ -5,7 +5,7 @@
 export type ResNetBackbone = 'resnet18' | 'resnet34' | 'resnet50' | 'resnet101' | 'resnet152'
 export type VGGBackbone = 'vgg16' | 'vgg16_bn'
 /** 'none': architectures without a pretrained backbone (unet). */
-export type Backbone = ResNetBackbone | VGGBackbone | 'mobilenetv2' | 'xception65' | 'none'
+export type Backbone = ResNetBackbone | VGGBackbone | 'mobilenetv2' | 'mobilenetv3_large' | 'xception65' | 'none'
 export type Arch = 'fcn' | 'segnet' | 'unet' | 'dilated' | 'deeplabv1' | 'refinenet' | 'lwrefinenet' | 'mtrefinenet' | 'icnet' | 'gcn' | 'dfn' | 'deeplabv2' | 'deeplabv3' | 'deeplabv3plus' | 'pspnet' | 'upernet'
 export type OutputStride = 8 | 16 | 32
 
@@ -23,6 +23,8 @@ export interface ArchSpec {
   defaultBackbone: Backbone
   outputStrides: readonly OutputStride[]
   defaultOutputStride: OutputStride
+  /** Default output stride of particular backbones, where it differs from defaultOutputStride (deeplabv3 on MobileNetV3: 16, as torchvision). */
+  backboneOutputStride?: Readonly<Partial<Record<Backbone, OutputStride>>>
   /** Whether `aux: true` (an auxiliary head for deep supervision) is available. */
   aux: boolean
   /** Default of `aux` when not given (PSPNet trains with its auxiliary loss, as the paper). Default false. */
@@ -111,11 +113,12 @@ export const ARCHITECTURES: Readonly<Record<Arch, ArchSpec>> = {
     options: {}
   },
   deeplabv3: {
-    paper: 'Chen, Papandreou, Schroff, Adam: Rethinking Atrous Convolution for Semantic Image Segmentation (2017); as torchvision deeplabv3_resnet50/101 (ASPP rates 12, 24, 36 at output stride 8, 6, 12, 18 at 16)',
-    backbones: RESNETS,
+    paper: 'Chen, Papandreou, Schroff, Adam: Rethinking Atrous Convolution for Semantic Image Segmentation (2017); as torchvision deeplabv3_resnet50/101 (ASPP rates 12, 24, 36 at output stride 8, 6, 12, 18 at 16) and deeplabv3_mobilenet_v3_large (output stride 16 by default, rates 12, 24, 36 there, aux head on backbone.4, no input padding)',
+    backbones: [...RESNETS, 'mobilenetv3_large'],
     defaultBackbone: 'resnet101',
     outputStrides: [8, 16],
     defaultOutputStride: 8,
+    backboneOutputStride: { mobilenetv3_large: 16 },
     aux: true,
     options: {}
   },
