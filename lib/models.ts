@@ -6,7 +6,7 @@ export type ResNetBackbone = 'resnet18' | 'resnet34' | 'resnet50' | 'resnet101' 
 export type VGGBackbone = 'vgg16' | 'vgg16_bn'
 /** 'none': architectures without a pretrained backbone (unet). */
 export type Backbone = ResNetBackbone | VGGBackbone | 'mobilenetv2' | 'mobilenetv3_large' | 'xception65' | 'none'
-export type Arch = 'fcn' | 'segnet' | 'unet' | 'dilated' | 'deeplabv1' | 'refinenet' | 'lwrefinenet' | 'mtrefinenet' | 'icnet' | 'gcn' | 'dfn' | 'deeplabv2' | 'deeplabv3' | 'deeplabv3plus' | 'pspnet' | 'upernet'
+export type Arch = 'fcn' | 'segnet' | 'unet' | 'dilated' | 'deeplabv1' | 'refinenet' | 'lwrefinenet' | 'mtrefinenet' | 'icnet' | 'gcn' | 'dfn' | 'deeplabv2' | 'deeplabv3' | 'deeplabv3plus' | 'pspnet' | 'upernet' | 'lraspp'
 export type OutputStride = 8 | 16 | 32
 
 /** An architecture-specific option: its type, allowed values and default. */
@@ -121,6 +121,17 @@ export const ARCHITECTURES: Readonly<Record<Arch, ArchSpec>> = {
     backboneOutputStride: { mobilenetv3_large: 16 },
     aux: true,
     options: {}
+  },
+  lraspp: {
+    paper: 'Howard, Sandler, Chu, Chen, Chen, Tan, Wang, Zhu, Pang, Vasudevan, Le, Adam: Searching for MobileNetV3 (ICCV 2019), the Lite R-ASPP head; as torchvision lraspp_mobilenet_v3_large (no input padding)',
+    backbones: ['mobilenetv3_large'],
+    defaultBackbone: 'mobilenetv3_large',
+    outputStrides: [16, 8, 32],
+    defaultOutputStride: 16,
+    aux: false,
+    options: {
+      interChannels: { type: 'integer', default: 128, min: 1, max: 4096, doc: "channels of the head's 1x1 conv and its global-average gate on the deepest map (torchvision's inter_channels)" }
+    }
   },
   deeplabv3plus: {
     paper: 'Chen, Zhu, Papandreou, Schroff, Adam: Encoder-Decoder with Atrous Separable Convolution for Semantic Image Segmentation (ECCV 2018)',
