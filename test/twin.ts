@@ -31,6 +31,8 @@ export interface Twin {
   shape: number[]
   /** Version of the PyTorch that computed the reference. */
   torch: string
+  /** Inputs and outputs at the extra sizes asked of makeTwin, in order. */
+  more: Array<{ h: number, w: number, x: Tensor<'float32'>, y: Float32Array }>
 }
 
 /**
@@ -54,9 +56,11 @@ function readF32 (file: string): Float32Array {
   return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length))
 }
 
-export function makeTwin (kind: string, h = 64, w = 96): Twin {
+/** extraSizes: more [h, w] inputs run through the same twin (one Python start for several sizes). */
+export function makeTwin (kind: string, h = 64, w = 96, extraSizes: Array<[number, number]> = []): Twin {
   const dir = tmpdir(`segtorch-twin-${kind}-`)
-  const r = spawnSync(PYTHON, [path.join(ROOT, 'test', 'python', 'twin.py'), kind, dir, String(h), String(w)],
+  const sizes = [[h, w], ...extraSizes].flat().map(String)
+  const r = spawnSync(PYTHON, [path.join(ROOT, 'test', 'python', 'twin.py'), kind, dir, ...sizes],
     { encoding: 'utf8', env: { ...process.env, TWIN_THREADS: String(backend().threads) } })
   if (r.status !== 0) throw new Error(`twin.py ${kind} failed: ${r.stderr}`)
   const meta = JSON.parse(r.stdout.trim().split('\n').pop() as string)
@@ -69,7 +73,13 @@ export function makeTwin (kind: string, h = 64, w = 96): Twin {
     params: meta.params,
     keys: meta.keys,
     shape: meta.shape,
-    torch: meta.torch ?? ''
+    torch: meta.torch ?? '',
+    more: extraSizes.map(([eh, ew]) => ({
+      h: eh,
+      w: ew,
+      x: tensor(readF32(path.join(dir, `x_${eh}x${ew}.bin`)), [1, 3, eh, ew]),
+      y: readF32(path.join(dir, `y_${eh}x${ew}.bin`))
+    }))
   }
 }
 

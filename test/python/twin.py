@@ -1,9 +1,13 @@
 """Builds a torchvision twin of a segtorch model, randomly initialised with a fixed seed, saves its
 state dict, an input and its eval-mode output, so that the TypeScript tests can compare.
 
-usage: /usr/bin/python3 twin.py KIND OUTDIR [H W]
-KIND: fcn_resnet50 | fcn_resnet101 | deeplabv3_resnet50 | deeplabv3_resnet101 (21 classes, aux
-heads included) | resnet18 .. resnet152 | vgg16 | vgg16_bn | mobilenet_v2 (features only)
+usage: /usr/bin/python3 twin.py KIND OUTDIR [H W [H W ...]]
+Each size after the first adds an input and its output, x_HxW.bin and y_HxW.bin (the batch-norm
+statistics come from the first size).
+KIND: fcn_resnet50 | fcn_resnet101 | deeplabv3_resnet50 | deeplabv3_resnet101 |
+deeplabv3_mobilenet_v3_large (21 classes, aux heads included) | lraspp_mobilenet_v3_large (21
+classes, no aux head; its batch-norm affine parameters randomised too) | resnet18 .. resnet152 |
+vgg16 | vgg16_bn | mobilenet_v2 (features only)
 Prints a JSON line {params, keys, shape}.
 """
 import json
@@ -16,6 +20,9 @@ import torchvision
 
 def build(kind):
     seg = torchvision.models.segmentation
+    if kind.startswith('lraspp_'):
+        m = getattr(seg, kind)(weights=None, weights_backbone=None, num_classes=21)
+        return m, lambda x: m(x)['out']
     if kind.startswith('fcn_') or kind.startswith('deeplabv3_'):
         fn = getattr(seg, kind)
         try:
@@ -47,6 +54,15 @@ def main():
         torch.set_num_threads(int(os.environ['TWIN_THREADS']))
     torch.manual_seed(0)
     model, head = build(kind)
+    if 'mobilenet_v3' in kind:
+        # torchvision initialises every BN to weight 1, bias 0: randomise them too (before the
+        # statistics, which keep the scale sane), so that a misread affine parameter or eps (1e-3
+        # in MobileNetV3) shows in the logits.
+        with torch.no_grad():
+            for mod in model.modules():
+                if isinstance(mod, torch.nn.BatchNorm2d):
+                    mod.weight.uniform_(0.5, 1.5)
+                    mod.bias.normal_(0, 0.2)
     # Realistic batch-norm statistics (cumulative averages over a few random batches), so that
     # eval mode is really compared and activations keep a sane scale through the network.
     for mod in model.modules():
@@ -69,6 +85,13 @@ def main():
         y = head(x) if head is not None else model(x)
     x.numpy().astype('float32').tofile(out + '/x.bin')
     y.contiguous().numpy().astype('float32').tofile(out + '/y.bin')
+    rest = [int(v) for v in sys.argv[5:]]
+    for eh, ew in zip(rest[0::2], rest[1::2]):
+        x = torch.randn(1, 3, eh, ew)
+        with torch.no_grad():
+            y = head(x) if head is not None else model(x)
+        x.numpy().astype('float32').tofile('%s/x_%dx%d.bin' % (out, eh, ew))
+        y.contiguous().numpy().astype('float32').tofile('%s/y_%dx%d.bin' % (out, eh, ew))
     params = sum(p.numel() for p in model.parameters())
     print(json.dumps({'params': params, 'keys': len(model.state_dict()), 'shape': list(y.shape), 'torch': torch.__version__}))
 
