@@ -287,7 +287,7 @@ export function resolveModelOptions (options: unknown, stored = false): ModelCon
   const numClasses = v.integer('numClasses', o.numClasses, 1, 65535)
   const inChannels = o.inChannels === undefined ? 3 : v.integer('inChannels', o.inChannels, 1, 1024)
   const outputStride = o.outputStride === undefined
-    ? spec.defaultOutputStride
+    ? (spec.backboneOutputStride?.[backbone] ?? spec.defaultOutputStride)
     : v.oneOf(`outputStride (for ${arch})`, o.outputStride, spec.outputStrides)
   const aux = o.aux === undefined ? (spec.defaultAux ?? false) : v.boolean('aux', o.aux)
   if (aux && !spec.aux) throw new RangeError(`Expected aux: false for ${arch} (it has no auxiliary head) but received true`)

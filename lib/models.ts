@@ -5,8 +5,8 @@
 export type ResNetBackbone = 'resnet18' | 'resnet34' | 'resnet50' | 'resnet101' | 'resnet152'
 export type VGGBackbone = 'vgg16' | 'vgg16_bn'
 /** 'none': architectures without a pretrained backbone (unet). */
-export type Backbone = ResNetBackbone | VGGBackbone | 'mobilenetv2' | 'xception65' | 'none'
-export type Arch = 'fcn' | 'segnet' | 'unet' | 'dilated' | 'deeplabv1' | 'refinenet' | 'lwrefinenet' | 'mtrefinenet' | 'icnet' | 'gcn' | 'dfn' | 'deeplabv2' | 'deeplabv3' | 'deeplabv3plus' | 'pspnet' | 'upernet'
+export type Backbone = ResNetBackbone | VGGBackbone | 'mobilenetv2' | 'mobilenetv3_large' | 'xception65' | 'none'
+export type Arch = 'fcn' | 'segnet' | 'unet' | 'dilated' | 'deeplabv1' | 'refinenet' | 'lwrefinenet' | 'mtrefinenet' | 'icnet' | 'gcn' | 'dfn' | 'deeplabv2' | 'deeplabv3' | 'deeplabv3plus' | 'pspnet' | 'upernet' | 'lraspp'
 export type OutputStride = 8 | 16 | 32
 
 /** An architecture-specific option: its type, allowed values and default. */
@@ -23,6 +23,8 @@ export interface ArchSpec {
   defaultBackbone: Backbone
   outputStrides: readonly OutputStride[]
   defaultOutputStride: OutputStride
+  /** Default output stride of particular backbones, where it differs from defaultOutputStride (deeplabv3 on MobileNetV3: 16, as torchvision). */
+  backboneOutputStride?: Readonly<Partial<Record<Backbone, OutputStride>>>
   /** Whether `aux: true` (an auxiliary head for deep supervision) is available. */
   aux: boolean
   /** Default of `aux` when not given (PSPNet trains with its auxiliary loss, as the paper). Default false. */
@@ -111,13 +113,25 @@ export const ARCHITECTURES: Readonly<Record<Arch, ArchSpec>> = {
     options: {}
   },
   deeplabv3: {
-    paper: 'Chen, Papandreou, Schroff, Adam: Rethinking Atrous Convolution for Semantic Image Segmentation (2017); as torchvision deeplabv3_resnet50/101 (ASPP rates 12, 24, 36 at output stride 8, 6, 12, 18 at 16)',
-    backbones: RESNETS,
+    paper: 'Chen, Papandreou, Schroff, Adam: Rethinking Atrous Convolution for Semantic Image Segmentation (2017); as torchvision deeplabv3_resnet50/101 (ASPP rates 12, 24, 36 at output stride 8, 6, 12, 18 at 16) and deeplabv3_mobilenet_v3_large (output stride 16 by default, rates 12, 24, 36 there, aux head on backbone.4, no input padding)',
+    backbones: [...RESNETS, 'mobilenetv3_large'],
     defaultBackbone: 'resnet101',
     outputStrides: [8, 16],
     defaultOutputStride: 8,
+    backboneOutputStride: { mobilenetv3_large: 16 },
     aux: true,
     options: {}
+  },
+  lraspp: {
+    paper: 'Howard, Sandler, Chu, Chen, Chen, Tan, Wang, Zhu, Pang, Vasudevan, Le, Adam: Searching for MobileNetV3 (ICCV 2019), the Lite R-ASPP head; as torchvision lraspp_mobilenet_v3_large (no input padding)',
+    backbones: ['mobilenetv3_large'],
+    defaultBackbone: 'mobilenetv3_large',
+    outputStrides: [16, 8, 32],
+    defaultOutputStride: 16,
+    aux: false,
+    options: {
+      interChannels: { type: 'integer', default: 128, min: 1, max: 4096, doc: "channels of the head's 1x1 conv and its global-average gate on the deepest map (torchvision's inter_channels)" }
+    }
   },
   deeplabv3plus: {
     paper: 'Chen, Zhu, Papandreou, Schroff, Adam: Encoder-Decoder with Atrous Separable Convolution for Semantic Image Segmentation (ECCV 2018)',

@@ -4,7 +4,7 @@
  * segtorch model, eval-mode logits compared.
  */
 import * as assert from 'assert'
-import { createModel, Images, ModelOptions } from '../lib'
+import { createModel, Images, ModelOptions, Tensor } from '../lib'
 import { makeTwin, maxAbsDiff, torchvisionMissing, parityTolerance } from './twin'
 
 const TWINS: Array<[string, ModelOptions]> = [
@@ -46,6 +46,48 @@ describe('parity with torchvision', () => {
           assert.ok(dOdd <= parityTolerance(twin), `${h}x${w}: forward max abs diff ${dOdd}`)
           assert.ok(dPredict <= parityTolerance(twin), `${h}x${w}: predict max abs diff ${dPredict}`)
         }
+      } finally {
+        m.dispose()
+      }
+    })
+  }
+})
+
+// torchvision's MobileNetV3 segmentation models run at any size without padding, and so does
+// segtorch: compare at sizes that are no multiple of the stride, through forward() and through
+// predict() (batch norm folded into the convolutions, fp32). Full-width models: MobileNetV3 is
+// small. The twin's BN statistics come from its first (largest) size: taken at 64x96, where most
+// pixels are near a border, they blow the logits up to |y| ~ 400 at 375x500, and the folded
+// weights' fp32 rounding (relative 4e-6) then exceeds 1e-4 in absolute terms.
+const MBV3_TWINS: Array<[string, ModelOptions, number]> = [
+  ['deeplabv3_mobilenet_v3_large', { arch: 'deeplabv3', backbone: 'mobilenetv3_large', numClasses: 21, aux: true }, 11029328],
+  ['lraspp_mobilenet_v3_large', { arch: 'lraspp', numClasses: 21 }, 3221538]
+]
+
+describe('parity with torchvision: MobileNetV3-Large models at any input size', () => {
+  for (const [kind, options, params] of MBV3_TWINS) {
+    it(`${kind}: strict state-dict load, eval logits within 1e-4 at 375x500, 97x129 and 64x96 (forward and predict fp32)`, async function () {
+      const why = torchvisionMissing()
+      if (why) { console.log(`      skipped: ${why}`); this.skip() }
+      const twin = makeTwin(kind, 375, 500, [[97, 129], [64, 96]])
+      assert.strictEqual(twin.params, params)
+      const m = await createModel(options)
+      try {
+        assert.strictEqual(m.info().parameters, params)
+        await m.loadStateDict(twin.state)
+        const tol = parityTolerance(twin)
+        const figures: string[] = []
+        for (const { h, w, x, y } of [{ h: 375, w: 500, x: twin.x, y: twin.y }, ...twin.more]) {
+          const out = await m.forward(x as Images)
+          assert.deepStrictEqual(out.shape, [1, 21, h, w])
+          const d = maxAbsDiff(out.dataSync(), y)
+          const p = await m.predict(x as Images, { output: 'logits', precision: 'fp32' }) as Tensor<'float32'>
+          const dp = maxAbsDiff(p.dataSync(), y)
+          figures.push(`${h}x${w}: forward ${d.toExponential(2)}, predict ${dp.toExponential(2)}`)
+          assert.ok(d <= tol, `${h}x${w} forward: max abs diff ${d}`)
+          assert.ok(dp <= tol, `${h}x${w} predict: max abs diff ${dp}`)
+        }
+        console.log(`      max |diff| ${figures.join('; ')}`)
       } finally {
         m.dispose()
       }

@@ -2,7 +2,7 @@ import * as assert from 'assert'
 import { spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as path from 'path'
-import { backend, createModel, SegtorchError } from '../lib'
+import { backend, createModel, ModelOptions, SegtorchError } from '../lib'
 import { autoChannelsLast } from '../lib/model'
 import { randomImages, randomMasks, rejects, ROOT, tmpdir } from './helpers'
 import { makeTwin, maxAbsDiff, torchvisionMissing, parityTolerance } from './twin'
@@ -13,10 +13,16 @@ describe('PyTorch state dicts', function () {
     if (why) { console.log(`      skipped: ${why}`); this.skip() }
   })
 
-  for (const [kind, arch] of [['fcn_resnet50', 'fcn'], ['deeplabv3_resnet50', 'deeplabv3']] as const) {
+  const kinds: Array<[string, ModelOptions]> = [
+    ['fcn_resnet50', { arch: 'fcn', backbone: 'resnet50', numClasses: 21, aux: true, outputStride: 8 }],
+    ['deeplabv3_resnet50', { arch: 'deeplabv3', backbone: 'resnet50', numClasses: 21, aux: true, outputStride: 8 }],
+    ['deeplabv3_mobilenet_v3_large', { arch: 'deeplabv3', backbone: 'mobilenetv3_large', numClasses: 21, aux: true }],
+    ['lraspp_mobilenet_v3_large', { arch: 'lraspp', numClasses: 21 }]
+  ]
+  for (const [kind, options] of kinds) {
     it(`loads torchvision ${kind} (OrderedDict) and Python loads ours back into torchvision`, async () => {
       const twin = makeTwin(kind, 64, 96)
-      const m = await createModel({ arch, backbone: 'resnet50', numClasses: 21, aux: true, outputStride: 8 })
+      const m = await createModel(options)
       const report = await m.loadStateDict(twin.state)
       assert.deepStrictEqual(report, { missing: [], unexpected: [], mismatched: [], loaded: twin.keys })
       // Train a step (at the defaults) so our weights differ from the file, then hand them to Python.

@@ -33,6 +33,8 @@ export interface Twin {
   torch: string
   /** Input and output at every extra size asked for, by 'HxW'. */
   at: Record<string, { x: Tensor<'float32'>, y: Float32Array }>
+  /** Inputs and outputs at the extra sizes asked of makeTwin, in order. */
+  more: Array<{ h: number, w: number, x: Tensor<'float32'>, y: Float32Array }>
 }
 
 /**
@@ -76,7 +78,13 @@ export function makeTwin (kind: string, h = 64, w = 96, more: Array<[number, num
     at: Object.fromEntries([[h, w], ...more].map(([a, b]) => [`${a}x${b}`, {
       x: tensor(readF32(path.join(dir, `x_${a}x${b}.bin`)), [1, 3, a, b]),
       y: readF32(path.join(dir, `y_${a}x${b}.bin`))
-    }]))
+    }])),
+    more: more.map(([eh, ew]) => ({
+      h: eh,
+      w: ew,
+      x: tensor(readF32(path.join(dir, `x_${eh}x${ew}.bin`)), [1, 3, eh, ew]),
+      y: readF32(path.join(dir, `y_${eh}x${ew}.bin`))
+    }))
   }
 }
 

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "backbones/mobilenet_v2.h"
+#include "backbones/mobilenet_v3.h"
 #include "backbones/resnet.h"
 #include "backbones/vgg.h"
 #include "backbones/xception.h"
@@ -31,6 +32,9 @@ const std::map<std::string, Factory>& Backbones() {
       {"vgg16_bn", [](int64_t c, int64_t os) { return std::make_shared<VGGImpl>(VGGOptions(true).in_channels(c).output_stride(os)); }},
       {"mobilenetv2", [](int64_t c, int64_t os) {
          return std::make_shared<MobileNetV2Impl>(MobileNetV2Options().in_channels(c).output_stride(os));
+       }},
+      {"mobilenetv3_large", [](int64_t c, int64_t os) {
+         return std::make_shared<MobileNetV3Impl>(MobileNetV3Options().in_channels(c).output_stride(os));
        }},
   };
   return backbones;

@@ -2,6 +2,7 @@
 #include "blocks/batch_norm.h"
 
 #include "backbones/backbone.h"
+#include "backbones/mobilenet_v3.h"
 #include "backbones/resnet.h"
 #include "blocks/aspp.h"
 #include "blocks/heads.h"
@@ -21,7 +22,20 @@ class DeepLabV3 : public SegmentationModel {
     auto ch = backbone_->channels();
     // Rates 6, 12, 18 at output stride 16, doubled at 8 (torchvision's 12, 24, 36).
     int64_t m = 16 / c.output_stride;
-    aspp_ = ASPP(ASPPOptions(ch[3], {6 * m, 12 * m, 18 * m}).dropout(0.5));
+    std::vector<int64_t> rates = {6 * m, 12 * m, 18 * m};
+    mobilenet_ = std::dynamic_pointer_cast<MobileNetV3Impl>(backbone_);
+    if (mobilenet_) {
+      // torchvision's deeplabv3_mobilenet_v3_large: rates 12, 24, 36 at output stride 16 (doubled
+      // here at 8); the head reads the last child (960 ch), the aux head torchvision's C2 block
+      // (stage_indices[-4] = child 4, 40 ch, stride 8).
+      rates = {12 * m, 24 * m, 36 * m};
+      const auto& stages = mobilenet_->stage_indices();
+      out_index_ = stages.back();
+      aux_index_ = stages[stages.size() - 4];
+      ch[3] = mobilenet_->block_channels()[out_index_];
+      ch[2] = mobilenet_->block_channels()[aux_index_];
+    }
+    aspp_ = ASPP(ASPPOptions(ch[3], rates).dropout(0.5));
     // torchvision's DeepLabHead: the ASPP, then 3x3 conv + BN + ReLU and the 1x1 classifier.
     // Default (PyTorch) initialisation of the head, as torchvision.
     classifier_ = register_module(
@@ -30,7 +44,13 @@ class DeepLabV3 : public SegmentationModel {
     if (c.aux) aux_classifier_ = register_module("aux_classifier", FCNHead(ch[2], c.num_classes));
   }
   SegOutput forward(const torch::Tensor& x) override {
-    auto feats = backbone_->forward(x);
+    std::vector<torch::Tensor> feats;
+    if (mobilenet_) {
+      auto all = mobilenet_->forward_all(x);
+      feats = {torch::Tensor(), torch::Tensor(), all[aux_index_], all[out_index_]};
+    } else {
+      feats = backbone_->forward(x);
+    }
     SegOutput out;
     out.out = ResizeLike(classifier_->forward(feats[3]), x);
     if (aux_classifier_ && is_training()) out.aux.emplace_back("aux", ResizeLike(aux_classifier_->forward(feats[2]), x));
@@ -39,6 +59,8 @@ class DeepLabV3 : public SegmentationModel {
 
  private:
   BackbonePtr backbone_;
+  std::shared_ptr<MobileNetV3Impl> mobilenet_;
+  int64_t out_index_ = 0, aux_index_ = 0;
   ASPP aspp_{nullptr};
   nn::Sequential classifier_{nullptr}, aux_classifier_{nullptr};
   int64_t stride_;
@@ -47,8 +69,9 @@ class DeepLabV3 : public SegmentationModel {
 }  // namespace
 
 ModelPtr CreateDeepLabV3(const ModelConfig& c) {
-  if (!IsResNet(c.backbone)) {
-    ThrowRange("Expected backbone resnet18, resnet34, resnet50, resnet101 or resnet152 for deeplabv3 but received " + c.backbone);
+  if (!IsResNet(c.backbone) && c.backbone != "mobilenetv3_large") {
+    ThrowRange("Expected backbone resnet18, resnet34, resnet50, resnet101, resnet152 or mobilenetv3_large for deeplabv3 but received " +
+               c.backbone);
   }
   if (c.output_stride != 8 && c.output_stride != 16) {
     ThrowRange("Expected outputStride 8 or 16 for deeplabv3 but received " + std::to_string(c.output_stride));

@@ -11,6 +11,7 @@
 #include "models/dfn.h"
 #include "models/gcn.h"
 #include "models/icnet.h"
+#include "models/lraspp.h"
 #include "models/lwrefinenet.h"
 #include "models/mtrefinenet.h"
 #include "models/pspnet.h"
@@ -38,6 +39,7 @@ const std::map<std::string, ModelFactory>& Registry() {
       {"dfn", CreateDFN},
       {"gcn", CreateGCN},
       {"icnet", CreateICNet},
+      {"lraspp", CreateLRASPP},
       {"lwrefinenet", CreateLWRefineNet},
       {"mtrefinenet", CreateMTRefineNet},
       {"refinenet", CreateRefineNet},

@@ -111,6 +111,15 @@ function craftedPng (png: Buffer): Buffer {
   return Buffer.concat(parts)
 }
 
+/**
+ * This process's own peak RSS (VmHWM of its address space). Not getrusage's maxrss: after fork + exec
+ * that starts from the parent's peak, so a worker spawned by a big test process would report it.
+ */
+function peakRssMiB (): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'))
+  return m ? Math.round(Number(m[1]) / 1024) : Math.round(process.resourceUsage().maxRSS / 1024)
+}
+
 const TINY = { arch: 'unet', baseChannels: 4, numClasses: 3, inChannels: 1 } as const
 
 async function main (): Promise<void> {
@@ -188,7 +197,7 @@ async function main (): Promise<void> {
     }
   }
   target.dispose()
-  const summary = { kind, seed, count, outcomes, errorNames, weightMutants, weightLoaded, maxRssMiB: Math.round(process.resourceUsage().maxRSS / 1024) }
+  const summary = { kind, seed, count, outcomes, errorNames, weightMutants, weightLoaded, maxRssMiB: peakRssMiB() }
   process.stdout.write(`SUMMARY ${JSON.stringify(summary)}\n`)
 }
 

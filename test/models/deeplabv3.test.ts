@@ -6,11 +6,13 @@ describeArchitecture({
   arch: 'deeplabv3',
   cases: [
     { options: { arch: 'deeplabv3', backbone: 'resnet18', numClasses: 3, outputStride: 16 } },
-    { options: { arch: 'deeplabv3', backbone: 'resnet18', numClasses: 2, inChannels: 1, outputStride: 16, aux: true }, trainOutputs: ['aux'] }
+    { options: { arch: 'deeplabv3', backbone: 'resnet18', numClasses: 2, inChannels: 1, outputStride: 16, aux: true }, trainOutputs: ['aux'] },
+    { options: { arch: 'deeplabv3', backbone: 'mobilenetv3_large', numClasses: 2, aux: true }, trainOutputs: ['aux'] }
   ],
   badOptions: [
     { options: { backbone: 'xception65' }, error: RangeError, pattern: /'resnet18'.*for backbone/ },
-    { options: { outputStride: 32 }, error: RangeError, pattern: /8, 16 for outputStride/ }
+    { options: { outputStride: 32 }, error: RangeError, pattern: /8, 16 for outputStride/ },
+    { options: { backbone: 'mobilenetv3_large', outputStride: 32 }, error: RangeError, pattern: /8, 16 for outputStride/ }
   ]
 })
 
@@ -23,6 +25,27 @@ describe('architecture deeplabv3', () => {
       const m = await createModel({ arch: 'deeplabv3', backbone, numClasses: 21, aux })
       assert.strictEqual(m.info().parameters, expected)
       m.dispose()
+    })
+  }
+
+  // torchvision's deeplabv3_mobilenet_v3_large with 21 classes: 11,025,477 parameters, 11,029,328
+  // with the aux head (FCNHead on backbone.4, 40 channels -> 10 -> 21: 3,851).
+  for (const [aux, expected] of [[false, 11025477], [true, 11029328]] as const) {
+    it(`has torchvision's parameter count on mobilenetv3_large${aux ? ' with aux' : ''}: ${expected.toLocaleString('en')}`, async () => {
+      const m = await createModel({ arch: 'deeplabv3', backbone: 'mobilenetv3_large', numClasses: 21, aux })
+      try {
+        assert.strictEqual(m.config.outputStride, 16, "torchvision's dilated MobileNetV3: output stride 16 by default")
+        assert.strictEqual(m.info().parameters, expected)
+        const shapes = await m.stateDictShapes()
+        assert.deepStrictEqual(shapes['classifier.0.convs.0.0.weight'], [256, 960, 1, 1])
+        assert.strictEqual(Object.keys(shapes).length, aux ? 360 : 352)
+        if (aux) {
+          assert.deepStrictEqual(shapes['aux_classifier.0.weight'], [10, 40, 3, 3])
+          assert.deepStrictEqual(shapes['aux_classifier.4.weight'], [21, 10, 1, 1])
+        }
+      } finally {
+        m.dispose()
+      }
     })
   }
 

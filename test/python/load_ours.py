@@ -10,10 +10,11 @@ import torchvision
 
 kind, state, xbin, h, w, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 fn = getattr(torchvision.models.segmentation, kind)
+aux = {} if kind.startswith('lraspp_') else {'aux_loss': True}  # LR-ASPP has no aux head
 try:
-    m = fn(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
+    m = fn(weights=None, weights_backbone=None, num_classes=21, **aux)
 except TypeError:
-    m = fn(pretrained=False, pretrained_backbone=False, num_classes=21, aux_loss=True)
+    m = fn(pretrained=False, pretrained_backbone=False, num_classes=21, **aux)
 sd = torch.load(state)
 assert type(sd).__name__ == 'OrderedDict', type(sd)
 m.load_state_dict(sd, strict=True)

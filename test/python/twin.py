@@ -4,8 +4,10 @@ state dict, an input and its eval-mode output, so that the TypeScript tests can 
 usage: /usr/bin/python3 twin.py KIND OUTDIR [H W [H2 W2 ...]]
 Batch-norm statistics are gathered at H x W (at most 64 x 96, to keep it cheap); the model is then
 evaluated at every size given (x_HxW.bin, y_HxW.bin; the first also as x.bin, y.bin).
-KIND: fcn_resnet50 | fcn_resnet101 | deeplabv3_resnet50 | deeplabv3_resnet101 (21 classes, aux
-heads included) | resnet18 .. resnet152 | vgg16 | vgg16_bn | mobilenet_v2 (features only)
+KIND: fcn_resnet50 | fcn_resnet101 | deeplabv3_resnet50 | deeplabv3_resnet101 |
+deeplabv3_mobilenet_v3_large (21 classes, aux heads included) | lraspp_mobilenet_v3_large (21
+classes, no aux head; its batch-norm affine parameters randomised too) | resnet18 .. resnet152 |
+vgg16 | vgg16_bn | mobilenet_v2 (features only)
 Prints a JSON line {params, keys, shape}.
 """
 import json
@@ -18,6 +20,9 @@ import torchvision
 
 def build(kind):
     seg = torchvision.models.segmentation
+    if kind.startswith('lraspp_'):
+        m = getattr(seg, kind)(weights=None, weights_backbone=None, num_classes=21)
+        return m, lambda x: m(x)['out']
     if kind.startswith('fcn_') or kind.startswith('deeplabv3_'):
         fn = getattr(seg, kind)
         try:
@@ -50,6 +55,15 @@ def main():
         torch.set_num_threads(int(os.environ['TWIN_THREADS']))
     torch.manual_seed(0)
     model, head = build(kind)
+    if 'mobilenet_v3' in kind:
+        # torchvision initialises every BN to weight 1, bias 0: randomise them too (before the
+        # statistics, which keep the scale sane), so that a misread affine parameter or eps (1e-3
+        # in MobileNetV3) shows in the logits.
+        with torch.no_grad():
+            for mod in model.modules():
+                if isinstance(mod, torch.nn.BatchNorm2d):
+                    mod.weight.uniform_(0.5, 1.5)
+                    mod.bias.normal_(0, 0.2)
     # Realistic batch-norm statistics (cumulative averages over a few random batches), so that
     # eval mode is really compared and activations keep a sane scale through the network.
     for mod in model.modules():
