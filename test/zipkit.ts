@@ -7,28 +7,31 @@ import * as zlib from 'zlib'
 
 export interface ZipRecord { name: string, data: Buffer, deflate?: boolean, declaredSize?: number }
 
-/** Reads a zip's records (stored or deflated) through its central directory. Trusts its input. */
-export function readZip (buf: Buffer): ZipRecord[] {
+/** Where each record's stored bytes lie, from the central directory. Trusts its input. */
+export interface ZipEntry { name: string, method: number, start: number, end: number }
+export function zipEntries (buf: Buffer): ZipEntry[] {
   let eocd = buf.length - 22
   while (eocd >= 0 && buf.readUInt32LE(eocd) !== 0x06054b50) eocd--
   if (eocd < 0) throw new Error('no end of central directory')
   const n = buf.readUInt16LE(eocd + 10)
   let p = buf.readUInt32LE(eocd + 16)
-  const out: ZipRecord[] = []
+  const out: ZipEntry[] = []
   for (let i = 0; i < n; i++) {
-    const method = buf.readUInt16LE(p + 10)
-    const csize = buf.readUInt32LE(p + 20)
     const nlen = buf.readUInt16LE(p + 28)
-    const xlen = buf.readUInt16LE(p + 30)
-    const clen = buf.readUInt16LE(p + 32)
     const lho = buf.readUInt32LE(p + 42)
-    const name = buf.toString('utf8', p + 46, p + 46 + nlen)
-    const data0 = lho + 30 + buf.readUInt16LE(lho + 26) + buf.readUInt16LE(lho + 28)
-    const raw = buf.subarray(data0, data0 + csize)
-    out.push({ name, data: method === 8 ? zlib.inflateRawSync(raw) : Buffer.from(raw), deflate: method === 8 })
-    p += 46 + nlen + xlen + clen
+    const start = lho + 30 + buf.readUInt16LE(lho + 26) + buf.readUInt16LE(lho + 28)
+    out.push({ name: buf.toString('utf8', p + 46, p + 46 + nlen), method: buf.readUInt16LE(p + 10), start, end: start + buf.readUInt32LE(p + 20) })
+    p += 46 + nlen + buf.readUInt16LE(p + 30) + buf.readUInt16LE(p + 32)
   }
   return out
+}
+
+/** Reads a zip's records (stored or deflated). Trusts its input. */
+export function readZip (buf: Buffer): ZipRecord[] {
+  return zipEntries(buf).map((e) => {
+    const raw = buf.subarray(e.start, e.end)
+    return { name: e.name, data: e.method === 8 ? zlib.inflateRawSync(raw) : Buffer.from(raw), deflate: e.method === 8 }
+  })
 }
 
 /** Writes records as a zip with correct CRCs (deflated where asked; declaredSize overrides the size). */

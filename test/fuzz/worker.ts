@@ -20,7 +20,7 @@ import * as zlib from 'zlib'
 import { createModel, loadModel, loadTorchScript, tensor } from '../../lib'
 import { decodeMask } from '../../lib/data/images'
 import { encodeIndexedPng } from '../../lib/data/png'
-import { readZip, writeZip } from '../zipkit'
+import { readZip, writeZip, zipEntries, ZipEntry } from '../zipkit'
 
 type Kind = 'model' | 'checkpoint' | 'statedict' | 'torchscript' | 'png'
 const [kind, seedArg, countArg, dir, tsBase] = process.argv.slice(2) as [Kind, string, string, string, string | undefined]
@@ -35,25 +35,6 @@ function rand (): number { // xorshift32
   return state / 4294967296
 }
 const int = (n: number): number => Math.floor(rand() * n)
-
-interface Region { name: string, start: number, end: number }
-/** Where each zip record's stored bytes lie (for classifying raw mutants). */
-function regions (zip: Buffer): Region[] {
-  const out: Region[] = []
-  let eocd = zip.length - 22
-  while (eocd >= 0 && zip.readUInt32LE(eocd) !== 0x06054b50) eocd--
-  let p = zip.readUInt32LE(eocd + 16)
-  const n = zip.readUInt16LE(eocd + 10)
-  for (let i = 0; i < n; i++) {
-    const nlen = zip.readUInt16LE(p + 28)
-    const name = zip.toString('utf8', p + 46, p + 46 + nlen)
-    const lho = zip.readUInt32LE(p + 42)
-    const start = lho + 30 + zip.readUInt16LE(lho + 26) + zip.readUInt16LE(lho + 28)
-    out.push({ name, start, end: start + zip.readUInt32LE(p + 20) })
-    p += 46 + nlen + zip.readUInt16LE(p + 30) + zip.readUInt16LE(p + 32)
-  }
-  return out
-}
 
 function mutateBytes (b: Buffer): { bytes: Buffer, touched: number[] } {
   const touched: number[] = []
@@ -143,8 +124,8 @@ async function main (): Promise<void> {
     const labels = new Uint8Array(40 * 30).map((_, i) => (i * 7) % 3)
     base = encodeIndexedPng(labels, 40, 30, [[0, 0, 0], [255, 0, 0], [0, 255, 0]])
   }
-  const zipRegions = kind === 'png' ? [] : regions(base)
-  const isWeight = (r: Region): boolean => /\/data\/\d+$/.test(r.name) || (kind === 'torchscript' && /\/constants\/\d+$/.test(r.name))
+  const zipRegions = kind === 'png' ? [] : zipEntries(base)
+  const isWeight = (r: ZipEntry): boolean => /\/data\/\d+$/.test(r.name) || (kind === 'torchscript' && /\/constants\/\d+$/.test(r.name))
 
   const outcomes: Record<string, number> = { error: 0, loaded: 0 }
   const errorNames: Record<string, number> = {}
