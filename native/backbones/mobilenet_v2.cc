@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "blocks/conv_bn_relu.h"
 #include "common/errors.h"
 
 namespace segtorch {
@@ -89,16 +90,8 @@ MobileNetV2Impl::MobileNetV2Impl(const MobileNetV2Options& o) {
     strides_.push_back(block_strides[t]);
   }
 
-  // torchvision's initialisation
-  for (auto& m : modules(/*include_self=*/false)) {
-    if (auto* c = m->as<nn::Conv2d>()) {
-      nn::init::kaiming_normal_(c->weight, 0.0, torch::kFanOut, torch::kReLU);
-      if (c->bias.defined()) nn::init::zeros_(c->bias);
-    } else if (auto* bn = m->as<BatchNorm2d>()) {
-      nn::init::ones_(bn->weight);
-      nn::init::zeros_(bn->bias);
-    }
-  }
+  // torchvision's initialisation (kaiming fan-out convolutions, BN 1 / 0): the blocks' shared one.
+  InitKaimingFanOut(*this);
 }
 
 std::vector<torch::Tensor> MobileNetV2Impl::forward_all(torch::Tensor x) {

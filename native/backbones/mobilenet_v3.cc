@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "blocks/conv_bn_relu.h"
 #include "common/errors.h"
 
 namespace segtorch {
@@ -142,16 +143,8 @@ MobileNetV3Impl::MobileNetV3Impl(const MobileNetV3Options& o) {
     strides_.push_back(child_strides[t]);
   }
 
-  // torchvision's initialisation
-  for (auto& m : modules(/*include_self=*/false)) {
-    if (auto* c = m->as<nn::Conv2d>()) {
-      nn::init::kaiming_normal_(c->weight, 0.0, torch::kFanOut, torch::kReLU);
-      if (c->bias.defined()) nn::init::zeros_(c->bias);
-    } else if (auto* bn = m->as<BatchNorm2d>()) {
-      nn::init::ones_(bn->weight);
-      nn::init::zeros_(bn->bias);
-    }
-  }
+  // torchvision's initialisation (kaiming fan-out convolutions, BN 1 / 0): the blocks' shared one.
+  InitKaimingFanOut(*this);
 }
 
 std::vector<torch::Tensor> MobileNetV3Impl::forward_all(torch::Tensor x) {
