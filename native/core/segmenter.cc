@@ -742,6 +742,23 @@ typename Map::key_type StateKey(const Map&, const torch::Tensor& p) {
     return Key(p.unsafeGetTensorImpl());
   }
 }
+// Adam's and AdamW's per-parameter states have the same fields: to named tensors and back.
+template <typename State, typename Add>
+void AddAdamState(const State& a, const Add& add) {
+  add("step", torch::tensor(a.step(), torch::kLong));
+  add("exp_avg", a.exp_avg());
+  add("exp_avg_sq", a.exp_avg_sq());
+  add("max_exp_avg_sq", a.max_exp_avg_sq());
+}
+
+template <typename State>
+std::unique_ptr<torch::optim::OptimizerParamState> MakeAdamState(const torch::Tensor& step, const torch::Tensor& m1,
+                                                                 const torch::Tensor& m2, const torch::Tensor& mx) {
+  auto s = std::make_unique<State>();
+  s->step(step.item<int64_t>()).exp_avg(m1).exp_avg_sq(m2);
+  if (mx.defined()) s->max_exp_avg_sq(mx);
+  return s;
+}
 }  // namespace
 
 TensorList Segmenter::OptimizerState() const {
@@ -760,15 +777,9 @@ TensorList Segmenter::OptimizerState() const {
       if (auto* s = dynamic_cast<torch::optim::SGDParamState*>(it->second.get())) {
         add("momentum_buffer", s->momentum_buffer());
       } else if (auto* a = dynamic_cast<torch::optim::AdamParamState*>(it->second.get())) {
-        add("step", torch::tensor(a->step(), torch::kLong));
-        add("exp_avg", a->exp_avg());
-        add("exp_avg_sq", a->exp_avg_sq());
-        add("max_exp_avg_sq", a->max_exp_avg_sq());
+        AddAdamState(*a, add);
       } else if (auto* w = dynamic_cast<torch::optim::AdamWParamState*>(it->second.get())) {
-        add("step", torch::tensor(w->step(), torch::kLong));
-        add("exp_avg", w->exp_avg());
-        add("exp_avg_sq", w->exp_avg_sq());
-        add("max_exp_avg_sq", w->max_exp_avg_sq());
+        AddAdamState(*w, add);
       }
     }
   }
@@ -818,17 +829,8 @@ void Segmenter::RestoreOptimizerState(const std::map<std::string, torch::Tensor>
         if (!found) continue;
         if (!step.defined() || !m1.defined() || !m2.defined())
           ThrowError("the checkpoint's optimizer state for '" + base + "' is incomplete");
-        if (adamw) {
-          auto s = std::make_unique<torch::optim::AdamWParamState>();
-          s->step(step.item<int64_t>()).exp_avg(m1).exp_avg_sq(m2);
-          if (mx.defined()) s->max_exp_avg_sq(mx);
-          restored.emplace_back(p, std::move(s));
-        } else {
-          auto s = std::make_unique<torch::optim::AdamParamState>();
-          s->step(step.item<int64_t>()).exp_avg(m1).exp_avg_sq(m2);
-          if (mx.defined()) s->max_exp_avg_sq(mx);
-          restored.emplace_back(p, std::move(s));
-        }
+        if (adamw) restored.emplace_back(p, MakeAdamState<torch::optim::AdamWParamState>(step, m1, m2, mx));
+        else restored.emplace_back(p, MakeAdamState<torch::optim::AdamParamState>(step, m1, m2, mx));
       }
     }
   }
