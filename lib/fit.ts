@@ -68,6 +68,13 @@ export interface FitOptions extends TrainStepOptions {
   epochs?: number
   /** Total optimizer updates; stops there (may end mid-epoch). */
   iterations?: number
+  /**
+   * Seconds of training (validation and checkpoints not counted; a resumed run goes on with what is
+   * left); stops after the step that reaches it. Without `iterations` or `schedule.total`, poly and
+   * cosine schedules then run over time: at each step the schedule's length is the step count the
+   * budget allows at the speed so far, so that the learning rate is lr0 x (1 - elapsed / timeLimit)^power.
+   */
+  timeLimit?: number
   /** Data evaluated every validateEvery epochs (mIoU etc. in the history). */
   validation?: BatchSource
   validateEvery?: number
@@ -90,9 +97,11 @@ interface FitState {
   batchInEpoch: number
   history: History
   total: number
+  /** Seconds spent in training steps so far (timeLimit). */
+  trainSeconds?: number
 }
 
-const FIT_KEYS = ['epochs', 'iterations', 'validation', 'validateEvery', 'checkpointDir', 'keepBest', 'signal', 'onStep', 'onEpoch', 'resume', 'seed'] as const
+const FIT_KEYS = ['epochs', 'iterations', 'timeLimit', 'validation', 'validateEvery', 'checkpointDir', 'keepBest', 'signal', 'onStep', 'onEpoch', 'resume', 'seed'] as const
 
 function iterate (source: BatchSource): Iterable<Batch> | AsyncIterable<Batch> {
   const s = typeof source === 'function' ? source() : source
@@ -159,7 +168,9 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
   for (const [k, val] of Object.entries(o)) if (!(FIT_KEYS as readonly string[]).includes(k)) stepKeys[k] = val
   v.checkKeys('fit options', o, [...FIT_KEYS, ...Object.keys(stepKeys)])
   iterate(data) // validates the source early
-  const epochs = o.epochs === undefined ? (o.iterations === undefined ? 1 : Infinity) : v.integer('epochs', o.epochs, 1)
+  const timeLimit = o.timeLimit === undefined ? Infinity : v.number('timeLimit', o.timeLimit, 0)
+  if (!(timeLimit > 0)) throw new RangeError(`Expected timeLimit (seconds) > 0 but received ${String(o.timeLimit)}`)
+  const epochs = o.epochs === undefined ? (o.iterations === undefined && !Number.isFinite(timeLimit) ? 1 : Infinity) : v.integer('epochs', o.epochs, 1)
   const iterations = o.iterations === undefined ? Infinity : v.integer('iterations', o.iterations, 1)
   const validateEvery = o.validateEvery === undefined ? 1 : v.integer('validateEvery', o.validateEvery, 1)
   if (o.validation !== undefined) iterate(o.validation)
@@ -176,9 +187,12 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
   const perEpoch = batchesPerEpoch(data)
   const schedule = { ...(stepKeys.schedule as object ?? {}) } as Record<string, unknown>
   const accumulate = typeof stepKeys.accumulate === 'number' ? stepKeys.accumulate : 1
+  // With only a time limit, a poly / cosine schedule runs over time (its length re-estimated every step).
+  const overTime = schedule.total === undefined && Number.isFinite(timeLimit) && !Number.isFinite(iterations) && !(perEpoch !== undefined && Number.isFinite(epochs))
   if (schedule.total === undefined) {
     if (Number.isFinite(iterations)) schedule.total = iterations
     else if (perEpoch !== undefined && Number.isFinite(epochs)) schedule.total = Math.max(1, Math.floor(perEpoch * epochs / accumulate))
+    else if (overTime) schedule.total = 1 << 30 // replaced before every step below
   }
   const step = resolveStepOptions({ ...stepKeys, schedule }, model.config.numClasses, 'fit options', FIT_KEYS, model.device)
 
@@ -207,7 +221,9 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
   }
 
   const history = state.history
-  let done = history.steps >= iterations
+  state.trainSeconds = state.trainSeconds ?? 0
+  const firstStep = history.steps
+  let done = history.steps >= iterations || state.trainSeconds >= timeLimit
   while (!done && state.epoch < epochs) {
     const epoch = state.epoch
     const t0 = performance.now()
@@ -218,10 +234,20 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
     const parts: Record<string, number> = {}
     let index = 0
     let last = performance.now()
+    let tPrev = performance.now()
     for await (const raw of iterate(data)) {
-      if (index < state.batchInEpoch) { index++; continue } // resumed mid-epoch: skip what was done
+      if (index < state.batchInEpoch) { index++; tPrev = performance.now(); continue } // resumed mid-epoch: skip what was done
       const b = checkBatch(raw, index, model.config.inChannels)
+      if (overTime) {
+        // steps the whole budget allows at the speed so far; before any step, a guess that keeps lr0
+        const spent = state.trainSeconds
+        const updates = history.steps - firstStep
+        step.schedule.total = updates > 0 && spent > 0 ? Math.max(history.steps + 1, Math.round(history.steps * timeLimit / spent)) : Math.max(1, history.steps * 1000 + 1000)
+      }
       const r: StepResult = await model.trainStep(b.images, b.masks, { ...step, ...(b.depth ? { depth: b.depth } : {}) } as TrainStepOptions)
+      const tStep = performance.now()
+      state.trainSeconds += (tStep - tPrev) / 1000 // wall time of the training loop: waiting for data counts
+      tPrev = tStep
       index++
       state.batchInEpoch = index
       history.steps = r.step
@@ -233,7 +259,7 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
       const now = performance.now()
       if (o.onStep) await o.onStep({ epoch, step: r.step, batch: index - 1, loss: r.loss, parts: r.parts, lr: r.lr, imagesPerSecond: b.images.shape[0] / ((now - last) / 1000) })
       last = now
-      if (history.steps >= iterations) { done = true; break }
+      if (history.steps >= iterations || state.trainSeconds >= timeLimit) { done = true; break }
       if (o.signal?.aborted) break
     }
     if (o.signal?.aborted && !done) {

@@ -8,6 +8,7 @@ import { runDemo } from './demo'
 import { EVAL_OPTIONS, PREDICT_OPTIONS, runEval, runPredict } from './infer'
 import { addOptions, UsageError } from './options'
 import { runTrain, TRAIN_OPTIONS } from './train'
+import { RECIPES } from '../recipes'
 
 const out = (line: string): void => { process.stdout.write(line + '\n') }
 
@@ -17,6 +18,8 @@ Examples:
   segtorch train --data folder:images,masks --classes background,cell --val 0.1 --arch unet --model-option baseChannels=32 --iterations 2000
   segtorch train --config run.json --lr 0.005          (flags override the config file)
   segtorch train --resume runs/psp                     (after Ctrl-C, or with more --epochs)
+  segtorch train --recipe camvid-cpu --data camvid:../shared/data/camvid --out runs/camvid
+  segtorch recipes                                     (the recipes in full)
   segtorch eval runs/psp/model.segtorch --data camvid:data/CamVid#test
   segtorch predict runs/psp/model.segtorch photos/ --out masks --mode slide --crop 512
   segtorch info`
@@ -49,6 +52,23 @@ export function program (): Command {
     .argument('<model>', 'a saved model (.segtorch) or a run folder')
     .argument('<images...>', 'image files or folders (searched recursively)'), PREDICT_OPTIONS)
     .action(async (model: string, images: string[], opts: Record<string, unknown>, cmd: Command) => { await runPredict(cmd, model, images, opts, out) })
+
+  p.command('recipes').description('the named training configurations for --recipe, in full')
+    .argument('[name]', 'one recipe')
+    .option('--json', 'as JSON')
+    .action((name: string | undefined, opts: { json?: boolean }) => {
+      if (name !== undefined && !(name in RECIPES)) throw new UsageError(`Expected a recipe name (${Object.keys(RECIPES).join(', ')}) but received '${name}'`)
+      const list = Object.values(RECIPES).filter((r) => name === undefined || r.name === name)
+      if (opts.json) { out(JSON.stringify(name === undefined ? RECIPES : list[0], null, 2)); return }
+      for (const r of list) {
+        out(`${r.name}: ${r.summary}`)
+        out(`  data: ${r.data}    source: ${r.source}`)
+        if ('measured' in r && r.measured) out(`  measured: ${String(r.measured)}`)
+        out(`  ${Object.entries(r.options).map(([k, x]) => `${k}=${typeof x === 'object' ? JSON.stringify(x) : String(x)}`).join(' ')}`)
+        out('')
+      }
+      out('use: segtorch train --recipe NAME --data KIND:DIR [flags that override its fields]')
+    })
 
   p.command('info').description('backend (libtorch, CUDA, threads, bf16) and the architectures')
     .option('--json', 'as JSON')

@@ -14,7 +14,7 @@ export class UsageError extends Error {
   }
 }
 
-export type Kind = 'int' | 'number' | 'string' | 'bool' | 'numbers' | 'size' | 'pairs' | 'list'
+export type Kind = 'int' | 'number' | 'string' | 'bool' | 'numbers' | 'size' | 'pairs' | 'list' | 'duration' | 'weights'
 
 export interface OptionDef {
   /** commander flags, e.g. '--batch-size <n>'. */
@@ -109,6 +109,21 @@ export function coerce (d: OptionDef, value: unknown): unknown {
       if (hw.length !== 2 || hw.some((x) => !Number.isInteger(x) || x < 1)) bad('a size N or HxW (positive integers)')
       return hw as [number, number]
     }
+    case 'duration': {
+      // seconds: 1500, "1500", "1500s", "25m", "1.5h"
+      const m = typeof value === 'number' ? [String(value), String(value), 's'] : typeof value === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$/.exec(value) : null
+      if (!m) return bad('a duration: seconds, or a number with s, m or h (1500, 25m, 2h)')
+      const x = Number(m[1]) * ({ s: 1, m: 60, min: 60, h: 3600 } as Record<string, number>)[m[2] ?? 's']
+      if (!(x > 0) || !Number.isFinite(x)) return bad('a positive duration')
+      return x
+    }
+    case 'weights': {
+      if (value === 'median-frequency' || value === 'sqrt-median-frequency') return value
+      const items = Array.isArray(value) ? value : typeof value === 'string' ? value.split(',') : bad('median-frequency, sqrt-median-frequency or numbers separated by commas')
+      const out = (items as unknown[]).map((x) => num(x))
+      if (out.length === 0 || out.some((x) => !Number.isFinite(x) || x < 0)) bad('median-frequency, sqrt-median-frequency or non-negative numbers separated by commas')
+      return out
+    }
     case 'pairs': {
       // ["key=value", ...] or { key: value }
       const out: Record<string, unknown> = {}
@@ -146,10 +161,10 @@ export function readConfig (file: string): Record<string, unknown> {
 }
 
 /**
- * The options of a parsed command: defaults < `base` (a resumed run's) < the config file < flags
- * given on the command line. Unknown keys in the files are errors.
+ * The options of a parsed command: defaults < `lowest` (a recipe's) < `base` (a resumed run's) < the
+ * config file < flags given on the command line. Unknown keys in the files are errors.
  */
-export function resolveOptions (cmd: Command, defs: readonly OptionDef[], base: Record<string, unknown> = {}, config: Record<string, unknown> = {}, configName = 'the config file'): Record<string, unknown> {
+export function resolveOptions (cmd: Command, defs: readonly OptionDef[], base: Record<string, unknown> = {}, config: Record<string, unknown> = {}, configName = 'the config file', lowest?: { values: Record<string, unknown>, where: string }): Record<string, unknown> {
   const byKey = new Map(defs.map((d) => [keyOf(d.flags), d]))
   const alias: Record<string, string> = { modelOptions: 'modelOption' }
   const out: Record<string, unknown> = {}
@@ -166,6 +181,7 @@ export function resolveOptions (cmd: Command, defs: readonly OptionDef[], base: 
       out[k] = coerce(d, val)
     }
   }
+  if (lowest) apply(lowest.values, lowest.where)
   apply(base, 'the resumed run\'s run.json')
   apply(config, configName)
   const given = cmd.opts()

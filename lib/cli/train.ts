@@ -15,11 +15,15 @@ import { checkWritableDir, makeDirSync } from '../files'
 import { writeReport, ReportSample, StepRecord, ReportMetrics } from '../report'
 import { tensor } from '../tensor'
 import { holdout, NAMED, openSpec, parseSpec } from './data'
-import { OptionDef, readConfig, resolveOptions, UsageError } from './options'
+import { RECIPES, RecipeName, TrainingOptions, trainingPlan } from '../recipes'
+import { classWeights, ClassWeighting } from '../data/stats'
+import { isRandomAccess } from '../data/datasets'
+import { keyOf, OptionDef, readConfig, resolveOptions, UsageError } from './options'
 import { createProgress } from './progress'
 
 export const TRAIN_OPTIONS: readonly OptionDef[] = [
   { flags: '--config <file>', kind: 'string', description: 'JSON file of options (camelCase or flag names); flags given here override it' },
+  { flags: '--recipe <name>', kind: 'string', choices: Object.keys(RECIPES), description: 'a named configuration (segtorch recipes lists them); --config and flags override its fields' },
   { flags: '--arch <name>', kind: 'string', choices: Object.keys(ARCHITECTURES), description: 'architecture' },
   { flags: '--backbone <name>', kind: 'string', description: "backbone network (default: the architecture's; see segtorch info)" },
   { flags: '--output-stride <n>', kind: 'int', min: 8, max: 32, description: 'output stride of the backbone (8, 16 or 32)' },
@@ -33,6 +37,7 @@ export const TRAIN_OPTIONS: readonly OptionDef[] = [
   { flags: '--mask-suffix <s>', kind: 'string', description: "folder data: masks named <image stem><suffix>.png (e.g. '_mask')" },
   { flags: '--epochs <n>', kind: 'int', min: 1, description: 'passes over the data [default: 1 unless --iterations]' },
   { flags: '--iterations <n>', kind: 'int', min: 1, description: 'optimizer steps in all (stops there, mid-epoch if need be)' },
+  { flags: '--time-limit <duration>', kind: 'duration', description: "training time (1500, 1500s, 25m, 2h); without --epochs / --iterations the schedule runs over it" },
   { flags: '--batch-size <n>', kind: 'int', min: 1, default: 8, description: 'images per step' },
   { flags: '--lr <x>', kind: 'number', min: 0, default: 0.01, description: 'base learning rate' },
   { flags: '--optimizer <name>', kind: 'string', choices: ['sgd', 'adam', 'adamw'], default: 'sgd', description: 'optimizer' },
@@ -40,10 +45,18 @@ export const TRAIN_OPTIONS: readonly OptionDef[] = [
   { flags: '--weight-decay <x>', kind: 'number', min: 0, default: 1e-4, description: 'weight decay' },
   { flags: '--schedule <name>', kind: 'string', choices: ['constant', 'poly', 'cosine'], default: 'poly', description: 'learning-rate schedule over the run' },
   { flags: '--warmup <n>', kind: 'int', min: 0, default: 0, description: 'linear warm-up steps' },
-  { flags: '--precision <p>', kind: 'string', choices: ['fp32', 'bf16', 'fp16'], default: 'fp32', description: 'training precision (bf16 autocast on CPU or CUDA; fp16 on CUDA)' },
+  { flags: '--loss <name>', kind: 'string', choices: ['ce', 'ohem', 'dice', 'focal', 'lovasz'], default: 'ce', description: 'loss of the main output' },
+  { flags: '--class-weights <w>', kind: 'weights', description: "loss weight per class: numbers separated by commas, or median-frequency (SegNet's) / sqrt-median-frequency, computed from the training masks" },
+  { flags: '--ohem-threshold <p>', kind: 'number', min: 0, max: 1, description: '--loss ohem: pixels whose true-class probability is at most this are kept [default: 0.7]' },
+  { flags: '--ohem-min-kept <n>', kind: 'int', min: 0, description: '--loss ohem: at least this many pixels are kept [default: 100000]' },
+  { flags: '--aux-weight <x>', kind: 'number', min: 0, description: 'weight of auxiliary losses (--aux, PSPNet) [default: 0.4]' },
+  { flags: '--head-lr-multiplier <x>', kind: 'number', min: 0, description: 'learning-rate multiplier of the layers outside the backbone [default: 1]' },
+  { flags: '--precision <p>', kind: 'string', choices: ['auto', 'fp32', 'bf16', 'fp16'], default: 'auto', description: 'training precision: auto (bf16 on a CPU with native bf16, fp16 on CUDA, else fp32), bf16 autocast (CPU or CUDA), fp16 (CUDA)' },
+  { flags: '--resize <size>', kind: 'size', description: 'resample every image to N or HxW first (training and validation)' },
   { flags: '--crop <size>', kind: 'size', description: 'random crop N or HxW (without it, batches are padded to their largest image)' },
   { flags: '--scale <min,max>', kind: 'numbers', default: [0.5, 2], description: "random scale range, or 'none'" },
   { flags: '--flip', kind: 'bool', negatable: true, default: true, description: 'random horizontal flips (--no-flip: none)' },
+  { flags: '--jitter <x>', kind: 'number', min: 0, max: 1, default: 0, description: 'colour jitter: brightness, contrast and saturation factors in [1 - x, 1 + x] (0: none)' },
   { flags: '--seed <n>', kind: 'int', min: 0, description: 'seed of the data order, augmentation and initialisation [default: random, stored in run.json]' },
   { flags: '--out <dir>', kind: 'string', description: 'run folder (checkpoints, history, report) [default: runs/<arch>-<time>, or the resumed run]' },
   { flags: '--resume <path>', kind: 'string', description: 'continue a run: its folder or a checkpoint file (its options come back from run.json)' },
@@ -140,7 +153,14 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
     const run = readJson(path.join(resume.dir, 'run.json')) as { options?: Record<string, unknown> } | undefined
     base = run?.options ?? {}
   }
-  const o = resolveOptions(cmd, TRAIN_OPTIONS, base, config, typeof o0.config === 'string' ? o0.config : undefined)
+  // The recipe (from the flags, the config file or the resumed run) sits below all of them.
+  const recipeName = [o0.recipe, config.recipe, base.recipe].find((x) => x !== undefined)
+  let lowest: { values: Record<string, unknown>, where: string } | undefined
+  if (recipeName !== undefined) {
+    if (typeof recipeName !== 'string' || !(recipeName in RECIPES)) throw new UsageError(`Expected a recipe name (${Object.keys(RECIPES).join(', ')}) for --recipe but received ${typeof recipeName === 'string' ? `'${recipeName}'` : JSON.stringify(recipeName)}`)
+    lowest = { values: { ...RECIPES[recipeName as RecipeName].options }, where: `recipe ${recipeName}` }
+  }
+  const o = resolveOptions(cmd, TRAIN_OPTIONS, base, config, typeof o0.config === 'string' ? o0.config : undefined, lowest)
   if (o.data === undefined) throw new UsageError('Expected --data (where the training images are) but received none')
   if (o.arch === undefined && resume === undefined) throw new UsageError(`Expected --arch (one of ${Object.keys(ARCHITECTURES).join(', ')}) but received none`)
   if (o.channels !== 1 && o.channels !== 3) throw new UsageError(`Expected 1 or 3 for --channels but received ${String(o.channels)}`)
@@ -180,6 +200,18 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
   const classes = train.classes
   const palette = train.palette
 
+  // Class weights from the training masks (median-frequency rules), then the plan: createModel's, loader's and fit's options.
+  let weights: number[] | undefined
+  if (typeof o.classWeights === 'string') {
+    log(`counting class pixels of the ${train.length} training masks for --class-weights ${o.classWeights} ...`)
+    if (!isRandomAccess(train)) throw new UsageError(`Expected random-access training data for --class-weights ${o.classWeights}`)
+    weights = await classWeights(train, o.classWeights as ClassWeighting)
+    log(`class weights: ${classes.map((c, i) => `${c} ${(weights as number[])[i].toFixed(3)}`).join(', ')}`)
+  } else if (Array.isArray(o.classWeights) && o.classWeights.length !== classes.length) {
+    throw new UsageError(`Expected ${classes.length} class weights (one per class of --data) for --class-weights but received ${o.classWeights.length}`)
+  }
+  const plan = trainingPlan(o as unknown as TrainingOptions, { classWeights: weights, ignoreIndex: train.ignoreIndex })
+
   // Model
   let model: Model
   let startEpoch = 0
@@ -198,16 +230,7 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
         throw new UsageError(`Expected an option of ${o.arch as string} for --model-option (${known.length ? known.join(', ') : 'it has none'}) but received '${k}'`)
       }
     }
-    model = await createModel({
-      ...extra,
-      arch: o.arch as 'fcn',
-      ...(o.backbone !== undefined ? { backbone: o.backbone as 'resnet18' } : {}),
-      ...(o.outputStride !== undefined ? { outputStride: o.outputStride as 8 } : {}),
-      ...(o.aux !== undefined ? { aux: o.aux as boolean } : {}),
-      numClasses: classes.length,
-      inChannels: channels,
-      device: o.device as 'cpu'
-    })
+    model = await createModel({ ...plan.model, numClasses: classes.length, inChannels: channels, device: o.device as 'cpu' })
   }
   makeDirSync(dir, 'the output folder (--out)')
   const stored = Object.fromEntries(Object.entries(o).filter(([k]) => !NOT_STORED.includes(k)))
@@ -215,12 +238,7 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
   fs.writeFileSync(path.join(dir, 'run.json'), JSON.stringify({ segtorch: 'train', options: stored, model: model.config, classes, palette, ignoreIndex: train.ignoreIndex }, null, 2) + '\n')
 
   // Data loaders: each epoch its own seeded order, so that a resumed run sees the same batches.
-  const loaderOptions: LoaderOptions = {
-    batchSize: o.batchSize as number,
-    shuffle: true,
-    augment: { scale: o.scale as [number, number] | false, flip: o.flip as boolean, ...(o.crop ? { crop: o.crop as [number, number] } : {}) },
-    ...(o.crop ? {} : { pad: 'batch' as const })
-  }
+  const loaderOptions: LoaderOptions = plan.loader
   const first = loader(train, { ...loaderOptions, seed })
   let epochCounter = startEpoch
   const source = {
@@ -232,9 +250,10 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
     }
   }
   let current: ReturnType<typeof loader> | undefined
-  const validation = val === undefined ? undefined : loader(val, { batchSize: 1 })
+  const validation = val === undefined ? undefined : loader(val, plan.validationLoader)
   const perEpoch = first.length as number
-  const total = (o.iterations as number | undefined) ?? perEpoch * ((o.epochs as number | undefined) ?? 1)
+  // progress: steps in all when known (a time limit alone: unknown)
+  const total = (o.iterations as number | undefined) ?? (o.timeLimit !== undefined && o.epochs === undefined ? undefined : perEpoch * ((o.epochs as number | undefined) ?? 1))
   const startStep = model.info().steps
 
   const stepsFile = path.join(dir, 'steps.csv')
@@ -243,6 +262,7 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
   log(`segtorch train: ${info.arch} (${info.backbone}), ${(info.parameters / 1e6).toFixed(2)} M parameters, ${classes.length} classes, ${train.length} training images` +
     `${val ? `, ${val.length} validation images` : ''}; run folder ${dir}`)
   if (resume) log(`resuming from ${resume.file} at step ${startStep}`)
+  log(`options${o.recipe !== undefined ? ` (recipe ${o.recipe as string}, with overrides)` : ''}: ${TRAIN_OPTIONS.map((d) => keyOf(d.flags)).filter((k) => k in stored && k !== 'data').map((k) => [k, stored[k]] as const).map(([k, x]) => `${k}=${typeof x === 'object' ? JSON.stringify(x) : String(x)}`).join(' ')}`)
 
   const progress = createProgress('train', total, startStep, { every: o.logEvery as number | undefined })
   const ac = new AbortController()
@@ -263,13 +283,8 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
   const t0 = Date.now()
   try {
     history = await model.fit(source, {
-      ...(o.epochs !== undefined ? { epochs: o.epochs as number } : {}),
-      ...(o.iterations !== undefined ? { iterations: o.iterations as number } : {}),
-      optimizer: { type: o.optimizer as 'sgd', lr: o.lr as number, weightDecay: o.weightDecay as number, ...(o.optimizer === 'sgd' ? { momentum: o.momentum as number } : {}) },
-      schedule: { type: o.schedule as 'poly', total, warmup: o.warmup as number },
-      precision: o.precision as 'fp32',
-      ignoreIndex: train.ignoreIndex,
-      ...(validation ? { validation, validateEvery: o.validateEvery as number } : {}),
+      ...plan.fit,
+      ...(validation ? { validation } : {}),
       checkpointDir: dir,
       signal: ac.signal,
       seed,

@@ -5,6 +5,8 @@
 export { folder, camvid, voc, cityscapes, ade20k, fromAsyncIterable, isRandomAccess, DataError } from './datasets'
 export type { Sample, Dataset, StreamDataset, AnyDataset, FolderOptions, VocOptions, DecodeOptions, SourceItem, SourceOptions } from './datasets'
 export { loader, Loader, augment } from './loader'
+export { classFrequencies, classWeights, weightsFromFrequencies } from './stats'
+export type { ClassFrequencies, ClassWeighting } from './stats'
 export type { LoaderOptions, LoaderBatch, AugmentOptions, TransformOptions, SkippedSample } from './loader'
 export { decodeImage, decodeMask, decodeDepth, readImage, toPlanar, writeLabelPng } from './images'
 export type { DecodedImage, ImageDecodeOptions, MaskDecodeOptions } from './images'
