@@ -15,9 +15,20 @@
 // bf16, else fp32), segtorch:fp32, pytorch:fp32 (PyTorch's default), pytorch:bf16 (channels_last +
 // bf16 autocast, PyTorch at its best). With --steps N every run trains exactly N steps instead of for
 // the time budget (used to compare bf16 with fp32 training at equal work).
+// One more run, torchvision:mbv3, is a reference with its own model and recipe, not a copy of ours:
+// "what a PyTorch user runs" -- PyTorch 2.x from PyPI (the venv of scripts/pytorch-venv.sh) training
+// torchvision's deeplabv3_mobilenet_v3_large from scratch (weights=None, weights_backbone=None, no aux
+// head) with AdamW lr 2e-3, weight decay 1e-4, poly(0.9) over the same budget, batch 8, cross-entropy
+// (void ignored), on the same data and the same sample/flip stream (bench/camvid_torchvision.py). Its
+// python is --python PATH, else $TORCHVISION_PYTHON, else $SEGTORCH_PY_VENV/bin/python (default
+// ~/.cache/segtorch-pytorch, made by scripts/pytorch-venv.sh). $PYTHON (default Debian's /usr/bin/python3,
+// whose torch is the libtorch segtorch links) stays the python of the pytorch:* runs.
+// Every run's per-class val IoU is in the table and in the JSON results (perClassIoU).
 //
 // usage: node bench/camvid.js [--budget 300] [--steps N] [--size 180x240] [--batch 8] [--os 16]
-//          [--runs segtorch:auto,pytorch:fp32,...] [--data ../shared/data/camvid] [--seed 1]
+//          [--runs segtorch:auto,pytorch:fp32,torchvision:mbv3,...] [--data ../shared/data/camvid] [--seed 1]
+//          [--python PATH (torchvision:* runs)]
+// The 1500 s side-by-side reference: node bench/camvid.js --budget 1500 --runs segtorch:auto,torchvision:mbv3
 'use strict'
 const { spawnSync } = require('child_process')
 const fs = require('fs')
@@ -38,6 +49,9 @@ const lr0 = Number(opt('lr', '0.01'))
 const dataRoot = path.resolve(opt('data', path.join(__dirname, '..', '..', 'shared', 'data', 'camvid')))
 const runs = opt('runs', 'segtorch:auto,segtorch:fp32,pytorch:fp32,pytorch:bf16').split(',')
 const python = process.env.PYTHON || '/usr/bin/python3'
+const tvVenv = process.env.SEGTORCH_PY_VENV || path.join(os.homedir(), '.cache', 'segtorch-pytorch')
+const tvPython = opt('python', process.env.TORCHVISION_PYTHON || path.join(tvVenv, 'bin', 'python'))
+const TORCHVISION = { mbv3: 'deeplabv3_mobilenet_v3_large' } // torchvision:<kind> -> bench/camvid_torchvision.py's model
 const CLASSES = ['Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol', 'Fence', 'Car', 'Pedestrian', 'Bicyclist']
 const NC = CLASSES.length
 const log = (s) => process.stderr.write(`[camvid ${new Date().toISOString().slice(11, 19)}] ${s}\n`)
@@ -137,6 +151,21 @@ async function runOurs (precision, dir, train, val, ord, initFile) {
   return { steps: step, trainSeconds, imagesPerSecond: step * batch / trainSeconds, losses, pred }
 }
 
+// torchvision:mbv3: the PyTorch 2.x reference (its own model and recipe; see the header).
+function runTorchvision (kind, dir, trainN, valN) {
+  if (!TORCHVISION[kind]) throw new Error(`unknown run torchvision:${kind} (known: ${Object.keys(TORCHVISION).map((k) => 'torchvision:' + k).join(', ')})`)
+  if (!fs.existsSync(tvPython)) throw new Error(`no python for torchvision:${kind} at ${tvPython}: run scripts/pytorch-venv.sh, or pass --python PATH`)
+  const tag = `torchvision-${kind}`
+  const r = spawnSync(tvPython, [path.join(__dirname, 'camvid_torchvision.py'), '--dir', dir, '--tag', tag,
+    '--budget', String(budget), '--steps', String(fixedSteps), '--size', `${H}x${W}`, '--batch', String(batch),
+    '--train-n', String(trainN), '--val-n', String(valN), '--classes', String(NC), '--threads', String(st.backend().threads)],
+  { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 })
+  if (r.status !== 0) throw new Error(`bench/camvid_torchvision.py failed (${r.status})`)
+  const res = JSON.parse(r.stdout.trim().split('\n').pop())
+  res.pred = fs.readFileSync(path.join(dir, `pred-${tag}.bin`))
+  return res
+}
+
 function runPyTorch (precision, dir, initFile, trainN, valN) {
   const r = spawnSync(python, [path.join(__dirname, 'camvid.py'), '--dir', dir, '--init', initFile, '--precision', precision,
     '--budget', String(budget), '--steps', String(fixedSteps), '--size', `${H}x${W}`, '--batch', String(batch), '--os', String(outputStride),
@@ -157,8 +186,9 @@ function runPyTorch (precision, dir, initFile, trainN, valN) {
   process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }))
   fs.writeFileSync(path.join(dir, 'train-x.bin'), train.x); fs.writeFileSync(path.join(dir, 'train-y.bin'), train.y)
   fs.writeFileSync(path.join(dir, 'val-x.bin'), val.x)
-  // Enough samples for the fastest run: 50 epochs.
-  const ord = order(train.n, train.n * 50)
+  // Enough samples for the fastest run: 200 epochs (torchvision:mbv3 does about 72 in 1500 s on 2 idle
+  // cores). A longer list only appends epochs: the first ones are the same whatever its length.
+  const ord = order(train.n, train.n * 200)
   fs.writeFileSync(path.join(dir, 'order.bin'), Buffer.from(ord.idx.buffer)); fs.writeFileSync(path.join(dir, 'flip.bin'), ord.flip)
   // The initial weights both start from.
   const init = await st.createModel({ arch: 'pspnet', backbone: 'resnet18', numClasses: NC, outputStride, aux: true })
@@ -179,12 +209,18 @@ function runPyTorch (precision, dir, initFile, trainN, valN) {
     const [lib, precision] = run.split(':')
     log(`run ${run}: load ${os.loadavg()[0].toFixed(1)}`)
     const loadBefore = os.loadavg()[0]
-    const res = lib === 'segtorch' ? await runOurs(precision, dir, train, val, ord, initFile) : runPyTorch(precision, dir, initFile, train.n, val.n)
+    const res = lib === 'segtorch' ? await runOurs(precision, dir, train, val, ord, initFile)
+      : lib === 'torchvision' ? runTorchvision(precision, dir, train.n, val.n)
+        : runPyTorch(precision, dir, initFile, train.n, val.n)
     const s = score(res.pred, val)
     const effective = lib === 'segtorch' && precision === 'auto' ? (b.bf16 ? 'bf16+channels-last' : 'fp32') : precision === 'bf16' ? 'bf16+channels_last' : 'fp32'
-    const row = { run, precision: effective, steps: res.steps, trainSeconds: res.trainSeconds, imagesPerSecond: res.imagesPerSecond, finalLoss: mean(res.losses.slice(-10)), ...s, loadBefore, loadAfter: os.loadavg()[0], probeMaxAbsDiff: res.probeMaxAbsDiff }
+    const model = lib === 'torchvision' ? res.model : 'pspnet-resnet18'
+    const optimizer = lib === 'torchvision' ? res.recipe.optimizer : 'sgd'
+    const row = { run, model, optimizer, precision: effective, steps: res.steps, trainSeconds: res.trainSeconds, imagesPerSecond: res.imagesPerSecond, finalLoss: mean(res.losses.slice(-10)), ...s, loadBefore, loadAfter: os.loadavg()[0], probeMaxAbsDiff: res.probeMaxAbsDiff }
+    if (lib === 'torchvision') Object.assign(row, { parameters: res.parameters, recipe: res.recipe, torch: res.torch, torchvision: res.torchvision, python: res.python, threads: res.threads, cpu: res.cpu })
     results.push(row)
-    log(`run ${run}: ${res.steps} steps in ${res.trainSeconds.toFixed(0)} s (${res.imagesPerSecond.toFixed(2)} img/s), val mIoU ${(100 * s.mIoU).toFixed(2)}`)
+    log(`run ${run}: ${res.steps} steps in ${res.trainSeconds.toFixed(0)} s (${res.imagesPerSecond.toFixed(2)} img/s, ${(res.steps / res.trainSeconds).toFixed(3)} steps/s), val mIoU ${(100 * s.mIoU).toFixed(2)}`)
+    log(`run ${run}: per-class IoU ${CLASSES.map((c) => `${c} ${Number.isNaN(s.perClassIoU[c]) ? '-' : (100 * s.perClassIoU[c]).toFixed(1)}`).join(', ')}`)
   }
 
   const pct = (v) => Number.isNaN(v) ? '-' : (100 * v).toFixed(1)
@@ -193,16 +229,23 @@ function runPyTorch (precision, dir, initFile, trainN, valN) {
     (fixedSteps ? `${fixedSteps} steps per run` : `${budget} s wall-clock per run`) + `; SGD lr ${lr0} poly(0.9), momentum 0.9, wd 1e-4, aux 0.4; ` +
     `libtorch ${b.libtorch}, ${b.threads} threads, ${os.cpus()[0].model}`,
     '',
-    `| run | precision | steps | img/s | final loss | val mIoU | pixel acc | ${CLASSES.join(' | ')} |`,
-    `|---|---|---|---|---|---|---|${CLASSES.map(() => '---').join('|')}|`
+    `| run | model | precision | steps | img/s | final loss | val mIoU | pixel acc | ${CLASSES.join(' | ')} |`,
+    `|---|---|---|---|---|---|---|---|${CLASSES.map(() => '---').join('|')}|`
   ]
   for (const r of results) {
-    lines.push(`| ${r.run} | ${r.precision} | ${r.steps} | ${r.imagesPerSecond.toFixed(2)} | ${r.finalLoss.toFixed(3)} | **${pct(r.mIoU)}** | ${pct(r.pixelAccuracy)} | ${CLASSES.map((c) => pct(r.perClassIoU[c])).join(' | ')} |`)
+    lines.push(`| ${r.run} | ${r.model} (${r.optimizer}) | ${r.precision} | ${r.steps} | ${r.imagesPerSecond.toFixed(2)} | ${r.finalLoss.toFixed(3)} | **${pct(r.mIoU)}** | ${pct(r.pixelAccuracy)} | ${CLASSES.map((c) => pct(r.perClassIoU[c])).join(' | ')} |`)
   }
   const py = results.find((r) => r.run === 'pytorch:fp32')
   if (py) {
     for (const r of results.filter((x) => x.run.startsWith('segtorch'))) {
       lines.push('', `${r.run} vs pytorch:fp32: mIoU ${pct(r.mIoU)} vs ${pct(py.mIoU)} (${r.mIoU >= py.mIoU ? '>=' : '<'}), throughput x${(r.imagesPerSecond / py.imagesPerSecond).toFixed(2)}`)
+    }
+  }
+  for (const tv of results.filter((x) => x.run.startsWith('torchvision:'))) {
+    lines.push('', `${tv.run}: torchvision ${tv.model}, ${(tv.parameters / 1e6).toFixed(2)} M parameters, from scratch, AdamW lr ${tv.recipe.lr} wd ${tv.recipe.weightDecay} ` +
+      `${tv.recipe.schedule}, batch ${tv.recipe.batch}, hflip; torch ${tv.torch}, torchvision ${tv.torchvision}, ${tv.threads} threads`)
+    for (const r of results.filter((x) => x.run.startsWith('segtorch'))) {
+      lines.push(`${r.run} vs ${tv.run}: mIoU ${pct(r.mIoU)} vs ${pct(tv.mIoU)} (${r.mIoU >= tv.mIoU ? '>=' : '<'}), throughput x${(r.imagesPerSecond / tv.imagesPerSecond).toFixed(2)}`)
     }
   }
   console.log(lines.join('\n'))
