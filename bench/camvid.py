@@ -78,14 +78,11 @@ class PSPNet(nn.Module):
         self.aux = head(256, 256, classes)
 
     def forward(self, x):
-        # As segtorch: zero-pad the normalised input (= the mean colour) to a multiple of the output
-        # stride, and crop the outputs back.
-        h, w = x.shape[2:]
-        x = F.pad(x, (0, -w % self.stride, 0, -h % self.stride))
+        # As segtorch (and torchvision): any input size, no padding; logits upsampled to the input size.
         c3, c4 = self.backbone(x)
-        out = F.interpolate(self.cls(self.ppm(c4)), size=x.shape[2:], mode='bilinear', align_corners=False)[:, :, :h, :w]
+        out = F.interpolate(self.cls(self.ppm(c4)), size=x.shape[2:], mode='bilinear', align_corners=False)
         if self.training:
-            return out, F.interpolate(self.aux(c3), size=x.shape[2:], mode='bilinear', align_corners=False)[:, :, :h, :w]
+            return out, F.interpolate(self.aux(c3), size=x.shape[2:], mode='bilinear', align_corners=False)
         return out
 
 
