@@ -23,12 +23,15 @@
 // python is --python PATH, else $TORCHVISION_PYTHON, else $SEGTORCH_PY_VENV/bin/python (default
 // ~/.cache/segtorch-pytorch, made by scripts/pytorch-venv.sh). $PYTHON (default Debian's /usr/bin/python3,
 // whose torch is the libtorch segtorch links) stays the python of the pytorch:* runs.
+// recipe:NAME (recipe:camvid-cpu) is segtorch's named recipe as a user runs it (recipe() ->
+// createModel, loader over the CamVid files with its own augmentation, fit), its budget and size set
+// to this run's; it is what issue 13 compares with torchvision:mbv3.
 // Every run's per-class val IoU is in the table and in the JSON results (perClassIoU).
 //
 // usage: node bench/camvid.js [--budget 300] [--steps N] [--size 180x240] [--batch 8] [--os 16]
 //          [--runs segtorch:auto,pytorch:fp32,torchvision:mbv3,...] [--data ../shared/data/camvid] [--seed 1]
 //          [--python PATH (torchvision:* runs)]
-// The 1500 s side-by-side reference: node bench/camvid.js --budget 1500 --runs segtorch:auto,torchvision:mbv3
+// The 1500 s side by side: node bench/camvid.js --budget 1500 --runs recipe:camvid-cpu,torchvision:mbv3
 'use strict'
 const { spawnSync } = require('child_process')
 const fs = require('fs')
@@ -151,6 +154,38 @@ async function runOurs (precision, dir, train, val, ord, initFile) {
   return { steps: step, trainSeconds, imagesPerSecond: step * batch / trainSeconds, losses, pred }
 }
 
+// recipe:NAME (e.g. recipe:camvid-cpu): segtorch's named recipe as a user runs it (recipe() -> createModel,
+// loader over the CamVid files with the recipe's resize / scale / crop / flip / jitter, fit with its
+// optimizer, loss and schedule) for the same budget; its predictions on the same decoded val images are
+// scored by the same code. Overridden here only: the budget (--budget / --steps) and the size (--size).
+async function runRecipe (name, val) {
+  const ds = st.data.camvid(dataRoot, 'train')
+  const over = { resize: [H, W], ...(fixedSteps ? { iterations: fixedSteps, timeLimit: undefined } : { timeLimit: budget }) }
+  if (st.recipes[name].options.crop) over.crop = [H, W]
+  const plan = await st.recipe(name, over, ds)
+  log(`recipe:${name}: ${JSON.stringify(plan.options)}`)
+  const model = await st.createModel({ ...plan.model, numClasses: NC })
+  const losses = []
+  const t0 = process.hrtime.bigint()
+  const elapsed = () => Number(process.hrtime.bigint() - t0) / 1e9
+  const h = await model.fit(st.data.loader(ds, { ...plan.loader, seed }), {
+    ...plan.fit,
+    seed,
+    onStep: (s) => { losses.push(s.loss); if (s.step % 50 === 0) log(`recipe:${name} step ${s.step} loss ${s.loss.toFixed(3)} lr ${s.lr.toExponential(2)} ${elapsed().toFixed(0)} s`) }
+  })
+  const trainSeconds = elapsed()
+  const pred = Buffer.alloc(val.y.length)
+  for (let n = 0; n < val.n; n++) {
+    const x = st.tensor(new Uint8Array(val.x.subarray(n * 3 * H * W, (n + 1) * 3 * H * W)), [1, 3, H, W])
+    const p = await model.predict(x)
+    pred.set(p.dataSync(), n * H * W)
+    p.dispose()
+  }
+  const info = model.info()
+  model.dispose()
+  return { steps: h.steps, trainSeconds, imagesPerSecond: h.steps * plan.loader.batchSize / trainSeconds, losses, pred, model: `${info.arch}-${info.backbone}`, optimizer: plan.options.optimizer, parameters: info.parameters, options: plan.options }
+}
+
 // torchvision:mbv3: the PyTorch 2.x reference (its own model and recipe; see the header).
 function runTorchvision (kind, dir, trainN, valN) {
   if (!TORCHVISION[kind]) throw new Error(`unknown run torchvision:${kind} (known: ${Object.keys(TORCHVISION).map((k) => 'torchvision:' + k).join(', ')})`)
@@ -210,13 +245,15 @@ function runPyTorch (precision, dir, initFile, trainN, valN) {
     log(`run ${run}: load ${os.loadavg()[0].toFixed(1)}`)
     const loadBefore = os.loadavg()[0]
     const res = lib === 'segtorch' ? await runOurs(precision, dir, train, val, ord, initFile)
-      : lib === 'torchvision' ? runTorchvision(precision, dir, train.n, val.n)
-        : runPyTorch(precision, dir, initFile, train.n, val.n)
+      : lib === 'recipe' ? await runRecipe(precision, val)
+        : lib === 'torchvision' ? runTorchvision(precision, dir, train.n, val.n)
+          : runPyTorch(precision, dir, initFile, train.n, val.n)
     const s = score(res.pred, val)
-    const effective = lib === 'segtorch' && precision === 'auto' ? (b.bf16 ? 'bf16+channels-last' : 'fp32') : precision === 'bf16' ? 'bf16+channels_last' : 'fp32'
-    const model = lib === 'torchvision' ? res.model : 'pspnet-resnet18'
-    const optimizer = lib === 'torchvision' ? res.recipe.optimizer : 'sgd'
+    const effective = (lib === 'segtorch' && precision === 'auto') || lib === 'recipe' ? (b.bf16 ? 'bf16+channels-last' : 'fp32') : precision === 'bf16' ? 'bf16+channels_last' : 'fp32'
+    const model = lib === 'torchvision' || lib === 'recipe' ? res.model : 'pspnet-resnet18'
+    const optimizer = lib === 'torchvision' ? res.recipe.optimizer : lib === 'recipe' ? res.optimizer : 'sgd'
     const row = { run, model, optimizer, precision: effective, steps: res.steps, trainSeconds: res.trainSeconds, imagesPerSecond: res.imagesPerSecond, finalLoss: mean(res.losses.slice(-10)), ...s, loadBefore, loadAfter: os.loadavg()[0], probeMaxAbsDiff: res.probeMaxAbsDiff }
+    if (lib === 'recipe') Object.assign(row, { parameters: res.parameters, options: res.options })
     if (lib === 'torchvision') Object.assign(row, { parameters: res.parameters, recipe: res.recipe, torch: res.torch, torchvision: res.torchvision, python: res.python, threads: res.threads, cpu: res.cpu })
     results.push(row)
     log(`run ${run}: ${res.steps} steps in ${res.trainSeconds.toFixed(0)} s (${res.imagesPerSecond.toFixed(2)} img/s, ${(res.steps / res.trainSeconds).toFixed(3)} steps/s), val mIoU ${(100 * s.mIoU).toFixed(2)}`)
@@ -244,7 +281,7 @@ function runPyTorch (precision, dir, initFile, trainN, valN) {
   for (const tv of results.filter((x) => x.run.startsWith('torchvision:'))) {
     lines.push('', `${tv.run}: torchvision ${tv.model}, ${(tv.parameters / 1e6).toFixed(2)} M parameters, from scratch, AdamW lr ${tv.recipe.lr} wd ${tv.recipe.weightDecay} ` +
       `${tv.recipe.schedule}, batch ${tv.recipe.batch}, hflip; torch ${tv.torch}, torchvision ${tv.torchvision}, ${tv.threads} threads`)
-    for (const r of results.filter((x) => x.run.startsWith('segtorch'))) {
+    for (const r of results.filter((x) => x.run.startsWith('segtorch') || x.run.startsWith('recipe:'))) {
       lines.push(`${r.run} vs ${tv.run}: mIoU ${pct(r.mIoU)} vs ${pct(tv.mIoU)} (${r.mIoU >= tv.mIoU ? '>=' : '<'}), throughput x${(r.imagesPerSecond / tv.imagesPerSecond).toFixed(2)}`)
     }
   }

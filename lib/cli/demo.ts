@@ -16,7 +16,14 @@ import { ReportSample, StepRecord, writeReport } from '../report'
 export interface DemoOptions {
   data: string
   out: string
+  /** Fixed number of steps, or (when 0) train for `seconds`. */
   steps: number
+  /** Seconds of training when steps is 0 (the schedule runs over time). */
+  seconds: number
+  /** Loss of the training steps. */
+  loss: 'ce' | 'dice' | 'lovasz' | 'focal' | 'ohem'
+  /** Predictions average the 8 flips/transpositions of each image (EM images have no up or left). */
+  tta: boolean
   batch: number
   crop: number
   holdout: number
@@ -100,21 +107,68 @@ export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneI
   if (b.bf16) log('training with bf16 autocast and channels-last (this CPU has native bf16)')
   let avg = 0
   const steps: StepRecord[] = []
-  for (let step = 1; step <= o.steps; step++) {
+  // A fixed number of steps, or a time budget with the poly schedule over time (lr0 (1 - elapsed / budget)^0.9).
+  const tTrain = Date.now()
+  const budget = o.steps > 0 ? Infinity : o.seconds
+  const progress = (step: number): number => (o.steps > 0 ? (step - 1) / o.steps : Math.min(1, (Date.now() - tTrain) / 1000 / budget))
+  let lastLog = Date.now()
+  for (let step = 1; o.steps > 0 ? step <= o.steps : (Date.now() - tTrain) / 1000 < budget; step++) {
     const { x, y } = batch(train, o.batch, o.crop, r)
-    const lr = lr0 * Math.pow(1 - (step - 1) / o.steps, 0.9) // poly schedule
+    const lr = lr0 * Math.pow(1 - progress(step), 0.9) // poly schedule
     const res = await model.trainStep(tensor(x, [o.batch, 1, o.crop, o.crop]), tensor(y, [o.batch, o.crop, o.crop]),
-      { optimizer: { type: 'adam', lr }, ...fast })
+      { optimizer: { type: 'adam', lr }, loss: o.loss, ...fast })
     avg = step === 1 ? res.loss : 0.9 * avg + 0.1 * res.loss
     steps.push({ step, epoch: 1, loss: res.loss, lr })
-    if (step % 25 === 0 || step === o.steps) log(`step ${step}/${o.steps}  loss ${avg.toFixed(4)}  lr ${lr.toFixed(5)}  ${((Date.now() - t0) / 1000).toFixed(0)} s`)
+    if (step % 25 === 0 || step === o.steps || Date.now() - lastLog > 20000) {
+      lastLog = Date.now()
+      log(`step ${step}${o.steps > 0 ? `/${o.steps}` : ''}  loss ${avg.toFixed(4)}  lr ${lr.toFixed(5)}  ${((Date.now() - t0) / 1000).toFixed(0)} s`)
+    }
+  }
+  const trained = steps.length
+  log(`trained ${trained} steps in ${((Date.now() - tTrain) / 1000).toFixed(0)} s`)
+
+  // Labels of a whole image; with tta, the class probabilities of its 8 flips / transpositions averaged.
+  const predictLabels = async (image: Uint8Array, h: number, w: number): Promise<Uint8Array> => {
+    if (!o.tta || h !== w) {
+      const p = await model.predict(tensor(image, [1, 1, h, w]))
+      const out = Uint8Array.from(p.dataSync())
+      p.dispose()
+      return out
+    }
+    const n = h
+    const at = (k: number, i: number, j: number): number => { // source pixel of pixel (i, j) of variant k
+      let a = k & 1 ? n - 1 - i : i
+      let c = k & 2 ? n - 1 - j : j
+      if (k & 4) [a, c] = [c, a]
+      return a * n + c
+    }
+    const x = new Uint8Array(8 * n * n)
+    for (let k = 0; k < 8; k++) for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) x[k * n * n + i * n + j] = image[at(k, i, j)]
+    const p = await model.predict(tensor(x, [8, 1, n, n]), { output: 'probs' })
+    const probs = p.dataSync() as Float32Array
+    const K = p.shape[1]
+    const sum = new Float32Array(K * n * n)
+    for (let k = 0; k < 8; k++) {
+      for (let c = 0; c < K; c++) {
+        const base = (k * K + c) * n * n
+        for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) sum[c * n * n + at(k, i, j)] += probs[base + i * n + j]
+      }
+    }
+    p.dispose()
+    const out = new Uint8Array(n * n)
+    for (let q = 0; q < n * n; q++) {
+      let best = 0
+      for (let c = 1; c < K; c++) if (sum[c * n * n + q] > sum[best * n * n + q]) best = c
+      out[q] = best
+    }
+    return out
   }
 
   // Evaluate on the held-back images at full size.
   let inter1 = 0; let union1 = 0; let inter0 = 0; let union0 = 0; let correct = 0; let total = 0
   const samples: ReportSample[] = []
   for (const [k, s] of held.entries()) {
-    const pred = (await model.predict(tensor(s.image, [1, 1, s.size, s.size]))).dataSync()
+    const pred = await predictLabels(s.image, s.size, s.size)
     samples.push({ name: `held-out-${k + 1}`, image: { data: s.image, width: s.size, height: s.size, channels: 1 }, truth: s.label, prediction: pred })
     for (let i = 0; i < pred.length; i++) {
       const p = pred[i]; const t = s.label[i]
@@ -137,9 +191,8 @@ export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneI
   const tests = fs.readdirSync(testDir).filter((f) => f.endsWith('.png')).sort((a, b) => parseInt(a) - parseInt(b))
   for (const name of tests) {
     const img = await readImage(path.join(testDir, name), 1)
-    const pred = await model.predict(tensor(img.data, [1, 1, img.height, img.width]))
-    await writeLabelPng(path.join(o.out, 'masks', name), pred.dataSync(), img.width, img.height, 255)
-    pred.dispose()
+    const pred = await predictLabels(img.data, img.height, img.width)
+    await writeLabelPng(path.join(o.out, 'masks', name), pred, img.width, img.height, 255)
   }
   model.dispose()
   const seconds = (Date.now() - t0) / 1000
@@ -151,12 +204,12 @@ export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneI
     metrics: { mIoU: (iou + membraneIoU) / 2, pixelAccuracy: correct / total, perClassIoU: [membraneIoU, iou], images: held.length },
     metricsOn: `${held.length} held-out labelled images (512x512, not used for training)`,
     samples,
-    summary: { model: `U-Net, ${o.baseChannels} channels at the first level`, steps: o.steps, batch: o.batch, crop: o.crop, 'training images': train.length, seconds: Math.round(seconds) },
-    config: { steps: o.steps, batch: o.batch, crop: o.crop, baseChannels: o.baseChannels, lr: o.lr, seed: o.seed }
+    summary: { model: `U-Net, ${o.baseChannels} channels at the first level`, steps: trained, batch: o.batch, crop: o.crop, loss: o.loss, 'flip/transpose averaging': o.tta ? 'yes' : 'no', 'training images': train.length, seconds: Math.round(seconds) },
+    config: { steps: o.steps, seconds: o.seconds, loss: o.loss, tta: o.tta, batch: o.batch, crop: o.crop, baseChannels: o.baseChannels, lr: o.lr, seed: o.seed }
   })
   log(`report: ${report.html}`)
   const result = { iou, membraneIoU, pixelAccuracy: correct / total, seconds }
-  fs.writeFileSync(path.join(o.out, 'result.json'), JSON.stringify({ ...result, steps: o.steps, batch: o.batch, crop: o.crop }, null, 2))
+  fs.writeFileSync(path.join(o.out, 'result.json'), JSON.stringify({ ...result, steps: trained, trainSeconds: o.steps > 0 ? undefined : o.seconds, loss: o.loss, tta: o.tta, batch: o.batch, crop: o.crop }, null, 2))
   log(`wrote ${tests.length} masks to ${path.join(o.out, 'masks')} and the model to ${path.join(o.out, 'model.segtorch')} (${seconds.toFixed(0)} s)`)
   return result
 }

@@ -4,7 +4,7 @@ import * as path from 'path'
 import { Command, CommanderError } from 'commander'
 import { backend, version } from '../index'
 import { ARCHITECTURES } from '../models'
-import { runDemo } from './demo'
+import { DemoOptions, runDemo } from './demo'
 import { EVAL_OPTIONS, PREDICT_OPTIONS, runEval, runPredict } from './infer'
 import { addOptions, UsageError } from './options'
 import { runTrain, TRAIN_OPTIONS } from './train'
@@ -102,7 +102,10 @@ export function program (): Command {
   p.command('demo').description('train a U-Net on the ISBI 2012 membrane images shipped with segtorch, report IoU, write masks and a report')
     .option('--data <dir>', 'the membrane data', path.join(__dirname, '..', '..', 'data', 'membrane'))
     .option('--out <dir>', 'output folder', path.join(process.cwd(), 'runs', 'demo'))
-    .option('--steps <n>', 'training steps', '300')
+    .option('--seconds <n>', 'seconds of training (the schedule runs over time)', '180')
+    .option('--steps <n>', 'a fixed number of training steps instead of --seconds')
+    .option('--loss <name>', 'loss: ce, dice, lovasz, focal, ohem', 'ce')
+    .option('--no-tta', 'predict each image once (default: average its 8 flips and transpositions)')
     .option('--base-channels <n>', "channels of the U-Net's first level", '16')
     .option('--lr <x>', 'Adam learning rate (poly decay)', '0.001')
     .option('--batch <n>', 'images per step', '4')
@@ -115,7 +118,13 @@ export function program (): Command {
       await runDemo({
         data: o.data,
         out: o.out,
-        steps: intOption('steps', o.steps, 1),
+        steps: o.steps === undefined ? 0 : intOption('steps', o.steps, 1),
+        seconds: intOption('seconds', o.seconds, 1),
+        loss: ((): DemoOptions['loss'] => {
+          if (!['ce', 'dice', 'lovasz', 'focal', 'ohem'].includes(o.loss)) throw new UsageError(`Expected ce, dice, lovasz, focal or ohem for --loss but received '${o.loss}'`)
+          return o.loss as DemoOptions['loss']
+        })(),
+        tta: o.tta as unknown as boolean,
         batch: intOption('batch', o.batch, 2),
         crop: intOption('crop', o.crop, 32),
         holdout: intOption('holdout', o.holdout, 1),
