@@ -19,6 +19,8 @@ export interface TrainingOptions {
   backbone?: Backbone
   outputStride?: OutputStride
   aux?: boolean
+  /** Image channels (3 RGB, 1 grey). */
+  channels?: 1 | 3
   /** Architecture options, e.g. { baseChannels: 16 } (see ARCHITECTURES[arch].options). */
   modelOption?: Record<string, unknown>
   /** Images per step. */
@@ -177,9 +179,9 @@ export const RECIPES = {
     source: 'Ronneberger et al., U-Net (MICCAI 2015): the network made for these images, trained on random crops with flips and transposition (EM images have no up or left); Adam with poly decay',
     data: 'membrane',
     options: {
-      arch: 'unet', modelOption: { baseChannels: 16 },
-      batchSize: 4, iterations: 300, optimizer: 'adam', lr: 1e-3, weightDecay: 0, schedule: 'poly', warmup: 0,
-      loss: 'ce', precision: 'auto', crop: [256, 256], scale: false, flip: true, jitter: 0
+      arch: 'unet', channels: 1, modelOption: { baseChannels: 16 },
+      batchSize: 4, timeLimit: 180, optimizer: 'adam', lr: 1e-3, weightDecay: 0, schedule: 'poly', warmup: 0,
+      loss: 'ce', precision: 'auto', crop: [256, 256], scale: false, flip: true, jitter: 0, val: '0.17'
     }
   }
 } as const satisfies Record<string, Recipe>
@@ -201,7 +203,7 @@ export function getRecipe (name: unknown): Recipe {
 export interface TrainingPlan {
   /** The flat options (the recipe's with the overrides), as stored with a run. */
   options: TrainingOptions
-  /** For createModel (add numClasses, inChannels, device). */
+  /** For createModel (add numClasses, device; inChannels when the options do not give channels). */
   model: { arch: Arch, backbone?: Backbone, outputStride?: OutputStride, aux?: boolean, [option: string]: unknown }
   /** For loader() of the training data (add seed). */
   loader: LoaderOptions
@@ -247,7 +249,8 @@ export function trainingPlan (o: TrainingOptions, extra: { classWeights?: number
       arch: o.arch,
       ...(o.backbone !== undefined ? { backbone: o.backbone } : {}),
       ...(o.outputStride !== undefined ? { outputStride: o.outputStride } : {}),
-      ...(o.aux !== undefined ? { aux: o.aux } : {})
+      ...(o.aux !== undefined ? { aux: o.aux } : {}),
+      ...(o.channels !== undefined ? { inChannels: o.channels } : {})
     },
     loader: {
       batchSize: o.batchSize,

@@ -3,7 +3,7 @@ import { spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as path from 'path'
 import { createModel, recipe, recipes, getRecipe, RecipeName, ARCHITECTURES } from '../lib'
-import { folder, loader, classFrequencies, classWeights, weightsFromFrequencies } from '../lib/data'
+import { folder, loader, membrane, classFrequencies, classWeights, weightsFromFrequencies } from '../lib/data'
 import { greyPng, labels, rgbFile } from './data-fixtures'
 import { ROOT, tmpdir, rejects } from './helpers'
 
@@ -100,6 +100,19 @@ describe('recipes', function () {
     const s = weightsFromFrequencies(f, 'sqrt-median-frequency')
     assert.ok(Math.abs(s[1] - Math.SQRT2) < 1e-12)
     assert.throws(() => weightsFromFrequencies(f, 'mean' as 'median-frequency'), RangeError)
+  })
+
+  it('membrane: the shipped ISBI 2012 images as a data set (grey, 0 membrane / 1 interior), for --recipe membrane --data membrane:DIR', async () => {
+    const ds = membrane(path.join(ROOT, 'data', 'membrane'))
+    assert.strictEqual(ds.length, 30)
+    assert.deepStrictEqual(ds.classes, ['membrane', 'cell interior'])
+    const s = await ds.get(0)
+    assert.strictEqual(s.channels, 1)
+    assert.strictEqual(s.width * s.height, 512 * 512)
+    const m = s.mask as Uint8Array
+    let ones = 0
+    for (const x of m) { assert.ok(x === 0 || x === 1, `label ${x}`); ones += x }
+    assert.ok(ones > 0.5 * m.length && ones < 0.95 * m.length, `interior fraction ${ones / m.length}`)
   })
 
   for (const name of Object.keys(recipes) as RecipeName[]) {

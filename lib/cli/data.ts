@@ -2,11 +2,11 @@
  * Data specs on the command line: `camvid:DIR`, `voc:DIR`, `cityscapes:DIR`, `ade20k:DIR` (a split
  * after '#': `camvid:DIR#val`) and `folder:IMAGES,MASKS`.
  */
-import { ade20k, camvid, cityscapes, Dataset, folder, voc } from '../data/datasets'
+import { ade20k, camvid, cityscapes, Dataset, folder, membrane, voc } from '../data/datasets'
 import { ADE20K_CLASSES, ADE20K_PALETTE, CAMVID_CLASSES, CAMVID_PALETTE, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, Colour, VOC_CLASSES, VOC_PALETTE, vocColourMap } from '../data/classes'
 import { UsageError } from './options'
 
-export const KINDS = ['camvid', 'voc', 'cityscapes', 'ade20k', 'folder'] as const
+export const KINDS = ['camvid', 'voc', 'cityscapes', 'ade20k', 'membrane', 'folder'] as const
 export type Kind = typeof KINDS[number]
 
 export interface DataSpec {
@@ -22,10 +22,11 @@ export const NAMED: Record<Exclude<Kind, 'folder'>, { classes: readonly string[]
   camvid: { classes: CAMVID_CLASSES, palette: CAMVID_PALETTE, splits: ['train', 'val', 'test'] },
   voc: { classes: VOC_CLASSES, palette: VOC_PALETTE, splits: ['train', 'val', 'trainval'] },
   cityscapes: { classes: CITYSCAPES_CLASSES, palette: CITYSCAPES_PALETTE, splits: ['train', 'val', 'test'] },
-  ade20k: { classes: ADE20K_CLASSES, palette: ADE20K_PALETTE, splits: ['train', 'val'] }
+  ade20k: { classes: ADE20K_CLASSES, palette: ADE20K_PALETTE, splits: ['train', 'val'] },
+  membrane: { classes: ['membrane', 'cell interior'], palette: [[200, 30, 30], [235, 235, 235]], splits: ['train'] }
 }
 
-const SPEC_HELP = 'a data spec camvid:DIR, voc:DIR, cityscapes:DIR, ade20k:DIR (optionally #SPLIT) or folder:IMAGES_DIR,MASKS_DIR'
+const SPEC_HELP = 'a data spec camvid:DIR, voc:DIR, cityscapes:DIR, ade20k:DIR, membrane:DIR (optionally #SPLIT) or folder:IMAGES_DIR,MASKS_DIR'
 
 export function parseSpec (name: string, spec: string): DataSpec {
   const m = /^([a-z0-9]+):(.+)$/.exec(spec)
@@ -76,6 +77,7 @@ export function openSpec (name: string, s: DataSpec, o: OpenOptions): Dataset {
     case 'voc': return voc(s.root, split as 'train', { channels: o.channels })
     case 'cityscapes': return cityscapes(s.root, split as 'train', { channels: o.channels })
     case 'ade20k': return ade20k(s.root, split as 'train', { channels: o.channels })
+    case 'membrane': return membrane(s.root, { channels: o.channels })
     case 'folder': {
       if (!o.classes) throw new UsageError(`Expected --classes (a count or names separated by commas) for the folder data of ${name}`)
       const classes = classNames(o.classes)

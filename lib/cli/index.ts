@@ -99,17 +99,19 @@ export function program (): Command {
       }
     })
 
-  p.command('demo').description('train a U-Net on the ISBI 2012 membrane images shipped with segtorch, report IoU, write masks and a report')
+  // The demo's defaults are the membrane recipe's (segtorch recipes membrane).
+  const mr = RECIPES.membrane.options
+  p.command('demo').description('train a U-Net on the ISBI 2012 membrane images shipped with segtorch, report IoU, write masks and a report (the membrane recipe)')
     .option('--data <dir>', 'the membrane data', path.join(__dirname, '..', '..', 'data', 'membrane'))
     .option('--out <dir>', 'output folder', path.join(process.cwd(), 'runs', 'demo'))
-    .option('--seconds <n>', 'seconds of training (the schedule runs over time)', '180')
+    .option('--seconds <n>', 'seconds of training (the schedule runs over time)', String(mr.timeLimit))
     .option('--steps <n>', 'a fixed number of training steps instead of --seconds')
-    .option('--loss <name>', 'loss: ce, dice, lovasz, focal, ohem', 'ce')
+    .option('--loss <name>', 'loss: ce, dice, lovasz, focal, ohem', mr.loss)
     .option('--no-tta', 'predict each image once (default: average its 8 flips and transpositions)')
-    .option('--base-channels <n>', "channels of the U-Net's first level", '16')
-    .option('--lr <x>', 'Adam learning rate (poly decay)', '0.001')
-    .option('--batch <n>', 'images per step', '4')
-    .option('--crop <n>', 'crop size', '256')
+    .option('--base-channels <n>', "channels of the U-Net's first level", String(mr.modelOption.baseChannels))
+    .option('--lr <x>', 'Adam learning rate (poly decay)', String(mr.lr))
+    .option('--batch <n>', 'images per step', String(mr.batchSize))
+    .option('--crop <n>', 'crop size', String(mr.crop[0]))
     .option('--holdout <n>', 'labelled images held back for evaluation', '5')
     .option('--seed <n>', 'seed', '1')
     .action(async (o: Record<string, string>) => {

@@ -30,7 +30,7 @@ export const TRAIN_OPTIONS: readonly OptionDef[] = [
   { flags: '--aux', kind: 'bool', negatable: true, description: 'auxiliary head for deep supervision' },
   { flags: '--model-option <key=value>', kind: 'pairs', description: 'architecture option, e.g. baseChannels=16 (repeatable; see segtorch info)' },
   { flags: '--channels <n>', kind: 'int', min: 1, max: 3, default: 3, description: 'image channels: 1 (grey) or 3 (RGB)' },
-  { flags: '--data <spec>', kind: 'string', description: 'training data: camvid:DIR, voc:DIR, cityscapes:DIR, ade20k:DIR (#SPLIT optional) or folder:IMAGES,MASKS' },
+  { flags: '--data <spec>', kind: 'string', description: 'training data: camvid:DIR, voc:DIR, cityscapes:DIR, ade20k:DIR (#SPLIT optional), membrane:DIR or folder:IMAGES,MASKS' },
   { flags: '--val <spec>', kind: 'string', description: "validation data: a data spec, a split of --data's data set (val), or a fraction of it to hold out (0.1)" },
   { flags: '--classes <names>', kind: 'list', description: 'folder data: class names separated by commas, or their number' },
   { flags: '--ignore-index <n>', kind: 'int', min: 0, max: 255, description: 'folder data: mask value of unlabelled pixels [default: 255]' },

@@ -396,6 +396,20 @@ export function camvid (root: string, split: 'train' | 'val' | 'test' = 'train',
   return new FileDataset(`camvid ${s}`, entries, { classes: CAMVID_CLASSES, palette: CAMVID_PALETTE, ignoreIndex: 255, table, ...decodeOptions(o), labelled: true })
 }
 
+/**
+ * The ISBI 2012 membrane images (the demo's data, shipped in data/membrane): `train/image/N.png` +
+ * `train/label/N.png`, grey. Two classes: 0 membrane (label pixels <= 127), 1 cell interior (> 127).
+ * Grey images unless `channels: 3`.
+ */
+export function membrane (root: string, options?: DecodeOptions): Dataset {
+  const r = rootDir('membrane', root)
+  const o = ioOptions('membrane', options)
+  const entries = pairs('membrane', path.join(r, 'train', 'image'), path.join(r, 'train', 'label'), IMAGE_EXTENSIONS)
+  const table = new Int16Array(256)
+  for (let i = 128; i < 256; i++) table[i] = 1
+  return new FileDataset('membrane', entries, { classes: ['membrane', 'cell interior'], palette: [[200, 30, 30], [235, 235, 235]], ignoreIndex: 255, table, ...decodeOptions({ channels: 1, ...o }), labelled: true })
+}
+
 export interface VocOptions extends DecodeOptions {
   /**
    * The SBD-augmented training list (10,582 images): `true` for the usual layout

@@ -2,7 +2,7 @@
  * segtorch/data: data sets (folder, CamVid, PASCAL VOC, Cityscapes, ADE20K, any async source),
  * decoding with sharp, native augmentation and a bounded, prefetching loader for `model.fit`.
  */
-export { folder, camvid, voc, cityscapes, ade20k, fromAsyncIterable, isRandomAccess, DataError } from './datasets'
+export { folder, camvid, membrane, voc, cityscapes, ade20k, fromAsyncIterable, isRandomAccess, DataError } from './datasets'
 export type { Sample, Dataset, StreamDataset, AnyDataset, FolderOptions, VocOptions, DecodeOptions, SourceItem, SourceOptions } from './datasets'
 export { loader, Loader, augment } from './loader'
 export { classFrequencies, classWeights, weightsFromFrequencies } from './stats'
