@@ -43,8 +43,8 @@
 #include <string>
 #include <vector>
 
-#include "common/errors.h"
-#include "common/executor.h"
+#include "base/errors.h"
+#include "base/executor.h"
 #include "core/segmenter.h"
 
 namespace {

@@ -46,7 +46,7 @@ function ensureLibtorch () {
   ].join('\n'))
 }
 
-// zlib's header: archive records are inflated with a bound (native/common/archive.cc). Debian's
+// zlib's header: archive records are inflated with a bound (native/io/archive.cc). Debian's
 // libtorch-dev brings it (through python3-dev); a LIBTORCH tree does not.
 function haveZlibHeader () {
   return ['/usr/include/zlib.h', '/usr/local/include/zlib.h'].some((f) => fs.existsSync(f)) || !!process.env.ZLIB_ROOT

@@ -8,7 +8,7 @@
 #include "backbones/resnet.h"
 #include "backbones/vgg.h"
 #include "backbones/xception.h"
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

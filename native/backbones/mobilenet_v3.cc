@@ -4,7 +4,7 @@
 #include <string>
 
 #include "blocks/conv_bn_relu.h"
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

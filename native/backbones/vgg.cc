@@ -1,7 +1,7 @@
 #include "backbones/vgg.h"
 #include "blocks/batch_norm.h"
 
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

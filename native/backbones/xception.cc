@@ -2,7 +2,7 @@
 #include "blocks/batch_norm.h"
 
 #include "blocks/conv_bn_relu.h"
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

@@ -1,6 +1,6 @@
 // BatchNorm2d that can be folded into the convolution before it (for inference): the parameters,
 // buffers, state-dict names and arithmetic of torch::nn::BatchNorm2d, plus two hooks used only by
-// core/fold.cc: while a trace is recording, forward() notes which autograd node produced its input
+// infer/fold.cc: while a trace is recording, forward() notes which autograd node produced its input
 // (to find the Conv2d that feeds it), and once folded, forward() is the identity.
 // (Its own module rather than a subclass of torch::nn::BatchNorm2dImpl: libtorch does not export
 // all of that class's virtual functions, so a subclass does not link.)

@@ -1,6 +1,6 @@
 #include "blocks/space_to_batch.h"
 
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

@@ -4,9 +4,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "common/archive.h"
-#include "common/errors.h"
-#include "common/state_dict.h"
+#include "io/archive.h"
+#include "base/errors.h"
+#include "io/state_dict.h"
 #include "train/precision.h"
 
 namespace segtorch {
@@ -27,7 +27,7 @@ const char* kExpected = "expected a [N, C, H, W] tensor, a dict with an 'out' en
 
 // Checks the file before libtorch reads it, so that the common mistakes get a plain answer.
 // The file, read once and checked before libtorch's loader sees it: zip structure and CRC-32 of every
-// record (common/archive.h), and its pickles run by our checked VM in scan mode (nesting, value
+// record (io/archive.h), and its pickles run by our checked VM in scan mode (nesting, value
 // counts, every tensor's storage bounds). TorchScript code itself is compiled by libtorch: a file from
 // a stranger is a program (README, "Security and limits").
 std::shared_ptr<const Archive> CheckArchive(const std::string& path) {
@@ -211,8 +211,8 @@ torch::Tensor ScriptSegmenter::Logits(const torch::Tensor& x) {
 }
 
 torch::Tensor ScriptSegmenter::Predict(const torch::Tensor& images, const InferOptions& options) {
-  if (options.precision != "fp32" && options.precision != "bf16") {
-    ThrowRange("Expected precision 'fp32' or 'bf16' for inference but received '" + options.precision + "'");
+  if (options.precision == Precision::kFp16) {
+    ThrowRange("Expected precision 'fp32' or 'bf16' for inference but received 'fp16'");
   }
   // NoGradGuard, the portable choice for arbitrary user modules: InferenceMode would make the
   // module's outputs (and anything it caches from them) inference tensors, which cannot enter
@@ -220,7 +220,7 @@ torch::Tensor ScriptSegmenter::Predict(const torch::Tensor& images, const InferO
   torch::NoGradGuard no_grad;
   torch::Tensor x = PrepareImages(images);
   LogitsFn logits = [&](const torch::Tensor& input) {
-    AutocastGuard guard(device_, at::kBFloat16, options.precision == "bf16");
+    AutocastGuard guard(device_, at::kBFloat16, options.precision == Precision::kBf16);
     return Logits(input);
   };
   torch::Tensor colours;

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <string>
 
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "common/errors.h"
+#include "base/errors.h"
 #include "infer/permutohedral.h"
 
 namespace segtorch {

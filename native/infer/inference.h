@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "base/precision.h"
 #include "infer/crf.h"
 
 namespace segtorch {
@@ -19,7 +20,7 @@ struct InferOptions {
   std::vector<double> scales{1.0};
   bool flip = false;
   std::string output = "labels";  // labels | probs | logits
-  std::string precision = "fp32";  // fp32 | bf16 | fp16 (CUDA only)
+  Precision precision = Precision::kFp32;  // fp16: CUDA only
   bool channels_last = false;      // channels-last activations and weights
   bool fold_batch_norm = true;     // run a copy with BatchNorms folded into their convolutions
   CrfOptions crf;  // enabled: dense CRF on the probabilities, at the images' colours (InferWithCrf)

@@ -7,7 +7,7 @@
 #include <cstring>
 #include <string>
 
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

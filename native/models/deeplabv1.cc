@@ -1,7 +1,7 @@
 #include "models/deeplabv1.h"
 
 #include "backbones/vgg.h"
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

@@ -4,7 +4,7 @@
 #include "backbones/resnet.h"
 #include "blocks/aspp.h"
 #include "blocks/resize.h"
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

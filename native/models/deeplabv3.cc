@@ -7,7 +7,7 @@
 #include "blocks/aspp.h"
 #include "blocks/heads.h"
 #include "blocks/resize.h"
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

@@ -6,7 +6,7 @@
 #include "blocks/aspp.h"
 #include "blocks/conv_bn_relu.h"
 #include "blocks/resize.h"
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

@@ -2,7 +2,7 @@
 
 #include "backbones/vgg.h"
 #include "blocks/space_to_batch.h"
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

@@ -4,7 +4,7 @@
 #include "backbones/vgg.h"
 #include "blocks/heads.h"
 #include "blocks/transposed_conv.h"
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

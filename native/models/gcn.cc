@@ -10,7 +10,7 @@
 
 #include "backbones/resnet.h"
 #include "blocks/transposed_conv.h"
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

@@ -15,7 +15,7 @@
 
 #include "backbones/resnet.h"
 #include "blocks/resize.h"
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

@@ -3,7 +3,7 @@
 
 #include "backbones/mobilenet_v3.h"
 #include "blocks/resize.h"
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

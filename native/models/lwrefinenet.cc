@@ -2,7 +2,7 @@
 
 #include "blocks/refinenet.h"
 #include "blocks/resize.h"
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

@@ -14,7 +14,7 @@
 #include "backbones/resnet.h"
 #include "blocks/refinenet.h"
 #include "blocks/resize.h"
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

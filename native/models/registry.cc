@@ -1,7 +1,7 @@
 // The one list to edit when adding an architecture.
 #include <map>
 
-#include "common/errors.h"
+#include "base/errors.h"
 #include "models/deeplabv1.h"
 #include "models/deeplabv2.h"
 #include "models/deeplabv3.h"

@@ -1,6 +1,6 @@
 #include "train/losses.h"
 
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

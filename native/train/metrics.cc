@@ -3,7 +3,7 @@
 #include <cmath>
 #include <limits>
 
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

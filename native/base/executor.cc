@@ -1,4 +1,4 @@
-#include "common/executor.h"
+#include "base/executor.h"
 
 #include <ATen/Parallel.h>
 

@@ -1,5 +1,5 @@
 // Errors that native code raises for the user. Plain C++ (no Napi): the boundary maps them to
-// JS TypeError / RangeError / Error (see napi_util.h).
+// JS TypeError / RangeError / Error (see node/jobs.h).
 #pragma once
 #include <stdexcept>
 #include <string>

@@ -7,12 +7,12 @@
 //   <archive>/data/<key>   the raw little-endian bytes of storage <key>
 //   <archive>/version      archive format version (written by PyTorchStreamWriter itself)
 //   <archive>/byteorder    "little" / "big" (PyTorch >= 2.0; absent means little)
-#include "common/state_dict.h"
+#include "io/state_dict.h"
 
 #include <c10/util/Exception.h>
 #include <caffe2/serialize/inline_container.h>
 
-#include "common/archive.h"
+#include "io/archive.h"
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>

@@ -1,5 +1,5 @@
-// The Node-API side of the boundary: async jobs on native executors, tensors in and out, option
-// readers, error conversion. Nothing below native/common/ and addon.cc sees a Napi type.
+// The Node-API side of the boundary: async jobs on native executors and error conversion (tensors:
+// node/tensor_bridge.h, option readers: node/options.h). Nothing outside native/node/ sees a Napi type.
 #pragma once
 #include <napi.h>
 
@@ -10,12 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "common/errors.h"
-#include "common/executor.h"
-#include "infer/crf.h"
-#include "infer/inference.h"
-#include "train/losses.h"
-#include "train/metrics.h"
+#include "base/errors.h"
+#include "base/executor.h"
 
 namespace segtorch {
 
@@ -73,37 +69,21 @@ auto Guarded(Napi::Env env, F&& f) -> decltype(f()) {
   }
 }
 
-// Tensors. JS side: { dtype, shape, data?: TypedArray, handle?: External }.
-at::ScalarType ParseDType(const std::string& name);
-std::string DTypeName(at::ScalarType t);
-// Wraps the JS memory without copying; the array is added to `job` keep-alive when given. A
-// tensor with a handle (native memory) is taken from the handle: the job's at::Tensor shares its
-// storage, so disposing the JS tensor while the job is queued or running frees nothing until the
-// job ends. Views of a SharedArrayBuffer or of a resizable ArrayBuffer are refused (TypeError):
-// memory that another thread or a resize() can take away while the job runs (lib/tensor.ts copies
-// them before the call).
-at::Tensor TensorFromJs(const Napi::Value& v, Job* job);
-// CPU tensors come back as an external ArrayBuffer owning the tensor, plus a handle holding the
-// same tensor (what TensorFromJs reads); others as a handle only.
-Napi::Value TensorToJs(Napi::Env env, at::Tensor t);
-void ReleaseHandle(const Napi::Value& v);
-
-// { mIoU, pixelAccuracy, meanAccuracy, fwIoU, meanDice, perClassIoU, perClassAccuracy, perClassDice }
-Napi::Object MetricsObject(Napi::Env env, const Metrics& m);
-
-// { ignoreIndex, labelSmoothing, ohemThreshold, ohemMinKept, focalGamma, diceSmooth, classWeights }
-LossOptions ReadLossOptions(const Napi::Object& o);
-
-// { gaussian: { sxy, compat }, bilateral: { sxy, srgb, compat }, iterations }; enabled = true.
-CrfOptions ReadCrfOptions(const Napi::Object& o);
-
-// predict / evaluate options from JS (validated in TypeScript), one reader for every model kind.
-InferOptions ReadInferOptions(const Napi::Value& v);
-
-// Option readers (TypeScript fills every default; these are the last line of defence).
-std::string GetString(const Napi::Object& o, const char* key, const std::string& def);
-double GetNumber(const Napi::Object& o, const char* key, double def);
-bool GetBool(const Napi::Object& o, const char* key, bool def);
-std::vector<double> GetNumbers(const Napi::Object& o, const char* key);
+// The body of a JS function that returns a promise: `read(job)` (JS thread) reads the arguments,
+// adding the JS memory it wraps to `job`, and returns the work: a callable of plain C++ values run
+// on `executor(env)` whose result `to_js(env, result)` turns into the promise's value (JS thread).
+// A C++ exception while reading becomes a JS exception; one in the work, a rejection.
+template <typename Read, typename ToJs>
+Napi::Value RunAsync(const Napi::CallbackInfo& info, Executor& (*executor)(Napi::Env), Read&& read, ToJs to_js) {
+  Napi::Env env = info.Env();
+  return Guarded(env, [&]() -> Napi::Value {
+    auto job = std::make_unique<Job>(env);
+    auto work = read(*job);
+    auto result = std::make_shared<decltype(work())>();
+    job->execute = [work, result]() { *result = work(); };
+    job->complete = [result, to_js](Napi::Env env) -> Napi::Value { return to_js(env, *result); };
+    return Schedule(env, executor(env), std::move(job));
+  });
+}
 
 }  // namespace segtorch

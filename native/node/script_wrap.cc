@@ -1,6 +1,8 @@
-#include "common/script_wrap.h"
+#include "node/script_wrap.h"
 
-#include "common/napi_util.h"
+#include "node/jobs.h"
+#include "node/options.h"
+#include "node/tensor_bridge.h"
 
 namespace segtorch {
 

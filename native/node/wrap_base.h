@@ -13,11 +13,13 @@
 #include <utility>
 #include <vector>
 
-#include "common/batching.h"
-#include "common/executor.h"
-#include "common/napi_util.h"
-#include "core/evaluation.h"
+#include "base/executor.h"
 #include "infer/batcher.h"
+#include "infer/evaluation.h"
+#include "node/batching.h"
+#include "node/jobs.h"
+#include "node/options.h"
+#include "node/tensor_bridge.h"
 
 namespace segtorch {
 

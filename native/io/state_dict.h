@@ -25,7 +25,7 @@ using TensorList = std::vector<std::pair<std::string, at::Tensor>>;
 // Entries whose key is not a string or whose value is not a tensor (nested dicts, numbers, ...) are
 // skipped; a file that holds no tensor at all is an error.
 //
-// The file is read whole and checked first (common/archive.h: zip structure, every record's CRC-32,
+// The file is read whole and checked first (io/archive.h: zip structure, every record's CRC-32,
 // bounded inflation). The pickle is run by a small, strict VM: only the opcodes and globals that
 // torch.save emits for a state dict are accepted, nesting (64 levels) and value counts (2^20) are
 // capped, and every tensor's storage, size, stride and offset are checked against the bytes its record

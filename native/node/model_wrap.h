@@ -1,9 +1,9 @@
 // JS class wrapping a Segmenter (our own networks): init, forward, training, checkpoints, state
-// dicts; predict, evaluation, batching and dispose come from ModelWrapBase (common/wrap_base.h).
+// dicts; predict, evaluation, batching and dispose come from ModelWrapBase (node/wrap_base.h).
 #pragma once
 #include <napi.h>
 
-#include "common/wrap_base.h"
+#include "node/wrap_base.h"
 #include "core/segmenter.h"
 
 namespace segtorch {

@@ -1,13 +1,16 @@
-// Module initialisation: every export is listed here, nothing else.
+// Module initialisation: every export is listed here, with the free functions behind them (each a
+// RunAsync over plain C++ work); the model classes are node/model_wrap.h and node/script_wrap.h.
 #include <napi.h>
 
 #include <torch/version.h>
 
 #include <thread>
 
-#include "common/model_wrap.h"
-#include "common/napi_util.h"
-#include "common/script_wrap.h"
+#include "node/model_wrap.h"
+#include "node/jobs.h"
+#include "node/options.h"
+#include "node/tensor_bridge.h"
+#include "node/script_wrap.h"
 #include "core/segmenter.h"
 #include "data/augment.h"
 #include "infer/crf.h"
@@ -52,34 +55,27 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value ReadModelConfig(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
+Napi::Value NumberToJs(Napi::Env env, double v) { return Napi::Number::New(env, v); }
+Napi::Value TensorResultToJs(Napi::Env env, const at::Tensor& t) { return TensorToJs(env, t); }
+
+Napi::Value ReadModelConfigFile(const Napi::CallbackInfo& info) {
+  return RunAsync(info, SharedExecutor, [&](Job&) {
     std::string path = info[0].As<Napi::String>().Utf8Value();
-    auto job = std::make_unique<Job>(env);
-    auto result = std::make_shared<std::string>();
-    job->execute = [path, result]() { *result = Segmenter::ReadConfig(path); };
-    job->complete = [result](Napi::Env env) -> Napi::Value { return Napi::String::New(env, *result); };
-    return Schedule(env, SharedExecutor(env), std::move(job));
-  });
+    return [path]() { return Segmenter::ReadConfig(path); };
+  }, [](Napi::Env env, const std::string& s) -> Napi::Value { return Napi::String::New(env, s); });
 }
 
 // Copies a tensor to a device: Promise of a tensor descriptor.
 Napi::Value ToDevice(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    auto job = std::make_unique<Job>(env);
-    at::Tensor t = TensorFromJs(info[0], job.get());
+  return RunAsync(info, SharedExecutor, [&](Job& job) {
+    at::Tensor t = TensorFromJs(info[0], &job);
     std::string device = info[1].As<Napi::String>().Utf8Value();
-    auto result = std::make_shared<at::Tensor>();
-    job->execute = [t, device, result]() {
+    return [t, device]() {
       torch::Device d = ParseDevice(device);
       // A CPU copy must own its memory (the source may be JS memory released after this job).
-      *result = d.is_cpu() && t.device().is_cpu() ? t.clone() : t.to(d);
+      return d.is_cpu() && t.device().is_cpu() ? t.clone() : t.to(d);
     };
-    job->complete = [result](Napi::Env env) -> Napi::Value { return TensorToJs(env, *result); };
-    return Schedule(env, SharedExecutor(env), std::move(job));
-  });
+  }, TensorResultToJs);
 }
 
 // Blocking copy of a device tensor to the CPU (dataSync).
@@ -104,59 +100,44 @@ Napi::Value DetachBuffer(const Napi::CallbackInfo& info) {
 
 // segmentationLoss(name, logits, labels, options) -> Promise<number>
 Napi::Value ComputeLoss(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    auto job = std::make_unique<Job>(env);
+  return RunAsync(info, SharedExecutor, [&](Job& job) {
     std::string name = info[0].As<Napi::String>().Utf8Value();
-    at::Tensor logits = TensorFromJs(info[1], job.get());
-    at::Tensor labels = TensorFromJs(info[2], job.get());
+    at::Tensor logits = TensorFromJs(info[1], &job);
+    at::Tensor labels = TensorFromJs(info[2], &job);
     LossOptions o = ReadLossOptions(info[3].As<Napi::Object>());
-    auto result = std::make_shared<double>(0);
-    job->execute = [name, logits, labels, o, result]() {
+    return [name, logits, labels, o]() {
       torch::NoGradGuard no_grad;
-      *result = SegmentationLoss(name, logits.to(torch::kFloat), labels.to(torch::kLong), o).item<double>();
+      return SegmentationLoss(name, logits.to(torch::kFloat), labels.to(torch::kLong), o).item<double>();
     };
-    job->complete = [result](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *result); };
-    return Schedule(env, SharedExecutor(env), std::move(job));
-  });
+  }, NumberToJs);
 }
 
 // depthLoss(pred, target, type) -> Promise<number>
 Napi::Value ComputeDepthLoss(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    auto job = std::make_unique<Job>(env);
-    at::Tensor pred = TensorFromJs(info[0], job.get());
-    at::Tensor target = TensorFromJs(info[1], job.get());
+  return RunAsync(info, SharedExecutor, [&](Job& job) {
+    at::Tensor pred = TensorFromJs(info[0], &job);
+    at::Tensor target = TensorFromJs(info[1], &job);
     std::string type = info[2].As<Napi::String>().Utf8Value();
-    auto result = std::make_shared<double>(0);
-    job->execute = [pred, target, type, result]() {
+    return [pred, target, type]() {
       torch::NoGradGuard no_grad;
-      *result = DepthLoss(pred.to(torch::kFloat), target.to(torch::kFloat), type).item<double>();
+      return DepthLoss(pred.to(torch::kFloat), target.to(torch::kFloat), type).item<double>();
     };
-    job->complete = [result](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *result); };
-    return Schedule(env, SharedExecutor(env), std::move(job));
-  });
+  }, NumberToJs);
 }
 
 // confusionMatrix(predictions, labels, numClasses, ignoreIndex) -> Promise<tensor int64 [K,K]>
 Napi::Value Confusion(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    auto job = std::make_unique<Job>(env);
-    at::Tensor pred = TensorFromJs(info[0], job.get());
-    at::Tensor labels = TensorFromJs(info[1], job.get());
+  return RunAsync(info, SharedExecutor, [&](Job& job) {
+    at::Tensor pred = TensorFromJs(info[0], &job);
+    at::Tensor labels = TensorFromJs(info[1], &job);
     int64_t k = info[2].As<Napi::Number>().Int64Value();
     int64_t ignore = info[3].As<Napi::Number>().Int64Value();
-    auto result = std::make_shared<at::Tensor>();
-    job->execute = [pred, labels, k, ignore, result]() {
+    return [pred, labels, k, ignore]() {
       ConfusionMatrix cm(k, ignore, labels.device());
       cm.Update(pred, labels);
-      *result = cm.matrix();
+      return cm.matrix();
     };
-    job->complete = [result](Napi::Env env) -> Napi::Value { return TensorToJs(env, *result); };
-    return Schedule(env, SharedExecutor(env), std::move(job));
-  });
+  }, TensorResultToJs);
 }
 
 // metricsFromConfusion(confusion int64 [K,K]) -> metrics (synchronous: K x K is small)
@@ -184,12 +165,10 @@ std::vector<at::Tensor> SampleTensors(const Napi::Value& v, Job* job, bool image
 // augmentBatch(images, masks?, depth?, options, seed) -> Promise<{ images, masks?, depth? }>, on the
 // data executor (one thread) so that it overlaps training steps on the models' executors.
 Napi::Value AugmentBatchJs(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    auto job = std::make_unique<Job>(env);
-    std::vector<at::Tensor> images = SampleTensors(info[0], job.get(), true);
-    std::vector<at::Tensor> masks = SampleTensors(info[1], job.get(), false);
-    std::vector<at::Tensor> depth = SampleTensors(info[2], job.get(), false);
+  return RunAsync(info, DataExecutor, [&](Job& job) {
+    std::vector<at::Tensor> images = SampleTensors(info[0], &job, true);
+    std::vector<at::Tensor> masks = SampleTensors(info[1], &job, false);
+    std::vector<at::Tensor> depth = SampleTensors(info[2], &job, false);
     if ((!masks.empty() && masks.size() != images.size()) || (!depth.empty() && depth.size() != images.size())) {
       ThrowRange("Expected as many masks and depth maps as images");
     }
@@ -199,34 +178,15 @@ Napi::Value AugmentBatchJs(const Napi::CallbackInfo& info) {
       if (!masks.empty()) samples[i].mask = masks[i];
       if (!depth.empty()) samples[i].depth = depth[i];
     }
-    Napi::Object o = info[3].As<Napi::Object>();
-    AugmentOptions a;
-    std::vector<double> resize = GetNumbers(o, "resize"), pad = GetNumbers(o, "pad"), scale = GetNumbers(o, "scale"), crop = GetNumbers(o, "crop");
-    if (resize.size() == 2) a.resize_h = static_cast<int64_t>(resize[0]), a.resize_w = static_cast<int64_t>(resize[1]);
-    if (pad.size() == 2) a.pad_h = static_cast<int64_t>(pad[0]), a.pad_w = static_cast<int64_t>(pad[1]);
-    if (scale.size() == 2) a.scale_min = scale[0], a.scale_max = scale[1];
-    if (crop.size() == 2) a.crop_h = static_cast<int64_t>(crop[0]), a.crop_w = static_cast<int64_t>(crop[1]);
-    a.pad_to_batch = GetBool(o, "padToBatch", false);
-    a.flip = GetBool(o, "flip", false);
-    a.brightness = GetNumber(o, "brightness", 0);
-    a.contrast = GetNumber(o, "contrast", 0);
-    a.saturation = GetNumber(o, "saturation", 0);
-    a.hue = GetNumber(o, "hue", 0);
-    a.ignore_index = static_cast<int64_t>(GetNumber(o, "ignoreIndex", 255));
-    a.fill = GetNumbers(o, "fill");
-    a.mean = GetNumbers(o, "mean");
-    a.std = GetNumbers(o, "std");
+    AugmentOptions a = ReadAugmentOptions(info[3].As<Napi::Object>());
     uint64_t seed = static_cast<uint64_t>(info[4].As<Napi::Number>().DoubleValue());
-    auto result = std::make_shared<AugmentResult>();
-    job->execute = [samples, a, seed, result]() { *result = AugmentBatch(samples, a, seed); };
-    job->complete = [result](Napi::Env env) -> Napi::Value {
-      Napi::Object out = Napi::Object::New(env);
-      out.Set("images", TensorToJs(env, result->images));
-      if (result->masks.defined()) out.Set("masks", TensorToJs(env, result->masks));
-      if (result->depth.defined()) out.Set("depth", TensorToJs(env, result->depth));
-      return out;
-    };
-    return Schedule(env, DataExecutor(env), std::move(job));
+    return [samples, a, seed]() { return AugmentBatch(samples, a, seed); };
+  }, [](Napi::Env env, const AugmentResult& result) -> Napi::Value {
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("images", TensorToJs(env, result.images));
+    if (result.masks.defined()) out.Set("masks", TensorToJs(env, result.masks));
+    if (result.depth.defined()) out.Set("depth", TensorToJs(env, result.depth));
+    return out;
   });
 }
 
@@ -234,23 +194,18 @@ Napi::Value AugmentBatchJs(const Napi::CallbackInfo& info) {
 // channelsLast) -> Promise<float32 tensor shaped as probs>: the dense CRF on the shared executor
 // (the lattice filtering uses libtorch's intra-op threads). TypeScript has checked the shapes.
 Napi::Value CrfJs(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guarded(env, [&]() -> Napi::Value {
-    auto job = std::make_unique<Job>(env);
-    at::Tensor image = TensorFromJs(info[0], job.get());
-    at::Tensor probs = TensorFromJs(info[1], job.get());
+  return RunAsync(info, SharedExecutor, [&](Job& job) {
+    at::Tensor image = TensorFromJs(info[0], &job);
+    at::Tensor probs = TensorFromJs(info[1], &job);
     CrfOptions o = ReadCrfOptions(info[2].As<Napi::Object>());
     bool channels_last = info.Length() > 3 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
-    auto result = std::make_shared<at::Tensor>();
-    job->execute = [image, probs, o, channels_last, result]() {
+    return [image, probs, o, channels_last]() {
       at::Tensor im = image.dim() == 4 ? image[0] : image;
       if (channels_last) im = im.permute({2, 0, 1});
       at::Tensor p = probs.dim() == 4 ? probs[0] : probs;
-      *result = DenseCrf(im, p, o).reshape(probs.sizes()).to(probs.device());
+      return DenseCrf(im, p, o).reshape(probs.sizes()).to(probs.device());
     };
-    job->complete = [result](Napi::Env env) -> Napi::Value { return TensorToJs(env, *result); };
-    return Schedule(env, SharedExecutor(env), std::move(job));
-  });
+  }, TensorResultToJs);
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -262,7 +217,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("shutdown", Napi::Function::New<ShutdownJs>(env, "shutdown"));
   exports.Set("backend", Napi::Function::New<Backend>(env, "backend"));
   exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
-  exports.Set("readModelConfig", Napi::Function::New<ReadModelConfig>(env, "readModelConfig"));
+  exports.Set("readModelConfig", Napi::Function::New<ReadModelConfigFile>(env, "readModelConfig"));
   exports.Set("toDevice", Napi::Function::New<ToDevice>(env, "toDevice"));
   exports.Set("toCpuSync", Napi::Function::New<ToCpuSync>(env, "toCpuSync"));
   exports.Set("releaseHandle", Napi::Function::New<Release>(env, "releaseHandle"));

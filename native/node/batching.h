@@ -1,12 +1,14 @@
 // The Node-API side of request batching (infer/batcher.h): the execute function of a predict job,
-// and the JS methods setBatching / stats (ModelWrapBase, common/wrap_base.h, gives them to both model classes).
+// and the JS methods setBatching / stats (ModelWrapBase, node/wrap_base.h, gives them to both model classes).
 #pragma once
 #include <napi.h>
 
 #include <memory>
 
-#include "common/napi_util.h"
 #include "infer/batcher.h"
+#include "node/jobs.h"
+#include "node/options.h"
+#include "node/tensor_bridge.h"
 
 namespace segtorch {
 

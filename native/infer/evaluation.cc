@@ -1,6 +1,6 @@
-#include "core/evaluation.h"
+#include "infer/evaluation.h"
 
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

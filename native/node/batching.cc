@@ -1,4 +1,4 @@
-#include "common/batching.h"
+#include "node/batching.h"
 
 namespace segtorch {
 

@@ -1,6 +1,6 @@
 // Zip reading for untrusted files. See archive.h. Only what PyTorch's writer (miniz) produces is
 // accepted: no encryption, no multi-disk archives, stored or deflated records.
-#include "common/archive.h"
+#include "io/archive.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -1,4 +1,4 @@
-#include "common/alloc_budget.h"
+#include "base/alloc_budget.h"
 
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
@@ -6,7 +6,7 @@
 #include <cstring>
 #include <string>
 
-#include "common/errors.h"
+#include "base/errors.h"
 
 namespace segtorch {
 

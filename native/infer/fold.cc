@@ -1,4 +1,4 @@
-#include "core/fold.h"
+#include "infer/fold.h"
 
 #include <map>
 #include <set>

@@ -1,9 +1,9 @@
 // JS class wrapping a ScriptSegmenter (a TorchScript model): load; predict, evaluation, batching
-// and dispose come from ModelWrapBase (common/wrap_base.h), as for our own models.
+// and dispose come from ModelWrapBase (node/wrap_base.h), as for our own models.
 #pragma once
 #include <napi.h>
 
-#include "common/wrap_base.h"
+#include "node/wrap_base.h"
 #include "core/script_segmenter.h"
 
 namespace segtorch {

@@ -1,92 +1,12 @@
-#include "common/model_wrap.h"
+#include "node/model_wrap.h"
 
-#include "common/napi_util.h"
+#include "node/jobs.h"
+#include "node/options.h"
+#include "node/tensor_bridge.h"
 
 namespace segtorch {
 
 namespace {
-
-ModelConfig ReadConfig(const Napi::Object& o) {
-  ModelConfig c;
-  c.arch = GetString(o, "arch", c.arch);
-  c.backbone = GetString(o, "backbone", c.backbone);
-  c.num_classes = static_cast<int64_t>(GetNumber(o, "numClasses", static_cast<double>(c.num_classes)));
-  c.in_channels = static_cast<int64_t>(GetNumber(o, "inChannels", static_cast<double>(c.in_channels)));
-  c.output_stride = static_cast<int64_t>(GetNumber(o, "outputStride", static_cast<double>(c.output_stride)));
-  c.aux = GetBool(o, "aux", c.aux);
-  c.mean = GetNumbers(o, "mean");
-  c.std = GetNumbers(o, "std");
-  c.device = GetString(o, "device", c.device);
-  c.json = GetString(o, "json", "{}");
-  c.max_build_bytes = static_cast<int64_t>(GetNumber(o, "maxBuildBytes", 0));
-  c.max_parameters = static_cast<int64_t>(GetNumber(o, "maxParameters", 0));
-  Napi::Value extra = o.Get("extra");
-  if (extra.IsObject()) {
-    Napi::Object e = extra.As<Napi::Object>();
-    Napi::Array keys = e.GetPropertyNames();
-    for (uint32_t i = 0; i < keys.Length(); ++i) {
-      std::string k = keys.Get(i).As<Napi::String>().Utf8Value();
-      Napi::Value v = e.Get(k);
-      if (v.IsNumber()) c.numbers[k] = v.As<Napi::Number>().DoubleValue();
-      else if (v.IsBoolean()) c.numbers[k] = v.As<Napi::Boolean>().Value() ? 1.0 : 0.0;
-      else if (v.IsString()) c.strings[k] = v.As<Napi::String>().Utf8Value();
-    }
-  }
-  return c;
-}
-
-TrainStepOptions ReadStepOptions(const Napi::Value& v) {
-  TrainStepOptions o;
-  if (!v.IsObject()) return o;
-  Napi::Object obj = v.As<Napi::Object>();
-  o.ignore_index = static_cast<int64_t>(GetNumber(obj, "ignoreIndex", static_cast<double>(o.ignore_index)));
-  o.aux_weight = GetNumber(obj, "auxWeight", o.aux_weight);
-  Napi::Value opt = obj.Get("optimizer");
-  if (opt.IsObject()) {
-    Napi::Object p = opt.As<Napi::Object>();
-    auto& q = o.optimizer;
-    q.type = GetString(p, "type", q.type);
-    q.lr = GetNumber(p, "lr", q.lr);
-    q.momentum = GetNumber(p, "momentum", q.momentum);
-    q.weight_decay = GetNumber(p, "weightDecay", q.weight_decay);
-    q.nesterov = GetBool(p, "nesterov", q.nesterov);
-    std::vector<double> betas = GetNumbers(p, "betas");
-    if (betas.size() == 2) {
-      q.beta1 = betas[0];
-      q.beta2 = betas[1];
-    }
-    q.eps = GetNumber(p, "eps", q.eps);
-  }
-  o.head_lr_multiplier = GetNumber(obj, "headLrMultiplier", o.head_lr_multiplier);
-  o.no_decay_norm_bias = GetBool(obj, "noDecayOnNormAndBias", o.no_decay_norm_bias);
-  o.precision = GetString(obj, "precision", o.precision);
-  o.channels_last = GetBool(obj, "channelsLast", o.channels_last);
-  o.clip_grad_norm = GetNumber(obj, "clipGradNorm", o.clip_grad_norm);
-  o.accumulate = static_cast<int64_t>(GetNumber(obj, "accumulate", static_cast<double>(o.accumulate)));
-  o.depth_loss = GetString(obj, "depthLoss", o.depth_loss);
-  o.depth_weight = GetNumber(obj, "depthWeight", o.depth_weight);
-  o.loss = GetString(obj, "loss", o.loss);
-  Napi::Value lo = obj.Get("lossOptions");
-  if (lo.IsObject()) {
-    o.loss_options = ReadLossOptions(lo.As<Napi::Object>());
-    o.loss_options.ignore_index = o.ignore_index;  // the step's ignoreIndex is the one that counts
-  }
-  Napi::Value sc = obj.Get("schedule");
-  if (sc.IsObject()) {
-    Napi::Object c = sc.As<Napi::Object>();
-    auto& q = o.schedule;
-    q.type = GetString(c, "type", q.type);
-    q.total = static_cast<int64_t>(GetNumber(c, "total", static_cast<double>(q.total)));
-    q.warmup = static_cast<int64_t>(GetNumber(c, "warmup", static_cast<double>(q.warmup)));
-    q.warmup_start = GetNumber(c, "warmupStart", q.warmup_start);
-    q.power = GetNumber(c, "power", q.power);
-    q.min_factor = GetNumber(c, "minFactor", q.min_factor);
-    q.step_size = static_cast<int64_t>(GetNumber(c, "stepSize", static_cast<double>(q.step_size)));
-    q.gamma = GetNumber(c, "gamma", q.gamma);
-    for (double m : GetNumbers(c, "milestones")) q.milestones.push_back(static_cast<int64_t>(m));
-  }
-  return o;
-}
 
 // trainStep / checkGradients(images, masks, options, ...)
 struct StepInputs {
@@ -162,7 +82,7 @@ ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : ModelWrapBase(info, kMode
 
 Napi::Value ModelWrap::InitModel(const Napi::CallbackInfo& info) {
   return QueueSetUp(info, [&](Job& job) {
-    ModelConfig config = ReadConfig(info[0].As<Napi::Object>());
+    ModelConfig config = ReadModelConfig(info[0].As<Napi::Object>());
     auto data = std::make_shared<InfoData>();
     job.execute = [this, config, data]() {
       model_ = std::make_shared<Segmenter>(config);
@@ -176,7 +96,8 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
   return Queue(info, [&](Job& job) {
     at::Tensor images = TensorFromJs(info[0], &job);
     bool all = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
-    std::string precision = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "fp32";
+    Precision precision =
+        ParsePrecision(info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "fp32", "forward");
     auto result = std::make_shared<SegOutput>();
     job.execute = [this, images, precision, result]() { *result = Loaded().Forward(images, precision); };
     job.complete = [result, all](Napi::Env env) -> Napi::Value {

@@ -1,4 +1,4 @@
-#include "common/errors.h"
+#include "base/errors.h"
 
 #include <c10/util/Exception.h>
 

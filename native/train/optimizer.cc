@@ -1,0 +1,204 @@
+#include "train/optimizer.h"
+
+#include <sstream>
+#include <type_traits>
+
+#include "base/errors.h"
+#include "io/module_state.h"
+
+namespace segtorch {
+
+namespace {
+bool IsNoDecay(const std::string& name, const torch::Tensor& p) {
+  // Biases and normalisation weights (1-D parameters) get no weight decay.
+  return p.dim() <= 1 || (name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0);
+}
+
+template <typename Options>
+Options& GroupOptions(torch::optim::OptimizerParamGroup& g) {
+  return static_cast<Options&>(g.options());
+}
+// The key libtorch's optimizers index their per-parameter state with: a string in libtorch 1.x, the
+// TensorImpl pointer in 2.x.
+template <typename Map>
+typename Map::key_type StateKey(const Map&, const torch::Tensor& p) {
+  using Key = typename Map::key_type;
+  if constexpr (std::is_same<Key, std::string>::value) {
+    std::ostringstream os;
+    os << static_cast<const void*>(p.unsafeGetTensorImpl());
+    return os.str();
+  } else {
+    return Key(p.unsafeGetTensorImpl());
+  }
+}
+// Adam's and AdamW's per-parameter states have the same fields: to named tensors and back.
+template <typename State, typename Add>
+void AddAdamState(const State& a, const Add& add) {
+  add("step", torch::tensor(a.step(), torch::kLong));
+  add("exp_avg", a.exp_avg());
+  add("exp_avg_sq", a.exp_avg_sq());
+  add("max_exp_avg_sq", a.max_exp_avg_sq());
+}
+
+template <typename State>
+std::unique_ptr<torch::optim::OptimizerParamState> MakeAdamState(const torch::Tensor& step, const torch::Tensor& m1,
+                                                                 const torch::Tensor& m2, const torch::Tensor& mx) {
+  auto s = std::make_unique<State>();
+  s->step(step.item<int64_t>()).exp_avg(m1).exp_avg_sq(m2);
+  if (mx.defined()) s->max_exp_avg_sq(mx);
+  return s;
+}
+}  // namespace
+
+void GroupedOptimizer::Ensure(torch::nn::Module& net, const OptimizerOptions& o, double head_lr_multiplier, bool no_decay_norm_bias) {
+  if (o.type != "sgd" && o.type != "adam" && o.type != "adamw") {
+    ThrowRange("Expected optimizer.type 'sgd', 'adam' or 'adamw' but received '" + o.type + "'");
+  }
+  bool grouped = head_lr_multiplier != 1.0 || no_decay_norm_bias;
+  std::string signature = o.type + (grouped ? "/groups:" + std::to_string(head_lr_multiplier) + (no_decay_norm_bias ? "/nodecay" : "") : "");
+  if (!optimizer_ || signature_ != signature) {
+    // Groups: backbone / head (head lr x multiplier), each split into decay / no-decay.
+    std::vector<std::vector<torch::Tensor>> params(4);
+    for (const auto& kv : net.named_parameters()) {
+      if (!kv.value().requires_grad()) continue;
+      bool head = kv.key().compare(0, 9, "backbone.") != 0;
+      bool nodecay = no_decay_norm_bias && IsNoDecay(kv.key(), kv.value());
+      params[(grouped && head ? 2 : 0) + (nodecay ? 1 : 0)].push_back(kv.value());
+    }
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    group_base_lr_.clear();
+    group_kinds_.clear();
+    for (int g = 0; g < 4; ++g) {
+      if (params[g].empty()) continue;
+      double lr = o.lr * (g >= 2 ? head_lr_multiplier : 1.0);
+      double wd = (g % 2 == 1) ? 0.0 : o.weight_decay;
+      std::unique_ptr<torch::optim::OptimizerOptions> opts;
+      if (o.type == "sgd") {
+        opts = std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(lr).momentum(o.momentum).weight_decay(wd).nesterov(o.nesterov));
+      } else if (o.type == "adam") {
+        opts = std::make_unique<torch::optim::AdamOptions>(torch::optim::AdamOptions(lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(wd));
+      } else {
+        opts = std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(wd));
+      }
+      groups.emplace_back(params[g], std::move(opts));
+      group_base_lr_.push_back(lr);
+      group_kinds_.push_back({g >= 2 ? head_lr_multiplier : 1.0, g % 2 == 1});
+    }
+    if (o.type == "sgd") {
+      optimizer_ = std::make_unique<torch::optim::SGD>(groups, torch::optim::SGDOptions(o.lr));
+    } else if (o.type == "adam") {
+      optimizer_ = std::make_unique<torch::optim::Adam>(groups, torch::optim::AdamOptions(o.lr));
+    } else {
+      optimizer_ = std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(o.lr));
+    }
+    signature_ = signature;
+    if (!pending_.empty() && pending_signature_ == signature) Restore(pending_);
+    pending_.clear();
+  }
+  // Same optimizer: take the new hyper-parameters, keep its state (momentum buffers, moments).
+  auto& groups = optimizer_->param_groups();
+  for (size_t i = 0; i < groups.size() && i < group_kinds_.size(); ++i) {
+    double wd = group_kinds_[i].no_decay ? 0.0 : o.weight_decay;
+    group_base_lr_[i] = o.lr * group_kinds_[i].lr_multiplier;
+    if (o.type == "sgd") {
+      GroupOptions<torch::optim::SGDOptions>(groups[i]).momentum(o.momentum).weight_decay(wd).nesterov(o.nesterov);
+    } else if (o.type == "adam") {
+      GroupOptions<torch::optim::AdamOptions>(groups[i]).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(wd);
+    } else {
+      GroupOptions<torch::optim::AdamWOptions>(groups[i]).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(wd);
+    }
+  }
+}
+
+void GroupedOptimizer::SetLearningRates(double factor) {
+  auto& groups = optimizer_->param_groups();
+  for (size_t i = 0; i < groups.size() && i < group_base_lr_.size(); ++i) {
+    groups[i].options().set_lr(group_base_lr_[i] * factor);
+  }
+}
+
+void GroupedOptimizer::Reset(std::map<std::string, torch::Tensor> pending, std::string pending_signature) {
+  optimizer_.reset();
+  signature_.clear();
+  pending_ = std::move(pending);
+  pending_signature_ = std::move(pending_signature);
+}
+
+TensorList GroupedOptimizer::State() const {
+  TensorList out;
+  auto& state = optimizer_->state();
+  const auto& groups = optimizer_->param_groups();
+  for (size_t g = 0; g < groups.size(); ++g) {
+    for (size_t i = 0; i < groups[g].params().size(); ++i) {
+      const auto& p = groups[g].params()[i];
+      auto it = state.find(StateKey(state, p));
+      if (it == state.end() || !it->second) continue;
+      std::string base = "optimizer." + std::to_string(g) + "." + std::to_string(i) + ".";
+      auto add = [&](const char* field, const torch::Tensor& t) {
+        if (t.defined()) out.emplace_back(base + field, t.detach());
+      };
+      if (auto* s = dynamic_cast<torch::optim::SGDParamState*>(it->second.get())) {
+        add("momentum_buffer", s->momentum_buffer());
+      } else if (auto* a = dynamic_cast<torch::optim::AdamParamState*>(it->second.get())) {
+        AddAdamState(*a, add);
+      } else if (auto* w = dynamic_cast<torch::optim::AdamWParamState*>(it->second.get())) {
+        AddAdamState(*w, add);
+      }
+    }
+  }
+  return out;
+}
+
+void GroupedOptimizer::Restore(const std::map<std::string, torch::Tensor>& saved) {
+  auto& state = optimizer_->state();
+  const auto& groups = optimizer_->param_groups();
+  const bool sgd = dynamic_cast<torch::optim::SGD*>(optimizer_.get()) != nullptr;
+  const bool adamw = dynamic_cast<torch::optim::AdamW*>(optimizer_.get()) != nullptr;
+  size_t used = 0;
+  auto field = [&](const std::string& base, const char* name, const torch::Tensor& p, bool* found) -> torch::Tensor {
+    auto it = saved.find(base + name);
+    if (it == saved.end()) return torch::Tensor();
+    *found = true;
+    ++used;
+    const torch::Tensor& t = it->second;
+    if (std::string(name) == "step") {
+      if (t.numel() != 1 || t.scalar_type() != torch::kLong || t.item<int64_t>() < 0)
+        ThrowError("the checkpoint's optimizer state '" + base + name + "' is not a step count");
+      return t;
+    }
+    if (t.sizes() != p.sizes() || !t.is_floating_point())
+      ThrowError("the checkpoint's optimizer state '" + base + name + "' has shape " + ShapeString(t.sizes()) +
+                 ", its parameter " + ShapeString(p.sizes()));
+    return t.to(p.device(), p.scalar_type()).contiguous(p.suggest_memory_format());
+  };
+  // Everything is checked before the optimizer is touched.
+  std::vector<std::pair<torch::Tensor, std::unique_ptr<torch::optim::OptimizerParamState>>> restored;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    for (size_t i = 0; i < groups[g].params().size(); ++i) {
+      const auto& p = groups[g].params()[i];
+      std::string base = "optimizer." + std::to_string(g) + "." + std::to_string(i) + ".";
+      bool found = false;
+      if (sgd) {
+        auto m = field(base, "momentum_buffer", p, &found);
+        if (!found) continue;
+        auto s = std::make_unique<torch::optim::SGDParamState>();
+        s->momentum_buffer(m);
+        restored.emplace_back(p, std::move(s));
+      } else {
+        auto step = field(base, "step", p, &found);
+        auto m1 = field(base, "exp_avg", p, &found);
+        auto m2 = field(base, "exp_avg_sq", p, &found);
+        auto mx = field(base, "max_exp_avg_sq", p, &found);
+        if (!found) continue;
+        if (!step.defined() || !m1.defined() || !m2.defined())
+          ThrowError("the checkpoint's optimizer state for '" + base + "' is incomplete");
+        if (adamw) restored.emplace_back(p, MakeAdamState<torch::optim::AdamWParamState>(step, m1, m2, mx));
+        else restored.emplace_back(p, MakeAdamState<torch::optim::AdamParamState>(step, m1, m2, mx));
+      }
+    }
+  }
+  if (used != saved.size()) ThrowError("the checkpoint's optimizer state does not match this model's parameters");
+  for (auto& r : restored) state[StateKey(state, r.first)] = std::move(r.second);
+}
+
+}  // namespace segtorch

@@ -1,0 +1,118 @@
+#include "train/step.h"
+
+#include <cmath>
+
+#include "base/errors.h"
+
+namespace segtorch {
+
+torch::Tensor TrainingLoss(SegmentationModel& net, const RunFn& run, const torch::Tensor& x, const torch::Tensor& y,
+                           const TrainStepOptions& o, StepResult* parts, const torch::Tensor& depth) {
+  SegOutput out;
+  {
+    at::ScalarType type = AutocastType(o.precision);
+    AutocastGuard guard(x.device(), type == at::kFloat ? at::kBFloat16 : type, type != at::kFloat);
+    out = run(x);
+  }
+  LossOptions lo = o.loss_options;
+  lo.ignore_index = o.ignore_index;
+  torch::Tensor main = SegmentationLoss(o.loss, out.out.to(torch::kFloat), y, lo);
+  torch::Tensor loss = main;
+  std::vector<std::pair<std::string, torch::Tensor>> terms{{"main", main}};
+  for (auto& a : out.aux) {
+    torch::Tensor l;
+    double w = 0;
+    if (a.first == "depth") {
+      if (!depth.defined()) continue;  // multi-task models without depth targets: segmentation only
+      l = DepthLoss(a.second.to(torch::kFloat), depth.to(a.second.device()), o.depth_loss);
+      w = o.depth_weight;
+    } else {
+      l = net.AuxLoss(a.first, a.second.to(torch::kFloat), y, o.ignore_index);
+      if (!l.defined()) continue;
+      w = net.AuxWeight(a.first, o.aux_weight);
+    }
+    loss = loss + w * l;
+    terms.emplace_back(a.first, l);
+  }
+  if (parts) {
+    for (auto& t : terms) parts->parts.emplace_back(t.first, t.second.item<double>());
+    parts->loss = loss.item<double>();
+  }
+  return loss;
+}
+
+// Gradients are released rather than zeroed (PyTorch 2.x's zero_grad(set_to_none=True)): between
+// steps they take no memory, and backward allocates each one as the activations it needs are freed,
+// so a step's peak holds the activations or the gradients, not both at full size. An optimizer step
+// skips parameters without a gradient (no weight decay on a parameter the loss did not reach).
+void ClearGradients(torch::nn::Module& net) {
+  for (auto& p : net.parameters()) p.mutable_grad() = torch::Tensor();
+}
+
+StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& run, const torch::Tensor& x,
+                     const torch::Tensor& y, const torch::Tensor& d, const TrainStepOptions& o) {
+  bool was_training = net.is_training();
+  net.train();
+  StepResult result;
+  const std::vector<double>& base_lrs = state.optimizer.base_lrs();
+  try {
+    if (state.micro % o.accumulate == 0) ClearGradients(net);
+    torch::Tensor loss = TrainingLoss(net, run, x, y, o, &result, d);
+    bool fp16 = o.precision == Precision::kFp16;
+    if (!std::isfinite(result.loss) && !fp16) {
+      ClearGradients(net);
+      ThrowError("training step " + std::to_string(state.steps + 1) + " produced a non-finite loss (" +
+                 std::to_string(result.loss) + "); the weights were not updated. Lower the learning rate or check the data.");
+    }
+    (loss * ((fp16 ? state.scaler.scale : 1.0) / static_cast<double>(o.accumulate))).backward();
+    ++state.micro;
+    if (state.micro % o.accumulate == 0) {
+      auto params = net.parameters();
+      bool ok = fp16 ? state.scaler.UnscaleAndCheck(params) : true;
+      if (ok) {
+        if (o.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(params, o.clip_grad_norm);
+        double factor = LrFactor(o.schedule, state.steps);
+        state.optimizer.SetLearningRates(factor);
+        result.lr = base_lrs.empty() ? 0 : base_lrs[0] * factor;
+        for (double b : base_lrs) result.lrs.push_back(b * factor);
+        state.optimizer.Step();
+        ++state.steps;
+        result.updated = true;
+      } else {
+        result.skipped = true;
+      }
+      ClearGradients(net);
+    } else {
+      result.lr = base_lrs.empty() ? 0 : base_lrs[0] * LrFactor(o.schedule, state.steps);
+    }
+  } catch (...) {
+    net.train(was_training);
+    throw;
+  }
+  net.train(was_training);
+  result.step = state.steps;
+  return result;
+}
+
+std::vector<std::string> ParametersWithoutGradient(SegmentationModel& net, const RunFn& run, const torch::Tensor& x,
+                                                   const torch::Tensor& y, const TrainStepOptions& o) {
+  bool was_training = net.is_training();
+  net.train();
+  ClearGradients(net);
+  std::vector<std::string> missing;
+  try {
+    TrainingLoss(net, run, x, y, o, nullptr).backward();
+    for (auto& kv : net.named_parameters()) {
+      const auto& g = kv.value().grad();
+      if (kv.value().requires_grad() && (!g.defined() || !torch::isfinite(g).all().item<bool>())) missing.push_back(kv.key());
+    }
+  } catch (...) {
+    net.train(was_training);
+    throw;
+  }
+  ClearGradients(net);
+  net.train(was_training);
+  return missing;
+}
+
+}  // namespace segtorch

@@ -1,0 +1,83 @@
+// The training step: loss (main + weighted aux [+ depth]), backward, gradient accumulation,
+// clipping, the fp16 loss scaler, the schedule and the optimizer update. Free functions over the
+// network and a TrainingState; the Segmenter (core/segmenter.h) prepares the inputs on its device
+// and gives the forward pass (padding, layout) as `run`.
+#pragma once
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/precision.h"
+#include "models/segmentation_model.h"
+#include "train/losses.h"
+#include "train/optimizer.h"
+#include "train/precision.h"
+#include "train/schedule.h"
+
+namespace segtorch {
+
+// Every field is given by the caller (lib/train.ts fills the defaults; node/options.cc refuses a
+// missing one).
+struct TrainStepOptions {
+  int64_t ignore_index = 255;
+  double aux_weight = 0;
+  OptimizerOptions optimizer;
+  // Parameter groups: new layers (everything outside "backbone.") train at lr x this.
+  double head_lr_multiplier = 1.0;
+  // No weight decay on normalisation weights and on biases.
+  bool no_decay_norm_bias = false;
+  ScheduleOptions schedule;
+  std::string loss = "ce";  // ce | ohem | dice | focal | lovasz (main output)
+  LossOptions loss_options;
+  Precision precision = Precision::kFp32;  // fp16: CUDA only, with a dynamic loss scaler
+  bool channels_last = false;
+  double clip_grad_norm = 0;  // 0 = off
+  int64_t accumulate = 1;     // micro-batches per optimizer update
+  std::string depth_loss = "berhu";
+  double depth_weight = 1.0;
+};
+
+struct StepResult {
+  double loss = 0;
+  std::vector<std::pair<std::string, double>> parts;
+  int64_t step = 0;        // optimizer updates so far
+  double lr = 0;           // learning rate of the first group at this step
+  std::vector<double> lrs; // every parameter group's (backbone [, no-decay], head [, no-decay])
+  bool updated = false;    // this call applied an optimizer update
+  bool skipped = false;    // fp16: the update was skipped (inf/NaN gradients)
+};
+
+// What training keeps between steps (and what a checkpoint stores).
+struct TrainingState {
+  GroupedOptimizer optimizer;
+  LossScaler scaler;
+  int64_t steps = 0;  // optimizer updates (= schedule position)
+  int64_t micro = 0;  // micro-batches (gradient accumulation)
+};
+
+// The network's forward pass on prepared images (padded to its input multiple, cropped back).
+using RunFn = std::function<SegOutput(const torch::Tensor&)>;
+
+// The total loss of one forward pass in training mode (autocast at o.precision); parts: the terms.
+torch::Tensor TrainingLoss(SegmentationModel& net, const RunFn& run, const torch::Tensor& x, const torch::Tensor& y,
+                           const TrainStepOptions& o, StepResult* parts, const torch::Tensor& depth = torch::Tensor());
+
+// Drops every parameter's gradient (set to none, not zeroed).
+void ClearGradients(torch::nn::Module& net);
+
+// One micro-batch: forward, loss, backward; an optimizer update every o.accumulate calls. x, y, d:
+// prepared images, labels and depth targets (or undefined) on the network's device; the optimizer is
+// built (state.optimizer.Ensure). The network is in training mode during the call, as before after.
+StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& run, const torch::Tensor& x,
+                     const torch::Tensor& y, const torch::Tensor& d, const TrainStepOptions& o);
+
+// Forward + loss + backward without an update: names of trainable parameters left without a finite
+// gradient. Gradients are cleared after.
+std::vector<std::string> ParametersWithoutGradient(SegmentationModel& net, const RunFn& run, const torch::Tensor& x,
+                                                   const torch::Tensor& y, const TrainStepOptions& o);
+
+}  // namespace segtorch
