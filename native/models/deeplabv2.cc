@@ -35,12 +35,7 @@ class DeepLabV2 : public SegmentationModel {
 }  // namespace
 
 ModelPtr CreateDeepLabV2(const ModelConfig& c) {
-  if (!IsResNet(c.backbone)) {
-    ThrowRange("Expected backbone resnet18, resnet34, resnet50, resnet101 or resnet152 for deeplabv2 but received " + c.backbone);
-  }
-  if (c.output_stride != 8 && c.output_stride != 16) {
-    ThrowRange("Expected outputStride 8 or 16 for deeplabv2 but received " + std::to_string(c.output_stride));
-  }
+  CheckConfig(c, {kResNets, {8, 16}});
   return std::make_shared<DeepLabV2>(c);
 }
 

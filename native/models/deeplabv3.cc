@@ -69,13 +69,7 @@ class DeepLabV3 : public SegmentationModel {
 }  // namespace
 
 ModelPtr CreateDeepLabV3(const ModelConfig& c) {
-  if (!IsResNet(c.backbone) && c.backbone != "mobilenetv3_large") {
-    ThrowRange("Expected backbone resnet18, resnet34, resnet50, resnet101, resnet152 or mobilenetv3_large for deeplabv3 but received " +
-               c.backbone);
-  }
-  if (c.output_stride != 8 && c.output_stride != 16) {
-    ThrowRange("Expected outputStride 8 or 16 for deeplabv3 but received " + std::to_string(c.output_stride));
-  }
+  CheckConfig(c, {ResNetsAnd({"mobilenetv3_large"}), {8, 16}});
   return std::make_shared<DeepLabV3>(c);
 }
 

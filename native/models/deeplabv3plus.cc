@@ -63,13 +63,7 @@ class DeepLabV3Plus : public SegmentationModel {
 }  // namespace
 
 ModelPtr CreateDeepLabV3Plus(const ModelConfig& c) {
-  if (!IsResNet(c.backbone) && !IsXception(c.backbone)) {
-    ThrowRange("Expected backbone resnet18, resnet34, resnet50, resnet101, resnet152 or xception65 for deeplabv3plus but received " +
-               c.backbone);
-  }
-  if (c.output_stride != 8 && c.output_stride != 16) {
-    ThrowRange("Expected outputStride 8 or 16 for deeplabv3plus but received " + std::to_string(c.output_stride));
-  }
+  CheckConfig(c, {ResNetsAnd({"xception65"}), {8, 16}});
   return std::make_shared<DeepLabV3Plus>(c);
 }
 

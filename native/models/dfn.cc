@@ -224,9 +224,7 @@ torch::Tensor BinaryFocalLoss(const torch::Tensor& logits, const torch::Tensor& 
 }
 
 ModelPtr CreateDFN(const ModelConfig& c) {
-  if (!IsResNet(c.backbone)) {
-    ThrowRange("Expected backbone resnet18, resnet34, resnet50, resnet101 or resnet152 for dfn but received " + c.backbone);
-  }
+  CheckConfig(c, {kResNets});
   return std::make_shared<DFN>(c);
 }
 

@@ -156,10 +156,9 @@ class FCNVGG : public SegmentationModel {
 }  // namespace
 
 ModelPtr CreateFCN(const ModelConfig& c) {
+  CheckConfig(c, {ResNetsAnd({"vgg16", "vgg16_bn"})});
   if (IsResNet(c.backbone)) return std::make_shared<FCNResNet>(c);
-  if (IsVGG(c.backbone)) return std::make_shared<FCNVGG>(c);
-  ThrowRange("Expected backbone resnet18, resnet34, resnet50, resnet101, resnet152, vgg16 or vgg16_bn for fcn but received " +
-             c.backbone);
+  return std::make_shared<FCNVGG>(c);
 }
 
 }  // namespace segtorch

@@ -98,9 +98,7 @@ class GCN : public SegmentationModel {
 }  // namespace
 
 ModelPtr CreateGCN(const ModelConfig& c) {
-  if (!IsResNet(c.backbone)) {
-    ThrowRange("Expected backbone resnet18, resnet34, resnet50, resnet101 or resnet152 for gcn but received " + c.backbone);
-  }
+  CheckConfig(c, {kResNets});
   return std::make_shared<GCN>(c);
 }
 

@@ -133,9 +133,7 @@ class ICNet : public SegmentationModel {
 }  // namespace
 
 ModelPtr CreateICNet(const ModelConfig& c) {
-  if (!IsResNet(c.backbone)) {
-    ThrowRange("Expected backbone resnet18, resnet34, resnet50, resnet101 or resnet152 for icnet but received " + c.backbone);
-  }
+  CheckConfig(c, {kResNets});
   return std::make_shared<ICNet>(c);
 }
 

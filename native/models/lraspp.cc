@@ -65,13 +65,7 @@ class LRASPP : public SegmentationModel {
 }  // namespace
 
 ModelPtr CreateLRASPP(const ModelConfig& c) {
-  if (c.backbone != "mobilenetv3_large") {
-    ThrowRange("Expected backbone mobilenetv3_large for lraspp but received " + c.backbone);
-  }
-  if (c.output_stride != 8 && c.output_stride != 16 && c.output_stride != 32) {
-    ThrowRange("Expected outputStride 8, 16 or 32 for lraspp but received " + std::to_string(c.output_stride));
-  }
-  if (c.aux) ThrowRange("Expected aux: false for lraspp (it has no auxiliary head) but received true");
+  CheckConfig(c, {{"mobilenetv3_large"}, {8, 16, 32}, false});
   int64_t inter = static_cast<int64_t>(c.Number("interChannels", 128));
   if (inter < 1) ThrowRange("Expected interChannels >= 1 but received " + std::to_string(inter));
   return std::make_shared<LRASPP>(c);

@@ -50,12 +50,7 @@ class PSPNet : public SegmentationModel {
 }  // namespace
 
 ModelPtr CreatePSPNet(const ModelConfig& c) {
-  if (!IsResNet(c.backbone)) {
-    ThrowRange("Expected backbone resnet18, resnet34, resnet50, resnet101 or resnet152 for pspnet but received " + c.backbone);
-  }
-  if (c.output_stride != 8 && c.output_stride != 16) {
-    ThrowRange("Expected outputStride 8 or 16 for pspnet but received " + std::to_string(c.output_stride));
-  }
+  CheckConfig(c, {kResNets, {8, 16}});
   return std::make_shared<PSPNet>(c);
 }
 

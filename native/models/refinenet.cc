@@ -107,9 +107,7 @@ class RefineNet : public SegmentationModel {
 }  // namespace
 
 ModelPtr CreateRefineNet(const ModelConfig& c) {
-  if (!IsResNet(c.backbone)) {
-    ThrowRange("Expected backbone resnet18, resnet34, resnet50, resnet101 or resnet152 for refinenet but received " + c.backbone);
-  }
+  CheckConfig(c, {kResNets});
   return std::make_shared<RefineNet>(c);
 }
 

@@ -1,5 +1,9 @@
 #include "models/segmentation_model.h"
 
+#include <algorithm>
+
+#include "base/errors.h"
+
 namespace segtorch {
 
 namespace F = torch::nn::functional;
@@ -15,6 +19,28 @@ torch::Tensor ResizeLabels(const torch::Tensor& labels, int64_t h, int64_t w) {
   auto f = labels.unsqueeze(1).to(torch::kFloat);
   f = F::interpolate(f, F::InterpolateFuncOptions().size(std::vector<int64_t>{h, w}).mode(torch::kNearest));
   return f.squeeze(1).to(torch::kLong);
+}
+
+namespace {
+// "a, b or c"
+template <typename T, typename Str>
+std::string OneOf(const std::vector<T>& v, Str str) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i == 0 ? "" : i + 1 == v.size() ? " or " : ", ") + str(v[i]);
+  return s;
+}
+}  // namespace
+
+void CheckConfig(const ModelConfig& c, const Accepts& a) {
+  if (std::find(a.backbones.begin(), a.backbones.end(), c.backbone) == a.backbones.end()) {
+    ThrowRange("Expected backbone " + OneOf(a.backbones, [](const std::string& b) { return b; }) + " for " + c.arch +
+               " but received " + c.backbone);
+  }
+  if (!a.strides.empty() && std::find(a.strides.begin(), a.strides.end(), c.output_stride) == a.strides.end()) {
+    ThrowRange("Expected outputStride " + OneOf(a.strides, [](int64_t s) { return std::to_string(s); }) + " for " + c.arch +
+               " but received " + std::to_string(c.output_stride));
+  }
+  if (!a.aux && c.aux) ThrowRange("Expected aux: false for " + c.arch + " (it has no auxiliary head) but received true");
 }
 
 torch::Tensor SegmentationModel::AuxLoss(const std::string&, const torch::Tensor& output, const torch::Tensor& labels,

@@ -74,6 +74,23 @@ torch::Tensor ResizeLabels(const torch::Tensor& labels, int64_t h, int64_t w);
 using ModelPtr = std::shared_ptr<SegmentationModel>;
 using ModelFactory = std::function<ModelPtr(const ModelConfig&)>;
 
+// What a factory accepts, checked in one place by CheckConfig (TypeScript checks the same first;
+// this guards configurations read from model files and C++ callers): the backbone among
+// `backbones`, outputStride among `strides` (empty: any), aux only when `aux`.
+struct Accepts {
+  std::vector<std::string> backbones;
+  std::vector<int64_t> strides;
+  bool aux = true;
+};
+inline const std::vector<std::string> kResNets = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"};
+inline std::vector<std::string> ResNetsAnd(const std::vector<std::string>& more) {
+  std::vector<std::string> all = kResNets;
+  all.insert(all.end(), more.begin(), more.end());
+  return all;
+}
+// RangeError "Expected backbone a, b or c for <arch> but received x" (likewise outputStride, aux).
+void CheckConfig(const ModelConfig& c, const Accepts& accepts);
+
 // The registry (models/registry.cc): arch name -> factory.
 ModelPtr CreateNetwork(const ModelConfig& config);
 std::vector<std::string> Architectures();

@@ -74,10 +74,7 @@ class UPerNet : public SegmentationModel {
 }  // namespace
 
 ModelPtr CreateUPerNet(const ModelConfig& c) {
-  if (!IsResNet(c.backbone)) {
-    ThrowRange("Expected backbone resnet18, resnet34, resnet50, resnet101 or resnet152 for upernet but received " + c.backbone);
-  }
-  if (c.output_stride != 32) ThrowRange("Expected outputStride 32 for upernet but received " + std::to_string(c.output_stride));
+  CheckConfig(c, {kResNets, {32}});
   return std::make_shared<UPerNet>(c);
 }
 
