@@ -4,10 +4,12 @@ import * as path from 'path'
 import type { NativeModel } from './binding'
 import { SegtorchError, typeError, withStack } from './errors'
 import { checkRegularFile, makeDir, removeStaleTemps } from './files'
-import type { Images, Masks, Model, PredictOptions, StepResult, TrainStepOptions } from './model'
-import { checkImages, checkMasks, resolvePredictOptions, resolveStepOptions } from './model'
+import { checkDepth, checkImages, checkMasks, Images, Masks } from './inputs'
+// Type only (excluded from test/imports.test.ts): model.ts imports this module's functions.
+import type { Model } from './model'
+import { PredictOptions, resolvePredictOptions } from './predict'
 import { Tensor } from './tensor'
-import type { Metrics } from './train'
+import { Metrics, resolveStepOptions, StepResult, TrainStepOptions } from './train'
 import * as v from './validate'
 
 export interface Batch {
@@ -244,7 +246,8 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
         const updates = history.steps - firstStep
         step.schedule.total = updates > 0 && spent > 0 ? Math.max(history.steps + 1, Math.round(history.steps * timeLimit / spent)) : Math.max(1, history.steps * 1000 + 1000)
       }
-      const r: StepResult = await model.trainStep(b.images, b.masks, { ...step, ...(b.depth ? { depth: b.depth } : {}) } as TrainStepOptions)
+      // Checked once: the batch by checkBatch, the options before the loop.
+      const r: StepResult = await model._step(b.images, b.masks, step, b.depth ? checkDepth(b.depth, b.images) : undefined)
       const tStep = performance.now()
       state.trainSeconds += (tStep - tPrev) / 1000 // wall time of the training loop: waiting for data counts
       tPrev = tStep

@@ -1,12 +1,11 @@
 /**
  * The architectures users can create, their options and defaults. One entry per architecture,
- * mirroring native/models/registry.cc.
+ * mirroring native/models/registry.cc; `Arch` is the table's keys.
  */
 export type ResNetBackbone = 'resnet18' | 'resnet34' | 'resnet50' | 'resnet101' | 'resnet152'
 export type VGGBackbone = 'vgg16' | 'vgg16_bn'
 /** 'none': architectures without a pretrained backbone (unet). */
 export type Backbone = ResNetBackbone | VGGBackbone | 'mobilenetv2' | 'mobilenetv3_large' | 'xception65' | 'none'
-export type Arch = 'fcn' | 'segnet' | 'unet' | 'dilated' | 'deeplabv1' | 'refinenet' | 'lwrefinenet' | 'mtrefinenet' | 'icnet' | 'gcn' | 'dfn' | 'deeplabv2' | 'deeplabv3' | 'deeplabv3plus' | 'pspnet' | 'upernet' | 'lraspp'
 export type OutputStride = 8 | 16 | 32
 
 /** An architecture-specific option: its type, allowed values and default. */
@@ -36,7 +35,7 @@ export interface ArchSpec {
 const RESNETS: readonly ResNetBackbone[] = ['resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152']
 const VGGS: readonly VGGBackbone[] = ['vgg16', 'vgg16_bn']
 
-export const ARCHITECTURES: Readonly<Record<Arch, ArchSpec>> = {
+const TABLE = {
   fcn: {
     paper: 'Long, Shelhamer, Darrell: Fully Convolutional Networks for Semantic Segmentation (CVPR 2015); dilated-ResNet head as torchvision',
     backbones: [...RESNETS, ...VGGS],
@@ -236,4 +235,10 @@ export const ARCHITECTURES: Readonly<Record<Arch, ArchSpec>> = {
       borderWeight: { type: 'number', default: 0.1, min: 0, max: 100, doc: "weight (the paper's lambda) of the border network's focal loss (training output border)" }
     }
   }
-}
+} satisfies Record<string, ArchSpec>
+
+/** An architecture key: the keys of the table above (test/architectures.test.ts checks them against the addon's registry). */
+export type Arch = keyof typeof TABLE
+
+export const ARCHITECTURES: Readonly<Record<Arch, ArchSpec>> = TABLE
+

@@ -1,6 +1,11 @@
-/** Losses and metrics, computed natively (the same code the training loop uses). */
+/**
+ * Training: the options of a training step (optimizer, schedule, loss, precision) and their
+ * resolution (every default filled: what the native step receives), and the losses and metrics,
+ * computed natively (the same code the training loop uses).
+ */
 import { binding } from './binding'
 import { typeError, withStack } from './errors'
+import { resolveChannelsLast, resolvePrecision } from './precision'
 import { Tensor } from './tensor'
 import * as v from './validate'
 
@@ -41,6 +46,172 @@ export function resolveLossOptions (options: unknown, numClasses?: number): Requ
     focalGamma: o.focalGamma === undefined ? 2 : v.number('focalGamma', o.focalGamma, 0),
     diceSmooth: o.diceSmooth === undefined ? 1 : v.number('diceSmooth', o.diceSmooth, 0),
     ...(classWeights ? { classWeights } : {})
+  }
+}
+
+export interface OptimizerOptions {
+  type?: 'sgd' | 'adam' | 'adamw'
+  lr?: number
+  /** SGD momentum. Default 0.9. */
+  momentum?: number
+  weightDecay?: number
+  nesterov?: boolean
+  /** Adam/AdamW betas. Default [0.9, 0.999]. */
+  betas?: [number, number]
+  eps?: number
+}
+
+export interface ScheduleOptions {
+  /** Per-iteration learning-rate schedule. Default 'constant'. */
+  type?: 'constant' | 'poly' | 'cosine' | 'step'
+  /** Iterations the schedule spans (poly, cosine); fit() fills it from epochs x batches. */
+  total?: number
+  /** Linear warm-up iterations. Default 0. */
+  warmup?: number
+  /** Learning-rate factor at the first warm-up iteration. Default 0.1. */
+  warmupStart?: number
+  /** Poly exponent (the papers' 0.9). */
+  power?: number
+  /** Floor of poly / cosine, as a fraction of the base learning rate. Default 0. */
+  minFactor?: number
+  /** Step: iterations at which the lr is multiplied by gamma ... */
+  milestones?: number[]
+  /** ... or every stepSize iterations. */
+  stepSize?: number
+  /** Step decay factor. Default 0.1. */
+  gamma?: number
+}
+
+export interface TrainStepOptions {
+  /** Label value that never counts in the loss. Default 255. */
+  ignoreIndex?: number
+  /** The optimizer, created on first use and kept with the model. Default SGD, lr 0.01, momentum 0.9. */
+  optimizer?: OptimizerOptions
+  /** Weight of auxiliary heads' losses (aux: true, PSPNet, DeepLab v3). Default 0.4 (PSPNet's). */
+  auxWeight?: number
+  /** Loss of the main output. Default 'ce'. */
+  loss?: LossName
+  /** Class weights, label smoothing, OHEM and focal settings (see loss()). */
+  lossOptions?: Omit<LossOptions, 'ignoreIndex'>
+  /** Learning-rate multiplier of the new layers (everything outside the backbone); PSPNet/DeepLab use 10. Default 1. */
+  headLrMultiplier?: number
+  /** No weight decay on biases and normalisation weights. Default false. */
+  noDecayOnNormAndBias?: boolean
+  /** Learning-rate schedule, applied per optimizer update. */
+  schedule?: ScheduleOptions
+  /**
+   * 'auto' (default): 'bf16' on a CPU with native bf16 (AMX / AVX512-BF16), 'fp16' on CUDA, else
+   * 'fp32'. 'fp32' turns mixed precision off; 'bf16' is autocast (CPU or CUDA); 'fp16' is CUDA
+   * autocast with a dynamic loss scaler.
+   */
+  precision?: 'auto' | 'fp32' | 'bf16' | 'fp16'
+  /** Channels-last memory layout (faster convolutions with oneDNN / cuDNN). Default 'auto': on with oneDNN or CUDA; false turns it off. */
+  channelsLast?: boolean | 'auto'
+  /** Clip the gradients' global L2 norm to this (0 = off). */
+  clipGradNorm?: number
+  /** Micro-batches per optimizer update (gradient accumulation). Default 1. */
+  accumulate?: number
+  /** Depth loss of multi-task models: 'berhu' (default) or 'l1'. */
+  depthLoss?: 'l1' | 'berhu'
+  /** Weight of the depth loss against the segmentation loss. Default 1. */
+  depthWeight?: number
+}
+
+export interface StepResult {
+  /** Total loss of the step (before the update). */
+  loss: number
+  /** Loss parts: main, and aux / cascade / border / depth when present. */
+  parts: Record<string, number>
+  /** Optimizer updates taken by this model so far. */
+  step: number
+  /** Learning rate (first parameter group) used by this step. */
+  lr: number
+  /** Every parameter group's learning rate (backbone, then head when headLrMultiplier != 1; no-decay groups follow their decay group). */
+  lrs: number[]
+  /** Whether this call applied an update (false while accumulating). */
+  updated: boolean
+  /** fp16: the update was skipped because gradients overflowed. */
+  skipped: boolean
+}
+
+export const STEP_KEYS = ['ignoreIndex', 'optimizer', 'auxWeight', 'loss', 'lossOptions', 'headLrMultiplier', 'noDecayOnNormAndBias',
+  'schedule', 'precision', 'channelsLast', 'clipGradNorm', 'accumulate', 'depthLoss', 'depthWeight'] as const
+const SCHEDULE_KEYS = ['type', 'total', 'warmup', 'warmupStart', 'power', 'minFactor', 'milestones', 'stepSize', 'gamma'] as const
+
+export function resolveSchedule (options: unknown): Required<ScheduleOptions> {
+  const o = v.optionsObject('schedule', options)
+  v.checkKeys('schedule options', o, SCHEDULE_KEYS)
+  const type = o.type === undefined ? 'constant' : v.oneOf('schedule.type', o.type, ['constant', 'poly', 'cosine', 'step'] as const)
+  const total = o.total === undefined ? 0 : v.integer('schedule.total', o.total, 0)
+  if ((type === 'poly' || type === 'cosine') && total < 1) {
+    throw new RangeError(`Expected schedule.total (iterations) >= 1 for a ${type} schedule but received ${total}: pass iterations to fit(), or data with a length`)
+  }
+  let milestones: number[] = []
+  if (o.milestones !== undefined) {
+    if (!Array.isArray(o.milestones)) throw typeError('schedule.milestones', 'an array of iteration numbers', o.milestones)
+    milestones = o.milestones.map((m, i) => v.integer(`schedule.milestones[${i}]`, m, 0))
+  }
+  const stepSize = o.stepSize === undefined ? 0 : v.integer('schedule.stepSize', o.stepSize, 0) // 0: off
+  if (type === 'step' && milestones.length === 0 && stepSize === 0) throw new RangeError('Expected schedule.milestones or schedule.stepSize for a step schedule but received neither')
+  return {
+    type,
+    total,
+    warmup: o.warmup === undefined ? 0 : v.integer('schedule.warmup', o.warmup, 0),
+    warmupStart: o.warmupStart === undefined ? 0.1 : v.number('schedule.warmupStart', o.warmupStart, 0, 1),
+    power: o.power === undefined ? 0.9 : v.number('schedule.power', o.power, 0),
+    minFactor: o.minFactor === undefined ? 0 : v.number('schedule.minFactor', o.minFactor, 0, 1),
+    milestones,
+    stepSize,
+    gamma: o.gamma === undefined ? 0.1 : v.number('schedule.gamma', o.gamma, 0, 1)
+  }
+}
+const OPTIMIZER_KEYS = ['type', 'lr', 'momentum', 'weightDecay', 'nesterov', 'betas', 'eps'] as const
+
+export function resolveOptimizer (options: unknown): Required<OptimizerOptions> {
+  const o = v.optionsObject('optimizer', options)
+  v.checkKeys('optimizer options', o, OPTIMIZER_KEYS)
+  const type = o.type === undefined ? 'sgd' : v.oneOf('optimizer.type', o.type, ['sgd', 'adam', 'adamw'] as const)
+  const lr = o.lr === undefined ? (type === 'sgd' ? 0.01 : 0.001) : v.number('optimizer.lr', o.lr, 0, Infinity, true)
+  const momentum = o.momentum === undefined ? (type === 'sgd' ? 0.9 : 0) : v.number('optimizer.momentum', o.momentum, 0, 1)
+  const weightDecay = o.weightDecay === undefined ? (type === 'adamw' ? 0.01 : 0) : v.number('optimizer.weightDecay', o.weightDecay, 0)
+  const nesterov = o.nesterov === undefined ? false : v.boolean('optimizer.nesterov', o.nesterov)
+  if (nesterov && (type !== 'sgd' || momentum === 0)) {
+    throw new RangeError('Expected optimizer.nesterov only with type sgd and momentum > 0 but received nesterov: true with ' + `type '${type}', momentum ${momentum}`)
+  }
+  let betas: [number, number] = [0.9, 0.999]
+  if (o.betas !== undefined) {
+    const b = v.numberArray('optimizer.betas', o.betas, 2)
+    betas = [v.number('optimizer.betas[0]', b[0], 0, 1), v.number('optimizer.betas[1]', b[1], 0, 1)]
+  }
+  const eps = o.eps === undefined ? 1e-8 : v.number('optimizer.eps', o.eps, 0, Infinity, true)
+  return { type, lr, momentum, weightDecay, nesterov, betas, eps }
+}
+
+/** Step options with every default filled: what the native step receives. */
+export type ResolvedStepOptions = Required<TrainStepOptions> & { precision: 'fp32' | 'bf16' | 'fp16', channelsLast: boolean }
+
+export function resolveStepOptions (options: unknown, numClasses?: number, where = 'trainStep options', extraKeys: readonly string[] = [], device = 'cpu'): ResolvedStepOptions {
+  const o = v.optionsObject(where, options)
+  v.checkKeys(where, o, [...STEP_KEYS, ...extraKeys])
+  if (o.lossOptions !== undefined && (o.lossOptions as Record<string, unknown>).ignoreIndex !== undefined) {
+    throw new TypeError('Unknown option \'ignoreIndex\' in lossOptions: set ignoreIndex itself')
+  }
+  const { ignoreIndex: _ignored, ...lossOptions } = resolveLossOptions(o.lossOptions, numClasses)
+  return {
+    ignoreIndex: o.ignoreIndex === undefined ? 255 : v.integer('ignoreIndex', o.ignoreIndex, -1),
+    optimizer: resolveOptimizer(o.optimizer),
+    loss: o.loss === undefined ? 'ce' : v.oneOf('loss', o.loss, ['ce', 'ohem', 'dice', 'focal', 'lovasz'] as const),
+    lossOptions,
+    headLrMultiplier: o.headLrMultiplier === undefined ? 1 : v.number('headLrMultiplier', o.headLrMultiplier, 0, Infinity, true),
+    noDecayOnNormAndBias: o.noDecayOnNormAndBias === undefined ? false : v.boolean('noDecayOnNormAndBias', o.noDecayOnNormAndBias),
+    schedule: resolveSchedule(o.schedule),
+    precision: resolvePrecision(o.precision, ['fp32', 'bf16', 'fp16'] as const, device),
+    channelsLast: resolveChannelsLast(o.channelsLast, device),
+    clipGradNorm: o.clipGradNorm === undefined ? 0 : v.number('clipGradNorm', o.clipGradNorm, 0),
+    accumulate: o.accumulate === undefined ? 1 : v.integer('accumulate', o.accumulate, 1, 1024),
+    depthLoss: o.depthLoss === undefined ? 'berhu' : v.oneOf('depthLoss', o.depthLoss, ['l1', 'berhu'] as const),
+    depthWeight: o.depthWeight === undefined ? 1 : v.number('depthWeight', o.depthWeight, 0),
+    auxWeight: o.auxWeight === undefined ? 0.4 : v.number('auxWeight', o.auxWeight, 0)
   }
 }
 

@@ -1,0 +1,85 @@
+/** Predict and evaluate options: the types users pass and their resolution (every default filled). */
+import { CrfOptions, resolveCrfOptions, ResolvedCrfOptions } from './crf'
+import { typeError } from './errors'
+import { resolveChannelsLast, resolvePrecision } from './precision'
+import * as v from './validate'
+
+export interface PredictOptions {
+  /** 'whole' (default) or 'slide' (overlapping windows, logits averaged). */
+  mode?: 'whole' | 'slide'
+  /** Sliding-window size [h, w] or one number. Default 512. */
+  crop?: number | [number, number]
+  /** Sliding-window stride [h, w] or one number. Default 2/3 of the crop. */
+  stride?: number | [number, number]
+  /** Input scales; probabilities are averaged over every scale (and flip). Default [1]. */
+  scales?: number[]
+  /** Also run the horizontally flipped image and average. Default false. */
+  flip?: boolean
+  /** 'labels' (int32 [N, H, W], default), 'probs' or 'logits' (float32 [N, K, H, W]). */
+  output?: 'labels' | 'probs' | 'logits'
+  /** 'auto' (default: as for training, see TrainStepOptions.precision), 'fp32', 'bf16' (autocast) or 'fp16' (CUDA only). */
+  precision?: 'auto' | 'fp32' | 'bf16' | 'fp16'
+  /**
+   * Channels-last layout. Default 'auto': on with oneDNN or CUDA, except with an explicit
+   * `precision: 'fp32'` (off: the reference's NCHW kernels).
+   */
+  channelsLast?: boolean | 'auto'
+  /**
+   * Run a copy of the network with each BatchNorm folded into the convolution before it (same
+   * results within float rounding, less memory traffic). The copy is rebuilt after the weights
+   * change; training and saved files always use the unfolded weights. Default true, except with an
+   * explicit `precision: 'fp32'`: asking for fp32 asks for PyTorch's own arithmetic (unfolded, NCHW),
+   * so that logits match a PyTorch eval forward to float rounding (1e-4); pass `foldBatchNorm: true`
+   * and `channelsLast: true` for fp32 at full speed.
+   */
+  foldBatchNorm?: boolean
+  /**
+   * Dense CRF (DeepLab v1/v2) on the averaged probabilities, at the images' colours (float images
+   * are un-normalised with the model's mean and std): `true` for the defaults or CrfOptions.
+   * Needs output 'labels' or 'probs'. Default false.
+   */
+  crf?: boolean | CrfOptions
+}
+
+const PREDICT_KEYS = ['mode', 'crop', 'stride', 'scales', 'flip', 'output', 'precision', 'channelsLast', 'foldBatchNorm', 'crf'] as const
+
+function pair (name: string, value: unknown, def: [number, number]): [number, number] {
+  if (value === undefined) return def
+  if (typeof value === 'number') return [v.integer(name, value, 1), value]
+  if (Array.isArray(value) && value.length === 2) return [v.integer(`${name}[0]`, value[0], 1), v.integer(`${name}[1]`, value[1], 1)]
+  throw typeError(name, 'a positive integer or [h, w]', value)
+}
+
+/** Predict options with every default filled: what the native side receives. */
+export type ResolvedPredictOptions = Required<Omit<PredictOptions, 'crf'>> & { crf?: ResolvedCrfOptions, crop: [number, number], stride: [number, number], precision: 'fp32' | 'bf16' | 'fp16', channelsLast: boolean }
+
+export function resolvePredictOptions (options: unknown, where = 'predict options', extraKeys: readonly string[] = [], device = 'cpu'): ResolvedPredictOptions {
+  const o = v.optionsObject(where, options)
+  v.checkKeys(where, o, [...PREDICT_KEYS, ...extraKeys])
+  const mode = o.mode === undefined ? 'whole' : v.oneOf('mode', o.mode, ['whole', 'slide'] as const)
+  const crop = pair('crop', o.crop, [512, 512])
+  const stride = pair('stride', o.stride, [Math.max(1, Math.floor(crop[0] * 2 / 3)), Math.max(1, Math.floor(crop[1] * 2 / 3))])
+  if (stride[0] > crop[0] || stride[1] > crop[1]) throw new RangeError(`Expected stride <= crop (windows must cover the image) but received stride [${stride.join(', ')}] for crop [${crop.join(', ')}]`)
+  let scales = [1]
+  if (o.scales !== undefined) {
+    if (!Array.isArray(o.scales) || o.scales.length === 0) throw typeError('scales', 'a non-empty array of positive numbers', o.scales)
+    scales = o.scales.map((s, i) => v.number(`scales[${i}]`, s, 0, 16, true))
+  }
+  const output = o.output === undefined ? 'labels' : v.oneOf('output', o.output, ['labels', 'probs', 'logits'] as const)
+  const crf = o.crf === undefined || o.crf === false ? undefined : resolveCrfOptions(o.crf)
+  // An explicit fp32 asks for the reference's arithmetic: unfolded BatchNorm, NCHW (see PredictOptions).
+  const exact = o.precision === 'fp32'
+  if (crf && output === 'logits') throw new RangeError("Expected output 'labels' or 'probs' with crf (it refines probabilities) but received 'logits'")
+  return {
+    mode,
+    crop,
+    stride,
+    scales,
+    flip: o.flip === undefined ? false : v.boolean('flip', o.flip),
+    output,
+    precision: resolvePrecision(o.precision, ['fp32', 'bf16', 'fp16'] as const, device),
+    channelsLast: exact && (o.channelsLast === undefined || o.channelsLast === 'auto') ? false : resolveChannelsLast(o.channelsLast, device),
+    foldBatchNorm: o.foldBatchNorm === undefined ? !exact : v.boolean('foldBatchNorm', o.foldBatchNorm),
+    ...(crf ? { crf } : {})
+  }
+}
