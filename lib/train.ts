@@ -9,7 +9,9 @@ import { resolveChannelsLast, resolvePrecision } from './precision'
 import { Tensor } from './tensor'
 import * as v from './validate'
 
-export type LossName = 'ce' | 'ohem' | 'dice' | 'focal' | 'lovasz'
+/** The losses of the main output, by name (native/train/losses.cc SegmentationLoss). */
+export const LOSS_NAMES = ['ce', 'ohem', 'dice', 'focal', 'lovasz'] as const
+export type LossName = typeof LOSS_NAMES[number]
 
 export interface LossOptions {
   /** Label value that never counts. Default 255. */
@@ -200,7 +202,7 @@ export function resolveStepOptions (options: unknown, numClasses?: number, where
   return {
     ignoreIndex: o.ignoreIndex === undefined ? 255 : v.integer('ignoreIndex', o.ignoreIndex, -1),
     optimizer: resolveOptimizer(o.optimizer),
-    loss: o.loss === undefined ? 'ce' : v.oneOf('loss', o.loss, ['ce', 'ohem', 'dice', 'focal', 'lovasz'] as const),
+    loss: o.loss === undefined ? 'ce' : v.oneOf('loss', o.loss, LOSS_NAMES),
     lossOptions,
     headLrMultiplier: o.headLrMultiplier === undefined ? 1 : v.number('headLrMultiplier', o.headLrMultiplier, 0, Infinity, true),
     noDecayOnNormAndBias: o.noDecayOnNormAndBias === undefined ? false : v.boolean('noDecayOnNormAndBias', o.noDecayOnNormAndBias),
@@ -234,7 +236,7 @@ function checkPair (logits: unknown, labels: unknown): [Tensor, Tensor] {
 
 /** A segmentation loss of logits [N, K, H, W] against labels [N, H, W]. */
 export async function loss (name: LossName, logits: Tensor, labels: Tensor, options?: LossOptions): Promise<number> {
-  const n = v.oneOf('loss', name, ['ce', 'ohem', 'dice', 'focal', 'lovasz'] as const)
+  const n = v.oneOf('loss', name, LOSS_NAMES)
   const [x, y] = checkPair(logits, labels)
   const o = resolveLossOptions(options, x.shape[1])
   return withStack(() => binding.segmentationLoss(n, x._native(), y._native(), o))
