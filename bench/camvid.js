@@ -262,9 +262,10 @@ function runPyTorch (precision, dir, initFile, trainN, valN) {
 
   const pct = (v) => Number.isNaN(v) ? '-' : (100 * v).toFixed(1)
   const lines = [
-    `bench/camvid: PSPNet-ResNet18 from scratch, CamVid ${train.n} train / ${val.n} val at ${H}x${W}, batch ${batch}, output stride ${outputStride}, ` +
-    (fixedSteps ? `${fixedSteps} steps per run` : `${budget} s wall-clock per run`) + `; SGD lr ${lr0} poly(0.9), momentum 0.9, wd 1e-4, aux 0.4; ` +
-    `libtorch ${b.libtorch}, ${b.threads} threads, ${os.cpus()[0].model}`,
+    `bench/camvid: from scratch, CamVid ${train.n} train / ${val.n} val at ${H}x${W}, ` +
+    (fixedSteps ? `${fixedSteps} steps per run` : `${budget} s wall-clock per run`) +
+    (runs.some((r) => /^(segtorch|pytorch):/.test(r)) ? `; PSPNet-ResNet18 runs: batch ${batch}, output stride ${outputStride}, SGD lr ${lr0} poly(0.9), momentum 0.9, wd 1e-4, aux 0.4` : '') +
+    `; libtorch ${b.libtorch}, ${b.threads} threads, ${os.cpus()[0].model} (${b.bf16 ? 'native bf16' : 'no native bf16'})`,
     '',
     `| run | model | precision | steps | img/s | final loss | val mIoU | pixel acc | ${CLASSES.join(' | ')} |`,
     `|---|---|---|---|---|---|---|---|${CLASSES.map(() => '---').join('|')}|`

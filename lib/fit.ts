@@ -225,6 +225,7 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
   const history = state.history
   state.trainSeconds = state.trainSeconds ?? 0
   const firstStep = history.steps
+  let lastTotal: number | undefined
   let done = history.steps >= iterations || state.trainSeconds >= timeLimit
   while (!done && state.epoch < epochs) {
     const epoch = state.epoch
@@ -244,7 +245,12 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
         // steps the whole budget allows at the speed so far; before any step, a guess that keeps lr0
         const spent = state.trainSeconds
         const updates = history.steps - firstStep
-        step.schedule.total = updates > 0 && spent > 0 ? Math.max(history.steps + 1, Math.round(history.steps * timeLimit / spent)) : Math.max(1, history.steps * 1000 + 1000)
+        // (floored, and never more than the last length scaled by k / (k - 1): the progress k / total
+        // is then at least elapsed / timeLimit and never goes back when a step is faster than the last)
+        const k = history.steps
+        let total = updates > 0 && spent > 0 ? Math.max(k + 1, Math.floor(k * timeLimit / spent)) : Math.max(1, k * 1000 + 1000)
+        if (lastTotal !== undefined && k > 1) total = Math.max(k + 1, Math.min(total, Math.floor(lastTotal * k / (k - 1))))
+        step.schedule.total = lastTotal = total
       }
       // Checked once: the batch by checkBatch, the options before the loop.
       const r: StepResult = await model._step(b.images, b.masks, step, b.depth ? checkDepth(b.depth, b.images) : undefined)

@@ -22,11 +22,15 @@ export interface DemoOptions {
   seconds: number
   /** Loss of the training steps. */
   loss: 'ce' | 'dice' | 'lovasz' | 'focal' | 'ohem'
+  /** Training precision: 'auto' (bf16 + channels-last where the CPU has native bf16), 'fp32' or 'bf16'. */
+  precision: 'auto' | 'fp32' | 'bf16'
   /** Predictions average the 8 flips/transpositions of each image (EM images have no up or left). */
   tta: boolean
   batch: number
   crop: number
   holdout: number
+  /** More U-Net options (batchNorm, dropout, upsampling). */
+  modelOptions: Record<string, unknown>
   /** Channels of the U-Net's first level (doubled at each of its four levels). */
   baseChannels: number
   lr: number
@@ -98,13 +102,13 @@ export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneI
   const held = all.slice(all.length - o.holdout)
   log(`${train.length} training images, ${held.length} held back for evaluation`)
 
-  const model = await createModel({ arch: 'unet', baseChannels: o.baseChannels, numClasses: 2, inChannels: 1 })
+  const model = await createModel({ arch: 'unet', ...o.modelOptions, baseChannels: o.baseChannels, numClasses: 2, inChannels: 1 })
   log(`model: U-Net (${o.baseChannels} channels at the first level), ${(model.info().parameters / 1e6).toFixed(2)} M parameters`)
   const r = rng(o.seed)
   const lr0 = o.lr
   // bf16 autocast and channels-last where the CPU has native bf16 (AVX512-BF16 / AMX), else fp32.
-  const fast = b.bf16 && !b.cuda ? { precision: 'bf16' as const, channelsLast: true } : {}
-  if (b.bf16) log('training with bf16 autocast and channels-last (this CPU has native bf16)')
+  const fast = o.precision === 'fp32' ? { precision: 'fp32' as const } : (o.precision === 'bf16' || (b.bf16 && !b.cuda)) ? { precision: 'bf16' as const, channelsLast: true } : {}
+  if (fast.precision === 'bf16') log(`training with bf16 autocast and channels-last${o.precision === 'auto' ? ' (this CPU has native bf16)' : ''}`)
   let avg = 0
   const steps: StepRecord[] = []
   // A fixed number of steps, or a time budget with the poly schedule over time (lr0 (1 - elapsed / budget)^0.9).

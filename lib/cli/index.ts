@@ -6,7 +6,7 @@ import { backend, version } from '../index'
 import { ARCHITECTURES } from '../models'
 import { DemoOptions, runDemo } from './demo'
 import { EVAL_OPTIONS, PREDICT_OPTIONS, runEval, runPredict } from './infer'
-import { addOptions, UsageError } from './options'
+import { addOptions, coerce, UsageError } from './options'
 import { runTrain, TRAIN_OPTIONS } from './train'
 import { RECIPES } from '../recipes'
 
@@ -107,8 +107,10 @@ export function program (): Command {
     .option('--seconds <n>', 'seconds of training (the schedule runs over time)', String(mr.timeLimit))
     .option('--steps <n>', 'a fixed number of training steps instead of --seconds')
     .option('--loss <name>', 'loss: ce, dice, lovasz, focal, ohem', mr.loss)
+    .option('--precision <p>', 'training precision: auto (bf16 where the CPU has native bf16), fp32, bf16', 'auto')
     .option('--no-tta', 'predict each image once (default: average its 8 flips and transpositions)')
     .option('--base-channels <n>', "channels of the U-Net's first level", String(mr.modelOption.baseChannels))
+    .option('--model-option <key=value>', 'a U-Net option (batchNorm=true, dropout=0.5, upsampling=bilinear; repeatable) over the recipe\'s', (val: string, prev: string[] | undefined) => [...(prev ?? []), val])
     .option('--lr <x>', 'Adam learning rate (poly decay)', String(mr.lr))
     .option('--batch <n>', 'images per step', String(mr.batchSize))
     .option('--crop <n>', 'crop size', String(mr.crop[0]))
@@ -127,11 +129,16 @@ export function program (): Command {
           return o.loss as DemoOptions['loss']
         })(),
         tta: o.tta as unknown as boolean,
+        precision: ((): DemoOptions['precision'] => {
+          if (!['auto', 'fp32', 'bf16'].includes(o.precision)) throw new UsageError(`Expected auto, fp32 or bf16 for --precision but received '${o.precision}'`)
+          return o.precision as DemoOptions['precision']
+        })(),
         batch: intOption('batch', o.batch, 2),
         crop: intOption('crop', o.crop, 32),
         holdout: intOption('holdout', o.holdout, 1),
         seed: intOption('seed', o.seed, 0),
         baseChannels: intOption('base-channels', o.baseChannels, 1),
+        modelOptions: { ...mr.modelOption, ...coerce({ flags: '--model-option <key=value>', kind: 'pairs', description: '' }, (o.modelOption as unknown as string[] | undefined) ?? {}) as Record<string, unknown> },
         lr,
         log: out
       })
