@@ -71,6 +71,12 @@ export interface Recipe {
   readonly options: Readonly<TrainingOptions>
 }
 
+// What camvid-cpu and camvid-gpu share: the network, optimizer, loss and augmentation.
+const CAMVID_LWREFINENET = {
+  arch: 'lwrefinenet', backbone: 'mobilenetv2', optimizer: 'adamw', lr: 2e-3, weightDecay: 1e-4, schedule: 'poly',
+  loss: 'ce', classWeights: 'sqrt-median-frequency', precision: 'auto', scale: [0.5, 2], flip: true, jitter: 0.2, val: 'val'
+} as const
+
 const PSP_SGD = { optimizer: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 1e-4, schedule: 'poly', headLrMultiplier: 10 } as const
 
 export const RECIPES = {
@@ -81,52 +87,14 @@ export const RECIPES = {
       'class weights: the square root of SegNet\'s median-frequency balancing; AdamW 2e-3 (what beat SGD from scratch in bench/camvid)',
     data: 'camvid',
     measured: 'CamVid val at 180x240, 1500 s on 2 cores (AMD EPYC, AVX512-BF16): 62.2 mIoU, against 48.9 for torchvision\'s deeplabv3_mobilenet_v3_large with AdamW in PyTorch 2.15 in the same time (bench/README.md)',
-    options: {
-      arch: 'lwrefinenet',
-      backbone: 'mobilenetv2',
-      batchSize: 8,
-      timeLimit: 1500,
-      optimizer: 'adamw',
-      lr: 2e-3,
-      weightDecay: 1e-4,
-      schedule: 'poly',
-      warmup: 100,
-      loss: 'ce',
-      classWeights: 'sqrt-median-frequency',
-      precision: 'auto',
-      resize: [180, 240],
-      crop: [180, 240],
-      scale: [0.5, 2],
-      flip: true,
-      jitter: 0.2,
-      val: 'val',
-      validateEvery: 10
-    }
+    options: { ...CAMVID_LWREFINENET, batchSize: 8, timeLimit: 1500, warmup: 100, resize: [180, 240], crop: [180, 240], validateEvery: 10 }
   },
   'camvid-gpu': {
     name: 'camvid-gpu',
     summary: 'CamVid at full 360x480 on one GPU: Light-Weight RefineNet on MobileNetV2, 10,000 steps of batch 16, from scratch',
     source: 'camvid-cpu\'s choices at the resolution SegNet reports (360x480) with a larger batch and a step budget instead of a time budget',
     data: 'camvid',
-    options: {
-      arch: 'lwrefinenet',
-      backbone: 'mobilenetv2',
-      batchSize: 16,
-      iterations: 10000,
-      optimizer: 'adamw',
-      lr: 2e-3,
-      weightDecay: 1e-4,
-      schedule: 'poly',
-      warmup: 200,
-      loss: 'ce',
-      classWeights: 'sqrt-median-frequency',
-      precision: 'auto',
-      crop: [360, 480],
-      scale: [0.5, 2],
-      flip: true,
-      jitter: 0.2,
-      val: 'val'
-    }
+    options: { ...CAMVID_LWREFINENET, batchSize: 16, iterations: 10000, warmup: 200, crop: [360, 480] }
   },
   'voc-pspnet': {
     name: 'voc-pspnet',
