@@ -121,6 +121,18 @@ function score (pred, val) {
   return { mIoU: present.reduce((a, b) => a + b, 0) / present.length, pixelAccuracy: correct / total, perClassIoU: Object.fromEntries(CLASSES.map((c, i) => [c, iou[i]])) }
 }
 
+// Labels of every decoded val image (whole image, argmax), as bytes in val.y's layout.
+async function predictVal (model, val, options) {
+  const pred = Buffer.alloc(val.y.length)
+  for (let n = 0; n < val.n; n++) {
+    const x = st.tensor(new Uint8Array(val.x.subarray(n * 3 * H * W, (n + 1) * 3 * H * W)), [1, 3, H, W])
+    const p = await model.predict(x, options)
+    pred.set(p.dataSync(), n * H * W) // int32 labels -> bytes
+    p.dispose()
+  }
+  return pred
+}
+
 async function runOurs (precision, dir, train, val, ord, initFile) {
   const model = await st.createModel({ arch: 'pspnet', backbone: 'resnet18', numClasses: NC, outputStride, aux: true })
   await model.loadStateDict(initFile)
@@ -143,13 +155,7 @@ async function runOurs (precision, dir, train, val, ord, initFile) {
     if (step % 10 === 0) log(`segtorch:${precision} step ${step} loss ${r.loss.toFixed(3)} lr ${lr.toFixed(4)} ${elapsed().toFixed(0)} s`)
   }
   const trainSeconds = elapsed()
-  const pred = Buffer.alloc(val.y.length)
-  for (let n = 0; n < val.n; n++) {
-    const x = st.tensor(new Uint8Array(val.x.subarray(n * 3 * H * W, (n + 1) * 3 * H * W)), [1, 3, H, W])
-    const p = await model.predict(x, fast)
-    pred.set(p.dataSync(), n * H * W) // int32 labels -> bytes
-    p.dispose()
-  }
+  const pred = await predictVal(model, val, fast)
   model.dispose()
   return { steps: step, trainSeconds, imagesPerSecond: step * batch / trainSeconds, losses, pred }
 }
@@ -174,13 +180,7 @@ async function runRecipe (name, val) {
     onStep: (s) => { losses.push(s.loss); if (s.step % 50 === 0) log(`recipe:${name} step ${s.step} loss ${s.loss.toFixed(3)} lr ${s.lr.toExponential(2)} ${elapsed().toFixed(0)} s`) }
   })
   const trainSeconds = elapsed()
-  const pred = Buffer.alloc(val.y.length)
-  for (let n = 0; n < val.n; n++) {
-    const x = st.tensor(new Uint8Array(val.x.subarray(n * 3 * H * W, (n + 1) * 3 * H * W)), [1, 3, H, W])
-    const p = await model.predict(x)
-    pred.set(p.dataSync(), n * H * W)
-    p.dispose()
-  }
+  const pred = await predictVal(model, val, {})
   const info = model.info()
   model.dispose()
   return { steps: h.steps, trainSeconds, imagesPerSecond: h.steps * plan.loader.batchSize / trainSeconds, losses, pred, model: `${info.arch}-${info.backbone}`, optimizer: plan.options.optimizer, parameters: info.parameters, options: plan.options }

@@ -8,6 +8,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { checkWritableDir, makeDirSync } from '../files'
 import { createModel } from '../model'
+import type { Batch } from '../fit'
 import { tensor } from '../tensor'
 import { backend } from '../index'
 import { readImage, writeLabelPng } from '../data/images'
@@ -105,29 +106,36 @@ export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneI
   const model = await createModel({ arch: 'unet', ...o.modelOptions, baseChannels: o.baseChannels, numClasses: 2, inChannels: 1 })
   log(`model: U-Net (${o.baseChannels} channels at the first level), ${(model.info().parameters / 1e6).toFixed(2)} M parameters`)
   const r = rng(o.seed)
-  const lr0 = o.lr
   // bf16 autocast and channels-last where the CPU has native bf16 (AVX512-BF16 / AMX), else fp32.
   const fast = o.precision === 'fp32' ? { precision: 'fp32' as const } : (o.precision === 'bf16' || (b.bf16 && !b.cuda)) ? { precision: 'bf16' as const, channelsLast: true } : {}
   if (fast.precision === 'bf16') log(`training with bf16 autocast and channels-last${o.precision === 'auto' ? ' (this CPU has native bf16)' : ''}`)
   let avg = 0
   const steps: StepRecord[] = []
-  // A fixed number of steps, or a time budget with the poly schedule over time (lr0 (1 - elapsed / budget)^0.9).
+  // fit() over an endless stream of random crops: a fixed number of steps, or a time budget with the
+  // poly schedule over the clock (fit's timeLimit: lr0 (1 - elapsed / budget)^0.9).
   const tTrain = Date.now()
-  const budget = o.steps > 0 ? Infinity : o.seconds
-  const progress = (step: number): number => (o.steps > 0 ? (step - 1) / o.steps : Math.min(1, (Date.now() - tTrain) / 1000 / budget))
   let lastLog = Date.now()
-  for (let step = 1; o.steps > 0 ? step <= o.steps : (Date.now() - tTrain) / 1000 < budget; step++) {
-    const { x, y } = batch(train, o.batch, o.crop, r)
-    const lr = lr0 * Math.pow(1 - progress(step), 0.9) // poly schedule
-    const res = await model.trainStep(tensor(x, [o.batch, 1, o.crop, o.crop]), tensor(y, [o.batch, o.crop, o.crop]),
-      { optimizer: { type: 'adam', lr }, loss: o.loss, ...fast })
-    avg = step === 1 ? res.loss : 0.9 * avg + 0.1 * res.loss
-    steps.push({ step, epoch: 1, loss: res.loss, lr })
-    if (step % 25 === 0 || step === o.steps || Date.now() - lastLog > 20000) {
-      lastLog = Date.now()
-      log(`step ${step}${o.steps > 0 ? `/${o.steps}` : ''}  loss ${avg.toFixed(4)}  lr ${lr.toFixed(5)}  ${((Date.now() - t0) / 1000).toFixed(0)} s`)
+  const crops = function * (): Generator<Batch> {
+    for (;;) {
+      const { x, y } = batch(train, o.batch, o.crop, r)
+      yield { images: tensor(x, [o.batch, 1, o.crop, o.crop]), masks: tensor(y, [o.batch, o.crop, o.crop]) }
     }
   }
+  await model.fit(crops, {
+    ...(o.steps > 0 ? { iterations: o.steps } : { timeLimit: o.seconds }),
+    optimizer: { type: 'adam', lr: o.lr },
+    schedule: { type: 'poly' },
+    loss: o.loss,
+    ...fast,
+    onStep: (st) => {
+      avg = st.step === 1 ? st.loss : 0.9 * avg + 0.1 * st.loss
+      steps.push({ step: st.step, epoch: 1, loss: st.loss, lr: st.lr })
+      if (st.step % 25 === 0 || st.step === o.steps || Date.now() - lastLog > 20000) {
+        lastLog = Date.now()
+        log(`step ${st.step}${o.steps > 0 ? `/${o.steps}` : ''}  loss ${avg.toFixed(4)}  lr ${st.lr.toFixed(5)}  ${((Date.now() - t0) / 1000).toFixed(0)} s`)
+      }
+    }
+  })
   const trained = steps.length
   log(`trained ${trained} steps in ${((Date.now() - tTrain) / 1000).toFixed(0)} s`)
 
