@@ -5,6 +5,7 @@ import { Command, CommanderError } from 'commander'
 import { backend, version } from '../index'
 import { ARCHITECTURES } from '../models'
 import { DemoOptions, runDemo } from './demo'
+import { launch } from './launch'
 import { EVAL_OPTIONS, PREDICT_OPTIONS, runEval, runPredict } from './infer'
 import { addOptions, coerce, UsageError } from './options'
 import { runTrain, TRAIN_OPTIONS } from './train'
@@ -22,6 +23,8 @@ Examples:
   segtorch recipes                                     (the recipes in full)
   segtorch eval runs/psp/model.segtorch --data camvid:data/CamVid#test
   segtorch predict runs/psp/model.segtorch photos/ --out masks --mode slide --crop 512
+  segtorch launch --nproc-per-node 2 -- node train.js  (data-parallel: one process per rank)
+  segtorch train --data camvid:data/CamVid --nproc-per-node 2 --out runs/psp2
   segtorch info`
 
 function intOption (name: string, v: string | undefined, min: number): number {
@@ -52,6 +55,24 @@ export function program (): Command {
     .argument('<model>', 'a saved model (.segtorch) or a run folder')
     .argument('<images...>', 'image files or folders (searched recursively)'), PREDICT_OPTIONS)
     .action(async (model: string, images: string[], opts: Record<string, unknown>, cmd: Command) => { await runPredict(cmd, model, images, opts, out) })
+
+  p.command('launch').description('run a command as the ranks of data-parallel training (torchrun\'s environment: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, ...); stops every rank when one fails')
+    .argument('<command...>', 'the command of each rank, after -- (e.g. -- node train.js)')
+    .requiredOption('--nproc-per-node <n>', 'processes (ranks) on this machine')
+    .option('--nnodes <n>', 'machines', '1')
+    .option('--node-rank <n>', 'this machine\'s index, 0..nnodes-1', '0')
+    .option('--master-addr <host>', 'the address of node 0 (rank 0 hosts the rendezvous)', '127.0.0.1')
+    .option('--master-port <port>', 'its port (default: a free one on one machine, 29500 on several)')
+    .action(async (command: string[], opts: Record<string, string | undefined>) => {
+      const r = await launch(command, {
+        nprocPerNode: intOption('nproc-per-node', opts.nprocPerNode, 1),
+        nnodes: intOption('nnodes', opts.nnodes, 1),
+        nodeRank: intOption('node-rank', opts.nodeRank, 0),
+        masterAddr: opts.masterAddr,
+        masterPort: opts.masterPort === undefined ? undefined : intOption('master-port', opts.masterPort, 1)
+      })
+      process.exitCode = r.code
+    })
 
   p.command('recipes').description('the named training configurations for --recipe, in full')
     .argument('[name]', 'one recipe')

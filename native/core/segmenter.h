@@ -58,6 +58,12 @@ class Segmenter {
   // Names and shapes of parameters and buffers, as a state dict would have them.
   std::vector<std::pair<std::string, std::vector<int64_t>>> StateDictShapes() const;
 
+  // Data-parallel training (dist/data_parallel.h): the step averages gradients over the ranks
+  // through `parallel` (nullptr: this process alone).
+  void SetDataParallel(std::shared_ptr<DataParallelHooks> parallel) { training_.parallel = std::move(parallel); }
+  // What must be equal on every rank of a data-parallel run: the configuration without the device.
+  std::string Description() const;
+
   void SetTraining(bool on) { net_->train(on); }
   bool IsTraining() const { return net_->is_training(); }
   // Atomic: written to a temporary file, fsynced, renamed over `path`. With training state:

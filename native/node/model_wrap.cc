@@ -1,5 +1,7 @@
 #include "node/model_wrap.h"
 
+#include "dist/data_parallel.h"
+
 #include "node/jobs.h"
 #include "node/options.h"
 #include "node/tensor_bridge.h"
@@ -75,6 +77,7 @@ Napi::Function ModelWrap::Init(Napi::Env env) {
                          InstanceMethod<&ModelWrap::LoadStateDict>("loadStateDict"),
                          InstanceMethod<&ModelWrap::SaveStateDict>("saveStateDict"),
                          InstanceMethod<&ModelWrap::StateDictShapes>("stateDictShapes"),
+                         InstanceMethod<&ModelWrap::Distribute>("distribute"),
                      }));
 }
 
@@ -235,6 +238,31 @@ Napi::Value ModelWrap::StateDictShapes(const Napi::CallbackInfo& info) {
         o.Set(kv.first, shape);
       }
       return o;
+    };
+  });
+}
+
+// distribute({ bucketBytes, broadcastBuffers } | null) -> Promise<{ buckets }>: collective (every
+// rank at the same point): checks that the model is the same on every rank, copies rank 0's
+// parameters and buffers to all, and from then on each training step averages the gradients over
+// the ranks of distributed.init()'s group. null: this process trains alone again.
+Napi::Value ModelWrap::Distribute(const Napi::CallbackInfo& info) {
+  return Queue(info, [&](Job& job) {
+    bool off = info[0].IsNull() || info[0].IsUndefined();
+    dist::DataParallelOptions o;
+    if (!off) {
+      Napi::Object obj = info[0].As<Napi::Object>();
+      o.bucket_bytes = IntField(obj, "bucketBytes");
+      o.broadcast_buffers = BoolField(obj, "broadcastBuffers");
+    }
+    job.execute = [this, off, o]() mutable {
+      Segmenter& s = Loaded();
+      if (off) {
+        s.SetDataParallel(nullptr);
+        return;
+      }
+      o.description = s.Description();
+      s.SetDataParallel(std::make_shared<dist::DataParallel>(dist::Default(), s.net(), o));
     };
   });
 }
