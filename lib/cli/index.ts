@@ -43,6 +43,13 @@ export function program (): Command {
 
   addOptions(p.command('train').description('train a model; checkpoints, history and a report go to the run folder (Ctrl-C stops resumably)'), TRAIN_OPTIONS)
     .action(async (opts: Record<string, unknown>, cmd: Command) => {
+      // --nproc-per-node N: this process only launches N ranks of the same command (each sees RANK).
+      const n = opts.nprocPerNode === undefined ? 1 : intOption('nproc-per-node', String(opts.nprocPerNode), 1)
+      if (n > 1 && process.env.RANK === undefined) {
+        const l = await launch([process.execPath, ...process.execArgv, process.argv[1], ...process.argv.slice(2)], { nprocPerNode: n })
+        process.exitCode = l.code
+        return
+      }
       const r = await runTrain(cmd, opts, out)
       if (r.aborted) process.exitCode = 130
     })

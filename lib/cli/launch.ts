@@ -93,7 +93,8 @@ export async function launch (command: string[], o: LaunchOptions): Promise<Laun
       MASTER_PORT: String(port),
       OMP_NUM_THREADS: env.OMP_NUM_THREADS ?? String(Math.max(1, Math.floor((typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length) / nproc)))
     })
-    const child = spawn(command[0], command.slice(1), { stdio: 'inherit', env })
+    // Its own process group: a terminal's Ctrl-C reaches the launcher alone, which forwards it once.
+    const child = spawn(command[0], command.slice(1), { stdio: 'inherit', env, detached: true })
     children.push(child)
     running++
     child.once('error', (err) => {
