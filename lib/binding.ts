@@ -42,7 +42,7 @@ export interface NativeModel extends NativeInferenceModel {
   loadStateDict(path: string, strict: boolean, prefix: string): Promise<StateDictReport>
   saveStateDict(path: string): Promise<void>
   stateDictShapes(): Promise<Record<string, number[]>>
-  distribute(options: { bucketBytes: number, broadcastBuffers: boolean } | null): Promise<void>
+  distribute(options: { bucketBytes: number, broadcastBuffers: boolean, syncBatchNorm: boolean } | null): Promise<void>
 }
 
 export interface NativeScriptModel extends NativeInferenceModel {

@@ -109,6 +109,11 @@ export interface FitOptions extends TrainStepOptions {
 export interface FitDistributedOptions extends DistributedOptions {
   bucketMB?: number
   broadcastBuffers?: boolean
+  /**
+   * Every BatchNorm normalises with the statistics of the global batch (all ranks' samples) in
+   * training, as PyTorch's SyncBatchNorm; the state dict is unchanged. Default false.
+   */
+  syncBatchNorm?: boolean
 }
 
 /** What fit() passes to onEpoch: the epoch's record and this process's rank. */
@@ -125,16 +130,19 @@ interface FitState {
 
 const FIT_KEYS = ['epochs', 'iterations', 'timeLimit', 'validation', 'validateEvery', 'checkpointDir', 'keepBest', 'signal', 'onStep', 'onEpoch', 'resume', 'seed', 'distributed'] as const
 
-function resolveFitDistributed (value: unknown): { init: DistributedOptions, bucketBytes: number, broadcastBuffers: boolean } | undefined {
+interface ResolvedFitDistributed { init: DistributedOptions, bucketBytes: number, broadcastBuffers: boolean, syncBatchNorm: boolean }
+
+function resolveFitDistributed (value: unknown): ResolvedFitDistributed | undefined {
   if (value === undefined || value === false) return undefined
-  if (value === true) return { init: {}, bucketBytes: 25 * 1024 * 1024, broadcastBuffers: true }
+  if (value === true) return { init: {}, bucketBytes: 25 * 1024 * 1024, broadcastBuffers: true, syncBatchNorm: false }
   const o = v.optionsObject('distributed', value)
-  const { bucketMB, broadcastBuffers, ...init } = o as FitDistributedOptions
-  v.checkKeys('distributed options', o, ['backend', 'timeoutMs', 'rank', 'worldSize', 'localRank', 'localWorldSize', 'masterAddr', 'masterPort', 'bucketMB', 'broadcastBuffers'])
+  const { bucketMB, broadcastBuffers, syncBatchNorm, ...init } = o as FitDistributedOptions
+  v.checkKeys('distributed options', o, ['backend', 'timeoutMs', 'rank', 'worldSize', 'localRank', 'localWorldSize', 'masterAddr', 'masterPort', 'bucketMB', 'broadcastBuffers', 'syncBatchNorm'])
   return {
     init,
     bucketBytes: Math.max(1, Math.round((bucketMB === undefined ? 25 : v.number('distributed.bucketMB', bucketMB, 0, Infinity, true)) * 1024 * 1024)),
-    broadcastBuffers: broadcastBuffers === undefined ? true : v.boolean('distributed.broadcastBuffers', broadcastBuffers)
+    broadcastBuffers: broadcastBuffers === undefined ? true : v.boolean('distributed.broadcastBuffers', broadcastBuffers),
+    syncBatchNorm: syncBatchNorm === undefined ? false : v.boolean('distributed.syncBatchNorm', syncBatchNorm)
   }
 }
 
@@ -276,7 +284,7 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
   if (dist !== undefined) {
     if (!distributed.isInitialized()) await distributed.init(dist.init)
     // Collective: the same model on every rank (checked), rank 0's weights copied to all.
-    await withStack(() => native.distribute({ bucketBytes: dist.bucketBytes, broadcastBuffers: dist.broadcastBuffers }))
+    await withStack(() => native.distribute({ bucketBytes: dist.bucketBytes, broadcastBuffers: dist.broadcastBuffers, syncBatchNorm: dist.syncBatchNorm }))
   }
   const rank = dist === undefined ? 0 : distributed.rank
   const main = rank === 0 // writes checkpoints and history.json

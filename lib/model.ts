@@ -293,16 +293,18 @@ export class Model extends InferenceModel<NativeModel> {
    * `distributed`): after distributed.init(), every rank calls it at the same point; it checks that
    * the model is the same on every rank, copies rank 0's parameters and buffers to all, and from then
    * on each trainStep averages the gradients over the ranks (buckets of `bucketMB`, default 25)
-   * before clipping and the update. false: this process trains alone again.
+   * before clipping and the update; syncBatchNorm: BatchNorm statistics over every rank's batch.
+   * false: this process trains alone again.
    */
-  async distribute (options?: { bucketMB?: number, broadcastBuffers?: boolean } | false): Promise<void> {
+  async distribute (options?: { bucketMB?: number, broadcastBuffers?: boolean, syncBatchNorm?: boolean } | false): Promise<void> {
     const native = this._native()
     if (options === false) return withStack(() => native.distribute(null))
     const o = v.optionsObject('distribute options', options)
-    v.checkKeys('distribute options', o, ['bucketMB', 'broadcastBuffers'])
+    v.checkKeys('distribute options', o, ['bucketMB', 'broadcastBuffers', 'syncBatchNorm'])
+    const syncBatchNorm = o.syncBatchNorm === undefined ? false : v.boolean('syncBatchNorm', o.syncBatchNorm)
     const bucketMB = o.bucketMB === undefined ? 25 : v.number('bucketMB', o.bucketMB, 0, Infinity, true)
     const broadcastBuffers = o.broadcastBuffers === undefined ? true : v.boolean('broadcastBuffers', o.broadcastBuffers)
-    return withStack(() => native.distribute({ bucketBytes: Math.max(1, Math.round(bucketMB * 1024 * 1024)), broadcastBuffers }))
+    return withStack(() => native.distribute({ bucketBytes: Math.max(1, Math.round(bucketMB * 1024 * 1024)), broadcastBuffers, syncBatchNorm }))
   }
 
   /** @internal sets steps after a resume */

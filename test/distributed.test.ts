@@ -114,6 +114,9 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     await m.save(init)
     await m.saveStateDict(path.join(dir, 'init.pt'))
     m.dispose()
+    const bn = await createModel({ arch: 'unet', numClasses: 3, baseChannels: 4, dropout: 0, batchNorm: true })
+    await bn.save(path.join(dir, 'init-bn.segtorch'))
+    bn.dispose()
   })
 
   const base = (out: string, more: Partial<Scenario> = {}): Scenario => {
@@ -149,6 +152,22 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     assert.ok(Math.abs(((r0.losses as number[])[0] + (r1.losses as number[])[0]) / 2 - loss0) < 1e-5, 'the mean of the ranks\' losses is the single run\'s')
     // Gradient bytes: the parameters (float32) plus one presence flag per parameter, per step.
     assert.ok((r0.stats as { reducedBytes: number }).reducedBytes > 0)
+  })
+
+  it('syncBatchNorm: on a BatchNorm U-Net, 2 x batch 2 differ from 1 x batch 4 with plain BN and match it with SyncBN', async () => {
+    const initBn = path.join(dir, 'init-bn.segtorch')
+    const one = path.join(dir, 'bn1')
+    const plain = path.join(dir, 'bn-plain')
+    const sync = path.join(dir, 'bn-sync')
+    ok(await single(base(one, { init: initBn, batchNorm: true })), 'single process')
+    ;(await ranks(2, base(plain, { init: initBn, batchNorm: true, batchSize: 2, distributed: true }))).forEach((e, r) => ok(e, `plain rank ${r}`))
+    ;(await ranks(2, base(sync, { init: initBn, batchNorm: true, batchSize: 2, distributed: true, syncBatchNorm: true, freshOnRanks: [1] }))).forEach((e, r) => ok(e, `sync rank ${r}`))
+    const dPlain = stateDiff(path.join(one, 'rank0.pt'), path.join(plain, 'rank0.pt'))
+    const dSync = stateDiff(path.join(one, 'rank0.pt'), path.join(sync, 'rank0.pt'))
+    assert.ok(dPlain > 1e-4, `plain BN: max |single - distributed| = ${dPlain} (per-rank statistics must differ)`)
+    assert.ok(dSync < 1e-5, `SyncBN: max |single - distributed| = ${dSync}`)
+    assert.ok(stateDiff(path.join(sync, 'rank0.pt'), path.join(sync, 'rank1.pt')) < 1e-6)
+    // The state dict is BatchNorm's: the same names and shapes as the single run's (compared above record by record).
   })
 
   it('3 processes (odd world size, 10 samples padded to 12) match 1 process over the padded order', async () => {

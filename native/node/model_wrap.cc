@@ -1,6 +1,7 @@
 #include "node/model_wrap.h"
 
 #include "dist/data_parallel.h"
+#include "dist/sync_batch_norm.h"
 
 #include "node/jobs.h"
 #include "node/options.h"
@@ -242,7 +243,7 @@ Napi::Value ModelWrap::StateDictShapes(const Napi::CallbackInfo& info) {
   });
 }
 
-// distribute({ bucketBytes, broadcastBuffers } | null) -> Promise<{ buckets }>: collective (every
+// distribute({ bucketBytes, broadcastBuffers, syncBatchNorm } | null) -> Promise<{ buckets }>: collective (every
 // rank at the same point): checks that the model is the same on every rank, copies rank 0's
 // parameters and buffers to all, and from then on each training step averages the gradients over
 // the ranks of distributed.init()'s group. null: this process trains alone again.
@@ -254,11 +255,13 @@ Napi::Value ModelWrap::Distribute(const Napi::CallbackInfo& info) {
       Napi::Object obj = info[0].As<Napi::Object>();
       o.bucket_bytes = IntField(obj, "bucketBytes");
       o.broadcast_buffers = BoolField(obj, "broadcastBuffers");
+      o.sync_batch_norm = BoolField(obj, "syncBatchNorm");
     }
     job.execute = [this, off, o]() mutable {
       Segmenter& s = Loaded();
       if (off) {
         s.SetDataParallel(nullptr);
+        dist::SetSyncBatchNorm(s.net(), nullptr);
         return;
       }
       o.description = s.Description();
