@@ -159,9 +159,12 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     const one = path.join(dir, 'bn1')
     const plain = path.join(dir, 'bn-plain')
     const sync = path.join(dir, 'bn-sync')
-    ok(await single(base(one, { init: initBn, batchNorm: true })), 'single process')
-    ;(await ranks(2, base(plain, { init: initBn, batchNorm: true, batchSize: 2, distributed: true }))).forEach((e, r) => ok(e, `plain rank ${r}`))
-    ;(await ranks(2, base(sync, { init: initBn, batchNorm: true, batchSize: 2, distributed: true, syncBatchNorm: true, freshOnRanks: [1] }))).forEach((e, r) => ok(e, `sync rank ${r}`))
+    // 32 x 32: at 16 x 16 the deepest level is 1 x 1 and its statistics over 2-4 values make training
+    // chaotic (rounding alone, e.g. channels-last against not, then moves the weights by 1e-2 in 5 steps).
+    const bnRun = { init: initBn, batchNorm: true, size: 32 }
+    ok(await single(base(one, bnRun)), 'single process')
+    ;(await ranks(2, base(plain, { ...bnRun, batchSize: 2, distributed: true }))).forEach((e, r) => ok(e, `plain rank ${r}`))
+    ;(await ranks(2, base(sync, { ...bnRun, batchSize: 2, distributed: true, syncBatchNorm: true, freshOnRanks: [1] }))).forEach((e, r) => ok(e, `sync rank ${r}`))
     const dPlain = stateDiff(path.join(one, 'rank0.pt'), path.join(plain, 'rank0.pt'))
     const dSync = stateDiff(path.join(one, 'rank0.pt'), path.join(sync, 'rank0.pt'))
     assert.ok(dPlain > 1e-4, `plain BN: max |single - distributed| = ${dPlain} (per-rank statistics must differ)`)
