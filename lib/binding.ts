@@ -73,7 +73,7 @@ export interface Binding {
     options: Record<string, unknown>, seed: number): Promise<{ images: NativeTensor, masks?: NativeTensor, depth?: NativeTensor }>
   crf(image: NativeTensor, probs: NativeTensor, options: Record<string, unknown>, channelsLast: boolean): Promise<NativeTensor>
   distAvailable(): { c10d: boolean, gloo: boolean, nccl: boolean, why: string }
-  distInit(options: Record<string, unknown>): Promise<{ rank: number, worldSize: number, backend: string }>
+  distInit(options: Record<string, unknown>): Promise<{ rank: number, worldSize: number, backend: string, rendezvous: string }>
   distBarrier(what: string): Promise<void>
   distAllReduce(t: NativeTensor, op: 'sum' | 'max', what: string): Promise<NativeTensor>
   distDestroy(): Promise<void>

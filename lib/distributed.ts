@@ -70,10 +70,11 @@ function envInt (name: string, fallback: number | undefined, min: number): numbe
 
 /**
  * Joins the process group: every rank calls it (the rendezvous waits up to timeoutMs for all of
- * them). On the CPU, unless setNumThreads() was called, each rank then uses cores / LOCAL_WORLD_SIZE
+ * them). `rendezvous` says how the ranks met (rank 0's TCPStore, torchrun's agent store, or the
+ * fallback when that store does not answer this libtorch). On the CPU, unless setNumThreads() was called, each rank then uses cores / LOCAL_WORLD_SIZE
  * threads.
  */
-export async function init (options?: DistributedOptions): Promise<{ rank: number, worldSize: number, backend: string }> {
+export async function init (options?: DistributedOptions): Promise<{ rank: number, worldSize: number, backend: string, rendezvous: string }> {
   const o = v.optionsObject('distributed options', options)
   v.checkKeys('distributed options', o, KEYS)
   if (initialized) throw new SegtorchError('distributed: already initialised (call distributed.destroy() first)')

@@ -383,7 +383,7 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
     const skipped = (data as { skipped?: unknown }).skipped
     if (Array.isArray(skipped)) record.skipped = skipped.length
     if (o.validation !== undefined && ((epoch + 1) % validateEvery === 0 || done || epoch + 1 === epochs)) {
-      const e = await evaluate(model, o.validation, { ignoreIndex: step.ignoreIndex })
+      const e = await evaluate(model, o.validation, { ignoreIndex: step.ignoreIndex, distributed: dist !== undefined })
       record.validation = { ...e, confusion: confusionRows(e.confusion) }
       e.confusion.dispose()
       if (keepBest === 'mIoU' && !Number.isNaN(e.mIoU) && (history.best === undefined || e.mIoU > history.best.value)) {

@@ -10,6 +10,7 @@ import * as os from 'os'
 import * as path from 'path'
 import { createModel, distributed } from '../lib'
 import { freePort } from '../lib/cli/launch'
+import { greyPng, labels, rgbFile } from './data-fixtures'
 import { ROOT, tmpdir } from './helpers'
 import type { Scenario } from './dist/worker'
 import { readZip } from './zipkit'
@@ -134,6 +135,7 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     const r0 = report(two, 0)
     const r1 = report(two, 1)
     assert.strictEqual(r0.worldSize, 2)
+    assert.strictEqual((r0 as { rendezvous?: string }).rendezvous, 'tcp store (rank 0)')
     assert.deepStrictEqual(r0.ranks, [0, 0, 0, 0, 0])
     assert.deepStrictEqual(r1.ranks, [1, 1, 1, 1, 1])
     assert.strictEqual(r0.steps, 5)
@@ -267,6 +269,23 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     assert.ok(f.seconds < 50, `rank 0 was stopped, not left waiting for its 60 s timeout (${f.seconds} s)`)
   })
 
+  it('segtorch train --nproc-per-node 2: one run folder written by rank 0, validation over both ranks', async () => {
+    const cwd = path.join(dir, 'cli')
+    for (let i = 0; i < 6; i++) {
+      await rgbFile(path.join(cwd, 'ds', 'images', `img${i}.png`), 40, 32, i + 1)
+      await greyPng(path.join(cwd, 'ds', 'masks', `img${i}.png`), labels(40, 32, 3, i + 10), 40, 32)
+    }
+    const e = await run(process.execPath, ['-r', TS_NODE, CLI, 'train', '--arch', 'unet', '--model-option', 'baseChannels=4', '--batch-size', '2', '--crop', '32',
+      '--data', path.join(cwd, 'ds', 'images') + ',' + path.join(cwd, 'ds', 'masks'), '--classes', 'bg,a,b', '--val', '0.34', '--iterations', '2', '--out', path.join(cwd, 'run'),
+      '--samples', '1', '--nproc-per-node', '2'].map((a) => a.startsWith(cwd) && a.includes(',') ? `folder:${a}` : a), { ...ENV })
+    ok(e, 'segtorch train --nproc-per-node 2')
+    const h = JSON.parse(fs.readFileSync(path.join(cwd, 'run', 'history.json'), 'utf8')) as { steps: number, epochs: Array<{ validation?: { images: number } }> }
+    assert.strictEqual(h.steps, 2)
+    assert.strictEqual(h.epochs[h.epochs.length - 1].validation?.images, 2, 'the 2 held-out images, split over the ranks and summed')
+    assert.ok(fs.existsSync(path.join(cwd, 'run', 'model.segtorch')))
+    assert.strictEqual((e.stdout.match(/segtorch train: unet/g) ?? []).length, 1, 'one log, from rank 0')
+  })
+
   it('torchrun --no-python runs a 2-process fit (PyPI torch; skipped when absent)', async function () {
     const torchrun = torchrunReason()
     if (torchrun === undefined) {
@@ -277,6 +296,10 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     const e = await run(torchrun as string, ['--no-python', '--nproc-per-node', '2', '--master-port', String(await freePort()), process.execPath, '-r', TS_NODE, WORKER, JSON.stringify(base(out, { batchSize: 2, distributed: true }))], ENV)
     ok(e, 'torchrun')
     assert.strictEqual(report(out, 0).worldSize, 2)
+    // torchrun's agent hosts the store; a libtorch 1.x cannot speak to a PyTorch 2.x store, and then meets through a FileStore.
+    const how = (report(out, 0) as { rendezvous?: string }).rendezvous ?? ''
+    console.log(`      (torchrun rendezvous: ${how.split(' (')[0]})`)
+    assert.match(how, /^torchrun agent store$|^file store .*torchrun's agent store did not answer/)
     assert.strictEqual(report(out, 1).steps, 5)
     assert.ok(stateDiff(path.join(out, 'rank0.pt'), path.join(out, 'rank1.pt')) < 1e-6)
   })

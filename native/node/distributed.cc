@@ -10,7 +10,7 @@ namespace {
 
 struct GroupInfo {
   int64_t rank = 0, world_size = 1;
-  std::string backend;
+  std::string backend, rendezvous;
 };
 
 Napi::Value Undefined(Napi::Env env, bool) { return env.Undefined(); }
@@ -46,13 +46,14 @@ Napi::Value DistInit(const Napi::CallbackInfo& info) {
       if (dist::DefaultOrNull()) ThrowError("distributed: already initialised (call destroy() first)");
       auto group = std::make_shared<dist::ProcessGroup>(g);
       dist::SetDefault(group);
-      return GroupInfo{group->rank(), group->world_size(), g.backend};
+      return GroupInfo{group->rank(), group->world_size(), g.backend, group->rendezvous()};
     };
   }, [](Napi::Env env, const GroupInfo& r) -> Napi::Value {
     Napi::Object o = Napi::Object::New(env);
     o.Set("rank", Napi::Number::New(env, static_cast<double>(r.rank)));
     o.Set("worldSize", Napi::Number::New(env, static_cast<double>(r.world_size)));
     o.Set("backend", r.backend);
+    o.Set("rendezvous", r.rendezvous);
     return o;
   });
 }
