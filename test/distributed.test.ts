@@ -253,6 +253,27 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     assert.ok(stateDiff(path.join(full, 'rank0.pt'), path.join(resumed, 'rank0.pt')) < 1e-5)
   })
 
+  it('a rank that hangs (SIGSTOP): the other fails within the timeout + 10 s, naming the operation', async () => {
+    const timeoutMs = 4000
+    const out = path.join(dir, 'hang')
+    let stoppedAt = 0
+    let stopped: ChildProcess | undefined
+    const exits = await ranks(2, base(out, { samples: 16, batchSize: 2, iterations: 8, shuffle: false, distributed: true, timeoutMs, slowMs: 200 }), (r, line, child) => {
+      if (r === 1 && /step 2$/.test(line) && stoppedAt === 0) {
+        stoppedAt = Date.now()
+        stopped = child
+        child.kill('SIGSTOP')
+        // Rank 0's failure is what is tested; rank 1 is ended once rank 0 has.
+        setTimeout(() => child.kill('SIGKILL'), timeoutMs + 10500).unref()
+      }
+    })
+    stopped?.kill('SIGKILL')
+    assert.ok(stoppedAt > 0)
+    assert.notStrictEqual(exits[0].code, 0)
+    assert.ok(exits[0].end - stoppedAt < timeoutMs + 10000, `rank 0 ended ${exits[0].end - stoppedAt} ms after rank 1 stopped`)
+    assert.match(report(out, 0).error?.message ?? '', /distributed: rank 0 of 2: all-reduce of the gradients \(optimizer step \d\) failed: rank 1 \(pid \d+\) is stopped/)
+  })
+
   it('segtorch launch runs a 2-process fit, and stops every rank and exits non-zero when one fails', async () => {
     const out = path.join(dir, 'launch')
     const s = base(out, { batchSize: 2, distributed: true })
