@@ -146,6 +146,7 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     }
     const dSingle = stateDiff(path.join(one, 'rank0.pt'), path.join(two, 'rank0.pt'))
     const dRanks = stateDiff(path.join(two, 'rank0.pt'), path.join(two, 'rank1.pt'))
+    console.log(`      (max |1 x 4 - 2 x 2| = ${dSingle.toExponential(2)}, |rank 0 - rank 1| = ${dRanks.toExponential(2)})`)
     assert.ok(dSingle < 1e-5, `max |single - distributed| = ${dSingle}`)
     assert.ok(dRanks < 1e-6, `max |rank 0 - rank 1| = ${dRanks}`)
     // And training did change them (the comparison is not between two untouched models).
@@ -169,6 +170,7 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     ;(await ranks(2, base(sync, { ...bnRun, batchSize: 2, distributed: true, syncBatchNorm: true, freshOnRanks: [1] }))).forEach((e, r) => ok(e, `sync rank ${r}`))
     const dPlain = stateDiff(path.join(one, 'rank0.pt'), path.join(plain, 'rank0.pt'))
     const dSync = stateDiff(path.join(one, 'rank0.pt'), path.join(sync, 'rank0.pt'))
+    console.log(`      (max |1 x 4 - 2 x 2|: plain BN ${dPlain.toExponential(2)}, SyncBN ${dSync.toExponential(2)})`)
     assert.ok(dPlain > 1e-4, `plain BN: max |single - distributed| = ${dPlain} (per-rank statistics must differ)`)
     assert.ok(dSync < 1e-5, `SyncBN: max |single - distributed| = ${dSync}`)
     assert.ok(stateDiff(path.join(sync, 'rank0.pt'), path.join(sync, 'rank1.pt')) < 1e-6)
@@ -186,6 +188,7 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     for (const r of reps) assert.strictEqual(r.steps, 2, 'every rank: 2 batches')
     assert.deepStrictEqual(reps.map((r) => (r.files as string[][]).flat()), [['sample-0', 'sample-3', 'sample-6', 'sample-9'], ['sample-1', 'sample-4', 'sample-7', 'sample-0'], ['sample-2', 'sample-5', 'sample-8', 'sample-1']])
     const d = stateDiff(path.join(one, 'rank0.pt'), path.join(three, 'rank0.pt'))
+    console.log(`      (max |1 x 6 - 3 x 2| = ${d.toExponential(2)})`)
     assert.ok(d < 1e-5, `max |single - distributed| = ${d}`)
     assert.ok(stateDiff(path.join(three, 'rank0.pt'), path.join(three, 'rank2.pt')) < 1e-6)
   })
