@@ -30,10 +30,13 @@ function ensureLibtorch () {
   if (found) return found
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
   if (isRoot && haveCommand('apt-get')) {
-    log('libtorch is missing: installing libtorch-dev with apt-get (this takes a few minutes) ...')
+    // OpenBLAS with it: Debian's libtorch links libblas.so.3, which is Netlib's reference BLAS unless
+    // an optimised one is installed (the alternatives system then points at it). The OpenMP build
+    // shares libtorch's OpenMP threads instead of starting its own.
+    log('libtorch is missing: installing libtorch-dev and OpenBLAS with apt-get (this takes a few minutes) ...')
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
     let r = spawnSync('apt-get', ['update', '-q'], { stdio: 'inherit', env })
-    if (r.status === 0) r = spawnSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', 'libtorch-dev'], { stdio: 'inherit', env })
+    if (r.status === 0) r = spawnSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', 'libtorch-dev', 'libopenblas0-openmp'], { stdio: 'inherit', env })
     if (r.status !== 0) throw new Error('apt-get install libtorch-dev failed (see above)')
     const now = CONFIGS.find((p) => fs.existsSync(p))
     if (now) return now
