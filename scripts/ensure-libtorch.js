@@ -78,11 +78,12 @@ function ensureBuildTools () {
 // gloo's headers, which c10d's ProcessGroupGloo.hpp includes (distributed training on the CPU):
 // Debian's libtorch-dev is built with Gloo but ships its headers in libgloo-dev, installed here the
 // same way as libtorch-dev (root + apt-get). Elsewhere a note: segtorch builds without them, and
-// distributed.init() then says what is missing. PyPI's torch (LIBTORCH_USE_PYTORCH) carries its own.
+// distributed.init() then says what is missing. PyPI's torch wheel (2.15 checked) does not ship
+// them either; an unpacked libtorch tree (LIBTORCH) may, in its include/.
 const GLOO_HEADERS = ['/usr/include/gloo/config.h', '/usr/local/include/gloo/config.h']
 function ensureGloo () {
-  if (process.env.LIBTORCH || process.env.LIBTORCH_USE_PYTORCH === '1') return
-  if (GLOO_HEADERS.some((f) => fs.existsSync(f))) return
+  const own = process.env.LIBTORCH ? [`${process.env.LIBTORCH}/include/gloo/config.h`] : []
+  if ([...own, ...GLOO_HEADERS].some((f) => fs.existsSync(f))) return
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
   if (isRoot && haveCommand('apt-get')) {
     log('gloo headers are missing (distributed training): installing libgloo-dev with apt-get ...')
