@@ -160,19 +160,24 @@ describe('distributed (c10d, Gloo over loopback)', function () {
   it('syncBatchNorm: on a BatchNorm U-Net, 2 x batch 2 differ from 1 x batch 4 with plain BN and match it with SyncBN', async () => {
     const initBn = path.join(dir, 'init-bn.segtorch')
     const one = path.join(dir, 'bn1')
+    const noise = path.join(dir, 'bn1-cl')
     const plain = path.join(dir, 'bn-plain')
     const sync = path.join(dir, 'bn-sync')
-    // 32 x 32: at 16 x 16 the deepest level is 1 x 1 and its statistics over 2-4 values make training
-    // chaotic (rounding alone, e.g. channels-last against not, then moves the weights by 1e-2 in 5 steps).
-    const bnRun = { init: initBn, batchNorm: true, size: 32 }
+    // A BN U-Net this small trained with momentum can amplify rounding: at 16 x 16 (a 1 x 1 deepest
+    // level) channels-last alone moved the weights by 1e-2 in 5 steps; at 32 x 32 by up to 1e-4 for
+    // some random initial weights. So SyncBN must match within 1e-5 or within 10x that rounding
+    // floor, measured here on the same weights (the single run again with channels-last convolutions).
+    const bnRun = { init: initBn, batchNorm: true, size: 32, lr: 0.02 }
     ok(await single(base(one, bnRun)), 'single process')
+    ok(await single(base(noise, { ...bnRun, channelsLast: true })), 'single process, channels-last')
     ;(await ranks(2, base(plain, { ...bnRun, batchSize: 2, distributed: true }))).forEach((e, r) => ok(e, `plain rank ${r}`))
     ;(await ranks(2, base(sync, { ...bnRun, batchSize: 2, distributed: true, syncBatchNorm: true, freshOnRanks: [1] }))).forEach((e, r) => ok(e, `sync rank ${r}`))
+    const floor = stateDiff(path.join(one, 'rank0.pt'), path.join(noise, 'rank0.pt'))
     const dPlain = stateDiff(path.join(one, 'rank0.pt'), path.join(plain, 'rank0.pt'))
     const dSync = stateDiff(path.join(one, 'rank0.pt'), path.join(sync, 'rank0.pt'))
-    console.log(`      (max |1 x 4 - 2 x 2|: plain BN ${dPlain.toExponential(2)}, SyncBN ${dSync.toExponential(2)})`)
-    assert.ok(dPlain > 1e-4, `plain BN: max |single - distributed| = ${dPlain} (per-rank statistics must differ)`)
-    assert.ok(dSync < 1e-5, `SyncBN: max |single - distributed| = ${dSync}`)
+    console.log(`      (max |1 x 4 - 2 x 2|: plain BN ${dPlain.toExponential(2)}, SyncBN ${dSync.toExponential(2)}; rounding floor ${floor.toExponential(2)})`)
+    assert.ok(dSync < Math.max(1e-5, 10 * floor), `SyncBN: max |single - distributed| = ${dSync} (rounding floor ${floor})`)
+    assert.ok(dPlain > 100 * Math.max(dSync, 1e-6), `plain BN: max |single - distributed| = ${dPlain} must be far above SyncBN's ${dSync}`)
     assert.ok(stateDiff(path.join(sync, 'rank0.pt'), path.join(sync, 'rank1.pt')) < 1e-6)
     // The state dict is BatchNorm's: the same names and shapes as the single run's (compared above record by record).
   })

@@ -39,6 +39,8 @@ export interface Scenario {
   syncBatchNorm?: boolean
   /** The U-Net with batch norm (the init model must be one too). */
   batchNorm?: boolean
+  /** Channels-last convolutions: the same arithmetic in another order (a rounding-only perturbation). */
+  channelsLast?: boolean
 }
 
 const CLASSES = ['a', 'b', 'c']
@@ -114,7 +116,7 @@ async function main (): Promise<void> {
         epochs: s.epochs,
         optimizer: { type: 'sgd', lr: s.lr ?? 0.05, momentum: 0.9 },
         precision: 'fp32',
-        channelsLast: false,
+        channelsLast: s.channelsLast ?? false,
         distributed: s.distributed ? { timeoutMs: s.timeoutMs ?? 30000, syncBatchNorm: s.syncBatchNorm ?? false } : false,
         checkpointDir: s.checkpointDir,
         resume: s.resume,
