@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/precision.h"
+#include "export/export.h"
 #include "infer/evaluation.h"
 #include "infer/folded_net.h"
 #include "infer/inference.h"
@@ -57,6 +58,10 @@ class Segmenter {
   void SaveStateDict(const std::string& path) const;
   // Names and shapes of parameters and buffers, as a state dict would have them.
   std::vector<std::pair<std::string, std::vector<int64_t>>> StateDictShapes() const;
+
+  // Export (export/export.h): the network with BatchNorms folded, traced in eval mode on this
+  // model's device; mode and weights are left as they are.
+  ExportGraph TraceForExport(const ExportOptions& options) { return segtorch::TraceForExport(config_, *net_, device_, options); }
 
   void SetTraining(bool on) { net_->train(on); }
   bool IsTraining() const { return net_->is_training(); }
