@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <sstream>
 #include <unordered_map>
 
@@ -77,25 +78,35 @@ struct SizeExpr {
   int64_t f = 1;
 };
 
-// Constant sizes that differ between trace A and trace B, rewritten in A as sizes of A's tensors.
+// Constant sizes that differ between traces of the same network at different sizes, rewritten in
+// the first trace as sizes of its tensors. A size is related to a tensor's size (or that times or
+// divided by 2..32) only when the relation holds in every trace.
 class SizeRewriter {
  public:
-  SizeRewriter(Graph& a, Graph& b) : a_(a), b_(b), nodes_a_(NodesOf(a)), nodes_b_(NodesOf(b)) {
-    for (size_t i = 0; i < nodes_a_.size(); ++i) position_[nodes_a_[i]] = static_cast<int64_t>(i);
+  explicit SizeRewriter(const std::vector<std::shared_ptr<Graph>>& traces) : a_(*traces.at(0)) {
+    for (const auto& g : traces) nodes_.push_back(NodesOf(*g));
+    inputs_.resize(traces.size());
+    for (size_t t = 0; t < traces.size(); ++t) inputs_[t] = traces[t]->inputs()[0];
+    for (size_t i = 0; i < nodes_[0].size(); ++i) position_[nodes_[0][i]] = static_cast<int64_t>(i);
   }
 
   // "" when done, else why the graph cannot be made size-independent.
   std::string Run() {
-    if (nodes_a_.size() != nodes_b_.size()) return "the network runs different operations at different input sizes";
-    for (size_t i = 0; i < nodes_a_.size(); ++i) {
-      Node* na = nodes_a_[i];
-      Node* nb = nodes_b_[i];
-      if (na->kind() != nb->kind() || na->inputs().size() != nb->inputs().size() || na->outputs().size() != nb->outputs().size()) {
-        return "the network runs different operations at different input sizes (" + std::string(na->kind().toQualString()) +
-               " / " + nb->kind().toQualString() + ")";
+    const auto& first = nodes_[0];
+    for (size_t t = 1; t < nodes_.size(); ++t) {
+      if (nodes_[t].size() != first.size()) return "the network runs different operations at different input sizes";
+      for (size_t i = 0; i < first.size(); ++i) {
+        Node* na = first[i];
+        Node* nb = nodes_[t][i];
+        if (na->kind() != nb->kind() || na->inputs().size() != nb->inputs().size() || na->outputs().size() != nb->outputs().size()) {
+          return "the network runs different operations at different input sizes (" + std::string(na->kind().toQualString()) +
+                 " / " + nb->kind().toQualString() + ")";
+        }
       }
-      if (na->kind() != prim::Constant) continue;
-      std::string why = Constant(na, nb);
+    }
+    for (size_t i = 0; i < first.size(); ++i) {
+      if (first[i]->kind() != prim::Constant) continue;
+      std::string why = Constant(i);
       if (!why.empty()) return why;
     }
     torch::jit::EliminateDeadCode(a_.block());
@@ -103,33 +114,44 @@ class SizeRewriter {
   }
 
  private:
-  std::string Constant(Node* na, Node* nb) {
-    auto va = torch::jit::toIValue(na->output()), vb = torch::jit::toIValue(nb->output());
-    if (!va || !vb) return "";
-    if (va->isTensor() && vb->isTensor()) {
-      if (va->toTensor().sizes() != vb->toTensor().sizes()) return "a tensor the network creates has a size that depends on the input size";
+  std::string Constant(size_t i) {
+    std::vector<c10::IValue> values;
+    for (const auto& nodes : nodes_) {
+      auto v = torch::jit::toIValue(nodes[i]->output());
+      if (!v) return "";
+      values.push_back(*v);
+    }
+    const c10::IValue& va = values[0];
+    if (va.isTensor()) {
+      for (const auto& v : values) {
+        if (!v.isTensor() || v.toTensor().sizes() != va.toTensor().sizes()) return "a tensor the network creates has a size that depends on the input size";
+      }
       return "";
     }
-    if (va->isInt() && vb->isInt()) {
-      if (va->toInt() == vb->toInt()) return "";
-      return ReplaceUses(na, {va->toInt()}, {vb->toInt()}, /*list=*/false);
+    if (va.isInt() || va.isIntList()) {
+      std::vector<std::vector<int64_t>> lists;
+      for (const auto& v : values) {
+        if (v.isInt() != va.isInt() || v.isIntList() != va.isIntList()) return "a constant of the network depends on the input size";
+        lists.push_back(v.isInt() ? std::vector<int64_t>{v.toInt()} : v.toIntVector());
+        if (lists.back().size() != lists[0].size()) return "a list of sizes in the network has a length that depends on the input size";
+      }
+      bool same = true;
+      for (const auto& l : lists) same = same && l == lists[0];
+      if (same) return "";
+      return ReplaceUses(nodes_[0][i], lists, /*list=*/va.isIntList());
     }
-    if (va->isIntList() && vb->isIntList()) {
-      auto la = va->toIntVector(), lb = vb->toIntVector();
-      if (la == lb) return "";
-      if (la.size() != lb.size()) return "a list of sizes in the network has a length that depends on the input size";
-      return ReplaceUses(na, la, lb, /*list=*/true);
+    for (const auto& v : values) {
+      if (v != va) {
+        if (va.isDouble()) return "a number in the network (" + std::to_string(va.toDouble()) + ") depends on the input size";
+        return "a constant of the network depends on the input size";
+      }
     }
-    if (va->isDouble() && vb->isDouble()) {
-      if (va->toDouble() == vb->toDouble()) return "";
-      return "a number in the network (" + std::to_string(va->toDouble()) + ") depends on the input size";
-    }
-    if (*va == *vb) return "";
-    return "a constant of the network depends on the input size";
+    return "";
   }
 
-  // Each use of the constant gets its own expression, built before the user from tensors defined before it.
-  std::string ReplaceUses(Node* na, const std::vector<int64_t>& a, const std::vector<int64_t>& b, bool list) {
+  // Each use of the constant gets its own expression, built before the user from tensors defined
+  // before it. lists[t]: the constant's elements in trace t.
+  std::string ReplaceUses(Node* na, const std::vector<std::vector<int64_t>>& lists, bool list) {
     std::vector<torch::jit::Use> uses = na->output()->uses();
     for (const auto& use : uses) {
       Node* user = use.user;
@@ -137,17 +159,19 @@ class SizeRewriter {
       if (it == position_.end()) return "a size is used outside the traced operations";
       torch::jit::WithInsertPoint guard(user);
       std::vector<Value*> elements;
-      for (size_t i = 0; i < a.size(); ++i) {
-        if (a[i] == b[i]) {
-          elements.push_back(a_.insertConstant(a[i]));
+      for (size_t e = 0; e < lists[0].size(); ++e) {
+        std::vector<int64_t> wanted;
+        for (const auto& l : lists) wanted.push_back(l[e]);
+        if (std::all_of(wanted.begin(), wanted.end(), [&](int64_t v) { return v == wanted[0]; })) {
+          elements.push_back(a_.insertConstant(wanted[0]));
           continue;
         }
-        SizeExpr e;
-        if (!Find(a[i], b[i], it->second, &e)) {
-          return std::string("the size ") + std::to_string(a[i]) + " given to " + user->kind().toQualString() +
+        SizeExpr expr;
+        if (!Find(wanted, it->second, &expr)) {
+          return std::string("the size ") + std::to_string(wanted[0]) + " given to " + user->kind().toQualString() +
                  " could not be related to the size of a tensor";
         }
-        elements.push_back(Emit(e));
+        elements.push_back(Emit(expr));
       }
       Value* replacement = list ? a_.insertNode(a_.createList(c10::IntType::get(), elements))->output() : elements[0];
       user->replaceInput(use.offset, replacement);
@@ -155,36 +179,47 @@ class SizeRewriter {
     return "";
   }
 
-  // The tensors defined before position `before`, nearest first (the graph input last).
-  bool Find(int64_t a, int64_t b, int64_t before, SizeExpr* out) {
+  // Searches the tensors defined before position `before`, nearest first (the graph input last):
+  // first for a size equal to `wanted` in every trace, then for one that times or divided by f is.
+  bool Find(const std::vector<int64_t>& wanted, int64_t before, SizeExpr* out) {
     const int64_t factors[] = {2, 4, 8, 16, 32};
+    const size_t traces = nodes_.size();
     for (int pass = 0; pass < 2; ++pass) {
       for (int64_t i = before - 1; i >= -1; --i) {
-        size_t count = i < 0 ? 1 : nodes_a_[i]->outputs().size();
+        size_t count = i < 0 ? 1 : nodes_[0][i]->outputs().size();
         for (size_t k = 0; k < count; ++k) {
-          Value* va = i < 0 ? a_.inputs()[0] : nodes_a_[i]->outputs()[k];
-          Value* vb = i < 0 ? b_.inputs()[0] : nodes_b_[i]->outputs()[k];
-          std::vector<int64_t> sa = Sizes(va), sb = Sizes(vb);
-          if (sa.empty() || sa.size() != sb.size()) continue;
-          for (size_t d = 0; d < sa.size(); ++d) {
+          std::vector<std::vector<int64_t>> sizes;
+          for (size_t t = 0; t < traces; ++t) sizes.push_back(Sizes(i < 0 ? inputs_[t] : nodes_[t][i]->outputs()[k]));
+          if (sizes[0].empty()) continue;
+          bool ranks = true;
+          for (const auto& sz : sizes) ranks = ranks && sz.size() == sizes[0].size();
+          if (!ranks) continue;
+          Value* v = i < 0 ? a_.inputs()[0] : nodes_[0][i]->outputs()[k];
+          for (size_t d = 0; d < sizes[0].size(); ++d) {
+            auto holds = [&](const std::function<int64_t(int64_t)>& f) {
+              for (size_t t = 0; t < traces; ++t) {
+                if (f(sizes[t][d]) != wanted[t]) return false;
+              }
+              return true;
+            };
             if (pass == 0) {
-              if (sa[d] == a && sb[d] == b) {
-                *out = SizeExpr{va, static_cast<int64_t>(d), SizeExpr::kSame, 1};
+              if (holds([](int64_t s) { return s; })) {
+                *out = SizeExpr{v, static_cast<int64_t>(d), SizeExpr::kSame, 1};
                 return true;
               }
               continue;
             }
             for (int64_t f : factors) {
-              if (sa[d] * f == a && sb[d] * f == b) {
-                *out = SizeExpr{va, static_cast<int64_t>(d), SizeExpr::kTimes, f};
+              if (holds([f](int64_t s) { return s * f; })) {
+                *out = SizeExpr{v, static_cast<int64_t>(d), SizeExpr::kTimes, f};
                 return true;
               }
-              if (sa[d] / f == a && sb[d] / f == b) {
-                *out = SizeExpr{va, static_cast<int64_t>(d), SizeExpr::kFloorDiv, f};
+              if (holds([f](int64_t s) { return s / f; })) {
+                *out = SizeExpr{v, static_cast<int64_t>(d), SizeExpr::kFloorDiv, f};
                 return true;
               }
-              if ((sa[d] + f - 1) / f == a && (sb[d] + f - 1) / f == b) {
-                *out = SizeExpr{va, static_cast<int64_t>(d), SizeExpr::kCeilDiv, f};
+              if (holds([f](int64_t s) { return (s + f - 1) / f; })) {
+                *out = SizeExpr{v, static_cast<int64_t>(d), SizeExpr::kCeilDiv, f};
                 return true;
               }
             }
@@ -210,8 +245,8 @@ class SizeRewriter {
   }
 
   Graph& a_;
-  Graph& b_;
-  std::vector<Node*> nodes_a_, nodes_b_;
+  std::vector<std::vector<Node*>> nodes_;  // per trace, in order
+  std::vector<Value*> inputs_;             // per trace
   std::unordered_map<Node*, int64_t> position_;
 };
 
@@ -288,24 +323,31 @@ ExportGraph TraceForExport(const ModelConfig& config, SegmentationModel& source,
   const int64_t h = RoundUp(options.height, k), w = RoundUp(options.width, k);
   try {
     if (options.dynamic) {
-      // Two traces whose sizes all differ: batch 2 and 3; H and W grow by u and 2u, u a multiple of
-      // both k and 32, so that sizes derived from H and from W differ at every stride up to 32.
+      // Three traces whose sizes all differ: batch 2, 3 and 1; H and W grow by u and 2u (then 2u
+      // and u), u a multiple of both k and 32, so that sizes derived from H and from W differ at
+      // every stride up to 32; the third is odd where the network takes any size (k = 1), which
+      // tells floor(H / 4) from a stride-2 convolution's ceil(floor(H / 2) / 2). Small inputs can
+      // take other branches (a resize skipped where a pooled map already has the size it is resized
+      // to): a second try traces at 4 times the example size.
       const int64_t u = RoundUp(32, k);
-      auto a = Trace(net, randn({2, c, h, w}));
-      auto b = Trace(net, randn({3, c, h + u, w + 2 * u}));
-      std::string why = SizeRewriter(*a, *b).Run();
-      if (why.empty()) {
-        e.graph = WithPadding(*a, k);
+      std::string why;
+      for (int64_t scale : {1, 4}) {
+        const int64_t th = RoundUp(h * scale, k), tw = RoundUp(w * scale, k);
+        std::vector<std::shared_ptr<Graph>> traces = {
+            Trace(net, randn({2, c, th, tw})), Trace(net, randn({3, c, th + u, tw + 2 * u})),
+            Trace(net, randn({1, c, RoundUp(th + 2 * u + 3, k), RoundUp(tw + u + 7, k)}))};
+        why = SizeRewriter(traces).Run();
+        if (!why.empty()) continue;
+        e.graph = WithPadding(*traces[0], k);
         e.dynamic = true;
-        // Checked at a third size (odd, batch 1) against the network itself.
-        at::Tensor x = randn({1, c, h + 2 * u + 1, w + u + 3});
+        // Checked at a fourth size (odd, batch 2) against the network itself.
+        at::Tensor x = randn({2, c, th + 3 * u + 1, tw + u + 5});
         torch::jit::Module m = ToTorchScript(e, config.arch);
         at::Tensor got = m.forward({x}).toTensor();
         double err = RelativeError(got, Reference(net, x, k));
-        if (!(err < 1e-4)) {
-          why = "the size-independent graph differs from the network at input size " + ShapeString(x.sizes()) +
-                " (relative error " + std::to_string(err) + ")";
-        }
+        if (err < 1e-4) break;
+        why = "the size-independent graph differs from the network at input size " + ShapeString(x.sizes()) +
+              " (relative error " + std::to_string(err) + ")";
       }
       if (!why.empty()) {
         ThrowError("the graph of " + config.arch + " cannot be made size-independent (" + why +
