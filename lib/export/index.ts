@@ -54,6 +54,8 @@ export interface ExportResult {
   std: number[]
 }
 
+const INPUT_DOC = 'float32 images [N, C, H, W], normalised: (pixel / 255 - mean) / std'
+
 interface ExportInfo { dynamic: boolean, note: string, batch: number, height: number, width: number, inputMultiple: number }
 
 /** The parts of Model the export needs (lib/model.ts passes itself). */
@@ -118,7 +120,9 @@ export async function exportTorchScript (m: Exportable, file: string, options?: 
   await checkRegularFile(path, 'a TorchScript file to write')
   await removeStaleTemps(path)
   const native = m._native()
-  const info = await withStack(() => native.exportTorchScript(path, common)) as ExportInfo
+  const c = m.config
+  const metadata = JSON.stringify({ config: c, mean: resolvedMean(c), std: resolvedStd(c), input: INPUT_DOC })
+  const info = await withStack(() => native.exportTorchScript(path, common, metadata)) as ExportInfo
   return result('torchscript', path, info, m)
 }
 
@@ -155,7 +159,7 @@ export async function exportOnnx (m: Exportable, file: string, options?: ExportO
         'segtorch.config': JSON.stringify(c),
         'segtorch.mean': JSON.stringify(resolvedMean(c)),
         'segtorch.std': JSON.stringify(resolvedStd(c)),
-        'segtorch.input': 'float32 images [N, C, H, W], normalised: (pixel / 255 - mean) / std',
+        'segtorch.input': INPUT_DOC,
         'segtorch.inputMultiple': String(info.inputMultiple)
       }
     })

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <map>
+#include <tuple>
 #include <memory>
 #include <string>
 #include <utility>
@@ -60,8 +61,10 @@ class Segmenter {
   std::vector<std::pair<std::string, std::vector<int64_t>>> StateDictShapes() const;
 
   // Export (export/export.h): the network with BatchNorms folded, traced in eval mode on this
-  // model's device; mode and weights are left as they are.
-  ExportGraph TraceForExport(const ExportOptions& options) { return segtorch::TraceForExport(config_, *net_, device_, options); }
+  // model's device; mode and weights are left as they are. The last export is kept (like the folded
+  // copy predict keeps) and reused while the weights and options stay the same: exporting to
+  // TorchScript and then to ONNX traces once.
+  std::shared_ptr<const ExportGraph> TraceForExport(const ExportOptions& options);
 
   void SetTraining(bool on) { net_->train(on); }
   bool IsTraining() const { return net_->is_training(); }
@@ -103,6 +106,8 @@ class Segmenter {
   // versions (set_data(); libtorch 1.13 batch_norm updates running stats behind autograd's back).
   int64_t changes_ = 0;
   FoldedNet folded_;  // what predict runs with foldBatchNorm
+  std::shared_ptr<const ExportGraph> export_;  // the last export, for export_key_
+  std::tuple<int64_t, int64_t, bool, int64_t> export_key_{0, 0, false, -1};  // height, width, dynamic, weights version
   Evaluation evaluation_;
 };
 

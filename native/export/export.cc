@@ -104,6 +104,11 @@ class SizeRewriter {
         }
       }
     }
+    // Lists of sizes (the tracer builds each int[] argument from int constants) first: the sizes of
+    // one tensor for all elements that change (a resize to another tensor's size).
+    for (size_t i = 0; i < first.size(); ++i) {
+      if (first[i]->kind() == prim::ListConstruct) JointList(first[i]);
+    }
     for (size_t i = 0; i < first.size(); ++i) {
       if (first[i]->kind() != prim::Constant) continue;
       std::string why = Constant(i);
@@ -149,6 +154,29 @@ class SizeRewriter {
     return "";
   }
 
+  void JointList(Node* list) {
+    std::vector<size_t> slots;
+    std::vector<std::vector<int64_t>> changing;
+    for (size_t j = 0; j < list->inputs().size(); ++j) {
+      Node* c = list->inputs()[j]->node();
+      auto it = position_.find(c);
+      if (c->kind() != prim::Constant || it == position_.end()) continue;
+      std::vector<int64_t> values;
+      for (const auto& nodes : nodes_) {
+        auto v = torch::jit::toIValue(nodes[it->second]->output());
+        if (!v || !v->isInt()) break;
+        values.push_back(v->toInt());
+      }
+      if (values.size() != nodes_.size() || std::all_of(values.begin(), values.end(), [&](int64_t v) { return v == values[0]; })) continue;
+      slots.push_back(j);
+      changing.push_back(values);
+    }
+    std::vector<SizeExpr> joint = FindJoint(changing, position_.at(list));
+    if (joint.empty()) return;
+    torch::jit::WithInsertPoint guard(list);
+    for (size_t e = 0; e < slots.size(); ++e) list->replaceInput(slots[e], Emit(joint[e]));
+  }
+
   // Each use of the constant gets its own expression, built before the user from tensors defined
   // before it. lists[t]: the constant's elements in trace t.
   std::string ReplaceUses(Node* na, const std::vector<std::vector<int64_t>>& lists, bool list) {
@@ -158,7 +186,17 @@ class SizeRewriter {
       auto it = position_.find(user);
       if (it == position_.end()) return "a size is used outside the traced operations";
       torch::jit::WithInsertPoint guard(user);
+      // The elements that change, per trace; first one tensor whose sizes give all of them (a resize
+      // to another tensor's size), else each element on its own.
+      std::vector<std::vector<int64_t>> changing;
+      for (size_t e = 0; e < lists[0].size(); ++e) {
+        std::vector<int64_t> wanted;
+        for (const auto& l : lists) wanted.push_back(l[e]);
+        if (!std::all_of(wanted.begin(), wanted.end(), [&](int64_t v) { return v == wanted[0]; })) changing.push_back(wanted);
+      }
+      std::vector<SizeExpr> joint = FindJoint(changing, it->second);
       std::vector<Value*> elements;
+      size_t next = 0;
       for (size_t e = 0; e < lists[0].size(); ++e) {
         std::vector<int64_t> wanted;
         for (const auto& l : lists) wanted.push_back(l[e]);
@@ -167,6 +205,10 @@ class SizeRewriter {
           continue;
         }
         SizeExpr expr;
+        if (!joint.empty()) {
+          elements.push_back(Emit(joint[next++]));
+          continue;
+        }
         if (!Find(wanted, it->second, &expr)) {
           return std::string("the size ") + std::to_string(wanted[0]) + " given to " + user->kind().toQualString() +
                  " could not be related to the size of a tensor";
@@ -177,6 +219,40 @@ class SizeRewriter {
       user->replaceInput(use.offset, replacement);
     }
     return "";
+  }
+
+  // The nearest tensor (defined before position `before`) that has, in every trace, a size equal to
+  // each of `wanted` (two or more elements); empty when none has.
+  std::vector<SizeExpr> FindJoint(const std::vector<std::vector<int64_t>>& wanted, int64_t before) {
+    if (wanted.size() < 2) return {};
+    const size_t traces = nodes_.size();
+    for (int64_t i = before - 1; i >= -1; --i) {
+      size_t count = i < 0 ? 1 : nodes_[0][i]->outputs().size();
+      for (size_t k = 0; k < count; ++k) {
+        std::vector<std::vector<int64_t>> sizes;
+        for (size_t t = 0; t < traces; ++t) sizes.push_back(Sizes(i < 0 ? inputs_[t] : nodes_[t][i]->outputs()[k]));
+        if (sizes[0].empty()) continue;
+        bool ranks = true;
+        for (const auto& sz : sizes) ranks = ranks && sz.size() == sizes[0].size();
+        if (!ranks) continue;
+        Value* v = i < 0 ? a_.inputs()[0] : nodes_[0][i]->outputs()[k];
+        std::vector<SizeExpr> found;
+        for (const auto& w : wanted) {
+          // The last dims first: a resize's sizes are H and W.
+          for (int64_t d = static_cast<int64_t>(sizes[0].size()) - 1; d >= 0; --d) {
+            bool holds = true;
+            for (size_t t = 0; t < traces && holds; ++t) holds = sizes[t][d] == w[t];
+            if (holds) {
+              found.push_back(SizeExpr{v, d, SizeExpr::kSame, 1});
+              break;
+            }
+          }
+          if (found.size() != static_cast<size_t>(&w - &wanted[0]) + 1) break;
+        }
+        if (found.size() == wanted.size()) return found;
+      }
+    }
+    return {};
   }
 
   // Searches the tensors defined before position `before`, nearest first (the graph input last):
@@ -323,10 +399,11 @@ ExportGraph TraceForExport(const ModelConfig& config, SegmentationModel& source,
   const int64_t h = RoundUp(options.height, k), w = RoundUp(options.width, k);
   try {
     if (options.dynamic) {
-      // Three traces whose sizes all differ: batch 2, 3 and 1; H and W grow by u and 2u (then 2u
-      // and u), u a multiple of both k and 32, so that sizes derived from H and from W differ at
-      // every stride up to 32; the third is odd where the network takes any size (k = 1), which
-      // tells floor(H / 4) from a stride-2 convolution's ceil(floor(H / 2) / 2). Small inputs can
+      // Three traces whose sizes all differ: batch 2, 3 and 1; H and W grow by about u and 2u (then
+      // 2u and u), u a multiple of both k and 32, so that sizes derived from H and from W differ at
+      // every stride up to 32; the second and third are odd, of other remainders modulo 32, where
+      // the network takes any size (k = 1), which tells floor(H / 4) from a stride-2 convolution's
+      // ceil(floor(H / 2) / 2), and twice a size at 1/8 from a size at 1/4. Small inputs can
       // take other branches (a resize skipped where a pooled map already has the size it is resized
       // to): a second try traces at 4 times the example size.
       const int64_t u = RoundUp(32, k);
@@ -334,17 +411,25 @@ ExportGraph TraceForExport(const ModelConfig& config, SegmentationModel& source,
       for (int64_t scale : {1, 4}) {
         const int64_t th = RoundUp(h * scale, k), tw = RoundUp(w * scale, k);
         std::vector<std::shared_ptr<Graph>> traces = {
-            Trace(net, randn({2, c, th, tw})), Trace(net, randn({3, c, th + u, tw + 2 * u})),
+            Trace(net, randn({2, c, th, tw})), Trace(net, randn({3, c, RoundUp(th + u + 9, k), RoundUp(tw + 2 * u + 11, k)})),
             Trace(net, randn({1, c, RoundUp(th + 2 * u + 3, k), RoundUp(tw + u + 7, k)}))};
         why = SizeRewriter(traces).Run();
         if (!why.empty()) continue;
         e.graph = WithPadding(*traces[0], k);
         e.dynamic = true;
-        // Checked at a fourth size (odd, batch 2) against the network itself.
-        at::Tensor x = randn({2, c, th + 3 * u + 1, tw + u + 5});
+        // Checked at two more sizes (batch 2 and 1, odd and even) against the network itself.
         torch::jit::Module m = ToTorchScript(e, config.arch);
-        at::Tensor got = m.forward({x}).toTensor();
-        double err = RelativeError(got, Reference(net, x, k));
+        at::Tensor x;
+        double err = 0;
+        for (auto sizes : {std::vector<int64_t>{2, c, th + 5, tw + u + 1}, std::vector<int64_t>{1, c, th + 2 * u + 6, tw + 2 * u + 2}}) {
+          x = randn(sizes);
+          try {
+            err = RelativeError(m.forward({x}).toTensor(), Reference(net, x, k));
+          } catch (const std::exception&) {
+            err = INFINITY;  // a size the graph got wrong made an operation fail
+          }
+          if (!(err < 1e-4)) break;
+        }
         if (err < 1e-4) break;
         why = "the size-independent graph differs from the network at input size " + ShapeString(x.sizes()) +
               " (relative error " + std::to_string(err) + ")";
@@ -429,10 +514,10 @@ torch::jit::Module ToTorchScript(const ExportGraph& e, const std::string& arch) 
   return root;
 }
 
-void SaveTorchScript(const ExportGraph& e, const std::string& arch, const std::string& path) {
+void SaveTorchScript(const ExportGraph& e, const std::string& arch, const std::string& path, const std::string& metadata) {
   std::ostringstream out;
   try {
-    ToTorchScript(e, arch).save(out);
+    ToTorchScript(e, arch).save(out, {{"segtorch.json", metadata}});
   } catch (const std::exception& ex) {
     ThrowError("cannot write the TorchScript module: " + CleanMessage(ex));
   }

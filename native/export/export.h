@@ -58,8 +58,10 @@ ExportGraph TraceForExport(const ModelConfig& config, SegmentationModel& source,
 // The TorchScript module of an export: parameters and buffers as attributes under their state-dict
 // names (submodules per dotted prefix), forward(x) = the graph.
 torch::jit::Module ToTorchScript(const ExportGraph& e, const std::string& arch);
-// ToTorchScript(e, arch) saved to `path`: written to a temporary file, fsynced, renamed over `path`.
-void SaveTorchScript(const ExportGraph& e, const std::string& arch, const std::string& path);
+// ToTorchScript(e, arch) saved to `path` with `metadata` as the archive's extra file
+// "segtorch.json" (Python: torch.jit.load(path, _extra_files={'segtorch.json': ''})): written to a
+// temporary file, fsynced, renamed over `path`.
+void SaveTorchScript(const ExportGraph& e, const std::string& arch, const std::string& path, const std::string& metadata);
 
 // The graph node by node, for converters outside libtorch.
 struct GraphDescription {

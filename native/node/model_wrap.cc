@@ -325,18 +325,19 @@ Napi::Value ModelWrap::StateDictShapes(const Napi::CallbackInfo& info) {
   });
 }
 
-// exportTorchScript(path, { height, width, dynamic }) -> { dynamic, note, batch, height, width, inputMultiple }
+// exportTorchScript(path, { height, width, dynamic }, metadata) -> { dynamic, note, batch, height, width, inputMultiple }
 Napi::Value ModelWrap::ExportTorchScript(const Napi::CallbackInfo& info) {
   return Queue(info, [&](Job& job) {
     std::string path = info[0].As<Napi::String>().Utf8Value();
     ExportOptions options = ReadExportOptions(info[1]);
-    auto result = std::make_shared<segtorch::ExportGraph>();
-    job.execute = [this, path, options, result]() {
+    std::string metadata = info[2].As<Napi::String>().Utf8Value();
+    auto result = std::make_shared<std::shared_ptr<const segtorch::ExportGraph>>();
+    job.execute = [this, path, options, metadata, result]() {
       Segmenter& s = Loaded();
       *result = s.TraceForExport(options);
-      SaveTorchScript(*result, s.config().arch, path);
+      SaveTorchScript(**result, s.config().arch, path, metadata);
     };
-    job.complete = [result](Napi::Env env) -> Napi::Value { return ExportInfoObject(env, *result); };
+    job.complete = [result](Napi::Env env) -> Napi::Value { return ExportInfoObject(env, **result); };
   });
 }
 
@@ -344,14 +345,14 @@ Napi::Value ModelWrap::ExportTorchScript(const Napi::CallbackInfo& info) {
 Napi::Value ModelWrap::ExportGraph(const Napi::CallbackInfo& info) {
   return Queue(info, [&](Job& job) {
     ExportOptions options = ReadExportOptions(info[0]);
-    auto result = std::make_shared<std::pair<segtorch::ExportGraph, GraphDescription>>();
+    auto result = std::make_shared<std::pair<std::shared_ptr<const segtorch::ExportGraph>, GraphDescription>>();
     job.execute = [this, options, result]() {
       result->first = Loaded().TraceForExport(options);
-      result->second = Describe(result->first);
+      result->second = Describe(*result->first);
     };
     job.complete = [result](Napi::Env env) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
-      o.Set("info", ExportInfoObject(env, result->first));
+      o.Set("info", ExportInfoObject(env, *result->first));
       o.Set("graph", GraphObject(env, result->second));
       return o;
     };
