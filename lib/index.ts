@@ -43,6 +43,14 @@ export interface Backend {
   threads: number
   /** The CPU has native bf16 (AVX512-BF16 or AMX). */
   bf16: boolean
+  /** The CPU's model name and its widest matrix instructions (results differ by kind: AMX, AVX512-BF16, AVX2). */
+  cpu: { model: string, isa: 'AMX' | 'AVX512-BF16' | 'AVX512' | 'AVX2' | 'other' }
+  /**
+   * The BLAS libtorch uses (fp32 matrix products outside oneDNN: linear layers, some convolutions,
+   * the CRF). 'mkl' inside PyPI's torch; Debian's libtorch uses the libblas.so.3 its alternatives
+   * point at: 'reference' (Netlib's, slow) unless OpenBLAS is installed (README: Installing).
+   */
+  blas: { name: 'mkl' | 'openblas' | 'reference' | 'blis' | 'atlas' | 'other' | 'none', path: string }
   /** Architectures compiled into the addon. */
   architectures: string[]
 }

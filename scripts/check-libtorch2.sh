@@ -31,6 +31,8 @@
 #   SEGTORCH_LT2_MOCHA    0: skip the mocha suite                (default: 1)
 #   SEGTORCH_LT2_MOCHA_ARGS  extra mocha arguments, word-split, e.g. "--grep torchvision --invert"
 #   PYTHON                the Python whose pip fetches torch     (default: python3)
+#   SEGTORCH_PYTHON       the Python that makes the tests' torchvision twins (default: the venv of
+#                         scripts/pytorch-venv.sh when its torch is this version, else /usr/bin/python3)
 #   ONEDNN_MAX_CPU_ISA    passed through; torch 2.15's oneDNN corrupts the heap in an AMX bf16 kernel
 #                         (README, Compatibility; scripts/repro/onednn-amx-bwd-w.cc): on an AMX CPU
 #                         run with ONEDNN_MAX_CPU_ISA=AVX10_1_512, or the dilated battery aborts mocha
@@ -324,6 +326,16 @@ elif ! ls test/*.test.ts >/dev/null 2>&1 || ! ls .mocharc.* >/dev/null 2>&1; the
   echo "  $MOCHA_RESULT"
 else
   MOCHA_RESULT="FAILED"
+  # The reference twins (torchvision) must come from the same torch as the addon: fp32 convolutions
+  # of 1.13 and 2.x differ by ~1e-4 on ResNet-101. Use scripts/pytorch-venv.sh's venv when it has
+  # this torch version (SEGTORCH_PYTHON set by hand wins).
+  if [ -z "${SEGTORCH_PYTHON:-}" ]; then
+    VENV_PY="${SEGTORCH_PY_VENV:-$HOME/.cache/segtorch-pytorch}/bin/python"
+    if [ -x "$VENV_PY" ] && [ "$(cd / && "$VENV_PY" -c 'import torch, torchvision; print(torch.__version__)' 2>/dev/null)" = "$TORCH_VERSION" ]; then
+      export SEGTORCH_PYTHON="$VENV_PY"
+    fi
+  fi
+  echo "  reference Python for the torchvision twins: ${SEGTORCH_PYTHON:-/usr/bin/python3 (Debian torch 1.13; run scripts/pytorch-venv.sh for torch $TORCH_VERSION twins)}"
   # test/package.test.ts packs the npm package and runs its prebuilt (libtorch 1.13) binary: it
   # does not load SEGTORCH_ADDON, so it says nothing about libtorch 2.x.
   MOCHA_OK=1

@@ -5,6 +5,7 @@
 'use strict'
 const fs = require('fs')
 const { spawnSync } = require('child_process')
+const { torchBuildPlan } = require('./torch-detect')
 
 const CONFIGS = [
   '/usr/lib/x86_64-linux-gnu/cmake/Torch/TorchConfig.cmake',
@@ -21,19 +22,25 @@ function haveCommand (cmd) {
 }
 
 function ensureLibtorch () {
-  if (process.env.LIBTORCH) {
-    if (!fs.existsSync(process.env.LIBTORCH)) throw new Error(`LIBTORCH=${process.env.LIBTORCH} does not exist`)
-    return `LIBTORCH=${process.env.LIBTORCH}`
+  // LIBTORCH=DIR or LIBTORCH_USE_PYTORCH=1: read the ABI, C++ standard and CUDA needs from that torch
+  // and pass them to CMake (the build's children inherit process.env); the user's own settings win.
+  const plan = torchBuildPlan(process.env)
+  if (plan) {
+    Object.assign(process.env, plan.env)
+    const set = Object.entries(plan.env).map(([k, v]) => `${k}=${v}`).join(' ')
+    return `${plan.description}${set ? ` (set: ${set})` : ''}`
   }
-  if (process.env.LIBTORCH_USE_PYTORCH === '1') return 'the libtorch inside PyTorch (LIBTORCH_USE_PYTORCH=1)'
   const found = CONFIGS.find((p) => fs.existsSync(p))
   if (found) return found
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
   if (isRoot && haveCommand('apt-get')) {
-    log('libtorch is missing: installing libtorch-dev with apt-get (this takes a few minutes) ...')
+    // OpenBLAS with it: Debian's libtorch links libblas.so.3, which is Netlib's reference BLAS unless
+    // an optimised one is installed (the alternatives system then points at it). The OpenMP build
+    // shares libtorch's OpenMP threads instead of starting its own.
+    log('libtorch is missing: installing libtorch-dev and OpenBLAS with apt-get (this takes a few minutes) ...')
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
     let r = spawnSync('apt-get', ['update', '-q'], { stdio: 'inherit', env })
-    if (r.status === 0) r = spawnSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', 'libtorch-dev'], { stdio: 'inherit', env })
+    if (r.status === 0) r = spawnSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', 'libtorch-dev', 'libopenblas0-openmp'], { stdio: 'inherit', env })
     if (r.status !== 0) throw new Error('apt-get install libtorch-dev failed (see above)')
     const now = CONFIGS.find((p) => fs.existsSync(p))
     if (now) return now

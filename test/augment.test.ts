@@ -5,8 +5,8 @@ import * as path from 'path'
 import { tensor, Tensor } from '../lib'
 import { augment } from '../lib/data'
 import { rng, tmpdir } from './helpers'
+import { PYTHON } from './twin'
 
-const PYTHON = process.env.SEGTORCH_PYTHON ?? '/usr/bin/python3'
 
 function u8 (n: number, seed: number, k = 256): Uint8Array {
   const r = rng(seed)

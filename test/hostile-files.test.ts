@@ -9,6 +9,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { createModel, loadModel, loadTorchScript, SegtorchError } from '../lib'
 import { randomImages, randomMasks, rejects, ROOT, tmpdir } from './helpers'
+import { PYTHON } from './twin'
 import { Pickle, readZip, record, replaceRecord, stateDictZip, writeZip, zipEntries } from './zipkit'
 
 const TINY = { arch: 'unet', baseChannels: 4, numClasses: 2, inChannels: 1 } as const
@@ -240,7 +241,7 @@ describe('hostile files', function () {
     let ts: Buffer | undefined
     before(function () {
       const f = path.join(dir, 'conv.pt')
-      const r = spawnSync('/usr/bin/python3', ['-c', `import torch\nm = torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1)))\nm.save(${JSON.stringify(f)})`], { encoding: 'utf8' })
+      const r = spawnSync(PYTHON, ['-c', `import torch\nm = torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1)))\nm.save(${JSON.stringify(f)})`], { encoding: 'utf8' })
       if (r.status !== 0) {
         console.log('    (skipped: Debian python3-torch is not installed)')
         this.skip()

@@ -4,7 +4,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { confusionMatrix, depthLoss, loss, metrics, tensor } from '../lib'
 import { rejects, ROOT, tmpdir } from './helpers'
-import { torchvisionMissing } from './twin'
+import { PYTHON, torchvisionMissing } from './twin'
 
 function close (a: number, b: number, tol = 1e-5): void {
   assert.ok(Math.abs(a - b) <= tol * Math.max(1, Math.abs(b)), `${a} vs ${b}`)
@@ -22,7 +22,7 @@ describe('losses match PyTorch and the papers\' formulas', function () {
     const why = torchvisionMissing()
     if (why) { console.log(`      skipped: ${why}`); this.skip() }
     const dir = tmpdir()
-    const r = spawnSync('/usr/bin/python3', [path.join(ROOT, 'test', 'python', 'losses_ref.py'), dir], { encoding: 'utf8' })
+    const r = spawnSync(PYTHON, [path.join(ROOT, 'test', 'python', 'losses_ref.py'), dir], { encoding: 'utf8' })
     assert.strictEqual(r.status, 0, r.stderr)
     ref = JSON.parse(r.stdout)
     const f32 = (f: string): Float32Array => { const b = fs.readFileSync(path.join(dir, f)); return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length)) }

@@ -4,7 +4,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { backend, createModel } from '../lib'
 import { randomImages } from './helpers'
-import { countParameters, makeTwin, maxAbsDiff, torchvisionMissing } from './twin'
+import { countParameters, makeTwin, maxAbsDiff, PYTHON, torchvisionMissing } from './twin'
 
 // The mobilenetv2 backbone as Light-Weight RefineNet uses it: torchvision's features.0..17 (the
 // paper's network has no features.18, the 1x1 conv to 1280 channels).
@@ -61,7 +61,7 @@ describe('MobileNetV2 backbone', () => {
         'torch.cat(outs).numpy().astype("float32").tofile(sys.argv[2])'
       ].join('\n')
       const file = path.join(twin.dir, 'taps.bin')
-      const r = spawnSync(process.env.SEGTORCH_PYTHON ?? '/usr/bin/python3', ['-c', script, twin.dir, file, String(backend().threads)], { encoding: 'utf8' })
+      const r = spawnSync(PYTHON, ['-c', script, twin.dir, file, String(backend().threads)], { encoding: 'utf8' })
       assert.strictEqual(r.status, 0, r.stderr)
       const b = fs.readFileSync(file)
       const expected = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length))

@@ -5,7 +5,7 @@ import * as path from 'path'
 import { backend, createModel, ModelOptions, SegtorchError } from '../lib'
 import { autoChannelsLast } from '../lib/model'
 import { randomImages, randomMasks, rejects, ROOT, tmpdir } from './helpers'
-import { makeTwin, maxAbsDiff, torchvisionMissing, parityTolerance } from './twin'
+import { makeTwin, maxAbsDiff, parityTolerance, PYTHON, torchvisionMissing } from './twin'
 
 describe('PyTorch state dicts', function () {
   before(function () {
@@ -35,7 +35,7 @@ describe('PyTorch state dicts', function () {
       await m.saveStateDict(ours)
       const expected = (await m.forward(twin.x)).dataSync()
       const out = path.join(twin.dir, 'ours_out.bin')
-      const r = spawnSync('/usr/bin/python3', [path.join(ROOT, 'test', 'python', 'load_ours.py'), kind, ours, path.join(twin.dir, 'x.bin'), '64', '96', out, ...layout],
+      const r = spawnSync(PYTHON, [path.join(ROOT, 'test', 'python', 'load_ours.py'), kind, ours, path.join(twin.dir, 'x.bin'), '64', '96', out, ...layout],
         { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(backend().threads) } })
       assert.strictEqual(r.status, 0, r.stderr)
       const b = fs.readFileSync(out)
@@ -72,7 +72,7 @@ describe('PyTorch state dicts', function () {
     const bytes = fs.readFileSync(twin.state)
     fs.writeFileSync(path.join(dir, 'half.pt'), bytes.subarray(0, bytes.length >> 1))
     await rejects(m.loadStateDict(path.join(dir, 'half.pt')), SegtorchError, /not a PyTorch zip checkpoint|central directory/)
-    const r = spawnSync('/usr/bin/python3', ['-c', `import torch, torchvision; torch.save(torchvision.models.resnet18(), ${JSON.stringify(path.join(dir, 'module.pt'))})`], { encoding: 'utf8' })
+    const r = spawnSync(PYTHON, ['-c', `import torch, torchvision; torch.save(torchvision.models.resnet18(), ${JSON.stringify(path.join(dir, 'module.pt'))})`], { encoding: 'utf8' })
     assert.strictEqual(r.status, 0, r.stderr)
     await rejects(m.loadStateDict(path.join(dir, 'module.pt')), SegtorchError, /unsupported global torchvision\.models\.resnet\.ResNet/)
     await rejects(m.loadStateDict(path.join(dir, 'missing.pt')), SegtorchError, /cannot open/)

@@ -78,6 +78,26 @@ describe('backend()', () => {
     assert.ok(b.architectures.includes('fcn'))
   })
 
+  it('reports the CPU kind and the BLAS libtorch uses (the one loaded in this process)', () => {
+    const fs = require('fs')
+    const b = backend()
+    assert.ok(['AMX', 'AVX512-BF16', 'AVX512', 'AVX2', 'other'].includes(b.cpu.isa), b.cpu.isa)
+    const flags = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m) ?? ['', ''])[1].split(/\s+/)
+    if (flags.includes('amx_bf16')) assert.strictEqual(b.cpu.isa, 'AMX')
+    else if (flags.includes('avx512_bf16')) assert.strictEqual(b.cpu.isa, 'AVX512-BF16')
+    else if (flags.includes('avx2') && !flags.includes('avx512f')) assert.strictEqual(b.cpu.isa, 'AVX2')
+    assert.strictEqual(b.bf16, b.cpu.isa === 'AMX' || b.cpu.isa === 'AVX512-BF16')
+    // The BLAS is the shared object mapped into this process (or MKL inside libtorch).
+    const maps: string = fs.readFileSync('/proc/self/maps', 'utf8')
+    if (b.blas.name === 'mkl' || b.blas.name === 'none') {
+      assert.strictEqual(b.blas.path, '')
+    } else {
+      assert.ok(maps.includes(b.blas.path), `${b.blas.path} is mapped`)
+      if (b.blas.name === 'openblas') assert.match(b.blas.path, /openblas/)
+      if (b.blas.name === 'reference') assert.match(b.blas.path, /\/blas\//)
+    }
+  })
+
   it('defaults to one thread per available core and validates setNumThreads', () => {
     const os = require('os')
     const cores = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length

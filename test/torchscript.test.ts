@@ -4,9 +4,8 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { backend, crf, loadTorchScript, ScriptModel, SegtorchError, tensor, Tensor } from '../lib'
 import { ROOT, rejects, tmpdir } from './helpers'
-import { maxAbsDiff } from './twin'
+import { maxAbsDiff, PYTHON } from './twin'
 
-const PYTHON = process.env.SEGTORCH_PYTHON ?? '/usr/bin/python3'
 
 function torchMissing (): string {
   const r = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' })

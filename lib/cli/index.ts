@@ -100,6 +100,8 @@ export function program (): Command {
       out(`threads     ${b.threads}`)
       out(`oneDNN      ${b.mkldnn ? 'yes' : 'no'}`)
       out(`bf16        ${b.bf16 ? 'native (AVX512-BF16 / AMX): --precision bf16 is fast' : 'not native on this CPU'}`)
+      out(`cpu         ${b.cpu.model || 'unknown'} (${b.cpu.isa})`)
+      out(`blas        ${b.blas.name}${b.blas.path ? ` (${b.blas.path})` : ''}${b.blas.name === 'reference' ? ': the slow reference BLAS; apt-get install libopenblas0-openmp' : ''}`)
       out('')
       out('architectures (--arch; backbones, default first; --model-option key=value):')
       const w = Math.max(...Object.keys(archs).map((k) => k.length))

@@ -34,9 +34,9 @@ class ScriptSegmenter {
   // and probes it with zeros [1, in_channels, probe_h, probe_w] to learn and check its output.
   explicit ScriptSegmenter(ScriptConfig config);
 
-  torch::Tensor Predict(const torch::Tensor& images, const InferOptions& options = InferOptions());
+  torch::Tensor Predict(const torch::Tensor& images, const InferOptions& options);
   void EvalReset(int64_t ignore_index);
-  void EvalUpdate(const torch::Tensor& images, const torch::Tensor& masks, const InferOptions& options = InferOptions());
+  void EvalUpdate(const torch::Tensor& images, const torch::Tensor& masks, const InferOptions& options);
   EvalResult EvalCompute() const;
 
   const ScriptConfig& config() const { return config_; }

@@ -35,7 +35,7 @@ class Segmenter {
   std::vector<torch::Tensor> Features(const torch::Tensor& images);
   // Eval mode, inference mode: class map [N,H,W] int32 (output "labels"), or probabilities /
   // logits [N,K,H,W]; whole-image or sliding-window, multi-scale and flip as in InferOptions.
-  torch::Tensor Predict(const torch::Tensor& images, const InferOptions& options = InferOptions());
+  torch::Tensor Predict(const torch::Tensor& images, const InferOptions& options);
   // depth: optional per-pixel depth targets [N,1,H,W] or [N,H,W] (multi-task models).
   StepResult TrainStep(const torch::Tensor& images, const torch::Tensor& masks, const TrainStepOptions& options,
                        const torch::Tensor& depth = torch::Tensor());
@@ -43,7 +43,7 @@ class Segmenter {
 
   // Streaming evaluation: a confusion matrix accumulated on the model's device.
   void EvalReset(int64_t ignore_index);
-  void EvalUpdate(const torch::Tensor& images, const torch::Tensor& masks, const InferOptions& options = InferOptions());
+  void EvalUpdate(const torch::Tensor& images, const torch::Tensor& masks, const InferOptions& options);
   EvalResult EvalCompute() const;
 
   // Forward + loss + backward without an update: names of trainable parameters left without a

@@ -10,15 +10,16 @@
 
 namespace segtorch {
 
-// Defaults as pydensecrf's addPairwiseGaussian / addPairwiseBilateral and 5 iterations.
+// Every field is given by the caller (defaults, as pydensecrf's addPairwiseGaussian /
+// addPairwiseBilateral and 5 iterations: lib/crf.ts; read by node/options.cc).
 struct CrfOptions {
-  bool enabled = false;            // predict: apply the CRF after the (averaged) probabilities
-  double gaussian_sxy = 3;         // position std (pixels) of the smoothness kernel
-  double gaussian_compat = 3;      // its Potts weight (0 leaves it out)
-  double bilateral_sxy = 80;       // position std (pixels) of the appearance kernel
-  double bilateral_srgb = 13;      // colour std (0..255 units) of the appearance kernel
-  double bilateral_compat = 10;    // its Potts weight (0 leaves it out)
-  int64_t iterations = 5;          // mean-field iterations
+  bool enabled{};            // predict: apply the CRF after the (averaged) probabilities
+  double gaussian_sxy{};     // position std (pixels) of the smoothness kernel
+  double gaussian_compat{};  // its Potts weight (0 leaves it out)
+  double bilateral_sxy{};    // position std (pixels) of the appearance kernel
+  double bilateral_srgb{};   // colour std (0..255 units) of the appearance kernel
+  double bilateral_compat{}; // its Potts weight (0 leaves it out)
+  int64_t iterations{};      // mean-field iterations
 };
 
 // Refined probabilities [K,H,W] float32 for one image. image: [C,H,W] colours on a 0..255 scale

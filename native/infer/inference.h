@@ -13,16 +13,17 @@
 
 namespace segtorch {
 
+// Every field is given by the caller (defaults: lib/predict.ts; read by node/options.cc).
 struct InferOptions {
-  std::string mode = "whole";  // whole | slide
-  int64_t crop_h = 512, crop_w = 512;      // slide: window size
-  int64_t stride_h = 341, stride_w = 341;  // slide: window stride
-  std::vector<double> scales{1.0};
-  bool flip = false;
-  std::string output = "labels";  // labels | probs | logits
-  Precision precision = Precision::kFp32;  // fp16: CUDA only
-  bool channels_last = false;      // channels-last activations and weights
-  bool fold_batch_norm = true;     // run a copy with BatchNorms folded into their convolutions
+  std::string mode;                // whole | slide
+  int64_t crop_h{}, crop_w{};      // slide: window size
+  int64_t stride_h{}, stride_w{};  // slide: window stride
+  std::vector<double> scales;
+  bool flip{};
+  std::string output;              // labels | probs | logits
+  Precision precision{Precision::kFp32};  // fp16: CUDA only
+  bool channels_last{};            // channels-last activations and weights
+  bool fold_batch_norm{};          // run a copy with BatchNorms folded into their convolutions
   CrfOptions crf;  // enabled: dense CRF on the probabilities, at the images' colours (InferWithCrf)
 };
 

@@ -6,6 +6,7 @@
 
 #include <thread>
 
+#include "base/cpu.h"
 #include "node/model_wrap.h"
 #include "node/jobs.h"
 #include "node/options.h"
@@ -20,15 +21,6 @@
 namespace segtorch {
 namespace {
 
-bool CpuHasNativeBf16() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
-#else
-  return false;
-#endif
-}
-
 Napi::Value Backend(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guarded(env, [&]() -> Napi::Value {
@@ -40,6 +32,16 @@ Napi::Value Backend(const Napi::CallbackInfo& info) {
     o.Set("mkldnn", at::hasMKLDNN());
     o.Set("threads", DesiredThreads());
     o.Set("bf16", CpuHasNativeBf16());
+    CpuInfo cpu = Cpu();
+    Napi::Object c = Napi::Object::New(env);
+    c.Set("model", cpu.model);
+    c.Set("isa", cpu.isa);
+    o.Set("cpu", c);
+    BlasInfo blas = Blas();
+    Napi::Object b = Napi::Object::New(env);
+    b.Set("name", blas.name);
+    b.Set("path", blas.path);
+    o.Set("blas", b);
     Napi::Array archs = Napi::Array::New(env);
     auto names = Architectures();
     for (size_t i = 0; i < names.size(); ++i) archs.Set(static_cast<uint32_t>(i), names[i]);

@@ -7,14 +7,15 @@
 
 namespace segtorch {
 
+// Every field is given by the caller (defaults: lib/train.ts; read by node/options.cc).
 struct LossOptions {
-  int64_t ignore_index = 255;
+  int64_t ignore_index{};
   torch::Tensor class_weights;  // [K] or undefined
-  double label_smoothing = 0.0;  // cross-entropy
-  double ohem_threshold = 0.7;   // keep pixels whose true-class probability is below this ...
-  int64_t ohem_min_kept = 100000;  // ... but at least this many (the hardest ones)
-  double focal_gamma = 2.0;
-  double dice_smooth = 1.0;
+  double label_smoothing{};     // cross-entropy
+  double ohem_threshold{};      // keep pixels whose true-class probability is below this ...
+  int64_t ohem_min_kept{};      // ... but at least this many (the hardest ones)
+  double focal_gamma{};
+  double dice_smooth{};
 };
 
 // Mean cross-entropy over valid pixels (weighted mean when class weights are given, as PyTorch);

@@ -20,25 +20,26 @@
 
 namespace segtorch {
 
-// Every field is given by the caller (lib/train.ts fills the defaults; node/options.cc refuses a
-// missing one).
+// Every field is given by the caller: lib/train.ts holds the defaults, node/options.cc refuses a
+// missing field. No field has a default here (zero-initialised only), so that the defaults live in
+// one place.
 struct TrainStepOptions {
-  int64_t ignore_index = 255;
-  double aux_weight = 0;
+  int64_t ignore_index{};
+  double aux_weight{};
   OptimizerOptions optimizer;
   // Parameter groups: new layers (everything outside "backbone.") train at lr x this.
-  double head_lr_multiplier = 1.0;
+  double head_lr_multiplier{};
   // No weight decay on normalisation weights and on biases.
-  bool no_decay_norm_bias = false;
+  bool no_decay_norm_bias{};
   ScheduleOptions schedule;
-  std::string loss = "ce";  // ce | ohem | dice | focal | lovasz (main output)
+  std::string loss;  // ce | ohem | dice | focal | lovasz (main output)
   LossOptions loss_options;
-  Precision precision = Precision::kFp32;  // fp16: CUDA only, with a dynamic loss scaler
-  bool channels_last = false;
-  double clip_grad_norm = 0;  // 0 = off
-  int64_t accumulate = 1;     // micro-batches per optimizer update
-  std::string depth_loss = "berhu";
-  double depth_weight = 1.0;
+  Precision precision{Precision::kFp32};  // fp16: CUDA only, with a dynamic loss scaler
+  bool channels_last{};
+  double clip_grad_norm{};  // 0 = off
+  int64_t accumulate{};     // micro-batches per optimizer update
+  std::string depth_loss;   // l1 | berhu
+  double depth_weight{};
 };
 
 struct StepResult {
