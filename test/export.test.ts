@@ -144,6 +144,12 @@ describe('export', function () {
     const r = await m.exportOnnx(file, { dynamicSize: false, example: randomImages(1, 3, 40, 56) })
     assert.strictEqual(r.dynamic, false)
     assert.deepStrictEqual(r.inputShape, [1, 3, 40, 56])
+    // the sidecar examples/browser reads
+    const side = JSON.parse(fs.readFileSync(path.join(dir, 'fixed.json'), 'utf8'))
+    assert.strictEqual(r.sidecar, path.join(dir, 'fixed.json'))
+    assert.deepStrictEqual([side.arch, side.numClasses, side.input.name, side.input.channels, side.input.scale, side.output.name],
+      ['unet', 3, 'images', 3, 1 / 255, 'logits'])
+    assert.deepStrictEqual([side.input.mean, side.input.std], [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]])
     const session = await ort.InferenceSession.create(file)
     try {
       const x = randomImages(1, 3, 40, 56, 3)

@@ -52,6 +52,8 @@ export interface ExportResult {
   /** Normalisation the exported model expects its float input to have had: (x / 255 - mean) / std. */
   mean: number[]
   std: number[]
+  /** ONNX: the sidecar written next to the model (<name>.json: input name, shape, scale 1/255, mean, std; output name and kind). */
+  sidecar?: string
 }
 
 const INPUT_DOC = 'float32 images [N, C, H, W], normalised: (pixel / 255 - mean) / std'
@@ -168,7 +170,19 @@ export async function exportOnnx (m: Exportable, file: string, options?: ExportO
   }
   await removeStaleTemps(path)
   await writeFileAtomic(path, bytes)
-  return result('onnx', path, info, m)
+  // The sidecar (examples/browser reads it): how to feed the model, next to it as <name>.json.
+  const sidecar = path.replace(/\.onnx$/i, '') + '.json'
+  const r = result('onnx', path, info, m)
+  await writeFileAtomic(sidecar, Buffer.from(JSON.stringify({
+    format: 'segtorch-onnx',
+    arch: c.arch,
+    numClasses: c.numClasses,
+    dynamic: r.dynamic,
+    inputMultiple: r.inputMultiple,
+    input: { name: 'images', shape: r.inputShape, channels: c.inChannels, scale: 1 / 255, mean: r.mean, std: r.std, doc: INPUT_DOC },
+    output: { name: output, kind: output }
+  }, null, 2) + '\n'))
+  return { ...r, sidecar }
 }
 
 /** Written to `<file>.tmp-<pid>`, fsynced, renamed over `file`. */
