@@ -46,7 +46,7 @@ describe('export', function () {
   })
   after(() => { for (const m of Object.values(models)) m.dispose() })
 
-  it("writes TorchScript that Python's torch.jit.load runs with the logits of forward()", async function () {
+  it("writes TorchScript that Python's torch.jit.load (1.13 and 2.x) runs with the logits of forward()", async function () {
     const why = missing(PYTHON, 'torch')
     if (why !== '') {
       console.log(`      skipped: ${why}; install python3-torch`)
@@ -60,9 +60,17 @@ describe('export', function () {
       fs.writeFileSync(path.join(dir, `${name}.shape`), x.shape.join(' '))
       refs[name] = (await m.forward(x)).dataSync() as Float32Array
     }
-    const r = spawnSync(PYTHON, [path.join(ROOT, 'test', 'python', 'export_check.py'), dir, ...Object.keys(models)],
+    // Debian's PyTorch 1.13 (the libtorch we build against), then PyTorch 2 where its venv is here
+    const pythons = [PYTHON, ...(missing(ONNX_PYTHON, 'torch') === '' ? [ONNX_PYTHON] : [])]
+    if (pythons.length === 1) console.log(`      (PyTorch 2 check skipped: ${missing(ONNX_PYTHON, 'torch')})`)
+    for (const python of pythons) checkPython(python, refs)
+  })
+
+  function checkPython (python: string, refs: Record<string, Float32Array>): void {
+    const r = spawnSync(python, [path.join(ROOT, 'test', 'python', 'export_check.py'), dir, ...Object.keys(models)],
       { encoding: 'utf8', env: { ...process.env, TS_THREADS: String(backend().threads) } })
     assert.strictEqual(r.status, 0, r.stderr)
+    assert.match(r.stdout, /^torch \S+/)
     for (const [name, m] of Object.entries(models)) {
       const line = r.stdout.split('\n').find((l) => l.startsWith(`${name} `))
       assert.ok(line, r.stdout)
@@ -72,15 +80,15 @@ describe('export', function () {
       const b = fs.readFileSync(path.join(dir, `${name}.out.bin`))
       const got = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length))
       const err = relativeError(got, refs[name])
-      assert.ok(err <= 1e-5, `${name}: relative error ${err}`)
+      assert.ok(err <= 1e-5, `${name} in ${r.stdout.split('\n')[0]}: relative error ${err}`)
       const meta = r.stdout.split('\n').find((l) => l.startsWith(`meta ${name} `))
       assert.ok(meta, r.stdout)
       const c = m.config.inChannels
       assert.deepStrictEqual(JSON.parse(meta.slice(`meta ${name} `.length)), {
         arch: name, mean: c === 3 ? [0.485, 0.456, 0.406] : [0.5], std: c === 3 ? [0.229, 0.224, 0.225] : [0.5]
-      })
+      }, `${python}: ${r.stdout.split('\n')[0]}`)
     }
-  })
+  }
 
   it('writes ONNX models that the ONNX checker accepts (opset 13 and 17, logits and labels)', async function () {
     const why = missing(ONNX_PYTHON, 'onnx')
