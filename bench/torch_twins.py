@@ -639,7 +639,7 @@ class ICNet(nn.Module):  # icnet.cc
         f12, up12 = self.cff_12(f24, sub1)
         up = F.interpolate(f12, scale_factor=2, mode='bilinear', align_corners=True)
         logits4 = self.conv6_cls(up)
-        out = _up(logits4, x, True)
+        out = _up(logits4, x)  # align_corners false here (icnet.cc ResizeLike)
         if not self.training:
             return out
         # The cascade label guidance segtorch's ICNet trains with (weights 0.4, 0.4, 1).
