@@ -5,6 +5,7 @@
 'use strict'
 const fs = require('fs')
 const { spawnSync } = require('child_process')
+const { torchBuildPlan } = require('./torch-detect')
 
 const CONFIGS = [
   '/usr/lib/x86_64-linux-gnu/cmake/Torch/TorchConfig.cmake',
@@ -21,11 +22,14 @@ function haveCommand (cmd) {
 }
 
 function ensureLibtorch () {
-  if (process.env.LIBTORCH) {
-    if (!fs.existsSync(process.env.LIBTORCH)) throw new Error(`LIBTORCH=${process.env.LIBTORCH} does not exist`)
-    return `LIBTORCH=${process.env.LIBTORCH}`
+  // LIBTORCH=DIR or LIBTORCH_USE_PYTORCH=1: read the ABI, C++ standard and CUDA needs from that torch
+  // and pass them to CMake (the build's children inherit process.env); the user's own settings win.
+  const plan = torchBuildPlan(process.env)
+  if (plan) {
+    Object.assign(process.env, plan.env)
+    const set = Object.entries(plan.env).map(([k, v]) => `${k}=${v}`).join(' ')
+    return `${plan.description}${set ? ` (set: ${set})` : ''}`
   }
-  if (process.env.LIBTORCH_USE_PYTORCH === '1') return 'the libtorch inside PyTorch (LIBTORCH_USE_PYTORCH=1)'
   const found = CONFIGS.find((p) => fs.existsSync(p))
   if (found) return found
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
