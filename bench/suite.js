@@ -162,7 +162,9 @@ if (process.env.SEGTORCH_SUITE_CHILD) {
 function lastJson (r, what) {
   if (r.status !== 0) {
     const lines = ((r.stderr || '') + (r.error ? r.error.message : '')).trim().split('\n').filter((l) => !/warn/i.test(l))
-    const msg = lines.slice(-2).join(' | ').slice(0, 400) || (r.signal ? `killed by ${r.signal}` : 'failed')
+    // The exception's own line (Python: 'XxxError: ...' at the end of the traceback) rather than a dump of the graph.
+    const err = lines.filter((l) => /^\s*[\w.]*(Error|Exception)\b/.test(l)).pop()
+    const msg = (err ?? lines.slice(-2).join(' | ')).trim().slice(0, 300) || (r.signal ? `killed by ${r.signal}` : 'failed')
     process.stderr.write(`  ${what} failed: ${msg}\n`)
     return { error: msg }
   }
@@ -250,8 +252,18 @@ function checkTwins (models, addon) {
 function main () {
   if (opt('report', '')) {
     // One or more result files (runs split over several processes: --out a, --out b): rows concatenated.
+    // A model measured in several files (a partial file lists every model of its run): the row with results.
     const saved = opt('report').split(',').map((f) => JSON.parse(fs.readFileSync(f, 'utf8')))
-    const rec = { ...saved[0], rows: saved.flatMap((s) => s.rows), seconds: Math.max(...saved.map((s) => s.seconds ?? NaN)) }
+    const measured = (r) => Object.keys(r.train ?? {}).length + Object.keys(r.infer ?? {}).length
+    const rows = []
+    for (const r of saved.flatMap((s) => s.rows)) {
+      const i = rows.findIndex((x) => x.model === r.model)
+      if (i < 0) rows.push(r)
+      else if (measured(r) > measured(rows[i])) rows[i] = r
+    }
+    const rec = { ...saved[0], rows: rows.filter(measured), seconds: Math.max(...saved.map((s) => s.seconds ?? NaN)) }
+    const pending = rows.filter((r) => !measured(r)).map((r) => r.model)
+    if (pending.length) process.stderr.write(`not measured in these files: ${pending.join(', ')}\n`)
     if (saved.length > 1) rec.loadEnd = saved[saved.length - 1].loadEnd
     console.log(render(rec).join('\n'))
     return
