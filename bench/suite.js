@@ -25,7 +25,7 @@
  *    (cores x clock x FLOPs/cycle of the ISA; assumptions in bench/README.md).
  *
  * usage: node bench/suite.js [--arch a,b] [--quick] [--rounds 2] [--steps 2] [--warmup 1] [--runs 3]
- *          [--threads N] [--python P] [--python2 P] [--addon path/segtorch.node] [--no-compile] [--no-ort]
+ *          [--threads N] [--python P] [--python2 P] [--addon path/segtorch.node] [--compile train,infer] [--no-compile] [--no-ort]
  *          [--check-twins] [--out suite] [--report bench/results/suite.json[,more.json]]
  * Prints the tables, writes bench/results/<out>.json (<out>.partial.json as it goes); --report renders
  * saved results again (several files: their rows together).
@@ -275,8 +275,11 @@ function main () {
   if (PYTHON2 && !torch2) throw new Error(`${PYTHON2} cannot import torch (--python2)`)
   const addon = defaultAddon(torch1)
   if (flag('check-twins')) return checkTwins(models, addon)
-  const compile = !flag('no-compile') && Number(torch1.split('.')[0]) >= 2
-  const compile2 = !flag('no-compile') && torch2 && Number(torch2.split('.')[0]) >= 2
+  // --compile train,infer (default: both), --no-compile: which tasks get the torch.compile contender
+  // (a cold compile costs minutes per model and task: a smoke run on a busy machine may keep it to inference).
+  const compileTasks = flag('no-compile') ? [] : opt('compile', 'train,infer').split(',').filter((t) => t === 'train' || t === 'infer')
+  const compile = compileTasks.length > 0 && Number(torch1.split('.')[0]) >= 2
+  const compile2 = compileTasks.length > 0 && torch2 && Number(torch2.split('.')[0]) >= 2
   const contenders = [
     { key: 'ptDefault', py: PYTHON, variant: 'default' },
     { key: 'ptBest', py: PYTHON, variant: 'best' },
@@ -290,7 +293,7 @@ function main () {
   const loadStart = os.loadavg()
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'segtorch-suite-'))
   const raw = {}
-  const record = { date: new Date().toISOString(), commit: gitCommit(), config: CONFIG, reference: REFERENCE, python: PYTHON, torch: torch1, python2: PYTHON2 || null, torch2, addon: addon || '(default binding)', compile, loadStart, models, rows: [] }
+  const record = { date: new Date().toISOString(), commit: gitCommit(), config: { ...CONFIG, compileTasks }, reference: REFERENCE, python: PYTHON, torch: torch1, python2: PYTHON2 || null, torch2, addon: addon || '(default binding)', compile, loadStart, models, rows: [] }
   const save = (name) => {
     record.machine = machine(record.rows)
     fs.mkdirSync(path.join(__dirname, 'results'), { recursive: true })
@@ -318,7 +321,7 @@ function main () {
     for (let round = 0; round < CONFIG.rounds; round++) {
       for (const model of models) {
         for (const task of ['train', 'infer']) {
-          const list = [...contenders, ...(task === 'infer' && once[model].onnx ? [{ key: 'onnxruntime' }] : [])]
+          const list = [...contenders.filter((c) => c.variant !== 'compiled' || compileTasks.includes(task)), ...(task === 'infer' && once[model].onnx ? [{ key: 'onnxruntime' }] : [])]
           if (round % 2 === 1) list.reverse()
           for (const c of list) {
             let r
