@@ -26,7 +26,7 @@
  *
  * usage: node bench/suite.js [--arch a,b] [--quick] [--rounds 2] [--steps 2] [--warmup 1] [--runs 3]
  *          [--threads N] [--python P] [--python2 P] [--addon path/segtorch.node] [--compile train,infer] [--no-compile] [--no-ort]
- *          [--check-twins] [--out suite] [--report bench/results/suite.json[,more.json]]
+ *          [--clock-mhz M] [--check-twins] [--out suite] [--report bench/results/suite.json[,more.json]]
  * Prints the tables, writes bench/results/<out>.json (<out>.partial.json as it goes); --report renders
  * saved results again (several files: their rows together).
  */
@@ -410,10 +410,10 @@ function machine (rows) {
   const ci = cpuinfo()
   const isa = st.cpu?.isa ?? 'other'
   const f = flopsPerCycle(isa, ci.vendor, ci.family)
-  const mhz = ci.maxMHz || ci.mhz
+  const mhz = Number(opt('clock-mhz', '')) || ci.maxMHz || ci.mhz
   const cores = Math.min(THREADS, os.cpus().length)
   return {
-    cpu: st.cpu?.model ?? ci.modelName, isa, vendor: ci.vendor, family: ci.family, mhz, mhzSource: ci.maxMHz ? 'lscpu CPU max MHz' : '/proc/cpuinfo cpu MHz',
+    cpu: st.cpu?.model ?? ci.modelName, isa, vendor: ci.vendor, family: ci.family, mhz, mhzSource: opt('clock-mhz', '') ? '--clock-mhz' : ci.maxMHz ? 'lscpu CPU max MHz' : '/proc/cpuinfo cpu MHz (a VM\'s nominal clock: a boosting CPU runs faster and the percentages overstate)',
     cores, logicalCpus: os.cpus().length, blas: st.blas?.name ?? '?', libtorch: st.libtorch ?? '?', bf16: st.bf16,
     peak: { fp32: cores * mhz * 1e6 * f.fp32, bf16: cores * mhz * 1e6 * f.bf16, flopsPerCycle: f }
   }
