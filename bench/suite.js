@@ -440,7 +440,7 @@ function render (rec) {
       `segtorch on libtorch ${m.libtorch} (${rec.addon}), PyTorch ${rec.torch} (${rec.python})${rec.python2 ? `, PyTorch ${rec.torch2} (${rec.python2})` : ''}; ` +
       `${cfg.threads} threads everywhere; load average ${rec.loadStart.map((l) => l.toFixed(1)).join(' ')} at the start, ${(rec.loadEnd ?? []).map((l) => l.toFixed(1)).join(' ')} at the end; ` +
       `OMP_WAIT_POLICY=${process.env.OMP_WAIT_POLICY ?? '(unset)'}; ${cfg.rounds} round(s) interleaved, median kept; training ${cfg.warmup} warm-up + ${cfg.steps} timed step(s) at batch ${cfg.batch} x 3x${cfg.trainSize}x${cfg.trainSize}; ` +
-      `inference ${cfg.warmup} warm-up + median of ${cfg.runs} at 1x3x${cfg.inferSize}x${cfg.inferSize}; ${fmt(rec.seconds, 0)} s in all.`
+      `inference ${cfg.warmup} warm-up + median of ${cfg.runs} at 1x3x${cfg.inferSize}x${cfg.inferSize}; torch.compile for ${(cfg.compileTasks ?? ['train', 'infer']).join(' and ') || 'nothing'}; ${fmt(rec.seconds, 0)} s in all.`
   ]
   if (m.libtorch && rec.torch && m.libtorch !== rec.torch) head.push(`**Note:** segtorch's libtorch (${m.libtorch}) is not the Python's torch (${rec.torch}): pass --addon with a build against the same libtorch (scripts/check-libtorch2.sh).`)
   const lines = [...head, '']
