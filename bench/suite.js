@@ -293,7 +293,7 @@ function main () {
   const loadStart = os.loadavg()
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'segtorch-suite-'))
   const raw = {}
-  const record = { date: new Date().toISOString(), commit: gitCommit(), config: { ...CONFIG, compileTasks }, reference: REFERENCE, python: PYTHON, torch: torch1, python2: PYTHON2 || null, torch2, addon: addon || '(default binding)', compile, loadStart, models, rows: [] }
+  const record = { date: new Date().toISOString(), commit: gitCommit(), config: { ...CONFIG, compileTasks }, reference: REFERENCE, python: PYTHON, torch: torch1, python2: PYTHON2 || null, torch2, addon: addon || '(default binding)', compile, loadStart, ompWaitPolicy: process.env.OMP_WAIT_POLICY ?? '(unset)', models, rows: [] }
   const save = (name) => {
     record.machine = machine(record.rows)
     fs.mkdirSync(path.join(__dirname, 'results'), { recursive: true })
@@ -438,8 +438,8 @@ function render (rec) {
     `bench/suite: ${rec.date.slice(0, 16).replace('T', ' ')} UTC, commit ${rec.commit}${cfg.quick ? ' — **--quick smoke run: tiny sizes, 1 timed step; NOT a measurement**' : ''}`,
     `CPU: ${m.cpu} (ISA ${m.isa}; ${m.vendor} family ${m.family}; ${m.logicalCpus} logical CPUs, ${m.mhz} MHz from ${m.mhzSource}), BLAS ${m.blas}; ` +
       `segtorch on libtorch ${m.libtorch} (${rec.addon}), PyTorch ${rec.torch} (${rec.python})${rec.python2 ? `, PyTorch ${rec.torch2} (${rec.python2})` : ''}; ` +
-      `${cfg.threads} threads everywhere; load average ${rec.loadStart.map((l) => l.toFixed(1)).join(' ')} at the start, ${(rec.loadEnd ?? []).map((l) => l.toFixed(1)).join(' ')} at the end; ` +
-      `OMP_WAIT_POLICY=${process.env.OMP_WAIT_POLICY ?? '(unset)'}; ${cfg.rounds} round(s) interleaved, median kept; training ${cfg.warmup} warm-up + ${cfg.steps} timed step(s) at batch ${cfg.batch} x 3x${cfg.trainSize}x${cfg.trainSize}; ` +
+      `${cfg.threads} threads everywhere; load average ${rec.loadStart.map((l) => l.toFixed(1)).join(' ')} at the start, ${rec.loadEnd ? rec.loadEnd.map((l) => l.toFixed(1)).join(' ') : 'n/a'} at the end; ` +
+      `OMP_WAIT_POLICY=${rec.ompWaitPolicy ?? process.env.OMP_WAIT_POLICY ?? '(unset)'}; ${cfg.rounds} round(s) interleaved, median kept; training ${cfg.warmup} warm-up + ${cfg.steps} timed step(s) at batch ${cfg.batch} x 3x${cfg.trainSize}x${cfg.trainSize}; ` +
       `inference ${cfg.warmup} warm-up + median of ${cfg.runs} at 1x3x${cfg.inferSize}x${cfg.inferSize}; torch.compile for ${(cfg.compileTasks ?? ['train', 'infer']).join(' and ') || 'nothing'}; ${fmt(rec.seconds, 0)} s in all.`
   ]
   if (m.libtorch && rec.torch && m.libtorch !== rec.torch) head.push(`**Note:** segtorch's libtorch (${m.libtorch}) is not the Python's torch (${rec.torch}): pass --addon with a build against the same libtorch (scripts/check-libtorch2.sh).`)
@@ -480,7 +480,7 @@ function render (rec) {
     const ecols = ['ptDefault', best, 'stFp32', 'stDefaults']
     lines.push('', `**Fraction of peak** (achieved FLOP/s / the CPU's peak for the contender's precision: fp32 ${fmt(p.fp32 / 1e9, 0)} GFLOP/s, bf16 ${fmt(p.bf16 / 1e9, 0)} GFLOP/s = ` +
       `${m.cores} cores x ${m.mhz} MHz x ${p.flopsPerCycle.fp32} / ${p.flopsPerCycle.bf16} FLOPs/cycle: ${p.flopsPerCycle.why}). FLOPs counted on the twin (FlopCounterMode: convolutions and matrix products); ` +
-      `GFLOPs columns at the reference settings (inference 1x3x512x512, training step = forward + backward at 4x3x256x256), percentages from the FLOPs at this run's settings.`, '',
+      `GFLOPs columns at the reference settings (inference 1x3x512x512, training step = 3 x the training forward at 4x3x256x256), percentages from the FLOPs at this run's settings.`, '',
       `| model | GFLOPs inference | GFLOPs training step | training %: ${ecols.map((k) => names[k]).join(' / ')} | inference %: ${ecols.map((k) => names[k]).join(' / ')} |`, '|---|---|---|---|---|')
     for (const r of rec.rows) {
       const f = r.flops ?? {}
