@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <sstream>
 
 #include "backbones/backbone.h"
 #include "base/alloc_budget.h"
@@ -249,6 +250,19 @@ StepResult Segmenter::TrainStep(const torch::Tensor& images, const torch::Tensor
 }
 
 void Segmenter::Seed(uint64_t seed) { torch::manual_seed(seed); }
+
+std::string Segmenter::Description() const {
+  const ModelConfig& c = config_;
+  std::ostringstream s;
+  s << c.arch << " " << c.backbone << " classes " << c.num_classes << " in " << c.in_channels << " stride " << c.output_stride
+    << " aux " << c.aux << " mean";
+  for (double m : c.mean) s << " " << m;
+  s << " std";
+  for (double m : c.std) s << " " << m;
+  for (auto& kv : c.numbers) s << " " << kv.first << "=" << kv.second;
+  for (auto& kv : c.strings) s << " " << kv.first << "=" << kv.second;
+  return s.str();
+}
 
 void Segmenter::EvalReset(int64_t ignore_index) { evaluation_.Reset(config_.num_classes, ignore_index, device_); }
 

@@ -65,6 +65,11 @@ class Segmenter {
   // copy predict keeps) and reused while the weights and options stay the same: exporting to
   // TorchScript and then to ONNX traces once.
   std::shared_ptr<const ExportGraph> TraceForExport(const ExportOptions& options);
+  // Data-parallel training (dist/data_parallel.h): the step averages gradients over the ranks
+  // through `parallel` (nullptr: this process alone).
+  void SetDataParallel(std::shared_ptr<DataParallelHooks> parallel) { training_.parallel = std::move(parallel); }
+  // What must be equal on every rank of a data-parallel run: the configuration without the device.
+  std::string Description() const;
 
   void SetTraining(bool on) { net_->train(on); }
   bool IsTraining() const { return net_->is_training(); }

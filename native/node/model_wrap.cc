@@ -1,5 +1,8 @@
 #include "node/model_wrap.h"
 
+#include "dist/data_parallel.h"
+#include "dist/sync_batch_norm.h"
+
 #include "node/jobs.h"
 #include "node/options.h"
 #include "node/tensor_bridge.h"
@@ -161,6 +164,7 @@ Napi::Function ModelWrap::Init(Napi::Env env) {
                          InstanceMethod<&ModelWrap::StateDictShapes>("stateDictShapes"),
                          InstanceMethod<&ModelWrap::ExportTorchScript>("exportTorchScript"),
                          InstanceMethod<&ModelWrap::ExportGraph>("exportGraph"),
+                         InstanceMethod<&ModelWrap::Distribute>("distribute"),
                      }));
 }
 
@@ -355,6 +359,29 @@ Napi::Value ModelWrap::ExportGraph(const Napi::CallbackInfo& info) {
       o.Set("info", ExportInfoObject(env, *result->first));
       o.Set("graph", GraphObject(env, result->second));
       return o;
+// distribute({ bucketBytes, broadcastBuffers, syncBatchNorm } | null) -> Promise<{ buckets }>: collective (every
+// rank at the same point): checks that the model is the same on every rank, copies rank 0's
+// parameters and buffers to all, and from then on each training step averages the gradients over
+// the ranks of distributed.init()'s group. null: this process trains alone again.
+Napi::Value ModelWrap::Distribute(const Napi::CallbackInfo& info) {
+  return Queue(info, [&](Job& job) {
+    bool off = info[0].IsNull() || info[0].IsUndefined();
+    dist::DataParallelOptions o;
+    if (!off) {
+      Napi::Object obj = info[0].As<Napi::Object>();
+      o.bucket_bytes = IntField(obj, "bucketBytes");
+      o.broadcast_buffers = BoolField(obj, "broadcastBuffers");
+      o.sync_batch_norm = BoolField(obj, "syncBatchNorm");
+    }
+    job.execute = [this, off, o]() mutable {
+      Segmenter& s = Loaded();
+      if (off) {
+        s.SetDataParallel(nullptr);
+        dist::SetSyncBatchNorm(s.net(), nullptr);
+        return;
+      }
+      o.description = s.Description();
+      s.SetDataParallel(std::make_shared<dist::DataParallel>(dist::Default(), s.net(), o));
     };
   });
 }

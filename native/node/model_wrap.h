@@ -29,6 +29,7 @@ class ModelWrap : public ModelWrapBase<ModelWrap, Segmenter> {
   Napi::Value StateDictShapes(const Napi::CallbackInfo& info);
   Napi::Value ExportTorchScript(const Napi::CallbackInfo& info);
   Napi::Value ExportGraph(const Napi::CallbackInfo& info);
+  Napi::Value Distribute(const Napi::CallbackInfo& info);
 };
 
 }  // namespace segtorch
