@@ -1,27 +1,34 @@
 #!/usr/bin/env node
 /**
- * bench/suite (`npm run bench`): segtorch against PyTorch (Python) and onnxruntime-node, side by side
- * in one run, so that machine noise cancels in the ratios.
+ * bench/suite (`npm run bench`): segtorch against PyTorch at its best (PyPI's torch 2.x, eager and
+ * torch.compile) and onnxruntime-node, every architecture, side by side in one run so that machine
+ * noise cancels in the ratios. bench/README.md documents the columns; in short:
  *
- * Models: fcn/resnet50, deeplabv3/resnet50, pspnet/resnet50, lwrefinenet/mobilenetv2, icnet/resnet50,
- * unet (21 classes, no auxiliary heads). The PyTorch side runs the same architectures
- * (bench/torch_twins.py: torchvision's fcn_resnet50 and deeplabv3_resnet50, layer-for-layer twins of the
- * rest; the parameter counts are compared and printed) on /usr/bin/python3 (Debian's python3-torch: the
- * same libtorch 1.13) with the same thread count.
+ *  - models: every architecture of lib/models.ts ARCHITECTURES at its default backbone (21 classes,
+ *    no auxiliary heads), or `--arch a,b` ('arch' or 'arch/backbone', e.g. fcn/vgg16,
+ *    deeplabv3/mobilenetv3_large). The PyTorch side runs bench/torch_twins.py's twin of each (same
+ *    names, shapes and forward as segtorch's network; the table says `=` when the parameter counts
+ *    are equal; `--check-twins` loads segtorch's weights into each twin and compares the outputs).
+ *  - training: images/s, batch 4 x 3x256x256, SGD lr 0.01 momentum 0.9, cross-entropy (plus the
+ *    architecture's training-only outputs: ICNet's cascade, DFN's deep supervision and border loss).
+ *  - inference: ms per 1x3x512x512 image to a class map (median).
+ *  - contenders: segtorch 'fp32' (fp32, NCHW) and 'defaults' (no options: bf16 autocast +
+ *    channels-last where the CPU has native bf16; predict folds BatchNorm); PyTorch (--python)
+ *    'default' (fp32, NCHW, eager), 'best' (channels_last + bf16 autocast by hand, inference_mode) and
+ *    'compiled' (torch.compile inductor + channels_last + bf16 autocast; inference with freezing;
+ *    compile time reported apart, excluded from the timings); optionally a second PyTorch
+ *    (--python2, e.g. Debian's 1.13: default and best); onnxruntime-node on the twin's ONNX export.
+ *  - each measurement in its own child process (peak RSS = that process's), contenders interleaved
+ *    round by round (--rounds; the order reversed every other round), the median over rounds kept.
+ *  - FLOPs of each architecture counted once (bench/suite.py 'flops': FlopCounterMode on the twin)
+ *    and the achieved throughput as a fraction of the CPU's peak for the contender's precision
+ *    (cores x clock x FLOPs/cycle of the ISA; assumptions in bench/README.md).
  *
- *  - training: images/s, batch 4 of 3x256x256, SGD lr 0.01 momentum 0.9, cross-entropy; warm-up
- *    steps, then timed steps. segtorch 'fp32' (fp32, NCHW: PyTorch's default) and 'defaults' (what
- *    trainStep does without options: bf16 autocast where the CPU has native bf16, channels-last with
- *    oneDNN); PyTorch 'default' (fp32, NCHW, eager) and 'best' (channels_last + bf16 autocast).
- *  - inference: ms per image (median), batch 1, 3x512x512, to a class map. segtorch predict() 'fp32'
- *    and 'defaults' (BatchNorm folding and inference mode in both); PyTorch 'default' (no_grad) and
- *    'best' (inference_mode + channels_last + bf16); onnxruntime-node (all graph optimisations, same
- *    intra-op threads) on the ONNX graph exported from the torchvision twin (fcn, deeplabv3).
- *  - peak RSS of each measurement (each runs in its own child process), the Node event loop's
- *    largest delay while segtorch trains, and the boundary round trip of an empty job.
- *
- * Prints one table, writes bench/results/suite.json.
- * usage: node bench/suite.js [--models a,b] [--steps 2] [--warmup 1] [--runs 3] [--threads N] [--python P]
+ * usage: node bench/suite.js [--arch a,b] [--quick] [--rounds 2] [--steps 2] [--warmup 1] [--runs 3]
+ *          [--threads N] [--python P] [--python2 P] [--addon path/segtorch.node] [--compile train,infer] [--no-compile] [--no-ort]
+ *          [--clock-mhz M] [--check-twins] [--out suite] [--report bench/results/suite.json[,more.json]]
+ * Prints the tables, writes bench/results/<out>.json (<out>.partial.json as it goes); --report renders
+ * saved results again (several files: their rows together).
  */
 'use strict'
 const { spawnSync } = require('child_process')
@@ -29,27 +36,40 @@ const fs = require('fs')
 const os = require('os')
 const path = require('path')
 
+const ROOT = path.join(__dirname, '..')
 const args = process.argv.slice(2)
 const opt = (name, def) => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1] : def }
+const flag = (name) => args.includes(`--${name}`)
+const QUICK = flag('quick')
 const THREADS = Number(opt('threads', String(typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length)))
 const CONFIG = {
   threads: THREADS,
+  quick: QUICK,
+  rounds: Number(opt('rounds', QUICK ? '1' : '2')),
   warmup: Number(opt('warmup', '1')),
-  steps: Number(opt('steps', '2')),
-  runs: Number(opt('runs', '3')),
-  batch: 4,
-  trainSize: 256,
-  inferSize: 512
+  steps: Number(opt('steps', QUICK ? '1' : '2')),
+  runs: Number(opt('runs', QUICK ? '1' : '3')),
+  batch: QUICK ? 2 : 4,
+  trainSize: QUICK ? 64 : 256,
+  inferSize: QUICK ? 64 : 512
 }
-const PYTHON = opt('python', '/usr/bin/python3')
-const MODELS = ['fcn/resnet50', 'deeplabv3/resnet50', 'pspnet/resnet50', 'lwrefinenet/mobilenetv2', 'icnet/resnet50', 'unet']
-const ONNX_TWINS = new Set(['fcn/resnet50', 'deeplabv3/resnet50'])
+// FLOPs are always also counted at these settings (the table's GFLOPs columns).
+const REFERENCE = { batch: 4, trainSize: 256, inferSize: 512 }
+const VENV = process.env.SEGTORCH_PY_VENV || path.join(os.homedir(), '.cache', 'segtorch-pytorch')
+const PYTHON = opt('python', fs.existsSync(path.join(VENV, 'bin', 'python')) ? path.join(VENV, 'bin', 'python') : '/usr/bin/python3')
+const PYTHON2 = opt('python2', '')
+const OUT = opt('out', 'suite')  // bench/results/<OUT>.json
 
-function peakRssMiB () { return process.resourceUsage().maxRSS / 1024 }
+function pythonTorch (python) {
+  const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__.split("+")[0])'], { encoding: 'utf8' })
+  return r.status === 0 ? r.stdout.trim() : null
+}
 
 // ------------------------------------------------------------------------------------------------
 // Child: one segtorch or onnxruntime measurement
 // ------------------------------------------------------------------------------------------------
+function peakRssMiB () { return process.resourceUsage().maxRSS / 1024 }
+
 async function child (c) {
   if (c.side === 'ort') {
     const ort = require('onnxruntime-node')
@@ -71,8 +91,22 @@ async function child (c) {
   const { monitorEventLoopDelay } = require('perf_hooks')
   st.setNumThreads(c.threads)
   const [arch, backbone] = c.model.split('/')
-  const m = await st.createModel({ arch, ...(backbone ? { backbone } : {}), numClasses: 21, aux: false })
-  const out = { params: m.info().parameters }
+  const b = st.backend()
+  const out = { backend: { libtorch: b.libtorch, bf16: b.bf16, cpu: b.cpu, blas: b.blas, mkldnn: b.mkldnn } }
+  if (c.side === 'dump') {
+    // --check-twins: segtorch's initial weights and its eval forward (fp32) on one random input.
+    const m = await st.createModel({ arch, ...(backbone !== 'none' ? { backbone } : {}), numClasses: 21, aux: false, mean: [0, 0, 0], std: [1, 1, 1] })
+    await m.eval()
+    const s = c.size
+    const x = new Float32Array(3 * s * s).map(() => Math.random())
+    const y = await (await m.forward(st.tensor(x, [1, 3, s, s]), { precision: 'fp32' })).data()
+    await m.saveStateDict(c.prefix + '.pt')
+    fs.writeFileSync(c.prefix + '.in', Buffer.from(x.buffer))
+    fs.writeFileSync(c.prefix + '.out', Buffer.from(y.buffer, y.byteOffset, y.byteLength))
+    return { params: m.info().parameters }
+  }
+  const m = await st.createModel({ arch, ...(backbone !== 'none' ? { backbone } : {}), numClasses: 21, aux: false })
+  out.params = m.info().parameters
   const opts = c.variant === 'fp32' ? { precision: 'fp32', channelsLast: false } : {}
   if (c.task === 'train') {
     const n = c.batch, s = c.trainSize
@@ -101,9 +135,8 @@ async function child (c) {
     Object.assign(out, { medianMs: times[times.length >> 1], minMs: times[0] })
     if (c.boundary) {
       // Boundary + executor round trip: a job with no tensor work (set eval mode), awaited each time.
-      const calls = 2000
       const per = []
-      for (let i = 0; i < calls; i++) {
+      for (let i = 0; i < 2000; i++) {
         const t0 = process.hrtime.bigint()
         await m.train(false)
         per.push(Number(process.hrtime.bigint() - t0) / 1e3)
@@ -128,101 +161,338 @@ if (process.env.SEGTORCH_SUITE_CHILD) {
 // ------------------------------------------------------------------------------------------------
 function lastJson (r, what) {
   if (r.status !== 0) {
-    const msg = ((r.stderr || '') + (r.error ? r.error.message : '')).trim().split('\n').slice(-3).join(' | ')
+    const lines = ((r.stderr || '') + (r.error ? r.error.message : '')).trim().split('\n').filter((l) => !/warn/i.test(l))
+    // The exception's own line (Python: 'XxxError: ...' at the end of the traceback) rather than a dump of the graph.
+    const err = lines.filter((l) => /^\s*[\w.]*(Error|Exception)\b/.test(l)).pop()
+    const msg = (err ?? lines.slice(-2).join(' | ')).trim().slice(0, 300) || (r.signal ? `killed by ${r.signal}` : 'failed')
     process.stderr.write(`  ${what} failed: ${msg}\n`)
-    return { error: msg || 'failed' }
+    return { error: msg }
   }
-  return JSON.parse(r.stdout.trim().split('\n').pop())
+  try { return JSON.parse(r.stdout.trim().split('\n').pop()) } catch (e) { return { error: `no JSON from ${what}` } }
 }
 
-function runNode (c) {
+const CHILD_TIMEOUT_MS = Number(opt('child-timeout', '1800')) * 1000
+
+function runNode (c, addon) {
   const env = { ...process.env, SEGTORCH_SUITE_CHILD: JSON.stringify({ ...CONFIG, ...c }) }
-  return lastJson(spawnSync(process.execPath, [__filename], { env, encoding: 'utf8', timeout: 900000 }), `${c.side} ${c.model} ${c.task} ${c.variant}`)
+  if (addon) env.SEGTORCH_ADDON = addon
+  return lastJson(spawnSync(process.execPath, [__filename], { env, encoding: 'utf8', timeout: CHILD_TIMEOUT_MS }), `${c.side} ${c.model} ${c.task ?? ''} ${c.variant ?? ''}`)
 }
 
-function runPython (c) {
-  const env = { ...process.env, OMP_NUM_THREADS: String(THREADS) }
-  return lastJson(spawnSync(PYTHON, [path.join(__dirname, 'suite.py'), JSON.stringify({ ...CONFIG, ...c })], { env, encoding: 'utf8', timeout: 900000 }), `pytorch ${c.model} ${c.task} ${c.variant}`)
+function runPython (python, c) {
+  const env = { ...process.env, OMP_NUM_THREADS: String(THREADS), PYTHONWARNINGS: 'ignore' }
+  let cache = null
+  if (c.variant === 'compiled') {
+    // A cold compile, as a user's first run: an empty inductor cache for this child only.
+    cache = fs.mkdtempSync(path.join(os.tmpdir(), 'segtorch-suite-inductor-'))
+    env.TORCHINDUCTOR_CACHE_DIR = cache
+  }
+  try {
+    return lastJson(spawnSync(python, [path.join(__dirname, 'suite.py'), JSON.stringify({ ...CONFIG, ...c })], { env, encoding: 'utf8', timeout: CHILD_TIMEOUT_MS }), `pytorch(${python}) ${c.model} ${c.task} ${c.variant ?? ''}`)
+  } finally {
+    if (cache) fs.rmSync(cache, { recursive: true, force: true })
+  }
 }
 
-function main () {
-  const only = opt('models', '')
-  const models = MODELS.filter((m) => !only || only.split(',').includes(m))
-  const started = Date.now()
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'segtorch-suite-'))
-  const rows = []
+function modelList () {
+  const { ARCHITECTURES } = require('../dist/models.js')  // the table only: no addon needed
+  const defaults = Object.entries(ARCHITECTURES).map(([a, s]) => `${a}/${s.defaultBackbone}`)
+  const only = opt('arch', '')
+  if (!only) return defaults
+  return only.split(',').map((name) => {
+    if (name.includes('/')) return name
+    const d = defaults.find((m) => m.startsWith(name + '/'))
+    if (!d) throw new RangeError(`Expected --arch among ${Object.keys(ARCHITECTURES).join(', ')} but received ${name}`)
+    return d
+  })
+}
+
+function defaultAddon (torchVersion) {
+  const explicit = opt('addon', '')
+  if (explicit) return path.resolve(explicit)
+  if (process.env.SEGTORCH_ADDON) return process.env.SEGTORCH_ADDON
+  // scripts/check-libtorch2.sh builds the addon against the venv's torch 2.x in build-lt2/.
+  const lt2 = path.join(ROOT, process.env.SEGTORCH_LT2_BUILD || 'build-lt2', 'Release', 'segtorch.node')
+  if (torchVersion && Number(torchVersion.split('.')[0]) >= 2 && fs.existsSync(lt2)) return lt2
+  return ''
+}
+
+const median = (xs) => { const s = xs.filter((v) => typeof v === 'number' && Number.isFinite(v)).sort((a, b) => a - b); return s.length ? s[s.length >> 1] : undefined }
+
+/** The median over rounds of each number; the first round's other fields; an error only when every round failed. */
+function combine (results) {
+  const ok = results.filter((r) => !r.error)
+  if (!ok.length) return results[0] ?? { error: 'not run' }
+  const out = { ...ok[0], rounds: ok.length }
+  for (const k of Object.keys(ok[0])) if (typeof ok[0][k] === 'number') out[k] = median(ok.map((r) => r[k]))
+  if (ok.length < results.length) out.failedRounds = results.length - ok.length
+  return out
+}
+
+function checkTwins (models, addon) {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'segtorch-twins-'))
+  const lines = ['| model | parameters | names and shapes (load_state_dict strict) | max abs diff / max abs output | argmax agreement |', '|---|---|---|---|---|']
   try {
     for (const model of models) {
-      process.stderr.write(`${model}\n`)
-      const r = { model }
-      r.train = {
-        pytorchDefault: runPython({ model, task: 'train', variant: 'default' }),
-        pytorchBest: runPython({ model, task: 'train', variant: 'best' }),
-        segtorchFp32: runNode({ side: 'segtorch', model, task: 'train', variant: 'fp32' }),
-        segtorchDefaults: runNode({ side: 'segtorch', model, task: 'train', variant: 'defaults' })
-      }
-      r.infer = {
-        pytorchDefault: runPython({ model, task: 'infer', variant: 'default' }),
-        pytorchBest: runPython({ model, task: 'infer', variant: 'best' }),
-        segtorchFp32: runNode({ side: 'segtorch', model, task: 'infer', variant: 'fp32' }),
-        segtorchDefaults: runNode({ side: 'segtorch', model, task: 'infer', variant: 'defaults', boundary: model === models[0] })
-      }
-      if (ONNX_TWINS.has(model)) {
-        const onnx = path.join(tmp, model.replace('/', '_') + '.onnx')
-        const e = runPython({ model, task: 'export', onnx })
-        r.infer.onnxruntime = e.error ? e : runNode({ side: 'ort', model, task: 'infer', onnx })
-        fs.rmSync(onnx, { force: true })
-      }
-      rows.push(r)
+      const prefix = path.join(tmp, model.replace('/', '_'))
+      const d = runNode({ side: 'dump', model, size: 128, prefix }, addon)
+      const p = d.error ? d : runPython(PYTHON, { model, task: 'compare', prefix, size: 128 })
+      const row = d.error || p.error
+        ? `| ${model} | | failed: ${(d.error || p.error).slice(0, 120)} | | |`
+        : `| ${model} | ${d.params.toLocaleString('en')} ${d.params === p.params ? '=' : '!= ' + p.params} | equal | ${p.maxAbsDiff.toExponential(1)} / ${p.maxAbsOut.toExponential(1)} | ${(100 * p.agreement).toFixed(2)}% |`
+      process.stderr.write(row + '\n')
+      lines.push(row)
     }
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true })
   }
-  report(rows, (Date.now() - started) / 1000)
+  console.log(lines.join('\n'))
 }
 
+function main () {
+  if (opt('report', '')) {
+    // One or more result files (runs split over several processes: --out a, --out b): rows concatenated.
+    // A model measured in several files (a partial file lists every model of its run): the row with results.
+    const saved = opt('report').split(',').map((f) => JSON.parse(fs.readFileSync(f, 'utf8')))
+    const measured = (r) => Object.keys(r.train ?? {}).length + Object.keys(r.infer ?? {}).length
+    const rows = []
+    for (const r of saved.flatMap((s) => s.rows)) {
+      const i = rows.findIndex((x) => x.model === r.model)
+      if (i < 0) rows.push(r)
+      else if (measured(r) > measured(rows[i])) rows[i] = r
+    }
+    const rec = { ...saved[0], rows: rows.filter(measured), seconds: Math.max(...saved.map((s) => s.seconds ?? NaN)) }
+    const pending = rows.filter((r) => !measured(r)).map((r) => r.model)
+    if (pending.length) process.stderr.write(`not measured in these files: ${pending.join(', ')}\n`)
+    if (saved.length > 1) rec.loadEnd = saved[saved.length - 1].loadEnd
+    console.log(render(rec).join('\n'))
+    return
+  }
+  const models = modelList()
+  const torch1 = pythonTorch(PYTHON)
+  if (!torch1) throw new Error(`${PYTHON} cannot import torch (--python)`)
+  const torch2 = PYTHON2 ? pythonTorch(PYTHON2) : null
+  if (PYTHON2 && !torch2) throw new Error(`${PYTHON2} cannot import torch (--python2)`)
+  const addon = defaultAddon(torch1)
+  if (flag('check-twins')) return checkTwins(models, addon)
+  // --compile train,infer (default: both), --no-compile: which tasks get the torch.compile contender
+  // (a cold compile costs minutes per model and task: a smoke run on a busy machine may keep it to inference).
+  const compileTasks = flag('no-compile') ? [] : opt('compile', 'train,infer').split(',').filter((t) => t === 'train' || t === 'infer')
+  const compile = compileTasks.length > 0 && Number(torch1.split('.')[0]) >= 2
+  const compile2 = compileTasks.length > 0 && torch2 && Number(torch2.split('.')[0]) >= 2
+  const contenders = [
+    { key: 'ptDefault', py: PYTHON, variant: 'default' },
+    { key: 'ptBest', py: PYTHON, variant: 'best' },
+    ...(compile ? [{ key: 'ptCompiled', py: PYTHON, variant: 'compiled' }] : []),
+    ...(PYTHON2 ? [{ key: 'pt2Default', py: PYTHON2, variant: 'default' }, { key: 'pt2Best', py: PYTHON2, variant: 'best' }] : []),
+    ...(compile2 ? [{ key: 'pt2Compiled', py: PYTHON2, variant: 'compiled' }] : []),
+    { key: 'stFp32', variant: 'fp32' },
+    { key: 'stDefaults', variant: 'defaults' }
+  ]
+  const started = Date.now()
+  const loadStart = os.loadavg()
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'segtorch-suite-'))
+  const raw = {}
+  const record = { date: new Date().toISOString(), commit: gitCommit(), config: { ...CONFIG, compileTasks }, reference: REFERENCE, python: PYTHON, torch: torch1, python2: PYTHON2 || null, torch2, addon: addon || '(default binding)', compile, loadStart, ompWaitPolicy: process.env.OMP_WAIT_POLICY ?? '(unset)', models, rows: [] }
+  const save = (name) => {
+    record.machine = machine(record.rows)
+    fs.mkdirSync(path.join(__dirname, 'results'), { recursive: true })
+    fs.writeFileSync(path.join(__dirname, 'results', `${OUT}${name}`), JSON.stringify(record, null, 2))
+  }
+  try {
+    // Once per model: FLOPs (always with the torch 2.x Python: FlopCounterMode) and the ONNX export.
+    const flopsPython = [PYTHON, PYTHON2].find((p, i) => p && Number((i ? torch2 : torch1).split('.')[0]) >= 2)
+    const once = {}
+    for (const model of models) {
+      process.stderr.write(`${model}: FLOPs, ONNX export\n`)
+      const f = flopsPython ? runPython(flopsPython, { model, task: 'flops', ...REFERENCE }) : { error: 'no torch 2.x Python for FlopCounterMode' }
+      const fr = flopsPython && (CONFIG.inferSize !== REFERENCE.inferSize || CONFIG.trainSize !== REFERENCE.trainSize || CONFIG.batch !== REFERENCE.batch)
+        ? runPython(flopsPython, { model, task: 'flops' })
+        : f
+      let onnx = null
+      if (!flag('no-ort')) {
+        onnx = path.join(tmp, model.replace('/', '_') + '.onnx')
+        const e = runPython(PYTHON2 || PYTHON, { model, task: 'export', onnx })
+        if (e.error) onnx = { error: `export: ${e.error}` }
+      }
+      once[model] = { flops: f, flopsRun: fr, onnx }
+      raw[model] = { train: {}, infer: {} }
+    }
+    for (let round = 0; round < CONFIG.rounds; round++) {
+      for (const model of models) {
+        for (const task of ['train', 'infer']) {
+          const list = [...contenders.filter((c) => c.variant !== 'compiled' || compileTasks.includes(task)), ...(task === 'infer' && once[model].onnx ? [{ key: 'onnxruntime' }] : [])]
+          if (round % 2 === 1) list.reverse()
+          for (const c of list) {
+            let r
+            if (c.key === 'onnxruntime') {
+              r = typeof once[model].onnx === 'string' ? runNode({ side: 'ort', model, task, onnx: once[model].onnx }) : once[model].onnx
+            } else if (c.py) {
+              r = runPython(c.py, { model, task, variant: c.variant })
+            } else {
+              r = runNode({ side: 'segtorch', model, task, variant: c.variant, boundary: task === 'infer' && c.variant === 'defaults' && model === models[0] }, addon)
+            }
+            ;(raw[model][task][c.key] ??= []).push(r)
+            process.stderr.write(`  round ${round + 1} ${model} ${task} ${c.key}: ${summary(r)}\n`)
+          }
+        }
+        record.rows = models.filter((m) => raw[m]).map((m) => row(m, raw[m], once[m]))
+        save('.partial.json')
+      }
+    }
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true })
+  }
+  record.seconds = (Date.now() - started) / 1000
+  record.loadEnd = os.loadavg()
+  record.rows = models.map((m) => row(m, raw[m], {}, record.rows.find((r) => r.model === m)))
+  record.machine = machine(record.rows)
+  const lines = render(record)
+  record.table = lines
+  save('.json')
+  console.log(lines.join('\n'))
+}
+
+function row (model, raw, once, previous) {
+  const r = previous ?? { model, flops: once.flops, flopsRun: once.flopsRun }
+  r.train = Object.fromEntries(Object.entries(raw.train).map(([k, v]) => [k, combine(v)]))
+  r.infer = Object.fromEntries(Object.entries(raw.infer).map(([k, v]) => [k, combine(v)]))
+  return r
+}
+
+function summary (r) {
+  if (r.error) return 'error'
+  const parts = []
+  if (r.imagesPerSecond) parts.push(`${r.imagesPerSecond.toFixed(2)} img/s`)
+  if (r.medianMs) parts.push(`${r.medianMs.toFixed(0)} ms`)
+  if (r.compileSeconds) parts.push(`compile ${r.compileSeconds.toFixed(0)} s`)
+  return parts.join(', ')
+}
+
+function gitCommit () {
+  try { return spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: __dirname, encoding: 'utf8' }).stdout.trim() } catch { return '' }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The CPU's peak (bench/README.md: "Fraction of peak")
+// ------------------------------------------------------------------------------------------------
+function cpuinfo () {
+  let text = ''
+  try { text = fs.readFileSync('/proc/cpuinfo', 'utf8') } catch {}
+  const field = (name) => { const m = text.match(new RegExp(`^${name}\\s*:\\s*(.*)$`, 'm')); return m ? m[1].trim() : '' }
+  let maxMHz = 0
+  const l = spawnSync('lscpu', [], { encoding: 'utf8' })
+  const mm = (l.stdout || '').match(/^CPU max MHz:\s*([\d.]+)/m)
+  if (mm) maxMHz = Number(mm[1])
+  return { vendor: field('vendor_id'), family: Number(field('cpu family')), modelName: field('model name'), mhz: Number(field('cpu MHz')) || 0, maxMHz }
+}
+
+/**
+ * FLOPs per cycle per core (dense fused multiply-add throughput, 2 FLOPs per FMA lane) for fp32 and
+ * bf16 on each ISA segtorch's backend().cpu.isa reports. bf16 without a native instruction runs in
+ * fp32 (conversions), so its peak is the fp32 one.
+ */
+function flopsPerCycle (isa, vendor, family) {
+  const amd = /AMD/i.test(vendor)
+  switch (isa) {
+    case 'AMX': return { fp32: 64, bf16: 1024, why: 'Intel AMX: 2 AVX-512 FMA ports (fp32 64/cycle); AMX TMUL 512 bf16 multiply-adds/cycle (1024)' }
+    case 'AVX512-BF16':
+      if (amd && family < 26) return { fp32: 32, bf16: 64, why: 'AMD Zen 4: AVX-512 on 256-bit datapaths, 2 FMA pipes (fp32 32/cycle); VDPBF16PS 2 pipes x 16 bf16 pairs (64)' }
+      return { fp32: 64, bf16: 128, why: amd ? 'AMD Zen 5 (family 26): 2 full 512-bit FMA pipes (fp32 64/cycle); VDPBF16PS on both (bf16 128)' : 'Intel AVX512-BF16: 2 FMA ports (fp32 64/cycle); VDPBF16PS on both (128)' }
+    case 'AVX512': return { fp32: 64, bf16: 64, why: 'AVX-512 with 2 FMA ports (fp32 64/cycle; parts with one port: half); no native bf16' }
+    case 'AVX2': return { fp32: 32, bf16: 32, why: 'AVX2 + FMA, 2 ports (fp32 32/cycle); no native bf16' }
+    default: return { fp32: 16, bf16: 16, why: 'SSE-class: 16 fp32 FLOPs/cycle assumed' }
+  }
+}
+
+function machine (rows) {
+  const st = rows.map((r) => r.train?.stDefaults?.backend ?? r.infer?.stDefaults?.backend).find(Boolean) ?? {}
+  const ci = cpuinfo()
+  const isa = st.cpu?.isa ?? 'other'
+  const f = flopsPerCycle(isa, ci.vendor, ci.family)
+  const mhz = Number(opt('clock-mhz', '')) || ci.maxMHz || ci.mhz
+  const cores = Math.min(THREADS, os.cpus().length)
+  return {
+    cpu: st.cpu?.model ?? ci.modelName, isa, vendor: ci.vendor, family: ci.family, mhz, mhzSource: opt('clock-mhz', '') ? '--clock-mhz' : ci.maxMHz ? 'lscpu CPU max MHz' : '/proc/cpuinfo cpu MHz (a VM\'s nominal clock: a boosting CPU runs faster and the percentages overstate)',
+    cores, logicalCpus: os.cpus().length, blas: st.blas?.name ?? '?', libtorch: st.libtorch ?? '?', bf16: st.bf16,
+    peak: { fp32: cores * mhz * 1e6 * f.fp32, bf16: cores * mhz * 1e6 * f.bf16, flopsPerCycle: f }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Tables
+// ------------------------------------------------------------------------------------------------
 const fmt = (v, d = 2) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(d) : 'n/a')
 const ratio = (a, b) => (typeof a === 'number' && typeof b === 'number' ? a / b : NaN)
+const cell = (x, key, d) => (x && x.error ? 'err' : fmt(x?.[key], d))
 
-function report (rows, seconds) {
-  const st = require('../dist/index.js')
-  const b = st.backend()
-  let commit = ''
-  try { commit = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: __dirname, encoding: 'utf8' }).stdout.trim() } catch {}
-  const header = `bench/suite: ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, commit ${commit}, ${os.cpus()[0].model} ` +
-    `(${os.cpus().length} cores; native bf16: ${b.bf16}, oneDNN: ${b.mkldnn}), libtorch ${b.libtorch}, ${THREADS} threads, ` +
-    `load ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}, OMP_WAIT_POLICY=${process.env.OMP_WAIT_POLICY ?? '(unset)'}; ` +
-    `training ${CONFIG.warmup} warm-up + ${CONFIG.steps} timed steps, inference ${CONFIG.warmup} warm-up + median of ${CONFIG.runs}; ${seconds.toFixed(0)} s`
-  const lines = [header, '',
-    '**Training** (images/s, batch 4 x 3x256x256, SGD; higher is better; ratios = segtorch / other)', '',
-    '| model | params (ours = PyTorch) | PyTorch default | PyTorch best | segtorch fp32 | segtorch defaults | fp32 / PT default (>= 0.97) | defaults / PT best (>= 0.97) | defaults / PT default (>= 1.8) | event loop max ms | peak RSS MiB: PT default / PT best / st fp32 / st defaults |',
-    '|---|---|---|---|---|---|---|---|---|---|---|']
-  for (const r of rows) {
+function render (rec) {
+  const m = rec.machine ?? {}
+  const cfg = rec.config
+  const has = (k) => rec.rows.some((r) => r.train?.[k] || r.infer?.[k])
+  const pt = ['ptDefault', 'ptBest', ...(has('ptCompiled') ? ['ptCompiled'] : [])]
+  const pt2 = ['pt2Default', 'pt2Best', 'pt2Compiled'].filter(has)
+  const names = { ptDefault: `PT ${rec.torch} default`, ptBest: `PT ${rec.torch} best`, ptCompiled: `PT ${rec.torch} compiled`, pt2Default: `PT ${rec.torch2} default`, pt2Best: `PT ${rec.torch2} best`, pt2Compiled: `PT ${rec.torch2} compiled`, stFp32: 'segtorch fp32', stDefaults: 'segtorch defaults', onnxruntime: 'onnxruntime' }
+  const best = pt.includes('ptCompiled') ? 'ptCompiled' : 'ptBest'
+  const head = [
+    `bench/suite: ${rec.date.slice(0, 16).replace('T', ' ')} UTC, commit ${rec.commit}${cfg.quick ? ' — **--quick smoke run: tiny sizes, 1 timed step; NOT a measurement**' : ''}`,
+    `CPU: ${m.cpu} (ISA ${m.isa}; ${m.vendor} family ${m.family}; ${m.logicalCpus} logical CPUs, ${m.mhz} MHz from ${m.mhzSource}), BLAS ${m.blas}; ` +
+      `segtorch on libtorch ${m.libtorch} (${rec.addon}), PyTorch ${rec.torch} (${rec.python})${rec.python2 ? `, PyTorch ${rec.torch2} (${rec.python2})` : ''}; ` +
+      `${cfg.threads} threads everywhere; load average ${rec.loadStart.map((l) => l.toFixed(1)).join(' ')} at the start, ${rec.loadEnd ? rec.loadEnd.map((l) => l.toFixed(1)).join(' ') : 'n/a'} at the end; ` +
+      `OMP_WAIT_POLICY=${rec.ompWaitPolicy ?? process.env.OMP_WAIT_POLICY ?? '(unset)'}; ${cfg.rounds} round(s) interleaved, median kept; training ${cfg.warmup} warm-up + ${cfg.steps} timed step(s) at batch ${cfg.batch} x 3x${cfg.trainSize}x${cfg.trainSize}; ` +
+      `inference ${cfg.warmup} warm-up + median of ${cfg.runs} at 1x3x${cfg.inferSize}x${cfg.inferSize}; torch.compile for ${(cfg.compileTasks ?? ['train', 'infer']).join(' and ') || 'nothing'}; ${fmt(rec.seconds, 0)} s in all.`
+  ]
+  if (m.libtorch && rec.torch && m.libtorch !== rec.torch) head.push(`**Note:** segtorch's libtorch (${m.libtorch}) is not the Python's torch (${rec.torch}): pass --addon with a build against the same libtorch (scripts/check-libtorch2.sh).`)
+  const lines = [...head, '']
+  const tcols = [...pt, ...pt2, 'stFp32', 'stDefaults']
+  lines.push('**Training** (images/s; higher is better; ratios = segtorch defaults / other unless named)', '',
+    `| model | params (ours = twin) | ${tcols.map((k) => names[k]).join(' | ')} | compile s | defaults / PT ${best === 'ptCompiled' ? 'compiled' : 'best'} (>= 1.1) | defaults / PT default (>= 2) | fp32 / PT default | event loop max ms | peak RSS MiB (${tcols.map((k) => names[k]).join(' / ')}) |`,
+    `|${'---|'.repeat(tcols.length + 7)}`)
+  for (const r of rec.rows) {
     const t = r.train
-    const same = t.segtorchFp32.params === t.pytorchDefault.params ? '=' : `!= ${t.pytorchDefault.params}`
-    lines.push(`| ${r.model} | ${(t.segtorchFp32.params ?? 0).toLocaleString('en')} ${same} | ${fmt(t.pytorchDefault.imagesPerSecond)} | ${fmt(t.pytorchBest.imagesPerSecond)} | ` +
-      `${fmt(t.segtorchFp32.imagesPerSecond)} | ${fmt(t.segtorchDefaults.imagesPerSecond)} | ` +
-      `${fmt(ratio(t.segtorchFp32.imagesPerSecond, t.pytorchDefault.imagesPerSecond))} | ${fmt(ratio(t.segtorchDefaults.imagesPerSecond, t.pytorchBest.imagesPerSecond))} | ` +
-      `${fmt(ratio(t.segtorchDefaults.imagesPerSecond, t.pytorchDefault.imagesPerSecond))} | ` +
-      `${fmt(Math.max(t.segtorchFp32.eventLoopMaxDelayMs ?? NaN, t.segtorchDefaults.eventLoopMaxDelayMs ?? NaN), 1)} | ` +
-      `${[t.pytorchDefault, t.pytorchBest, t.segtorchFp32, t.segtorchDefaults].map((x) => fmt(x.peakRssMiB, 0)).join(' / ')} |`)
+    const ours = t.stFp32?.params ?? t.stDefaults?.params
+    const twin = t.ptDefault?.params ?? t.ptBest?.params
+    const same = ours === undefined || twin === undefined ? '?' : ours === twin ? '=' : `!= ${twin.toLocaleString('en')}`
+    lines.push(`| ${r.model} | ${(ours ?? 0).toLocaleString('en')} ${same} | ${tcols.map((k) => cell(t[k], 'imagesPerSecond')).join(' | ')} | ${cell(t.ptCompiled, 'compileSeconds', 0)} | ` +
+      `${fmt(ratio(t.stDefaults?.imagesPerSecond, t[best]?.imagesPerSecond))} | ${fmt(ratio(t.stDefaults?.imagesPerSecond, t.ptDefault?.imagesPerSecond))} | ` +
+      `${fmt(ratio(t.stFp32?.imagesPerSecond, t.ptDefault?.imagesPerSecond))} | ${fmt(Math.max(t.stFp32?.eventLoopMaxDelayMs ?? NaN, t.stDefaults?.eventLoopMaxDelayMs ?? NaN), 1)} | ` +
+      `${tcols.map((k) => cell(t[k], 'peakRssMiB', 0)).join(' / ')} |`)
   }
-  lines.push('', '**Inference** (ms per 1x3x512x512 image to a class map, median; lower is better; ratios = speed-up of segtorch)', '',
-    '| model | PyTorch default | PyTorch best | onnxruntime | segtorch fp32 | segtorch defaults | fp32 vs PT default (>= 0.97) | defaults vs PT best (>= 0.97) | defaults vs PT default (>= 2) | defaults vs onnxruntime (>= 1.5) | peak RSS MiB: PT default / PT best / ORT / st fp32 / st defaults |',
-    '|---|---|---|---|---|---|---|---|---|---|---|')
-  for (const r of rows) {
+  const icols = [...pt, ...pt2, 'onnxruntime', 'stFp32', 'stDefaults']
+  lines.push('', `**Inference** (ms per 1x3x${cfg.inferSize}x${cfg.inferSize} image to a class map, median; lower is better; ratios = speed-up of segtorch defaults unless named)`, '',
+    `| model | ${icols.map((k) => names[k]).join(' | ')} | compile s | vs PT ${best === 'ptCompiled' ? 'compiled' : 'best'} (>= 1.1) | vs PT default (>= 2) | vs onnxruntime (>= 1.5) | fp32 vs PT default | peak RSS MiB (${icols.map((k) => names[k]).join(' / ')}) |`,
+    `|${'---|'.repeat(icols.length + 7)}`)
+  for (const r of rec.rows) {
     const i = r.infer
-    const ort = i.onnxruntime ?? {}
-    lines.push(`| ${r.model} | ${fmt(i.pytorchDefault.medianMs, 0)} | ${fmt(i.pytorchBest.medianMs, 0)} | ${fmt(ort.medianMs, 0)} | ${fmt(i.segtorchFp32.medianMs, 0)} | ${fmt(i.segtorchDefaults.medianMs, 0)} | ` +
-      `${fmt(ratio(i.pytorchDefault.medianMs, i.segtorchFp32.medianMs))} | ${fmt(ratio(i.pytorchBest.medianMs, i.segtorchDefaults.medianMs))} | ` +
-      `${fmt(ratio(i.pytorchDefault.medianMs, i.segtorchDefaults.medianMs))} | ${fmt(ratio(ort.medianMs, i.segtorchDefaults.medianMs))} | ` +
-      `${[i.pytorchDefault, i.pytorchBest, ort, i.segtorchFp32, i.segtorchDefaults].map((x) => fmt(x.peakRssMiB, 0)).join(' / ')} |`)
+    lines.push(`| ${r.model} | ${icols.map((k) => cell(i[k], 'medianMs', 0)).join(' | ')} | ${cell(i.ptCompiled, 'compileSeconds', 0)} | ` +
+      `${fmt(ratio(i[best]?.medianMs, i.stDefaults?.medianMs))} | ${fmt(ratio(i.ptDefault?.medianMs, i.stDefaults?.medianMs))} | ${fmt(ratio(i.onnxruntime?.medianMs, i.stDefaults?.medianMs))} | ` +
+      `${fmt(ratio(i.ptDefault?.medianMs, i.stFp32?.medianMs))} | ${icols.map((k) => cell(i[k], 'peakRssMiB', 0)).join(' / ')} |`)
   }
-  const boundary = rows.map((r) => r.infer.segtorchDefaults.emptyJobUs).find((v) => typeof v === 'number')
+  const errors = []
+  for (const r of rec.rows) {
+    for (const task of ['train', 'infer']) for (const [k, v] of Object.entries(r[task] ?? {})) if (v?.error) errors.push(`${r.model} ${task} ${names[k] ?? k}: ${v.error}`)
+  }
+  if (m.peak) {
+    const p = m.peak
+    const bf16Native = m.bf16
+    const prec = { ptDefault: 'fp32', ptBest: 'bf16', ptCompiled: 'bf16', stFp32: 'fp32', stDefaults: bf16Native ? 'bf16' : 'fp32', onnxruntime: 'fp32' }
+    const pct = (flops, seconds, key) => (flops && seconds ? fmt(100 * flops / seconds / p[prec[key]], 1) : 'n/a')
+    const ecols = ['ptDefault', best, 'stFp32', 'stDefaults']
+    lines.push('', `**Fraction of peak** (achieved FLOP/s / the CPU's peak for the contender's precision: fp32 ${fmt(p.fp32 / 1e9, 0)} GFLOP/s, bf16 ${fmt(p.bf16 / 1e9, 0)} GFLOP/s = ` +
+      `${m.cores} cores x ${m.mhz} MHz x ${p.flopsPerCycle.fp32} / ${p.flopsPerCycle.bf16} FLOPs/cycle: ${p.flopsPerCycle.why}). FLOPs counted on the twin (FlopCounterMode: convolutions and matrix products); ` +
+      `GFLOPs columns at the reference settings (inference 1x3x512x512, training step = 3 x the training forward at 4x3x256x256), percentages from the FLOPs at this run's settings.`, '',
+      `| model | GFLOPs inference | GFLOPs training step | training %: ${ecols.map((k) => names[k]).join(' / ')} | inference %: ${ecols.map((k) => names[k]).join(' / ')} |`, '|---|---|---|---|---|')
+    for (const r of rec.rows) {
+      const f = r.flops ?? {}
+      const fr = r.flopsRun ?? {}
+      lines.push(`| ${r.model} | ${fmt(f.inferFlops / 1e9, 1)} | ${fmt(f.trainFlops / 1e9, 1)} | ` +
+        `${ecols.map((k) => pct(fr.trainFlops, r.train[k]?.msPerStep / 1000, k)).join(' / ')} | ${ecols.map((k) => pct(fr.inferFlops, r.infer[k]?.medianMs / 1000, k)).join(' / ')} |`)
+    }
+  }
+  const boundary = rec.rows.map((r) => r.infer?.stDefaults?.emptyJobUs).find((v) => typeof v === 'number')
   lines.push('', `Boundary: empty job round trip (schedule on the model's executor, settle the Promise), median of 2000: ${fmt(boundary, 1)} us (target < 50 us).`)
-  console.log(lines.join('\n'))
-  fs.mkdirSync(path.join(__dirname, 'results'), { recursive: true })
-  fs.writeFileSync(path.join(__dirname, 'results', 'suite.json'), JSON.stringify({ date: new Date().toISOString(), commit, config: CONFIG, backend: b, load: os.loadavg(), cpu: os.cpus()[0].model, seconds, rows, table: lines }, null, 2))
+  if (errors.length) lines.push('', 'Failures:', ...errors.map((e) => `- ${e}`))
+  return lines
 }
 
 main()

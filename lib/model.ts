@@ -11,6 +11,7 @@ import { checkDepth, checkImages, checkMasks, Images, Masks } from './inputs'
 import { PredictOptions, resolvePredictOptions } from './predict'
 import * as v from './validate'
 import { BatchingOptions, BatchStats, resolveBatching } from './serve'
+import { exportOnnx, ExportOnnxOptions, ExportResult, exportTorchScript, ExportTorchScriptOptions } from './export'
 
 // The option types and helpers that lived here, for code that imports them from this module.
 export { autoChannelsLast, autoPrecision } from './precision'
@@ -364,6 +365,23 @@ export class Model extends InferenceModel<NativeModel> {
     const o = resolveStepOptions(options, this.config.numClasses, 'checkGradients options', [], this.device)
     const native = this._native()
     return withStack(() => native.checkGradients(x._native(), y._native(), o as unknown as Record<string, unknown>))
+  }
+
+  /**
+   * Writes the network as a TorchScript module (traced by libtorch in eval mode, BatchNorms folded)
+   * that Python's `torch.jit.load` and our `loadTorchScript` read: normalised float32 images
+   * [N, C, H, W] in, logits [N, K, H, W] out, any batch and size by default. See the README, "Export".
+   */
+  async exportTorchScript (file: string, options?: ExportTorchScriptOptions): Promise<ExportResult> {
+    return exportTorchScript(this, file, options)
+  }
+
+  /**
+   * Writes the network as an ONNX model (our converter from the traced graph): normalised float32
+   * images [N, C, H, W] in, logits [N, K, H, W] (or labels [N, H, W] int32) out. See the README, "Export".
+   */
+  async exportOnnx (file: string, options?: ExportOnnxOptions): Promise<ExportResult> {
+    return exportOnnx(this, file, options)
   }
 
   /** Switches to training mode (batch-norm statistics update, dropout on, aux outputs). */

@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-/** The segtorch command line: train, eval, predict, info, demo. */
+/** The segtorch command line: train, eval, predict, export, info, demo. */
 import * as path from 'path'
 import { Command, CommanderError } from 'commander'
 import { backend, version } from '../index'
 import { ARCHITECTURES } from '../models'
 import { DemoOptions, runDemo } from './demo'
+import { ExportCliOptions, runExport } from './export'
 import { launch } from './launch'
 import { EVAL_OPTIONS, PREDICT_OPTIONS, runEval, runPredict } from './infer'
 import { addOptions, coerce, UsageError } from './options'
@@ -23,6 +24,7 @@ Examples:
   segtorch recipes                                     (the recipes in full)
   segtorch eval runs/psp/model.segtorch --data camvid:data/CamVid#test
   segtorch predict runs/psp/model.segtorch photos/ --out masks --mode slide --crop 512
+  segtorch export runs/psp/model.segtorch --format onnx --out psp.onnx
   segtorch launch --nproc-per-node 2 -- node train.js  (data-parallel: one process per rank)
   segtorch train --data camvid:data/CamVid --nproc-per-node 2 --out runs/psp2
   segtorch info`
@@ -63,6 +65,15 @@ export function program (): Command {
     .argument('<images...>', 'image files or folders (searched recursively)'), PREDICT_OPTIONS)
     .action(async (model: string, images: string[], opts: Record<string, unknown>, cmd: Command) => { await runPredict(cmd, model, images, opts, out) })
 
+  p.command('export').description('write a saved model as TorchScript or ONNX: normalised float32 images in, logits (or labels) out')
+    .argument('<model>', 'a saved model (.segtorch) or a run folder')
+    .option('--format <format>', 'onnx or torchscript')
+    .option('--out <file>', 'the file to write')
+    .option('--opset <n>', 'ONNX opset, 13 to 18 (default 17)')
+    .option('--output <what>', 'ONNX output: logits (default) or labels')
+    .option('--fixed-size <HxW>', 'batch 1 and this size instead of any batch and size')
+    .option('--json', 'print the result as JSON')
+    .action(async (model: string, opts: ExportCliOptions) => { await runExport(model, opts, out) })
   p.command('launch').description('run a command as the ranks of data-parallel training (torchrun\'s environment: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, ...); stops every rank when one fails')
     .argument('<command...>', 'the command of each rank, after -- (e.g. -- node train.js)')
     .requiredOption('--nproc-per-node <n>', 'processes (ranks) on this machine')

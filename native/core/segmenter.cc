@@ -204,6 +204,16 @@ torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions
   return result.clone();
 }
 
+std::shared_ptr<const ExportGraph> Segmenter::TraceForExport(const ExportOptions& options) {
+  auto key = std::make_tuple(options.height, options.width, options.dynamic, WeightsVersion());
+  if (!export_ || key != export_key_) {
+    export_.reset();
+    export_ = std::make_shared<const ExportGraph>(segtorch::TraceForExport(config_, *net_, device_, options));
+    export_key_ = key;
+  }
+  return export_;
+}
+
 void Segmenter::SetLayout(bool channels_last) {
   if (channels_last == channels_last_) return;
   torch::NoGradGuard no_grad;
@@ -343,6 +353,7 @@ std::string Segmenter::Load(const std::string& path) {
   // The layout the weights were saved in (the kernels, and so the last bits of the outputs, depend on it).
   SetLayout(file.state.channels_last);
   folded_.Reset();  // rebuilt from the new weights on the next predict
+  export_.reset();
   training_.optimizer.Reset(std::move(file.optimizer_state), file.state.optimizer_signature);
   training_.steps = file.state.steps;
   training_.micro = file.state.micro;
