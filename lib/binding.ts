@@ -42,6 +42,9 @@ export interface NativeModel extends NativeInferenceModel {
   loadStateDict(path: string, strict: boolean, prefix: string): Promise<StateDictReport>
   saveStateDict(path: string): Promise<void>
   stateDictShapes(): Promise<Record<string, number[]>>
+  exportTorchScript(path: string, options: { height: number, width: number, dynamic: boolean }, metadata: string): Promise<unknown>
+  exportGraph(options: { height: number, width: number, dynamic: boolean }): Promise<unknown>
+  distribute(options: { bucketBytes: number, broadcastBuffers: boolean, syncBatchNorm: boolean } | null): Promise<void>
 }
 
 export interface NativeScriptModel extends NativeInferenceModel {
@@ -71,6 +74,12 @@ export interface Binding {
   augmentBatch(images: NativeTensor | NativeTensor[], masks: NativeTensor | NativeTensor[] | undefined, depth: NativeTensor | NativeTensor[] | undefined,
     options: Record<string, unknown>, seed: number): Promise<{ images: NativeTensor, masks?: NativeTensor, depth?: NativeTensor }>
   crf(image: NativeTensor, probs: NativeTensor, options: Record<string, unknown>, channelsLast: boolean): Promise<NativeTensor>
+  distAvailable(): { c10d: boolean, gloo: boolean, nccl: boolean, why: string }
+  distInit(options: Record<string, unknown>): Promise<{ rank: number, worldSize: number, backend: string, rendezvous: string }>
+  distBarrier(what: string): Promise<void>
+  distAllReduce(t: NativeTensor, op: 'sum' | 'max', what: string): Promise<NativeTensor>
+  distDestroy(): Promise<void>
+  distStats(): { reducedBytes: number, reduceSeconds: number }
   NativeModel: new () => NativeModel
   NativeScriptModel: new () => NativeScriptModel
 }

@@ -10,6 +10,18 @@ export class SegtorchError extends Error {
   }
 }
 
+/**
+ * A collective operation of distributed training failed or timed out (a rank died or hung, the
+ * network failed, the models differ between ranks). The message names this rank, the operation
+ * and, when it could tell, the rank that died.
+ */
+export class DistributedError extends SegtorchError {
+  constructor (message: string) {
+    super(message, 'ERR_SEGTORCH_DISTRIBUTED')
+    this.name = 'DistributedError'
+  }
+}
+
 /** The native addon could not be loaded (libtorch missing, another libtorch version, ...). */
 export class SegtorchLoadError extends SegtorchError {
   constructor (message: string) {
@@ -55,7 +67,7 @@ export function restack (err: unknown, site: Error): unknown {
   if (!(err instanceof Error)) return err
   let e: Error = err
   if ((err as { code?: string }).code === 'ERR_SEGTORCH_NATIVE' && !(err instanceof SegtorchError)) {
-    e = new SegtorchError(err.message)
+    e = err.message.startsWith('distributed: ') ? new DistributedError(err.message) : new SegtorchError(err.message)
   }
   const frames = (site.stack ?? '').split('\n').slice(2).join('\n')
   e.stack = `${e.name}: ${e.message}\n${frames}`

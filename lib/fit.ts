@@ -4,12 +4,14 @@ import * as path from 'path'
 import type { NativeModel } from './binding'
 import { SegtorchError, typeError, withStack } from './errors'
 import { checkRegularFile, makeDir, removeStaleTemps } from './files'
+import * as distributed from './distributed'
+import type { DistributedOptions } from './distributed'
 import { checkDepth, checkImages, checkMasks, Images, Masks } from './inputs'
 // Type only (excluded from test/imports.test.ts): model.ts imports this module's functions.
 import type { Model } from './model'
 import { PredictOptions, resolvePredictOptions } from './predict'
-import { Tensor } from './tensor'
-import { Metrics, resolveStepOptions, StepResult, TrainStepOptions } from './train'
+import { Tensor, tensor } from './tensor'
+import { Metrics, metrics, resolveStepOptions, StepResult, TrainStepOptions } from './train'
 import * as v from './validate'
 
 export interface Batch {
@@ -33,6 +35,8 @@ export interface StepInfo {
   lr: number
   /** Images per second over this batch (native step time plus waiting for data). */
   imagesPerSecond: number
+  /** This process's rank (0 unless training is distributed). */
+  rank: number
 }
 
 export interface Evaluation extends Metrics {
@@ -87,12 +91,33 @@ export interface FitOptions extends TrainStepOptions {
   /** Stops after the current step and writes a resumable checkpoint. */
   signal?: AbortSignal
   onStep?: (info: StepInfo) => void | Promise<void>
-  onEpoch?: (record: EpochRecord) => void | Promise<void>
+  onEpoch?: (record: EpochInfo) => void | Promise<void>
   /** A checkpoint folder (or file) written by fit(): continues exactly where it stopped. */
   resume?: string
   /** Seeds libtorch's generator (dropout etc.) for reproducible runs on the CPU. */
   seed?: number
+  /**
+   * Data-parallel training over the ranks of distributed.init() (called here when it has not been):
+   * true, or its options plus the gradient buckets' size (`bucketMB`, default 25) and whether rank
+   * 0's buffers are copied to every rank before each forward (`broadcastBuffers`, default true).
+   * Each rank trains on its own batches (loader's shard: 'auto'); checkpoints, history.json and best
+   * are written by rank 0; validation all-reduces the confusion matrix.
+   */
+  distributed?: boolean | FitDistributedOptions
 }
+
+export interface FitDistributedOptions extends DistributedOptions {
+  bucketMB?: number
+  broadcastBuffers?: boolean
+  /**
+   * Every BatchNorm normalises with the statistics of the global batch (all ranks' samples) in
+   * training, as PyTorch's SyncBatchNorm; the state dict is unchanged. Default false.
+   */
+  syncBatchNorm?: boolean
+}
+
+/** What fit() passes to onEpoch: the epoch's record and this process's rank. */
+export type EpochInfo = EpochRecord & { rank: number }
 
 interface FitState {
   epoch: number
@@ -103,7 +128,23 @@ interface FitState {
   trainSeconds?: number
 }
 
-const FIT_KEYS = ['epochs', 'iterations', 'timeLimit', 'validation', 'validateEvery', 'checkpointDir', 'keepBest', 'signal', 'onStep', 'onEpoch', 'resume', 'seed'] as const
+const FIT_KEYS = ['epochs', 'iterations', 'timeLimit', 'validation', 'validateEvery', 'checkpointDir', 'keepBest', 'signal', 'onStep', 'onEpoch', 'resume', 'seed', 'distributed'] as const
+
+interface ResolvedFitDistributed { init: DistributedOptions, bucketBytes: number, broadcastBuffers: boolean, syncBatchNorm: boolean }
+
+function resolveFitDistributed (value: unknown): ResolvedFitDistributed | undefined {
+  if (value === undefined || value === false) return undefined
+  if (value === true) return { init: {}, bucketBytes: 25 * 1024 * 1024, broadcastBuffers: true, syncBatchNorm: false }
+  const o = v.optionsObject('distributed', value)
+  const { bucketMB, broadcastBuffers, syncBatchNorm, ...init } = o as FitDistributedOptions
+  v.checkKeys('distributed options', o, ['backend', 'timeoutMs', 'rank', 'worldSize', 'localRank', 'localWorldSize', 'masterAddr', 'masterPort', 'bucketMB', 'broadcastBuffers', 'syncBatchNorm'])
+  return {
+    init,
+    bucketBytes: Math.max(1, Math.round((bucketMB === undefined ? 25 : v.number('distributed.bucketMB', bucketMB, 0, Infinity, true)) * 1024 * 1024)),
+    broadcastBuffers: broadcastBuffers === undefined ? true : v.boolean('distributed.broadcastBuffers', broadcastBuffers),
+    syncBatchNorm: syncBatchNorm === undefined ? false : v.boolean('distributed.syncBatchNorm', syncBatchNorm)
+  }
+}
 
 function iterate (source: BatchSource): Iterable<Batch> | AsyncIterable<Batch> {
   const s = typeof source === 'function' ? source() : source
@@ -140,10 +181,21 @@ export interface EvaluableModel {
   _native (): Pick<NativeModel, 'evalReset' | 'evalUpdate' | 'evalCompute'>
 }
 
-export async function evaluate (model: EvaluableModel, data: BatchSource, options?: PredictOptions & { ignoreIndex?: number }): Promise<Evaluation> {
+export interface EvaluateOptions extends PredictOptions {
+  ignoreIndex?: number
+  /**
+   * Sum the confusion matrix over the ranks, so that every rank gets the metrics of all the data
+   * (each rank evaluates its own part: loader's shard). Default: whether distributed.init() has run.
+   */
+  distributed?: boolean
+}
+
+export async function evaluate (model: EvaluableModel, data: BatchSource, options?: EvaluateOptions): Promise<Evaluation> {
   const o = v.optionsObject('evaluate options', options)
-  const infer = resolvePredictOptions(o, 'evaluate options', ['ignoreIndex'], model.device)
+  const infer = resolvePredictOptions(o, 'evaluate options', ['ignoreIndex', 'distributed'], model.device)
   const ignore = o.ignoreIndex === undefined ? 255 : v.integer('ignoreIndex', o.ignoreIndex, -1)
+  const across = o.distributed === undefined ? distributed.isInitialized() : v.boolean('distributed', o.distributed)
+  if (across && !distributed.isInitialized()) throw new SegtorchError('distributed: not initialised: call distributed.init() before evaluate() with distributed: true')
   const native = model._native()
   await withStack(() => native.evalReset(ignore))
   let images = 0
@@ -153,9 +205,25 @@ export async function evaluate (model: EvaluableModel, data: BatchSource, option
     await withStack(() => native.evalUpdate(b.images._native(), b.masks._native(), infer))
     images += b.images.shape[0]
   }
-  if (images === 0) throw new RangeError('Expected at least one batch to evaluate but the data set is empty')
+  if (images === 0 && !across) throw new RangeError('Expected at least one batch to evaluate but the data set is empty')
   const r = await withStack(() => native.evalCompute())
-  return { ...r, confusion: Tensor.fromNative(r.confusion), images }
+  if (!across) return { ...r, confusion: Tensor.fromNative(r.confusion), images }
+  // Every rank's confusion matrix and image count, summed (one all-reduce of K x K + 1 int64).
+  const local = Tensor.fromNative(r.confusion) as Tensor<'int64'>
+  const k = local.shape[0]
+  const flat = new BigInt64Array(k * k + 1)
+  flat.set(local.dataSync())
+  flat[k * k] = BigInt(images)
+  local.dispose()
+  const packed = tensor(flat, [k * k + 1])
+  const sum = await distributed.allReduce(packed, 'sum', 'all-reduce of the evaluation\'s confusion matrix')
+  packed.dispose()
+  const all = sum.dataSync() as BigInt64Array
+  const total = Number(all[k * k])
+  const confusion = tensor(all.slice(0, k * k), [k, k])
+  sum.dispose()
+  if (total === 0) throw new RangeError('Expected at least one batch to evaluate but the data set is empty on every rank')
+  return { ...metrics(confusion), confusion, images: total }
 }
 
 function confusionRows (t: Tensor<'int64'>): number[][] {
@@ -184,6 +252,7 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
   if (o.onStep !== undefined && typeof o.onStep !== 'function') throw typeError('onStep', 'a function', o.onStep)
   if (o.onEpoch !== undefined && typeof o.onEpoch !== 'function') throw typeError('onEpoch', 'a function', o.onEpoch)
   const seed = o.seed === undefined ? undefined : v.integer('seed', o.seed, 0, Number.MAX_SAFE_INTEGER)
+  const dist = resolveFitDistributed(o.distributed)
 
   // Schedule length: iterations, or epochs x batches when the data has a length.
   const perEpoch = batchesPerEpoch(data)
@@ -211,11 +280,24 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
     const native = model._native()
     await withStack(() => native.seed(seed))
   }
-  if (dir !== undefined) await makeDir(dir, 'checkpointDir')
-
   const native = model._native()
+  if (dist !== undefined) {
+    if (!distributed.isInitialized()) await distributed.init(dist.init)
+    // Collective: the same model on every rank (checked), rank 0's weights copied to all.
+    await withStack(() => native.distribute({ bucketBytes: dist.bucketBytes, broadcastBuffers: dist.broadcastBuffers, syncBatchNorm: dist.syncBatchNorm }))
+  }
+  const rank = dist === undefined ? 0 : distributed.rank
+  const main = rank === 0 // writes checkpoints and history.json
+  if (dir !== undefined && main) await makeDir(dir, 'checkpointDir')
+
+  // Distributed: every rank stops after the same step (an abort on any rank; timeLimit on the
+  // slowest rank's clock), with one all-reduce per step, and only when there is something to agree on.
+  let stopAll = false
+  const agreeEachStep = dist !== undefined && (o.signal !== undefined || Number.isFinite(timeLimit))
+  const stopRequested = (): boolean => dist !== undefined ? stopAll : o.signal?.aborted === true
+
   const saveLast = async (): Promise<void> => {
-    if (dir === undefined) return
+    if (dir === undefined || !main) return
     const p = path.join(dir, 'last.segtorch')
     await removeStaleTemps(p)
     await withStack(() => native.save(p, JSON.stringify(state)))
@@ -256,6 +338,15 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
       const r: StepResult = await model._step(b.images, b.masks, step, b.depth ? checkDepth(b.depth, b.images) : undefined)
       const tStep = performance.now()
       state.trainSeconds += (tStep - tPrev) / 1000 // wall time of the training loop: waiting for data counts
+      if (agreeEachStep) {
+        const flags = tensor(new Float32Array([o.signal?.aborted === true ? 1 : 0, state.trainSeconds]), [2])
+        const agreed = await distributed.allReduce(flags, 'max', `agreeing on stopping after step ${r.step}`)
+        const a = agreed.dataSync() as Float32Array
+        stopAll = a[0] > 0
+        state.trainSeconds = a[1]
+        flags.dispose()
+        agreed.dispose()
+      }
       tPrev = tStep
       index++
       state.batchInEpoch = index
@@ -266,12 +357,12 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
       lr = r.lr
       for (const [k, val] of Object.entries(r.parts)) parts[k] = (parts[k] ?? 0) + val
       const now = performance.now()
-      if (o.onStep) await o.onStep({ epoch, step: r.step, batch: index - 1, loss: r.loss, parts: r.parts, lr: r.lr, imagesPerSecond: b.images.shape[0] / ((now - last) / 1000) })
+      if (o.onStep) await o.onStep({ epoch, step: r.step, batch: index - 1, loss: r.loss, parts: r.parts, lr: r.lr, imagesPerSecond: b.images.shape[0] / ((now - last) / 1000), rank })
       last = now
       if (history.steps >= iterations || state.trainSeconds >= timeLimit) { done = true; break }
-      if (o.signal?.aborted) break
+      if (stopRequested()) break
     }
-    if (o.signal?.aborted && !done) {
+    if (stopRequested() && !done) {
       history.stopped = 'aborted'
       await saveLast()
       return history
@@ -292,12 +383,12 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
     const skipped = (data as { skipped?: unknown }).skipped
     if (Array.isArray(skipped)) record.skipped = skipped.length
     if (o.validation !== undefined && ((epoch + 1) % validateEvery === 0 || done || epoch + 1 === epochs)) {
-      const e = await evaluate(model, o.validation, { ignoreIndex: step.ignoreIndex })
+      const e = await evaluate(model, o.validation, { ignoreIndex: step.ignoreIndex, distributed: dist !== undefined })
       record.validation = { ...e, confusion: confusionRows(e.confusion) }
       e.confusion.dispose()
       if (keepBest === 'mIoU' && !Number.isNaN(e.mIoU) && (history.best === undefined || e.mIoU > history.best.value)) {
         history.best = { metric: 'mIoU', value: e.mIoU, epoch }
-        if (dir !== undefined) {
+        if (dir !== undefined && main) {
           await removeStaleTemps(path.join(dir, 'best.segtorch'))
           await withStack(() => native.save(path.join(dir, 'best.segtorch')))
         }
@@ -307,8 +398,8 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
     state.epoch = epoch + 1
     state.batchInEpoch = 0
     await saveLast()
-    if (o.onEpoch) await o.onEpoch(record)
-    if (o.signal?.aborted && !done && state.epoch < epochs) {
+    if (o.onEpoch) await o.onEpoch({ ...record, rank })
+    if (stopRequested() && !done && state.epoch < epochs) {
       history.stopped = 'aborted'
       return history
     }

@@ -4,6 +4,6 @@ import cjs from './index.js'
 export const {
   tensor, zeros, Tensor, createModel, loadModel, Model, ARCHITECTURES, loadTorchScript, ScriptModel,
   SegtorchError, SegtorchLoadError, PngError, LimitError, FileError, backend, setNumThreads, version,
-  loss, depthLoss, confusionMatrix, metrics, crf, data, report
+  loss, depthLoss, confusionMatrix, metrics, crf, data, report, distributed, DistributedError
 } = cjs
 export default cjs

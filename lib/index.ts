@@ -2,6 +2,7 @@
  * segtorch: semantic-segmentation networks for Node.js, on libtorch.
  */
 import { binding } from './binding'
+import { threadsSetByUser } from './distributed'
 import { integer } from './validate'
 
 export { tensor, zeros, Tensor } from './tensor'
@@ -20,10 +21,15 @@ export { crf } from './crf'
 export type { CrfOptions } from './crf'
 export { loadTorchScript, ScriptModel } from './torchscript'
 export type { TorchScriptOptions, TorchScriptInfo } from './torchscript'
+export type { ExportOptions, ExportOnnxOptions, ExportTorchScriptOptions, ExportResult } from './export'
 export type { BatchingOptions, BatchStats } from './serve'
 export { loss, depthLoss, confusionMatrix, metrics } from './train'
 export type { LossName, LossOptions, Metrics } from './train'
 export type { Arch, Backbone, ResNetBackbone, VGGBackbone, OutputStride, ArchSpec } from './models'
+/** Data-parallel training over several processes and machines (c10d: Gloo on CPU, NCCL on CUDA). */
+export * as distributed from './distributed'
+export type { DistributedOptions } from './distributed'
+export { DistributedError } from './errors'
 export { SegtorchError, SegtorchLoadError, PngError, LimitError, FileError } from './errors'
 /** Data sets, decoding, augmentation and the loader (also `segtorch/data`). */
 export * as data from './data'
@@ -59,9 +65,10 @@ export function backend (): Backend {
   return binding.backend()
 }
 
-/** Threads used by native work (default: the number of available cores). */
+/** Threads used by native work (default: the number of available cores; under distributed.init(), cores / LOCAL_WORLD_SIZE). */
 export function setNumThreads (n: number): void {
   binding.setNumThreads(integer('n', n, 1, 1024))
+  threadsSetByUser()
 }
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires

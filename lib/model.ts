@@ -6,11 +6,12 @@ import { checkRegularFile, removeStaleTemps } from './files'
 import { Arch, ARCHITECTURES, Backbone, OutputStride } from './models'
 import { Device, Shape, Tensor } from './tensor'
 import { resolveStepOptions, ResolvedStepOptions, StepResult, TrainStepOptions } from './train'
-import { BatchSource, evaluate, Evaluation, fit, FitOptions, History } from './fit'
+import { BatchSource, evaluate, EvaluateOptions, Evaluation, fit, FitOptions, History } from './fit'
 import { checkDepth, checkImages, checkMasks, Images, Masks } from './inputs'
 import { PredictOptions, resolvePredictOptions } from './predict'
 import * as v from './validate'
 import { BatchingOptions, BatchStats, resolveBatching } from './serve'
+import { exportOnnx, ExportOnnxOptions, ExportResult, exportTorchScript, ExportTorchScriptOptions } from './export'
 
 // The option types and helpers that lived here, for code that imports them from this module.
 export { autoChannelsLast, autoPrecision } from './precision'
@@ -169,7 +170,7 @@ export abstract class InferenceModel<Native extends NativeInferenceModel = Nativ
   }
 
   /** mIoU, accuracies, fwIoU, Dice and the confusion matrix of the model on `data`, accumulated natively. */
-  async evaluate (data: BatchSource, options?: PredictOptions & { ignoreIndex?: number }): Promise<Evaluation> {
+  async evaluate (data: BatchSource, options?: EvaluateOptions): Promise<Evaluation> {
     return evaluate(this, data, this._inferenceDefaults('evaluate options', options))
   }
 
@@ -288,6 +289,25 @@ export class Model extends InferenceModel<NativeModel> {
     return fit(this, data, options)
   }
 
+  /**
+   * Data-parallel training for users who call trainStep() themselves (fit() does this itself with
+   * `distributed`): after distributed.init(), every rank calls it at the same point; it checks that
+   * the model is the same on every rank, copies rank 0's parameters and buffers to all, and from then
+   * on each trainStep averages the gradients over the ranks (buckets of `bucketMB`, default 25)
+   * before clipping and the update; syncBatchNorm: BatchNorm statistics over every rank's batch.
+   * false: this process trains alone again.
+   */
+  async distribute (options?: { bucketMB?: number, broadcastBuffers?: boolean, syncBatchNorm?: boolean } | false): Promise<void> {
+    const native = this._native()
+    if (options === false) return withStack(() => native.distribute(null))
+    const o = v.optionsObject('distribute options', options)
+    v.checkKeys('distribute options', o, ['bucketMB', 'broadcastBuffers', 'syncBatchNorm'])
+    const syncBatchNorm = o.syncBatchNorm === undefined ? false : v.boolean('syncBatchNorm', o.syncBatchNorm)
+    const bucketMB = o.bucketMB === undefined ? 25 : v.number('bucketMB', o.bucketMB, 0, Infinity, true)
+    const broadcastBuffers = o.broadcastBuffers === undefined ? true : v.boolean('broadcastBuffers', o.broadcastBuffers)
+    return withStack(() => native.distribute({ bucketBytes: Math.max(1, Math.round(bucketMB * 1024 * 1024)), broadcastBuffers, syncBatchNorm }))
+  }
+
   /** @internal sets steps after a resume */
   _setInfo (info: ModelInfo): void {
     this.#info = info
@@ -345,6 +365,23 @@ export class Model extends InferenceModel<NativeModel> {
     const o = resolveStepOptions(options, this.config.numClasses, 'checkGradients options', [], this.device)
     const native = this._native()
     return withStack(() => native.checkGradients(x._native(), y._native(), o as unknown as Record<string, unknown>))
+  }
+
+  /**
+   * Writes the network as a TorchScript module (traced by libtorch in eval mode, BatchNorms folded)
+   * that Python's `torch.jit.load` and our `loadTorchScript` read: normalised float32 images
+   * [N, C, H, W] in, logits [N, K, H, W] out, any batch and size by default. See the README, "Export".
+   */
+  async exportTorchScript (file: string, options?: ExportTorchScriptOptions): Promise<ExportResult> {
+    return exportTorchScript(this, file, options)
+  }
+
+  /**
+   * Writes the network as an ONNX model (our converter from the traced graph): normalised float32
+   * images [N, C, H, W] in, logits [N, K, H, W] (or labels [N, H, W] int32) out. See the README, "Export".
+   */
+  async exportOnnx (file: string, options?: ExportOnnxOptions): Promise<ExportResult> {
+    return exportOnnx(this, file, options)
   }
 
   /** Switches to training mode (batch-norm statistics update, dropout on, aux outputs). */

@@ -75,17 +75,41 @@ function ensureBuildTools () {
   throw new Error('missing zlib\'s development files (zlib.h). Debian/Ubuntu: apt-get install zlib1g-dev; Fedora: dnf install zlib-devel; or set ZLIB_ROOT to a zlib install')
 }
 
+// gloo's headers, which c10d's ProcessGroupGloo.hpp includes (distributed training on the CPU):
+// Debian's libtorch-dev is built with Gloo but ships its headers in libgloo-dev, installed here the
+// same way as libtorch-dev (root + apt-get). Elsewhere a note: segtorch builds without them, and
+// distributed.init() then says what is missing. PyPI's torch wheel (2.15 checked) does not ship
+// them either; an unpacked libtorch tree (LIBTORCH) may, in its include/.
+const GLOO_HEADERS = ['/usr/include/gloo/config.h', '/usr/local/include/gloo/config.h']
+function ensureGloo () {
+  const own = process.env.LIBTORCH ? [`${process.env.LIBTORCH}/include/gloo/config.h`] : []
+  if ([...own, ...GLOO_HEADERS].some((f) => fs.existsSync(f))) return
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
+  if (isRoot && haveCommand('apt-get')) {
+    log('gloo headers are missing (distributed training): installing libgloo-dev with apt-get ...')
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
+    let r = spawnSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', 'libgloo-dev'], { stdio: 'inherit', env })
+    if (r.status !== 0) {
+      spawnSync('apt-get', ['update', '-q'], { stdio: 'inherit', env })
+      r = spawnSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', 'libgloo-dev'], { stdio: 'inherit', env })
+    }
+    if (r.status === 0) return
+  }
+  log('note: gloo\'s headers were not found (Debian/Ubuntu: apt-get install libgloo-dev): segtorch builds without distributed training on the CPU')
+}
+
 // Both checks, for build scripts: names the libtorch found, or says what to install and exits.
 function ensureToolchainOrExit () {
   try {
     log(`building against ${ensureLibtorch()}`)
     ensureBuildTools()
+    ensureGloo()
   } catch (err) {
     log(err.message)
     process.exit(1)
   }
 }
 
-module.exports = { ensureLibtorch, ensureBuildTools, ensureToolchainOrExit }
+module.exports = { ensureLibtorch, ensureBuildTools, ensureGloo, ensureToolchainOrExit }
 
 if (require.main === module) ensureToolchainOrExit()

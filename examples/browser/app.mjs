@@ -20,20 +20,22 @@ let session
 let meta
 let last // { image: ImageData, labels: Int32Array }
 
-/** [1, C, H, W] float32 from RGBA pixels, as the export expects (meta.input: channels, scale). */
+/** [1, C, H, W] float32 from RGBA pixels, as the export expects (meta.input: channels, scale, and mean / std when given). */
 export function toInput (rgba, width, height) {
   const c = meta.input.channels
   const plane = width * height
   const x = new Float32Array(c * plane)
+  const { scale, mean, std } = meta.input
+  const norm = (v, j) => mean ? (v * scale - mean[j]) / std[j] : v * scale
   for (let i = 0; i < plane; i++) {
     const r = rgba[4 * i]; const g = rgba[4 * i + 1]; const b = rgba[4 * i + 2]
     if (c === 1) {
       // Greyscale models get the image's luma (PNG greyscale images arrive with r = g = b).
-      x[i] = Math.round(0.299 * r + 0.587 * g + 0.114 * b) * meta.input.scale
+      x[i] = norm(Math.round(0.299 * r + 0.587 * g + 0.114 * b), 0)
     } else {
-      x[i] = r * meta.input.scale
-      x[plane + i] = g * meta.input.scale
-      x[2 * plane + i] = b * meta.input.scale
+      x[i] = norm(r, 0)
+      x[plane + i] = norm(g, 1)
+      x[2 * plane + i] = norm(b, 2)
     }
   }
   return new ort.Tensor('float32', x, [1, c, height, width])

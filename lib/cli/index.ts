@@ -1,10 +1,12 @@
 #!/usr/bin/env node
-/** The segtorch command line: train, eval, predict, info, demo. */
+/** The segtorch command line: train, eval, predict, export, info, demo. */
 import * as path from 'path'
 import { Command, CommanderError } from 'commander'
 import { backend, version } from '../index'
 import { ARCHITECTURES } from '../models'
 import { DemoOptions, runDemo } from './demo'
+import { ExportCliOptions, runExport } from './export'
+import { launch } from './launch'
 import { EVAL_OPTIONS, PREDICT_OPTIONS, runEval, runPredict } from './infer'
 import { addOptions, coerce, UsageError } from './options'
 import { runTrain, TRAIN_OPTIONS } from './train'
@@ -22,6 +24,9 @@ Examples:
   segtorch recipes                                     (the recipes in full)
   segtorch eval runs/psp/model.segtorch --data camvid:data/CamVid#test
   segtorch predict runs/psp/model.segtorch photos/ --out masks --mode slide --crop 512
+  segtorch export runs/psp/model.segtorch --format onnx --out psp.onnx
+  segtorch launch --nproc-per-node 2 -- node train.js  (data-parallel: one process per rank)
+  segtorch train --data camvid:data/CamVid --nproc-per-node 2 --out runs/psp2
   segtorch info`
 
 function intOption (name: string, v: string | undefined, min: number): number {
@@ -40,6 +45,13 @@ export function program (): Command {
 
   addOptions(p.command('train').description('train a model; checkpoints, history and a report go to the run folder (Ctrl-C stops resumably)'), TRAIN_OPTIONS)
     .action(async (opts: Record<string, unknown>, cmd: Command) => {
+      // --nproc-per-node N: this process only launches N ranks of the same command (each sees RANK).
+      const n = opts.nprocPerNode === undefined ? 1 : intOption('nproc-per-node', String(opts.nprocPerNode), 1)
+      if (n > 1 && process.env.RANK === undefined) {
+        const l = await launch([process.execPath, ...process.execArgv, process.argv[1], ...process.argv.slice(2)], { nprocPerNode: n })
+        process.exitCode = l.code
+        return
+      }
       const r = await runTrain(cmd, opts, out)
       if (r.aborted) process.exitCode = 130
     })
@@ -52,6 +64,33 @@ export function program (): Command {
     .argument('<model>', 'a saved model (.segtorch) or a run folder')
     .argument('<images...>', 'image files or folders (searched recursively)'), PREDICT_OPTIONS)
     .action(async (model: string, images: string[], opts: Record<string, unknown>, cmd: Command) => { await runPredict(cmd, model, images, opts, out) })
+
+  p.command('export').description('write a saved model as TorchScript or ONNX: normalised float32 images in, logits (or labels) out')
+    .argument('<model>', 'a saved model (.segtorch) or a run folder')
+    .option('--format <format>', 'onnx or torchscript')
+    .option('--out <file>', 'the file to write')
+    .option('--opset <n>', 'ONNX opset, 13 to 18 (default 17)')
+    .option('--output <what>', 'ONNX output: logits (default) or labels')
+    .option('--fixed-size <HxW>', 'batch 1 and this size instead of any batch and size')
+    .option('--json', 'print the result as JSON')
+    .action(async (model: string, opts: ExportCliOptions) => { await runExport(model, opts, out) })
+  p.command('launch').description('run a command as the ranks of data-parallel training (torchrun\'s environment: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, ...); stops every rank when one fails')
+    .argument('<command...>', 'the command of each rank, after -- (e.g. -- node train.js)')
+    .requiredOption('--nproc-per-node <n>', 'processes (ranks) on this machine')
+    .option('--nnodes <n>', 'machines', '1')
+    .option('--node-rank <n>', 'this machine\'s index, 0..nnodes-1', '0')
+    .option('--master-addr <host>', 'the address of node 0 (rank 0 hosts the rendezvous)', '127.0.0.1')
+    .option('--master-port <port>', 'its port (default: a free one on one machine, 29500 on several)')
+    .action(async (command: string[], opts: Record<string, string | undefined>) => {
+      const r = await launch(command, {
+        nprocPerNode: intOption('nproc-per-node', opts.nprocPerNode, 1),
+        nnodes: intOption('nnodes', opts.nnodes, 1),
+        nodeRank: intOption('node-rank', opts.nodeRank, 0),
+        masterAddr: opts.masterAddr,
+        masterPort: opts.masterPort === undefined ? undefined : intOption('master-port', opts.masterPort, 1)
+      })
+      process.exitCode = r.code
+    })
 
   p.command('recipes').description('the named training configurations for --recipe, in full')
     .argument('[name]', 'one recipe')

@@ -65,7 +65,7 @@ function inference (o: Record<string, unknown>): PredictOptions & { output?: 'la
   }
 }
 
-async function openModel (file: string, device: string): Promise<Model> {
+export async function openModel (file: string, device: string): Promise<Model> {
   if (!fs.existsSync(file)) throw new UsageError(`Expected a model file but ${file} does not exist`)
   if (fs.statSync(file).isDirectory()) {
     const inside = ['model.segtorch', 'best.segtorch', 'last.segtorch'].map((f) => path.join(file, f)).find((f) => fs.existsSync(f))

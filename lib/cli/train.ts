@@ -13,6 +13,7 @@ import { createModel, loadModel, Model } from '../model'
 import { ARCHITECTURES } from '../models'
 import { checkWritableDir, makeDirSync } from '../files'
 import { writeReport, ReportSample, StepRecord, ReportMetrics } from '../report'
+import * as distributed from '../distributed'
 import { tensor } from '../tensor'
 import { holdout, NAMED, openSpec, parseSpec } from './data'
 import { RECIPES, RecipeName, TrainingOptions, trainingPlan } from '../recipes'
@@ -63,11 +64,12 @@ export const TRAIN_OPTIONS: readonly OptionDef[] = [
   { flags: '--device <d>', kind: 'string', default: 'cpu', description: "'cpu', 'cuda' or 'cuda:N'" },
   { flags: '--validate-every <n>', kind: 'int', min: 1, default: 1, description: 'epochs between validations' },
   { flags: '--samples <n>', kind: 'int', min: 0, default: 4, description: 'sample predictions drawn in the report' },
-  { flags: '--log-every <n>', kind: 'int', min: 1, description: 'steps between log lines when stderr is not a terminal' }
+  { flags: '--log-every <n>', kind: 'int', min: 1, description: 'steps between log lines when stderr is not a terminal' },
+  { flags: '--nproc-per-node <n>', kind: 'int', min: 1, description: 'data-parallel training with this many processes on this machine (segtorch launch starts them; under torchrun or launch each process is a rank)' }
 ]
 
 /** Options that describe the run (stored in run.json, given back on --resume). */
-const NOT_STORED = ['config', 'resume', 'out']
+const NOT_STORED = ['config', 'resume', 'out', 'nprocPerNode']
 
 export interface TrainResult {
   dir: string
@@ -165,7 +167,20 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
   if (o.arch === undefined && resume === undefined) throw new UsageError(`Expected --arch (one of ${Object.keys(ARCHITECTURES).join(', ')}) but received none`)
   if (o.channels !== 1 && o.channels !== 3) throw new UsageError(`Expected 1 or 3 for --channels but received ${String(o.channels)}`)
   const channels = o.channels as 1 | 3
-  const seed = (o.seed as number | undefined) ?? Math.floor(Math.random() * 2 ** 31)
+  // Data parallel (a rank started by segtorch launch or torchrun): every rank agrees on rank 0's
+  // seed; rank 0 alone logs, shows progress and writes the run folder.
+  const isRank = process.env.RANK !== undefined && Number(process.env.WORLD_SIZE ?? 1) > 1
+  let seed = (o.seed as number | undefined) ?? Math.floor(Math.random() * 2 ** 31)
+  if (isRank) {
+    await distributed.init()
+    const mine = tensor(new BigInt64Array([BigInt(distributed.rank === 0 ? seed : 0)]), [1])
+    const agreed = await distributed.allReduce(mine, 'max', 'agreeing on the seed')
+    seed = Number(agreed.dataSync()[0])
+    mine.dispose()
+    agreed.dispose()
+    if (distributed.rank !== 0) log = () => {}
+  }
+  const main = !isRank || distributed.rank === 0
   o.seed = seed
   o.data = absoluteSpec(o.data as string)
 
@@ -232,13 +247,13 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
     }
     model = await createModel({ ...plan.model, numClasses: classes.length, inChannels: channels, device: o.device as 'cpu' })
   }
-  makeDirSync(dir, 'the output folder (--out)')
+  if (main) makeDirSync(dir, 'the output folder (--out)')
   const stored = Object.fromEntries(Object.entries(o).filter(([k]) => !NOT_STORED.includes(k)))
   // (a resumed run stores its options as they are now: a later --resume goes on with them)
-  fs.writeFileSync(path.join(dir, 'run.json'), JSON.stringify({ segtorch: 'train', options: stored, model: model.config, classes, palette, ignoreIndex: train.ignoreIndex }, null, 2) + '\n')
+  if (main) fs.writeFileSync(path.join(dir, 'run.json'), JSON.stringify({ segtorch: 'train', options: stored, model: model.config, classes, palette, ignoreIndex: train.ignoreIndex }, null, 2) + '\n')
 
   // Data loaders: each epoch its own seeded order, so that a resumed run sees the same batches.
-  const loaderOptions: LoaderOptions = plan.loader
+  const loaderOptions: LoaderOptions = { ...plan.loader, ...(isRank ? { shard: 'auto' as const } : {}) }
   const first = loader(train, { ...loaderOptions, seed })
   let epochCounter = startEpoch
   const source = {
@@ -250,7 +265,7 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
     }
   }
   let current: ReturnType<typeof loader> | undefined
-  const validation = val === undefined ? undefined : loader(val, plan.validationLoader)
+  const validation = val === undefined ? undefined : loader(val, { ...plan.validationLoader, ...(isRank ? { shard: { rank: distributed.rank, worldSize: distributed.worldSize, pad: false } } : {}) })
   const perEpoch = first.length as number
   // progress: steps in all when known (a time limit alone: unknown)
   const total = (o.iterations as number | undefined) ?? (o.timeLimit !== undefined && o.epochs === undefined ? undefined : perEpoch * ((o.epochs as number | undefined) ?? 1))
@@ -264,7 +279,7 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
   if (resume) log(`resuming from ${resume.file} at step ${startStep}`)
   log(`options${o.recipe !== undefined ? ` (recipe ${o.recipe as string}, with overrides)` : ''}: ${TRAIN_OPTIONS.map((d) => keyOf(d.flags)).filter((k) => k in stored && k !== 'data').map((k) => [k, stored[k]] as const).map(([k, x]) => `${k}=${typeof x === 'object' ? JSON.stringify(x) : String(x)}`).join(' ')}`)
 
-  const progress = createProgress('train', total, startStep, { every: o.logEvery as number | undefined })
+  const progress = main ? createProgress('train', total, startStep, { every: o.logEvery as number | undefined }) : { log: () => {}, update: () => {}, stop: () => {} }
   const ac = new AbortController()
   let interrupts = 0
   const onSigint = (): void => {
@@ -288,13 +303,14 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
       checkpointDir: dir,
       signal: ac.signal,
       seed,
+      ...(isRank ? { distributed: true } : {}),
       ...(resume ? { resume: resume.file } : {}),
       onStep: (s) => {
         steps.push({ step: s.step, epoch: s.epoch, loss: s.loss, lr: s.lr })
         progress.update(s.step, { loss: s.loss, lr: s.lr, epoch: s.epoch })
       },
       onEpoch: (r: EpochRecord) => {
-        writeSteps(stepsFile, steps)
+        if (main) writeSteps(stepsFile, steps)
         const val = r.validation ? `  val mIoU ${(100 * r.validation.mIoU).toFixed(2)} %  pixel acc ${(100 * r.validation.pixelAccuracy).toFixed(2)} %` : ''
         progress.log(`epoch ${r.epoch + 1}: loss ${r.loss.toFixed(4)}  ${r.imagesPerSecond.toFixed(1)} img/s${val}`)
       }
@@ -303,8 +319,13 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
     progress.stop()
     process.removeListener('SIGINT', onSigint)
   }
-  writeSteps(stepsFile, steps)
   const aborted = history.stopped === 'aborted'
+  if (!main) {
+    model.dispose()
+    await distributed.destroy()
+    return { dir, history, aborted }
+  }
+  writeSteps(stepsFile, steps)
   if (!aborted) await model.save(path.join(dir, 'model.segtorch'))
 
   // Report: metrics of the last validation, pictures of validation (else training) images.
@@ -332,6 +353,7 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
     config: stored
   })
   model.dispose()
+  if (isRank) await distributed.destroy()
   if (aborted) {
     log(`stopped at step ${history.steps}; checkpoint ${path.join(dir, 'last.segtorch')}`)
     log(`resume with: segtorch train --resume ${dir}`)

@@ -10,6 +10,7 @@ import { binding, NativeTensor } from '../binding'
 import { typeError, withStack } from '../errors'
 import type { Batch } from '../fit'
 import { Tensor } from '../tensor'
+import * as distributed from '../distributed'
 import * as v from '../validate'
 import { AnyDataset, DataError, isRandomAccess, Sample } from './datasets'
 
@@ -61,7 +62,20 @@ export interface LoaderOptions extends TransformOptions {
   onError?: 'throw' | 'skip'
   /** Sequential data sets with shuffle: samples held to draw from. Default 16 x batchSize. */
   shuffleBuffer?: number
+  /**
+   * Distributed training: each rank takes its part of every epoch, as PyTorch's DistributedSampler
+   * (the same seeded order on every rank, rank r takes positions r, r + W, r + 2W, ...; padded by
+   * repeating the first samples so that every rank has the same number of samples, and batches).
+   * 'auto': the rank and world size of distributed.init() (else RANK / WORLD_SIZE); or given;
+   * `pad: false` for evaluation (no sample counted twice; ranks may then have different batch counts).
+   * The seed defaults to 0 (every rank must shuffle alike); augmentation differs per rank.
+   * Random-access data sets only when padding. Default: no sharding.
+   */
+  shard?: 'auto' | { rank: number, worldSize: number, pad?: boolean }
 }
+
+/** The rank, world size and padding of a sharded loader. */
+export interface Shard { rank: number, worldSize: number, pad: boolean }
 
 /** What the loader yields: a batch for `model.fit` plus the files it came from. */
 export interface LoaderBatch extends Batch {
@@ -252,9 +266,10 @@ interface Resolved {
   onError: 'throw' | 'skip'
   shuffleBuffer: number
   transforms: (channels: number) => NativeAugment
+  shard: 'auto' | Shard | undefined
 }
 
-const LOADER_KEYS = ['batchSize', 'shuffle', 'dropLast', 'augment', 'prefetch', 'concurrency', 'seed', 'onError', 'shuffleBuffer', 'resize', 'pad', 'normalize', 'fill']
+const LOADER_KEYS = ['batchSize', 'shuffle', 'dropLast', 'augment', 'prefetch', 'concurrency', 'seed', 'onError', 'shuffleBuffer', 'resize', 'pad', 'normalize', 'fill', 'shard']
 
 type Outcome = { ok: true, sample: Sample } | { ok: false, error: DataError }
 interface Pending { promise: Promise<LoaderBatch>, count: number }
@@ -266,6 +281,7 @@ class Epoch implements AsyncIterator<LoaderBatch> {
   readonly #epoch: number
   readonly #skipped: SkippedSample[]
   readonly #onEnd: (samples: number) => void
+  readonly #shard: Shard | undefined
   #waiters: Array<() => void> = []
   #results = new Map<number, Promise<Outcome>>() // by position, until the assembler takes it
   #positions = 0 // decodes started
@@ -282,7 +298,8 @@ class Epoch implements AsyncIterator<LoaderBatch> {
   /** Largest number of decodes in flight at once and of samples held (for tests and tuning). */
   readonly peak = { inflight: 0, held: 0 }
 
-  constructor (ds: AnyDataset, o: Resolved, epoch: number, skipped: SkippedSample[], onEnd: (samples: number) => void) {
+  constructor (ds: AnyDataset, o: Resolved, epoch: number, skipped: SkippedSample[], onEnd: (samples: number) => void, shard?: Shard) {
+    this.#shard = shard
     this.#ds = ds
     this.#o = o
     this.#epoch = epoch
@@ -319,14 +336,16 @@ class Epoch implements AsyncIterator<LoaderBatch> {
     const ds = this.#ds
     const o = this.#o
     const rng = random(mix(o.seed, this.#epoch, 1))
+    const shard = this.#shard
     if (isRandomAccess(ds)) {
-      const order = Array.from({ length: ds.length }, (_, i) => i)
+      let order = Array.from({ length: ds.length }, (_, i) => i)
       if (o.shuffle) {
         for (let i = order.length - 1; i > 0; i--) {
           const j = Math.floor(rng() * (i + 1))
           ;[order[i], order[j]] = [order[j], order[i]]
         }
       }
+      if (shard !== undefined) order = shardOrder(order, shard)
       let p = 0
       return async () => {
         if (p >= order.length) return undefined
@@ -351,7 +370,8 @@ class Epoch implements AsyncIterator<LoaderBatch> {
       while (!exhausted && buffer.length <= size) {
         const r = await it.next()
         if (r.done) exhausted = true
-        else buffer.push({ item: r.value, index: count++ })
+        else if (shard === undefined || count % shard.worldSize === shard.rank) buffer.push({ item: r.value, index: count++ })
+        else count++
       }
       if (buffer.length === 0) return undefined
       const k = o.shuffle ? Math.floor(rng() * buffer.length) : 0
@@ -407,7 +427,8 @@ class Epoch implements AsyncIterator<LoaderBatch> {
     let current: Sample[] = []
     let batchIndex = 0
     const emit = (samples: Sample[]): void => {
-      const seed = mix(o.seed, this.#epoch, 2, batchIndex++)
+      // (sharded: each rank's augmentation differs)
+      const seed = this.#shard === undefined ? mix(o.seed, this.#epoch, 2, batchIndex++) : mix(o.seed, this.#epoch, 2, batchIndex++, 3, this.#shard.rank)
       const promise = transformSamples(samples, o.transforms, seed)
       promise.catch(() => {}) // observed by the consumer; never an unhandled rejection
       this.#ready.push({ promise, count: samples.length })
@@ -513,10 +534,12 @@ export class Loader implements AsyncIterable<LoaderBatch> {
     this.#o = o
   }
 
-  /** Batches per epoch (fewer when samples are skipped). */
+  /** Batches per epoch (fewer when samples are skipped); sharded: this rank's. */
   get length (): number | undefined {
-    const n = this.dataset.length
+    let n = this.dataset.length
     if (n === undefined) return undefined
+    const shard = resolveShard(this.#o.shard)
+    if (shard !== undefined) n = shardSize(n, shard)
     return this.#o.dropLast ? Math.floor(n / this.#o.batchSize) : Math.ceil(n / this.#o.batchSize)
   }
 
@@ -539,14 +562,49 @@ export class Loader implements AsyncIterable<LoaderBatch> {
     const epoch = this.#epoch++
     const skipped: SkippedSample[] = []
     this.#skipped = skipped
+    const shard = resolveShard(this.#o.shard)
     this.#last = new Epoch(this.dataset, this.#o, epoch, skipped, (samples) => {
       if (skipped.length > 0) {
         const list = skipped.slice(0, 3).map((s) => `${s.file} (${s.reason})`).join('; ')
         process.emitWarning(`segtorch loader: skipped ${skipped.length} unreadable sample(s) in epoch ${epoch} (${samples} used): ${list}${skipped.length > 3 ? '; ...' : ''}`, 'SegtorchDataWarning')
       }
-    })
+    }, shard)
     return this.#last
   }
+}
+
+function checkShard (value: unknown): 'auto' | Shard | undefined {
+  if (value === undefined) return undefined
+  if (value === 'auto') return 'auto'
+  if (!v.isPlainObject(value)) throw typeError('shard', "'auto' or { rank, worldSize, pad? }", value)
+  v.checkKeys('shard', value, ['rank', 'worldSize', 'pad'])
+  const worldSize = v.integer('shard.worldSize', value.worldSize, 1)
+  const rank = v.integer('shard.rank', value.rank, 0, worldSize - 1)
+  return { rank, worldSize, pad: value.pad === undefined ? true : v.boolean('shard.pad', value.pad) }
+}
+
+/** 'auto': distributed.init()'s rank and world size, else the environment's (torchrun's contract). */
+function resolveShard (shard: 'auto' | Shard | undefined): Shard | undefined {
+  if (shard !== 'auto') return shard
+  if (distributed.isInitialized()) return { rank: distributed.rank, worldSize: distributed.worldSize, pad: true }
+  const world = Number(process.env.WORLD_SIZE ?? 1)
+  const rank = Number(process.env.RANK ?? 0)
+  return Number.isInteger(world) && world >= 1 && Number.isInteger(rank) && rank >= 0 && rank < world ? { rank, worldSize: world, pad: true } : { rank: 0, worldSize: 1, pad: true }
+}
+
+/** Samples of `n` that rank `shard.rank` takes (DistributedSampler: padded to a multiple of the world size). */
+function shardSize (n: number, shard: Shard): number {
+  if (shard.pad) return Math.ceil(n / shard.worldSize)
+  return Math.max(0, Math.ceil((n - shard.rank) / shard.worldSize))
+}
+
+/** DistributedSampler's slice: the order padded with its first samples, then every worldSize-th from rank. */
+function shardOrder (order: number[], shard: Shard): number[] {
+  const n = order.length
+  const total = shard.pad && n > 0 ? Math.ceil(n / shard.worldSize) * shard.worldSize : n
+  const out: number[] = []
+  for (let i = shard.rank; i < total; i += shard.worldSize) out.push(order[i % n])
+  return out
 }
 
 /** A loader over `dataset`; see LoaderOptions. Nothing is read until it is iterated. */
@@ -564,10 +622,15 @@ export function loader (dataset: AnyDataset, options?: LoaderOptions): Loader {
     dropLast: o.dropLast === undefined ? false : v.boolean('dropLast', o.dropLast),
     prefetch: o.prefetch === undefined ? 2 : v.integer('prefetch', o.prefetch, 1, 1024),
     concurrency: o.concurrency === undefined ? Math.min(4, Math.max(2, cores)) : v.integer('concurrency', o.concurrency, 1, 1024),
-    seed: o.seed === undefined ? Math.floor(Math.random() * 2 ** 32) : v.integer('seed', o.seed, 0, Number.MAX_SAFE_INTEGER),
+    seed: o.seed === undefined ? (o.shard === undefined ? Math.floor(Math.random() * 2 ** 32) : 0) : v.integer('seed', o.seed, 0, Number.MAX_SAFE_INTEGER),
     onError: o.onError === undefined ? 'throw' : v.oneOf('onError', o.onError, ['throw', 'skip'] as const),
     shuffleBuffer: o.shuffleBuffer === undefined ? 16 * batchSize : v.integer('shuffleBuffer', o.shuffleBuffer, 1),
-    transforms: resolveTransforms(o as TransformOptions & { augment?: AugmentOptions | false }, dataset.ignoreIndex)
+    transforms: resolveTransforms(o as TransformOptions & { augment?: AugmentOptions | false }, dataset.ignoreIndex),
+    shard: checkShard(o.shard)
+  }
+  const shard = resolved.shard
+  if (shard !== undefined && (shard === 'auto' || shard.pad) && !isRandomAccess(dataset)) {
+    throw new TypeError('Expected a random-access data set for shard (padding needs the length): for a sequential one pass shard: { rank, worldSize, pad: false } and make every rank\'s part the same size')
   }
   return new Loader(dataset, resolved)
 }

@@ -17,6 +17,15 @@ namespace segtorch {
 
 class BatchNorm2dImpl;
 
+// Synchronised batch norm (dist/sync_batch_norm.h): in training, the batch statistics of every rank
+// together instead of this process's batch alone. Updates the running statistics in place.
+class BatchNormSync {
+ public:
+  virtual ~BatchNormSync() = default;
+  virtual torch::Tensor Forward(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,
+                                torch::Tensor& running_mean, torch::Tensor& running_var, double momentum, double eps) = 0;
+};
+
 // An owning pointer to an autograd node, whatever Tensor::grad_fn() returns in this libtorch
 // (std::shared_ptr in 1.13 and early 2.x, c10::intrusive_ptr in later 2.x).
 using NodeRef = std::decay_t<decltype(std::declval<const torch::Tensor&>().grad_fn())>;
@@ -52,6 +61,7 @@ class BatchNorm2dImpl : public torch::nn::Cloneable<BatchNorm2dImpl> {
       num_batches_tracked += 1;
       if (!options.momentum().has_value()) momentum = 1.0 / num_batches_tracked.item<double>();
     }
+    if (sync_ && is_training()) return sync_->Forward(input, weight, bias, running_mean, running_var, momentum, options.eps());
     return torch::batch_norm(input, weight, bias, running_mean, running_var, use_batch_stats, momentum, options.eps(),
                              at::globalContext().userEnabledCuDNN());
   }
@@ -65,6 +75,9 @@ class BatchNorm2dImpl : public torch::nn::Cloneable<BatchNorm2dImpl> {
   void set_folded(bool on) { folded_ = on; }
   bool folded() const { return folded_; }
 
+  // Training statistics over every rank (nullptr: this process's batch).
+  void set_sync(std::shared_ptr<BatchNormSync> sync) { sync_ = std::move(sync); }
+
   // Calls on this thread are recorded into `trace` until it is reset to nullptr.
   static void set_trace(BatchNormTrace* trace) { trace_ = trace; }
 
@@ -73,6 +86,7 @@ class BatchNorm2dImpl : public torch::nn::Cloneable<BatchNorm2dImpl> {
 
  private:
   bool folded_ = false;
+  std::shared_ptr<BatchNormSync> sync_;
   static inline thread_local BatchNormTrace* trace_ = nullptr;
 };
 

@@ -1,5 +1,7 @@
 #include "blocks/transposed_conv.h"
 
+#include "blocks/tracing.h"
+
 namespace segtorch {
 
 SubpixelConvTranspose2dImpl::SubpixelConvTranspose2dImpl(const torch::nn::ConvTranspose2dOptions& o)
@@ -17,7 +19,7 @@ SubpixelConvTranspose2dImpl::SubpixelConvTranspose2dImpl(const torch::nn::ConvTr
 }
 
 torch::Tensor SubpixelConvTranspose2dImpl::forward(const torch::Tensor& x) {
-  if (!subpixel_ || x.dim() != 4) return torch::nn::ConvTranspose2dImpl::forward(x);
+  if (!subpixel_ || x.dim() != 4 || Tracing()) return torch::nn::ConvTranspose2dImpl::forward(x);
   const int64_t s = stride_, in = weight.size(0), out = weight.size(1), k = weight.size(2), m = k / s;
   // weight [in, out, m*s, m*s] -> [out, r1, r2, in, q1, q2] -> flipped over q -> [out*s*s, in, m, m]
   torch::Tensor v = weight.reshape({in, out, m, s, m, s}).permute({1, 3, 5, 0, 2, 4});

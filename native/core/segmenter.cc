@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <sstream>
 
 #include "backbones/backbone.h"
 #include "base/alloc_budget.h"
@@ -203,6 +204,16 @@ torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions
   return result.clone();
 }
 
+std::shared_ptr<const ExportGraph> Segmenter::TraceForExport(const ExportOptions& options) {
+  auto key = std::make_tuple(options.height, options.width, options.dynamic, WeightsVersion());
+  if (!export_ || key != export_key_) {
+    export_.reset();
+    export_ = std::make_shared<const ExportGraph>(segtorch::TraceForExport(config_, *net_, device_, options));
+    export_key_ = key;
+  }
+  return export_;
+}
+
 void Segmenter::SetLayout(bool channels_last) {
   if (channels_last == channels_last_) return;
   torch::NoGradGuard no_grad;
@@ -239,6 +250,19 @@ StepResult Segmenter::TrainStep(const torch::Tensor& images, const torch::Tensor
 }
 
 void Segmenter::Seed(uint64_t seed) { torch::manual_seed(seed); }
+
+std::string Segmenter::Description() const {
+  const ModelConfig& c = config_;
+  std::ostringstream s;
+  s << c.arch << " " << c.backbone << " classes " << c.num_classes << " in " << c.in_channels << " stride " << c.output_stride
+    << " aux " << c.aux << " mean";
+  for (double m : c.mean) s << " " << m;
+  s << " std";
+  for (double m : c.std) s << " " << m;
+  for (auto& kv : c.numbers) s << " " << kv.first << "=" << kv.second;
+  for (auto& kv : c.strings) s << " " << kv.first << "=" << kv.second;
+  return s.str();
+}
 
 void Segmenter::EvalReset(int64_t ignore_index) { evaluation_.Reset(config_.num_classes, ignore_index, device_); }
 
@@ -329,6 +353,7 @@ std::string Segmenter::Load(const std::string& path) {
   // The layout the weights were saved in (the kernels, and so the last bits of the outputs, depend on it).
   SetLayout(file.state.channels_last);
   folded_.Reset();  // rebuilt from the new weights on the next predict
+  export_.reset();
   training_.optimizer.Reset(std::move(file.optimizer_state), file.state.optimizer_signature);
   training_.steps = file.state.steps;
   training_.micro = file.state.micro;

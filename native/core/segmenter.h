@@ -7,12 +7,14 @@
 #include <torch/torch.h>
 
 #include <map>
+#include <tuple>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "base/precision.h"
+#include "export/export.h"
 #include "infer/evaluation.h"
 #include "infer/folded_net.h"
 #include "infer/inference.h"
@@ -58,6 +60,17 @@ class Segmenter {
   // Names and shapes of parameters and buffers, as a state dict would have them.
   std::vector<std::pair<std::string, std::vector<int64_t>>> StateDictShapes() const;
 
+  // Export (export/export.h): the network with BatchNorms folded, traced in eval mode on this
+  // model's device; mode and weights are left as they are. The last export is kept (like the folded
+  // copy predict keeps) and reused while the weights and options stay the same: exporting to
+  // TorchScript and then to ONNX traces once.
+  std::shared_ptr<const ExportGraph> TraceForExport(const ExportOptions& options);
+  // Data-parallel training (dist/data_parallel.h): the step averages gradients over the ranks
+  // through `parallel` (nullptr: this process alone).
+  void SetDataParallel(std::shared_ptr<DataParallelHooks> parallel) { training_.parallel = std::move(parallel); }
+  // What must be equal on every rank of a data-parallel run: the configuration without the device.
+  std::string Description() const;
+
   void SetTraining(bool on) { net_->train(on); }
   bool IsTraining() const { return net_->is_training(); }
   // Atomic: written to a temporary file, fsynced, renamed over `path`. With training state:
@@ -98,6 +111,8 @@ class Segmenter {
   // versions (set_data(); libtorch 1.13 batch_norm updates running stats behind autograd's back).
   int64_t changes_ = 0;
   FoldedNet folded_;  // what predict runs with foldBatchNorm
+  std::shared_ptr<const ExportGraph> export_;  // the last export, for export_key_
+  std::tuple<int64_t, int64_t, bool, int64_t> export_key_{0, 0, false, -1};  // height, width, dynamic, weights version
   Evaluation evaluation_;
 };
 

@@ -2,6 +2,7 @@
 
 #include "backbones/vgg.h"
 #include "blocks/space_to_batch.h"
+#include "blocks/tracing.h"
 #include "base/errors.h"
 
 namespace segtorch {
@@ -67,7 +68,7 @@ class Dilated : public SegmentationModel {
   SegOutput forward(const torch::Tensor& x) override {
     auto h = backbone_->forward(x).back();  // stride 8
     // fc6 on the CPU by space-to-batch: libtorch's dilated 7x7 kernel is very slow to differentiate there.
-    h = h.is_cpu() ? ConvSpaceToBatch(h, fc6_->weight, fc6_->bias, fc6_->options.dilation()->at(0)) : fc6_(h);
+    h = h.is_cpu() && !Tracing() ? ConvSpaceToBatch(h, fc6_->weight, fc6_->bias, fc6_->options.dilation()->at(0)) : fc6_(h);
     h = drop6_(torch::relu(h));
     h = drop7_(torch::relu(fc7_(h)));
     h = final_(h);

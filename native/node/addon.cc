@@ -8,6 +8,7 @@
 
 #include "base/cpu.h"
 #include "node/model_wrap.h"
+#include "node/distributed.h"
 #include "node/jobs.h"
 #include "node/options.h"
 #include "node/tensor_bridge.h"
@@ -230,6 +231,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("metricsFromConfusion", Napi::Function::New<MetricsFromConfusion>(env, "metricsFromConfusion"));
   exports.Set("crf", Napi::Function::New<CrfJs>(env, "crf"));
   exports.Set("augmentBatch", Napi::Function::New<AugmentBatchJs>(env, "augmentBatch"));
+  exports.Set("distAvailable", Napi::Function::New<DistAvailable>(env, "distAvailable"));
+  exports.Set("distInit", Napi::Function::New<DistInit>(env, "distInit"));
+  exports.Set("distBarrier", Napi::Function::New<DistBarrier>(env, "distBarrier"));
+  exports.Set("distAllReduce", Napi::Function::New<DistAllReduce>(env, "distAllReduce"));
+  exports.Set("distDestroy", Napi::Function::New<DistDestroy>(env, "distDestroy"));
+  exports.Set("distStats", Napi::Function::New<DistStats>(env, "distStats"));
   exports.Set("NativeModel", ModelWrap::Init(env));
   exports.Set("NativeScriptModel", ScriptWrap::Init(env));
   return exports;

@@ -32,6 +32,7 @@ struct AddonState {
   bool released = false;   // the channel was released (cleanup hook)
   std::unique_ptr<Executor> shared;
   std::unique_ptr<Executor> data;  // created on first use
+  std::unique_ptr<Executor> dist;  // created on first use
 };
 
 AddonState* State(Napi::Env env) { return env.GetInstanceData<AddonState>(); }
@@ -194,6 +195,12 @@ Executor& DataExecutor(Napi::Env env) {
   AddonState* st = State(env);
   if (!st->data) st->data = NewExecutor(env, false);
   return *st->data;
+}
+
+Executor& DistExecutor(Napi::Env env) {
+  AddonState* st = State(env);
+  if (!st->dist) st->dist = NewExecutor(env, false);
+  return *st->dist;
 }
 
 Napi::Promise Schedule(Napi::Env env, Executor& executor, std::unique_ptr<Job> job) {

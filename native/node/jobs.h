@@ -47,6 +47,9 @@ Executor& SharedExecutor(Napi::Env env);
 // One thread for data work (augmentation: single-threaded loops, no libtorch parallelism), so
 // that it overlaps a model's training step on the model's own executor.
 Executor& DataExecutor(Napi::Env env);
+// One thread for the distributed module's own collectives (init's rendezvous, barrier, the
+// evaluation's all-reduce): they block for up to their timeout, never on the shared executor.
+Executor& DistExecutor(Napi::Env env);
 // Queue `job` on `executor`; returns the promise that settles when it is done. Nothing that goes
 // wrong in the job, in its complete() or in settling escapes: it becomes the promise's rejection
 // (a fixed message when even that cannot be built). Rejects at once when the executor is stopped.

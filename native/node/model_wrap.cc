@@ -1,5 +1,8 @@
 #include "node/model_wrap.h"
 
+#include "dist/data_parallel.h"
+#include "dist/sync_batch_norm.h"
+
 #include "node/jobs.h"
 #include "node/options.h"
 #include "node/tensor_bridge.h"
@@ -54,6 +57,90 @@ Napi::Array StringArray(Napi::Env env, const std::vector<std::string>& v) {
   return a;
 }
 
+ExportOptions ReadExportOptions(const Napi::Value& v) {
+  if (!v.IsObject()) ThrowType("Expected an export options object");
+  Napi::Object o = v.As<Napi::Object>();
+  ExportOptions e;
+  e.height = IntField(o, "height");
+  e.width = IntField(o, "width");
+  e.dynamic = BoolField(o, "dynamic");
+  return e;
+}
+
+// What an export is: size-independent or of fixed size (and why).
+Napi::Object ExportInfoObject(Napi::Env env, const ExportGraph& e) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("dynamic", Napi::Boolean::New(env, e.dynamic));
+  o.Set("note", e.note);
+  o.Set("batch", Napi::Number::New(env, static_cast<double>(e.batch)));
+  o.Set("height", Napi::Number::New(env, static_cast<double>(e.height)));
+  o.Set("width", Napi::Number::New(env, static_cast<double>(e.width)));
+  o.Set("inputMultiple", Napi::Number::New(env, static_cast<double>(e.input_multiple)));
+  return o;
+}
+
+Napi::Value IValueToJs(Napi::Env env, const c10::IValue& v) {
+  auto numbers = [&](const std::vector<double>& xs) {
+    Napi::Array a = Napi::Array::New(env, xs.size());
+    for (size_t i = 0; i < xs.size(); ++i) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, xs[i]));
+    return a;
+  };
+  if (v.isNone()) return env.Null();
+  if (v.isBool()) return Napi::Boolean::New(env, v.toBool());
+  if (v.isInt()) return Napi::Number::New(env, static_cast<double>(v.toInt()));
+  if (v.isDouble()) return Napi::Number::New(env, v.toDouble());
+  if (v.isString()) return Napi::String::New(env, v.toStringRef());
+  if (v.isDevice()) return Napi::String::New(env, v.toDevice().str());
+  if (v.isIntList()) {
+    auto xs = v.toIntVector();
+    return numbers(std::vector<double>(xs.begin(), xs.end()));
+  }
+  if (v.isDoubleList()) return numbers(v.toDoubleVector());
+  if (v.isBoolList()) {
+    auto xs = v.toBoolList();
+    std::vector<double> d;
+    for (bool b : xs) d.push_back(b ? 1 : 0);
+    return numbers(d);
+  }
+  if (v.isTensor()) return TensorToJs(env, v.toTensor().detach().to(at::kCPU).contiguous());
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("unsupported", v.tagKind());
+  return o;
+}
+
+Napi::Object GraphObject(Napi::Env env, const GraphDescription& d) {
+  Napi::Object o = Napi::Object::New(env);
+  auto ints = [&](const std::vector<int64_t>& xs) {
+    Napi::Array a = Napi::Array::New(env, xs.size());
+    for (size_t i = 0; i < xs.size(); ++i) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(xs[i])));
+    return a;
+  };
+  Napi::Array values = Napi::Array::New(env, d.values.size());
+  for (size_t i = 0; i < d.values.size(); ++i) {
+    Napi::Object v = Napi::Object::New(env);
+    v.Set("type", d.values[i].type);
+    v.Set("sizes", ints(d.values[i].sizes));
+    v.Set("dtype", d.values[i].dtype);
+    values.Set(static_cast<uint32_t>(i), v);
+  }
+  Napi::Array nodes = Napi::Array::New(env, d.nodes.size());
+  for (size_t i = 0; i < d.nodes.size(); ++i) {
+    const auto& n = d.nodes[i];
+    Napi::Object v = Napi::Object::New(env);
+    v.Set("kind", n.kind);
+    v.Set("inputs", ints(n.inputs));
+    v.Set("outputs", ints(n.outputs));
+    if (n.kind == "prim::Constant") v.Set("value", IValueToJs(env, n.constant));
+    if (!n.name.empty()) v.Set("name", n.name);
+    nodes.Set(static_cast<uint32_t>(i), v);
+  }
+  o.Set("values", values);
+  o.Set("nodes", nodes);
+  o.Set("input", Napi::Number::New(env, static_cast<double>(d.input)));
+  o.Set("output", Napi::Number::New(env, static_cast<double>(d.output)));
+  return o;
+}
+
 const WrapKind kModelKind = {"this model is not initialised", "this model failed to initialise", "model already initialised",
                              /*release_on_executor=*/false};
 
@@ -75,6 +162,9 @@ Napi::Function ModelWrap::Init(Napi::Env env) {
                          InstanceMethod<&ModelWrap::LoadStateDict>("loadStateDict"),
                          InstanceMethod<&ModelWrap::SaveStateDict>("saveStateDict"),
                          InstanceMethod<&ModelWrap::StateDictShapes>("stateDictShapes"),
+                         InstanceMethod<&ModelWrap::ExportTorchScript>("exportTorchScript"),
+                         InstanceMethod<&ModelWrap::ExportGraph>("exportGraph"),
+                         InstanceMethod<&ModelWrap::Distribute>("distribute"),
                      }));
 }
 
@@ -235,6 +325,63 @@ Napi::Value ModelWrap::StateDictShapes(const Napi::CallbackInfo& info) {
         o.Set(kv.first, shape);
       }
       return o;
+    };
+  });
+}
+
+// exportTorchScript(path, { height, width, dynamic }, metadata) -> { dynamic, note, batch, height, width, inputMultiple }
+Napi::Value ModelWrap::ExportTorchScript(const Napi::CallbackInfo& info) {
+  return Queue(info, [&](Job& job) {
+    std::string path = info[0].As<Napi::String>().Utf8Value();
+    ExportOptions options = ReadExportOptions(info[1]);
+    std::string metadata = info[2].As<Napi::String>().Utf8Value();
+    auto result = std::make_shared<std::shared_ptr<const segtorch::ExportGraph>>();
+    job.execute = [this, path, options, metadata, result]() {
+      Segmenter& s = Loaded();
+      *result = s.TraceForExport(options);
+      SaveTorchScript(**result, s.config().arch, path, metadata);
+    };
+    job.complete = [result](Napi::Env env) -> Napi::Value { return ExportInfoObject(env, **result); };
+  });
+}
+
+// exportGraph({ height, width, dynamic }) -> { info, graph: { values, nodes, input, output } }
+Napi::Value ModelWrap::ExportGraph(const Napi::CallbackInfo& info) {
+  return Queue(info, [&](Job& job) {
+    ExportOptions options = ReadExportOptions(info[0]);
+    auto result = std::make_shared<std::pair<std::shared_ptr<const segtorch::ExportGraph>, GraphDescription>>();
+    job.execute = [this, options, result]() {
+      result->first = Loaded().TraceForExport(options);
+      result->second = Describe(*result->first);
+    };
+    job.complete = [result](Napi::Env env) -> Napi::Value {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("info", ExportInfoObject(env, *result->first));
+      o.Set("graph", GraphObject(env, result->second));
+      return o;
+// distribute({ bucketBytes, broadcastBuffers, syncBatchNorm } | null) -> Promise<{ buckets }>: collective (every
+// rank at the same point): checks that the model is the same on every rank, copies rank 0's
+// parameters and buffers to all, and from then on each training step averages the gradients over
+// the ranks of distributed.init()'s group. null: this process trains alone again.
+Napi::Value ModelWrap::Distribute(const Napi::CallbackInfo& info) {
+  return Queue(info, [&](Job& job) {
+    bool off = info[0].IsNull() || info[0].IsUndefined();
+    dist::DataParallelOptions o;
+    if (!off) {
+      Napi::Object obj = info[0].As<Napi::Object>();
+      o.bucket_bytes = IntField(obj, "bucketBytes");
+      o.broadcast_buffers = BoolField(obj, "broadcastBuffers");
+      o.sync_batch_norm = BoolField(obj, "syncBatchNorm");
+    }
+    job.execute = [this, off, o]() mutable {
+      Segmenter& s = Loaded();
+      if (off) {
+        s.SetDataParallel(nullptr);
+        dist::SetSyncBatchNorm(s.net(), nullptr);
+        return;
+      }
+      o.description = s.Description();
+      s.SetDataParallel(std::make_shared<dist::DataParallel>(dist::Default(), s.net(), o));
     };
   });
 }

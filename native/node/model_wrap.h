@@ -27,6 +27,9 @@ class ModelWrap : public ModelWrapBase<ModelWrap, Segmenter> {
   Napi::Value LoadStateDict(const Napi::CallbackInfo& info);
   Napi::Value SaveStateDict(const Napi::CallbackInfo& info);
   Napi::Value StateDictShapes(const Napi::CallbackInfo& info);
+  Napi::Value ExportTorchScript(const Napi::CallbackInfo& info);
+  Napi::Value ExportGraph(const Napi::CallbackInfo& info);
+  Napi::Value Distribute(const Napi::CallbackInfo& info);
 };
 
 }  // namespace segtorch

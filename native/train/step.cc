@@ -57,6 +57,7 @@ StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& 
   const std::vector<double>& base_lrs = state.optimizer.base_lrs();
   try {
     if (state.micro % o.accumulate == 0) ClearGradients(net);
+    if (state.parallel) state.parallel->BeforeForward(net);
     torch::Tensor loss = TrainingLoss(net, run, x, y, o, &result, d);
     bool fp16 = o.precision == Precision::kFp16;
     if (!std::isfinite(result.loss) && !fp16) {
@@ -68,6 +69,9 @@ StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& 
     ++state.micro;
     if (state.micro % o.accumulate == 0) {
       auto params = net.parameters();
+      // Data parallel: gradients averaged over the ranks on the last micro-batch only (earlier
+      // ones accumulate locally, as DistributedDataParallel under no_sync()).
+      if (state.parallel) state.parallel->ReduceGradients(params);
       bool ok = fp16 ? state.scaler.UnscaleAndCheck(params) : true;
       if (ok) {
         if (o.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(params, o.clip_grad_norm);

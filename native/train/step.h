@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,12 +53,25 @@ struct StepResult {
   bool skipped = false;    // fp16: the update was skipped (inf/NaN gradients)
 };
 
+// Data-parallel training (dist/data_parallel.h implements it over a process group): what the step
+// calls around its own work when the network is trained by several processes at once.
+class DataParallelHooks {
+ public:
+  virtual ~DataParallelHooks() = default;
+  // Before each forward pass (buffers from rank 0, as DistributedDataParallel's broadcast_buffers).
+  virtual void BeforeForward(torch::nn::Module& net) = 0;
+  // After the backward of the last micro-batch, before unscaling, clipping and the update: every
+  // gradient becomes its average over the ranks.
+  virtual void ReduceGradients(const std::vector<torch::Tensor>& params) = 0;
+};
+
 // What training keeps between steps (and what a checkpoint stores).
 struct TrainingState {
   GroupedOptimizer optimizer;
   LossScaler scaler;
   int64_t steps = 0;  // optimizer updates (= schedule position)
   int64_t micro = 0;  // micro-batches (gradient accumulation)
+  std::shared_ptr<DataParallelHooks> parallel;  // not stored: set again by each process
 };
 
 // The network's forward pass on prepared images (padded to its input multiple, cropped back).

@@ -7,6 +7,7 @@ import * as assert from 'assert'
 import * as path from 'path'
 import { createModel, loadModel, Model, ModelOptions } from '../../lib'
 import { randomImages, randomMasks, rejects, tmpdir } from '../helpers'
+import { checkExports } from '../export-check'
 
 export interface BatteryCase {
   /** Options of a tiny configuration (few channels, small backbone). */
@@ -76,6 +77,10 @@ export function describeArchitecture (b: Battery): void {
           const r = await model.trainStep(randomImages(2, channels, 64, 64, 8), randomMasks(2, 64, 64, k, 9), { optimizer: { lr: 1e-3 } })
           assert.ok(Number.isFinite(r.loss) && r.loss > 0, `loss ${r.loss}`)
           for (const name of c.trainOutputs ?? []) if (name !== 'depth') assert.ok(name in r.parts || Object.keys(r.parts).length > 1, `loss part for ${name}`)
+        })
+
+        it('exports to TorchScript and ONNX with the logits of forward() at two sizes and batch sizes', async () => {
+          await checkExports(model, [[40, 56], c.size ?? [37, 53]])
         })
 
         it('round-trips through save / loadModel with identical predictions', async () => {
