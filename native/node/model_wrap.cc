@@ -359,6 +359,10 @@ Napi::Value ModelWrap::ExportGraph(const Napi::CallbackInfo& info) {
       o.Set("info", ExportInfoObject(env, *result->first));
       o.Set("graph", GraphObject(env, result->second));
       return o;
+    };
+  });
+}
+
 // distribute({ bucketBytes, broadcastBuffers, syncBatchNorm } | null) -> Promise<{ buckets }>: collective (every
 // rank at the same point): checks that the model is the same on every rank, copies rank 0's
 // parameters and buffers to all, and from then on each training step averages the gradients over
