@@ -261,10 +261,14 @@ function main () {
       if (i < 0) rows.push(r)
       else if (measured(r) > measured(rows[i])) rows[i] = r
     }
-    const rec = { ...saved[0], rows: rows.filter(measured), seconds: Math.max(...saved.map((s) => s.seconds ?? NaN)) }
+    // In the order of ARCHITECTURES (then any other backbones), whatever the split.
+    const order = Object.keys(require('../dist/models.js').ARCHITECTURES)
+    const rank = (r) => { const i = order.indexOf(r.model.split('/')[0]); return (i < 0 ? order.length : i) + (r.model.endsWith('/' + require('../dist/models.js').ARCHITECTURES[r.model.split('/')[0]]?.defaultBackbone) ? 0 : 0.5) }
+    rows.sort((a, b) => rank(a) - rank(b))
+    const rec = { ...saved[0], rows: rows.filter(measured), seconds: Math.max(...saved.map((s) => s.seconds).filter((v) => typeof v === 'number')) }
     const pending = rows.filter((r) => !measured(r)).map((r) => r.model)
     if (pending.length) process.stderr.write(`not measured in these files: ${pending.join(', ')}\n`)
-    if (saved.length > 1) rec.loadEnd = saved[saved.length - 1].loadEnd
+    if (saved.length > 1) rec.loadEnd = saved.map((s) => s.loadEnd).filter(Boolean).pop()
     console.log(render(rec).join('\n'))
     return
   }
