@@ -1,9 +1,12 @@
-// In a real browser (Debian's headless Chromium): the run report renders with every picture and
-// the curves, and without console errors. (test/browser.ts finds or installs Chromium.)
+// In a real browser (Debian's headless Chromium): examples/browser segments an image with a trained
+// model's ONNX export in onnxruntime-web as segtorch does, and the run report renders with every
+// picture and the curves, without console errors. (test/browser.ts finds or installs Chromium.)
 import * as assert from 'assert'
 import * as path from 'path'
 import { pathToFileURL } from 'url'
+import sharp from 'sharp'
 import { createModel, tensor } from '../lib'
+import { readImage } from '../lib/data'
 import { writeReport } from '../lib/report'
 import { chromium, launch } from './browser'
 import * as fs from 'fs'
@@ -22,6 +25,67 @@ describe('in a browser (headless Chromium)', function () {
       this.skip()
     }
     chrome = c.path as string
+  })
+
+  it('examples/browser: the ONNX export of a trained model segments a picked image as segtorch does (>= 99.9% of pixels)', async () => {
+    const dir = tmpdir()
+    // A tiny U-Net trained for a few steps on the membrane images shipped with segtorch.
+    const train = path.join(ROOT, 'data', 'membrane', 'train')
+    const img = await readImage(path.join(train, 'image', '0.png'), 1)
+    const lab = await readImage(path.join(train, 'label', '0.png'), 1)
+    const crop = (src: Uint8Array, oy: number, ox: number, s: number, f: (v: number) => number): Uint8Array => {
+      const out = new Uint8Array(s * s)
+      for (let i = 0; i < s; i++) for (let j = 0; j < s; j++) out[i * s + j] = f(src[(oy + i) * img.width + ox + j])
+      return out
+    }
+    const S = 96
+    const xs: Uint8Array[] = []; const ys: Uint8Array[] = []
+    for (const [oy, ox] of [[0, 0], [100, 200], [300, 50], [400, 400]]) {
+      xs.push(crop(img.data, oy, ox, S, (v) => v))
+      ys.push(crop(lab.data, oy, ox, S, (v) => (v > 127 ? 1 : 0)))
+    }
+    const join = (a: Uint8Array[]): Uint8Array => { const o = new Uint8Array(a.length * S * S); a.forEach((p, k) => o.set(p, k * S * S)); return o }
+    const model = await createModel({ arch: 'unet', numClasses: 2, inChannels: 1, baseChannels: 4 })
+    for (let k = 0; k < 15; k++) await model.trainStep(tensor(join(xs), [4, 1, S, S]), tensor(join(ys), [4, S, S]), { optimizer: { type: 'adam', lr: 3e-3 } })
+    const onnx = path.join(dir, 'membrane.onnx')
+    await model.exportOnnx(onnx)
+    // The picture the user picks: an unseen 200 x 152 piece of another image, as a greyscale PNG.
+    const test = await readImage(path.join(ROOT, 'data', 'membrane', 'test', '3.png'), 1)
+    const [W, H] = [200, 152]
+    const pick = new Uint8Array(W * H)
+    for (let i = 0; i < H; i++) for (let j = 0; j < W; j++) pick[i * W + j] = test.data[(50 + i) * test.width + 70 + j]
+    await sharp(Buffer.from(pick), { raw: { width: W, height: H, channels: 1 } }).png().toFile(path.join(dir, 'pick.png'))
+    const ours = Int32Array.from((await model.predict(tensor(pick, [1, 1, H, W]), { precision: 'fp32' })).dataSync())
+    model.dispose()
+
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const { serve } = require(path.join(ROOT, 'examples', 'browser', 'serve.js'))
+    const { server, url } = await serve({ model: onnx, files: dir })
+    const browser = await launch(chrome)
+    try {
+      const page = await browser.newPage()
+      const problems: string[] = []
+      page.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()) })
+      page.on('pageerror', (e) => problems.push(`page error: ${(e as Error).message}`))
+      await page.goto(`${url}?image=/files/pick.png`)
+      await page.waitForFunction(() => document.body.dataset.done === 'true' || document.body.dataset.error !== undefined, { timeout: 300000 })
+      const r = await page.evaluate(() => ({ error: document.body.dataset.error, status: document.getElementById('status')?.textContent, result: (window as unknown as { segtorchResult: { width: number, height: number, labels: number[] } }).segtorchResult }))
+      assert.strictEqual(r.error, undefined, `the page failed: ${r.error}`)
+      assert.deepStrictEqual(problems, [])
+      assert.deepStrictEqual([r.result.width, r.result.height], [W, H])
+      let same = 0
+      for (let p = 0; p < ours.length; p++) if (r.result.labels[p] === ours[p]) same++
+      const agreement = same / ours.length
+      const counts = [0, 1].map((c) => ours.filter((v) => v === c).length)
+      assert.ok(counts[0] > 0.05 * ours.length && counts[1] > 0.05 * ours.length, `the trained model finds both classes: ${counts}`)
+      assert.ok(agreement >= 0.999, `pixel agreement ${agreement}`)
+      fs.mkdirSync(SHOTS, { recursive: true })
+      await page.screenshot({ path: path.join(SHOTS, 'example.png'), fullPage: true })
+      console.log(`      (${r.status}; agreement with segtorch ${(100 * agreement).toFixed(3)} %; screenshot: ${path.relative(ROOT, path.join(SHOTS, 'example.png'))})`)
+    } finally {
+      await browser.close()
+      server.close()
+    }
   })
 
   it('report.html of a real fit renders: no console errors, every image and the curves load', async () => {
