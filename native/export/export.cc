@@ -221,6 +221,17 @@ class SizeRewriter {
     return "";
   }
 
+  // Output k of node i (i = -1: the graph input) as a size source: its sizes in every trace (into
+  // `sizes`) and the value in the first trace's graph; nullptr when it has no sizes or its rank
+  // differs between traces.
+  Value* Candidate(int64_t i, size_t k, std::vector<std::vector<int64_t>>* sizes) {
+    sizes->clear();
+    for (size_t t = 0; t < nodes_.size(); ++t) sizes->push_back(Sizes(i < 0 ? inputs_[t] : nodes_[t][i]->outputs()[k]));
+    if ((*sizes)[0].empty()) return nullptr;
+    for (const auto& sz : *sizes) if (sz.size() != (*sizes)[0].size()) return nullptr;
+    return i < 0 ? a_.inputs()[0] : nodes_[0][i]->outputs()[k];
+  }
+
   // The nearest tensor (defined before position `before`) that has, in every trace, a size equal to
   // each of `wanted` (two or more elements); empty when none has.
   std::vector<SizeExpr> FindJoint(const std::vector<std::vector<int64_t>>& wanted, int64_t before) {
@@ -230,12 +241,8 @@ class SizeRewriter {
       size_t count = i < 0 ? 1 : nodes_[0][i]->outputs().size();
       for (size_t k = 0; k < count; ++k) {
         std::vector<std::vector<int64_t>> sizes;
-        for (size_t t = 0; t < traces; ++t) sizes.push_back(Sizes(i < 0 ? inputs_[t] : nodes_[t][i]->outputs()[k]));
-        if (sizes[0].empty()) continue;
-        bool ranks = true;
-        for (const auto& sz : sizes) ranks = ranks && sz.size() == sizes[0].size();
-        if (!ranks) continue;
-        Value* v = i < 0 ? a_.inputs()[0] : nodes_[0][i]->outputs()[k];
+        Value* v = Candidate(i, k, &sizes);
+        if (!v) continue;
         std::vector<SizeExpr> found;
         for (const auto& w : wanted) {
           // The last dims first: a resize's sizes are H and W.
@@ -265,12 +272,8 @@ class SizeRewriter {
         size_t count = i < 0 ? 1 : nodes_[0][i]->outputs().size();
         for (size_t k = 0; k < count; ++k) {
           std::vector<std::vector<int64_t>> sizes;
-          for (size_t t = 0; t < traces; ++t) sizes.push_back(Sizes(i < 0 ? inputs_[t] : nodes_[t][i]->outputs()[k]));
-          if (sizes[0].empty()) continue;
-          bool ranks = true;
-          for (const auto& sz : sizes) ranks = ranks && sz.size() == sizes[0].size();
-          if (!ranks) continue;
-          Value* v = i < 0 ? a_.inputs()[0] : nodes_[0][i]->outputs()[k];
+          Value* v = Candidate(i, k, &sizes);
+          if (!v) continue;
           for (size_t d = 0; d < sizes[0].size(); ++d) {
             auto holds = [&](const std::function<int64_t(int64_t)>& f) {
               for (size_t t = 0; t < traces; ++t) {
