@@ -79,7 +79,7 @@ export interface Binding {
   distBarrier(what: string): Promise<void>
   distAllReduce(t: NativeTensor, op: 'sum' | 'max', what: string): Promise<NativeTensor>
   distDestroy(): Promise<void>
-  distStats(): { reducedBytes: number, reduceSeconds: number }
+  distStats(): { reducedBytes: number, reduceSeconds: number, overlappedBytes: number }
   NativeModel: new () => NativeModel
   NativeScriptModel: new () => NativeScriptModel
 }

@@ -155,7 +155,17 @@ export async function destroy (): Promise<void> {
   backend = ''
 }
 
-/** Bytes all-reduced and seconds spent in all-reduce since init() (this rank). */
-export function stats (): { reducedBytes: number, reduceSeconds: number } {
+/** What this rank's process group did since init(). */
+export interface DistributedStats {
+  /** Bytes all-reduced (gradients, flags, metrics). */
+  reducedBytes: number
+  /** Seconds spent waiting for reductions to finish. */
+  reduceSeconds: number
+  /** Bytes of gradient buckets whose reduction started during the backward pass (overlapping it). */
+  overlappedBytes: number
+}
+
+/** What this rank's process group did since init(). */
+export function stats (): DistributedStats {
   return binding.distStats()
 }

@@ -338,15 +338,6 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
       const r: StepResult = await model._step(b.images, b.masks, step, b.depth ? checkDepth(b.depth, b.images) : undefined)
       const tStep = performance.now()
       state.trainSeconds += (tStep - tPrev) / 1000 // wall time of the training loop: waiting for data counts
-      if (agreeEachStep) {
-        const flags = tensor(new Float32Array([o.signal?.aborted === true ? 1 : 0, state.trainSeconds]), [2])
-        const agreed = await distributed.allReduce(flags, 'max', `agreeing on stopping after step ${r.step}`)
-        const a = agreed.dataSync() as Float32Array
-        stopAll = a[0] > 0
-        state.trainSeconds = a[1]
-        flags.dispose()
-        agreed.dispose()
-      }
       tPrev = tStep
       index++
       state.batchInEpoch = index
@@ -359,6 +350,16 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
       const now = performance.now()
       if (o.onStep) await o.onStep({ epoch, step: r.step, batch: index - 1, loss: r.loss, parts: r.parts, lr: r.lr, imagesPerSecond: b.images.shape[0] / ((now - last) / 1000), rank })
       last = now
+      // After onStep, so that an abort from it stops every rank after this step, as on one process.
+      if (agreeEachStep) {
+        const flags = tensor(new Float32Array([o.signal?.aborted === true ? 1 : 0, state.trainSeconds]), [2])
+        const agreed = await distributed.allReduce(flags, 'max', `agreeing on stopping after step ${r.step}`)
+        const a = agreed.dataSync() as Float32Array
+        stopAll = a[0] > 0
+        state.trainSeconds = a[1]
+        flags.dispose()
+        agreed.dispose()
+      }
       if (history.steps >= iterations || state.trainSeconds >= timeLimit) { done = true; break }
       if (stopRequested()) break
     }

@@ -69,7 +69,7 @@ function ok (e: Exit, what: string): void {
   assert.strictEqual(e.code, 0, `${what} exited ${String(e.code)} ${String(e.signal)}\n${e.stdout}\n${e.stderr}`)
 }
 
-interface Report { rank: number, worldSize?: number, losses?: number[], steps?: number, files?: string[][], ranks?: number[], mIoU?: number, images?: number, confusion?: number[], error?: { name: string, message: string }, stats?: { reducedBytes: number, reduceSeconds: number } }
+interface Report { rank: number, worldSize?: number, losses?: number[], steps?: number, files?: string[][], ranks?: number[], mIoU?: number, images?: number, confusion?: number[], error?: { name: string, message: string }, stats?: { reducedBytes: number, reduceSeconds: number, overlappedBytes: number } }
 const report = (dir: string, r: number): Report => JSON.parse(fs.readFileSync(path.join(dir, `rank${r}.json`), 'utf8')) as Report
 
 /** Largest difference between two saved state dicts (float32 storages compared as such, in record order). */
@@ -157,7 +157,7 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     assert.ok((r0.stats as { reducedBytes: number }).reducedBytes > 0)
   })
 
-  it('syncBatchNorm: on a BatchNorm U-Net, 2 x batch 2 differ from 1 x batch 4 after 3 SGD steps with plain BN and match it with SyncBN', async () => {
+  it('syncBatchNorm: on a BatchNorm U-Net, 2 x batch 2 differ from 1 x batch 4 after 5 SGD steps with plain BN and match it with SyncBN', async () => {
     const initBn = path.join(dir, 'init-bn.segtorch')
     const one = path.join(dir, 'bn1')
     const noise = path.join(dir, 'bn1-cl')
@@ -167,7 +167,7 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     // level) channels-last alone moved the weights by 1e-2 in 5 steps; at 32 x 32 by up to 1e-4 for
     // some random initial weights. So SyncBN must match within 1e-5 or within 10x that rounding
     // floor, measured here on the same weights (the single run again with channels-last convolutions).
-    const bnRun = { init: initBn, batchNorm: true, size: 32, lr: 0.02, iterations: 3 }
+    const bnRun = { init: initBn, batchNorm: true, size: 32, lr: 0.02, iterations: 5 }
     ok(await single(base(one, bnRun)), 'single process')
     ok(await single(base(noise, { ...bnRun, channelsLast: true })), 'single process, channels-last')
     ;(await ranks(2, base(plain, { ...bnRun, batchSize: 2, distributed: true }))).forEach((e, r) => ok(e, `plain rank ${r}`))
@@ -180,6 +180,41 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     assert.ok(dPlain > 100 * Math.max(dSync, 1e-6), `plain BN: max |single - distributed| = ${dPlain} must be far above SyncBN's ${dSync}`)
     assert.ok(stateDiff(path.join(sync, 'rank0.pt'), path.join(sync, 'rank1.pt')) < 1e-6)
     // The state dict is BatchNorm's: the same names and shapes as the single run's (compared above record by record).
+  })
+
+  it('gradient accumulation: 2 processes x batch 1 x 2 micro-batches equal 1 process x batch 4; buckets are reduced during the backward', async () => {
+    const one = path.join(dir, 'one')  // the first test's single run: 5 SGD steps of batch 4
+    const acc = path.join(dir, 'acc')
+    // 16 KB buckets: the tiny U-Net's gradients in several, issued as the backward makes them.
+    const exits = await ranks(2, base(acc, { batchSize: 1, accumulate: 2, distributed: true, bucketMB: 16 / 1024 }))
+    exits.forEach((e, r) => ok(e, `rank ${r}`))
+    const r0 = report(acc, 0)
+    assert.strictEqual(r0.steps, 5)
+    assert.strictEqual((r0.files as string[][]).length, 10, '10 micro-batches of 1 on each rank')
+    const d = stateDiff(path.join(one, 'rank0.pt'), path.join(acc, 'rank0.pt'))
+    const dRanks = stateDiff(path.join(acc, 'rank0.pt'), path.join(acc, 'rank1.pt'))
+    const st = r0.stats as { reducedBytes: number, overlappedBytes: number }
+    console.log(`      (max |1 x 4 - 2 x 1 x 2| = ${d.toExponential(2)}; ${(100 * st.overlappedBytes / st.reducedBytes).toFixed(0)} % of the bytes all-reduced were issued during the backward)`)
+    assert.ok(d < 1e-5, `max |single - accumulated distributed| = ${d}`)
+    assert.ok(dRanks < 1e-6)
+    // One exchange per optimizer step, not per micro-batch: 5 x (gradients + flags) plus the start.
+    const params = fs.statSync(path.join(acc, 'rank0.pt')).size
+    assert.ok(st.reducedBytes < 5 * 1.2 * params + 65536, `${st.reducedBytes} bytes all-reduced for 5 steps of a ${params}-byte model`)
+    assert.ok(st.overlappedBytes > 0.5 * st.reducedBytes, `${st.overlappedBytes} of ${st.reducedBytes} bytes issued during the backward`)
+  })
+
+  it('a non-finite loss on one rank: every rank fails at that step with the same error naming it, without waiting for the timeout', async () => {
+    const out = path.join(dir, 'nan')
+    const t0 = Date.now()
+    const exits = await ranks(2, base(out, { batchSize: 2, iterations: 5, distributed: true, timeoutMs: 60000, nanAt: { rank: 1, batch: 2 } }))
+    for (const r of [0, 1]) {
+      assert.strictEqual(exits[r].code, 1, `rank ${r}: ${exits[r].stderr}`)
+      const e = report(out, r).error
+      assert.strictEqual(e?.name, "SegtorchError", `rank ${r}: ${e?.message ?? ""}; rank 1: ${report(out, 1).error?.message ?? ""}`)
+      assert.match(e?.message ?? '', r === 1 ? /^training step 3 produced a non-finite loss on rank 1 \(this rank: (-?nan|-?inf)\); no rank updated its weights/ : /^training step 3 produced a non-finite loss on rank 1; no rank updated its weights/)
+      assert.strictEqual(report(out, r).ranks?.length, 2, 'two steps done before')
+    }
+    assert.ok(Date.now() - t0 < 45000, `both failed in ${Date.now() - t0} ms (the timeout is 60 s)`)
   })
 
   it('3 processes (odd world size, 10 samples padded to 12) match 1 process over the padded order', async () => {
@@ -261,6 +296,30 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     assert.ok(stateDiff(path.join(full, 'rank0.pt'), path.join(resumed, 'rank0.pt')) < 1e-5)
   })
 
+  it('an abort on one rank stops every rank after the same step with one checkpoint; resuming it continues the uninterrupted run', async () => {
+    const timeoutMs = 5000
+    const full = path.join(dir, 'full') // the kill -9 test's uninterrupted run: 10 steps
+    const cut = path.join(dir, 'abort')
+    const ckpt = path.join(dir, 'abort-ckpt')
+    const exits = await ranks(2, base(cut, { samples: 16, batchSize: 2, iterations: 10, shuffle: false, distributed: true, timeoutMs, checkpointDir: ckpt, abortAt: { rank: 1, step: 6 } }))
+    exits.forEach((e, r) => ok(e, `rank ${r}`))
+    for (const r of [0, 1]) {
+      assert.strictEqual(report(cut, r).steps, 6, `rank ${r} stopped after step 6`)
+      assert.strictEqual((report(cut, r) as { stopped?: string }).stopped, 'aborted')
+    }
+    assert.deepStrictEqual(fs.readdirSync(ckpt).filter((f) => f.endsWith('.segtorch')), ['last.segtorch'], 'one checkpoint, written by rank 0')
+    assert.strictEqual((JSON.parse(fs.readFileSync(path.join(ckpt, 'history.json'), 'utf8')) as { steps: number }).steps, 6)
+    const resumed = path.join(dir, 'abort-resumed')
+    ;(await ranks(2, base(resumed, { samples: 16, batchSize: 2, iterations: 10, shuffle: false, distributed: true, timeoutMs, resume: ckpt }))).forEach((e, r) => ok(e, `resumed rank ${r}`))
+    for (const r of [0, 1]) {
+      const want = (report(full, r).losses as number[]).slice(6)
+      const got = report(resumed, r).losses as number[]
+      assert.strictEqual(got.length, 4)
+      for (let i = 0; i < 4; i++) assert.ok(Math.abs(got[i] - want[i]) < 1e-5, `rank ${r} step ${i + 7}: ${got[i]} vs ${want[i]}`)
+    }
+    assert.ok(stateDiff(path.join(full, 'rank0.pt'), path.join(resumed, 'rank0.pt')) < 1e-5)
+  })
+
   it('a rank that hangs (SIGSTOP): the other fails within the timeout + 10 s, naming the operation', async () => {
     const timeoutMs = 4000
     const out = path.join(dir, 'hang')
@@ -296,6 +355,30 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     assert.strictEqual(f.code, 3, f.stderr)
     assert.match(f.stderr, /segtorch launch: rank 1 exited with code 3; stopping the other ranks/)
     assert.ok(f.seconds < 50, `rank 0 was stopped, not left waiting for its 60 s timeout (${f.seconds} s)`)
+  })
+
+  it('segtorch launch forwards Ctrl-C (SIGINT) to every rank: they stop after the same step and exit 0', async () => {
+    const out = path.join(dir, 'launch-int')
+    const ckpt = path.join(dir, 'launch-int-ckpt')
+    const s = base(out, { samples: 16, batchSize: 2, iterations: 40, distributed: true, checkpointDir: ckpt, slowMs: 150, abortOnSigint: true })
+    let sent = false
+    const e = await run(process.execPath, ['-r', TS_NODE, CLI, 'launch', '--nproc-per-node', '2', '--', process.execPath, '-r', TS_NODE, WORKER, JSON.stringify(s)], ENV, 120000, (line, child) => {
+      if (!sent && /^rank 0 step 3$/.test(line)) {
+        sent = true
+        child.kill('SIGINT')
+      }
+    })
+    assert.ok(sent)
+    ok(e, 'segtorch launch')
+    const r0 = report(out, 0) as Report & { stopped?: string, sigint?: boolean }
+    const r1 = report(out, 1) as Report & { stopped?: string, sigint?: boolean }
+    assert.ok(r0.sigint === true && r1.sigint === true, 'both ranks got the SIGINT')
+    assert.strictEqual(r0.stopped, 'aborted')
+    assert.strictEqual(r1.stopped, 'aborted')
+    assert.strictEqual(r0.steps, r1.steps, 'the same step')
+    assert.ok((r0.steps as number) < 40)
+    assert.strictEqual((JSON.parse(fs.readFileSync(path.join(ckpt, 'history.json'), 'utf8')) as { steps: number }).steps, r0.steps)
+    assert.ok(stateDiff(path.join(out, 'rank0.pt'), path.join(out, 'rank1.pt')) < 1e-6)
   })
 
   it('segtorch train --nproc-per-node 2: one run folder written by rank 0, validation over both ranks', async () => {

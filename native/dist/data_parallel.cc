@@ -1,6 +1,7 @@
 #include "dist/data_parallel.h"
 
 #include <map>
+#include <mutex>
 #include <sstream>
 #include <tuple>
 
@@ -104,30 +105,39 @@ void BroadcastTensors(ProcessGroup& group, const std::vector<torch::Tensor>& ten
   }
 }
 
-DataParallel::DataParallel(std::shared_ptr<ProcessGroup> group, torch::nn::Module& net, const DataParallelOptions& options)
-    : group_(std::move(group)), options_(options) {
-  if (options_.bucket_bytes < 1) ThrowRange("Expected bucket bytes >= 1");
-  CheckSameModel(*group_, net, options_.description);
-  std::vector<torch::Tensor> state = net.parameters();
-  for (auto& b : net.buffers()) state.push_back(b);
-  BroadcastTensors(*group_, state, 0, "copying rank 0's parameters and buffers to every rank");
-  SetSyncBatchNorm(net, options_.sync_batch_norm ? group_ : nullptr);
-}
+// The gradient exchange of one optimizer step. The hooks (one per trainable parameter) call Arrive
+// from the backward (on CPU the thread that called backward; on CUDA autograd's device thread), the
+// step thread calls Arm and Finish: a mutex orders them.
+struct DataParallel::Reducer {
+  std::shared_ptr<ProcessGroup> group;
+  int64_t bucket_bytes = 0;
+  std::mutex mu;
+  // Set by Arm for the last micro-batch's backward, cleared by Finish and by the next forward.
+  bool armed = false;
+  std::vector<torch::Tensor> params;            // the trainable parameters, registration order
+  std::vector<std::pair<torch::Tensor, unsigned>> hooks;  // (parameter, hook handle) to remove
+  std::vector<std::vector<size_t>> buckets;     // indices into params, reverse registration order
+  std::vector<size_t> bucket_of, offset_of;     // per parameter: its bucket and offset in it
+  // This step:
+  std::vector<torch::Tensor> flats;             // per bucket: its gradients, flat
+  std::vector<int64_t> waiting;                 // per bucket: parameters still to arrive
+  std::vector<char> arrived;                    // per parameter
+  std::vector<Pending> pending;                 // issued, in bucket order
+  size_t next = 0;                              // the next bucket to issue
+  bool non_finite = false;
+  double bad_loss = 0;
+  std::string error;                            // a failure inside a hook (raised by Finish)
+  int64_t steps = 0;
 
-void DataParallel::BeforeForward(torch::nn::Module& net) {
-  if (!options_.broadcast_buffers || group_->world_size() < 2) return;
-  std::vector<torch::Tensor> buffers = net.buffers();
-  if (!buffers.empty()) BroadcastTensors(*group_, buffers, 0, "copying rank 0's buffers (batch-norm statistics) before a forward pass");
-}
+  std::string What() const { return "all-reduce of the gradients (optimizer step " + std::to_string(steps + 1) + ")"; }
 
-void DataParallel::ReduceGradients(const std::vector<torch::Tensor>& all) {
-  ++steps_;
-  if (group_->world_size() < 2) return;
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> params;
-  for (auto& p : all)
-    if (p.requires_grad()) params.push_back(p);
-  if (buckets_.empty()) {
+  // The trainable parameters changed (first step, or a part was frozen or unfrozen): new buckets
+  // and hooks.
+  void Build(const std::vector<torch::Tensor>& trainable, const std::weak_ptr<Reducer>& self) {
+    for (auto& h : hooks) h.first.remove_hook(h.second);
+    hooks.clear();
+    params = trainable;
+    buckets.clear();
     // Reverse registration order, a new bucket when the dtype or device changes or the cap is reached.
     std::vector<size_t> current;
     int64_t bytes = 0;
@@ -135,46 +145,209 @@ void DataParallel::ReduceGradients(const std::vector<torch::Tensor>& all) {
       const auto& p = params[k];
       bool same = current.empty() || (params[current[0]].scalar_type() == p.scalar_type() && params[current[0]].device() == p.device());
       int64_t b = p.numel() * static_cast<int64_t>(p.element_size());
-      if (!current.empty() && (!same || bytes + b > options_.bucket_bytes)) {
-        buckets_.push_back(current);
+      if (!current.empty() && (!same || bytes + b > bucket_bytes)) {
+        buckets.push_back(current);
         current.clear();
         bytes = 0;
       }
       current.push_back(k);
       bytes += b;
     }
-    if (!current.empty()) buckets_.push_back(current);
-  }
-  // Which parameters have a gradient on this rank (summed: on how many ranks).
-  torch::Tensor flags = torch::zeros({static_cast<int64_t>(params.size())}, torch::kFloat);
-  auto f = flags.accessor<float, 1>();
-  for (size_t k = 0; k < params.size(); ++k) f[k] = params[k].grad().defined() ? 1.f : 0.f;
-  if (!params.empty() && params[0].device() != flags.device()) flags = flags.to(params[0].device());
-  std::vector<torch::Tensor> tensors{flags};
-  for (auto& bucket : buckets_) {
-    std::vector<torch::Tensor> parts;
-    for (size_t k : bucket) {
-      const auto& p = params[k];
-      parts.push_back(p.grad().defined() ? p.grad().reshape({-1}) : torch::zeros({p.numel()}, p.options()));
+    if (!current.empty()) buckets.push_back(current);
+    bucket_of.assign(params.size(), 0);
+    offset_of.assign(params.size(), 0);
+    for (size_t b = 0; b < buckets.size(); ++b) {
+      int64_t offset = 0;
+      for (size_t k : buckets[b]) {
+        bucket_of[k] = b;
+        offset_of[k] = static_cast<size_t>(offset);
+        offset += params[k].numel();
+      }
     }
-    tensors.push_back(torch::cat(parts));
+    for (size_t k = 0; k < params.size(); ++k) {
+      unsigned h = params[k].register_hook([self, k](const torch::Tensor& grad) {
+        if (auto r = self.lock()) r->Arrive(k, grad);
+      });
+      hooks.emplace_back(params[k], h);
+    }
   }
-  last_bytes_ = 0;
-  for (auto& t : tensors) last_bytes_ += t.numel() * static_cast<int64_t>(t.element_size());
-  group_->AllReduceSum(tensors, "all-reduce of the gradients (optimizer step " + std::to_string(steps_) + ")");
-  torch::Tensor present = tensors[0].to(torch::kCPU);
-  auto pf = present.accessor<float, 1>();
+
+  bool Same(const std::vector<torch::Tensor>& trainable) const {
+    if (trainable.size() != params.size()) return false;
+    for (size_t k = 0; k < params.size(); ++k)
+      if (!trainable[k].is_same(params[k])) return false;
+    return true;
+  }
+
+  void Arm() {
+    flats.clear();
+    waiting.clear();
+    for (auto& bucket : buckets) {
+      int64_t n = 0;
+      for (size_t k : bucket) n += params[k].numel();
+      flats.push_back(torch::empty({n}, params[bucket[0]].options().requires_grad(false)));
+      waiting.push_back(static_cast<int64_t>(bucket.size()));
+    }
+    arrived.assign(params.size(), 0);
+    pending.clear();
+    next = 0;
+    armed = true;
+  }
+
+  // The gradient that parameter k will hold after this backward: what earlier micro-batches
+  // accumulated plus this one's.
+  void Place(size_t k, const torch::Tensor& grad) {
+    const auto& p = params[k];
+    torch::Tensor slot = flats[bucket_of[k]].narrow(0, static_cast<int64_t>(offset_of[k]), p.numel()).view(p.sizes());
+    if (!grad.defined()) {
+      slot.zero_();
+    } else if (p.grad().defined() && grad.unsafeGetTensorImpl() != p.grad().unsafeGetTensorImpl()) {
+      torch::add_out(slot, p.grad(), grad);
+    } else {
+      slot.copy_(grad);
+    }
+    arrived[k] = 1;
+    --waiting[bucket_of[k]];
+  }
+
+  // Issues the ready buckets that come next in order (a bucket waits for the ones before it: every
+  // rank issues the same reductions in the same order).
+  void IssueReady(bool overlapped) {
+    while (next < buckets.size() && waiting[next] == 0) {
+      pending.push_back(group->StartAllReduceSum(flats[next], What()));
+      if (overlapped) group->CountOverlapped(flats[next].numel() * static_cast<int64_t>(flats[next].element_size()));
+      ++next;
+    }
+  }
+
+  void Arrive(size_t k, const torch::Tensor& grad) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!armed || !error.empty()) return;
+    try {
+      torch::NoGradGuard no_grad;
+      if (arrived[k]) {
+        error = "parameter " + std::to_string(k) + " received two gradients in one backward pass";
+        return;
+      }
+      Place(k, grad);
+      IssueReady(true);
+    } catch (const std::exception& e) {
+      error = CleanMessage(e);  // raised by Finish, on the step's thread (never through autograd)
+    }
+  }
+};
+
+DataParallel::DataParallel(std::shared_ptr<ProcessGroup> group, torch::nn::Module& net, const DataParallelOptions& options)
+    : group_(std::move(group)), options_(options), reducer_(std::make_shared<Reducer>()) {
+  if (options_.bucket_bytes < 1) ThrowRange("Expected bucket bytes >= 1");
+  reducer_->group = group_;
+  reducer_->bucket_bytes = options_.bucket_bytes;
+  CheckSameModel(*group_, net, options_.description);
+  std::vector<torch::Tensor> state = net.parameters();
+  for (auto& b : net.buffers()) state.push_back(b);
+  BroadcastTensors(*group_, state, 0, "copying rank 0's parameters and buffers to every rank");
+  SetSyncBatchNorm(net, options_.sync_batch_norm ? group_ : nullptr);
+}
+
+DataParallel::~DataParallel() {
+  std::lock_guard<std::mutex> lock(reducer_->mu);
+  reducer_->armed = false;
+  for (auto& h : reducer_->hooks) h.first.remove_hook(h.second);
+  reducer_->hooks.clear();
+}
+
+void DataParallel::BeforeForward(torch::nn::Module& net) {
+  {
+    std::lock_guard<std::mutex> lock(reducer_->mu);
+    reducer_->armed = false;  // a backward that threw before its exchange leaves nothing armed
+  }
+  if (!options_.broadcast_buffers || group_->world_size() < 2) return;
+  std::vector<torch::Tensor> buffers = net.buffers();
+  if (!buffers.empty()) BroadcastTensors(*group_, buffers, 0, "copying rank 0's buffers (batch-norm statistics) before a forward pass");
+}
+
+namespace {
+std::vector<torch::Tensor> Trainable(const std::vector<torch::Tensor>& all) {
+  std::vector<torch::Tensor> out;
+  for (auto& p : all)
+    if (p.requires_grad()) out.push_back(p);
+  return out;
+}
+}  // namespace
+
+void DataParallel::BeforeBackward(torch::nn::Module& net, bool last_micro_batch) {
+  if (!last_micro_batch || group_->world_size() < 2) return;
+  Reducer& r = *reducer_;
+  std::lock_guard<std::mutex> lock(r.mu);
+  std::vector<torch::Tensor> trainable = Trainable(net.parameters());
+  if (r.hooks.empty() || !r.Same(trainable)) r.Build(trainable, reducer_);
+  r.error.clear();
+  r.Arm();
+}
+
+void DataParallel::NonFiniteLoss(double loss) {
+  std::lock_guard<std::mutex> lock(reducer_->mu);
+  if (!reducer_->non_finite) reducer_->bad_loss = loss;
+  reducer_->non_finite = true;
+}
+
+void DataParallel::ReduceGradients(const std::vector<torch::Tensor>& all) {
+  Reducer& r = *reducer_;
+  std::unique_lock<std::mutex> lock(r.mu);
+  bool non_finite = r.non_finite;
+  double bad_loss = r.bad_loss;
+  r.non_finite = false;
+  if (group_->world_size() < 2) {
+    r.steps++;
+    r.armed = false;
+    return;
+  }
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> trainable = Trainable(all);
+  if (!r.armed) {
+    // No hooked backward this step (this rank's loss was not finite, or the trainable set changed
+    // after it): everything is placed now.
+    if (r.hooks.empty() || !r.Same(trainable)) r.Build(trainable, reducer_);
+    r.Arm();
+  }
+  r.armed = false;
+  const std::string what = r.What();
+  if (!r.error.empty()) ThrowError("distributed: rank " + std::to_string(group_->rank()) + ": " + what + " failed: " + r.error);
+  // Parameters without a gradient from this backward: what earlier micro-batches left, or zeros.
+  std::vector<float> present(r.params.size() + static_cast<size_t>(group_->world_size()), 0.f);
+  for (size_t k = 0; k < r.params.size(); ++k) {
+    present[k] = r.arrived[k] || r.params[k].grad().defined() ? 1.f : 0.f;
+    if (!r.arrived[k]) r.Place(k, r.params[k].grad());
+  }
+  r.IssueReady(false);
+  // Which parameters have a gradient (summed: on how many ranks), and which ranks' losses were not finite.
+  present[r.params.size() + static_cast<size_t>(group_->rank())] = non_finite ? 1.f : 0.f;
+  torch::Tensor flags = torch::tensor(present, torch::kFloat);
+  if (!r.params.empty() && r.params[0].device() != flags.device()) flags = flags.to(r.params[0].device());
+  r.pending.push_back(group_->StartAllReduceSum(flags, what));
+  std::vector<Pending> pending = std::move(r.pending);
+  r.pending.clear();
+  r.steps++;
+  group_->WaitAll(pending);
+  torch::Tensor summed = flags.to(torch::kCPU);
+  auto pf = summed.accessor<float, 1>();
+  std::string bad;
+  for (int64_t q = 0; q < group_->world_size(); ++q)
+    if (pf[static_cast<int64_t>(r.params.size()) + q] > 0) bad += (bad.empty() ? "" : ", ") + std::to_string(q);
+  if (!bad.empty()) {
+    for (auto& p : r.params) p.mutable_grad() = torch::Tensor();
+    std::string m = "training step " + std::to_string(r.steps) + " produced a non-finite loss on rank" + (bad.find(',') == std::string::npos ? " " : "s ") + bad;
+    if (non_finite) m += " (this rank: " + std::to_string(bad_loss) + ")";
+    ThrowError(m + "; no rank updated its weights. Lower the learning rate or check the data.");
+  }
   double inv = 1.0 / static_cast<double>(group_->world_size());
-  for (size_t b = 0; b < buckets_.size(); ++b) {
-    torch::Tensor flat = tensors[b + 1].mul_(inv);
-    int64_t offset = 0;
-    for (size_t k : buckets_[b]) {
-      auto& p = params[k];
-      int64_t n = p.numel();
-      if (pf[k] > 0) p.mutable_grad() = flat.narrow(0, offset, n).view(p.sizes());
-      offset += n;
-    }
+  for (auto& flat : r.flats) flat.mul_(inv);
+  for (size_t k = 0; k < r.params.size(); ++k) {
+    auto& p = r.params[k];
+    p.mutable_grad() = pf[static_cast<int64_t>(k)] > 0 ? r.flats[r.bucket_of[k]].narrow(0, static_cast<int64_t>(r.offset_of[k]), p.numel()).view(p.sizes())
+                                                       : torch::Tensor();
   }
+  r.flats.clear();
 }
 
 }  // namespace dist

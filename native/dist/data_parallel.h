@@ -2,11 +2,15 @@
 // DataParallelHooks): at construction, the model is checked to be the same on every rank (names,
 // shapes and dtypes of parameters and buffers, and the caller's description of it) and rank 0's
 // parameters and buffers are copied to every rank; before each forward, rank 0's buffers again
-// (broadcast_buffers); after the last micro-batch's backward, every gradient is averaged over the
+// (broadcast_buffers); during the last micro-batch's backward, every gradient is averaged over the
 // ranks in buckets of about `bucket_bytes`, in reverse registration order (the order backward
-// produces them), issued together and then waited for. The buckets are reduced after the backward,
-// not from autograd hooks during it: no overlap of communication with the backward.
-// A parameter that no rank gave a gradient keeps none (the optimizer skips it, as on one process).
+// produces them): a hook on each parameter copies its gradient into its bucket as autograd makes it,
+// and a bucket whose gradients have all arrived is handed to the backend at once (in bucket order,
+// the same on every rank), so that the reduction runs on the backend's threads while the backward
+// goes on; the step waits for all of them after the backward. Buckets with a parameter that got no
+// gradient on this rank are issued after the backward. A parameter that no rank gave a gradient
+// keeps none (the optimizer skips it, as on one process). A non-finite loss on any rank is agreed on
+// in the same exchange: every rank then throws the same error and none updates its weights.
 #pragma once
 #include <torch/torch.h>
 
@@ -34,19 +38,17 @@ class DataParallel : public DataParallelHooks {
   // Collective: every rank constructs it at the same point. Throws (every rank) when the models
   // differ. Sets or clears the BatchNorm2d synchronisation of `net` (options.sync_batch_norm).
   DataParallel(std::shared_ptr<ProcessGroup> group, torch::nn::Module& net, const DataParallelOptions& options);
+  ~DataParallel() override;
   void BeforeForward(torch::nn::Module& net) override;
+  void BeforeBackward(torch::nn::Module& net, bool last_micro_batch) override;
+  void NonFiniteLoss(double loss) override;
   void ReduceGradients(const std::vector<torch::Tensor>& params) override;
 
-  int64_t buckets() const { return static_cast<int64_t>(buckets_.size()); }
-  // Bytes all-reduced by the last ReduceGradients (gradients and the presence flags).
-  int64_t last_bytes() const { return last_bytes_; }
-
  private:
+  struct Reducer;  // what the gradient hooks reach
   std::shared_ptr<ProcessGroup> group_;
   DataParallelOptions options_;
-  std::vector<std::vector<size_t>> buckets_;  // indices into the trainable parameters
-  int64_t steps_ = 0;
-  int64_t last_bytes_ = 0;
+  std::shared_ptr<Reducer> reducer_;
 };
 
 // Copies rank `root`'s tensors into every rank's, one flat buffer per dtype and device.

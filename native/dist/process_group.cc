@@ -247,26 +247,47 @@ void ProcessGroup::Fail(const std::string& what, const std::string& message) {
   ThrowError(m);
 }
 
-void ProcessGroup::AllReduceSum(std::vector<at::Tensor>& tensors, const std::string& what) {
+struct PendingReduce {
+  c10::intrusive_ptr<c10d::Work> work;
+  std::string what;
+};
+
+Pending ProcessGroup::StartAllReduceSum(const at::Tensor& tensor, const std::string& what) {
   CheckUsable(what);
-  auto t0 = std::chrono::steady_clock::now();
-  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  auto p = std::make_shared<PendingReduce>();
+  p->what = what;
   try {
     c10d::AllreduceOptions ao;
     ao.reduceOp = c10d::ReduceOp::SUM;
     ao.timeout = impl_->timeout;
-    for (auto& t : tensors) {
-      std::vector<at::Tensor> one{t};
-      works.push_back(impl_->collectives->AllReduce(one, ao));
-      reduced_bytes_ += static_cast<int64_t>(t.numel() * t.element_size());
-    }
-    for (auto& w : works) w->wait(impl_->timeout);
+    std::vector<at::Tensor> one{tensor};
+    p->work = impl_->collectives->AllReduce(one, ao);
+    reduced_bytes_ += static_cast<int64_t>(tensor.numel() * tensor.element_size());
   } catch (const UserError&) {
     throw;
   } catch (const std::exception& e) {
     Fail(what, CleanMessage(e));
   }
+  return p;
+}
+
+void ProcessGroup::WaitAll(const std::vector<Pending>& pending) {
+  auto t0 = std::chrono::steady_clock::now();
+  for (const auto& p : pending) {
+    CheckUsable(p->what);
+    try {
+      p->work->wait(impl_->timeout);
+    } catch (const std::exception& e) {
+      Fail(p->what, CleanMessage(e));
+    }
+  }
   reduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void ProcessGroup::AllReduceSum(std::vector<at::Tensor>& tensors, const std::string& what) {
+  std::vector<Pending> pending;
+  for (auto& t : tensors) pending.push_back(StartAllReduceSum(t, what));
+  WaitAll(pending);
 }
 
 void ProcessGroup::AllReduceMax(at::Tensor& tensor, const std::string& what) {
@@ -337,7 +358,10 @@ ProcessGroup::ProcessGroup(const GroupOptions& o) : options_(o) {
 ProcessGroup::~ProcessGroup() = default;
 void ProcessGroup::CheckUsable(const std::string&) const {}
 void ProcessGroup::Fail(const std::string& what, const std::string& message) { ThrowError(message); }
+struct PendingReduce {};
 void ProcessGroup::AllReduceSum(std::vector<at::Tensor>&, const std::string& what) { Fail(what, "no c10d"); }
+Pending ProcessGroup::StartAllReduceSum(const at::Tensor&, const std::string& what) { Fail(what, "no c10d"); }
+void ProcessGroup::WaitAll(const std::vector<Pending>&) {}
 void ProcessGroup::AllReduceMax(at::Tensor&, const std::string& what) { Fail(what, "no c10d"); }
 void ProcessGroup::Broadcast(std::vector<at::Tensor>&, int64_t, const std::string& what) { Fail(what, "no c10d"); }
 void ProcessGroup::Barrier(const std::string& what) { Fail(what, "no c10d"); }

@@ -29,6 +29,10 @@ struct GroupOptions {
 };
 
 // Whether this build has c10d and which backends; `why` says what is missing when it has none.
+// A sum all-reduce started by ProcessGroup::StartAllReduceSum and finished by WaitAll.
+struct PendingReduce;
+using Pending = std::shared_ptr<PendingReduce>;
+
 struct Availability {
   bool c10d = false, gloo = false, nccl = false;
   std::string why;
@@ -52,6 +56,12 @@ class ProcessGroup {
   // In place, every rank the same tensors in the same order. `what` names the operation in errors.
   // Sum of each tensor over the ranks; the calls are issued together and then waited for.
   void AllReduceSum(std::vector<at::Tensor>& tensors, const std::string& what);
+  // Starts the sum all-reduce of `tensor`, in place, and returns at once (the backend runs it on its
+  // own threads; Gloo's are idle while the caller computes): `tensor` must stay alive and untouched
+  // until WaitAll. Every rank starts the same reductions in the same order.
+  Pending StartAllReduceSum(const at::Tensor& tensor, const std::string& what);
+  // Waits for each (at most timeout_ms each); the first failure throws, naming its operation.
+  void WaitAll(const std::vector<Pending>& pending);
   void AllReduceMax(at::Tensor& tensor, const std::string& what);
   // rank `root`'s values to every rank (each tensor).
   void Broadcast(std::vector<at::Tensor>& tensors, int64_t root, const std::string& what);
@@ -59,9 +69,13 @@ class ProcessGroup {
   // Every rank's `mine`, by rank (through the store: for small strings such as model signatures).
   std::vector<std::string> AllGatherStrings(const std::string& mine, const std::string& what);
 
-  // Bytes passed to AllReduceSum since the group was made, and seconds spent in it (for bench/).
+  // Bytes all-reduced since the group was made, and seconds spent waiting for them (for bench/).
   int64_t reduced_bytes() const { return reduced_bytes_; }
   double reduce_seconds() const { return reduce_seconds_; }
+  // Bytes of those whose reduction was started during a backward pass (DataParallel's gradient
+  // buckets issued from autograd hooks: communication overlapping computation).
+  int64_t overlapped_bytes() const { return overlapped_bytes_; }
+  void CountOverlapped(int64_t bytes) { overlapped_bytes_ += bytes; }
 
  private:
   struct Impl;
@@ -74,6 +88,7 @@ class ProcessGroup {
   std::string failed_;  // the first collective error: the group is unusable after it
   int64_t gather_calls_ = 0;
   int64_t reduced_bytes_ = 0;
+  int64_t overlapped_bytes_ = 0;
   double reduce_seconds_ = 0;
 };
 

@@ -103,6 +103,7 @@ Napi::Value DistStats(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("reducedBytes", Napi::Number::New(env, g ? static_cast<double>(g->reduced_bytes()) : 0.0));
   o.Set("reduceSeconds", Napi::Number::New(env, g ? g->reduce_seconds() : 0.0));
+  o.Set("overlappedBytes", Napi::Number::New(env, g ? static_cast<double>(g->overlapped_bytes()) : 0.0));
   return o;
 }
 

@@ -17,7 +17,7 @@ Napi::Value DistBarrier(const Napi::CallbackInfo& info);
 Napi::Value DistAllReduce(const Napi::CallbackInfo& info);
 // distDestroy() -> Promise<void>: releases the process group (a model set up with it keeps it).
 Napi::Value DistDestroy(const Napi::CallbackInfo& info);
-// distStats() -> { reducedBytes, reduceSeconds } of the current group (zeros without one).
+// distStats() -> { reducedBytes, reduceSeconds, overlappedBytes } of the current group (zeros without one).
 Napi::Value DistStats(const Napi::CallbackInfo& info);
 
 }  // namespace segtorch

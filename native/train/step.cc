@@ -60,18 +60,33 @@ StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& 
     if (state.parallel) state.parallel->BeforeForward(net);
     torch::Tensor loss = TrainingLoss(net, run, x, y, o, &result, d);
     bool fp16 = o.precision == Precision::kFp16;
+    bool last = (state.micro + 1) % o.accumulate == 0;
     if (!std::isfinite(result.loss) && !fp16) {
-      ClearGradients(net);
-      ThrowError("training step " + std::to_string(state.steps + 1) + " produced a non-finite loss (" +
-                 std::to_string(result.loss) + "); the weights were not updated. Lower the learning rate or check the data.");
+      if (!state.parallel) {
+        ClearGradients(net);
+        ThrowError("training step " + std::to_string(state.steps + 1) + " produced a non-finite loss (" +
+                   std::to_string(result.loss) + "); the weights were not updated. Lower the learning rate or check the data.");
+      }
+      // Data parallel: the other ranks are in (or on their way to) the gradient exchange; this rank
+      // skips its backward and says so there, and every rank throws the same error.
+      state.parallel->NonFiniteLoss(result.loss);
+    } else {
+      if (state.parallel) state.parallel->BeforeBackward(net, last);
+      (loss * ((fp16 ? state.scaler.scale : 1.0) / static_cast<double>(o.accumulate))).backward();
     }
-    (loss * ((fp16 ? state.scaler.scale : 1.0) / static_cast<double>(o.accumulate))).backward();
     ++state.micro;
     if (state.micro % o.accumulate == 0) {
       auto params = net.parameters();
       // Data parallel: gradients averaged over the ranks on the last micro-batch only (earlier
       // ones accumulate locally, as DistributedDataParallel under no_sync()).
-      if (state.parallel) state.parallel->ReduceGradients(params);
+      if (state.parallel) {
+        try {
+          state.parallel->ReduceGradients(params);
+        } catch (...) {
+          ClearGradients(net);
+          throw;
+        }
+      }
       bool ok = fp16 ? state.scaler.UnscaleAndCheck(params) : true;
       if (ok) {
         if (o.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(params, o.clip_grad_norm);

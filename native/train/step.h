@@ -60,6 +60,12 @@ class DataParallelHooks {
   virtual ~DataParallelHooks() = default;
   // Before each forward pass (buffers from rank 0, as DistributedDataParallel's broadcast_buffers).
   virtual void BeforeForward(torch::nn::Module& net) = 0;
+  // Before each backward pass; last_micro_batch: the one whose gradients are exchanged (earlier
+  // ones accumulate locally, as DistributedDataParallel under no_sync()).
+  virtual void BeforeBackward(torch::nn::Module& net, bool last_micro_batch) = 0;
+  // This rank's loss was not finite: its backward is skipped, and the exchange of the last
+  // micro-batch makes every rank throw the same error (no rank updates its weights).
+  virtual void NonFiniteLoss(double loss) = 0;
   // After the backward of the last micro-batch, before unscaling, clipping and the update: every
   // gradient becomes its average over the ranks.
   virtual void ReduceGradients(const std::vector<torch::Tensor>& params) = 0;

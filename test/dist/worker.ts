@@ -5,7 +5,7 @@
  */
 import * as fs from 'fs'
 import * as path from 'path'
-import { createModel, distributed, loadModel, Model } from '../../lib'
+import { createModel, distributed, loadModel, Model, tensor } from '../../lib'
 import { loader } from '../../lib/data/loader'
 import type { Dataset, Sample } from '../../lib/data/datasets'
 import type { StepInfo } from '../../lib/fit'
@@ -41,6 +41,16 @@ export interface Scenario {
   batchNorm?: boolean
   /** Channels-last convolutions: the same arithmetic in another order (a rounding-only perturbation). */
   channelsLast?: boolean
+  /** Micro-batches per optimizer step (fit's accumulate). */
+  accumulate?: number
+  /** Gradient bucket size (fit's distributed.bucketMB). */
+  bucketMB?: number
+  /** On this rank, the images of this batch (0-based, in the run) are 3e38 (finite; the network overflows): a non-finite loss on one rank. */
+  nanAt?: { rank: number, batch: number }
+  /** This rank aborts fit's AbortSignal in onStep after this step. */
+  abortAt?: { rank: number, step: number }
+  /** SIGINT aborts fit's AbortSignal (as segtorch train does on Ctrl-C). */
+  abortOnSigint?: boolean
 }
 
 const CLASSES = ['a', 'b', 'c']
@@ -101,15 +111,22 @@ async function main (): Promise<void> {
     } else {
       const data = loader(dataset(s.samples, s.size, s.indices), { batchSize: s.batchSize, shuffle: s.shuffle ?? false, seed: 5, ...(s.distributed ? { shard: 'auto' as const } : {}) })
       const files: string[][] = []
+      let batches = 0
       const source = {
         get length () { return data.length as number },
         async * [Symbol.asyncIterator] () {
           for await (const b of data) {
             files.push(b.files)
-            yield b
+            if (s.nanAt?.rank === rank && s.nanAt.batch === batches++) {
+              yield { ...b, images: tensor(new Float32Array(b.images.shape.reduce((a, v) => a * v, 1)).fill(3e38), b.images.shape) }
+            } else {
+              yield b
+            }
           }
         }
       }
+      const controller = new AbortController()
+      if (s.abortOnSigint) process.on('SIGINT', () => { report.sigint = true; controller.abort() })
       const losses: number[] = []
       const h = await model.fit(source, {
         iterations: s.iterations,
@@ -117,10 +134,13 @@ async function main (): Promise<void> {
         optimizer: { type: 'sgd', lr: s.lr ?? 0.05, momentum: 0.9 },
         precision: 'fp32',
         channelsLast: s.channelsLast ?? false,
-        distributed: s.distributed ? { timeoutMs: s.timeoutMs ?? 30000, syncBatchNorm: s.syncBatchNorm ?? false } : false,
+        distributed: s.distributed ? { timeoutMs: s.timeoutMs ?? 30000, syncBatchNorm: s.syncBatchNorm ?? false, ...(s.bucketMB !== undefined ? { bucketMB: s.bucketMB } : {}) } : false,
+        accumulate: s.accumulate ?? 1,
+        signal: s.abortAt !== undefined || s.abortOnSigint === true ? controller.signal : undefined,
         checkpointDir: s.checkpointDir,
         resume: s.resume,
         onStep: async (info: StepInfo) => {
+          if (s.abortAt?.rank === rank && s.abortAt.step === info.step) controller.abort()
           losses.push(info.loss)
           report.ranks = [...((report.ranks as number[] | undefined) ?? []), info.rank]
           process.stdout.write(`rank ${rank} step ${info.step}\n`)
@@ -129,6 +149,7 @@ async function main (): Promise<void> {
       })
       report.losses = losses
       report.steps = h.steps
+      report.stopped = h.stopped
       report.files = files
       report.stats = distributed.stats()
     }
