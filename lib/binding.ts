@@ -42,8 +42,8 @@ export interface NativeModel extends NativeInferenceModel {
   loadStateDict(path: string, strict: boolean, prefix: string): Promise<StateDictReport>
   saveStateDict(path: string): Promise<void>
   stateDictShapes(): Promise<Record<string, number[]>>
-  exportTorchScript(path: string, options: { height: number, width: number, dynamic: boolean }, metadata: string): Promise<unknown>
-  exportGraph(options: { height: number, width: number, dynamic: boolean }): Promise<unknown>
+  exportTorchScript(path: string, options: { height: number, width: number, dynamic: boolean, precision: 'fp32' | 'bf16' }, metadata: string): Promise<unknown>
+  exportGraph(options: { height: number, width: number, dynamic: boolean, precision: 'fp32' }): Promise<unknown>
   distribute(options: { bucketBytes: number, broadcastBuffers: boolean, syncBatchNorm: boolean } | null): Promise<void>
 }
 

@@ -5,10 +5,50 @@
  * sizes, within 1e-5 (TorchScript) and 1e-4 (ONNX) of the largest logit (at least 1).
  */
 import * as assert from 'assert'
+import { spawnSync } from 'child_process'
+import * as fs from 'fs'
+import * as os from 'os'
 import * as path from 'path'
 import * as ort from 'onnxruntime-node'
-import { loadTorchScript, Model, Tensor } from '../lib'
-import { randomImages, tmpdir } from './helpers'
+import { backend, loadTorchScript, Model, Tensor } from '../lib'
+import { randomImages, ROOT, tmpdir } from './helpers'
+import { PYTHON } from './twin'
+
+/** PyTorch 2.x from PyPI (scripts/pytorch-venv.sh), where it is installed: a second Python to load exports with. */
+export const PYTORCH2_PYTHON = process.env.SEGTORCH_ONNX_PYTHON ?? path.join(os.homedir(), '.cache', 'segtorch-pytorch', 'bin', 'python')
+
+/** '' when `python` can import `module`, else why not. */
+export function pythonMissing (python: string, module: string): string {
+  const r = spawnSync(python, ['-c', `import ${module}`], { encoding: 'utf8' })
+  return r.status === 0 ? '' : `${python} cannot import ${module} (${(r.stderr || r.error?.message || '').trim().split('\n').pop() ?? ''})`
+}
+
+const pythons: { list?: string[] } = {}
+/** The Pythons with torch here (Debian's 1.13, the PyPI 2.x venv), found once. */
+export function torchPythons (): string[] {
+  if (pythons.list === undefined) {
+    pythons.list = [PYTHON, PYTORCH2_PYTHON].filter((p) => pythonMissing(p, 'torch') === '')
+    if (pythons.list.length < 2) console.log(`        (TorchScript files loaded by ${pythons.list.length === 0 ? 'no Python: none has torch' : pythons.list[0] + ' only'})`)
+  }
+  return pythons.list
+}
+
+/**
+ * Runs test/python/export_check.py with `python` over DIR/NAME.pt for each name (input NAME.in.bin of
+ * shape NAME.shape): the logits it computed, by name, and the torch version.
+ */
+export function runInPython (python: string, dir: string, names: string[]): { version: string, logits: Record<string, Float32Array>, lines: string[] } {
+  const r = spawnSync(python, [path.join(ROOT, 'test', 'python', 'export_check.py'), dir, ...names],
+    { encoding: 'utf8', env: { ...process.env, TS_THREADS: String(backend().threads) } })
+  assert.strictEqual(r.status, 0, `${python}: ${r.stderr}`)
+  const lines = r.stdout.split('\n')
+  const logits: Record<string, Float32Array> = {}
+  for (const name of names) {
+    const b = fs.readFileSync(path.join(dir, `${name}.out.bin`))
+    logits[name] = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length))
+  }
+  return { version: lines[0], logits, lines }
+}
 
 /** Largest |a - b| over the largest |b| (at least 1). */
 export function relativeError (a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -32,6 +72,27 @@ export interface ExportCheck {
   onnx: string
   /** relative errors per size: [torchscript, onnx] */
   errors: Array<[number, number]>
+  /** the bf16 TorchScript export at the first size: relative error of its logits to fp32 forward(), and label agreement */
+  bf16: { error: number, agreement: number }
+}
+
+/** Fraction of pixels whose argmax over the classes (dim 1 of [N, K, H, W]) agrees. */
+export function labelAgreement (a: ArrayLike<number>, b: ArrayLike<number>, shape: readonly number[]): number {
+  const [n, k, h, w] = shape
+  const plane = h * w
+  let same = 0
+  for (let i = 0; i < n; i++) {
+    for (let p = 0; p < plane; p++) {
+      let ba = 0
+      let bb = 0
+      for (let c = 1; c < k; c++) {
+        if (a[(i * k + c) * plane + p] > a[(i * k + ba) * plane + p]) ba = c
+        if (b[(i * k + c) * plane + p] > b[(i * k + bb) * plane + p]) bb = c
+      }
+      if (ba === bb) same++
+    }
+  }
+  return same / (n * plane)
 }
 
 export async function checkExports (model: Model, sizes: Array<[number, number]>, seed = 21): Promise<ExportCheck> {
@@ -68,7 +129,42 @@ export async function checkExports (model: Model, sizes: Array<[number, number]>
       assert.ok(errors[i][0] <= 1e-5, `TorchScript logits at ${sizes[i].join('x')}: relative error ${errors[i][0]}`)
       assert.ok(errors[i][1] <= 1e-4, `ONNX logits at ${sizes[i].join('x')}: relative error ${errors[i][1]}`)
     }
-    return { torchscript, onnx, errors }
+    // bf16: weights and computation in bfloat16, float32 in and out.
+    const arch = model.config.arch
+    const bf16File = path.join(dir, `${arch}-bf16.pt`)
+    const tb = await model.exportTorchScript(bf16File, { precision: 'bf16' })
+    assert.strictEqual(tb.precision, 'bf16')
+    const sb = await loadTorchScript(bf16File, { inChannels: channels, numClasses: k })
+    const [h, w] = sizes[0]
+    const x = randomImages(1, channels, h, w, seed)
+    const ref = (await model.forward(x)).dataSync() as Float32Array
+    let bf16: ExportCheck['bf16']
+    try {
+      const ours = (await sb.predict(x, { output: 'logits' })).dataSync() as Float32Array
+      bf16 = { error: relativeError(ours, ref), agreement: labelAgreement(ours, ref, [1, k, h, w]) }
+    } finally {
+      sb.dispose()
+    }
+    console.log(`        (${arch} bf16 TorchScript: relative error ${bf16.error.toExponential(2)}, labels ${(100 * bf16.agreement).toFixed(2)} % as fp32)`)
+    // bfloat16 keeps 8 bits of mantissa: about 1e-2 of the largest logit through a deep network;
+    // a wrong weight or operation gives errors of order 1. (Labels of these random, untrained
+    // networks have near-ties: 93 % for SegNet's.)
+    assert.ok(bf16.error <= 0.1, `bf16 TorchScript logits: relative error ${bf16.error}`)
+    assert.ok(bf16.agreement >= 0.9, `bf16 TorchScript labels: ${bf16.agreement} as fp32`)
+    // Python: torch.jit.load of both files, in each PyTorch here (Debian's 1.13, PyPI's 2.x).
+    fs.writeFileSync(path.join(dir, `${arch}.in.bin`), x.dataSync() as Float32Array)
+    fs.writeFileSync(path.join(dir, `${arch}.shape`), x.shape.join(' '))
+    fs.copyFileSync(path.join(dir, `${arch}.in.bin`), path.join(dir, `${arch}-bf16.in.bin`))
+    fs.copyFileSync(path.join(dir, `${arch}.shape`), path.join(dir, `${arch}-bf16.shape`))
+    for (const python of torchPythons()) {
+      const py = runInPython(python, dir, [arch, `${arch}-bf16`])
+      const e32 = relativeError(py.logits[arch], ref)
+      const e16 = relativeError(py.logits[`${arch}-bf16`], ref)
+      assert.ok(e32 <= 1e-5, `${py.version}: fp32 TorchScript logits, relative error ${e32}`)
+      // bf16 kernels differ between PyTorch versions (oneDNN's): the same criterion as ours above.
+      assert.ok(e16 <= 0.1, `${py.version}: bf16 TorchScript logits against fp32 forward(), relative error ${e16}`)
+    }
+    return { torchscript, onnx, errors, bf16 }
   } finally {
     if (training) await model.train()
   }

@@ -7,22 +7,17 @@
 import * as assert from 'assert'
 import { spawnSync } from 'child_process'
 import * as fs from 'fs'
-import * as os from 'os'
 import * as path from 'path'
 import * as ort from 'onnxruntime-node'
-import { backend, createModel, Model, ModelOptions, SegtorchError } from '../lib'
+import { createModel, loadTorchScript, Model, ModelOptions, SegtorchError } from '../lib'
 import { convert } from '../lib/export/onnx'
-import { onnxLogits, relativeError } from './export-check'
+import { onnxLogits, pythonMissing, PYTORCH2_PYTHON, relativeError, runInPython, torchPythons } from './export-check'
 import { randomImages, rejects, ROOT, tmpdir } from './helpers'
+import { PYTHON } from './twin'
 
-const PYTHON = process.env.SEGTORCH_PYTHON ?? '/usr/bin/python3'
-// The ONNX checker: a Python with the onnx package (the PyTorch 2 venv of scripts/check-libtorch2.sh by default).
-const ONNX_PYTHON = process.env.SEGTORCH_ONNX_PYTHON ?? path.join(os.homedir(), '.cache', 'segtorch-pytorch', 'bin', 'python')
-
-function missing (python: string, module: string): string {
-  const r = spawnSync(python, ['-c', `import ${module}`], { encoding: 'utf8' })
-  return r.status === 0 ? '' : `${python} cannot import ${module} (${(r.stderr || r.error?.message || '').trim().split('\n').pop()})`
-}
+// The ONNX checker: a Python with the onnx package (the PyTorch 2 venv of scripts/pytorch-venv.sh by default).
+const ONNX_PYTHON = PYTORCH2_PYTHON
+const missing = pythonMissing
 
 // One per kind of operation the converter and the size rewrite handle: transposed convolutions
 // (unet), max-unpooling (segnet's indices; its 29M-parameter network stays in the battery),
@@ -46,10 +41,10 @@ describe('export', function () {
   })
   after(() => { for (const m of Object.values(models)) m.dispose() })
 
-  it("writes TorchScript that Python's torch.jit.load (1.13 and 2.x) runs with the logits of forward()", async function () {
-    const why = missing(PYTHON, 'torch')
-    if (why !== '') {
-      console.log(`      skipped: ${why}; install python3-torch`)
+  it("writes TorchScript that Python's torch.jit.load (1.13 and 2.x) runs with the logits of forward() and the metadata", async function () {
+    const pythons = torchPythons()
+    if (pythons.length === 0) {
+      console.log(`      skipped: ${missing(PYTHON, 'torch')}; install python3-torch`)
       this.skip()
     }
     const refs: Record<string, Float32Array> = {}
@@ -60,35 +55,59 @@ describe('export', function () {
       fs.writeFileSync(path.join(dir, `${name}.shape`), x.shape.join(' '))
       refs[name] = (await m.forward(x)).dataSync() as Float32Array
     }
-    // Debian's PyTorch 1.13 (the libtorch we build against), then PyTorch 2 where its venv is here
-    const pythons = [PYTHON, ...(missing(ONNX_PYTHON, 'torch') === '' ? [ONNX_PYTHON] : [])]
-    if (pythons.length === 1) console.log(`      (PyTorch 2 check skipped: ${missing(ONNX_PYTHON, 'torch')})`)
-    for (const python of pythons) checkPython(python, refs)
+    for (const python of pythons) {
+      const r = runInPython(python, dir, Object.keys(models))
+      assert.match(r.version, /^torch \S+/)
+      for (const [name, m] of Object.entries(models)) {
+        const line = r.lines.find((l) => l.startsWith(`${name} `))
+        assert.ok(line, r.lines.join('\n'))
+        const [, n, k, h, w, params] = line.split(' ').map(Number)
+        assert.deepStrictEqual([n, k, h, w], [2, m.config.numClasses, 45, 61])
+        assert.ok(params > 0 && params <= m.info().parameters, `parameters ${params}`)
+        const err = relativeError(r.logits[name], refs[name])
+        assert.ok(err <= 1e-5, `${name} in ${r.version}: relative error ${err}`)
+        const meta = r.lines.find((l) => l.startsWith(`meta ${name} `))
+        assert.ok(meta, r.lines.join('\n'))
+        const c = m.config.inChannels
+        assert.deepStrictEqual(JSON.parse(meta.slice(`meta ${name} `.length)), {
+          arch: name, mean: c === 3 ? [0.485, 0.456, 0.406] : [0.5], std: c === 3 ? [0.229, 0.224, 0.225] : [0.5]
+        }, r.version)
+      }
+    }
   })
 
-  function checkPython (python: string, refs: Record<string, Float32Array>): void {
-    const r = spawnSync(python, [path.join(ROOT, 'test', 'python', 'export_check.py'), dir, ...Object.keys(models)],
-      { encoding: 'utf8', env: { ...process.env, TS_THREADS: String(backend().threads) } })
-    assert.strictEqual(r.status, 0, r.stderr)
-    assert.match(r.stdout, /^torch \S+/)
-    for (const [name, m] of Object.entries(models)) {
-      const line = r.stdout.split('\n').find((l) => l.startsWith(`${name} `))
-      assert.ok(line, r.stdout)
-      const [, n, k, h, w, params] = line.split(' ').map(Number)
-      assert.deepStrictEqual([n, k, h, w], [2, m.config.numClasses, 45, 61])
-      assert.ok(params > 0 && params <= m.info().parameters, `parameters ${params}`)
-      const b = fs.readFileSync(path.join(dir, `${name}.out.bin`))
-      const got = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length))
-      const err = relativeError(got, refs[name])
-      assert.ok(err <= 1e-5, `${name} in ${r.stdout.split('\n')[0]}: relative error ${err}`)
-      const meta = r.stdout.split('\n').find((l) => l.startsWith(`meta ${name} `))
-      assert.ok(meta, r.stdout)
-      const c = m.config.inChannels
-      assert.deepStrictEqual(JSON.parse(meta.slice(`meta ${name} `.length)), {
-        arch: name, mean: c === 3 ? [0.485, 0.456, 0.406] : [0.5], std: c === 3 ? [0.229, 0.224, 0.225] : [0.5]
-      }, `${python}: ${r.stdout.split('\n')[0]}`)
+  it("precision 'bf16': bfloat16 weights (half the file), float32 in and out, from the API and the CLI", async () => {
+    const m = await createModel({ arch: 'deeplabv3', backbone: 'resnet18', numClasses: 5 })
+    try {
+      const f32 = path.join(dir, 'dl-fp32.pt')
+      const b16 = path.join(dir, 'dl-bf16.pt')
+      assert.strictEqual((await m.exportTorchScript(f32)).precision, 'fp32')
+      assert.strictEqual((await m.exportTorchScript(b16, { precision: 'bf16' })).precision, 'bf16')
+      const ratio = fs.statSync(b16).size / fs.statSync(f32).size
+      console.log(`      (deeplabv3-resnet18: ${(fs.statSync(f32).size / 1e6).toFixed(1)} MB in fp32, ${(fs.statSync(b16).size / 1e6).toFixed(1)} MB in bf16)`)
+      assert.ok(ratio > 0.45 && ratio < 0.55, `bf16 / fp32 file size ${ratio}`)
+      const s = await loadTorchScript(b16, { inChannels: 3, numClasses: 5 })
+      try {
+        const x = randomImages(1, 3, 50, 70, 3)
+        const y = await s.predict(x, { output: 'logits' })
+        assert.strictEqual(y.dtype, 'float32')
+        assert.deepStrictEqual(y.shape, [1, 5, 50, 70])
+        assert.ok(relativeError(y.dataSync() as Float32Array, (await m.forward(x)).dataSync() as Float32Array) < 0.05)
+      } finally {
+        s.dispose()
+      }
+      await rejects(m.exportTorchScript(path.join(dir, 'x.pt'), { precision: 'fp16' as 'bf16' }), RangeError, /Expected one of 'fp32', 'bf16' for precision but received 'fp16'/)
+      const saved = path.join(dir, 'dl.segtorch')
+      await m.save(saved)
+      const cli = spawnSync(process.execPath, ['-r', require.resolve('ts-node/register/transpile-only'), path.join(ROOT, 'lib', 'cli', 'index.ts'), 'export', saved,
+        '--format', 'torchscript', '--precision', 'bf16', '--out', path.join(dir, 'cli-bf16.pt')], { encoding: 'utf8', env: { ...process.env, TS_NODE_PROJECT: path.join(ROOT, 'tsconfig.json') } })
+      assert.strictEqual(cli.status, 0, cli.stderr)
+      assert.match(cli.stdout, /TorchScript, bf16/)
+      assert.ok(Math.abs(fs.statSync(path.join(dir, 'cli-bf16.pt')).size - fs.statSync(b16).size) < 4096)
+    } finally {
+      m.dispose()
     }
-  }
+  })
 
   it('writes ONNX models that the ONNX checker accepts (opset 13 and 17, logits and labels)', async function () {
     const why = missing(ONNX_PYTHON, 'onnx')
@@ -211,7 +230,7 @@ describe('export', function () {
     await rejects(m.exportOnnx(f, { dynamicSize: 'yes' as unknown as boolean }), TypeError, /dynamicSize/)
     await rejects(m.exportOnnx(f, { example: [0, 4] }), RangeError, /example\[0\]/)
     await rejects(m.exportOnnx('', {}), TypeError, /file/)
-    await rejects(m.exportTorchScript(f, { precision: 'bf16' as 'fp32' }), RangeError, /precision/)
+    await rejects(m.exportTorchScript(f, { precision: 'fp16' as 'fp32' }), RangeError, /precision/)
     await rejects(m.exportTorchScript(f, { opset: 17 } as never), TypeError, /opset/)
     assert.ok(!fs.existsSync(f), 'nothing written')
   })

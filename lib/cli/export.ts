@@ -9,6 +9,7 @@ export interface ExportCliOptions {
   opset?: string
   output?: string
   fixedSize?: string
+  precision?: string
   json?: boolean
 }
 
@@ -30,17 +31,20 @@ export async function runExport (modelFile: string, o: ExportCliOptions, out: (s
   if (!Number.isInteger(opset) || opset < 13 || opset > 18) throw new UsageError(`Expected an opset from 13 to 18 for --opset but received '${o.opset}'`)
   const output = o.output ?? 'logits'
   if (output !== 'logits' && output !== 'labels') throw new UsageError(`Expected logits or labels for --output but received '${output}'`)
+  if (o.precision !== undefined && o.format !== 'torchscript') throw new UsageError('--precision applies to --format torchscript only')
+  const precision = o.precision ?? 'fp32'
+  if (precision !== 'fp32' && precision !== 'bf16') throw new UsageError(`Expected fp32 or bf16 for --precision but received '${precision}'`)
   const fixed = o.fixedSize === undefined ? undefined : size(o.fixedSize)
   const sizeOptions = fixed === undefined ? {} : { dynamicSize: false, example: fixed }
   const model = await openModel(modelFile, 'cpu')
   try {
     const r = o.format === 'onnx'
       ? await model.exportOnnx(o.out, { opset, output, ...sizeOptions })
-      : await model.exportTorchScript(o.out, sizeOptions)
+      : await model.exportTorchScript(o.out, { precision, ...sizeOptions })
     if (o.json === true) {
       out(JSON.stringify(r, null, 2))
     } else {
-      out(`wrote ${r.file} (${r.format === 'onnx' ? `ONNX opset ${opset}, output ${output}` : 'TorchScript'})`)
+      out(`wrote ${r.file} (${r.format === 'onnx' ? `ONNX opset ${opset}, output ${output}` : `TorchScript, ${precision}`})`)
       out(`input: float32 [${r.inputShape.join(', ')}], normalised: (pixel / 255 - mean) / std with mean ${JSON.stringify(r.mean)}, std ${JSON.stringify(r.std)}`)
     }
     return r

@@ -72,6 +72,7 @@ export function program (): Command {
     .option('--opset <n>', 'ONNX opset, 13 to 18 (default 17)')
     .option('--output <what>', 'ONNX output: logits (default) or labels')
     .option('--fixed-size <HxW>', 'batch 1 and this size instead of any batch and size')
+    .option('--precision <p>', 'TorchScript weights and computation: fp32 (default) or bf16 (float32 in and out)')
     .option('--json', 'print the result as JSON')
     .action(async (model: string, opts: ExportCliOptions) => { await runExport(model, opts, out) })
   p.command('launch').description('run a command as the ranks of data-parallel training (torchrun\'s environment: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, ...); stops every rank when one fails')

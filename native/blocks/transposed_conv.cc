@@ -19,7 +19,10 @@ SubpixelConvTranspose2dImpl::SubpixelConvTranspose2dImpl(const torch::nn::ConvTr
 }
 
 torch::Tensor SubpixelConvTranspose2dImpl::forward(const torch::Tensor& x) {
-  if (!subpixel_ || x.dim() != 4 || Tracing()) return torch::nn::ConvTranspose2dImpl::forward(x);
+  // Traced, it stays one transposed convolution (ONNX ConvTranspose), except in bfloat16 on the CPU:
+  // libtorch 1.13's CPU conv_transpose2d refuses bfloat16 (it checks the weight as a convolution's).
+  bool traced_plain = Tracing() && !(x.scalar_type() == torch::kBFloat16 && x.device().is_cpu());
+  if (!subpixel_ || x.dim() != 4 || traced_plain) return torch::nn::ConvTranspose2dImpl::forward(x);
   const int64_t s = stride_, in = weight.size(0), out = weight.size(1), k = weight.size(2), m = k / s;
   // weight [in, out, m*s, m*s] -> [out, r1, r2, in, q1, q2] -> flipped over q -> [out*s*s, in, m, m]
   torch::Tensor v = weight.reshape({in, out, m, s, m, s}).permute({1, 3, 5, 0, 2, 4});

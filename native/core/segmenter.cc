@@ -205,7 +205,7 @@ torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions
 }
 
 std::shared_ptr<const ExportGraph> Segmenter::TraceForExport(const ExportOptions& options) {
-  auto key = std::make_tuple(options.height, options.width, options.dynamic, WeightsVersion());
+  auto key = std::make_tuple(options.height, options.width, options.dynamic, WeightsVersion(), static_cast<int>(options.dtype));
   if (!export_ || key != export_key_) {
     export_.reset();
     export_ = std::make_shared<const ExportGraph>(segtorch::TraceForExport(config_, *net_, device_, options));

@@ -112,7 +112,7 @@ class Segmenter {
   int64_t changes_ = 0;
   FoldedNet folded_;  // what predict runs with foldBatchNorm
   std::shared_ptr<const ExportGraph> export_;  // the last export, for export_key_
-  std::tuple<int64_t, int64_t, bool, int64_t> export_key_{0, 0, false, -1};  // height, width, dynamic, weights version
+  std::tuple<int64_t, int64_t, bool, int64_t, int> export_key_{0, 0, false, -1, 0};  // height, width, dynamic, weights version, dtype
   Evaluation evaluation_;
 };
 

@@ -49,9 +49,16 @@ std::map<TensorKey, std::pair<std::string, bool>> TensorNames(torch::nn::Module&
   return names;
 }
 
-// The eval-mode forward of `net` on x (sizes multiples of its input multiple), traced.
-std::shared_ptr<Graph> Trace(SegmentationModel& net, const at::Tensor& x) {
-  auto fn = [&net](torch::jit::Stack in) -> torch::jit::Stack { return {net.forward(in.at(0).toTensor()).out}; };
+// The eval-mode forward of `net` (whose weights are of type `dtype`) on float32 x, in `dtype`, with
+// float32 logits.
+at::Tensor Forward(SegmentationModel& net, const at::Tensor& x, at::ScalarType dtype) {
+  if (dtype == at::kFloat) return net.forward(x).out;
+  return net.forward(x.to(dtype)).out.to(at::kFloat);
+}
+
+// Forward(net, x, dtype) traced (x's sizes multiples of the network's input multiple).
+std::shared_ptr<Graph> Trace(SegmentationModel& net, const at::Tensor& x, at::ScalarType dtype) {
+  auto fn = [&net, dtype](torch::jit::Stack in) -> torch::jit::Stack { return {Forward(net, in.at(0).toTensor(), dtype)}; };
   auto traced = torch::jit::tracer::trace({x}, fn, [](const torch::autograd::Variable&) { return std::string(); },
                                           /*strict=*/false, /*force_outplace=*/true);
   return traced.first->graph;
@@ -353,10 +360,21 @@ std::shared_ptr<Graph> WithPadding(Graph& body, int64_t k) {
   return g;
 }
 
-at::Tensor Reference(SegmentationModel& net, const at::Tensor& x, int64_t k) {
+at::Tensor Reference(SegmentationModel& net, const at::Tensor& x, int64_t k, at::ScalarType dtype) {
   int64_t h = x.size(2), w = x.size(3), ph = (k - h % k) % k, pw = (k - w % k) % k;
   at::Tensor xp = at::constant_pad_nd(x, {0, pw, 0, ph}, 0);
-  return net.forward(xp).out.narrow(2, 0, h).narrow(3, 0, w);
+  return Forward(net, xp, dtype).narrow(2, 0, h).narrow(3, 0, w);
+}
+
+// Every floating parameter and buffer of `net` to `dtype`, the folded convolution biases (set on the
+// modules, not registered) included.
+void ConvertWeights(SegmentationModel& net, at::ScalarType dtype) {
+  net.to(dtype);
+  for (const auto& kv : net.named_modules()) {
+    if (auto* conv = kv.value()->as<torch::nn::Conv2d>()) {
+      if (conv->bias.defined() && conv->bias.scalar_type() != dtype) conv->bias = conv->bias.to(dtype);
+    }
+  }
 }
 
 int64_t RoundUp(int64_t v, int64_t k) { return (v + k - 1) / k * k; }
@@ -390,6 +408,9 @@ ExportGraph TraceForExport(const ModelConfig& config, SegmentationModel& source,
   torch::NoGradGuard no_grad;
   FoldedNet folded;
   SegmentationModel& net = folded.Get(config, source, device, /*version=*/0, /*channels_last=*/false, at::kFloat);
+  if (options.dtype != at::kFloat && options.dtype != at::kBFloat16) ThrowRange("Expected an export precision of fp32 or bf16");
+  const at::ScalarType dtype = options.dtype;
+  if (dtype != at::kFloat) ConvertWeights(net, dtype);
   for (auto& p : net.parameters()) p.requires_grad_(false);
   ExportGraph e;
   e.names = TensorNames(net);
@@ -414,8 +435,8 @@ ExportGraph TraceForExport(const ModelConfig& config, SegmentationModel& source,
       for (int64_t scale : {1, 4}) {
         const int64_t th = RoundUp(h * scale, k), tw = RoundUp(w * scale, k);
         std::vector<std::shared_ptr<Graph>> traces = {
-            Trace(net, randn({2, c, th, tw})), Trace(net, randn({3, c, RoundUp(th + u + 9, k), RoundUp(tw + 2 * u + 11, k)})),
-            Trace(net, randn({1, c, RoundUp(th + 2 * u + 3, k), RoundUp(tw + u + 7, k)}))};
+            Trace(net, randn({2, c, th, tw}), dtype), Trace(net, randn({3, c, RoundUp(th + u + 9, k), RoundUp(tw + 2 * u + 11, k)}), dtype),
+            Trace(net, randn({1, c, RoundUp(th + 2 * u + 3, k), RoundUp(tw + u + 7, k)}), dtype)};
         why = SizeRewriter(traces).Run();
         if (!why.empty()) continue;
         e.graph = WithPadding(*traces[0], k);
@@ -427,7 +448,7 @@ ExportGraph TraceForExport(const ModelConfig& config, SegmentationModel& source,
         for (auto sizes : {std::vector<int64_t>{2, c, th + 5, tw + u + 1}, std::vector<int64_t>{1, c, th + 2 * u + 6, tw + 2 * u + 2}}) {
           x = randn(sizes);
           try {
-            err = RelativeError(m.forward({x}).toTensor(), Reference(net, x, k));
+            err = RelativeError(m.forward({x}).toTensor(), Reference(net, x, k, dtype));
           } catch (const std::exception&) {
             err = INFINITY;  // a size the graph got wrong made an operation fail
           }
@@ -442,7 +463,7 @@ ExportGraph TraceForExport(const ModelConfig& config, SegmentationModel& source,
                    "); export it with dynamicSize: false (batch 1 and the example size)");
       }
     } else {
-      e.graph = WithPadding(*Trace(net, randn({1, c, h, w})), k);
+      e.graph = WithPadding(*Trace(net, randn({1, c, h, w}), dtype), k);
       e.note = "a fixed-size export was asked for";
       e.batch = 1;
     }

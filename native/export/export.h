@@ -34,6 +34,9 @@ namespace segtorch {
 struct ExportOptions {
   int64_t height = 64, width = 64;  // the example size (what a fixed-size export takes)
   bool dynamic = true;              // size-independent (refused when the network does not allow it)
+  // The weights' and the computation's type: kFloat, or kBFloat16 (the graph casts the float32
+  // input to it and its logits back to float32: the interface stays float32).
+  at::ScalarType dtype = at::kFloat;
 };
 
 // A tensor constant's key: its data pointer and element count (the tracer holds parameters, not copies).

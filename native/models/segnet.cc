@@ -65,7 +65,10 @@ class SegNet : public SegmentationModel {
       indices.push_back(std::get<1>(pooled));
     }
     for (int64_t i = 4; i >= 0; --i) {
-      x = torch::max_unpool2d(x, indices[i], sizes[i]);
+      // libtorch 1.13's CPU max_unpool2d has no bfloat16 / float16 kernel: unpooling only moves
+      // values, so it runs in float32 and casts back exactly.
+      x = x.scalar_type() == torch::kFloat || x.is_cuda() ? torch::max_unpool2d(x, indices[i], sizes[i])
+                                                          : torch::max_unpool2d(x.to(torch::kFloat), indices[i], sizes[i]).to(x.scalar_type());
       x = dec_[i]->forward(x);
     }
     SegOutput out;

@@ -64,6 +64,12 @@ ExportOptions ReadExportOptions(const Napi::Value& v) {
   e.height = IntField(o, "height");
   e.width = IntField(o, "width");
   e.dynamic = BoolField(o, "dynamic");
+  const std::string precision = StringField(o, "precision");
+  if (precision == "bf16") {
+    e.dtype = at::kBFloat16;
+  } else if (precision != "fp32") {
+    ThrowRange("Expected precision 'fp32' or 'bf16' but received '" + precision + "'");
+  }
   return e;
 }
 
