@@ -33,6 +33,17 @@ export function torchPythons (): string[] {
   return pythons.list
 }
 
+const checker: { python?: string } = {}
+/** A Python with the onnx package (PYTORCH2_PYTHON), or '' (said once). */
+export function onnxChecker (): string {
+  if (checker.python === undefined) {
+    const why = pythonMissing(PYTORCH2_PYTHON, 'onnx')
+    checker.python = why === '' ? PYTORCH2_PYTHON : ''
+    if (why !== '') console.log(`        (no ONNX checker: ${why})`)
+  }
+  return checker.python
+}
+
 /**
  * Runs test/python/export_check.py with `python` over DIR/NAME.pt for each name (input NAME.in.bin of
  * shape NAME.shape): the logits it computed, by name, and the torch version.
@@ -166,6 +177,12 @@ export async function checkExports (model: Model, sizes: Array<[number, number]>
     fs.writeFileSync(path.join(dir, `${arch}.shape`), x.shape.join(' '))
     fs.copyFileSync(path.join(dir, `${arch}.in.bin`), path.join(dir, `${arch}-bf16.in.bin`))
     fs.copyFileSync(path.join(dir, `${arch}.shape`), path.join(dir, `${arch}-bf16.shape`))
+    // The ONNX checker (full check), where a Python with the onnx package is here.
+    if (onnxChecker() !== '') {
+      const r = spawnSync(onnxChecker(), [path.join(ROOT, 'test', 'python', 'onnx_check.py'), onnx], { encoding: 'utf8' })
+      assert.strictEqual(r.status, 0, `ONNX checker: ${r.stderr}`)
+      assert.ok(r.stdout.includes(`ok ${onnx}`), r.stdout)
+    }
     for (const python of torchPythons()) {
       const py = runInPython(python, dir, [arch, `${arch}-bf16`])
       const e32 = relativeError(py.logits[arch], ref)
