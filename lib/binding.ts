@@ -36,6 +36,7 @@ export interface NativeModel extends NativeInferenceModel {
   save(path: string, fitState?: string): Promise<void>
   load(path: string): Promise<string>
   info(): Promise<any>
+  compiledStats(): Promise<{ compiled: number, runs: number, fallbacks: number, error: string }>
   features(images: NativeTensor): Promise<NativeTensor[]>
   seed(seed: number): Promise<void>
   checkGradients(images: NativeTensor, masks: NativeTensor, options: Record<string, unknown>): Promise<string[]>

@@ -237,6 +237,16 @@ export class Model extends InferenceModel<NativeModel> {
   }
 
   /**
+   * What predict's compiled path (`compile: true`) did so far: graphs compiled (one per input shape,
+   * precision and layout), calls that ran one, calls that ran the eager network instead, and why the
+   * last of those did.
+   */
+  async compiledStats (): Promise<{ compiled: number, runs: number, fallbacks: number, error: string }> {
+    const native = this._native()
+    return await withStack(() => native.compiledStats())
+  }
+
+  /**
    * Logits [N, K, H, W] (float32, on the model's device) for images [N, C, H, W] of any H, W, in
    * the model's current mode (eval by default). With `{ outputs: 'all' }` returns every output by
    * name (`out`, and `aux` in training mode for models with an auxiliary head).

@@ -34,6 +34,16 @@ export interface PredictOptions {
    */
   foldBatchNorm?: boolean
   /**
+   * Run the network through a graph compiled for each input shape (libtorch's tracer, then
+   * torch::jit::optimize_for_inference: constant folding, convolution + BatchNorm / add / ReLU
+   * fusions, oneDNN's prepacked weights in fp32 on the CPU), kept per shape, precision and layout
+   * until the weights change (8 shapes at most, then it starts again). The first call at a shape
+   * pays the compilation; a shape that cannot be compiled runs eagerly (see model.compiledStats()).
+   * Outputs equal the eager path's to float rounding. Default false (bench/README.md: measured
+   * per architecture). TorchScript models ignore it.
+   */
+  compile?: boolean
+  /**
    * Dense CRF (DeepLab v1/v2) on the averaged probabilities, at the images' colours (float images
    * are un-normalised with the model's mean and std): `true` for the defaults or CrfOptions.
    * Needs output 'labels' or 'probs'. Default false.
@@ -41,7 +51,7 @@ export interface PredictOptions {
   crf?: boolean | CrfOptions
 }
 
-const PREDICT_KEYS = ['mode', 'crop', 'stride', 'scales', 'flip', 'output', 'precision', 'channelsLast', 'foldBatchNorm', 'crf'] as const
+const PREDICT_KEYS = ['mode', 'crop', 'stride', 'scales', 'flip', 'output', 'precision', 'channelsLast', 'foldBatchNorm', 'compile', 'crf'] as const
 
 function pair (name: string, value: unknown, def: [number, number]): [number, number] {
   if (value === undefined) return def
@@ -80,6 +90,7 @@ export function resolvePredictOptions (options: unknown, where = 'predict option
     precision: resolvePrecision(o.precision, ['fp32', 'bf16', 'fp16'] as const, device),
     channelsLast: exact && (o.channelsLast === undefined || o.channelsLast === 'auto') ? false : resolveChannelsLast(o.channelsLast, device),
     foldBatchNorm: o.foldBatchNorm === undefined ? !exact : v.boolean('foldBatchNorm', o.foldBatchNorm),
+    compile: o.compile === undefined ? false : v.boolean('compile', o.compile),
     ...(crf ? { crf } : {})
   }
 }

@@ -186,9 +186,11 @@ torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions
     c10::InferenceMode inference;
     torch::Tensor x = PrepareImages(images);
     if (options.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+    const int64_t version = options.compile ? 2 * WeightsVersion() + (options.fold_batch_norm ? 1 : 0) : 0;
     LogitsFn logits = [&](const torch::Tensor& input) {
       AutocastGuard guard(device_, dtype, dtype != at::kFloat);
-      return Run(input, net).out;
+      if (!options.compile) return Run(input, net).out;
+      return compiled_.Run([&](const torch::Tensor& t) { return Run(t, net).out; }, net->parameters(), input, version, dtype, options.channels_last);
     };
     // The CRF's colours: the images on a 0..255 scale (float images are taken as normalised with
     // this model's mean and std).
@@ -353,6 +355,7 @@ std::string Segmenter::Load(const std::string& path) {
   // The layout the weights were saved in (the kernels, and so the last bits of the outputs, depend on it).
   SetLayout(file.state.channels_last);
   folded_.Reset();  // rebuilt from the new weights on the next predict
+  compiled_.Reset();
   export_.reset();
   training_.optimizer.Reset(std::move(file.optimizer_state), file.state.optimizer_signature);
   training_.steps = file.state.steps;

@@ -16,6 +16,7 @@
 #include "base/precision.h"
 #include "export/export.h"
 #include "infer/evaluation.h"
+#include "infer/compiled_net.h"
 #include "infer/folded_net.h"
 #include "infer/inference.h"
 #include "io/module_state.h"
@@ -36,6 +37,7 @@ class Segmenter {
   // Eval mode, inference mode: class map [N,H,W] int32 (output "labels"), or probabilities /
   // logits [N,K,H,W]; whole-image or sliding-window, multi-scale and flip as in InferOptions.
   torch::Tensor Predict(const torch::Tensor& images, const InferOptions& options);
+  CompiledNet::Stats compiled_stats() const { return compiled_.stats(); }
   // depth: optional per-pixel depth targets [N,1,H,W] or [N,H,W] (multi-task models).
   StepResult TrainStep(const torch::Tensor& images, const torch::Tensor& masks, const TrainStepOptions& options,
                        const torch::Tensor& depth = torch::Tensor());
@@ -111,6 +113,7 @@ class Segmenter {
   // versions (set_data(); libtorch 1.13 batch_norm updates running stats behind autograd's back).
   int64_t changes_ = 0;
   FoldedNet folded_;  // what predict runs with foldBatchNorm
+  CompiledNet compiled_;  // what predict runs with compile
   std::shared_ptr<const ExportGraph> export_;  // the last export, for export_key_
   std::tuple<int64_t, int64_t, bool, int64_t, int> export_key_{0, 0, false, -1, 0};  // height, width, dynamic, weights version, dtype
   Evaluation evaluation_;

@@ -24,6 +24,7 @@ struct InferOptions {
   Precision precision{Precision::kFp32};  // fp16: CUDA only
   bool channels_last{};            // channels-last activations and weights
   bool fold_batch_norm{};          // run a copy with BatchNorms folded into their convolutions
+  bool compile{};                  // run the network through infer/compiled_net.h
   CrfOptions crf;  // enabled: dense CRF on the probabilities, at the images' colours (InferWithCrf)
 };
 

@@ -162,6 +162,7 @@ Napi::Function ModelWrap::Init(Napi::Env env) {
                          InstanceMethod<&ModelWrap::Save>("save"),
                          InstanceMethod<&ModelWrap::Load>("load"),
                          InstanceMethod<&ModelWrap::Info>("info"),
+                         InstanceMethod<&ModelWrap::CompiledStats>("compiledStats"),
                          InstanceMethod<&ModelWrap::CheckGradients>("checkGradients"),
                          InstanceMethod<&ModelWrap::Features>("features"),
                          InstanceMethod<&ModelWrap::Seed>("seed"),
@@ -262,6 +263,22 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
     auto data = std::make_shared<InfoData>();
     job.execute = [this, data]() { *data = Snapshot(Loaded()); };
     job.complete = [data](Napi::Env env) -> Napi::Value { return InfoObject(env, *data); };
+  });
+}
+
+// compiledStats() -> { compiled, runs, fallbacks, error } of predict's compiled path
+Napi::Value ModelWrap::CompiledStats(const Napi::CallbackInfo& info) {
+  return Queue(info, [&](Job& job) {
+    auto data = std::make_shared<CompiledNet::Stats>();
+    job.execute = [this, data]() { *data = Loaded().compiled_stats(); };
+    job.complete = [data](Napi::Env env) -> Napi::Value {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("compiled", Napi::Number::New(env, static_cast<double>(data->compiled)));
+      o.Set("runs", Napi::Number::New(env, static_cast<double>(data->runs)));
+      o.Set("fallbacks", Napi::Number::New(env, static_cast<double>(data->fallbacks)));
+      o.Set("error", data->error);
+      return o;
+    };
   });
 }
 

@@ -21,6 +21,7 @@ class ModelWrap : public ModelWrapBase<ModelWrap, Segmenter> {
   Napi::Value Save(const Napi::CallbackInfo& info);
   Napi::Value Load(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value CompiledStats(const Napi::CallbackInfo& info);
   Napi::Value Features(const Napi::CallbackInfo& info);
   Napi::Value Seed(const Napi::CallbackInfo& info);
   Napi::Value CheckGradients(const Napi::CallbackInfo& info);
