@@ -41,6 +41,43 @@ describe('inference as the papers evaluate', () => {
   before(async () => { model = await createModel({ arch: 'fcn', backbone: 'resnet18', numClasses: K, outputStride: 32 }) })
   after(() => model.dispose())
 
+  it('compile: one graph per input shape (slide windows share it), recompiled after the weights change; a failed compilation runs eagerly', async () => {
+    const m = await createModel({ arch: 'fcn', backbone: 'resnet18', numClasses: K, outputStride: 32 })
+    try {
+      const x = randomImages(1, 3, 80, 96, 41)
+      const o = { output: 'logits' as const, precision: 'fp32' as const, foldBatchNorm: true, channelsLast: true, mode: 'slide' as const, crop: 64, stride: 32 }
+      const eager = (await m.predict(x, o)).dataSync() as Float32Array
+      const compiled = (await m.predict(x, { ...o, compile: true })).dataSync() as Float32Array
+      assert.ok(maxDiff(compiled, eager) < 1e-4)
+      let st = await m.compiledStats()
+      // 4 windows of 64 x 64 (80 = 64 + 16 -> 2 rows, 96 -> 2 columns): one shape, one graph.
+      assert.deepStrictEqual([st.compiled, st.runs, st.fallbacks], [1, 4, 0])
+      // Training changes the weights: the next compiled predict traces again, with the new weights.
+      await m.trainStep(randomImages(2, 3, 32, 32, 1), randomMasks(2, 32, 32, K, 2), { optimizer: { type: 'sgd', lr: 0.5 } })
+      const eager2 = (await m.predict(x, o)).dataSync() as Float32Array
+      const compiled2 = (await m.predict(x, { ...o, compile: true })).dataSync() as Float32Array
+      assert.ok(maxDiff(eager2, eager) > 1e-3, 'the step changed the outputs')
+      assert.ok(maxDiff(compiled2, eager2) < 1e-4, 'compiled with the new weights')
+      st = await m.compiledStats()
+      assert.strictEqual(st.compiled, 2)
+      // A compilation that fails: the eager network runs, the reason is kept.
+      process.env.SEGTORCH_TEST_COMPILE_FAIL = '1'
+      try {
+        const y = (await m.predict(randomImages(1, 3, 48, 48, 3), { output: 'logits', precision: 'fp32', compile: true })).dataSync() as Float32Array
+        const ref = (await m.predict(randomImages(1, 3, 48, 48, 3), { output: 'logits', precision: 'fp32' })).dataSync() as Float32Array
+        assert.deepStrictEqual(y, ref)
+      } finally {
+        delete process.env.SEGTORCH_TEST_COMPILE_FAIL
+      }
+      st = await m.compiledStats()
+      assert.strictEqual(st.fallbacks, 1)
+      assert.match(st.error, /compiling for input \[1, 3, 48, 48\] failed: compilation refused/)
+      await rejects(m.predict(x, { compile: 'yes' as unknown as boolean }), TypeError, /compile/)
+    } finally {
+      m.dispose()
+    }
+  })
+
   it('slide: overlapping windows average the logits of each window', async () => {
     const x = randomImages(1, 3, 64, 96, 3)
     const got = (await model.predict(x, { mode: 'slide', crop: [64, 64], stride: [64, 32], output: 'logits', precision: 'fp32' })).dataSync()

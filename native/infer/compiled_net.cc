@@ -2,6 +2,11 @@
 
 #include <torch/script.h>
 #include <torch/csrc/jit/frontend/tracer.h>
+#include <torch/csrc/jit/passes/frozen_conv_add_relu_fusion.h>
+#include <torch/csrc/jit/passes/frozen_graph_optimizations.h>
+
+#include <cstdlib>
+#include <stdexcept>
 
 #include "base/errors.h"
 
@@ -54,6 +59,9 @@ struct NoGradWeights {
 };
 
 std::unique_ptr<torch::jit::Module> Compile(const CompiledNet::Fn& eager, const std::vector<at::Tensor>& weights, const at::Tensor& x) {
+  // For tests of the fallback (test/infer.test.ts): every compilation fails.
+  const char* fail = std::getenv("SEGTORCH_TEST_COMPILE_FAIL");
+  if (fail != nullptr && fail[0] == '1') throw std::runtime_error("compilation refused (SEGTORCH_TEST_COMPILE_FAIL=1)");
   std::shared_ptr<torch::jit::Graph> graph;
   {
     FixedSizeGuard fixed;
@@ -63,16 +71,26 @@ std::unique_ptr<torch::jit::Module> Compile(const CompiledNet::Fn& eager, const 
                                             /*strict=*/false, /*force_outplace=*/false);
     graph = traced.first->graph;
   }
-  auto cu = std::make_shared<torch::jit::CompilationUnit>();
-  // No "training" attribute: optimize_for_inference takes the module as frozen (the weights are
-  // already constants of the traced graph).
-  auto m = std::make_unique<torch::jit::Module>(c10::QualifiedName("__torch__.segtorch.Compiled"), cu);
-  std::shared_ptr<torch::jit::Graph> g = graph->copy();
-  torch::jit::Value* self = g->insertInput(0, "self");
-  self->setType(m->type());
-  auto f = cu->create_function(c10::QualifiedName(*m->type()->name(), "forward"), g);
-  m->type()->addMethod(f);
-  return std::make_unique<torch::jit::Module>(torch::jit::optimize_for_inference(*m));
+  auto module = [&](std::shared_ptr<torch::jit::Graph> body) {
+    auto cu = std::make_shared<torch::jit::CompilationUnit>();
+    // No "training" attribute: optimize_for_inference takes the module as frozen (the weights are
+    // already constants of the traced graph).
+    auto m = std::make_unique<torch::jit::Module>(c10::QualifiedName("__torch__.segtorch.Compiled"), cu);
+    torch::jit::Value* self = body->insertInput(0, "self");
+    self->setType(m->type());
+    m->type()->addMethod(cu->create_function(c10::QualifiedName(*m->type()->name(), "forward"), body));
+    return m;
+  };
+  try {
+    return std::make_unique<torch::jit::Module>(torch::jit::optimize_for_inference(*module(graph->copy())));
+  } catch (const std::exception&) {
+    // libtorch 1.13's conversion of fp32 graphs to oneDNN's prepacked ops ("Unsupported value kind:
+    // Tensor") fails on our graphs: the same frozen-graph passes without that conversion.
+    std::shared_ptr<torch::jit::Graph> g = graph->copy();
+    torch::jit::OptimizeFrozenGraph(g, /*optimize_numerics=*/true);
+    torch::jit::FuseFrozenConvAddRelu(g);
+    return module(g);
+  }
 }
 
 }  // namespace

@@ -7,7 +7,7 @@ import * as assert from 'assert'
 import * as path from 'path'
 import { createModel, loadModel, Model, ModelOptions } from '../../lib'
 import { randomImages, randomMasks, rejects, tmpdir } from '../helpers'
-import { checkExports } from '../export-check'
+import { checkExports, labelAgreement, relativeError } from '../export-check'
 
 export interface BatteryCase {
   /** Options of a tiny configuration (few channels, small backbone). */
@@ -81,6 +81,28 @@ export function describeArchitecture (b: Battery): void {
 
         it('exports to TorchScript and ONNX with the logits of forward() at two sizes and batch sizes', async () => {
           await checkExports(model, [[40, 56], c.size ?? [37, 53]])
+        })
+
+        it('predict with compile: true gives the eager outputs (fp32 within 1e-4, bf16 99.5 % of labels)', async () => {
+          const x = randomImages(1, channels, 40, 56, 31)
+          const k = model.config.numClasses
+          const before = await model.compiledStats()
+          for (const precision of ['fp32', 'bf16'] as const) {
+            const o = { output: 'logits' as const, precision, foldBatchNorm: true, channelsLast: true }
+            const eager = (await model.predict(x, o)).dataSync() as Float32Array
+            const compiled = (await model.predict(x, { ...o, compile: true })).dataSync() as Float32Array
+            if (precision === 'fp32') {
+              const err = relativeError(compiled, eager)
+              assert.ok(err <= 1e-4, `fp32: relative error ${err}`)
+            } else {
+              const a = labelAgreement(compiled, eager, [1, k, 40, 56])
+              assert.ok(a >= 0.995, `bf16: ${a} of the labels agree`)
+            }
+          }
+          const after = await model.compiledStats()
+          assert.strictEqual(after.fallbacks - before.fallbacks, 0, after.error)
+          assert.strictEqual(after.compiled - before.compiled, 2, 'one graph per precision')
+          assert.strictEqual(after.runs - before.runs, 2)
         })
 
         it('round-trips through save / loadModel with identical predictions', async () => {
