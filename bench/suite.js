@@ -105,6 +105,13 @@ async function child (c) {
     fs.writeFileSync(c.prefix + '.out', Buffer.from(y.buffer, y.byteOffset, y.byteLength))
     return { params: m.info().parameters }
   }
+  if (c.side === 'export') {
+    // The onnxruntime contender's model when PyTorch's exporter refuses the twin: segtorch's own ONNX
+    // export of the same architecture (lib/export/onnx.ts), logits out, any size.
+    const m = await st.createModel({ arch, ...(backbone !== 'none' ? { backbone } : {}), numClasses: 21, aux: false })
+    await m.exportOnnx(c.onnx)
+    return { params: m.info().parameters }
+  }
   const m = await st.createModel({ arch, ...(backbone !== 'none' ? { backbone } : {}), numClasses: 21, aux: false })
   out.params = m.info().parameters
   const opts = c.variant === 'fp32' ? { precision: 'fp32', channelsLast: false } : {}
@@ -307,6 +314,7 @@ function main () {
     // Once per model: FLOPs (always with the torch 2.x Python: FlopCounterMode) and the ONNX export.
     const flopsPython = [PYTHON, PYTHON2].find((p, i) => p && Number((i ? torch2 : torch1).split('.')[0]) >= 2)
     const once = {}
+    const onnxBy = record.onnxExportedBy = {}
     for (const model of models) {
       process.stderr.write(`${model}: FLOPs, ONNX export\n`)
       const f = flopsPython ? runPython(flopsPython, { model, task: 'flops', ...REFERENCE }) : { error: 'no torch 2.x Python for FlopCounterMode' }
@@ -317,7 +325,13 @@ function main () {
       if (!flag('no-ort')) {
         onnx = path.join(tmp, model.replace('/', '_') + '.onnx')
         const e = runPython(PYTHON2 || PYTHON, { model, task: 'export', onnx })
-        if (e.error) onnx = { error: `export: ${e.error}` }
+        if (e.error) {
+          // PyTorch cannot export this twin (SegNet's unpooling, adaptive pooling at sizes that do
+          // not divide): segtorch's exporter writes the same architecture, noted in the record.
+          const ours = runNode({ side: 'export', model, onnx }, addon)
+          onnx = ours.error ? { error: `export: ${e.error}; segtorch's exporter: ${ours.error}` } : onnx
+          if (!ours.error) onnxBy[model] = `segtorch's exporter (PyTorch's: ${String(e.error).split('\n')[0].slice(0, 120)})`
+        }
       }
       once[model] = { flops: f, flopsRun: fr, onnx }
       raw[model] = { train: {}, infer: {} }
@@ -495,6 +509,8 @@ function render (rec) {
   }
   const boundary = rec.rows.map((r) => r.infer?.stDefaults?.emptyJobUs).find((v) => typeof v === 'number')
   lines.push('', `Boundary: empty job round trip (schedule on the model's executor, settle the Promise), median of 2000: ${fmt(boundary, 1)} us (target < 50 us).`)
+  const by = Object.entries(rec.onnxExportedBy ?? {})
+  if (by.length) lines.push('', 'onnxruntime ran segtorch\'s own ONNX export (same architecture and parameter count) where PyTorch could not export the twin:', ...by.map(([m, why]) => `- ${m}: ${why}`))
   if (errors.length) lines.push('', 'Failures:', ...errors.map((e) => `- ${e}`))
   return lines
 }
