@@ -107,6 +107,11 @@ export interface FitOptions extends TrainStepOptions {
 }
 
 export interface FitDistributedOptions extends DistributedOptions {
+  /**
+   * Size of a gradient bucket in MB (default 25, as DDP). Each bucket's all-reduce starts during the
+   * backward as soon as its gradients are all computed; smaller buckets start earlier, larger ones
+   * make fewer calls.
+   */
   bucketMB?: number
   broadcastBuffers?: boolean
   /**
