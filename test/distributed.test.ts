@@ -125,6 +125,22 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     return { out, init, samples: 20, size: 16, batchSize: 4, iterations: 5, shuffle: true, distributed: false, timeoutMs: 20000, ...more }
   }
 
+  /**
+   * 2 ranks resume the 10-step run (16 samples, batch 2 per rank, no shuffle) from `ckpt`, written after
+   * step `from`: each rank's losses of steps from+1..10 and the final weights are the uninterrupted run's (`full`).
+   */
+  const resumeContinues = async (full: string, ckpt: string, name: string, from: number, timeoutMs: number): Promise<void> => {
+    const resumed = path.join(dir, name)
+    ;(await ranks(2, base(resumed, { samples: 16, batchSize: 2, iterations: 10, shuffle: false, distributed: true, timeoutMs, resume: ckpt }))).forEach((e, r) => ok(e, `resumed rank ${r}`))
+    for (const r of [0, 1]) {
+      const want = (report(full, r).losses as number[]).slice(from)
+      const got = report(resumed, r).losses as number[]
+      assert.strictEqual(got.length, 10 - from)
+      for (let i = 0; i < got.length; i++) assert.ok(Math.abs(got[i] - want[i]) < 1e-5, `rank ${r} step ${i + from + 1}: ${got[i]} vs ${want[i]}`)
+    }
+    assert.ok(stateDiff(path.join(full, 'rank0.pt'), path.join(resumed, 'rank0.pt')) < 1e-5)
+  }
+
   it('2 processes x batch 2 give the parameters of 1 process x batch 4 after 5 SGD steps (rank 0\'s weights win)', async () => {
     const one = path.join(dir, 'one')
     const two = path.join(dir, 'two')
@@ -284,16 +300,7 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     assert.ok(exits[0].end - killedAt < timeoutMs + 10000, `rank 0 ended ${exits[0].end - killedAt} ms after the kill`)
     const t0 = JSON.parse(fs.readFileSync(path.join(ckpt, 'history.json'), 'utf8')) as { steps: number }
     assert.strictEqual(t0.steps, 4, 'the last checkpoint is the end of epoch 1')
-    const resumed = path.join(dir, 'resumed')
-    const rExits = await ranks(2, base(resumed, { samples: 16, batchSize: 2, iterations: 10, shuffle: false, distributed: true, timeoutMs, resume: ckpt }))
-    rExits.forEach((e, r) => ok(e, `resumed rank ${r}`))
-    for (const r of [0, 1]) {
-      const want = (report(full, r).losses as number[]).slice(4)
-      const got = report(resumed, r).losses as number[]
-      assert.strictEqual(got.length, 6)
-      for (let i = 0; i < 6; i++) assert.ok(Math.abs(got[i] - want[i]) < 1e-5, `rank ${r} step ${i + 5}: ${got[i]} vs ${want[i]}`)
-    }
-    assert.ok(stateDiff(path.join(full, 'rank0.pt'), path.join(resumed, 'rank0.pt')) < 1e-5)
+    await resumeContinues(full, ckpt, 'resumed', 4, timeoutMs)
   })
 
   it('an abort on one rank stops every rank after the same step with one checkpoint; resuming it continues the uninterrupted run', async () => {
@@ -309,15 +316,7 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     }
     assert.deepStrictEqual(fs.readdirSync(ckpt).filter((f) => f.endsWith('.segtorch')), ['last.segtorch'], 'one checkpoint, written by rank 0')
     assert.strictEqual((JSON.parse(fs.readFileSync(path.join(ckpt, 'history.json'), 'utf8')) as { steps: number }).steps, 6)
-    const resumed = path.join(dir, 'abort-resumed')
-    ;(await ranks(2, base(resumed, { samples: 16, batchSize: 2, iterations: 10, shuffle: false, distributed: true, timeoutMs, resume: ckpt }))).forEach((e, r) => ok(e, `resumed rank ${r}`))
-    for (const r of [0, 1]) {
-      const want = (report(full, r).losses as number[]).slice(6)
-      const got = report(resumed, r).losses as number[]
-      assert.strictEqual(got.length, 4)
-      for (let i = 0; i < 4; i++) assert.ok(Math.abs(got[i] - want[i]) < 1e-5, `rank ${r} step ${i + 7}: ${got[i]} vs ${want[i]}`)
-    }
-    assert.ok(stateDiff(path.join(full, 'rank0.pt'), path.join(resumed, 'rank0.pt')) < 1e-5)
+    await resumeContinues(full, ckpt, 'abort-resumed', 6, timeoutMs)
   })
 
   it('a rank that hangs (SIGSTOP): the other fails within the timeout + 10 s, naming the operation', async () => {

@@ -187,10 +187,11 @@ torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions
     torch::Tensor x = PrepareImages(images);
     if (options.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
     const int64_t version = options.compile ? 2 * WeightsVersion() + (options.fold_batch_norm ? 1 : 0) : 0;
+    const std::vector<torch::Tensor> weights = options.compile ? net->parameters() : std::vector<torch::Tensor>();
     LogitsFn logits = [&](const torch::Tensor& input) {
       AutocastGuard guard(device_, dtype, dtype != at::kFloat);
       if (!options.compile) return Run(input, net).out;
-      return compiled_.Run([&](const torch::Tensor& t) { return Run(t, net).out; }, net->parameters(), input, version, dtype, options.channels_last);
+      return compiled_.Run([&](const torch::Tensor& t) { return Run(t, net).out; }, weights, input, version, dtype, options.channels_last);
     };
     // The CRF's colours: the images on a 0..255 scale (float images are taken as normalised with
     // this model's mean and std).

@@ -7,29 +7,22 @@
 
 #include "base/errors.h"
 #include "dist/sync_batch_norm.h"
+#include "io/module_state.h"
 
 namespace segtorch {
 namespace dist {
 
 namespace {
 
-std::string Shape(const torch::Tensor& t) {
-  std::ostringstream s;
-  s << "[";
-  for (int64_t i = 0; i < t.dim(); ++i) s << (i ? "," : "") << t.size(i);
-  s << "]";
-  return s.str();
-}
-
 // One line per parameter and buffer: "name shape dtype", the first line the caller's description.
 std::vector<std::string> Signature(torch::nn::Module& net, const std::string& description) {
   std::vector<std::string> lines{"model " + description};
   for (auto& kv : net.named_parameters()) {
-    lines.push_back("parameter " + kv.key() + " " + Shape(kv.value()) + " " + std::string(c10::toString(kv.value().scalar_type())) +
+    lines.push_back("parameter " + kv.key() + " " + ShapeString(kv.value().sizes()) + " " + std::string(c10::toString(kv.value().scalar_type())) +
                     (kv.value().requires_grad() ? "" : " frozen"));
   }
   for (auto& kv : net.named_buffers()) {
-    lines.push_back("buffer " + kv.key() + " " + Shape(kv.value()) + " " + std::string(c10::toString(kv.value().scalar_type())));
+    lines.push_back("buffer " + kv.key() + " " + ShapeString(kv.value().sizes()) + " " + std::string(c10::toString(kv.value().scalar_type())));
   }
   return lines;
 }

@@ -22,6 +22,7 @@
 
 #include "base/errors.h"
 #include "infer/folded_net.h"
+#include "io/module_state.h"
 
 namespace segtorch {
 
@@ -239,34 +240,46 @@ class SizeRewriter {
     return i < 0 ? a_.inputs()[0] : nodes_[0][i]->outputs()[k];
   }
 
+  using TraceSizes = std::vector<std::vector<int64_t>>;  // a tensor's sizes, per trace
+
+  // Calls f(value, its sizes per trace) for each tensor defined before position `before`, nearest
+  // first (the graph input last), until f returns true; whether one did.
+  bool EachCandidate(int64_t before, const std::function<bool(Value*, const TraceSizes&)>& f) {
+    for (int64_t i = before - 1; i >= -1; --i) {
+      size_t count = i < 0 ? 1 : nodes_[0][i]->outputs().size();
+      for (size_t k = 0; k < count; ++k) {
+        TraceSizes sizes;
+        Value* v = Candidate(i, k, &sizes);
+        if (v && f(v, sizes)) return true;
+      }
+    }
+    return false;
+  }
+
   // The nearest tensor (defined before position `before`) that has, in every trace, a size equal to
   // each of `wanted` (two or more elements); empty when none has.
   std::vector<SizeExpr> FindJoint(const std::vector<std::vector<int64_t>>& wanted, int64_t before) {
     if (wanted.size() < 2) return {};
     const size_t traces = nodes_.size();
-    for (int64_t i = before - 1; i >= -1; --i) {
-      size_t count = i < 0 ? 1 : nodes_[0][i]->outputs().size();
-      for (size_t k = 0; k < count; ++k) {
-        std::vector<std::vector<int64_t>> sizes;
-        Value* v = Candidate(i, k, &sizes);
-        if (!v) continue;
-        std::vector<SizeExpr> found;
-        for (const auto& w : wanted) {
-          // The last dims first: a resize's sizes are H and W.
-          for (int64_t d = static_cast<int64_t>(sizes[0].size()) - 1; d >= 0; --d) {
-            bool holds = true;
-            for (size_t t = 0; t < traces && holds; ++t) holds = sizes[t][d] == w[t];
-            if (holds) {
-              found.push_back(SizeExpr{v, d, SizeExpr::kSame, 1});
-              break;
-            }
+    std::vector<SizeExpr> found;
+    EachCandidate(before, [&](Value* v, const TraceSizes& sizes) {
+      found.clear();
+      for (const auto& w : wanted) {
+        // The last dims first: a resize's sizes are H and W.
+        for (int64_t d = static_cast<int64_t>(sizes[0].size()) - 1; d >= 0; --d) {
+          bool holds = true;
+          for (size_t t = 0; t < traces && holds; ++t) holds = sizes[t][d] == w[t];
+          if (holds) {
+            found.push_back(SizeExpr{v, d, SizeExpr::kSame, 1});
+            break;
           }
-          if (found.size() != static_cast<size_t>(&w - &wanted[0]) + 1) break;
         }
-        if (found.size() == wanted.size()) return found;
+        if (found.size() != static_cast<size_t>(&w - &wanted[0]) + 1) break;
       }
-    }
-    return {};
+      return found.size() == wanted.size();
+    });
+    if (found.size() != wanted.size()) found.clear();
+    return found;
   }
 
   // Searches the tensors defined before position `before`, nearest first (the graph input last):
@@ -275,43 +288,39 @@ class SizeRewriter {
     const int64_t factors[] = {2, 4, 8, 16, 32};
     const size_t traces = nodes_.size();
     for (int pass = 0; pass < 2; ++pass) {
-      for (int64_t i = before - 1; i >= -1; --i) {
-        size_t count = i < 0 ? 1 : nodes_[0][i]->outputs().size();
-        for (size_t k = 0; k < count; ++k) {
-          std::vector<std::vector<int64_t>> sizes;
-          Value* v = Candidate(i, k, &sizes);
-          if (!v) continue;
-          for (size_t d = 0; d < sizes[0].size(); ++d) {
-            auto holds = [&](const std::function<int64_t(int64_t)>& f) {
-              for (size_t t = 0; t < traces; ++t) {
-                if (f(sizes[t][d]) != wanted[t]) return false;
-              }
-              return true;
-            };
-            if (pass == 0) {
-              if (holds([](int64_t s) { return s; })) {
-                *out = SizeExpr{v, static_cast<int64_t>(d), SizeExpr::kSame, 1};
-                return true;
-              }
-              continue;
+      bool found = EachCandidate(before, [&](Value* v, const TraceSizes& sizes) {
+        for (size_t d = 0; d < sizes[0].size(); ++d) {
+          auto holds = [&](const std::function<int64_t(int64_t)>& f) {
+            for (size_t t = 0; t < traces; ++t) {
+              if (f(sizes[t][d]) != wanted[t]) return false;
             }
-            for (int64_t f : factors) {
-              if (holds([f](int64_t s) { return s * f; })) {
-                *out = SizeExpr{v, static_cast<int64_t>(d), SizeExpr::kTimes, f};
-                return true;
-              }
-              if (holds([f](int64_t s) { return s / f; })) {
-                *out = SizeExpr{v, static_cast<int64_t>(d), SizeExpr::kFloorDiv, f};
-                return true;
-              }
-              if (holds([f](int64_t s) { return (s + f - 1) / f; })) {
-                *out = SizeExpr{v, static_cast<int64_t>(d), SizeExpr::kCeilDiv, f};
-                return true;
-              }
+            return true;
+          };
+          if (pass == 0) {
+            if (holds([](int64_t s) { return s; })) {
+              *out = SizeExpr{v, static_cast<int64_t>(d), SizeExpr::kSame, 1};
+              return true;
+            }
+            continue;
+          }
+          for (int64_t f : factors) {
+            if (holds([f](int64_t s) { return s * f; })) {
+              *out = SizeExpr{v, static_cast<int64_t>(d), SizeExpr::kTimes, f};
+              return true;
+            }
+            if (holds([f](int64_t s) { return s / f; })) {
+              *out = SizeExpr{v, static_cast<int64_t>(d), SizeExpr::kFloorDiv, f};
+              return true;
+            }
+            if (holds([f](int64_t s) { return (s + f - 1) / f; })) {
+              *out = SizeExpr{v, static_cast<int64_t>(d), SizeExpr::kCeilDiv, f};
+              return true;
             }
           }
         }
-      }
+        return false;
+      });
+      if (found) return true;
     }
     return false;
   }
@@ -384,14 +393,6 @@ double RelativeError(const at::Tensor& a, const at::Tensor& b) {
   if (a.sizes() != b.sizes()) return INFINITY;
   double scale = std::max(1.0, b.abs().max().item<double>());
   return (a - b).abs().max().item<double>() / scale;
-}
-
-std::string ShapeString(at::IntArrayRef s) {
-  std::ostringstream o;
-  o << '[';
-  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
-  o << ']';
-  return o.str();
 }
 
 std::string TypeName(const std::string& arch) {

@@ -57,22 +57,6 @@ Napi::Array StringArray(Napi::Env env, const std::vector<std::string>& v) {
   return a;
 }
 
-ExportOptions ReadExportOptions(const Napi::Value& v) {
-  if (!v.IsObject()) ThrowType("Expected an export options object");
-  Napi::Object o = v.As<Napi::Object>();
-  ExportOptions e;
-  e.height = IntField(o, "height");
-  e.width = IntField(o, "width");
-  e.dynamic = BoolField(o, "dynamic");
-  const std::string precision = StringField(o, "precision");
-  if (precision == "bf16") {
-    e.dtype = at::kBFloat16;
-  } else if (precision != "fp32") {
-    ThrowRange("Expected precision 'fp32' or 'bf16' but received '" + precision + "'");
-  }
-  return e;
-}
-
 // What an export is: size-independent or of fixed size (and why).
 Napi::Object ExportInfoObject(Napi::Env env, const ExportGraph& e) {
   Napi::Object o = Napi::Object::New(env);

@@ -138,6 +138,17 @@ ModelConfig ReadModelConfig(const Napi::Object& o) {
   return c;
 }
 
+ExportOptions ReadExportOptions(const Napi::Value& v) {
+  if (!v.IsObject()) ThrowType("Expected an export options object");
+  Napi::Object o = v.As<Napi::Object>();
+  ExportOptions e;
+  e.height = IntField(o, "height");
+  e.width = IntField(o, "width");
+  e.dynamic = BoolField(o, "dynamic");
+  e.dtype = AutocastType(ParsePrecision(StringField(o, "precision"), "export"));  // TraceForExport refuses fp16
+  return e;
+}
+
 TrainStepOptions ReadStepOptions(const Napi::Value& v) {
   if (!v.IsObject()) ThrowType("Expected an options object for trainStep options");
   Napi::Object obj = v.As<Napi::Object>();

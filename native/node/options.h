@@ -9,6 +9,7 @@
 #include "infer/crf.h"
 #include "infer/inference.h"
 #include "data/augment.h"
+#include "export/export.h"
 #include "models/segmentation_model.h"
 #include "train/losses.h"
 #include "train/step.h"
@@ -29,6 +30,9 @@ CrfOptions ReadCrfOptions(const Napi::Object& o);
 
 // predict / evaluate options from JS (validated in TypeScript), one reader for every model kind.
 InferOptions ReadInferOptions(const Napi::Value& v);
+
+// exportTorchScript / exportGraph options: { height, width, dynamic, precision: 'fp32' | 'bf16' }.
+ExportOptions ReadExportOptions(const Napi::Value& v);
 
 // createModel's configuration: { arch, backbone, numClasses, inChannels, outputStride, aux, mean,
 // std, device, json, maxBuildBytes, maxParameters, extra }.
