@@ -3,9 +3,26 @@ import { spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as path from 'path'
 import { backend, createModel, loadModel, Model, SegtorchError, tensor } from '../lib'
-import { randomImages, randomMasks, rejects, ROOT, tmpdir } from './helpers'
+import { randomImages, randomMasks, rejects, rng, ROOT, tmpdir } from './helpers'
 
 const TINY = { arch: 'fcn', backbone: 'resnet18', numClasses: 3, outputStride: 16 } as const
+
+/** n noisy images whose brighter half (left/right, or top/bottom on odd images) is class 1. */
+function halves (n: number, size: number) {
+  const r = rng(5)
+  const x = new Float32Array(n * 3 * size * size)
+  const y = new Uint8Array(n * size * size)
+  for (let b = 0; b < n; b++) {
+    for (let i = 0; i < size; i++) {
+      for (let j = 0; j < size; j++) {
+        const one = b % 2 === 0 ? j < size / 2 : i < size / 2
+        y[(b * size + i) * size + j] = one ? 1 : 0
+        for (let c = 0; c < 3; c++) x[((b * 3 + c) * size + i) * size + j] = (one ? 0.5 : -0.5) + r() - 0.5
+      }
+    }
+  }
+  return { x: tensor(x, [n, 3, size, size]), y: tensor(y, [n, size, size]) }
+}
 
 describe('FCN-ResNet18 end to end', () => {
   let model: Model
@@ -48,15 +65,16 @@ describe('FCN-ResNet18 end to end', () => {
 
   it('trainStep lowers the loss on a fixed batch (SGD default, then Adam)', async () => {
     const m = await createModel({ ...TINY, numClasses: 2 })
-    const x = randomImages(2, 3, 32, 32, 3)
-    const y = randomMasks(2, 32, 32, 2, 4)
-    // Fitting one fixed batch: the loss must fall clearly (judged on the best of the last steps,
-    // so that one noisy step with unseeded initial weights cannot fail the test).
+    // A batch the network can learn (the class is the brighter half of each image, left/right or
+    // top/bottom): random masks on noise left the loss at ln 2 whatever the training did, so one
+    // unlucky initialisation could fail the test. Over 15 unseeded runs here the best of the last
+    // three losses was 0.12-0.19 of the first; the test asks for half.
+    const { x, y } = halves(2, 32)
     const first = await m.trainStep(x, y, { optimizer: { lr: 0.02 } })
     const losses: number[] = []
     let last = first
     for (let i = 0; i < 9; i++) { last = await m.trainStep(x, y, { optimizer: { lr: 0.02 } }); losses.push(last.loss) }
-    assert.ok(Math.min(...losses.slice(-3)) < first.loss, `loss ${first.loss} -> ${losses.join(', ')}`)
+    assert.ok(Math.min(...losses.slice(-3)) < 0.5 * first.loss, `loss ${first.loss} -> ${losses.join(', ')}`)
     assert.strictEqual(last.step, 10)
     assert.strictEqual(m.info().steps, 10)
     const adam = await m.trainStep(x, y, { optimizer: { type: 'adamw', lr: 1e-4 } })
