@@ -5,7 +5,7 @@
 // (both with folded BatchNorm and channels-last, predict's defaults), the four settings interleaved
 // round by round in one process (the ratios come from neighbouring runs), median of the runs of
 // each round, best round. The first compiled call (tracing and optimisation) is reported apart.
-// Prints a table with the CPU kind and writes bench/results/compiled.json.
+// Prints a table with the CPU kind and writes bench/results/compiled-<libtorch version>.json.
 //   usage: node bench/compiled.js [--rounds N] [--runs N] [--arch a,b] [--size S]
 'use strict'
 const fs = require('fs')
@@ -80,7 +80,7 @@ async function main () {
     results
   }
   fs.mkdirSync(path.join(__dirname, 'results'), { recursive: true })
-  fs.writeFileSync(path.join(__dirname, 'results', 'compiled.json'), JSON.stringify(out, null, 2))
+  fs.writeFileSync(path.join(__dirname, 'results', `compiled-${b.libtorch}.json`), JSON.stringify(out, null, 2))
   console.log(`\nbench/compiled: ${out.date}, ${out.cpu}, ${out.cores} cores, ${out.threads} threads, libtorch ${out.libtorch}, load ${out.load}; ${out.input}\n`)
   console.log('| arch | fp32 eager ms | fp32 compiled ms | compiled / eager | bf16 eager ms | bf16 compiled ms | compiled / eager | first compiled call fp32 / bf16 ms |')
   console.log('|---|---|---|---|---|---|---|---|')

@@ -274,4 +274,32 @@ describe('bad input', () => {
     const native = await rejects(loadModel('/nonexistent/x.segtorch'), SegtorchError, /cannot open/)
     assert.match(native.stack as string, /model\.test\.ts/)
   })
+
+  it('SEGTORCH_PROFILE writes one Chrome trace per native job, with the step\'s spans', function () {
+    const dir = tmpdir()
+    const script = `
+      const st = require(${JSON.stringify(path.join(ROOT, 'lib'))});
+      (async () => {
+        const m = await st.createModel({ arch: 'fcn', backbone: 'resnet18', numClasses: 2, outputStride: 16 });
+        const x = st.tensor(new Float32Array(2 * 3 * 32 * 32).fill(0.5), [2, 3, 32, 32]);
+        const y = st.tensor(new Uint8Array(2 * 32 * 32).fill(1), [2, 32, 32]);
+        await m.trainStep(x, y);
+        (await m.predict(x)).dispose();
+        m.dispose();
+      })().catch((e) => { console.error(e); process.exit(1) });`
+    const r = spawnSync(process.execPath, ['-r', 'ts-node/register/transpile-only', '-e', script],
+      { cwd: ROOT, encoding: 'utf8', env: { ...process.env, SEGTORCH_PROFILE: path.join(dir, 'job') } })
+    assert.strictEqual(r.status, 0, r.stderr)
+    const files = fs.readdirSync(dir).filter((f) => /^job\.\d+\.\d+\.json$/.test(f))
+    // createModel, trainStep, predict (and dispose's job): each its own trace.
+    assert.ok(files.length >= 3, files.join(', '))
+    const names = new Set<string>()
+    for (const f of files) {
+      const events = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as Array<{ name: string, ph: string, dur: number }>
+      assert.ok(Array.isArray(events))
+      for (const e of events) if (e.ph === 'X') { names.add(e.name); assert.ok(e.dur >= 0) }
+    }
+    for (const n of ['segtorch::backward', 'segtorch::optimizer_step', 'aten::convolution_backward']) assert.ok(names.has(n), `${n} missing`)
+    assert.ok([...names].some((n) => /conv/.test(n)))
+  })
 })

@@ -1,5 +1,7 @@
 #include "base/executor.h"
 
+#include "base/profile.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -154,7 +156,11 @@ void Executor::Loop() noexcept {
     // Jobs catch their own exceptions; whatever escapes one anyway must not end the process
     // (an exception leaving a thread's function calls std::terminate).
     try {
-      if (apply_thread_settings_) ApplyThreadSettings();
+      std::unique_ptr<JobProfile> profile;
+      if (apply_thread_settings_) {
+        ApplyThreadSettings();
+        profile = StartJobProfile();
+      }
       job();
     } catch (...) {
     }

@@ -1,5 +1,7 @@
 #include "train/step.h"
 
+#include <ATen/record_function.h>
+
 #include <cmath>
 
 #include "base/errors.h"
@@ -72,6 +74,7 @@ StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& 
       state.parallel->NonFiniteLoss(result.loss);
     } else {
       if (state.parallel) state.parallel->BeforeBackward(net, last);
+      RECORD_USER_SCOPE("segtorch::backward");  // named in SEGTORCH_PROFILE's traces
       (loss * ((fp16 ? state.scaler.scale : 1.0) / static_cast<double>(o.accumulate))).backward();
     }
     ++state.micro;
@@ -94,7 +97,10 @@ StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& 
         state.optimizer.SetLearningRates(factor);
         result.lr = base_lrs.empty() ? 0 : base_lrs[0] * factor;
         for (double b : base_lrs) result.lrs.push_back(b * factor);
-        state.optimizer.Step();
+        {
+          RECORD_USER_SCOPE("segtorch::optimizer_step");
+          state.optimizer.Step();
+        }
         ++state.steps;
         result.updated = true;
       } else {

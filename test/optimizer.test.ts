@@ -1,0 +1,90 @@
+import * as assert from 'assert'
+import { spawnSync } from 'child_process'
+import * as path from 'path'
+import { createModel } from '../lib'
+import { ROOT, tmpdir } from './helpers'
+
+// Adam and AdamW run a fused one-pass update on the CPU (native/train/optimizer.cc); libtorch's own
+// step (SEGTORCH_FUSED_OPTIMIZER=0) is the reference. Each run is a child process on the same saved
+// weights and batch, so that only the optimizer differs; in fp32 (under bf16 autocast a weight one
+// float rounding away can round to another bf16 value, and the runs part by 2^-8 there).
+const CHILD = `
+  const st = require(${JSON.stringify(path.join(ROOT, 'lib'))});
+  (async () => {
+    const c = JSON.parse(process.argv[1]);
+    const m = await st.loadModel(c.file);
+    const n = 2, s = 32;
+    const x = st.tensor(new Float32Array(n * 3 * s * s).map((_, i) => Math.sin(i * 0.37)), [n, 3, s, s]);
+    const y = st.tensor(new Uint8Array(n * s * s).map((_, i) => (i % s) < s / 2 ? 1 : 0), [n, s, s]);
+    const data = function * () { for (;;) yield { images: x, masks: y } };
+    const losses = [];
+    await m.fit(data, {
+      iterations: c.steps, seed: 7, precision: 'fp32', optimizer: { type: c.type, lr: 1e-3, weightDecay: c.wd }, schedule: { type: 'constant' },
+      ...(c.checkpointDir ? { checkpointDir: c.checkpointDir } : {}), ...(c.resume ? { resume: c.resume } : {}),
+      onStep: (st) => { losses.push(st.loss) }
+    });
+    await m.eval();
+    const f = await m.forward(x);
+    console.log(JSON.stringify({ losses, out: Array.from(f.dataSync()) }));
+  })().catch((e) => { console.error(e); process.exit(1) });`
+
+interface Run { losses: number[], out: number[] }
+
+function run (config: Record<string, unknown>, fused: boolean): Run {
+  const r = spawnSync(process.execPath, ['-r', 'ts-node/register/transpile-only', '-e', CHILD, JSON.stringify(config)], {
+    cwd: ROOT, encoding: 'utf8', env: { ...process.env, SEGTORCH_FUSED_OPTIMIZER: fused ? '1' : '0' }
+  })
+  assert.strictEqual(r.status, 0, r.stderr)
+  return JSON.parse(r.stdout.trim().split('\n').pop() as string) as Run
+}
+
+function maxRelDiff (a: number[], b: number[]): number {
+  assert.strictEqual(a.length, b.length)
+  let diff = 0; let scale = 0
+  for (let i = 0; i < a.length; i++) { diff = Math.max(diff, Math.abs(a[i] - b[i])); scale = Math.max(scale, Math.abs(b[i])) }
+  return diff / scale
+}
+
+describe('fused Adam / AdamW (against libtorch\'s step)', function () {
+  this.timeout(300000)
+  let file = ''
+  let dir = ''
+  before(async () => {
+    dir = tmpdir()
+    file = path.join(dir, 'init.segtorch')
+    const m = await createModel({ arch: 'fcn', backbone: 'resnet18', numClasses: 2, outputStride: 16 })
+    await m.save(file)
+    m.dispose()
+  })
+
+  for (const [type, wd] of [['adam', 1e-2], ['adamw', 5e-2], ['adamw', 0]] as const) {
+    it(`${type} (weight decay ${wd}): the same weights after 2 steps, to float rounding`, () => {
+      // Two updates: the moments' first and second use and both bias corrections. (Longer runs are
+      // no test: Adam turns a rounding-level change of a near-zero gradient's sign into a full
+      // +-lr step, so two correct implementations drift apart after a few steps.)
+      const fused = run({ file, type, wd, steps: 2 }, true)
+      const plain = run({ file, type, wd, steps: 2 }, false)
+      assert.strictEqual(fused.losses[0], plain.losses[0]) // before any update
+      assert.ok(maxRelDiff(fused.losses, plain.losses) < 1e-5, `losses ${fused.losses} against ${plain.losses}`)
+      const d = maxRelDiff(fused.out, plain.out)
+      assert.ok(d < 1e-5, `outputs differ by ${d} of the largest (observed 4e-7)`)
+      // And the steps did something (Adam moved the weights).
+      const once = run({ file, type, wd, steps: 1 }, true)
+      assert.ok(maxRelDiff(once.out, fused.out) > 1e-3)
+    })
+  }
+
+  it('the moments a fused step saved in a checkpoint resume under libtorch\'s step, and back', () => {
+    const ckpt = path.join(dir, 'ckpt')
+    run({ file, type: 'adamw', wd: 1e-2, steps: 3, checkpointDir: ckpt }, true)
+    // One more update from the same saved moments (step count 3): fused and libtorch's agree.
+    const viaPlain = run({ file, type: 'adamw', wd: 1e-2, steps: 4, resume: ckpt }, false)
+    const viaFused = run({ file, type: 'adamw', wd: 1e-2, steps: 4, resume: ckpt }, true)
+    assert.strictEqual(viaPlain.losses.length, 1)
+    const d = maxRelDiff(viaPlain.out, viaFused.out)
+    assert.ok(d < 1e-5, `outputs differ by ${d} of the largest`)
+    // And a fused run resumed from its own checkpoint continues as if never stopped.
+    const straight = run({ file, type: 'adamw', wd: 1e-2, steps: 4 }, true)
+    assert.ok(maxRelDiff(viaFused.out, straight.out) < 1e-5)
+  })
+})
