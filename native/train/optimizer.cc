@@ -58,9 +58,23 @@ std::unique_ptr<torch::optim::OptimizerParamState> MakeAdamState(const torch::Te
 // about ten ATen operations per parameter, each a pass over memory; PyTorch 2.15's for-loop AdamW
 // took 40 ms per step on ICNet's 24.6 M values where its fused kernel took 11). The arithmetic is
 // libtorch's, in the same order and in float, so results agree with optimizer->step() to float
-// rounding (test/optimizer.test.ts compares them over several steps). Only for dense float32 CPU
-// parameters whose gradients and moments have their strides, without amsgrad; returns false (nothing done) otherwise, and
-// the caller runs libtorch's step.
+// rounding (test/optimizer.test.ts compares them after two steps and across a checkpoint). Only for
+// dense float32 CPU parameters with gradients of their layout, without amsgrad; returns false
+// (nothing done) otherwise, and the caller runs libtorch's step.
+// t can be updated element by element in memory order alongside p: a dense float32 CPU tensor of
+// p's sizes and strides (any layout: channels-last weights too; strides of size-1 dimensions do not
+// matter, a 1x1 convolution's channels-last weight and its gradient may differ there).
+bool SameLayout(const torch::Tensor& t, const torch::Tensor& p) {
+  if (!t.defined() || !t.device().is_cpu() || t.scalar_type() != at::kFloat || t.is_sparse() || t.sizes() != p.sizes() ||
+      !t.is_non_overlapping_and_dense()) {
+    return false;
+  }
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    if (t.size(d) > 1 && t.stride(d) != p.stride(d)) return false;
+  }
+  return true;
+}
+
 template <typename Options, typename State>
 bool FusedAdamStep(torch::optim::Optimizer& opt, bool decoupled) {
   auto& state = opt.state();
@@ -69,25 +83,17 @@ bool FusedAdamStep(torch::optim::Optimizer& opt, bool decoupled) {
     for (const auto& p : group.params()) {
       const auto& g = p.grad();
       if (!g.defined()) continue;
-      // One pass in memory order over the four tensors: each dense (any layout: channels-last
-      // weights too) with the same strides, so that element i of one is element i of the others.
-      // (Strides of size-1 dimensions do not matter: a 1x1 convolution's channels-last weight and
-      // its gradient may differ there.)
-      auto same = [&p](const torch::Tensor& t) {
-        if (!t.defined() || !t.device().is_cpu() || t.scalar_type() != at::kFloat || t.is_sparse() || t.sizes() != p.sizes() ||
-            !t.is_non_overlapping_and_dense()) {
-          return false;
-        }
-        for (int64_t d = 0; d < t.dim(); ++d) {
-          if (t.size(d) > 1 && t.stride(d) != p.stride(d)) return false;
-        }
-        return true;
-      };
-      if (!same(p) || !same(g)) return false;
+      // One pass in memory order over the four tensors: element i of one is element i of the others.
+      if (!SameLayout(p, p) || !SameLayout(g, p)) return false;
       auto it = state.find(StateKey(state, p));
       if (it != state.end()) {
+        // Moments in another layout (restored from a checkpoint as contiguous tensors) are copied
+        // into the parameter's layout below; other dtypes or devices go to libtorch's step.
         auto* s = dynamic_cast<State*>(it->second.get());
-        if (s == nullptr || !same(s->exp_avg()) || !same(s->exp_avg_sq())) return false;
+        auto usable = [&p](const torch::Tensor& t) {
+          return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat && t.sizes() == p.sizes();
+        };
+        if (s == nullptr || !usable(s->exp_avg()) || !usable(s->exp_avg_sq())) return false;
       }
     }
   }
@@ -107,6 +113,8 @@ bool FusedAdamStep(torch::optim::Optimizer& opt, bool decoupled) {
         it = state.emplace(key, std::move(fresh)).first;
       }
       auto& s = static_cast<State&>(*it->second);
+      if (!SameLayout(s.exp_avg(), p)) s.exp_avg(at::empty_like(p).copy_(s.exp_avg()));
+      if (!SameLayout(s.exp_avg_sq(), p)) s.exp_avg_sq(at::empty_like(p).copy_(s.exp_avg_sq()));
       s.step(s.step() + 1);
       const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());
       const double bc1 = 1 - std::pow(beta1, static_cast<double>(s.step()));
