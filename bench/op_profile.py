@@ -127,7 +127,7 @@ def main():
     import torch  # the trace form needs no PyTorch
     from torch.profiler import ProfilerActivity, profile
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from suite import seg_loss
+    from suite import training_step
     from torch_twins import build
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -137,19 +137,7 @@ def main():
         model = model.to(memory_format=torch.channels_last)
     cl = torch.channels_last if fast else torch.contiguous_format
     if a.task == 'train':
-        model.train()
-        x = torch.rand(a.batch, 3, a.train_size, a.train_size).contiguous(memory_format=cl)
-        y = torch.randint(0, 21, (a.batch, a.train_size, a.train_size))
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        net = torch.compile(model) if a.variant == 'compiled' else model
-
-        def run():
-            opt.zero_grad()
-            with torch.autocast('cpu', dtype=torch.bfloat16, enabled=fast):
-                o = net(x)
-            loss = seg_loss(o, y)
-            loss.backward()
-            opt.step()
+        run = training_step(model, a.variant, a.batch, a.train_size)  # bench/suite.py's step
         ctx = torch.enable_grad
     else:
         model.eval()

@@ -59,6 +59,30 @@ def seg_loss(out, y):
     return loss
 
 
+def training_step(model, variant, n, s):
+    """The suite's training step of `model` (already channels-last for 'best' / 'compiled'): SGD lr 0.01
+    momentum 0.9 on random n x 3 x s x s images and labels; bf16 autocast for 'best' / 'compiled',
+    torch.compile for 'compiled'. Returns a function that runs one step and returns its loss."""
+    fast = variant in ('best', 'compiled')
+    x = torch.rand(n, 3, s, s)
+    y = torch.randint(0, 21, (n, s, s))
+    model.train()
+    if fast:
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    net = torch.compile(model) if variant == 'compiled' else model
+
+    def step():
+        opt.zero_grad()
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=fast):
+            o = net(x)
+        loss = seg_loss(o, y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
 def count_flops(c):
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -137,23 +161,8 @@ def main():
         model = model.to(memory_format=torch.channels_last)
 
     if c['task'] == 'train':
-        n, s = c['batch'], c['trainSize']
-        x = torch.rand(n, 3, s, s)
-        y = torch.randint(0, 21, (n, s, s))
-        model.train()
-        if fast:
-            x = x.contiguous(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        net = torch.compile(model) if variant == 'compiled' else model
-
-        def step():
-            opt.zero_grad()
-            with torch.autocast('cpu', dtype=torch.bfloat16, enabled=fast):
-                o = net(x)
-            loss = seg_loss(o, y)
-            loss.backward()
-            opt.step()
-            return loss.item()
+        n = c['batch']
+        step = training_step(model, variant, n, c['trainSize'])
 
         t0 = time.perf_counter()
         step()
