@@ -48,6 +48,12 @@ export interface Backend {
   threads: number
   /** The CPU has native bf16 (AVX512-BF16 or AMX). */
   bf16: boolean
+  /**
+   * predict's bf16 CPU convolutions run with their weights reordered once per input shape for oneDNN
+   * (libtorch 2.x's prepacked convolution, as torch.compile's freezing uses) instead of on every
+   * call. false on libtorch 1.13 (no such operator) or with SEGTORCH_PREPACK=0.
+   */
+  prepack: boolean
   /** The CPU's model name and its widest matrix instructions (results differ by kind: AMX, AVX512-BF16, AVX2). */
   cpu: { model: string, isa: 'AMX' | 'AVX512-BF16' | 'AVX512' | 'AVX2' | 'other' }
   /**

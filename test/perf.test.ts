@@ -1,6 +1,8 @@
 // Correctness of the speed defaults: BatchNorm folding for predict, inference mode, bf16 autocast
 // and channels-last. (Speed itself is measured in bench/, never asserted here.)
 import * as assert from 'assert'
+import { spawnSync } from 'child_process'
+import * as fs from 'fs'
 import * as path from 'path'
 import { backend, createModel, loadModel, Model, ModelOptions, tensor } from '../lib'
 import { readImage } from '../lib/data'
@@ -179,6 +181,76 @@ describe('precision and layout defaults', () => {
       assert.ok(ones > 0.05 * a.length && ones < 0.98 * a.length, `class 1 on ${ones} of ${a.length} pixels`)
     } finally {
       model.dispose()
+    }
+  })
+})
+
+// predict's CPU convolutions with weights reordered once for oneDNN (native/blocks/conv2d.h; libtorch
+// 2.x only). The same saved models predict the same inputs in a child process with
+// SEGTORCH_PREPACK=0 (the switch is read once per process), and the outputs are compared.
+describe('prepacked convolutions in predict', () => {
+  const childScript = `
+    const fs = require('fs')
+    const { backend, loadModel, tensor } = require(${JSON.stringify(path.join(ROOT, 'lib'))})
+    ;(async () => {
+      const [dir, n] = process.argv.slice(1)
+      const out = { prepack: backend().prepack, logits: [] }
+      for (let k = 0; k < Number(n); k++) {
+        const m = await loadModel(dir + '/m' + k + '.segtorch')
+        const x = JSON.parse(fs.readFileSync(dir + '/x' + k + '.json', 'utf8'))
+        for (const precision of ['fp32', 'bf16']) {
+          const y = await m.predict(tensor(Float32Array.from(x.data), x.shape), { precision, output: 'logits', channelsLast: precision === 'bf16' })
+          out.logits.push(Array.from(y.dataSync()))
+        }
+        m.dispose()
+      }
+      fs.writeFileSync(dir + '/out.json', JSON.stringify(out))
+    })().catch((e) => { console.error(e); process.exit(1) })`
+  const cases: ModelOptions[] = [
+    { arch: 'fcn', backbone: 'resnet18', numClasses: 3 },
+    { arch: 'lwrefinenet', backbone: 'mobilenetv2', numClasses: 3 }, // depthwise convolutions
+    { arch: 'deeplabv3', backbone: 'resnet18', numClasses: 3, outputStride: 8 } // dilated, ASPP
+  ]
+
+  it('backend().prepack: false on libtorch 1.x, and with SEGTORCH_PREPACK=0; predictions equal the unpacked ones (fp32 1e-4; bf16 as close to fp32)', async function () {
+    const b = backend()
+    if (Number(b.libtorch.split('.')[0]) < 2) assert.strictEqual(b.prepack, false, 'libtorch 1.x has no prepacked convolution')
+    const dir = tmpdir()
+    const ours: Float32Array[] = []
+    for (const [k, options] of cases.entries()) {
+      const model = await createModel(options)
+      try {
+        await warmStatistics(model, 3, 64)
+        const x = randomImages(1, 3, 61, 75, 30 + k)
+        await model.save(path.join(dir, `m${k}.segtorch`))
+        fs.writeFileSync(path.join(dir, `x${k}.json`), JSON.stringify({ data: Array.from(x.dataSync()), shape: x.shape }))
+        for (const precision of ['fp32', 'bf16'] as const) {
+          ours.push((await model.predict(x, { precision, output: 'logits', channelsLast: precision === 'bf16' })).dataSync() as Float32Array)
+        }
+      } finally {
+        model.dispose()
+      }
+    }
+    const child = spawnSync(process.execPath, ['-r', 'ts-node/register/transpile-only', '-e', childScript, dir, String(cases.length)],
+      { cwd: ROOT, encoding: 'utf8', env: { ...process.env, SEGTORCH_PREPACK: '0' } })
+    assert.strictEqual(child.status, 0, child.stderr)
+    const theirs = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8')) as { prepack: boolean, logits: number[][] }
+    assert.strictEqual(theirs.prepack, false, 'SEGTORCH_PREPACK=0 turns it off')
+    // bf16: both paths round differently (the fused path rounds once where the plain one rounds
+    // the convolution's output before the addition), so each is compared with fp32: the prepacked
+    // path's mean error must be no larger than about the plain path's.
+    const meanAbs = (a: ArrayLike<number>, t: ArrayLike<number>): number => {
+      let s = 0
+      for (let i = 0; i < a.length; i++) s += Math.abs(a[i] - t[i])
+      return s / a.length
+    }
+    for (const [k, options] of cases.entries()) {
+      const name = `${options.arch}/${options.backbone}`
+      const [a32, t32, a16, t16] = [ours[2 * k], theirs.logits[2 * k], ours[2 * k + 1], theirs.logits[2 * k + 1]]
+      assert.strictEqual(a32.length, t32.length, name)
+      assert.ok(maxDiff(a32, t32) / Math.max(1, maxAbs(t32)) < 1e-4, `${name} fp32: max diff ${maxDiff(a32, t32)}`)
+      const [packed, plain] = [meanAbs(a16, t32), meanAbs(t16, t32)]
+      assert.ok(packed <= 1.5 * plain + 1e-6, `${name} bf16: mean error against fp32 ${packed} (plain path ${plain})`)
     }
   })
 })

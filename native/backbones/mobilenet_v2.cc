@@ -1,5 +1,6 @@
 #include "backbones/mobilenet_v2.h"
 #include "blocks/batch_norm.h"
+#include "blocks/conv2d.h"
 
 #include <string>
 
@@ -18,7 +19,7 @@ class ConvBNReLU6Impl : public nn::SequentialImpl {
  public:
   ConvBNReLU6Impl(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t groups = 1, int64_t dilation = 1) {
     int64_t padding = (kernel - 1) / 2 * dilation;
-    push_back(nn::Conv2d(
+    push_back(Conv2d(
         nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).dilation(dilation).groups(groups).bias(false)));
     push_back(BatchNorm2d(out));
     // ReLU6 as clamp(0, 6): the same function, but libtorch 1.13's hardtanh backward has no bf16
@@ -37,7 +38,7 @@ InvertedResidualImpl::InvertedResidualImpl(int64_t in, int64_t out, int64_t stri
   nn::Sequential layers;
   if (expand_ratio != 1) layers->push_back(ConvBNReLU6(in, hidden, 1));
   layers->push_back(ConvBNReLU6(hidden, hidden, 3, stride, hidden, dilation));
-  layers->push_back(nn::Conv2d(nn::Conv2dOptions(hidden, out, 1).bias(false)));
+  layers->push_back(Conv2d(nn::Conv2dOptions(hidden, out, 1).bias(false)));
   layers->push_back(BatchNorm2d(out));
   conv = register_module("conv", layers);
 }

@@ -1,5 +1,6 @@
 #include "backbones/mobilenet_v3.h"
 #include "blocks/batch_norm.h"
+#include "blocks/conv2d.h"
 
 #include <string>
 
@@ -26,7 +27,7 @@ class ConvBNActImpl : public nn::SequentialImpl {
   ConvBNActImpl(int64_t in, int64_t out, int64_t kernel, Act act, int64_t stride = 1, int64_t groups = 1,
                 int64_t dilation = 1) {
     int64_t padding = (kernel - 1) / 2 * dilation;
-    push_back(nn::Conv2d(
+    push_back(Conv2d(
         nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).dilation(dilation).groups(groups).bias(false)));
     push_back(BN(out));
     if (act == Act::kReLU) push_back(nn::ReLU());
@@ -41,15 +42,15 @@ TORCH_MODULE(ConvBNAct);
 class SqueezeExcitationImpl : public nn::Module {
  public:
   SqueezeExcitationImpl(int64_t channels, int64_t squeeze) {
-    fc1 = register_module("fc1", nn::Conv2d(nn::Conv2dOptions(channels, squeeze, 1)));
-    fc2 = register_module("fc2", nn::Conv2d(nn::Conv2dOptions(squeeze, channels, 1)));
+    fc1 = register_module("fc1", Conv2d(nn::Conv2dOptions(channels, squeeze, 1)));
+    fc2 = register_module("fc2", Conv2d(nn::Conv2dOptions(squeeze, channels, 1)));
   }
   torch::Tensor forward(torch::Tensor x) {
     auto s = at::adaptive_avg_pool2d(x, {1, 1});
     s = HardSigmoid(fc2->forward(at::relu(fc1->forward(s))));
     return s * x;
   }
-  nn::Conv2d fc1{nullptr}, fc2{nullptr};
+  Conv2d fc1{nullptr}, fc2{nullptr};
 };
 TORCH_MODULE(SqueezeExcitation);
 

@@ -1,5 +1,6 @@
 #include "backbones/resnet.h"
 #include "blocks/batch_norm.h"
+#include "blocks/conv2d.h"
 
 #include "base/errors.h"
 
@@ -9,11 +10,11 @@ namespace nn = torch::nn;
 
 namespace {
 
-nn::Conv2d Conv3x3(int64_t in, int64_t out, int64_t stride, int64_t dilation) {
-  return nn::Conv2d(nn::Conv2dOptions(in, out, 3).stride(stride).padding(dilation).dilation(dilation).bias(false));
+Conv2d Conv3x3(int64_t in, int64_t out, int64_t stride, int64_t dilation) {
+  return Conv2d(nn::Conv2dOptions(in, out, 3).stride(stride).padding(dilation).dilation(dilation).bias(false));
 }
-nn::Conv2d Conv1x1(int64_t in, int64_t out, int64_t stride = 1) {
-  return nn::Conv2d(nn::Conv2dOptions(in, out, 1).stride(stride).bias(false));
+Conv2d Conv1x1(int64_t in, int64_t out, int64_t stride = 1) {
+  return Conv2d(nn::Conv2dOptions(in, out, 1).stride(stride).bias(false));
 }
 
 class BasicBlockImpl : public nn::Module {
@@ -30,13 +31,12 @@ class BasicBlockImpl : public nn::Module {
   }
   torch::Tensor forward(torch::Tensor x) {
     torch::Tensor identity = downsample ? downsample->forward(x) : x;
-    torch::Tensor out = bn1(conv1(x)).relu_();
-    out = bn2(conv2(out));
-    return (out += identity).relu_();
+    torch::Tensor out = ConvBnAct(*conv1, *bn1, x, /*relu=*/true);
+    return ConvBnAct(*conv2, *bn2, out, /*relu=*/true, identity);
   }
-  nn::Conv2d conv1;
+  Conv2d conv1;
   BatchNorm2d bn1;
-  nn::Conv2d conv2;
+  Conv2d conv2;
   BatchNorm2d bn2;
   nn::Sequential downsample;
 };
@@ -58,16 +58,15 @@ class BottleneckImpl : public nn::Module {
   }
   torch::Tensor forward(torch::Tensor x) {
     torch::Tensor identity = downsample ? downsample->forward(x) : x;
-    torch::Tensor out = bn1(conv1(x)).relu_();
-    out = bn2(conv2(out)).relu_();
-    out = bn3(conv3(out));
-    return (out += identity).relu_();
+    torch::Tensor out = ConvBnAct(*conv1, *bn1, x, /*relu=*/true);
+    out = ConvBnAct(*conv2, *bn2, out, /*relu=*/true);
+    return ConvBnAct(*conv3, *bn3, out, /*relu=*/true, identity);
   }
-  nn::Conv2d conv1;
+  Conv2d conv1;
   BatchNorm2d bn1;
-  nn::Conv2d conv2;
+  Conv2d conv2;
   BatchNorm2d bn2;
-  nn::Conv2d conv3;
+  Conv2d conv3;
   BatchNorm2d bn3;
   nn::Sequential downsample;
 };
@@ -103,7 +102,7 @@ ResNetImpl::ResNetImpl(const ResNetOptions& o) {
     default: ThrowRange("Expected outputStride 8, 16 or 32 but received " + std::to_string(o.output_stride()));
   }
   if (o.in_channels() < 1) ThrowRange("Expected inChannels >= 1 but received " + std::to_string(o.in_channels()));
-  conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(o.in_channels(), 64, 7).stride(2).padding(3).bias(false)));
+  conv1 = register_module("conv1", Conv2d(nn::Conv2dOptions(o.in_channels(), 64, 7).stride(2).padding(3).bias(false)));
   bn1 = register_module("bn1", BatchNorm2d(64));
   layer1 = register_module("layer1", make_layer(bottleneck, 64, blocks[0], 1, false));
   layer2 = register_module("layer2", make_layer(bottleneck, 128, blocks[1], 2, false));
@@ -115,7 +114,7 @@ ResNetImpl::ResNetImpl(const ResNetOptions& o) {
 
   // torchvision's initialisation
   for (auto& m : modules(/*include_self=*/false)) {
-    if (auto* conv = m->as<nn::Conv2d>()) {
+    if (auto* conv = m->as<torch::nn::Conv2d>()) {
       nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
     } else if (auto* bn = m->as<BatchNorm2d>()) {
       nn::init::constant_(bn->weight, 1.0);
@@ -155,7 +154,7 @@ nn::Sequential ResNetImpl::make_layer(bool bottleneck, int64_t planes, int64_t b
 }
 
 torch::Tensor ResNetImpl::stem(torch::Tensor x) {
-  x = bn1(conv1(x)).relu_();
+  x = ConvBnAct(*conv1, *bn1, x, /*relu=*/true);
   return torch::max_pool2d(x, 3, 2, 1);
 }
 

@@ -7,6 +7,7 @@
 
 #include "backbones/backbone.h"
 #include "blocks/batch_norm.h"
+#include "blocks/conv2d.h"
 
 #include <vector>
 
@@ -30,7 +31,7 @@ class ResNetImpl : public BackboneImpl {
   std::vector<int64_t> channels() const override { return channels_; }
   std::vector<int64_t> strides() const override { return strides_; }
 
-  torch::nn::Conv2d conv1{nullptr};
+  Conv2d conv1{nullptr};
   BatchNorm2d bn1{nullptr};
   torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
 

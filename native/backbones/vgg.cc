@@ -1,5 +1,6 @@
 #include "backbones/vgg.h"
 #include "blocks/batch_norm.h"
+#include "blocks/conv2d.h"
 
 #include "base/errors.h"
 
@@ -31,7 +32,7 @@ VGGImpl::VGGImpl(const VGGOptions& o) : output_stride_(o.output_stride()) {
     int64_t dilation = (o.output_stride() == 8 && b == 4) ? 2 : 1;
     size_t begin = features->size();
     for (int64_t out : kVGG16[b]) {
-      features->push_back(nn::Conv2d(nn::Conv2dOptions(in, out, 3).padding(dilation).dilation(dilation)));
+      features->push_back(Conv2d(nn::Conv2dOptions(in, out, 3).padding(dilation).dilation(dilation)));
       if (o.batch_norm()) features->push_back(BatchNorm2d(out));
       features->push_back(nn::ReLU(nn::ReLUOptions().inplace(true)));
       in = out;
@@ -54,7 +55,7 @@ VGGImpl::VGGImpl(const VGGOptions& o) : output_stride_(o.output_stride()) {
 
   // torchvision's initialisation
   for (auto& m : modules(/*include_self=*/false)) {
-    if (auto* conv = m->as<nn::Conv2d>()) {
+    if (auto* conv = m->as<torch::nn::Conv2d>()) {
       nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
       nn::init::constant_(conv->bias, 0.0);
     } else if (auto* bn = m->as<BatchNorm2d>()) {

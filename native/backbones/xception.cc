@@ -1,5 +1,6 @@
 #include "backbones/xception.h"
 #include "blocks/batch_norm.h"
+#include "blocks/conv2d.h"
 
 #include "blocks/conv_bn_relu.h"
 #include "base/errors.h"
@@ -14,23 +15,23 @@ namespace {
 class SeparableConvImpl : public nn::Module {
  public:
   SeparableConvImpl(int64_t in, int64_t out, int64_t stride, int64_t dilation, bool relu_out)
-      : depthwise(register_module("depthwise", nn::Conv2d(nn::Conv2dOptions(in, in, 3)
+      : depthwise(register_module("depthwise", Conv2d(nn::Conv2dOptions(in, in, 3)
                                                                 .stride(stride)
                                                                 .padding(dilation)
                                                                 .dilation(dilation)
                                                                 .groups(in)
                                                                 .bias(false)))),
         depthwise_bn(register_module("depthwise_bn", BatchNorm2d(in))),
-        pointwise(register_module("pointwise", nn::Conv2d(nn::Conv2dOptions(in, out, 1).bias(false)))),
+        pointwise(register_module("pointwise", Conv2d(nn::Conv2dOptions(in, out, 1).bias(false)))),
         pointwise_bn(register_module("pointwise_bn", BatchNorm2d(out))),
         relu_out_(relu_out) {}
   torch::Tensor forward(const torch::Tensor& x) {
     auto y = pointwise_bn(pointwise(depthwise_bn(depthwise(x)).relu_()));
     return relu_out_ ? y.relu_() : y;
   }
-  nn::Conv2d depthwise;
+  Conv2d depthwise;
   BatchNorm2d depthwise_bn;
-  nn::Conv2d pointwise;
+  Conv2d pointwise;
   BatchNorm2d pointwise_bn;
 
  private:
@@ -53,7 +54,7 @@ class XceptionBlockImpl : public nn::Module {
       c = depths[i];
     }
     if (skip == Skip::kConv) {
-      shortcut_ = register_module("shortcut", nn::Conv2d(nn::Conv2dOptions(in, depths[2], 1).stride(stride).bias(false)));
+      shortcut_ = register_module("shortcut", Conv2d(nn::Conv2dOptions(in, depths[2], 1).stride(stride).bias(false)));
       shortcut_bn_ = register_module("shortcut_bn", BatchNorm2d(depths[2]));
     }
   }
@@ -77,7 +78,7 @@ class XceptionBlockImpl : public nn::Module {
   Skip skip_;
   bool pre_activation_;
   std::vector<SeparableConv> sep_;
-  nn::Conv2d shortcut_{nullptr};
+  Conv2d shortcut_{nullptr};
   BatchNorm2d shortcut_bn_{nullptr};
 };
 TORCH_MODULE(XceptionBlock);
@@ -91,9 +92,9 @@ XceptionImpl::XceptionImpl(const XceptionOptions& o) {
     ThrowRange("Expected outputStride 8, 16 or 32 for xception65 but received " + std::to_string(o.output_stride()));
   }
   if (o.in_channels() < 1) ThrowRange("Expected inChannels >= 1 but received " + std::to_string(o.in_channels()));
-  conv1_1_ = register_module("conv1_1", nn::Conv2d(nn::Conv2dOptions(o.in_channels(), 32, 3).stride(2).padding(1).bias(false)));
+  conv1_1_ = register_module("conv1_1", Conv2d(nn::Conv2dOptions(o.in_channels(), 32, 3).stride(2).padding(1).bias(false)));
   bn1_1_ = register_module("bn1_1", BatchNorm2d(32));
-  conv1_2_ = register_module("conv1_2", nn::Conv2d(nn::Conv2dOptions(32, 64, 3).padding(1).bias(false)));
+  conv1_2_ = register_module("conv1_2", Conv2d(nn::Conv2dOptions(32, 64, 3).padding(1).bias(false)));
   bn1_2_ = register_module("bn1_2", BatchNorm2d(64));
 
   // The reference's stack_blocks_dense: once the target stride is reached, a block runs with

@@ -27,6 +27,7 @@
 
 #include "backbones/backbone.h"
 #include "blocks/batch_norm.h"
+#include "blocks/conv2d.h"
 
 namespace segtorch {
 
@@ -45,7 +46,7 @@ class XceptionImpl : public BackboneImpl {
   std::vector<int64_t> strides() const override { return strides_; }
 
  private:
-  torch::nn::Conv2d conv1_1_{nullptr}, conv1_2_{nullptr};
+  Conv2d conv1_1_{nullptr}, conv1_2_{nullptr};
   BatchNorm2d bn1_1_{nullptr}, bn1_2_{nullptr};
   torch::nn::ModuleList entry_flow_{nullptr}, middle_flow_{nullptr}, exit_flow_{nullptr};
   std::vector<int64_t> strides_;

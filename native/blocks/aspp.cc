@@ -1,5 +1,6 @@
 #include "blocks/aspp.h"
 #include "blocks/batch_norm.h"
+#include "blocks/conv2d.h"
 
 #include "blocks/conv_bn_relu.h"
 #include "blocks/resize.h"
@@ -17,11 +18,11 @@ ASPPImpl::ASPPImpl(const ASPPOptions& o) : options_(o) {
   }
   // Image pooling: children 0 (pool), 1 (conv), 2 (BN), 3 (ReLU) as torchvision's ASPPPooling.
   branches_.push_back(nn::Sequential(nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(1)),
-                                     nn::Conv2d(nn::Conv2dOptions(in, out, 1).bias(false)), BatchNorm2d(out),
+                                     Conv2d(nn::Conv2dOptions(in, out, 1).bias(false)), BatchNorm2d(out),
                                      nn::ReLU()));
   for (auto& b : branches_) convs->push_back(b);
   int64_t n = static_cast<int64_t>(branches_.size());
-  project = register_module("project", nn::Sequential(nn::Conv2d(nn::Conv2dOptions(n * out, out, 1).bias(false)),
+  project = register_module("project", nn::Sequential(Conv2d(nn::Conv2dOptions(n * out, out, 1).bias(false)),
                                                       BatchNorm2d(out), nn::ReLU(), nn::Dropout(o.dropout())));
 }
 
@@ -36,7 +37,7 @@ torch::Tensor ASPPImpl::forward(const torch::Tensor& x) {
 ASPPSumImpl::ASPPSumImpl(int64_t in_channels, int64_t num_classes, const std::vector<int64_t>& rates) {
   for (size_t i = 0; i < rates.size(); ++i) {
     int64_t r = rates[i];
-    auto conv = nn::Conv2d(nn::Conv2dOptions(in_channels, num_classes, 3).padding(r).dilation(r).bias(true));
+    auto conv = Conv2d(nn::Conv2dOptions(in_channels, num_classes, 3).padding(r).dilation(r).bias(true));
     // The reference (Caffe's fc1_* layers): Gaussian std 0.01, bias 0.
     nn::init::normal_(conv->weight, 0.0, 0.01);
     nn::init::constant_(conv->bias, 0.0);

@@ -12,6 +12,8 @@
 
 #include <vector>
 
+#include "blocks/conv2d.h"
+
 namespace segtorch {
 
 struct ASPPOptions {
@@ -46,7 +48,7 @@ class ASPPSumImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);
 
  private:
-  std::vector<torch::nn::Conv2d> branches_;
+  std::vector<Conv2d> branches_;
 };
 TORCH_MODULE(ASPPSum);
 

@@ -1,5 +1,6 @@
 #include "blocks/ppm.h"
 #include "blocks/batch_norm.h"
+#include "blocks/conv2d.h"
 
 #include "blocks/resize.h"
 
@@ -11,7 +12,7 @@ PPMImpl::PPMImpl(const PPMOptions& o) : options_(o) {
   features = register_module("features", nn::ModuleList());
   for (int64_t bin : o.bins()) {
     auto branch = nn::Sequential(nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(bin)),
-                                 nn::Conv2d(nn::Conv2dOptions(o.in_channels(), o.channels(), 1).bias(false)),
+                                 Conv2d(nn::Conv2dOptions(o.in_channels(), o.channels(), 1).bias(false)),
                                  BatchNorm2d(o.channels()), nn::ReLU());
     branches_.push_back(branch);
     features->push_back(branch);

@@ -2,15 +2,17 @@
 
 #include <string>
 
+#include "blocks/conv2d.h"
+
 namespace segtorch {
 
 namespace nn = torch::nn;
 
 RCUBlockImpl::RCUBlockImpl(int64_t channels, int64_t blocks) {
   for (int64_t i = 1; i <= blocks; ++i) {
-    auto a = register_module(std::to_string(i) + "_conv", nn::Conv2d(nn::Conv2dOptions(channels, channels, 3).padding(1).bias(true)));
+    auto a = register_module(std::to_string(i) + "_conv", Conv2d(nn::Conv2dOptions(channels, channels, 3).padding(1).bias(true)));
     auto b = register_module(std::to_string(i) + "_conv_relu_varout_dimred",
-                             nn::Conv2d(nn::Conv2dOptions(channels, channels, 3).padding(1).bias(false)));
+                             Conv2d(nn::Conv2dOptions(channels, channels, 3).padding(1).bias(false)));
     units_.emplace_back(a, b);
   }
 }
@@ -23,7 +25,7 @@ torch::Tensor RCUBlockImpl::forward(torch::Tensor x) {
 CRPBlockImpl::CRPBlockImpl(int64_t channels, int64_t stages, int64_t kernel, bool depthwise) {
   for (int64_t i = 1; i <= stages; ++i) {
     convs_.push_back(register_module(std::to_string(i) + "_outvar_dimred",
-                                     nn::Conv2d(nn::Conv2dOptions(channels, channels, kernel)
+                                     Conv2d(nn::Conv2dOptions(channels, channels, kernel)
                                                     .padding(kernel / 2)
                                                     .groups(depthwise ? channels : 1)
                                                     .bias(false))));

@@ -4,6 +4,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "blocks/conv2d.h"
+
 namespace segtorch {
 
 // `blocks` residual convolution units in a row, each ReLU-conv3x3-ReLU-conv3x3 plus identity, no
@@ -14,7 +16,7 @@ class RCUBlockImpl : public torch::nn::Module {
   torch::Tensor forward(torch::Tensor x);
 
  private:
-  std::vector<std::pair<torch::nn::Conv2d, torch::nn::Conv2d>> units_;
+  std::vector<std::pair<Conv2d, Conv2d>> units_;
 };
 TORCH_MODULE(RCUBlock);
 
@@ -29,7 +31,7 @@ class CRPBlockImpl : public torch::nn::Module {
   torch::Tensor forward(torch::Tensor x);
 
  private:
-  std::vector<torch::nn::Conv2d> convs_;
+  std::vector<Conv2d> convs_;
 };
 TORCH_MODULE(CRPBlock);
 

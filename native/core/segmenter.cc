@@ -178,7 +178,8 @@ torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions
     SegmentationModel* net = net_.get();
     at::ScalarType dtype = AutocastType(options.precision);
     if (options.fold_batch_norm) {
-      net = &folded_.Get(config_, *net_, device_, WeightsVersion(), options.channels_last, dtype);
+      net = &folded_.Get(config_, *net_, device_, WeightsVersion(), options.channels_last, dtype,
+                          /*prepack=*/!options.compile);
     } else {
       net_->eval();
       SetLayout(options.channels_last);

@@ -408,7 +408,7 @@ ExportGraph TraceForExport(const ModelConfig& config, SegmentationModel& source,
   if (options.height < 1 || options.width < 1) ThrowRange("Expected an example size of at least 1 x 1");
   torch::NoGradGuard no_grad;
   FoldedNet folded;
-  SegmentationModel& net = folded.Get(config, source, device, /*version=*/0, /*channels_last=*/false, at::kFloat);
+  SegmentationModel& net = folded.Get(config, source, device, /*version=*/0, /*channels_last=*/false, at::kFloat, /*prepack=*/false);
   if (options.dtype != at::kFloat && options.dtype != at::kBFloat16) ThrowRange("Expected an export precision of fp32 or bf16");
   const at::ScalarType dtype = options.dtype;
   if (dtype != at::kFloat) ConvertWeights(net, dtype);

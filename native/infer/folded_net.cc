@@ -1,6 +1,10 @@
 #include "infer/folded_net.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "blocks/conv2d.h"
 
 namespace segtorch {
 
@@ -22,10 +26,21 @@ void CastConvolutions(torch::nn::Module& net, at::ScalarType dtype) {
 }
 }  // namespace
 
+bool PrepackEnabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("SEGTORCH_PREPACK");
+    return (v == nullptr || std::strcmp(v, "0") != 0) && PrepackedConvolutionAvailable();
+  }();
+  return enabled;
+}
+
 SegmentationModel& FoldedNet::Get(const ModelConfig& config, SegmentationModel& source, const torch::Device& device,
-                                  int64_t version, bool channels_last, at::ScalarType dtype) {
+                                  int64_t version, bool channels_last, at::ScalarType dtype, bool prepack) {
   torch::NoGradGuard no_grad;
+  const bool pack = prepack && device.is_cpu() && PrepackEnabled();
+  bool changed = false;
   if (!folded_ || source_ != &source) {
+    changed = true;
     // A fresh copy of the architecture; which BNs fold is found once, by tracing it.
     folded_.reset();
     pairs_.clear();
@@ -46,8 +61,10 @@ SegmentationModel& FoldedNet::Get(const ModelConfig& config, SegmentationModel& 
     version_ = -1;
     channels_last_ = false;
     dtype_ = at::kFloat;
+    prepacked_ = false;
   }
   if (version_ != version || dtype_ != dtype) {
+    changed = true;
     // Copied and folded in fp32 (the scale in double), then cast once to the inference type.
     if (dtype_ != at::kFloat) CastConvolutions(*folded_, at::kFloat);
     dtype_ = at::kFloat;
@@ -62,12 +79,18 @@ SegmentationModel& FoldedNet::Get(const ModelConfig& config, SegmentationModel& 
     version_ = version;
   }
   if (channels_last_ != channels_last) {
+    changed = true;
     auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
     for (auto& p : folded_->parameters()) {
       if (p.dim() == 4) p.set_data(p.data().contiguous(format));
     }
     for (const auto& pair : pairs_) pair.conv->weight.set_data(pair.conv->weight.data().contiguous(format));
     channels_last_ = channels_last;
+  }
+  // The reordered weights are copies: made again after any change of the weights, type or layout.
+  if (changed || pack != prepacked_) {
+    if (pack || prepacked_) PrepackConvolutions(*folded_, pack);
+    prepacked_ = pack;
   }
   return *folded_;
 }

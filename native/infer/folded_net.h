@@ -16,9 +16,10 @@ class FoldedNet {
   // The folded copy of `source` (built from `config`, on `device`). version: changes whenever a
   // parameter or buffer of `source` changes (the copy is refreshed then). dtype: the autocast type
   // predict runs in (kFloat: none); convolution weights are kept in it so that autocast does not
-  // cast them again on every call.
+  // cast them again on every call. prepack: on the CPU, convolutions run with their weights reordered
+  // once for oneDNN (blocks/conv2d.h) where this libtorch can, unless SEGTORCH_PREPACK=0.
   SegmentationModel& Get(const ModelConfig& config, SegmentationModel& source, const torch::Device& device,
-                         int64_t version, bool channels_last, at::ScalarType dtype);
+                         int64_t version, bool channels_last, at::ScalarType dtype, bool prepack = true);
   // Forgets the copy: the next Get builds a fresh one.
   void Reset();
 
@@ -29,6 +30,10 @@ class FoldedNet {
   std::vector<FoldPair> pairs_;
   bool channels_last_ = false;
   at::ScalarType dtype_ = at::kFloat;
+  bool prepacked_ = false;
 };
+
+// Whether FoldedNet prepacks (SEGTORCH_PREPACK unset or not "0") and this libtorch can.
+bool PrepackEnabled();
 
 }  // namespace segtorch

@@ -1,5 +1,6 @@
 #include "models/deeplabv3.h"
 #include "blocks/batch_norm.h"
+#include "blocks/conv2d.h"
 
 #include "backbones/backbone.h"
 #include "backbones/mobilenet_v3.h"
@@ -39,8 +40,8 @@ class DeepLabV3 : public SegmentationModel {
     // torchvision's DeepLabHead: the ASPP, then 3x3 conv + BN + ReLU and the 1x1 classifier.
     // Default (PyTorch) initialisation of the head, as torchvision.
     classifier_ = register_module(
-        "classifier", nn::Sequential(aspp_, nn::Conv2d(nn::Conv2dOptions(256, 256, 3).padding(1).bias(false)),
-                                     BatchNorm2d(256), nn::ReLU(), nn::Conv2d(nn::Conv2dOptions(256, c.num_classes, 1))));
+        "classifier", nn::Sequential(aspp_, Conv2d(nn::Conv2dOptions(256, 256, 3).padding(1).bias(false)),
+                                     BatchNorm2d(256), nn::ReLU(), Conv2d(nn::Conv2dOptions(256, c.num_classes, 1))));
     if (c.aux) aux_classifier_ = register_module("aux_classifier", FCNHead(ch[2], c.num_classes));
   }
   SegOutput forward(const torch::Tensor& x) override {

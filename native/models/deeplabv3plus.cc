@@ -3,10 +3,11 @@
 #include "backbones/backbone.h"
 #include "backbones/resnet.h"
 #include "backbones/xception.h"
+#include "base/errors.h"
 #include "blocks/aspp.h"
+#include "blocks/conv2d.h"
 #include "blocks/conv_bn_relu.h"
 #include "blocks/resize.h"
-#include "base/errors.h"
 
 namespace segtorch {
 
@@ -41,7 +42,7 @@ class DeepLabV3Plus : public SegmentationModel {
     // Dropout 0.1 after the projection, as the reference (keep_prob 0.9).
     aspp_ = register_module("aspp", ASPP(ASPPOptions(ch[3], {6 * m, 12 * m, 18 * m}).separable(separable).dropout(0.1)));
     decoder_ = register_module("decoder", Decoder(ch[0], aspp_->out_channels(), separable));
-    classifier_ = register_module("classifier", nn::Conv2d(nn::Conv2dOptions(256, c.num_classes, 1)));
+    classifier_ = register_module("classifier", Conv2d(nn::Conv2dOptions(256, c.num_classes, 1)));
     InitKaimingFanOut(*aspp_);
     InitKaimingFanOut(*decoder_);
   }
@@ -56,7 +57,7 @@ class DeepLabV3Plus : public SegmentationModel {
   BackbonePtr backbone_;
   ASPP aspp_{nullptr};
   Decoder decoder_{nullptr};
-  nn::Conv2d classifier_{nullptr};
+  Conv2d classifier_{nullptr};
   int64_t stride_;
 };
 

@@ -16,6 +16,7 @@
 // as there.
 #include "models/dfn.h"
 #include "blocks/batch_norm.h"
+#include "blocks/conv2d.h"
 
 #include "backbones/resnet.h"
 #include "blocks/resize.h"
@@ -35,7 +36,7 @@ constexpr double kFocalGamma = 2.0;
 class ConvBnReluImpl : public nn::Module {
  public:
   ConvBnReluImpl(int64_t in, int64_t out, int64_t kernel, bool has_bn, bool has_relu) : has_relu_(has_relu) {
-    conv = register_module("conv", nn::Conv2d(nn::Conv2dOptions(in, out, kernel).padding(kernel / 2).bias(false)));
+    conv = register_module("conv", Conv2d(nn::Conv2dOptions(in, out, kernel).padding(kernel / 2).bias(false)));
     if (has_bn) bn = register_module("bn", BatchNorm2d(out));
   }
   torch::Tensor forward(torch::Tensor x) {
@@ -43,7 +44,7 @@ class ConvBnReluImpl : public nn::Module {
     if (bn) x = bn(x);
     return has_relu_ ? x.relu_() : x;
   }
-  nn::Conv2d conv{nullptr};
+  Conv2d conv{nullptr};
   BatchNorm2d bn{nullptr};
 
  private:
@@ -55,16 +56,16 @@ TORCH_MODULE(ConvBnRelu);
 class RefineResidualImpl : public nn::Module {
  public:
   RefineResidualImpl(int64_t in, int64_t out, bool has_relu) : has_relu_(has_relu) {
-    conv_1x1 = register_module("conv_1x1", nn::Conv2d(nn::Conv2dOptions(in, out, 1).bias(false)));
+    conv_1x1 = register_module("conv_1x1", Conv2d(nn::Conv2dOptions(in, out, 1).bias(false)));
     cbr = register_module("cbr", ConvBnRelu(out, out, 3, true, true));
-    conv_refine = register_module("conv_refine", nn::Conv2d(nn::Conv2dOptions(out, out, 3).padding(1).bias(false)));
+    conv_refine = register_module("conv_refine", Conv2d(nn::Conv2dOptions(out, out, 3).padding(1).bias(false)));
   }
   torch::Tensor forward(torch::Tensor x) {
     x = conv_1x1(x);
     auto y = x + conv_refine(cbr(x));
     return has_relu_ ? y.relu_() : y;
   }
-  nn::Conv2d conv_1x1{nullptr}, conv_refine{nullptr};
+  Conv2d conv_1x1{nullptr}, conv_refine{nullptr};
   ConvBnRelu cbr{nullptr};
 
  private:
@@ -92,11 +93,11 @@ class DFNHeadImpl : public nn::Module {
  public:
   DFNHeadImpl(int64_t in, int64_t out) {
     rrb = register_module("rrb", RefineResidual(in, out * 9, false));
-    conv = register_module("conv", nn::Conv2d(nn::Conv2dOptions(out * 9, out, 1)));
+    conv = register_module("conv", Conv2d(nn::Conv2dOptions(out * 9, out, 1)));
   }
   torch::Tensor forward(const torch::Tensor& x) { return conv(rrb(x)); }
   RefineResidual rrb{nullptr};
-  nn::Conv2d conv{nullptr};
+  Conv2d conv{nullptr};
 };
 TORCH_MODULE(DFNHead);
 
@@ -142,7 +143,7 @@ class DFN : public SegmentationModel {
     // BN weight 1, bias 0.
     for (auto& m : named_modules("", /*include_self=*/false)) {
       if (m.key().rfind("backbone", 0) == 0) continue;
-      if (auto* conv = m.value()->as<nn::Conv2d>()) {
+      if (auto* conv = m.value()->as<torch::nn::Conv2d>()) {
         nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanIn, torch::kReLU);
       } else if (auto* bn = m.value()->as<BatchNorm2d>()) {
         nn::init::ones_(bn->weight);

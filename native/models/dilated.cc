@@ -1,9 +1,10 @@
 #include "models/dilated.h"
 
 #include "backbones/vgg.h"
+#include "base/errors.h"
+#include "blocks/conv2d.h"
 #include "blocks/space_to_batch.h"
 #include "blocks/tracing.h"
-#include "base/errors.h"
 
 namespace segtorch {
 
@@ -27,11 +28,11 @@ class Dilated : public SegmentationModel {
     backbone_ = register_module(
         "backbone", VGG(VGGOptions(c.backbone == "vgg16_bn").in_channels(c.in_channels).output_stride(8)));
     int64_t d = backbone_->head_dilation();  // 4
-    fc6_ = register_module("fc6", nn::Conv2d(nn::Conv2dOptions(512, 4096, 7).dilation(d).padding(3 * d)));
+    fc6_ = register_module("fc6", Conv2d(nn::Conv2dOptions(512, 4096, 7).dilation(d).padding(3 * d)));
     drop6_ = register_module("drop6", nn::Dropout(0.5));
-    fc7_ = register_module("fc7", nn::Conv2d(nn::Conv2dOptions(4096, 4096, 1)));
+    fc7_ = register_module("fc7", Conv2d(nn::Conv2dOptions(4096, 4096, 1)));
     drop7_ = register_module("drop7", nn::Dropout(0.5));
-    final_ = register_module("final", nn::Conv2d(nn::Conv2dOptions(4096, k, 1)));
+    final_ = register_module("final", Conv2d(nn::Conv2dOptions(4096, k, 1)));
     // fc6/fc7 as torchvision initialises VGG's classifier (they replace its Linear layers);
     // `final` as the reference: Gaussian, std 0.001, bias 0.
     for (auto* conv : {fc6_.get(), fc7_.get()}) {
@@ -53,7 +54,7 @@ class Dilated : public SegmentationModel {
     for (const auto& l : layers) {
       int64_t out = l.width * k;
       auto conv = register_module(
-          l.name, nn::Conv2d(nn::Conv2dOptions(in, out, l.kernel).dilation(l.dilation).padding(l.dilation * (l.kernel / 2))));
+          l.name, Conv2d(nn::Conv2dOptions(in, out, l.kernel).dilation(l.dilation).padding(l.dilation * (l.kernel / 2))));
       if (identity) {
         IdentityInit(conv, l.kernel, k);
       } else {
@@ -90,7 +91,7 @@ class Dilated : public SegmentationModel {
   // with s << C / c_out (here 1e-3 C / c_out) where the width changes, no noise where it does not
   // (the basic module's C -> C layers are then exactly the identity, k(t, a) = [t = 0][a = b]).
   // Biases 0.
-  static void IdentityInit(const nn::Conv2d& conv, int64_t kernel, int64_t classes) {
+  static void IdentityInit(const Conv2d& conv, int64_t kernel, int64_t classes) {
     torch::NoGradGuard no_grad;
     auto w = conv->weight;  // [out, in, k, k]
     int64_t out = w.size(0), in = w.size(1), center = kernel / 2;
@@ -107,9 +108,9 @@ class Dilated : public SegmentationModel {
   }
 
   VGG backbone_{nullptr};
-  nn::Conv2d fc6_{nullptr}, fc7_{nullptr}, final_{nullptr};
+  Conv2d fc6_{nullptr}, fc7_{nullptr}, final_{nullptr};
   nn::Dropout drop6_{nullptr}, drop7_{nullptr};
-  std::vector<nn::Conv2d> context_;
+  std::vector<Conv2d> context_;
 };
 
 }  // namespace

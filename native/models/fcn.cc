@@ -2,9 +2,10 @@
 
 #include "backbones/resnet.h"
 #include "backbones/vgg.h"
+#include "base/errors.h"
+#include "blocks/conv2d.h"
 #include "blocks/heads.h"
 #include "blocks/transposed_conv.h"
-#include "base/errors.h"
 
 namespace segtorch {
 
@@ -87,11 +88,11 @@ class FCNVGG : public SegmentationModel {
     int64_t k = c.num_classes;
     namespace nn = torch::nn;
     backbone_ = register_module("backbone", VGG(VGGOptions(c.backbone == "vgg16_bn").in_channels(c.in_channels)));
-    fc6_ = register_module("fc6", nn::Conv2d(nn::Conv2dOptions(512, 4096, 7).padding(3)));
-    fc7_ = register_module("fc7", nn::Conv2d(nn::Conv2dOptions(4096, 4096, 1)));
+    fc6_ = register_module("fc6", Conv2d(nn::Conv2dOptions(512, 4096, 7).padding(3)));
+    fc7_ = register_module("fc7", Conv2d(nn::Conv2dOptions(4096, 4096, 1)));
     drop6_ = register_module("drop6", nn::Dropout(0.5));
     drop7_ = register_module("drop7", nn::Dropout(0.5));
-    score_fr_ = register_module("score_fr", nn::Conv2d(nn::Conv2dOptions(4096, k, 1)));
+    score_fr_ = register_module("score_fr", Conv2d(nn::Conv2dOptions(4096, k, 1)));
     // fc6/fc7 as torchvision initialises VGG's classifier (they replace its Linear layers).
     for (auto* conv : {fc6_.get(), fc7_.get()}) {
       nn::init::normal_(conv->weight, 0.0, 0.01);
@@ -104,13 +105,13 @@ class FCNVGG : public SegmentationModel {
       // The paper: the 2x upsamplings start bilinear and are learned, the last one stays bilinear.
       // The reference nets fix them all (learnUpsampling: false).
       upscore2_ = register_module("upscore2", Upscore(k, 2, learn));
-      score_pool4_ = register_module("score_pool4", nn::Conv2d(nn::Conv2dOptions(512, k, 1)));
+      score_pool4_ = register_module("score_pool4", Conv2d(nn::Conv2dOptions(512, k, 1)));
       scores.push_back(score_pool4_.get());
       if (variant_ == "16s") {
         upscore16_ = register_module("upscore16", Upscore(k, 16, false));
       } else {
         upscore_pool4_ = register_module("upscore_pool4", Upscore(k, 2, learn));
-        score_pool3_ = register_module("score_pool3", nn::Conv2d(nn::Conv2dOptions(256, k, 1)));
+        score_pool3_ = register_module("score_pool3", Conv2d(nn::Conv2dOptions(256, k, 1)));
         scores.push_back(score_pool3_.get());
         upscore8_ = register_module("upscore8", Upscore(k, 8, false));
       }
@@ -147,7 +148,7 @@ class FCNVGG : public SegmentationModel {
  private:
   std::string variant_;
   VGG backbone_{nullptr};
-  torch::nn::Conv2d fc6_{nullptr}, fc7_{nullptr}, score_fr_{nullptr}, score_pool4_{nullptr}, score_pool3_{nullptr};
+  Conv2d fc6_{nullptr}, fc7_{nullptr}, score_fr_{nullptr}, score_pool4_{nullptr}, score_pool3_{nullptr};
   torch::nn::Dropout drop6_{nullptr}, drop7_{nullptr};
   SubpixelConvTranspose2d upscore_{nullptr}, upscore2_{nullptr}, upscore16_{nullptr}, upscore_pool4_{nullptr},
       upscore8_{nullptr};

@@ -9,8 +9,9 @@
 #include <cmath>
 
 #include "backbones/resnet.h"
-#include "blocks/transposed_conv.h"
 #include "base/errors.h"
+#include "blocks/conv2d.h"
+#include "blocks/transposed_conv.h"
 
 namespace segtorch {
 
@@ -21,22 +22,22 @@ namespace {
 class GlobalConvModuleImpl : public nn::Module {
  public:
   GlobalConvModuleImpl(int64_t in, int64_t out, int64_t k)
-      : conv_l1(register_module("conv_l1", nn::Conv2d(nn::Conv2dOptions(in, out, {k, 1}).padding({k / 2, 0})))),
-        conv_l2(register_module("conv_l2", nn::Conv2d(nn::Conv2dOptions(out, out, {1, k}).padding({0, k / 2})))),
-        conv_r1(register_module("conv_r1", nn::Conv2d(nn::Conv2dOptions(in, out, {1, k}).padding({0, k / 2})))),
-        conv_r2(register_module("conv_r2", nn::Conv2d(nn::Conv2dOptions(out, out, {k, 1}).padding({k / 2, 0})))) {}
+      : conv_l1(register_module("conv_l1", Conv2d(nn::Conv2dOptions(in, out, {k, 1}).padding({k / 2, 0})))),
+        conv_l2(register_module("conv_l2", Conv2d(nn::Conv2dOptions(out, out, {1, k}).padding({0, k / 2})))),
+        conv_r1(register_module("conv_r1", Conv2d(nn::Conv2dOptions(in, out, {1, k}).padding({0, k / 2})))),
+        conv_r2(register_module("conv_r2", Conv2d(nn::Conv2dOptions(out, out, {k, 1}).padding({k / 2, 0})))) {}
   torch::Tensor forward(const torch::Tensor& x) { return conv_l2(conv_l1(x)) + conv_r2(conv_r1(x)); }
-  nn::Conv2d conv_l1, conv_l2, conv_r1, conv_r2;
+  Conv2d conv_l1, conv_l2, conv_r1, conv_r2;
 };
 TORCH_MODULE(GlobalConvModule);
 
 class BoundaryRefineModuleImpl : public nn::Module {
  public:
   explicit BoundaryRefineModuleImpl(int64_t channels)
-      : conv1(register_module("conv1", nn::Conv2d(nn::Conv2dOptions(channels, channels, 3).padding(1)))),
-        conv2(register_module("conv2", nn::Conv2d(nn::Conv2dOptions(channels, channels, 3).padding(1)))) {}
+      : conv1(register_module("conv1", Conv2d(nn::Conv2dOptions(channels, channels, 3).padding(1)))),
+        conv2(register_module("conv2", Conv2d(nn::Conv2dOptions(channels, channels, 3).padding(1)))) {}
   torch::Tensor forward(const torch::Tensor& x) { return x + conv2(conv1(x).relu_()); }
-  nn::Conv2d conv1, conv2;
+  Conv2d conv1, conv2;
 };
 TORCH_MODULE(BoundaryRefineModule);
 

@@ -12,6 +12,7 @@
 // 0.4 (the user's auxWeight, default 0.4) and 1.0 as the paper's lambdas.
 #include "models/icnet.h"
 #include "blocks/batch_norm.h"
+#include "blocks/conv2d.h"
 
 #include "backbones/resnet.h"
 #include "blocks/resize.h"
@@ -27,7 +28,7 @@ namespace {
 class ConvBNReLUImpl : public nn::SequentialImpl {
  public:
   ConvBNReLUImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride) {
-    push_back(nn::Conv2d(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(false)));
+    push_back(Conv2d(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(false)));
     push_back(BatchNorm2d(out));
     push_back(nn::ReLU());
   }
@@ -39,25 +40,25 @@ TORCH_MODULE(ConvBNReLU);
 class CascadeFeatureFusionImpl : public nn::Module {
  public:
   CascadeFeatureFusionImpl(int64_t low_channels, int64_t high_channels, int64_t out_channels, int64_t num_classes)
-      : conv_low(register_module("conv_low", nn::Conv2d(nn::Conv2dOptions(low_channels, out_channels, 3)
+      : conv_low(register_module("conv_low", Conv2d(nn::Conv2dOptions(low_channels, out_channels, 3)
                                                              .padding(2)
                                                              .dilation(2)
                                                              .bias(false)))),
         bn_low(register_module("bn_low", BatchNorm2d(out_channels))),
-        conv_high(register_module("conv_high", nn::Conv2d(nn::Conv2dOptions(high_channels, out_channels, 1).bias(false)))),
+        conv_high(register_module("conv_high", Conv2d(nn::Conv2dOptions(high_channels, out_channels, 1).bias(false)))),
         bn_high(register_module("bn_high", BatchNorm2d(out_channels))),
-        conv_low_cls(register_module("conv_low_cls", nn::Conv2d(nn::Conv2dOptions(low_channels, num_classes, 1)))) {}
+        conv_low_cls(register_module("conv_low_cls", Conv2d(nn::Conv2dOptions(low_channels, num_classes, 1)))) {}
   // Returns the fused features and, in training, the classifier's logits on the upsampled F1.
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& low, const torch::Tensor& high) {
     auto up = ResizeLike(low, high, /*align_corners=*/true);  // Caffe's Interp
     auto fused = (bn_low(conv_low(up)) + bn_high(conv_high(high))).relu_();
     return {fused, is_training() ? conv_low_cls(up) : torch::Tensor()};
   }
-  nn::Conv2d conv_low;
+  Conv2d conv_low;
   BatchNorm2d bn_low;
-  nn::Conv2d conv_high;
+  Conv2d conv_high;
   BatchNorm2d bn_high;
-  nn::Conv2d conv_low_cls;
+  Conv2d conv_low_cls;
 };
 TORCH_MODULE(CascadeFeatureFusion);
 
@@ -72,13 +73,13 @@ class ICNet : public SegmentationModel {
     conv5_4_k1 = register_module("conv5_4_k1", ConvBNReLU(ch[3], 256, 1, 1));
     cff_24 = register_module("cff_24", CascadeFeatureFusion(256, ch[1], 128, c.num_classes));
     cff_12 = register_module("cff_12", CascadeFeatureFusion(128, 64, 128, c.num_classes));
-    conv6_cls = register_module("conv6_cls", nn::Conv2d(nn::Conv2dOptions(128, c.num_classes, 1)));
+    conv6_cls = register_module("conv6_cls", Conv2d(nn::Conv2dOptions(128, c.num_classes, 1)));
 
     // Convolutions outside the backbone: Kaiming (fan out, as torchvision's), BN weight 1, bias 0;
     // the classifiers (conv_low_cls, conv6_cls) keep PyTorch's default, as torchvision's heads.
     for (auto& m : named_modules("", /*include_self=*/false)) {
       if (m.key().rfind("backbone", 0) == 0 || m.key().find("cls") != std::string::npos) continue;
-      if (auto* conv = m.value()->as<nn::Conv2d>()) {
+      if (auto* conv = m.value()->as<torch::nn::Conv2d>()) {
         nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
       } else if (auto* bn = m.value()->as<BatchNorm2d>()) {
         nn::init::ones_(bn->weight);
@@ -127,7 +128,7 @@ class ICNet : public SegmentationModel {
   nn::Sequential conv_sub1{nullptr};
   ConvBNReLU conv5_4_k1{nullptr};
   CascadeFeatureFusion cff_24{nullptr}, cff_12{nullptr};
-  nn::Conv2d conv6_cls{nullptr};
+  Conv2d conv6_cls{nullptr};
 };
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "models/lraspp.h"
 #include "blocks/batch_norm.h"
+#include "blocks/conv2d.h"
 
 #include "backbones/mobilenet_v3.h"
 #include "blocks/resize.h"
@@ -15,13 +16,13 @@ namespace {
 class LRASPPHeadImpl : public nn::Module {
  public:
   LRASPPHeadImpl(int64_t low_channels, int64_t high_channels, int64_t num_classes, int64_t inter_channels) {
-    cbr = register_module("cbr", nn::Sequential(nn::Conv2d(nn::Conv2dOptions(high_channels, inter_channels, 1).bias(false)),
+    cbr = register_module("cbr", nn::Sequential(Conv2d(nn::Conv2dOptions(high_channels, inter_channels, 1).bias(false)),
                                                 BatchNorm2d(inter_channels), nn::ReLU()));
     scale = register_module("scale", nn::Sequential(nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(1)),
-                                                    nn::Conv2d(nn::Conv2dOptions(high_channels, inter_channels, 1).bias(false)),
+                                                    Conv2d(nn::Conv2dOptions(high_channels, inter_channels, 1).bias(false)),
                                                     nn::Sigmoid()));
-    low_classifier = register_module("low_classifier", nn::Conv2d(nn::Conv2dOptions(low_channels, num_classes, 1)));
-    high_classifier = register_module("high_classifier", nn::Conv2d(nn::Conv2dOptions(inter_channels, num_classes, 1)));
+    low_classifier = register_module("low_classifier", Conv2d(nn::Conv2dOptions(low_channels, num_classes, 1)));
+    high_classifier = register_module("high_classifier", Conv2d(nn::Conv2dOptions(inter_channels, num_classes, 1)));
   }
   torch::Tensor forward(const torch::Tensor& low, const torch::Tensor& high) {
     auto x = cbr->forward(high) * scale->forward(high);
@@ -29,7 +30,7 @@ class LRASPPHeadImpl : public nn::Module {
     return low_classifier->forward(low) + high_classifier->forward(x);
   }
   nn::Sequential cbr{nullptr}, scale{nullptr};
-  nn::Conv2d low_classifier{nullptr}, high_classifier{nullptr};
+  Conv2d low_classifier{nullptr}, high_classifier{nullptr};
 };
 TORCH_MODULE(LRASPPHead);
 

@@ -1,8 +1,9 @@
 #include "models/lwrefinenet.h"
 
+#include "base/errors.h"
+#include "blocks/conv2d.h"
 #include "blocks/refinenet.h"
 #include "blocks/resize.h"
-#include "base/errors.h"
 
 namespace segtorch {
 
@@ -10,7 +11,7 @@ namespace nn = torch::nn;
 
 namespace {
 
-nn::Conv2d Conv1x1(int64_t in, int64_t out) { return nn::Conv2d(nn::Conv2dOptions(in, out, 1).bias(false)); }
+Conv2d Conv1x1(int64_t in, int64_t out) { return Conv2d(nn::Conv2dOptions(in, out, 1).bias(false)); }
 
 constexpr int64_t kCrpStages = 4;
 
@@ -101,7 +102,7 @@ class LWRefineNet : public LWRefineNetTrunk {
  public:
   explicit LWRefineNet(const ModelConfig& c) : LWRefineNetTrunk(c, /*depthwise_last_crp=*/false, /*align_corners=*/true) {
     // 3x3 classifier: `segm` in the MobileNetV2 reference, `clf_conv` in the ResNet one.
-    auto clf = nn::Conv2d(nn::Conv2dOptions(kWidth, c.num_classes, 3).padding(1).bias(true));
+    auto clf = Conv2d(nn::Conv2dOptions(kWidth, c.num_classes, 3).padding(1).bias(true));
     classifier_ = register_module(c.backbone == "mobilenetv2" ? "segm" : "clf_conv", clf);
   }
   SegOutput forward(const torch::Tensor& x) override {
@@ -111,7 +112,7 @@ class LWRefineNet : public LWRefineNetTrunk {
   }
 
  private:
-  nn::Conv2d classifier_{nullptr};
+  Conv2d classifier_{nullptr};
 };
 
 }  // namespace

@@ -4,6 +4,7 @@
 #pragma once
 #include "backbones/mobilenet_v2.h"
 #include "backbones/resnet.h"
+#include "blocks/conv2d.h"
 #include "models/segmentation_model.h"
 
 namespace segtorch {
@@ -38,18 +39,18 @@ class LWRefineNetTrunk : public SegmentationModel {
 
  public:
   // ResNet decoder
-  torch::nn::Conv2d p_ims1d2_outl1_dimred{nullptr}, mflow_conv_g1_b3_joint_varout_dimred{nullptr};
-  torch::nn::Conv2d p_ims1d2_outl2_dimred{nullptr}, adapt_stage2_b2_joint_varout_dimred{nullptr},
+  Conv2d p_ims1d2_outl1_dimred{nullptr}, mflow_conv_g1_b3_joint_varout_dimred{nullptr};
+  Conv2d p_ims1d2_outl2_dimred{nullptr}, adapt_stage2_b2_joint_varout_dimred{nullptr},
       mflow_conv_g2_b3_joint_varout_dimred{nullptr};
-  torch::nn::Conv2d p_ims1d2_outl3_dimred{nullptr}, adapt_stage3_b2_joint_varout_dimred{nullptr},
+  Conv2d p_ims1d2_outl3_dimred{nullptr}, adapt_stage3_b2_joint_varout_dimred{nullptr},
       mflow_conv_g3_b3_joint_varout_dimred{nullptr};
-  torch::nn::Conv2d p_ims1d2_outl4_dimred{nullptr}, adapt_stage4_b2_joint_varout_dimred{nullptr};
+  Conv2d p_ims1d2_outl4_dimred{nullptr}, adapt_stage4_b2_joint_varout_dimred{nullptr};
   torch::nn::Sequential mflow_conv_g1_pool{nullptr}, mflow_conv_g2_pool{nullptr}, mflow_conv_g3_pool{nullptr},
       mflow_conv_g4_pool{nullptr};
   // MobileNetV2 decoder
-  torch::nn::Conv2d conv8{nullptr}, conv7{nullptr}, conv6{nullptr}, conv5{nullptr}, conv4{nullptr}, conv3{nullptr};
+  Conv2d conv8{nullptr}, conv7{nullptr}, conv6{nullptr}, conv5{nullptr}, conv4{nullptr}, conv3{nullptr};
   torch::nn::Sequential crp4{nullptr}, crp3{nullptr}, crp2{nullptr}, crp1{nullptr};
-  torch::nn::Conv2d conv_adapt4{nullptr}, conv_adapt3{nullptr}, conv_adapt2{nullptr};
+  Conv2d conv_adapt4{nullptr}, conv_adapt3{nullptr}, conv_adapt2{nullptr};
 };
 
 }  // namespace segtorch

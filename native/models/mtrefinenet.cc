@@ -4,6 +4,7 @@
 // The depth map is the extra output "depth" in training and in eval mode.
 #include "models/mtrefinenet.h"
 
+#include "blocks/conv2d.h"
 #include "blocks/resize.h"
 #include "models/lwrefinenet.h"
 
@@ -13,10 +14,10 @@ namespace nn = torch::nn;
 
 namespace {
 
-nn::Conv2d DepthwiseConv1x1(int64_t channels) {
-  return nn::Conv2d(nn::Conv2dOptions(channels, channels, 1).groups(channels).bias(false));
+Conv2d DepthwiseConv1x1(int64_t channels) {
+  return Conv2d(nn::Conv2dOptions(channels, channels, 1).groups(channels).bias(false));
 }
-nn::Conv2d Conv3x3(int64_t in, int64_t out) { return nn::Conv2d(nn::Conv2dOptions(in, out, 3).padding(1).bias(true)); }
+Conv2d Conv3x3(int64_t in, int64_t out) { return Conv2d(nn::Conv2dOptions(in, out, 3).padding(1).bias(true)); }
 
 class MTRefineNet : public LWRefineNetTrunk {
  public:
@@ -40,7 +41,7 @@ class MTRefineNet : public LWRefineNetTrunk {
     return SegmentationModel::AuxLoss(name, output, labels, ignore_index);
   }
 
-  nn::Conv2d pre_depth{nullptr}, depth{nullptr}, pre_segm{nullptr}, segm{nullptr};
+  Conv2d pre_depth{nullptr}, depth{nullptr}, pre_segm{nullptr}, segm{nullptr};
 };
 
 }  // namespace

@@ -12,9 +12,10 @@
 #include "models/refinenet.h"
 
 #include "backbones/resnet.h"
+#include "base/errors.h"
+#include "blocks/conv2d.h"
 #include "blocks/refinenet.h"
 #include "blocks/resize.h"
-#include "base/errors.h"
 
 namespace segtorch {
 
@@ -22,7 +23,7 @@ namespace nn = torch::nn;
 
 namespace {
 
-nn::Conv2d Conv3x3(int64_t in, int64_t out) { return nn::Conv2d(nn::Conv2dOptions(in, out, 3).padding(1).bias(false)); }
+Conv2d Conv3x3(int64_t in, int64_t out) { return Conv2d(nn::Conv2dOptions(in, out, 3).padding(1).bias(false)); }
 
 class RefineNet : public SegmentationModel {
  public:
@@ -61,7 +62,7 @@ class RefineNet : public SegmentationModel {
     adapt_stage4_b2_joint_varout_dimred = register_module("adapt_stage4_b2_joint_varout_dimred", Conv3x3(256, 256));
     mflow_conv_g4_pool = register_module("mflow_conv_g4_pool", CRPStack(256, crp, 3));
     mflow_conv_g4_b = register_module("mflow_conv_g4_b", RCUStack(256, 3));
-    clf_conv = register_module("clf_conv", nn::Conv2d(nn::Conv2dOptions(256, c.num_classes, 3).padding(1).bias(true)));
+    clf_conv = register_module("clf_conv", Conv2d(nn::Conv2dOptions(256, c.num_classes, 3).padding(1).bias(true)));
   }
 
   SegOutput forward(const torch::Tensor& x) override {
@@ -92,12 +93,12 @@ class RefineNet : public SegmentationModel {
 
  public:
   // The decoder, named as the reference port names it.
-  nn::Conv2d p_ims1d2_outl1_dimred{nullptr}, mflow_conv_g1_b3_joint_varout_dimred{nullptr};
-  nn::Conv2d p_ims1d2_outl2_dimred{nullptr}, adapt_stage2_b2_joint_varout_dimred{nullptr},
+  Conv2d p_ims1d2_outl1_dimred{nullptr}, mflow_conv_g1_b3_joint_varout_dimred{nullptr};
+  Conv2d p_ims1d2_outl2_dimred{nullptr}, adapt_stage2_b2_joint_varout_dimred{nullptr},
       mflow_conv_g2_b3_joint_varout_dimred{nullptr};
-  nn::Conv2d p_ims1d2_outl3_dimred{nullptr}, adapt_stage3_b2_joint_varout_dimred{nullptr},
+  Conv2d p_ims1d2_outl3_dimred{nullptr}, adapt_stage3_b2_joint_varout_dimred{nullptr},
       mflow_conv_g3_b3_joint_varout_dimred{nullptr};
-  nn::Conv2d p_ims1d2_outl4_dimred{nullptr}, adapt_stage4_b2_joint_varout_dimred{nullptr}, clf_conv{nullptr};
+  Conv2d p_ims1d2_outl4_dimred{nullptr}, adapt_stage4_b2_joint_varout_dimred{nullptr}, clf_conv{nullptr};
   nn::Sequential adapt_stage1_b{nullptr}, mflow_conv_g1_pool{nullptr}, mflow_conv_g1_b{nullptr};
   nn::Sequential adapt_stage2_b{nullptr}, mflow_conv_g2_pool{nullptr}, mflow_conv_g2_b{nullptr};
   nn::Sequential adapt_stage3_b{nullptr}, mflow_conv_g3_pool{nullptr}, mflow_conv_g3_b{nullptr};

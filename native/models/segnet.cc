@@ -1,5 +1,6 @@
 #include "models/segnet.h"
 #include "blocks/batch_norm.h"
+#include "blocks/conv2d.h"
 
 #include "backbones/vgg.h"
 #include "base/errors.h"
@@ -14,7 +15,7 @@ namespace {
 nn::Sequential DecoderStage(const std::vector<std::pair<int64_t, int64_t>>& convs) {
   nn::Sequential s;
   for (auto& io : convs) {
-    s->push_back(nn::Conv2d(nn::Conv2dOptions(io.first, io.second, 3).padding(1)));
+    s->push_back(Conv2d(nn::Conv2dOptions(io.first, io.second, 3).padding(1)));
     s->push_back(BatchNorm2d(io.second));
     s->push_back(nn::ReLU(nn::ReLUOptions().inplace(true)));
   }
@@ -36,11 +37,11 @@ class SegNet : public SegmentationModel {
     dec_[1] = register_module("dec2", DecoderStage({{128, 128}, {128, 64}}));
     dec_[0] = register_module("dec1", DecoderStage({{64, 64}}));
     // conv1_1_D of the reference: 3x3 to the classes, no BN, no ReLU.
-    classifier_ = register_module("classifier", nn::Conv2d(nn::Conv2dOptions(64, c.num_classes, 3).padding(1)));
+    classifier_ = register_module("classifier", Conv2d(nn::Conv2dOptions(64, c.num_classes, 3).padding(1)));
     // He initialisation (the reference's "msra" filler: fan in), biases 0; BN weight 1, bias 0.
     for (auto& stage : dec_) {
       for (auto& m : stage->modules(/*include_self=*/false)) {
-        if (auto* conv = m->as<nn::Conv2d>()) {
+        if (auto* conv = m->as<torch::nn::Conv2d>()) {
           nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanIn, torch::kReLU);
           nn::init::zeros_(conv->bias);
         } else if (auto* bn = m->as<BatchNorm2d>()) {
@@ -79,7 +80,7 @@ class SegNet : public SegmentationModel {
  private:
   VGG backbone_{nullptr};
   std::vector<nn::Sequential> dec_;
-  nn::Conv2d classifier_{nullptr};
+  Conv2d classifier_{nullptr};
 };
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "models/unet.h"
 #include "blocks/batch_norm.h"
+#include "blocks/conv2d.h"
 #include "blocks/transposed_conv.h"
 
 #include "base/errors.h"
@@ -15,7 +16,7 @@ namespace {
 nn::Sequential DoubleConv(int64_t in, int64_t out, bool bn) {
   nn::Sequential s;
   for (int64_t c : {in, out}) {
-    s->push_back(nn::Conv2d(nn::Conv2dOptions(c, out, 3).padding(1).bias(!bn)));
+    s->push_back(Conv2d(nn::Conv2dOptions(c, out, 3).padding(1).bias(!bn)));
     if (bn) s->push_back(BatchNorm2d(out));
     s->push_back(nn::ReLU(nn::ReLUOptions().inplace(true)));
   }
@@ -27,7 +28,7 @@ class UpImpl : public nn::Module {
  public:
   UpImpl(int64_t in, int64_t out, bool bilinear, bool bn) : bilinear_(bilinear) {
     if (bilinear) {
-      up_conv_ = register_module("up", nn::Conv2d(nn::Conv2dOptions(in, in / 2, 1)));
+      up_conv_ = register_module("up", Conv2d(nn::Conv2dOptions(in, in / 2, 1)));
     } else {
       up_transposed_ = register_module("up", SubpixelConvTranspose2d(nn::ConvTranspose2dOptions(in, in / 2, 2).stride(2)));
     }
@@ -48,7 +49,7 @@ class UpImpl : public nn::Module {
 
  private:
   bool bilinear_;
-  nn::Conv2d up_conv_{nullptr};
+  Conv2d up_conv_{nullptr};
   SubpixelConvTranspose2d up_transposed_{nullptr};
   nn::Sequential conv_{nullptr};
 };
@@ -78,14 +79,14 @@ class UNet : public SegmentationModel {
     up2_ = register_module("up2", Up(8 * b, 4 * b, bilinear, bn));
     up3_ = register_module("up3", Up(4 * b, 2 * b, bilinear, bn));
     up4_ = register_module("up4", Up(2 * b, b, bilinear, bn));
-    outc_ = register_module("outc", nn::Conv2d(nn::Conv2dOptions(b, c.num_classes, 1)));
+    outc_ = register_module("outc", Conv2d(nn::Conv2dOptions(b, c.num_classes, 1)));
     // "Drop-out layers at the end of the contracting path": after the two deepest levels, as the
     // Keras U-Net (zhixuhao/unet) that the membrane data comes from.
     drop_ = register_module("drop", nn::Dropout(p));
     // The paper: Gaussian weights with standard deviation sqrt(2 / N), N the incoming nodes of a
     // neuron (kaiming normal, fan in); biases 0; BN weight 1, bias 0.
     for (auto& m : modules(/*include_self=*/false)) {
-      if (auto* conv = m->as<nn::Conv2d>()) {
+      if (auto* conv = m->as<torch::nn::Conv2d>()) {
         nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanIn, torch::kReLU);
         if (conv->bias.defined()) nn::init::zeros_(conv->bias);
       } else if (auto* up = m->as<nn::ConvTranspose2d>()) {
@@ -118,7 +119,7 @@ class UNet : public SegmentationModel {
  private:
   nn::Sequential inc_{nullptr}, down1_{nullptr}, down2_{nullptr}, down3_{nullptr}, down4_{nullptr};
   Up up1_{nullptr}, up2_{nullptr}, up3_{nullptr}, up4_{nullptr};
-  nn::Conv2d outc_{nullptr};
+  Conv2d outc_{nullptr};
   nn::Dropout drop_{nullptr};
 };
 

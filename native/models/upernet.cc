@@ -2,11 +2,12 @@
 
 #include "backbones/backbone.h"
 #include "backbones/resnet.h"
+#include "base/errors.h"
+#include "blocks/conv2d.h"
 #include "blocks/conv_bn_relu.h"
 #include "blocks/heads.h"
 #include "blocks/ppm.h"
 #include "blocks/resize.h"
-#include "base/errors.h"
 
 namespace segtorch {
 
@@ -33,7 +34,7 @@ class UPerNet : public SegmentationModel {
     }
     fpn_bottleneck_ = register_module("fpn_bottleneck", ConvBNReLUSeq(4 * channels, channels, 3));
     dropout_ = register_module("dropout", nn::Dropout2d(0.1));
-    conv_seg_ = register_module("conv_seg", nn::Conv2d(nn::Conv2dOptions(channels, c.num_classes, 1)));
+    conv_seg_ = register_module("conv_seg", Conv2d(nn::Conv2dOptions(channels, c.num_classes, 1)));
     // mmseg: ConvModules He-initialised (fan_out), conv_seg normal with std 0.01.
     for (nn::Module* m : std::vector<nn::Module*>{ppm_.get(), bottleneck_.get(), lateral_convs_.get(), fpn_convs_.get(),
                                                   fpn_bottleneck_.get()}) {
@@ -68,7 +69,7 @@ class UPerNet : public SegmentationModel {
   nn::ModuleList lateral_convs_{nullptr}, fpn_convs_{nullptr};
   std::vector<nn::Sequential> laterals_, fpns_;
   nn::Dropout2d dropout_{nullptr};
-  nn::Conv2d conv_seg_{nullptr};
+  Conv2d conv_seg_{nullptr};
 };
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "core/segmenter.h"
 #include "data/augment.h"
 #include "infer/crf.h"
+#include "infer/folded_net.h"
 #include "train/losses.h"
 #include "train/metrics.h"
 
@@ -33,6 +34,7 @@ Napi::Value Backend(const Napi::CallbackInfo& info) {
     o.Set("mkldnn", at::hasMKLDNN());
     o.Set("threads", DesiredThreads());
     o.Set("bf16", CpuHasNativeBf16());
+    o.Set("prepack", PrepackEnabled());
     CpuInfo cpu = Cpu();
     Napi::Object c = Napi::Object::New(env);
     c.Set("model", cpu.model);

@@ -1,0 +1,167 @@
+#include "blocks/conv2d.h"
+
+#include <torch/csrc/jit/frontend/tracer.h>
+#include <torch/version.h>
+
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace segtorch {
+
+namespace {
+
+#if TORCH_VERSION_MAJOR >= 2
+// The operator `name` (`overload`) if this libtorch registers it with a CPU kernel.
+const c10::OperatorHandle* FindCpuOp(const char* name, const char* overload = "") {
+  auto op = c10::Dispatcher::singleton().findSchema({name, overload});
+  if (!op || !op->hasKernelForDispatchKey(c10::DispatchKey::CPU)) return nullptr;
+  return new c10::OperatorHandle(*op);  // lives as long as the process, as the dispatcher's entry
+}
+
+const c10::OperatorHandle* ReorderOp() {
+  static const c10::OperatorHandle* op = FindCpuOp("mkldnn::_reorder_convolution_weight");
+  return op;
+}
+
+const c10::OperatorHandle* PointwiseOp() {
+  static const c10::OperatorHandle* op = FindCpuOp("mkldnn::_convolution_pointwise");
+  return op;
+}
+
+const c10::OperatorHandle* PointwiseBinaryOp() {
+  static const c10::OperatorHandle* op = FindCpuOp("mkldnn::_convolution_pointwise", "binary");
+  return op;
+}
+
+std::vector<int64_t> Ints(c10::IntArrayRef a) { return std::vector<int64_t>(a.begin(), a.end()); }
+#endif
+
+// The alternative T of an option's variant, whichever variant type this libtorch uses (c10::variant
+// in 1.13, std::variant in 2.x: `using std::get_if` lets the call find either by argument lookup).
+template <class T, class Variant>
+const T* Alternative(const Variant& v) {
+  using std::get_if;
+  return get_if<T>(&v);
+}
+
+}  // namespace
+
+bool PrepackedConvolutionAvailable() {
+#if TORCH_VERSION_MAJOR >= 2
+  return ReorderOp() != nullptr && PointwiseOp() != nullptr;
+#else
+  return false;
+#endif
+}
+
+bool Conv2dImpl::Prepack(bool on) {
+  packed_ = torch::Tensor();
+  packed_for_.clear();
+  pack_ = false;
+  if (!on || !PrepackedConvolutionAvailable()) return false;
+  const auto* pad = Alternative<torch::ExpandingArray<2>>(options.padding());
+  const bool zeros = Alternative<torch::enumtype::kZeros>(options.padding_mode()) != nullptr;
+  // bf16 and groups 1 only: measured on every architecture (bench/prepack.js, bench/README.md), fp32
+  // gained nothing (0.77-1.06x) and grouped / depthwise convolutions nothing measurable.
+  if (pad == nullptr || !zeros || !weight.defined() || !weight.device().is_cpu() || options.groups() != 1 ||
+      weight.scalar_type() != at::kBFloat16 ||
+      (bias.defined() && (!bias.device().is_cpu() || bias.scalar_type() != weight.scalar_type()))) {
+    return false;
+  }
+  padding_ = std::vector<int64_t>((**pad).begin(), (**pad).end());
+  pack_ = true;
+  return true;
+}
+
+void Conv2dImpl::EnsurePacked(const torch::Tensor& input) {
+#if TORCH_VERSION_MAJOR >= 2
+  // oneDNN picks the weight's layout for the input's shape: reordered again when the shape changes
+  // (one pass over the weight, what the plain path pays on every call).
+  if (packed_.defined() && input.sizes().equals(packed_for_)) return;
+  torch::Tensor w = weight.detach().contiguous();
+  torch::jit::Stack stack{c10::IValue(w), c10::IValue(padding_), c10::IValue(Ints(*options.stride())),
+                          c10::IValue(Ints(*options.dilation())), c10::IValue(options.groups()),
+                          c10::IValue(Ints(input.sizes()))};
+  ReorderOp()->callBoxed(&stack);
+  packed_ = stack.at(0).toTensor();
+  packed_for_ = Ints(input.sizes());
+#endif
+}
+
+bool Conv2dImpl::PackedPathApplies(const torch::Tensor& input) const {
+  // Only where no gradient can be asked for and nothing records the call (the compiled path and
+  // the exporter trace the network: they must see aten::conv2d).
+  return pack_ && input.device().is_cpu() && input.dim() == 4 &&
+         (c10::InferenceMode::is_enabled() || !at::GradMode::is_enabled()) && !torch::jit::tracer::isTracing();
+}
+
+torch::Tensor Conv2dImpl::TryFused(const torch::Tensor& input, const torch::Tensor& add, bool relu) {
+#if TORCH_VERSION_MAJOR >= 2
+  if (!PackedPathApplies(input)) return torch::Tensor();
+  EnsurePacked(input);
+  // The operators have no autocast rule: the inputs go in the weight's type, as autocast would.
+  const at::ScalarType type = packed_.scalar_type();
+  torch::Tensor x = input.scalar_type() == type ? input : input.to(type);
+  const c10::IValue b = bias.defined() ? c10::IValue(bias) : c10::IValue();
+  torch::jit::Stack stack;
+  if (!add.defined()) {
+    stack = {c10::IValue(x), c10::IValue(packed_), b, c10::IValue(padding_), c10::IValue(Ints(*options.stride())),
+             c10::IValue(Ints(*options.dilation())), c10::IValue(options.groups()), c10::IValue(std::string(relu ? "relu" : "none")),
+             c10::IValue(c10::List<c10::optional<at::Scalar>>()), c10::IValue(std::string())};
+    PointwiseOp()->callBoxed(&stack);
+    return stack.at(0).toTensor();
+  }
+  // The addend must be the output's shape, in the input's layout.
+  if (PointwiseBinaryOp() == nullptr || add.dim() != 4 || !add.device().is_cpu() ||
+      add.suggest_memory_format() != x.suggest_memory_format()) {
+    return torch::Tensor();
+  }
+  const auto k = weight.sizes();
+  const auto& st = *options.stride();
+  const auto& dl = *options.dilation();
+  for (int d = 0; d < 2; ++d) {
+    const int64_t out = (x.size(2 + d) + 2 * padding_[d] - dl[d] * (k[2 + d] - 1) - 1) / st[d] + 1;
+    if (add.size(2 + d) != out) return torch::Tensor();
+  }
+  if (add.size(0) != x.size(0) || add.size(1) != k[0]) return torch::Tensor();
+  torch::Tensor other = add.scalar_type() == type ? add : add.to(type);
+  stack = {c10::IValue(x), c10::IValue(other), c10::IValue(packed_), b, c10::IValue(padding_), c10::IValue(Ints(st)),
+           c10::IValue(Ints(dl)), c10::IValue(options.groups()), c10::IValue(std::string("add")), c10::IValue(),
+           relu ? c10::IValue(std::string("relu")) : c10::IValue(), c10::IValue(c10::List<c10::optional<at::Scalar>>()),
+           c10::IValue(std::string())};
+  PointwiseBinaryOp()->callBoxed(&stack);
+  return stack.at(0).toTensor();
+#else
+  return torch::Tensor();
+#endif
+}
+
+torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
+  if (pack_) {
+    torch::Tensor y = TryFused(input, torch::Tensor(), /*relu=*/false);
+    if (y.defined()) return y;
+  }
+  return torch::nn::Conv2dImpl::forward(input);
+}
+
+torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tensor& x, bool relu, const torch::Tensor& add) {
+  if (bn.folded() && conv.prepacked()) {
+    torch::Tensor y = conv.TryFused(x, add, relu);
+    if (y.defined()) return y;
+  }
+  torch::Tensor y = bn.forward(conv.forward(x));
+  if (add.defined()) y += add;
+  return relu ? y.relu_() : y;
+}
+
+int64_t PrepackConvolutions(torch::nn::Module& net, bool on) {
+  int64_t n = 0;
+  for (auto& m : net.modules(/*include_self=*/true)) {
+    if (auto* conv = m->as<Conv2dImpl>()) n += conv->Prepack(on) ? 1 : 0;
+  }
+  return n;
+}
+
+}  // namespace segtorch

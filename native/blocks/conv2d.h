@@ -1,0 +1,59 @@
+// The networks' 2-D convolution: torch::nn::Conv2d (same options, parameters, state-dict names and
+// arithmetic) that an inference copy can switch to oneDNN's convolution with its weight reordered
+// once, ahead of time, into the blocked layout oneDNN computes in, instead of on every call. The
+// operators are libtorch 2.x's `mkldnn::_reorder_convolution_weight` and
+// `mkldnn::_convolution_pointwise` (what torch.compile's freezing emits for a CPU convolution),
+// looked up in the dispatcher at run time. Training, gradients, tracing, other devices and libtorch
+// builds without those operators (Debian's 1.13) run torch::nn::Conv2d's forward unchanged.
+#pragma once
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "blocks/batch_norm.h"
+
+namespace segtorch {
+
+class Conv2dImpl : public torch::nn::Conv2dImpl {
+ public:
+  using torch::nn::Conv2dImpl::Conv2dImpl;
+
+  torch::Tensor forward(const torch::Tensor& input);
+
+  // on: from the next inference call, the weight is reordered for oneDNN once per input shape (again
+  // after each Prepack call); off: drops the reordered copy. Returns whether the convolution now
+  // runs prepacked: CPU bfloat16 weights, groups 1, zero padding given as numbers, and a libtorch
+  // that has the operators. The caller must call Prepack again (or Prepack(false)) whenever the
+  // weight or bias changes. Calls must not overlap (one job at a time per model).
+  bool Prepack(bool on);
+  bool prepacked() const { return pack_; }
+
+  // relu?(conv(x) [+ add]) as one prepacked oneDNN call (the addition and the ReLU as post-ops of
+  // the convolution), or an undefined tensor where the prepacked path does not apply.
+  torch::Tensor TryFused(const torch::Tensor& input, const torch::Tensor& add, bool relu);
+
+ private:
+  // Whether forward may run prepacked for `input`; the input in the weight's type.
+  bool PackedPathApplies(const torch::Tensor& input) const;
+  // Reorders the weight for `input`'s shape unless already done.
+  void EnsurePacked(const torch::Tensor& input);
+  bool pack_ = false;
+  torch::Tensor packed_;  // opaque oneDNN tensor: not a parameter or buffer (never trained, saved or copied)
+  std::vector<int64_t> packed_for_;  // the input shape packed_ was reordered for
+  std::vector<int64_t> padding_;
+};
+TORCH_MODULE(Conv2d);
+
+// relu?(bn(conv(x)) [+ add]): one oneDNN call where the convolution runs prepacked and the BN is
+// folded into it (inference copies), the same operations one by one otherwise (training: exactly
+// the unfused arithmetic).
+torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tensor& x, bool relu,
+                        const torch::Tensor& add = torch::Tensor());
+
+// Whether this libtorch registers oneDNN's prepacked convolution with a CPU kernel.
+bool PrepackedConvolutionAvailable();
+
+// Prepack(on) on every segtorch::Conv2d below `net`; the number that run prepacked afterwards.
+int64_t PrepackConvolutions(torch::nn::Module& net, bool on);
+
+}  // namespace segtorch
