@@ -59,8 +59,24 @@ export interface StateDictReport {
   loaded: number
 }
 
+/** The cache of large CPU blocks that segtorch keeps for reuse (see `cpuMemoryStats()`). */
+export interface CpuMemoryStats {
+  /** The most it keeps for reuse (SEGTORCH_CPU_CACHE_MB; default an eighth of the memory, at most 2 GiB; 0: off). */
+  limitBytes: number
+  /** Freed blocks kept for reuse now. */
+  cachedBytes: number
+  /** Large blocks (>= 128 KiB) held by tensors now. */
+  inUseBytes: number
+  /** Large requests served from the cache. */
+  hits: number
+  /** Large requests served by the system allocator. */
+  misses: number
+}
+
 export interface Binding {
   shutdown(): void
+  cpuMemoryStats(): CpuMemoryStats
+  emptyCpuCache(): void
   backend(): { libtorch: string, cuda: boolean, cudaDevices: number, mkldnn: boolean, threads: number, bf16: boolean, prepack: boolean, cpu: { model: string, isa: 'AMX' | 'AVX512-BF16' | 'AVX512' | 'AVX2' | 'other' }, blas: { name: 'mkl' | 'openblas' | 'reference' | 'blis' | 'atlas' | 'other' | 'none', path: string }, architectures: string[] }
   setNumThreads(n: number): void
   readModelConfig(path: string): Promise<string>

@@ -1,7 +1,7 @@
 /**
  * segtorch: semantic-segmentation networks for Node.js, on libtorch.
  */
-import { binding } from './binding'
+import { binding, CpuMemoryStats } from './binding'
 import { threadsSetByUser } from './distributed'
 import { integer } from './validate'
 
@@ -35,7 +35,7 @@ export { SegtorchError, SegtorchLoadError, PngError, LimitError, FileError } fro
 export * as data from './data'
 /** Training reports: curves.svg, per-class IoU, sample pictures, report.html (also `segtorch/report`). */
 export * as report from './report'
-export type { StateDictReport } from './binding'
+export type { StateDictReport, CpuMemoryStats } from './binding'
 
 export interface Backend {
   /** libtorch version the addon was built against. */
@@ -69,6 +69,22 @@ export interface Backend {
 /** What the native side can do. */
 export function backend (): Backend {
   return binding.backend()
+}
+
+/**
+ * The cache of large CPU blocks. libtorch allocates every activation of a forward pass afresh, and
+ * glibc serves blocks above 128 KiB with new mappings that the kernel then page-faults in, on every
+ * call; segtorch keeps freed blocks of 128 KiB or more for reuse instead, up to `limitBytes`
+ * (SEGTORCH_CPU_CACHE_MB, read at load: default an eighth of the physical memory, at most 2 GiB; 0
+ * turns the cache off). The memory stays with the process, as PyTorch's CUDA caching allocator's does.
+ */
+export function cpuMemoryStats (): CpuMemoryStats {
+  return binding.cpuMemoryStats()
+}
+
+/** Returns the cached CPU blocks to the system allocator (tensors in use are not affected). */
+export function emptyCpuCache (): void {
+  binding.emptyCpuCache()
 }
 
 /** Threads used by native work (default: the number of available cores; under distributed.init(), cores / LOCAL_WORLD_SIZE). */

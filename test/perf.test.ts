@@ -4,7 +4,7 @@ import * as assert from 'assert'
 import { spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as path from 'path'
-import { backend, createModel, loadModel, Model, ModelOptions, tensor } from '../lib'
+import { backend, cpuMemoryStats, CpuMemoryStats, createModel, emptyCpuCache, loadModel, Model, ModelOptions, tensor } from '../lib'
 import { readImage } from '../lib/data'
 import { randomImages, randomMasks, rejects, ROOT, tmpdir } from './helpers'
 
@@ -251,6 +251,69 @@ describe('prepacked convolutions in predict', () => {
       assert.ok(maxDiff(a32, t32) / Math.max(1, maxAbs(t32)) < 1e-4, `${name} fp32: max diff ${maxDiff(a32, t32)}`)
       const [packed, plain] = [meanAbs(a16, t32), meanAbs(t16, t32)]
       assert.ok(packed <= 1.5 * plain + 1e-6, `${name} bf16: mean error against fp32 ${packed} (plain path ${plain})`)
+    }
+  })
+})
+
+// The cache of large CPU blocks (native/base/alloc_budget.cc): freed blocks of 128 KiB or more are
+// kept for reuse instead of being returned to glibc, which would page-fault them in again.
+describe('CPU block cache', () => {
+  const options: ModelOptions = { arch: 'fcn', backbone: 'resnet18', numClasses: 3 }
+
+  it('repeated predictions reuse cached blocks and give the same outputs; emptyCpuCache() empties it', async () => {
+    const model = await createModel(options)
+    try {
+      const x = randomImages(1, 3, 96, 80, 51)
+      const limit = cpuMemoryStats().limitBytes
+      assert.ok(limit > 0 && limit <= 2 ** 31, `default limit ${limit}`)
+      const first = (await model.predict(x, FP32)).dataSync()
+      await model.predict(x, FP32)
+      const a = cpuMemoryStats()
+      const again = (await model.predict(x, FP32)).dataSync()
+      const b = cpuMemoryStats()
+      assert.ok(b.hits > a.hits, 'the third prediction took blocks from the cache')
+      assert.strictEqual(b.misses, a.misses, 'in the steady state every large block comes from the cache')
+      assert.ok(b.cachedBytes <= b.limitBytes)
+      assert.strictEqual(maxDiff(first, again), 0, 'recycled memory gives the same outputs')
+      emptyCpuCache()
+      assert.strictEqual(cpuMemoryStats().cachedBytes, 0)
+      assert.strictEqual(maxDiff(first, (await model.predict(x, FP32)).dataSync()), 0)
+    } finally {
+      model.dispose()
+    }
+  })
+
+  it('SEGTORCH_CPU_CACHE_MB sets the limit: 0 turns the cache off, 1 keeps at most 1 MiB; same outputs', async () => {
+    const model = await createModel(options)
+    const dir = tmpdir()
+    try {
+      const x = randomImages(1, 3, 96, 80, 52)
+      const ours = (await model.predict(x, FP32)).dataSync()
+      await model.save(path.join(dir, 'm.segtorch'))
+      fs.writeFileSync(path.join(dir, 'x.json'), JSON.stringify({ data: Array.from(x.dataSync()), shape: x.shape }))
+      const script = `
+        const fs = require('fs')
+        const { cpuMemoryStats, loadModel, tensor } = require(${JSON.stringify(path.join(ROOT, 'lib'))})
+        ;(async () => {
+          const dir = process.argv[1]
+          const m = await loadModel(dir + '/m.segtorch')
+          const x = JSON.parse(fs.readFileSync(dir + '/x.json', 'utf8'))
+          let y
+          for (let i = 0; i < 3; i++) y = await m.predict(tensor(Float32Array.from(x.data), x.shape), { precision: 'fp32', output: 'logits' })
+          fs.writeFileSync(dir + '/out.json', JSON.stringify({ stats: cpuMemoryStats(), logits: Array.from(y.dataSync()) }))
+        })().catch((e) => { console.error(e); process.exit(1) })`
+      for (const mb of ['0', '1']) {
+        const child = spawnSync(process.execPath, ['-r', 'ts-node/register/transpile-only', '-e', script, dir],
+          { cwd: ROOT, encoding: 'utf8', env: { ...process.env, SEGTORCH_CPU_CACHE_MB: mb } })
+        assert.strictEqual(child.status, 0, child.stderr)
+        const out = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8')) as { stats: CpuMemoryStats, logits: number[] }
+        assert.strictEqual(out.stats.limitBytes, Number(mb) * 2 ** 20)
+        assert.ok(out.stats.cachedBytes <= out.stats.limitBytes, `${mb} MiB: ${out.stats.cachedBytes} bytes cached`)
+        if (mb === '0') assert.strictEqual(out.stats.hits + out.stats.misses, 0, 'no cache: nothing counted')
+        assert.strictEqual(maxDiff(ours, out.logits), 0, `SEGTORCH_CPU_CACHE_MB=${mb}: same logits`)
+      }
+    } finally {
+      model.dispose()
     }
   })
 })

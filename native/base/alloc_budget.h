@@ -3,9 +3,10 @@
 // allocate gigabytes. Plain C++ over c10's allocator interface.
 //
 // At load time segtorch wraps libtorch's CPU allocator (c10::SetCPUAllocator) with one that forwards
-// every request; only on a thread inside an AllocationBudget scope does it count bytes and throw a
+// every request (large blocks through a cache, below); only on a thread inside an AllocationBudget scope does it count bytes and throw a
 // RangeError (UserError) once the budget would be exceeded. Other threads pay one thread-local read.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 namespace segtorch {
@@ -26,5 +27,19 @@ class AllocationBudget {
 
 // Whether the wrapping allocator is installed (false if libtorch's allocator could not be wrapped).
 bool AllocationBudgetAvailable();
+
+// The same wrapper keeps freed CPU blocks of 128 KiB or more for reuse (glibc would return them to
+// the system and page-fault them in again on the next forward pass), up to a limit:
+// SEGTORCH_CPU_CACHE_MB, default an eighth of the physical memory and at most 2 GiB; 0 turns it off.
+struct CpuCacheStats {
+  size_t limit_bytes;   // the most kept for reuse
+  size_t cached_bytes;  // kept for reuse now
+  size_t in_use_bytes;  // large blocks held by tensors now
+  uint64_t hits;        // large requests served from the cache
+  uint64_t misses;      // large requests served by the system allocator
+};
+CpuCacheStats GetCpuCacheStats();
+// Returns every cached block to the system allocator (blocks in use are not affected).
+void EmptyCpuCache();
 
 }  // namespace segtorch

@@ -6,6 +6,7 @@
 
 #include <thread>
 
+#include "base/alloc_budget.h"
 #include "base/cpu.h"
 #include "node/model_wrap.h"
 #include "node/distributed.h"
@@ -57,6 +58,22 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   int n = info[0].As<Napi::Number>().Int32Value();
   if (n < 1) throw Napi::RangeError::New(info.Env(), "Expected a thread count >= 1 for setNumThreads but received " + std::to_string(n));
   SetDesiredThreads(n);
+  return info.Env().Undefined();
+}
+
+Napi::Value CpuMemoryStats(const Napi::CallbackInfo& info) {
+  CpuCacheStats st = GetCpuCacheStats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("limitBytes", static_cast<double>(st.limit_bytes));
+  o.Set("cachedBytes", static_cast<double>(st.cached_bytes));
+  o.Set("inUseBytes", static_cast<double>(st.in_use_bytes));
+  o.Set("hits", static_cast<double>(st.hits));
+  o.Set("misses", static_cast<double>(st.misses));
+  return o;
+}
+
+Napi::Value EmptyCpuCacheJs(const Napi::CallbackInfo& info) {
+  EmptyCpuCache();
   return info.Env().Undefined();
 }
 
@@ -222,6 +239,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("shutdown", Napi::Function::New<ShutdownJs>(env, "shutdown"));
   exports.Set("backend", Napi::Function::New<Backend>(env, "backend"));
   exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
+  exports.Set("cpuMemoryStats", Napi::Function::New<CpuMemoryStats>(env, "cpuMemoryStats"));
+  exports.Set("emptyCpuCache", Napi::Function::New<EmptyCpuCacheJs>(env, "emptyCpuCache"));
   exports.Set("readModelConfig", Napi::Function::New<ReadModelConfigFile>(env, "readModelConfig"));
   exports.Set("toDevice", Napi::Function::New<ToDevice>(env, "toDevice"));
   exports.Set("toCpuSync", Napi::Function::New<ToCpuSync>(env, "toCpuSync"));
