@@ -63,7 +63,7 @@ bool Conv2dImpl::Prepack(bool on) {
   if (!on || !PrepackedConvolutionAvailable()) return false;
   const auto* pad = Alternative<torch::ExpandingArray<2>>(options.padding());
   const bool zeros = Alternative<torch::enumtype::kZeros>(options.padding_mode()) != nullptr;
-  // bf16 and groups 1 only: measured on every architecture (bench/prepack.js, bench/README.md), fp32
+  // bf16 and groups 1 only: measured on every architecture (bench/switches.js --switch prepack, bench/README.md), fp32
   // gained nothing (0.77-1.06x) and grouped / depthwise convolutions nothing measurable.
   if (pad == nullptr || !zeros || !weight.defined() || !weight.device().is_cpu() || options.groups() != 1 ||
       weight.scalar_type() != at::kBFloat16 ||
@@ -98,8 +98,20 @@ bool Conv2dImpl::PackedPathApplies(const torch::Tensor& input) const {
 }
 
 torch::Tensor Conv2dImpl::TryFused(const torch::Tensor& input, const torch::Tensor& add, bool relu) {
-#if TORCH_VERSION_MAJOR >= 2
   if (!PackedPathApplies(input)) return torch::Tensor();
+  try {
+    return RunPacked(input, add, relu);
+  } catch (const std::exception&) {
+    // An input oneDNN's prepacked path cannot take: this convolution runs plain from now on.
+    pack_ = false;
+    packed_ = torch::Tensor();
+    packed_for_.clear();
+    return torch::Tensor();
+  }
+}
+
+torch::Tensor Conv2dImpl::RunPacked(const torch::Tensor& input, const torch::Tensor& add, bool relu) {
+#if TORCH_VERSION_MAJOR >= 2
   EnsurePacked(input);
   // The operators have no autocast rule: the inputs go in the weight's type, as autocast would.
   const at::ScalarType type = packed_.scalar_type();

@@ -29,12 +29,15 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   bool prepacked() const { return pack_; }
 
   // relu?(conv(x) [+ add]) as one prepacked oneDNN call (the addition and the ReLU as post-ops of
-  // the convolution), or an undefined tensor where the prepacked path does not apply.
+  // the convolution), or an undefined tensor where the prepacked path does not apply (or failed:
+  // the convolution then stays plain).
   torch::Tensor TryFused(const torch::Tensor& input, const torch::Tensor& add, bool relu);
 
  private:
   // Whether forward may run prepacked for `input`; the input in the weight's type.
   bool PackedPathApplies(const torch::Tensor& input) const;
+  // TryFused's work, once the path applies; throws what the operators throw.
+  torch::Tensor RunPacked(const torch::Tensor& input, const torch::Tensor& add, bool relu);
   // Reorders the weight for `input`'s shape unless already done.
   void EnsurePacked(const torch::Tensor& input);
   bool pack_ = false;
