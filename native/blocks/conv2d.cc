@@ -91,8 +91,9 @@ void Conv2dImpl::EnsurePacked(const torch::Tensor& input) {
 }
 
 bool Conv2dImpl::PackedPathApplies(const torch::Tensor& input) const {
-  // Only where no gradient can be asked for and nothing records the call (the compiled path and
-  // the exporter trace the network: they must see aten::conv2d).
+  // Only where no gradient can be asked for and nothing records the call: any trace, the compiled
+  // path's fixed-size ones too (unlike blocks/tracing.h's Tracing()), must record aten::conv2d, not an
+  // operator on an opaque oneDNN weight.
   return pack_ && input.device().is_cpu() && input.dim() == 4 &&
          (c10::InferenceMode::is_enabled() || !at::GradMode::is_enabled()) && !torch::jit::tracer::isTracing();
 }
