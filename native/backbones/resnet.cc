@@ -1,6 +1,7 @@
 #include "backbones/resnet.h"
 #include "blocks/batch_norm.h"
 #include "blocks/conv2d.h"
+#include "blocks/max_pool.h"
 
 #include "base/errors.h"
 
@@ -155,7 +156,7 @@ nn::Sequential ResNetImpl::make_layer(bool bottleneck, int64_t planes, int64_t b
 
 torch::Tensor ResNetImpl::stem(torch::Tensor x) {
   x = ConvBnAct(*conv1, *bn1, x, /*relu=*/true);
-  return torch::max_pool2d(x, 3, 2, 1);
+  return MaxPool2d(x, 3, 2, 1);
 }
 
 std::vector<torch::Tensor> ResNetImpl::forward(torch::Tensor x) {

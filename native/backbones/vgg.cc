@@ -1,6 +1,7 @@
 #include "backbones/vgg.h"
 #include "blocks/batch_norm.h"
 #include "blocks/conv2d.h"
+#include "blocks/max_pool.h"
 
 #include "base/errors.h"
 
@@ -41,12 +42,13 @@ VGGImpl::VGGImpl(const VGGOptions& o) : output_stride_(o.output_stride()) {
     pools_.push_back(features->size());
     if (o.pool_kernel() == 2) {
       if (strided) {
-        features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(2).stride(2)));
+        features->push_back(nn::Functional([](const torch::Tensor& x) { return MaxPool2d(x, 2, 2); }));
       } else {
         features->push_back(nn::Identity());
       }
     } else {
-      features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(strided ? 2 : 1).padding(1)));
+      const int64_t s = strided ? 2 : 1;
+      features->push_back(nn::Functional([s](const torch::Tensor& x) { return MaxPool2d(x, 3, s, 1); }));
     }
     if (strided) stride *= 2;
     strides_.push_back(stride);

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "blocks/conv2d.h"
+#include "blocks/max_pool.h"
 
 namespace segtorch {
 
@@ -35,7 +36,7 @@ CRPBlockImpl::CRPBlockImpl(int64_t channels, int64_t stages, int64_t kernel, boo
 torch::Tensor CRPBlockImpl::forward(torch::Tensor x) {
   torch::Tensor top = x;
   for (auto& conv : convs_) {
-    top = conv(torch::max_pool2d(top, 5, 1, 2));
+    top = conv(MaxPool2d(top, 5, 1, 2));
     x = x + top;
   }
   return x;

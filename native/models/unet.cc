@@ -1,6 +1,7 @@
 #include "models/unet.h"
 #include "blocks/batch_norm.h"
 #include "blocks/conv2d.h"
+#include "blocks/max_pool.h"
 #include "blocks/transposed_conv.h"
 
 #include "base/errors.h"
@@ -102,10 +103,10 @@ class UNet : public SegmentationModel {
 
   SegOutput forward(const torch::Tensor& x) override {
     auto x1 = inc_->forward(x);
-    auto x2 = down1_->forward(torch::max_pool2d(x1, 2, 2));
-    auto x3 = down2_->forward(torch::max_pool2d(x2, 2, 2));
-    auto x4 = drop_(down3_->forward(torch::max_pool2d(x3, 2, 2)));
-    auto x5 = drop_(down4_->forward(torch::max_pool2d(x4, 2, 2)));
+    auto x2 = down1_->forward(MaxPool2d(x1, 2, 2));
+    auto x3 = down2_->forward(MaxPool2d(x2, 2, 2));
+    auto x4 = drop_(down3_->forward(MaxPool2d(x3, 2, 2)));
+    auto x5 = drop_(down4_->forward(MaxPool2d(x4, 2, 2)));
     auto y = up1_->forward(x5, x4);
     y = up2_->forward(y, x3);
     y = up3_->forward(y, x2);

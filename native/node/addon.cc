@@ -16,6 +16,7 @@
 #include "node/script_wrap.h"
 #include "core/segmenter.h"
 #include "data/augment.h"
+#include "blocks/max_pool.h"
 #include "infer/crf.h"
 #include "infer/folded_net.h"
 #include "train/losses.h"
@@ -162,6 +163,32 @@ Napi::Value Confusion(const Napi::CallbackInfo& info) {
   }, TensorResultToJs);
 }
 
+// _maxPool2d(x float32 [N,C,H,W], kernel, stride, padding, bf16, channelsLast, aten) -> Promise<float32>:
+// for tests only: blocks/max_pool.h's inference pooling (aten false) or ATen's max_pool2d on x in
+// the given type and layout, back as contiguous float32.
+Napi::Value MaxPool2dJs(const Napi::CallbackInfo& info) {
+  return RunAsync(info, SharedExecutor, [&](Job& job) {
+    at::Tensor x = TensorFromJs(info[0], &job);
+    const int64_t kernel = info[1].As<Napi::Number>().Int64Value();
+    const int64_t stride = info[2].As<Napi::Number>().Int64Value();
+    const int64_t padding = info[3].As<Napi::Number>().Int64Value();
+    const bool bf16 = info[4].ToBoolean();
+    const bool channels_last = info[5].ToBoolean();
+    const bool aten = info[6].ToBoolean();
+    return [x, kernel, stride, padding, bf16, channels_last, aten]() {
+      c10::InferenceMode guard;
+      at::Tensor in = x.to(bf16 ? at::kBFloat16 : at::kFloat)
+                          .contiguous(channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+      at::Tensor y = aten ? at::max_pool2d(in, {kernel, kernel}, {stride, stride}, {padding, padding})
+                          : MaxPool2d(in, kernel, stride, padding);
+      if (y.suggest_memory_format() != in.suggest_memory_format() && y.size(1) > 1 && y.size(2) * y.size(3) > 1) {
+        throw std::runtime_error("max pooling changed the layout");
+      }
+      return y.to(at::kFloat).contiguous();
+    };
+  }, TensorResultToJs);
+}
+
 // metricsFromConfusion(confusion int64 [K,K]) -> metrics (synchronous: K x K is small)
 Napi::Value MetricsFromConfusion(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -251,6 +278,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("confusionMatrix", Napi::Function::New<Confusion>(env, "confusionMatrix"));
   exports.Set("metricsFromConfusion", Napi::Function::New<MetricsFromConfusion>(env, "metricsFromConfusion"));
   exports.Set("crf", Napi::Function::New<CrfJs>(env, "crf"));
+  exports.Set("_maxPool2d", Napi::Function::New<MaxPool2dJs>(env, "_maxPool2d"));
   exports.Set("augmentBatch", Napi::Function::New<AugmentBatchJs>(env, "augmentBatch"));
   exports.Set("distAvailable", Napi::Function::New<DistAvailable>(env, "distAvailable"));
   exports.Set("distInit", Napi::Function::New<DistInit>(env, "distInit"));

@@ -1,0 +1,79 @@
+#include "blocks/max_pool.h"
+
+#include <ATen/Parallel.h>
+#include <torch/csrc/jit/frontend/tracer.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "blocks/max_pool_kernel.h"
+
+namespace segtorch {
+
+bool PoolKernelEnabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("SEGTORCH_POOL_KERNEL");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+
+namespace {
+
+// Whether the kernel may stand in for ATen's: no gradient can be asked for, nothing records the
+// call, the contiguous layout and a type it handles, and the arguments ATen accepts (ATen's error otherwise).
+bool KernelApplies(const at::Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
+  if (!PoolKernelEnabled() || !x.defined() || !x.device().is_cpu() || x.dim() != 4 || x.is_quantized() ||
+      x.layout() != at::kStrided) {
+    return false;
+  }
+  if (x.scalar_type() != at::kFloat && x.scalar_type() != at::kBFloat16) return false;
+  if (at::GradMode::is_enabled() && x.requires_grad()) return false;
+  if (torch::jit::tracer::isTracing()) return false;
+  if (kernel < 1 || stride < 1 || padding < 0 || 2 * padding > kernel) return false;
+  if (x.size(2) + 2 * padding < kernel || x.size(3) + 2 * padding < kernel) return false;
+  if (x.numel() == 0) return false;
+  return x.is_contiguous();
+}
+
+}  // namespace
+
+at::Tensor MaxPool2d(const at::Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
+  if (!KernelApplies(x, kernel, stride, padding)) return at::max_pool2d(x, {kernel, kernel}, {stride, stride}, {padding, padding});
+  const int64_t n = x.size(0), channels = x.size(1);
+  MaxPoolShape s{};
+  s.h = x.size(2);
+  s.w = x.size(3);
+  s.kh = s.kw = kernel;
+  s.sh = s.sw = stride;
+  s.ph = s.pw = padding;
+  s.oh = (s.h + 2 * padding - kernel) / stride + 1;
+  s.ow = (s.w + 2 * padding - kernel) / stride + 1;
+  at::Tensor out = at::empty({n, channels, s.oh, s.ow}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  const int64_t planes = n * channels;
+  const int64_t in_plane = s.h * s.w, out_plane = s.oh * s.ow;
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  const char* src = static_cast<const char*>(x.data_ptr());
+  char* dst = static_cast<char*>(out.data_ptr());
+  const int64_t item = x.element_size();
+  const int64_t work_per_row = s.w * s.kh + s.ow * s.kw;
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_row));
+  at::parallel_for(0, planes * s.oh, grain, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(static_cast<size_t>(MaxPoolScratchFloats(s)));
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t plane = i / s.oh, row = i % s.oh;
+      const char* in = src + plane * in_plane * item;
+      char* o = dst + (plane * out_plane + row * s.ow) * item;
+      if (bf16) {
+        MaxPoolRowBFloat16(reinterpret_cast<const uint16_t*>(in), reinterpret_cast<uint16_t*>(o), scratch.data(), row, s);
+      } else {
+        MaxPoolRowFloat(reinterpret_cast<const float*>(in), reinterpret_cast<float*>(o), scratch.data(), row, s);
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace segtorch

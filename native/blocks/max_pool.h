@@ -1,0 +1,20 @@
+// 2-D max pooling for the networks' forward passes: ATen's max_pool2d, except in inference (no
+// gradient can be asked for, nothing records a trace) on contiguous (NCHW) float32 and bfloat16 CPU
+// tensors, where a separable kernel (blocks/max_pool_kernel.h) gives the same values, exactly (a
+// maximum is one of its inputs), 3-18x faster: ATen's NCHW CPU kernel walks every window and
+// records the indices a backward pass would need even when none is (bench/pool.cc; RefineNet's
+// 5x5 stride-1 chained residual pooling at 1/4 resolution, 256 channels: 80-90 ms against 5-7 ms).
+// Channels-last tensors (predict's default layout) keep ATen's vectorised kernel, which the same
+// separable scheme did not beat. SEGTORCH_POOL_KERNEL=0 runs ATen's everywhere.
+#pragma once
+#include <ATen/ATen.h>
+
+namespace segtorch {
+
+// max_pool2d(x, kernel, stride, padding) with square windows, dilation 1, floor mode.
+at::Tensor MaxPool2d(const at::Tensor& x, int64_t kernel, int64_t stride, int64_t padding = 0);
+
+// Whether MaxPool2d may run segtorch's kernel (SEGTORCH_POOL_KERNEL is not 0).
+bool PoolKernelEnabled();
+
+}  // namespace segtorch

@@ -1,0 +1,131 @@
+// Inference max pooling (native/blocks/max_pool.h): segtorch's separable kernel must give ATen's
+// max_pool2d values bit for bit (a maximum is one of its inputs), NaN and infinities included, for
+// every kernel / stride / padding ATen accepts, float32 and bfloat16, contiguous and channels-last;
+// and whole predictions must not change when SEGTORCH_POOL_KERNEL=0 puts ATen's back.
+import * as assert from 'assert'
+import { spawnSync } from 'child_process'
+import * as fs from 'fs'
+import * as path from 'path'
+import { createModel, Model, ModelOptions, tensor, Tensor } from '../lib'
+import { binding } from '../lib/binding'
+import { randomImages, rng, ROOT, tmpdir } from './helpers'
+
+type Pool = { kernel: number, stride: number, padding: number, bf16: boolean, channelsLast: boolean }
+
+async function pool (x: Tensor, p: Pool, aten: boolean): Promise<Float32Array> {
+  const y = Tensor.fromNative(await binding._maxPool2d(x._native(), p.kernel, p.stride, p.padding, p.bf16, p.channelsLast, aten))
+  return y.dataSync() as Float32Array
+}
+
+/** Values with ties (a few distinct levels), NaN and infinities at a few places. */
+function input (n: number, c: number, h: number, w: number, seed: number, specials: boolean): Tensor {
+  const r = rng(seed)
+  const data = new Float32Array(n * c * h * w).map(() => Math.round(r() * 16 - 8) / 4 + (r() < 0.5 ? 0 : r() * 1e-3))
+  if (specials) {
+    for (let i = 0; i < data.length; i += 37) data[i] = Number.NaN
+    for (let i = 11; i < data.length; i += 53) data[i] = Number.NEGATIVE_INFINITY
+    for (let i = 23; i < data.length; i += 71) data[i] = Number.POSITIVE_INFINITY
+  }
+  return tensor(data, [n, c, h, w])
+}
+
+function sameBits (a: Float32Array, b: Float32Array, what: string): void {
+  assert.strictEqual(a.length, b.length, `${what}: ${a.length} values against ${b.length}`)
+  for (let i = 0; i < a.length; i++) {
+    if (Number.isNaN(a[i]) && Number.isNaN(b[i])) continue
+    if (!Object.is(a[i], b[i])) assert.fail(`${what}: value ${i} is ${a[i]}, ATen's ${b[i]}`)
+  }
+}
+
+describe('inference max pooling (segtorch kernel against ATen)', () => {
+  it('every kernel 1-5, stride 1-3 and padding up to kernel/2, both types and layouts, NaN and infinities: bit-identical', async () => {
+    let cases = 0
+    for (const [c, h, w] of [[1, 9, 13], [3, 7, 6], [17, 11, 5]]) {
+      for (const specials of [false, true]) {
+        const x = input(2, c, h, w, 7 + c + (specials ? 100 : 0), specials)
+        for (let kernel = 1; kernel <= 5; kernel++) {
+          for (let stride = 1; stride <= 3; stride++) {
+            for (let padding = 0; 2 * padding <= kernel; padding++) {
+              if (Math.min(h, w) + 2 * padding < kernel) continue
+              for (const bf16 of [false, true]) {
+                for (const channelsLast of [false, true]) {
+                  const p = { kernel, stride, padding, bf16, channelsLast }
+                  sameBits(await pool(x, p, false), await pool(x, p, true), `${JSON.stringify(p)} on 2x${c}x${h}x${w}${specials ? ' with NaN / inf' : ''}`)
+                  cases++
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+    assert.ok(cases > 400, `${cases} cases`)
+  })
+
+  it('large enough to be split between threads (RefineNet\'s 5x5 stride 1, ResNet\'s 3x3 stride 2, 2x2 stride 2)', async () => {
+    const x = input(2, 64, 41, 57, 3, true)
+    for (const [kernel, stride, padding] of [[5, 1, 2], [3, 2, 1], [2, 2, 0]]) {
+      for (const bf16 of [false, true]) {
+        for (const channelsLast of [false, true]) {
+          const p = { kernel, stride, padding, bf16, channelsLast }
+          sameBits(await pool(x, p, false), await pool(x, p, true), JSON.stringify(p))
+        }
+      }
+    }
+  })
+})
+
+// Whole predictions with ATen's pooling (a child with SEGTORCH_POOL_KERNEL=0: the switch is read once
+// per process) against this process's: the same saved models, the same inputs, identical logits.
+describe('inference max pooling in predict', () => {
+  const childScript = `
+    const fs = require('fs')
+    const { loadModel, tensor } = require(${JSON.stringify(path.join(ROOT, 'lib'))})
+    ;(async () => {
+      const [dir, n] = process.argv.slice(1)
+      const logits = []
+      for (let k = 0; k < Number(n); k++) {
+        const m = await loadModel(dir + '/m' + k + '.segtorch')
+        const x = JSON.parse(fs.readFileSync(dir + '/x' + k + '.json', 'utf8'))
+        for (const precision of ['fp32', 'bf16']) {
+          const y = await m.predict(tensor(Float32Array.from(x.data), x.shape), { precision, output: 'logits', channelsLast: precision === 'bf16' })
+          logits.push(Array.from(y.dataSync()))
+        }
+        m.dispose()
+      }
+      fs.writeFileSync(dir + '/out.json', JSON.stringify(logits))
+    })().catch((e) => { console.error(e); process.exit(1) })`
+  const cases: ModelOptions[] = [
+    { arch: 'lwrefinenet', backbone: 'mobilenetv2', numClasses: 3 }, // chained residual pooling, 5x5 stride 1
+    { arch: 'deeplabv3', backbone: 'resnet18', numClasses: 3, outputStride: 16 }, // ResNet stem, 3x3 stride 2
+    { arch: 'unet', numClasses: 2, baseChannels: 8 } as ModelOptions, // 2x2 stride 2
+    { arch: 'fcn', backbone: 'vgg16', numClasses: 3 } // VGG's pooling modules
+  ]
+
+  it('SEGTORCH_POOL_KERNEL=0 (ATen\'s pooling) gives the same logits, fp32 contiguous and bf16 channels-last, at an odd size', async function () {
+    const dir = tmpdir()
+    const ours: Float32Array[] = []
+    for (const [k, options] of cases.entries()) {
+      const model: Model = await createModel(options)
+      try {
+        const x = randomImages(1, 3, 61, 75, 60 + k)
+        await model.save(path.join(dir, `m${k}.segtorch`))
+        fs.writeFileSync(path.join(dir, `x${k}.json`), JSON.stringify({ data: Array.from(x.dataSync()), shape: x.shape }))
+        for (const precision of ['fp32', 'bf16'] as const) {
+          ours.push((await model.predict(x, { precision, output: 'logits', channelsLast: precision === 'bf16' })).dataSync() as Float32Array)
+        }
+      } finally {
+        model.dispose()
+      }
+    }
+    const child = spawnSync(process.execPath, ['-r', 'ts-node/register/transpile-only', '-e', childScript, dir, String(cases.length)],
+      { cwd: ROOT, encoding: 'utf8', env: { ...process.env, SEGTORCH_POOL_KERNEL: '0' } })
+    assert.strictEqual(child.status, 0, child.stderr)
+    const theirs = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8')) as number[][]
+    for (const [k, options] of cases.entries()) {
+      for (const [j, precision] of ['fp32', 'bf16'].entries()) {
+        sameBits(ours[2 * k + j], Float32Array.from(theirs[2 * k + j]), `${options.arch}/${options.backbone ?? 'none'} ${precision}`)
+      }
+    }
+  })
+})
