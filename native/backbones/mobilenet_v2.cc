@@ -26,7 +26,11 @@ class ConvBNReLU6Impl : public nn::SequentialImpl {
     // CPU kernel, and bf16 autocast is the default on CPUs with native bf16.
     push_back(nn::Functional([](const torch::Tensor& x) { return x.clamp(0, 6); }));
   }
-  torch::Tensor forward(torch::Tensor x) { return nn::SequentialImpl::forward(x); }
+  // The children's arithmetic in turn, or one oneDNN call with the folded BN and the ReLU6 as a
+  // post-op where predict's copy prepacks the convolution (blocks/conv2d.h).
+  torch::Tensor forward(torch::Tensor x) {
+    return ConvBnAct(*ptr<Conv2dImpl>(0), *ptr<BatchNorm2dImpl>(1), x, Activation::kReLU6);
+  }
 };
 TORCH_MODULE(ConvBNReLU6);
 
@@ -44,7 +48,14 @@ InvertedResidualImpl::InvertedResidualImpl(int64_t in, int64_t out, int64_t stri
 }
 
 torch::Tensor InvertedResidualImpl::forward(const torch::Tensor& x) {
-  return use_res_connect_ ? x + conv->forward(x) : conv->forward(x);
+  // conv's children but the last two (projection conv + BN), then those with the residual addition
+  // (a post-op where the convolution runs prepacked).
+  torch::Tensor h = x;
+  const size_t n = conv->size();
+  auto it = conv->begin();
+  for (size_t i = 0; i + 2 < n; ++i, ++it) h = it->forward(h);
+  return ConvBnAct(*conv->ptr<Conv2dImpl>(n - 2), *conv->ptr<BatchNorm2dImpl>(n - 1), h, Activation::kNone,
+                   use_res_connect_ ? x : torch::Tensor());
 }
 
 MobileNetV2Impl::MobileNetV2Impl(const MobileNetV2Options& o) {

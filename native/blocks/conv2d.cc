@@ -98,10 +98,10 @@ bool Conv2dImpl::PackedPathApplies(const torch::Tensor& input) const {
          (c10::InferenceMode::is_enabled() || !at::GradMode::is_enabled()) && !torch::jit::tracer::isTracing();
 }
 
-torch::Tensor Conv2dImpl::TryFused(const torch::Tensor& input, const torch::Tensor& add, bool relu) {
-  if (!PackedPathApplies(input)) return torch::Tensor();
+torch::Tensor Conv2dImpl::TryFused(const torch::Tensor& input, const torch::Tensor& add, Activation act) {
+  if (!PackedPathApplies(input) || (add.defined() && act == Activation::kReLU6)) return torch::Tensor();
   try {
-    return RunPacked(input, add, relu);
+    return RunPacked(input, add, act);
   } catch (const std::exception&) {
     // An input oneDNN's prepacked path cannot take: this convolution runs plain from now on.
     pack_ = false;
@@ -111,7 +111,7 @@ torch::Tensor Conv2dImpl::TryFused(const torch::Tensor& input, const torch::Tens
   }
 }
 
-torch::Tensor Conv2dImpl::RunPacked(const torch::Tensor& input, const torch::Tensor& add, bool relu) {
+torch::Tensor Conv2dImpl::RunPacked(const torch::Tensor& input, const torch::Tensor& add, Activation act) {
 #if TORCH_VERSION_MAJOR >= 2
   EnsurePacked(input);
   // The operators have no autocast rule: the inputs go in the weight's type, as autocast would.
@@ -119,10 +119,18 @@ torch::Tensor Conv2dImpl::RunPacked(const torch::Tensor& input, const torch::Ten
   torch::Tensor x = input.scalar_type() == type ? input : input.to(type);
   const c10::IValue b = bias.defined() ? c10::IValue(bias) : c10::IValue();
   torch::jit::Stack stack;
+  const bool relu = act == Activation::kReLU;
   if (!add.defined()) {
+    // ReLU6 is oneDNN's hardtanh post-op with bounds 0 and 6.
+    c10::List<c10::optional<at::Scalar>> scalars;
+    if (act == Activation::kReLU6) {
+      scalars.push_back(at::Scalar(0.0));
+      scalars.push_back(at::Scalar(6.0));
+    }
+    const char* attr = act == Activation::kReLU6 ? "hardtanh" : relu ? "relu" : "none";
     stack = {c10::IValue(x), c10::IValue(packed_), b, c10::IValue(padding_), c10::IValue(Ints(*options.stride())),
-             c10::IValue(Ints(*options.dilation())), c10::IValue(options.groups()), c10::IValue(std::string(relu ? "relu" : "none")),
-             c10::IValue(c10::List<c10::optional<at::Scalar>>()), c10::IValue(std::string())};
+             c10::IValue(Ints(*options.dilation())), c10::IValue(options.groups()), c10::IValue(std::string(attr)),
+             c10::IValue(scalars), c10::IValue(std::string())};
     PointwiseOp()->callBoxed(&stack);
     return stack.at(0).toTensor();
   }
@@ -153,20 +161,23 @@ torch::Tensor Conv2dImpl::RunPacked(const torch::Tensor& input, const torch::Ten
 
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
   if (pack_) {
-    torch::Tensor y = TryFused(input, torch::Tensor(), /*relu=*/false);
+    torch::Tensor y = TryFused(input, torch::Tensor(), Activation::kNone);
     if (y.defined()) return y;
   }
   return torch::nn::Conv2dImpl::forward(input);
 }
 
-torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tensor& x, bool relu, const torch::Tensor& add) {
+torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tensor& x, Activation act, const torch::Tensor& add) {
   if (bn.folded() && conv.prepacked()) {
-    torch::Tensor y = conv.TryFused(x, add, relu);
+    torch::Tensor y = conv.TryFused(x, add, act);
     if (y.defined()) return y;
   }
   torch::Tensor y = bn.forward(conv.forward(x));
   if (add.defined()) y += add;
-  return relu ? y.relu_() : y;
+  if (act == Activation::kReLU) return y.relu_();
+  // clamp rather than hardtanh: libtorch 1.13's hardtanh backward has no bf16 CPU kernel.
+  if (act == Activation::kReLU6) return y.clamp(0, 6);
+  return y;
 }
 
 int64_t PrepackConvolutions(torch::nn::Module& net, bool on) {

@@ -14,6 +14,9 @@
 
 namespace segtorch {
 
+// The activation a convolution's output may go through as a oneDNN post-op.
+enum class Activation { kNone, kReLU, kReLU6 };
+
 class Conv2dImpl : public torch::nn::Conv2dImpl {
  public:
   using torch::nn::Conv2dImpl::Conv2dImpl;
@@ -28,16 +31,16 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   bool Prepack(bool on);
   bool prepacked() const { return pack_; }
 
-  // relu?(conv(x) [+ add]) as one prepacked oneDNN call (the addition and the ReLU as post-ops of
-  // the convolution), or an undefined tensor where the prepacked path does not apply (or failed:
-  // the convolution then stays plain).
-  torch::Tensor TryFused(const torch::Tensor& input, const torch::Tensor& add, bool relu);
+  // act(conv(x) [+ add]) as one prepacked oneDNN call (the addition and the activation as post-ops
+  // of the convolution), or an undefined tensor where the prepacked path does not apply (or failed:
+  // the convolution then stays plain). ReLU6 only without `add`.
+  torch::Tensor TryFused(const torch::Tensor& input, const torch::Tensor& add, Activation act);
 
  private:
   // Whether forward may run prepacked for `input`; the input in the weight's type.
   bool PackedPathApplies(const torch::Tensor& input) const;
   // TryFused's work, once the path applies; throws what the operators throw.
-  torch::Tensor RunPacked(const torch::Tensor& input, const torch::Tensor& add, bool relu);
+  torch::Tensor RunPacked(const torch::Tensor& input, const torch::Tensor& add, Activation act);
   // Reorders the weight for `input`'s shape unless already done.
   void EnsurePacked(const torch::Tensor& input);
   bool pack_ = false;
@@ -47,11 +50,15 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
 };
 TORCH_MODULE(Conv2d);
 
-// relu?(bn(conv(x)) [+ add]): one oneDNN call where the convolution runs prepacked and the BN is
+// act(bn(conv(x)) [+ add]): one oneDNN call where the convolution runs prepacked and the BN is
 // folded into it (inference copies), the same operations one by one otherwise (training: exactly
-// the unfused arithmetic).
-torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tensor& x, bool relu,
+// the unfused arithmetic; ReLU6 as clamp(0, 6)).
+torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tensor& x, Activation act,
                         const torch::Tensor& add = torch::Tensor());
+inline torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tensor& x, bool relu,
+                               const torch::Tensor& add = torch::Tensor()) {
+  return ConvBnAct(conv, bn, x, relu ? Activation::kReLU : Activation::kNone, add);
+}
 
 // Whether this libtorch registers oneDNN's prepacked convolution with a CPU kernel.
 bool PrepackedConvolutionAvailable();

@@ -39,16 +39,23 @@ bool KernelApplies(const at::Tensor& x, int64_t kernel, int64_t stride, int64_t 
                                  x.is_contiguous(at::MemoryFormat::ChannelsLast));
 }
 
-// Stride-1 "same" pooling (odd kernel, padding (kernel - 1) / 2) of a channels-last tensor as running maxima of shifted views, rows then columns
-// (ATen's vectorised element-wise maximum, which propagates NaN as max_pool2d does): for bfloat16,
-// 1.5x ATen's channels-last pooling kernel (bench/pool.cc); for float32 slower, so not used there.
+// Stride-1 "same" pooling (odd kernel, padding (kernel - 1) / 2) of a channels-last tensor as
+// running maxima of shifted views, rows then columns (ATen's vectorised element-wise maximum, which
+// propagates NaN as max_pool2d does): for bfloat16 2x ATen's channels-last pooling kernel
+// (bench/pool.cc); for float32 no faster, so not used there.
 at::Tensor ShiftedMaxima(const at::Tensor& x, int64_t padding) {
   // The window of output i: inputs i - padding .. i + padding.
   at::Tensor cur = x;
   for (int64_t dim : {3, 2}) {
     const int64_t n = x.size(dim);
-    at::Tensor next = cur.clone(at::MemoryFormat::ChannelsLast);
-    for (int64_t d = 1; d <= padding && d < n; ++d) {  // neighbours after
+    if (padding == 0 || n == 1) continue;
+    // The first neighbour after writes `next` (its last slice, which has none, is copied); the other
+    // neighbours update it in place.
+    at::Tensor next = at::empty_like(cur, at::MemoryFormat::ChannelsLast);
+    at::Tensor head = next.narrow(dim, 0, n - 1);
+    at::maximum_out(head, cur.narrow(dim, 0, n - 1), cur.narrow(dim, 1, n - 1));
+    next.narrow(dim, n - 1, 1).copy_(cur.narrow(dim, n - 1, 1));
+    for (int64_t d = 2; d <= padding && d < n; ++d) {  // neighbours after
       at::Tensor a = next.narrow(dim, 0, n - d);
       at::maximum_out(a, a, cur.narrow(dim, d, n - d));
     }
@@ -58,7 +65,7 @@ at::Tensor ShiftedMaxima(const at::Tensor& x, int64_t padding) {
     }
     cur = next;
   }
-  return cur;
+  return cur.is_same(x) ? x.clone(at::MemoryFormat::ChannelsLast) : cur;  // a new tensor, as max_pool2d's
 }
 
 }  // namespace
