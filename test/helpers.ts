@@ -1,8 +1,9 @@
 import * as assert from 'assert'
+import { spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { tensor, Tensor } from '../lib'
+import { createModel, Model, ModelOptions, tensor, Tensor } from '../lib'
 
 /** Deterministic pseudo-random numbers (tests must not flake). */
 export function rng (seed: number): () => number {
@@ -49,3 +50,36 @@ export async function rejects (p: Promise<unknown>, type: Function, pattern: Reg
 }
 
 export const ROOT = path.join(__dirname, '..')
+
+/**
+ * For comparing predictions across processes (a switch read once per process): creates each model,
+ * runs `prepare` on it, saves it and a 1x3x61x75 input (seed `seed + k`) in `dir` as m<k>.segtorch /
+ * x<k>.json, and returns its fp32 (contiguous) and bf16 (channels-last) logits, in that order per model.
+ */
+export async function savePredictionCases (dir: string, cases: ModelOptions[], seed: number,
+  prepare?: (model: Model) => Promise<void>): Promise<Float32Array[]> {
+  const ours: Float32Array[] = []
+  for (const [k, options] of cases.entries()) {
+    const model = await createModel(options)
+    try {
+      if (prepare) await prepare(model)
+      const x = randomImages(1, 3, 61, 75, seed + k)
+      await model.save(path.join(dir, `m${k}.segtorch`))
+      fs.writeFileSync(path.join(dir, `x${k}.json`), JSON.stringify({ data: Array.from(x.dataSync()), shape: x.shape }))
+      for (const precision of ['fp32', 'bf16'] as const) {
+        ours.push((await model.predict(x, { precision, output: 'logits', channelsLast: precision === 'bf16' })).dataSync() as Float32Array)
+      }
+    } finally {
+      model.dispose()
+    }
+  }
+  return ours
+}
+
+/** Runs `script` (node -e, with ts-node) over `dir` and `n` in a child with `env` added; returns the out.json it writes in `dir`. */
+export function runPredictionChild (script: string, dir: string, n: number, env: Record<string, string>): unknown {
+  const child = spawnSync(process.execPath, ['-r', 'ts-node/register/transpile-only', '-e', script, dir, String(n)],
+    { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...env } })
+  assert.strictEqual(child.status, 0, child.stderr)
+  return JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'))
+}

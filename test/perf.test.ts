@@ -6,7 +6,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { backend, cpuMemoryStats, CpuMemoryStats, createModel, emptyCpuCache, loadModel, Model, ModelOptions, tensor } from '../lib'
 import { readImage } from '../lib/data'
-import { randomImages, randomMasks, rejects, ROOT, tmpdir } from './helpers'
+import { randomImages, randomMasks, rejects, ROOT, runPredictionChild, savePredictionCases, tmpdir } from './helpers'
 
 function maxDiff (a: ArrayLike<number>, b: ArrayLike<number>): number {
   let d = 0
@@ -216,25 +216,8 @@ describe('prepacked convolutions in predict', () => {
     const b = backend()
     if (Number(b.libtorch.split('.')[0]) < 2) assert.strictEqual(b.prepack, false, 'libtorch 1.x has no prepacked convolution')
     const dir = tmpdir()
-    const ours: Float32Array[] = []
-    for (const [k, options] of cases.entries()) {
-      const model = await createModel(options)
-      try {
-        await warmStatistics(model, 3, 64)
-        const x = randomImages(1, 3, 61, 75, 30 + k)
-        await model.save(path.join(dir, `m${k}.segtorch`))
-        fs.writeFileSync(path.join(dir, `x${k}.json`), JSON.stringify({ data: Array.from(x.dataSync()), shape: x.shape }))
-        for (const precision of ['fp32', 'bf16'] as const) {
-          ours.push((await model.predict(x, { precision, output: 'logits', channelsLast: precision === 'bf16' })).dataSync() as Float32Array)
-        }
-      } finally {
-        model.dispose()
-      }
-    }
-    const child = spawnSync(process.execPath, ['-r', 'ts-node/register/transpile-only', '-e', childScript, dir, String(cases.length)],
-      { cwd: ROOT, encoding: 'utf8', env: { ...process.env, SEGTORCH_PREPACK: '0' } })
-    assert.strictEqual(child.status, 0, child.stderr)
-    const theirs = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8')) as { prepack: boolean, logits: number[][] }
+    const ours = await savePredictionCases(dir, cases, 30, async (model) => await warmStatistics(model, 3, 64))
+    const theirs = runPredictionChild(childScript, dir, cases.length, { SEGTORCH_PREPACK: '0' }) as { prepack: boolean, logits: number[][] }
     assert.strictEqual(theirs.prepack, false, 'SEGTORCH_PREPACK=0 turns it off')
     // bf16: both paths round differently (the fused path rounds once where the plain one rounds
     // the convolution's output before the addition), so each is compared with fp32: the prepacked

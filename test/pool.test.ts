@@ -3,12 +3,10 @@
 // every kernel / stride / padding ATen accepts, float32 and bfloat16, contiguous and channels-last;
 // and whole predictions must not change when SEGTORCH_POOL_KERNEL=0 puts ATen's back.
 import * as assert from 'assert'
-import { spawnSync } from 'child_process'
-import * as fs from 'fs'
 import * as path from 'path'
-import { createModel, Model, ModelOptions, tensor, Tensor } from '../lib'
+import { ModelOptions, tensor, Tensor } from '../lib'
 import { binding } from '../lib/binding'
-import { randomImages, rng, ROOT, tmpdir } from './helpers'
+import { rng, ROOT, runPredictionChild, savePredictionCases, tmpdir } from './helpers'
 
 type Pool = { kernel: number, stride: number, padding: number, bf16: boolean, channelsLast: boolean }
 
@@ -104,24 +102,8 @@ describe('inference max pooling in predict', () => {
 
   it('SEGTORCH_POOL_KERNEL=0 (ATen\'s pooling) gives the same logits, fp32 contiguous and bf16 channels-last, at an odd size', async function () {
     const dir = tmpdir()
-    const ours: Float32Array[] = []
-    for (const [k, options] of cases.entries()) {
-      const model: Model = await createModel(options)
-      try {
-        const x = randomImages(1, 3, 61, 75, 60 + k)
-        await model.save(path.join(dir, `m${k}.segtorch`))
-        fs.writeFileSync(path.join(dir, `x${k}.json`), JSON.stringify({ data: Array.from(x.dataSync()), shape: x.shape }))
-        for (const precision of ['fp32', 'bf16'] as const) {
-          ours.push((await model.predict(x, { precision, output: 'logits', channelsLast: precision === 'bf16' })).dataSync() as Float32Array)
-        }
-      } finally {
-        model.dispose()
-      }
-    }
-    const child = spawnSync(process.execPath, ['-r', 'ts-node/register/transpile-only', '-e', childScript, dir, String(cases.length)],
-      { cwd: ROOT, encoding: 'utf8', env: { ...process.env, SEGTORCH_POOL_KERNEL: '0' } })
-    assert.strictEqual(child.status, 0, child.stderr)
-    const theirs = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8')) as number[][]
+    const ours = await savePredictionCases(dir, cases, 60)
+    const theirs = runPredictionChild(childScript, dir, cases.length, { SEGTORCH_POOL_KERNEL: '0' }) as number[][]
     for (const [k, options] of cases.entries()) {
       for (const [j, precision] of ['fp32', 'bf16'].entries()) {
         sameBits(ours[2 * k + j], Float32Array.from(theirs[2 * k + j]), `${options.arch}/${options.backbone ?? 'none'} ${precision}`)
