@@ -16,6 +16,7 @@
  *    channels-last where the CPU has native bf16; predict folds BatchNorm); PyTorch (--python)
  *    'default' (fp32, NCHW, eager), 'best' (channels_last + bf16 autocast by hand, inference_mode) and
  *    'compiled' (torch.compile inductor + channels_last + bf16 autocast; inference with freezing;
+ *    on a CPU without native bf16 both stay fp32 + channels_last, as bf16 is emulated there;
  *    compile time reported apart, excluded from the timings); optionally a second PyTorch
  *    (--python2, e.g. Debian's 1.13: default and best); onnxruntime-node on the twin's ONNX export.
  *  - each measurement in its own child process (peak RSS = that process's), contenders interleaved
@@ -26,7 +27,7 @@
  *
  * usage: node bench/suite.js [--arch a,b] [--quick] [--rounds 2] [--steps 2] [--warmup 1] [--runs 3]
  *          [--threads N] [--python P] [--python2 P] [--addon path/segtorch.node] [--compile train,infer] [--no-compile] [--no-ort]
- *          [--clock-mhz M] [--check-twins] [--out suite] [--report bench/results/suite.json[,more.json]]
+ *          [--clock-mhz M] [--pt-precision auto|bf16|fp32] [--check-twins] [--out suite] [--report bench/results/suite.json[,more.json]]
  * Prints the tables, writes bench/results/<out>.json (<out>.partial.json as it goes); --report renders
  * saved results again (several files: their rows together).
  */
@@ -51,7 +52,11 @@ const CONFIG = {
   runs: Number(opt('runs', QUICK ? '1' : '3')),
   batch: QUICK ? 2 : 4,
   trainSize: QUICK ? 64 : 256,
-  inferSize: QUICK ? 64 : 512
+  inferSize: QUICK ? 64 : 512,
+  // PyTorch's 'best' / 'compiled' precision: bf16 autocast where the CPU has native bf16 (AVX512-BF16,
+  // AMX), else fp32 (bf16 without a native instruction is emulated and slower: bench/README.md,
+  // "An AVX2 CPU"); --pt-precision bf16|fp32 forces one.
+  ptPrecision: ptPrecision(opt('pt-precision', 'auto'))
 }
 // FLOPs are always also counted at these settings (the table's GFLOPs columns).
 const REFERENCE = { batch: 4, trainSize: 256, inferSize: 512 }
@@ -59,6 +64,18 @@ const VENV = process.env.SEGTORCH_PY_VENV || path.join(os.homedir(), '.cache', '
 const PYTHON = opt('python', fs.existsSync(path.join(VENV, 'bin', 'python')) ? path.join(VENV, 'bin', 'python') : '/usr/bin/python3')
 const PYTHON2 = opt('python2', '')
 const OUT = opt('out', 'suite')  // bench/results/<OUT>.json
+
+function cpuHasNativeBf16 () {
+  let text = ''
+  try { text = fs.readFileSync('/proc/cpuinfo', 'utf8') } catch {}
+  return / (avx512_bf16|amx_bf16)( |$)/m.test(text)
+}
+
+function ptPrecision (value) {
+  if (value === 'auto') return cpuHasNativeBf16() ? 'bf16' : 'fp32'
+  if (value === 'bf16' || value === 'fp32') return value
+  throw new RangeError(`Expected --pt-precision auto, bf16 or fp32 but received ${value}`)
+}
 
 function pythonTorch (python) {
   const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__.split("+")[0])'], { encoding: 'utf8' })
@@ -450,7 +467,8 @@ function render (rec) {
   const has = (k) => rec.rows.some((r) => r.train?.[k] || r.infer?.[k])
   const pt = ['ptDefault', 'ptBest', ...(has('ptCompiled') ? ['ptCompiled'] : [])]
   const pt2 = ['pt2Default', 'pt2Best', 'pt2Compiled'].filter(has)
-  const names = { ptDefault: `PT ${rec.torch} default`, ptBest: `PT ${rec.torch} best`, ptCompiled: `PT ${rec.torch} compiled`, pt2Default: `PT ${rec.torch2} default`, pt2Best: `PT ${rec.torch2} best`, pt2Compiled: `PT ${rec.torch2} compiled`, stFp32: 'segtorch fp32', stDefaults: 'segtorch defaults', onnxruntime: 'onnxruntime' }
+  const ptp = cfg.ptPrecision && cfg.ptPrecision !== 'bf16' ? ` (${cfg.ptPrecision})` : ''
+  const names = { ptDefault: `PT ${rec.torch} default`, ptBest: `PT ${rec.torch} best${ptp}`, ptCompiled: `PT ${rec.torch} compiled${ptp}`, pt2Default: `PT ${rec.torch2} default`, pt2Best: `PT ${rec.torch2} best`, pt2Compiled: `PT ${rec.torch2} compiled`, stFp32: 'segtorch fp32', stDefaults: 'segtorch defaults', onnxruntime: 'onnxruntime' }
   const best = pt.includes('ptCompiled') ? 'ptCompiled' : 'ptBest'
   const head = [
     `bench/suite: ${rec.date.slice(0, 16).replace('T', ' ')} UTC, commit ${rec.commit}${cfg.quick ? ' — **--quick smoke run: tiny sizes, 1 timed step; NOT a measurement**' : ''}`,
@@ -493,7 +511,8 @@ function render (rec) {
   if (m.peak) {
     const p = m.peak
     const bf16Native = m.bf16
-    const prec = { ptDefault: 'fp32', ptBest: 'bf16', ptCompiled: 'bf16', stFp32: 'fp32', stDefaults: bf16Native ? 'bf16' : 'fp32', onnxruntime: 'fp32' }
+    const ptp = cfg.ptPrecision ?? 'bf16'
+    const prec = { ptDefault: 'fp32', ptBest: ptp, ptCompiled: ptp, stFp32: 'fp32', stDefaults: bf16Native ? 'bf16' : 'fp32', onnxruntime: 'fp32' }
     const pct = (flops, seconds, key) => (flops && seconds ? fmt(100 * flops / seconds / p[prec[key]], 1) : 'n/a')
     const ecols = ['ptDefault', best, 'stFp32', 'stDefaults']
     lines.push('', `**Fraction of peak** (achieved FLOP/s / the CPU's peak for the contender's precision: fp32 ${fmt(p.fp32 / 1e9, 0)} GFLOP/s, bf16 ${fmt(p.bf16 / 1e9, 0)} GFLOP/s = ` +

@@ -4,7 +4,7 @@ usage: python bench/suite.py JSON
 JSON: {"model": "fcn/resnet50", "task": "train" | "infer" | "export" | "flops",
        "variant": "default" | "best" | "compiled",
        "threads": 2, "warmup": 1, "steps": 2, "runs": 3, "batch": 4, "trainSize": 256, "inferSize": 512,
-       "onnx": "/tmp/x.onnx" (export only)}
+       "onnx": "/tmp/x.onnx" (export only), "ptPrecision": "bf16" | "fp32" (best / compiled; default bf16)}
 
 Variants (PyTorch on the CPU as its documentation recommends in 2026):
   default   fp32, NCHW, eager; inference under no_grad.
@@ -15,6 +15,8 @@ Variants (PyTorch on the CPU as its documentation recommends in 2026):
             reported as compileSeconds and is not part of the timed steps. Each compiled child has its
             own empty inductor cache directory (bench/suite.js sets TORCHINDUCTOR_CACHE_DIR), so the
             compile time is a cold one, as a user's first run.
+  With "ptPrecision": "fp32" (bench/suite.js's choice on a CPU without native bf16) 'best' and
+  'compiled' keep channels_last and drop the bf16 autocast.
 compare: (--check-twins) load segtorch's saved weights into the twin (strict: same names and shapes)
   and compare its eval forward with segtorch's on the same input.
 flops: forward FLOPs of the twin at 1x3xSxS (inferSize, eval) and of one training step (3x the
@@ -59,11 +61,12 @@ def seg_loss(out, y):
     return loss
 
 
-def training_step(model, variant, n, s):
+def training_step(model, variant, n, s, bf16=True):
     """The suite's training step of `model` (already channels-last for 'best' / 'compiled'): SGD lr 0.01
-    momentum 0.9 on random n x 3 x s x s images and labels; bf16 autocast for 'best' / 'compiled',
+    momentum 0.9 on random n x 3 x s x s images and labels; bf16 autocast for 'best' / 'compiled' (bf16=True),
     torch.compile for 'compiled'. Returns a function that runs one step and returns its loss."""
     fast = variant in ('best', 'compiled')
+    autocast = fast and bf16
     x = torch.rand(n, 3, s, s)
     y = torch.randint(0, 21, (n, s, s))
     model.train()
@@ -74,7 +77,7 @@ def training_step(model, variant, n, s):
 
     def step():
         opt.zero_grad()
-        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=fast):
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
             o = net(x)
         loss = seg_loss(o, y)
         loss.backward()
@@ -142,6 +145,8 @@ def main():
     out['params'] = sum(p.numel() for p in model.parameters())
     variant = c.get('variant', 'default')
     fast = variant in ('best', 'compiled')
+    autocast = fast and c.get('ptPrecision', 'bf16') == 'bf16'
+    out['precision'] = 'bf16' if autocast else 'fp32'
     if variant == 'compiled' and not hasattr(torch, 'compile'):
         raise SystemExit(f'torch {torch.__version__} has no torch.compile')
 
@@ -162,7 +167,7 @@ def main():
 
     if c['task'] == 'train':
         n = c['batch']
-        step = training_step(model, variant, n, c['trainSize'])
+        step = training_step(model, variant, n, c['trainSize'], bf16=autocast)
 
         t0 = time.perf_counter()
         step()
@@ -192,7 +197,7 @@ def main():
         with ctx():
             for i in range(max(c['warmup'], 1 if variant == 'compiled' else 0) + c['runs']):
                 t0 = time.perf_counter()
-                with torch.autocast('cpu', dtype=torch.bfloat16, enabled=fast):
+                with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
                     o = net(x)
                 o.float().argmax(1)
                 t = time.perf_counter() - t0
