@@ -122,6 +122,8 @@ def main():
     ap.add_argument('--batch', type=int, default=4)
     ap.add_argument('--train-size', type=int, default=256)
     ap.add_argument('--infer-size', type=int, default=512)
+    ap.add_argument('--precision', choices=['auto', 'bf16', 'fp32'], default='auto',
+                    help="'best' / 'compiled': bf16 autocast, or fp32 (auto: bf16 where the CPU has native bf16, as bench/suite.js)")
     ap.add_argument('--json')
     a = ap.parse_args()
     import torch  # the trace form needs no PyTorch
@@ -132,12 +134,17 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     fast = a.variant in ('best', 'compiled')
+    if a.precision == 'auto':
+        with open('/proc/cpuinfo') as f:
+            flags = f.read()
+        a.precision = 'bf16' if (' avx512_bf16' in flags or ' amx_bf16' in flags) else 'fp32'
+    autocast = fast and a.precision == 'bf16'
     model = build(a.model)
     if fast:
         model = model.to(memory_format=torch.channels_last)
     cl = torch.channels_last if fast else torch.contiguous_format
     if a.task == 'train':
-        run = training_step(model, a.variant, a.batch, a.train_size)  # bench/suite.py's step
+        run = training_step(model, a.variant, a.batch, a.train_size, bf16=autocast)  # bench/suite.py's step
         ctx = torch.enable_grad
     else:
         model.eval()
@@ -148,7 +155,7 @@ def main():
         net = torch.compile(model) if a.variant == 'compiled' else model
 
         def run():
-            with torch.autocast('cpu', dtype=torch.bfloat16, enabled=fast):
+            with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
                 o = net(x)
             o.float().argmax(1)
         ctx = torch.inference_mode if fast else torch.no_grad
