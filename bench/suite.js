@@ -301,6 +301,12 @@ function main () {
   if (!torch1) throw new Error(`${PYTHON} cannot import torch (--python)`)
   const torch2 = PYTHON2 ? pythonTorch(PYTHON2) : null
   if (PYTHON2 && !torch2) throw new Error(`${PYTHON2} cannot import torch (--python2)`)
+  // torch.onnx.export needs the onnx package: without it every export would fall back to segtorch's
+  // own exporter and the onnxruntime column would silently measure something else.
+  const exporter = PYTHON2 || PYTHON
+  if (!flag('no-ort') && spawnSync(exporter, ['-c', 'import onnx'], { encoding: 'utf8' }).status !== 0) {
+    throw new Error(`${exporter} cannot import onnx, which torch.onnx.export needs for the onnxruntime column: run scripts/pytorch-venv.sh (it installs onnx), \`pip install onnx\`, or pass --no-ort`)
+  }
   const addon = defaultAddon(torch1)
   if (flag('check-twins')) return checkTwins(models, addon)
   // --compile train,infer (default: both), --no-compile: which tasks get the torch.compile contender

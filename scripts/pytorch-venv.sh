@@ -7,7 +7,7 @@
 #   1. Creates the venv with `python3 -m venv` at $SEGTORCH_PY_VENV (default ~/.cache/segtorch-pytorch),
 #      outside the repository. The interpreter is $SEGTORCH_PY_PYTHON, else the first `python3` on PATH
 #      that is not Debian's /usr/bin/python3 (that one carries Debian's torch 1.13 and is not used).
-#   2. Installs torch, torchvision, numpy and pillow (newest, or the pip requirements in
+#   2. Installs torch, torchvision, numpy, pillow and onnx (for torch.onnx.export; newest, or the pip requirements in
 #      $SEGTORCH_PY_TORCH / $SEGTORCH_PY_TORCHVISION).
 #   3. Checks the result: imports torch and torchvision, trains a small conv net for 20 AdamW steps on CPU
 #      and (unless SEGTORCH_PY_SKIP_COMPILE=1) one torch.compile'd (inductor) forward+backward on CPU.
@@ -77,9 +77,15 @@ else
   mkdir -p "$(dirname "$VENV")"
   "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  log "installing $TORCH_REQ $TV_REQ numpy pillow from PyPI (about 5 GB with the CUDA runtime wheels)"
-  "$VENV/bin/python" -m pip install --quiet --no-cache-dir "$TORCH_REQ" "$TV_REQ" numpy pillow
+  log "installing $TORCH_REQ $TV_REQ numpy pillow onnx from PyPI (about 5 GB with the CUDA runtime wheels)"
+  "$VENV/bin/python" -m pip install --quiet --no-cache-dir "$TORCH_REQ" "$TV_REQ" numpy pillow onnx
   works || { echo "pytorch-venv.sh: import torch, torchvision fails in $VENV" >&2; exit 1; }
+fi
+# torch.onnx.export (bench/suite.js exports each twin for onnxruntime) needs the onnx package; a venv
+# made before it was in the list above gets it here (about 20 MB).
+if ! "$VENV/bin/python" -c 'import onnx' >/dev/null 2>&1; then
+  log "installing onnx (torch.onnx.export needs it)"
+  "$VENV/bin/python" -m pip install --quiet --no-cache-dir onnx
 fi
 
 # A CPU training check (and a torch.compile one): catches a broken install, not only a failed import.
@@ -109,6 +115,7 @@ if os.environ.get('SEGTORCH_PY_SKIP_COMPILE') != '1':
     if diff > 1e-3:
         sys.exit(f'pytorch-venv.sh: torch.compile check failed: max |diff| {diff}')
     print(f'[pytorch-venv] torch.compile (inductor, CPU) check: forward+backward ok, max |diff| {diff:.1e}, {time.time() - t:.0f} s', file=sys.stderr)
-print(f'torch {torch.__version__}, torchvision {torchvision.__version__}, numpy {numpy.__version__}, pillow {PIL.__version__}, python {sys.version.split()[0]}')
+import onnx
+print(f'torch {torch.__version__}, torchvision {torchvision.__version__}, numpy {numpy.__version__}, pillow {PIL.__version__}, onnx {onnx.__version__}, python {sys.version.split()[0]}')
 EOF
 echo "PYTHON=$VENV/bin/python"
