@@ -270,7 +270,7 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
     else if (perEpoch !== undefined && Number.isFinite(epochs)) schedule.total = Math.max(1, Math.floor(perEpoch * epochs / accumulate))
     else if (overTime) schedule.total = 1 << 30 // replaced before every step below
   }
-  const step = resolveStepOptions({ ...stepKeys, schedule }, model.config.numClasses, 'fit options', FIT_KEYS, model.device)
+  const step = resolveStepOptions({ ...stepKeys, schedule }, model.config.numClasses, 'fit options', FIT_KEYS, model.device, model.config.backbone)
 
   let state: FitState = { epoch: 0, batchInEpoch: 0, history: { epochs: [], steps: model.info().steps, stopped: 'completed' }, total: step.schedule.total ?? 0 }
   if (o.resume !== undefined) {

@@ -277,7 +277,7 @@ export class Model extends InferenceModel<NativeModel> {
     const x = checkImages('images', images, this.config.inChannels)
     const y = checkMasks(masks, x)
     const { depth, ...rest } = v.optionsObject('trainStep options', options) as TrainStepOptions & { depth?: Tensor }
-    const o = resolveStepOptions(rest, this.config.numClasses, 'trainStep options', [], this.device)
+    const o = resolveStepOptions(rest, this.config.numClasses, 'trainStep options', [], this.device, this.config.backbone)
     const d = depth === undefined ? undefined : checkDepth(depth, x)
     return this._step(x, y, o, d)
   }
@@ -372,7 +372,7 @@ export class Model extends InferenceModel<NativeModel> {
   async checkGradients (images: Images, masks: Masks, options?: TrainStepOptions): Promise<string[]> {
     const x = checkImages('images', images, this.config.inChannels)
     const y = checkMasks(masks, x)
-    const o = resolveStepOptions(options, this.config.numClasses, 'checkGradients options', [], this.device)
+    const o = resolveStepOptions(options, this.config.numClasses, 'checkGradients options', [], this.device, this.config.backbone)
     const native = this._native()
     return withStack(() => native.checkGradients(x._native(), y._native(), o as unknown as Record<string, unknown>))
   }

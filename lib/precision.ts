@@ -17,9 +17,24 @@ export function autoPrecision (device: string): 'fp32' | 'bf16' | 'fp16' {
   return cpuFeatures().bf16 ? 'bf16' : 'fp32'
 }
 
-/** What channelsLast 'auto' means on `device`: on with CUDA (cuDNN) and with oneDNN on the CPU. */
-export function autoChannelsLast (device: string): boolean {
-  return device.startsWith('cuda') ? true : cpuFeatures().mkldnn
+/**
+ * Backbones whose fp32 training is faster in NCHW than in channels-last on a CPU without native bf16:
+ * plain 3x3 convolutions on large maps (VGG, U-Net's encoder). Measured on an AVX2 AMD EPYC
+ * (bench/README.md, "An AVX2 CPU"): channels-last / NCHW training 0.66x SegNet (VGG16-BN), 0.68x
+ * U-Net, 0.76x DeepLab v1 (VGG16); the ResNets were mixed (0.85-1.25x) and stay channels-last, the
+ * MobileNets gain 1.35-2.1x. Inference stays channels-last (1.03-1.34x for these).
+ */
+const NCHW_FP32_TRAINING: ReadonlySet<string> = new Set(['vgg16', 'vgg16_bn', 'none'])
+
+/**
+ * What channelsLast 'auto' means on `device`: on with CUDA (cuDNN) and with oneDNN on the CPU, except
+ * for training `backbone` on a CPU without native bf16 when it is one of NCHW_FP32_TRAINING.
+ */
+export function autoChannelsLast (device: string, task: 'train' | 'predict' = 'predict', backbone?: string): boolean {
+  if (device.startsWith('cuda')) return true
+  const f = cpuFeatures()
+  if (!f.mkldnn) return false
+  return !(task === 'train' && !f.bf16 && backbone !== undefined && NCHW_FP32_TRAINING.has(backbone))
 }
 
 export function resolvePrecision<P extends string> (value: unknown, allowed: readonly P[], device: string): P {
@@ -31,7 +46,7 @@ export function resolvePrecision<P extends string> (value: unknown, allowed: rea
   return resolved
 }
 
-export function resolveChannelsLast (value: unknown, device: string): boolean {
-  if (value === undefined || value === 'auto') return autoChannelsLast(device)
+export function resolveChannelsLast (value: unknown, device: string, task: 'train' | 'predict' = 'predict', backbone?: string): boolean {
+  if (value === undefined || value === 'auto') return autoChannelsLast(device, task, backbone)
   return v.boolean('channelsLast', value)
 }

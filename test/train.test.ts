@@ -1,7 +1,9 @@
 import * as assert from 'assert'
 import * as fs from 'fs'
 import * as path from 'path'
-import { Batch, createModel, loadModel, Model, SegtorchError, tensor } from '../lib'
+import { backend, Batch, createModel, loadModel, Model, SegtorchError, tensor } from '../lib'
+import { autoChannelsLast, autoPrecision } from '../lib/model'
+import { resolveStepOptions } from '../lib/train'
 import { randomImages, randomMasks, rejects, tmpdir } from './helpers'
 
 const TINY = { arch: 'fcn', backbone: 'resnet18', numClasses: 3, outputStride: 32 } as const
@@ -178,5 +180,25 @@ describe('trainStep with depth targets', () => {
     const x = randomImages(2, 3, 32, 32)
     await rejects(m.trainStep(x, randomMasks(2, 32, 32, 3), { depth: tensor(new Float32Array(10), [10]) }), RangeError, /depth of shape/)
     m.dispose()
+  })
+})
+
+describe("'auto' precision and layout (README, Speed defaults)", () => {
+  it('channels-last with oneDNN, except training VGG backbones and U-Net on a CPU without native bf16', () => {
+    const b = backend()
+    for (const backbone of ['vgg16', 'vgg16_bn', 'none', 'resnet50', 'mobilenetv2', 'mobilenetv3_large']) {
+      const plain = ['vgg16', 'vgg16_bn', 'none'].includes(backbone)
+      const train = b.mkldnn && !(plain && !b.bf16)
+      assert.strictEqual(autoChannelsLast('cpu', 'predict', backbone), b.mkldnn, backbone)
+      assert.strictEqual(autoChannelsLast('cpu', 'train', backbone), train, backbone)
+      assert.strictEqual(autoChannelsLast('cuda:0', 'train', backbone), true, backbone)
+      // What trainStep / fit resolve from no options, and an explicit choice always wins.
+      assert.strictEqual(resolveStepOptions({}, 3, 'trainStep options', [], 'cpu', backbone).channelsLast, train, backbone)
+      assert.strictEqual(resolveStepOptions({ channelsLast: 'auto' }, 3, 'trainStep options', [], 'cpu', backbone).channelsLast, train, backbone)
+      assert.strictEqual(resolveStepOptions({ channelsLast: true }, 3, 'trainStep options', [], 'cpu', backbone).channelsLast, true, backbone)
+      assert.strictEqual(resolveStepOptions({ channelsLast: false }, 3, 'trainStep options', [], 'cpu', backbone).channelsLast, false, backbone)
+    }
+    assert.strictEqual(autoPrecision('cpu'), b.bf16 ? 'bf16' : 'fp32')
+    assert.strictEqual(autoPrecision('cuda:0'), 'fp16')
   })
 })
