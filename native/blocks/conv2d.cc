@@ -3,8 +3,6 @@
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/version.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <string>
 #include <utility>
 #include <variant>
@@ -40,16 +38,6 @@ const c10::OperatorHandle* PointwiseBinaryOp() {
 std::vector<int64_t> Ints(c10::IntArrayRef a) { return std::vector<int64_t>(a.begin(), a.end()); }
 #endif
 
-// SEGTORCH_PREPACK_FP32=1 prepacks fp32 convolutions too (an experiment for CPUs without native
-// bf16, where predict runs in fp32: bench/switches.js --switch prepack-fp32); off by default.
-bool PrepackFp32() {
-  static const bool on = [] {
-    const char* v = std::getenv("SEGTORCH_PREPACK_FP32");
-    return v != nullptr && std::strcmp(v, "1") == 0;
-  }();
-  return on;
-}
-
 // The alternative T of an option's variant, whichever variant type this libtorch uses (c10::variant
 // in 1.13, std::variant in 2.x: `using std::get_if` lets the call find either by argument lookup).
 template <class T, class Variant>
@@ -78,7 +66,7 @@ bool Conv2dImpl::Prepack(bool on) {
   // bf16 and groups 1 only: measured on every architecture (bench/switches.js --switch prepack, bench/README.md), fp32
   // gained nothing (0.77-1.06x) and grouped / depthwise convolutions nothing measurable.
   if (pad == nullptr || !zeros || !weight.defined() || !weight.device().is_cpu() || options.groups() != 1 ||
-      (weight.scalar_type() != at::kBFloat16 && !(weight.scalar_type() == at::kFloat && PrepackFp32())) ||
+      weight.scalar_type() != at::kBFloat16 ||
       (bias.defined() && (!bias.device().is_cpu() || bias.scalar_type() != weight.scalar_type()))) {
     return false;
   }
