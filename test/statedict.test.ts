@@ -26,7 +26,7 @@ describe('PyTorch state dicts', function () {
       const report = await m.loadStateDict(twin.state)
       assert.deepStrictEqual(report, { missing: [], unexpected: [], mismatched: [], loaded: twin.keys })
       // Train a step (at the defaults) so our weights differ from the file, then hand them to Python.
-      // Training leaves the weights channels-last where oneDNN is present ('auto'); Python then uses
+      // Training leaves the weights channels-last where 'auto' trains so (autoChannelsLast); Python then uses
       // that layout too, so both sides run the same convolution kernels (NCHW weights would pick
       // others and differ by fp32 reduction noise, ~5e-5 of the output's scale here).
       await m.trainStep(randomImages(2, 3, 64, 64), randomMasks(2, 64, 64, 21), { optimizer: { lr: 0.01 } })
