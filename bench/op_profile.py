@@ -129,15 +129,13 @@ def main():
     import torch  # the trace form needs no PyTorch
     from torch.profiler import ProfilerActivity, profile
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from suite import training_step
+    from suite import cpu_native_bf16, training_step
     from torch_twins import build
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     fast = a.variant in ('best', 'compiled')
     if a.precision == 'auto':
-        with open('/proc/cpuinfo') as f:
-            flags = f.read()
-        a.precision = 'bf16' if (' avx512_bf16' in flags or ' amx_bf16' in flags) else 'fp32'
+        a.precision = 'bf16' if cpu_native_bf16() else 'fp32'
     autocast = fast and a.precision == 'bf16'
     model = build(a.model)
     if fast:

@@ -44,6 +44,17 @@ def peak_rss_mib():
     return 0
 
 
+def cpu_native_bf16():
+    """Whether the CPU has native bf16 (avx512_bf16 / amx_bf16 in /proc/cpuinfo): bench/suite.js's
+    --pt-precision auto rule, for bench/op_profile.py's --precision auto."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return ' avx512_bf16' in flags or ' amx_bf16' in flags
+
+
 def split_output(out):
     """A twin returns logits, or in training (logits, [(weight, tensor, kind), ...])."""
     return out if isinstance(out, tuple) else (out, [])
