@@ -203,6 +203,7 @@ export function resolveStepOptions (options: unknown, numClasses?: number, where
     throw new TypeError('Unknown option \'ignoreIndex\' in lossOptions: set ignoreIndex itself')
   }
   const { ignoreIndex: _ignored, ...lossOptions } = resolveLossOptions(o.lossOptions, numClasses)
+  const precision = resolvePrecision(o.precision, ['fp32', 'bf16', 'fp16'] as const, device)
   return {
     ignoreIndex: o.ignoreIndex === undefined ? 255 : v.integer('ignoreIndex', o.ignoreIndex, -1),
     optimizer: resolveOptimizer(o.optimizer),
@@ -211,8 +212,8 @@ export function resolveStepOptions (options: unknown, numClasses?: number, where
     headLrMultiplier: o.headLrMultiplier === undefined ? 1 : v.number('headLrMultiplier', o.headLrMultiplier, 0, Infinity, true),
     noDecayOnNormAndBias: o.noDecayOnNormAndBias === undefined ? false : v.boolean('noDecayOnNormAndBias', o.noDecayOnNormAndBias),
     schedule: resolveSchedule(o.schedule),
-    precision: resolvePrecision(o.precision, ['fp32', 'bf16', 'fp16'] as const, device),
-    channelsLast: resolveChannelsLast(o.channelsLast, device, 'train', backbone),
+    precision,
+    channelsLast: resolveChannelsLast(o.channelsLast, device, 'train', backbone, precision),
     clipGradNorm: o.clipGradNorm === undefined ? 0 : v.number('clipGradNorm', o.clipGradNorm, 0),
     accumulate: o.accumulate === undefined ? 1 : v.integer('accumulate', o.accumulate, 1, 1024),
     depthLoss: o.depthLoss === undefined ? 'berhu' : v.oneOf('depthLoss', o.depthLoss, ['l1', 'berhu'] as const),

@@ -184,7 +184,7 @@ describe('trainStep with depth targets', () => {
 })
 
 describe("'auto' precision and layout (README, Speed defaults)", () => {
-  it('channels-last with oneDNN, except training VGG backbones and U-Net on a CPU without native bf16', () => {
+  it('channels-last with oneDNN, except fp32 training of VGG backbones and U-Net on a CPU without native bf16', () => {
     const b = backend()
     for (const backbone of ['vgg16', 'vgg16_bn', 'none', 'resnet50', 'mobilenetv2', 'mobilenetv3_large']) {
       const plain = ['vgg16', 'vgg16_bn', 'none'].includes(backbone)
@@ -195,6 +195,9 @@ describe("'auto' precision and layout (README, Speed defaults)", () => {
       // What trainStep / fit resolve from no options, and an explicit choice always wins.
       assert.strictEqual(resolveStepOptions({}, 3, 'trainStep options', [], 'cpu', backbone).channelsLast, train, backbone)
       assert.strictEqual(resolveStepOptions({ channelsLast: 'auto' }, 3, 'trainStep options', [], 'cpu', backbone).channelsLast, train, backbone)
+      // bf16 stays channels-last (libtorch 1.13's NCHW bf16 convolution accumulates in bf16 without native bf16).
+      assert.strictEqual(autoChannelsLast('cpu', 'train', backbone, 'bf16'), b.mkldnn, backbone)
+      assert.strictEqual(resolveStepOptions({ precision: 'bf16' }, 3, 'trainStep options', [], 'cpu', backbone).channelsLast, b.mkldnn, backbone)
       assert.strictEqual(resolveStepOptions({ channelsLast: true }, 3, 'trainStep options', [], 'cpu', backbone).channelsLast, true, backbone)
       assert.strictEqual(resolveStepOptions({ channelsLast: false }, 3, 'trainStep options', [], 'cpu', backbone).channelsLast, false, backbone)
     }
