@@ -6,7 +6,8 @@
 // round by round in one process (the ratios come from neighbouring runs), median of the runs of
 // each round, best round. The first compiled call (tracing and optimisation) is reported apart.
 // Prints a table with the CPU kind and writes bench/results/compiled-<libtorch version>.json.
-//   usage: node bench/compiled.js [--rounds N] [--runs N] [--arch a,b] [--size S]
+//   usage: node bench/compiled.js [--rounds N] [--runs N] [--arch a,b] [--size S] [--precisions fp32,bf16]
+// (--precisions fp32 on a CPU without native bf16, where bf16 is emulated and 10x slower)
 'use strict'
 const fs = require('fs')
 const os = require('os')
@@ -20,12 +21,10 @@ const runs = Number(opt('runs', '5'))
 const size = Number(opt('size', '512'))
 const only = opt('arch', '')
 const archs = Object.keys(st.ARCHITECTURES).filter((a) => !only || only.split(',').includes(a))
-const SETTINGS = {
-  'fp32 eager': { precision: 'fp32', compile: false },
-  'fp32 compiled': { precision: 'fp32', compile: true },
-  'bf16 eager': { precision: 'bf16', compile: false },
-  'bf16 compiled': { precision: 'bf16', compile: true }
-}
+const precisions = opt('precisions', 'fp32,bf16').split(',')
+for (const p of precisions) if (!['fp32', 'bf16'].includes(p)) throw new RangeError(`Expected --precisions of fp32 and/or bf16 but received '${p}'`)
+const SETTINGS = Object.fromEntries(precisions.flatMap((p) => [
+  [`${p} eager`, { precision: p, compile: false }], [`${p} compiled`, { precision: p, compile: true }]]))
 
 async function main () {
   const started = Date.now()
@@ -86,8 +85,10 @@ async function main () {
   console.log('|---|---|---|---|---|---|---|---|')
   for (const [arch, r] of Object.entries(results)) {
     if (!r.ms) { console.log(`| ${arch} | ${r.error} |||||||`); continue }
-    const q = (a, c) => (r.ms[c] / r.ms[a]).toFixed(2)
-    console.log(`| ${arch} | ${r.ms['fp32 eager'].toFixed(1)} | ${r.ms['fp32 compiled'].toFixed(1)} | ${q('fp32 eager', 'fp32 compiled')} | ${r.ms['bf16 eager'].toFixed(1)} | ${r.ms['bf16 compiled'].toFixed(1)} | ${q('bf16 eager', 'bf16 compiled')} | ${r.compileMs.fp32.toFixed(0)} / ${r.compileMs.bf16.toFixed(0)} |`)
+    const ms = (n) => (r.ms[n] === undefined ? '-' : r.ms[n].toFixed(1))
+    const q = (a, c) => (r.ms[a] === undefined ? '-' : (r.ms[c] / r.ms[a]).toFixed(2))
+    const first = (p) => (r.compileMs[p] === undefined ? '-' : r.compileMs[p].toFixed(0))
+    console.log(`| ${arch} | ${ms('fp32 eager')} | ${ms('fp32 compiled')} | ${q('fp32 eager', 'fp32 compiled')} | ${ms('bf16 eager')} | ${ms('bf16 compiled')} | ${q('bf16 eager', 'bf16 compiled')} | ${first('fp32')} / ${first('bf16')} |`)
   }
 }
 
