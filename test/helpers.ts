@@ -56,8 +56,12 @@ export const ROOT = path.join(__dirname, '..')
  * runs `prepare` on it, saves it and a 1x3x61x75 input (seed `seed + k`) in `dir` as m<k>.segtorch /
  * x<k>.json, and returns its fp32 (contiguous) and bf16 (channels-last) logits, in that order per model.
  */
+export interface PredictionSetting { precision: 'fp32' | 'bf16', channelsLast: boolean }
+/** savePredictionCases' default settings: fp32 contiguous and bf16 channels-last. */
+export const PREDICTION_SETTINGS: readonly PredictionSetting[] = [{ precision: 'fp32', channelsLast: false }, { precision: 'bf16', channelsLast: true }]
+
 export async function savePredictionCases (dir: string, cases: ModelOptions[], seed: number,
-  prepare?: (model: Model) => Promise<void>): Promise<Float32Array[]> {
+  prepare?: (model: Model) => Promise<void>, settings: readonly PredictionSetting[] = PREDICTION_SETTINGS): Promise<Float32Array[]> {
   const ours: Float32Array[] = []
   for (const [k, options] of cases.entries()) {
     const model = await createModel(options)
@@ -66,8 +70,8 @@ export async function savePredictionCases (dir: string, cases: ModelOptions[], s
       const x = randomImages(1, 3, 61, 75, seed + k)
       await model.save(path.join(dir, `m${k}.segtorch`))
       fs.writeFileSync(path.join(dir, `x${k}.json`), JSON.stringify({ data: Array.from(x.dataSync()), shape: x.shape }))
-      for (const precision of ['fp32', 'bf16'] as const) {
-        ours.push((await model.predict(x, { precision, output: 'logits', channelsLast: precision === 'bf16' })).dataSync() as Float32Array)
+      for (const { precision, channelsLast } of settings) {
+        ours.push((await model.predict(x, { precision, output: 'logits', channelsLast })).dataSync() as Float32Array)
       }
     } finally {
       model.dispose()

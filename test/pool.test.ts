@@ -6,7 +6,7 @@ import * as assert from 'assert'
 import * as path from 'path'
 import { ModelOptions, tensor, Tensor } from '../lib'
 import { binding } from '../lib/binding'
-import { rng, ROOT, runPredictionChild, savePredictionCases, tmpdir } from './helpers'
+import { PredictionSetting, rng, ROOT, runPredictionChild, savePredictionCases, tmpdir } from './helpers'
 
 type Pool = { kernel: number, stride: number, padding: number, bf16: boolean, channelsLast: boolean }
 
@@ -76,6 +76,9 @@ describe('inference max pooling (segtorch kernel against ATen)', () => {
 // Whole predictions with ATen's pooling (a child with SEGTORCH_POOL_KERNEL=0: the switch is read once
 // per process) against this process's: the same saved models, the same inputs, identical logits.
 describe('inference max pooling in predict', () => {
+  // fp32 channels-last too: on CPUs without AVX-512 its stride-1 poolings run segtorch's kernel.
+  const settings: PredictionSetting[] = [
+    { precision: 'fp32', channelsLast: false }, { precision: 'fp32', channelsLast: true }, { precision: 'bf16', channelsLast: true }]
   const childScript = `
     const fs = require('fs')
     const { loadModel, tensor } = require(${JSON.stringify(path.join(ROOT, 'lib'))})
@@ -85,8 +88,8 @@ describe('inference max pooling in predict', () => {
       for (let k = 0; k < Number(n); k++) {
         const m = await loadModel(dir + '/m' + k + '.segtorch')
         const x = JSON.parse(fs.readFileSync(dir + '/x' + k + '.json', 'utf8'))
-        for (const precision of ['fp32', 'bf16']) {
-          const y = await m.predict(tensor(Float32Array.from(x.data), x.shape), { precision, output: 'logits', channelsLast: precision === 'bf16' })
+        for (const { precision, channelsLast } of ${JSON.stringify(settings)}) {
+          const y = await m.predict(tensor(Float32Array.from(x.data), x.shape), { precision, output: 'logits', channelsLast })
           logits.push(Array.from(y.dataSync()))
         }
         m.dispose()
@@ -100,13 +103,14 @@ describe('inference max pooling in predict', () => {
     { arch: 'fcn', backbone: 'vgg16', numClasses: 3 } // VGG's pooling modules
   ]
 
-  it('SEGTORCH_POOL_KERNEL=0 (ATen\'s pooling) gives the same logits, fp32 contiguous and bf16 channels-last, at an odd size', async function () {
+  it('SEGTORCH_POOL_KERNEL=0 (ATen\'s pooling) gives the same logits, fp32 in both layouts and bf16 channels-last, at an odd size', async function () {
     const dir = tmpdir()
-    const ours = await savePredictionCases(dir, cases, 60)
+    const ours = await savePredictionCases(dir, cases, 60, undefined, settings)
     const theirs = runPredictionChild(childScript, dir, cases.length, { SEGTORCH_POOL_KERNEL: '0' }) as number[][]
     for (const [k, options] of cases.entries()) {
-      for (const [j, precision] of ['fp32', 'bf16'].entries()) {
-        sameBits(ours[2 * k + j], Float32Array.from(theirs[2 * k + j]), `${options.arch}/${options.backbone ?? 'none'} ${precision}`)
+      for (const [j, s] of settings.entries()) {
+        const i = settings.length * k + j
+        sameBits(ours[i], Float32Array.from(theirs[i]), `${options.arch}/${options.backbone ?? 'none'} ${s.precision}${s.channelsLast ? ' channels-last' : ''}`)
       }
     }
   })

@@ -22,6 +22,29 @@ bool PoolKernelEnabled() {
 
 namespace {
 
+// bfloat16 "same" pooling with stride 1 (RefineNet's), run as ShiftedMaxima on channels-last tensors.
+bool SameStride1(const at::Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
+  return x.scalar_type() == at::kBFloat16 && stride == 1 && 2 * padding + 1 == kernel;
+}
+
+// Whether the separable kernel takes a channels-last float32 tensor (pixel after pixel, channels
+// interleaved): stride 1 (RefineNet's chained residual pooling, DeepLab v1's 3x3 poolings) on CPUs
+// without AVX-512, where ATen's channels-last kernel, which also writes the int64 indices a backward
+// pass would need, is memory-bound: 1.6-2.8x faster there (bench/pool.cc, an AVX2 EPYC), strided
+// poolings 0.6-0.75x (ATen's writes a quarter of the indices there). With AVX-512 the same scheme
+// measured 0.8-1.2x of ATen's, so ATen's stays there.
+bool SeparableChannelsLast(const at::Tensor& x, int64_t stride) {
+  static const bool narrow = [] {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    return !__builtin_cpu_supports("avx512f");
+#else
+    return false;
+#endif
+  }();
+  return narrow && stride == 1 && x.scalar_type() == at::kFloat;
+}
+
 // Whether the kernel may stand in for ATen's: no gradient can be asked for, nothing records the
 // call, the contiguous layout and a type it handles, and the arguments ATen accepts (ATen's error otherwise).
 bool KernelApplies(const at::Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
@@ -35,8 +58,9 @@ bool KernelApplies(const at::Tensor& x, int64_t kernel, int64_t stride, int64_t 
   if (kernel < 1 || stride < 1 || padding < 0 || 2 * padding > kernel) return false;
   if (x.size(2) + 2 * padding < kernel || x.size(3) + 2 * padding < kernel) return false;
   if (x.numel() == 0) return false;
-  return x.is_contiguous() || (x.scalar_type() == at::kBFloat16 && stride == 1 && 2 * padding + 1 == kernel &&
-                                 x.is_contiguous(at::MemoryFormat::ChannelsLast));
+  if (x.is_contiguous()) return true;
+  if (!x.is_contiguous(at::MemoryFormat::ChannelsLast)) return false;
+  return SameStride1(x, kernel, stride, padding) || SeparableChannelsLast(x, stride);
 }
 
 // Stride-1 "same" pooling (odd kernel, padding (kernel - 1) / 2) of a channels-last tensor as
@@ -72,9 +96,11 @@ at::Tensor ShiftedMaxima(const at::Tensor& x, int64_t padding) {
 
 at::Tensor MaxPool2d(const at::Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
   if (!KernelApplies(x, kernel, stride, padding)) return at::max_pool2d(x, {kernel, kernel}, {stride, stride}, {padding, padding});
-  if (!x.is_contiguous()) return ShiftedMaxima(x, padding);
   const int64_t n = x.size(0), channels = x.size(1);
+  const bool nchw = x.is_contiguous();
+  if (!nchw && SameStride1(x, kernel, stride, padding)) return ShiftedMaxima(x, padding);
   MaxPoolShape s{};
+  s.c = nchw ? 1 : channels;  // channels-last: one plane per image, its channels interleaved
   s.h = x.size(2);
   s.w = x.size(3);
   s.kh = s.kw = kernel;
@@ -82,21 +108,21 @@ at::Tensor MaxPool2d(const at::Tensor& x, int64_t kernel, int64_t stride, int64_
   s.ph = s.pw = padding;
   s.oh = (s.h + 2 * padding - kernel) / stride + 1;
   s.ow = (s.w + 2 * padding - kernel) / stride + 1;
-  at::Tensor out = at::empty({n, channels, s.oh, s.ow}, x.options().memory_format(at::MemoryFormat::Contiguous));
-  const int64_t planes = n * channels;
-  const int64_t in_plane = s.h * s.w, out_plane = s.oh * s.ow;
+  at::Tensor out = at::empty({n, channels, s.oh, s.ow}, x.options().memory_format(nchw ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast));
+  const int64_t planes = nchw ? n * channels : n;
+  const int64_t in_plane = s.h * s.w * s.c, out_plane = s.oh * s.ow * s.c;
   const bool bf16 = x.scalar_type() == at::kBFloat16;
   const char* src = static_cast<const char*>(x.data_ptr());
   char* dst = static_cast<char*>(out.data_ptr());
   const int64_t item = x.element_size();
-  const int64_t work_per_row = s.w * s.kh + s.ow * s.kw;
+  const int64_t work_per_row = (s.w * s.kh + s.ow * s.kw) * s.c;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_row));
   at::parallel_for(0, planes * s.oh, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(static_cast<size_t>(MaxPoolScratchFloats(s)));
     for (int64_t i = begin; i < end; ++i) {
       const int64_t plane = i / s.oh, row = i % s.oh;
       const char* in = src + plane * in_plane * item;
-      char* o = dst + (plane * out_plane + row * s.ow) * item;
+      char* o = dst + (plane * out_plane + row * s.ow * s.c) * item;
       if (bf16) {
         MaxPoolRowBFloat16(reinterpret_cast<const uint16_t*>(in), reinterpret_cast<uint16_t*>(o), scratch.data(), row, s);
       } else {
