@@ -51,15 +51,16 @@ export async function rejects (p: Promise<unknown>, type: Function, pattern: Reg
 
 export const ROOT = path.join(__dirname, '..')
 
-/**
- * For comparing predictions across processes (a switch read once per process): creates each model,
- * runs `prepare` on it, saves it and a 1x3x61x75 input (seed `seed + k`) in `dir` as m<k>.segtorch /
- * x<k>.json, and returns its fp32 (contiguous) and bf16 (channels-last) logits, in that order per model.
- */
 export interface PredictionSetting { precision: 'fp32' | 'bf16', channelsLast: boolean }
 /** savePredictionCases' default settings: fp32 contiguous and bf16 channels-last. */
 export const PREDICTION_SETTINGS: readonly PredictionSetting[] = [{ precision: 'fp32', channelsLast: false }, { precision: 'bf16', channelsLast: true }]
 
+/**
+ * For comparing predictions across processes (a switch read once per process): creates each model,
+ * runs `prepare` on it, saves it and a 1x3x61x75 input (seed `seed + k`) in `dir` as m<k>.segtorch /
+ * x<k>.json, and returns its logits for each of `settings` (default: fp32 contiguous, then bf16
+ * channels-last), in that order per model.
+ */
 export async function savePredictionCases (dir: string, cases: ModelOptions[], seed: number,
   prepare?: (model: Model) => Promise<void>, settings: readonly PredictionSetting[] = PREDICTION_SETTINGS): Promise<Float32Array[]> {
   const ours: Float32Array[] = []

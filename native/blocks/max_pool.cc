@@ -30,7 +30,7 @@ bool SameStride1(const at::Tensor& x, int64_t kernel, int64_t stride, int64_t pa
 // Whether the separable kernel takes a channels-last float32 tensor (pixel after pixel, channels
 // interleaved): stride 1 (RefineNet's chained residual pooling, DeepLab v1's 3x3 poolings) on CPUs
 // without AVX-512, where ATen's channels-last kernel, which also writes the int64 indices a backward
-// pass would need, is memory-bound: 1.6-2.8x faster there (bench/pool.cc, an AVX2 EPYC), strided
+// pass would need, is memory-bound: 1.6-3x faster there (bench/pool.cc, an AVX2 EPYC), strided
 // poolings 0.6-0.75x (ATen's writes a quarter of the indices there). With AVX-512 the same scheme
 // measured 0.8-1.2x of ATen's, so ATen's stays there.
 bool SeparableChannelsLast(const at::Tensor& x, int64_t stride) {

@@ -9,7 +9,7 @@
 // kernel, padding (kernel - 1) / 2: RefineNet's), run as running maxima of shifted views with ATen's
 // element-wise maximum: 2x ATen's pooling there (MTRefineNet predict 1.36x, LW-RefineNet 1.16x); and
 // float32 with stride 1 on CPUs without AVX-512, run by the separable kernel with the channels
-// interleaved (1.6-2.8x ATen's on an AVX2 EPYC, where ATen's is memory-bound).
+// interleaved (1.6-3x ATen's on an AVX2 EPYC, where ATen's is memory-bound).
 // SEGTORCH_POOL_KERNEL=0 runs ATen's everywhere.
 #pragma once
 #include <ATen/ATen.h>
