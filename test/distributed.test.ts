@@ -193,10 +193,11 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     const dSync = stateDiff(path.join(one, 'rank0.pt'), path.join(sync, 'rank0.pt'))
     console.log(`      (max |1 x 4 - 2 x 2|: plain BN ${dPlain.toExponential(2)}, SyncBN ${dSync.toExponential(2)}; rounding floor ${floor.toExponential(2)})`)
     assert.ok(dSync < Math.max(1e-5, 10 * floor), `SyncBN: max |single - distributed| = ${dSync} (rounding floor ${floor})`)
-    // Far above both SyncBN's difference and the rounding floor. (For some random initial weights that
-    // amplification reaches 2.2e-3 for both, where plain BN differed by 0.15: a CI run on an AVX2 EPYC
-    // failed the earlier 100 x SyncBN's difference; usually the floor is ~5e-7.)
-    assert.ok(dPlain > 20 * Math.max(dSync, floor, 1e-6), `plain BN: max |single - distributed| = ${dPlain} must be far above SyncBN's ${dSync} and the rounding floor ${floor}`)
+    // Plain BN (statistics of 2 images instead of 4) must differ by far more than SyncBN does: measured
+    // 0.11-0.19 in eight runs, against SyncBN's 4e-7-2.6e-3. Not against the channels-last floor:
+    // other convolution kernels round differently and, amplified, that floor reached 1.4e-2 in a CI
+    // run on an AVX2 EPYC where SyncBN's difference was 7e-7 (it bounds SyncBN's above, generously).
+    assert.ok(dPlain > 0.02 && dPlain > 10 * Math.max(dSync, 1e-6), `plain BN: max |single - distributed| = ${dPlain} must be above 0.02 and 10 x SyncBN's ${dSync}`)
     assert.ok(stateDiff(path.join(sync, 'rank0.pt'), path.join(sync, 'rank1.pt')) < 1e-6)
     // The state dict is BatchNorm's: the same names and shapes as the single run's (compared above record by record).
   })
