@@ -20,6 +20,15 @@ bool CpuHasNativeBf16() {
 #endif
 }
 
+bool CpuHasAvx512() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f");
+#else
+  return false;
+#endif
+}
+
 CpuInfo Cpu() {
   CpuInfo c;
   std::ifstream in("/proc/cpuinfo");
@@ -39,7 +48,7 @@ CpuInfo Cpu() {
   __builtin_cpu_init();
   if (amx || __builtin_cpu_supports("amx-bf16")) c.isa = "AMX";
   else if (__builtin_cpu_supports("avx512bf16")) c.isa = "AVX512-BF16";
-  else if (__builtin_cpu_supports("avx512f")) c.isa = "AVX512";
+  else if (CpuHasAvx512()) c.isa = "AVX512";
   else if (__builtin_cpu_supports("avx2")) c.isa = "AVX2";
   else c.isa = "other";
 #else

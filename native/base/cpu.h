@@ -10,6 +10,8 @@ namespace segtorch {
 
 // AVX512-BF16 or AMX-BF16: bf16 matrix products at native speed.
 bool CpuHasNativeBf16();
+// AVX-512 (avx512f): kernels whose speed against ATen's depends on the vector width ask this.
+bool CpuHasAvx512();
 
 struct CpuInfo {
   std::string model;  // /proc/cpuinfo's "model name" ("" when unknown)

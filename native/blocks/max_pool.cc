@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "base/cpu.h"
 #include "blocks/max_pool_kernel.h"
 
 namespace segtorch {
@@ -23,7 +24,7 @@ bool PoolKernelEnabled() {
 namespace {
 
 // bfloat16 "same" pooling with stride 1 (RefineNet's), run as ShiftedMaxima on channels-last tensors.
-bool SameStride1(const at::Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
+bool BFloat16SameStride1(const at::Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
   return x.scalar_type() == at::kBFloat16 && stride == 1 && 2 * padding + 1 == kernel;
 }
 
@@ -34,15 +35,12 @@ bool SameStride1(const at::Tensor& x, int64_t kernel, int64_t stride, int64_t pa
 // poolings 0.6-0.75x (ATen's writes a quarter of the indices there). With AVX-512 the same scheme
 // measured 0.8-1.2x of ATen's, so ATen's stays there.
 bool SeparableChannelsLast(const at::Tensor& x, int64_t stride) {
-  static const bool narrow = [] {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-    __builtin_cpu_init();
-    return !__builtin_cpu_supports("avx512f");
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool without_avx512 = !CpuHasAvx512();
 #else
-    return false;
+  const bool without_avx512 = false;  // not measured on other CPUs
 #endif
-  }();
-  return narrow && stride == 1 && x.scalar_type() == at::kFloat;
+  return without_avx512 && stride == 1 && x.scalar_type() == at::kFloat;
 }
 
 // Whether the kernel may stand in for ATen's: no gradient can be asked for, nothing records the
@@ -60,7 +58,7 @@ bool KernelApplies(const at::Tensor& x, int64_t kernel, int64_t stride, int64_t 
   if (x.numel() == 0) return false;
   if (x.is_contiguous()) return true;
   if (!x.is_contiguous(at::MemoryFormat::ChannelsLast)) return false;
-  return SameStride1(x, kernel, stride, padding) || SeparableChannelsLast(x, stride);
+  return BFloat16SameStride1(x, kernel, stride, padding) || SeparableChannelsLast(x, stride);
 }
 
 // Stride-1 "same" pooling (odd kernel, padding (kernel - 1) / 2) of a channels-last tensor as
@@ -98,7 +96,7 @@ at::Tensor MaxPool2d(const at::Tensor& x, int64_t kernel, int64_t stride, int64_
   if (!KernelApplies(x, kernel, stride, padding)) return at::max_pool2d(x, {kernel, kernel}, {stride, stride}, {padding, padding});
   const int64_t n = x.size(0), channels = x.size(1);
   const bool nchw = x.is_contiguous();
-  if (!nchw && SameStride1(x, kernel, stride, padding)) return ShiftedMaxima(x, padding);
+  if (!nchw && BFloat16SameStride1(x, kernel, stride, padding)) return ShiftedMaxima(x, padding);
   MaxPoolShape s{};
   s.c = nchw ? 1 : channels;  // channels-last: one plane per image, its channels interleaved
   s.h = x.size(2);
