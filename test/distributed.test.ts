@@ -72,6 +72,15 @@ function ok (e: Exit, what: string): void {
 interface Report { rank: number, worldSize?: number, losses?: number[], steps?: number, files?: string[][], ranks?: number[], mIoU?: number, images?: number, confusion?: number[], error?: { name: string, message: string }, stats?: { reducedBytes: number, reduceSeconds: number, overlappedBytes: number } }
 const report = (dir: string, r: number): Report => JSON.parse(fs.readFileSync(path.join(dir, `rank${r}.json`), 'utf8')) as Report
 
+/**
+ * Bound on max |single process - distributed| after 5 SGD steps from the same weights. The two sum
+ * their gradients in other orders; that rounding (1e-7) is usually what remains (1e-7 in most of 60
+ * runs), but a ReLU flipping near its kink amplifies it: 7e-6 once, and above 1e-5 (the old bound)
+ * in about one run in 30. Training moves the weights by 0.06-0.6 in those steps, so a real fault is
+ * orders of magnitude above this.
+ */
+const AFTER_STEPS = 1e-4
+
 /** Largest difference between two saved state dicts (float32 storages compared as such, in record order). */
 function stateDiff (a: string, b: string): number {
   const ra = readZip(fs.readFileSync(a)).filter((r) => /\/data\/\d+$/.test(r.name))
@@ -163,41 +172,41 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     const dSingle = stateDiff(path.join(one, 'rank0.pt'), path.join(two, 'rank0.pt'))
     const dRanks = stateDiff(path.join(two, 'rank0.pt'), path.join(two, 'rank1.pt'))
     console.log(`      (max |1 x 4 - 2 x 2| = ${dSingle.toExponential(2)}, |rank 0 - rank 1| = ${dRanks.toExponential(2)})`)
-    assert.ok(dSingle < 1e-5, `max |single - distributed| = ${dSingle}`)
+    assert.ok(dSingle < AFTER_STEPS, `max |single - distributed| = ${dSingle}`)
     assert.ok(dRanks < 1e-6, `max |rank 0 - rank 1| = ${dRanks}`)
-    // And training did change them (the comparison is not between two untouched models).
-    assert.ok(stateDiff(path.join(dir, 'init.pt'), path.join(one, 'rank0.pt')) > 1e-3)
+    // And training did change them (the comparison is not between two untouched models), by far more
+    // than the bound: a real fault (gradients summed, a rank's half-batch lost) moves them by as much.
+    assert.ok(stateDiff(path.join(dir, 'init.pt'), path.join(one, 'rank0.pt')) > 100 * AFTER_STEPS)
     const loss0 = (s.losses as number[])[0]
     assert.ok(Math.abs(((r0.losses as number[])[0] + (r1.losses as number[])[0]) / 2 - loss0) < 1e-5, 'the mean of the ranks\' losses is the single run\'s')
     // Gradient bytes: the parameters (float32) plus one presence flag per parameter, per step.
     assert.ok((r0.stats as { reducedBytes: number }).reducedBytes > 0)
   })
 
-  it('syncBatchNorm: on a BatchNorm U-Net, 2 x batch 2 differ from 1 x batch 4 after 5 SGD steps with plain BN and match it with SyncBN', async () => {
+  it('syncBatchNorm: on a BatchNorm U-Net, one SGD step of 2 x batch 2 differs from 1 x batch 4 with plain BN and matches it with SyncBN', async () => {
     const initBn = path.join(dir, 'init-bn.segtorch')
     const one = path.join(dir, 'bn1')
-    const noise = path.join(dir, 'bn1-cl')
     const plain = path.join(dir, 'bn-plain')
     const sync = path.join(dir, 'bn-sync')
-    // A BN U-Net this small trained with momentum can amplify rounding: at 16 x 16 (a 1 x 1 deepest
-    // level) channels-last alone moved the weights by 1e-2 in 5 steps; at 32 x 32 by up to 1e-4 for
-    // some random initial weights. So SyncBN must match within 1e-5 or within 10x that rounding
-    // floor, measured here on the same weights (the single run again with channels-last convolutions).
-    const bnRun = { init: initBn, batchNorm: true, size: 32, lr: 0.02, iterations: 5 }
+    // One step, not several: a BN U-Net this small trained with momentum amplifies rounding chaotically
+    // (the batch statistics of a 2 x 2 deepest level divide by tiny variances). After 5 steps SyncBN's
+    // difference ranged 1e-7-2.6e-3 with the initial weights (and failed a CI run at 1.7e-4); after one
+    // step, ten runs: SyncBN 1.2e-7-3e-6, plain BN 5.4e-2-1.3e-1. The step covers the synchronised
+    // forward statistics, their backward, the gradient all-reduce and the running statistics (buffers
+    // are in the compared state).
+    const bnRun = { init: initBn, batchNorm: true, size: 32, lr: 0.02, iterations: 1 }
     ok(await single(base(one, bnRun)), 'single process')
-    ok(await single(base(noise, { ...bnRun, channelsLast: true })), 'single process, channels-last')
     ;(await ranks(2, base(plain, { ...bnRun, batchSize: 2, distributed: true }))).forEach((e, r) => ok(e, `plain rank ${r}`))
     ;(await ranks(2, base(sync, { ...bnRun, batchSize: 2, distributed: true, syncBatchNorm: true, freshOnRanks: [1] }))).forEach((e, r) => ok(e, `sync rank ${r}`))
-    const floor = stateDiff(path.join(one, 'rank0.pt'), path.join(noise, 'rank0.pt'))
     const dPlain = stateDiff(path.join(one, 'rank0.pt'), path.join(plain, 'rank0.pt'))
     const dSync = stateDiff(path.join(one, 'rank0.pt'), path.join(sync, 'rank0.pt'))
-    console.log(`      (max |1 x 4 - 2 x 2|: plain BN ${dPlain.toExponential(2)}, SyncBN ${dSync.toExponential(2)}; rounding floor ${floor.toExponential(2)})`)
-    assert.ok(dSync < Math.max(1e-5, 10 * floor), `SyncBN: max |single - distributed| = ${dSync} (rounding floor ${floor})`)
-    // Plain BN (statistics of 2 images instead of 4) must differ by far more than SyncBN does: measured
-    // 0.11-0.19 in eight runs, against SyncBN's 4e-7-2.6e-3. Not against the channels-last floor:
-    // other convolution kernels round differently and, amplified, that floor reached 1.4e-2 in a CI
-    // run on an AVX2 EPYC where SyncBN's difference was 7e-7 (it bounds SyncBN's above, generously).
-    assert.ok(dPlain > 0.02 && dPlain > 10 * Math.max(dSync, 1e-6), `plain BN: max |single - distributed| = ${dPlain} must be above 0.02 and 10 x SyncBN's ${dSync}`)
+    console.log(`      (max |1 x 4 - 2 x 2| after one step: plain BN ${dPlain.toExponential(2)}, SyncBN ${dSync.toExponential(2)})`)
+    assert.ok(dSync < 1e-4, `SyncBN: max |single - distributed| = ${dSync}`)
+    assert.ok(dPlain > 1e-2 && dPlain > 100 * dSync, `plain BN: max |single - distributed| = ${dPlain} must be above 1e-2 and 100 x SyncBN's ${dSync}`)
+    // The ranks' mean loss is the single run's with SyncBN (each rank normalises with all 4 images).
+    const meanLoss = (d: string): number => ((report(d, 0).losses as number[])[0] + (report(d, 1).losses as number[])[0]) / 2
+    const loss1 = (report(one, 0).losses as number[])[0]
+    assert.ok(Math.abs(meanLoss(sync) - loss1) < 1e-5, `SyncBN loss ${meanLoss(sync)} vs ${loss1}`)
     assert.ok(stateDiff(path.join(sync, 'rank0.pt'), path.join(sync, 'rank1.pt')) < 1e-6)
     // The state dict is BatchNorm's: the same names and shapes as the single run's (compared above record by record).
   })
@@ -215,7 +224,7 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     const dRanks = stateDiff(path.join(acc, 'rank0.pt'), path.join(acc, 'rank1.pt'))
     const st = r0.stats as { reducedBytes: number, overlappedBytes: number }
     console.log(`      (max |1 x 4 - 2 x 1 x 2| = ${d.toExponential(2)}; ${(100 * st.overlappedBytes / st.reducedBytes).toFixed(0)} % of the bytes all-reduced were issued during the backward)`)
-    assert.ok(d < 1e-5, `max |single - accumulated distributed| = ${d}`)
+    assert.ok(d < AFTER_STEPS, `max |single - accumulated distributed| = ${d}`)
     assert.ok(dRanks < 1e-6)
     // One exchange per optimizer step, not per micro-batch: 5 x (gradients + flags) plus the start.
     const params = fs.statSync(path.join(acc, 'rank0.pt')).size
@@ -249,7 +258,7 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     assert.deepStrictEqual(reps.map((r) => (r.files as string[][]).flat()), [['sample-0', 'sample-3', 'sample-6', 'sample-9'], ['sample-1', 'sample-4', 'sample-7', 'sample-0'], ['sample-2', 'sample-5', 'sample-8', 'sample-1']])
     const d = stateDiff(path.join(one, 'rank0.pt'), path.join(three, 'rank0.pt'))
     console.log(`      (max |1 x 6 - 3 x 2| = ${d.toExponential(2)})`)
-    assert.ok(d < 1e-5, `max |single - distributed| = ${d}`)
+    assert.ok(d < AFTER_STEPS, `max |single - distributed| = ${d}`)
     assert.ok(stateDiff(path.join(three, 'rank0.pt'), path.join(three, 'rank2.pt')) < 1e-6)
   })
 

@@ -39,8 +39,6 @@ export interface Scenario {
   syncBatchNorm?: boolean
   /** The U-Net with batch norm (the init model must be one too). */
   batchNorm?: boolean
-  /** Channels-last convolutions: the same arithmetic in another order (a rounding-only perturbation). */
-  channelsLast?: boolean
   /** Micro-batches per optimizer step (fit's accumulate). */
   accumulate?: number
   /** Gradient bucket size (fit's distributed.bucketMB). */
@@ -133,7 +131,7 @@ async function main (): Promise<void> {
         epochs: s.epochs,
         optimizer: { type: 'sgd', lr: s.lr ?? 0.05, momentum: 0.9 },
         precision: 'fp32',
-        channelsLast: s.channelsLast ?? false,
+        channelsLast: false,
         distributed: s.distributed ? { timeoutMs: s.timeoutMs ?? 30000, syncBatchNorm: s.syncBatchNorm ?? false, ...(s.bucketMB !== undefined ? { bucketMB: s.bucketMB } : {}) } : false,
         accumulate: s.accumulate ?? 1,
         signal: s.abortAt !== undefined || s.abortOnSigint === true ? controller.signal : undefined,
