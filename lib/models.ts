@@ -54,7 +54,8 @@ const TABLE = {
         type: 'boolean',
         default: true,
         doc: "VGG backbones only: the 2x transposed-conv upsamplings of 16s/8s start bilinear and are trained (the paper); false keeps them fixed (the reference nets). The final upsampling is always fixed bilinear"
-      }
+      },
+      fcChannels: { type: 'integer', default: 4096, min: 1, max: 65536, doc: "VGG backbones only: channels of fc6 (7x7) and fc7 (1x1), VGG's fully connected layers as convolutions (the paper: 4096, 120 M of FCN-8s' 134 M parameters)" }
     }
   },
   segnet: {
@@ -99,7 +100,8 @@ const TABLE = {
         default: 'basic',
         doc: "context module: 'basic' (C channels throughout), 'large' (2C .. 32C) or 'none' (the front end alone)"
       },
-      identityInit: { type: 'boolean', default: true, doc: "the paper's identity initialisation of the context module (false: He initialisation)" }
+      identityInit: { type: 'boolean', default: true, doc: "the paper's identity initialisation of the context module (false: He initialisation)" },
+      fcChannels: { type: 'integer', default: 4096, min: 1, max: 65536, doc: "channels of the front end's fc6 (7x7, dilation 4) and fc7 (1x1) (the paper: 4096, 120 M of its 134 M parameters)" }
     }
   },
   deeplabv2: {
@@ -171,7 +173,9 @@ const TABLE = {
     outputStrides: [8],
     defaultOutputStride: 8,
     aux: false,
-    options: {}
+    options: {
+      fcChannels: { type: 'integer', default: 1024, min: 1, max: 65536, doc: "channels of fc6 (3x3, dilation 12) and fc7 (1x1) (DeepLab-LargeFOV: 1024)" }
+    }
   },
   refinenet: {
     paper: 'Lin, Milan, Shen, Reid: RefineNet: Multi-Path Refinement Networks for High-Resolution Semantic Segmentation (CVPR 2017), 4-cascaded',

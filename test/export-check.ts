@@ -5,7 +5,7 @@
  * sizes, within 1e-5 (TorchScript) and 1e-4 (ONNX) of the largest logit (at least 1).
  */
 import * as assert from 'assert'
-import { spawnSync } from 'child_process'
+import { spawn, spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
@@ -44,13 +44,26 @@ export function onnxChecker (): string {
   return checker.python
 }
 
+/** Runs `command` without blocking the event loop: its exit status and output. */
+export async function spawnAsync (command: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ status: number | null, stdout: string, stderr: string }> {
+  return await new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d })
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
+    child.on('error', reject)
+    child.on('close', (status) => resolve({ status, stdout, stderr }))
+  })
+}
+
 /**
  * Runs test/python/export_check.py with `python` over DIR/NAME.pt for each name (input NAME.in.bin of
- * shape NAME.shape): the logits it computed, by name, and the torch version.
+ * shape NAME.shape): the logits it computed, by name, and the torch version. Asynchronous, so that
+ * several Pythons (each importing torch for seconds) run side by side.
  */
-export function runInPython (python: string, dir: string, names: string[]): { version: string, logits: Record<string, Float32Array>, lines: string[] } {
-  const r = spawnSync(python, [path.join(ROOT, 'test', 'python', 'export_check.py'), dir, ...names],
-    { encoding: 'utf8', env: { ...process.env, TS_THREADS: String(backend().threads) } })
+export async function runInPython (python: string, dir: string, names: string[]): Promise<{ version: string, logits: Record<string, Float32Array>, lines: string[] }> {
+  const r = await spawnAsync(python, [path.join(ROOT, 'test', 'python', 'export_check.py'), dir, ...names], { ...process.env, TS_THREADS: String(backend().threads) })
   assert.strictEqual(r.status, 0, `${python}: ${r.stderr}`)
   const lines = r.stdout.split('\n')
   const logits: Record<string, Float32Array> = {}
@@ -208,22 +221,31 @@ export async function checkExports (model: Model, sizes: Array<[number, number]>
     // Python: torch.jit.load of both files, in each PyTorch here (Debian's 1.13, PyPI's 2.x).
     fs.writeFileSync(path.join(dir, `${arch}.in.bin`), x.dataSync() as Float32Array)
     fs.writeFileSync(path.join(dir, `${arch}.shape`), x.shape.join(' '))
-    fs.copyFileSync(path.join(dir, `${arch}.in.bin`), path.join(dir, `${arch}-bf16.in.bin`))
-    fs.copyFileSync(path.join(dir, `${arch}.shape`), path.join(dir, `${arch}-bf16.shape`))
-    // The ONNX checker (full check), where a Python with the onnx package is here.
+    // The ONNX checker (full check), where a Python with the onnx package is here, and torch.jit.load in
+    // each PyTorch: side by side (importing torch and onnx takes seconds; 30 exports in the battery).
+    const checks: Array<Promise<void>> = []
     if (onnxChecker() !== '') {
-      const r = spawnSync(onnxChecker(), [path.join(ROOT, 'test', 'python', 'onnx_check.py'), onnx], { encoding: 'utf8' })
-      assert.strictEqual(r.status, 0, `ONNX checker: ${r.stderr}`)
-      assert.ok(r.stdout.includes(`ok ${onnx}`), r.stdout)
+      checks.push(spawnAsync(onnxChecker(), [path.join(ROOT, 'test', 'python', 'onnx_check.py'), onnx]).then((r) => {
+        assert.strictEqual(r.status, 0, `ONNX checker: ${r.stderr}`)
+        assert.ok(r.stdout.includes(`ok ${onnx}`), r.stdout)
+      }))
     }
     for (const python of torchPythons()) {
-      const py = runInPython(python, dir, [arch, `${arch}-bf16`])
-      const e32 = relativeError(py.logits[arch], ref)
-      const e16 = relativeError(py.logits[`${arch}-bf16`], ref)
-      assert.ok(e32 <= 1e-5, `${py.version}: fp32 TorchScript logits, relative error ${e32}`)
-      // bf16 kernels differ between PyTorch versions (oneDNN's): the same criterion as ours above.
-      assert.ok(e16 <= maxError, `${py.version}: bf16 TorchScript logits against fp32 forward(), relative error ${e16}`)
+      // Each Python in a folder of its own (links to the files), where it writes its logits.
+      const sub = fs.mkdtempSync(path.join(dir, 'py-'))
+      for (const name of [arch, `${arch}-bf16`]) {
+        fs.linkSync(path.join(dir, `${name}.pt`), path.join(sub, `${name}.pt`))
+        for (const ext of ['.in.bin', '.shape']) fs.linkSync(path.join(dir, `${arch}${ext}`), path.join(sub, `${name}${ext}`))
+      }
+      checks.push(runInPython(python, sub, [arch, `${arch}-bf16`]).then((py) => {
+        const e32 = relativeError(py.logits[arch], ref)
+        const e16 = relativeError(py.logits[`${arch}-bf16`], ref)
+        assert.ok(e32 <= 1e-5, `${py.version}: fp32 TorchScript logits, relative error ${e32}`)
+        // bf16 kernels differ between PyTorch versions (oneDNN's): the same criterion as ours above.
+        assert.ok(e16 <= maxError, `${py.version}: bf16 TorchScript logits against fp32 forward(), relative error ${e16}`)
+      }))
     }
+    await Promise.all(checks)
     return { torchscript, onnx, errors, bf16 }
   } finally {
     if (training) await model.train()

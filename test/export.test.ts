@@ -56,7 +56,7 @@ describe('export', function () {
       refs[name] = (await m.forward(x)).dataSync() as Float32Array
     }
     for (const python of pythons) {
-      const r = runInPython(python, dir, Object.keys(models))
+      const r = await runInPython(python, dir, Object.keys(models))
       assert.match(r.version, /^torch \S+/)
       for (const [name, m] of Object.entries(models)) {
         const line = r.lines.find((l) => l.startsWith(`${name} `))

@@ -20,11 +20,12 @@ class DeepLabV1 : public SegmentationModel {
                                                     .in_channels(c.in_channels)
                                                     .output_stride(8)
                                                     .pool_kernel(3)));
-    fc6_ = register_module("fc6", Conv2d(nn::Conv2dOptions(512, 1024, 3).dilation(12).padding(12)));
+    int64_t fc = ChannelOption(c, "fcChannels", 1024);
+    fc6_ = register_module("fc6", Conv2d(nn::Conv2dOptions(512, fc, 3).dilation(12).padding(12)));
     drop6_ = register_module("drop6", nn::Dropout(0.5));
-    fc7_ = register_module("fc7", Conv2d(nn::Conv2dOptions(1024, 1024, 1)));
+    fc7_ = register_module("fc7", Conv2d(nn::Conv2dOptions(fc, fc, 1)));
     drop7_ = register_module("drop7", nn::Dropout(0.5));
-    fc8_ = register_module("fc8", Conv2d(nn::Conv2dOptions(1024, c.num_classes, 1)));
+    fc8_ = register_module("fc8", Conv2d(nn::Conv2dOptions(fc, c.num_classes, 1)));
     // fc6/fc7 replace VGG's (subsampled) fully connected layers: torchvision's Linear init;
     // fc8 as the prototxt: Gaussian, std 0.01, bias 0.
     for (auto* conv : {fc6_.get(), fc7_.get(), fc8_.get()}) {

@@ -28,11 +28,12 @@ class Dilated : public SegmentationModel {
     backbone_ = register_module(
         "backbone", VGG(VGGOptions(c.backbone == "vgg16_bn").in_channels(c.in_channels).output_stride(8)));
     int64_t d = backbone_->head_dilation();  // 4
-    fc6_ = register_module("fc6", Conv2d(nn::Conv2dOptions(512, 4096, 7).dilation(d).padding(3 * d)));
+    int64_t fc = ChannelOption(c, "fcChannels", 4096);
+    fc6_ = register_module("fc6", Conv2d(nn::Conv2dOptions(512, fc, 7).dilation(d).padding(3 * d)));
     drop6_ = register_module("drop6", nn::Dropout(0.5));
-    fc7_ = register_module("fc7", Conv2d(nn::Conv2dOptions(4096, 4096, 1)));
+    fc7_ = register_module("fc7", Conv2d(nn::Conv2dOptions(fc, fc, 1)));
     drop7_ = register_module("drop7", nn::Dropout(0.5));
-    final_ = register_module("final", Conv2d(nn::Conv2dOptions(4096, k, 1)));
+    final_ = register_module("final", Conv2d(nn::Conv2dOptions(fc, k, 1)));
     // fc6/fc7 as torchvision initialises VGG's classifier (they replace its Linear layers);
     // `final` as the reference: Gaussian, std 0.001, bias 0.
     for (auto* conv : {fc6_.get(), fc7_.get()}) {

@@ -68,7 +68,7 @@ SubpixelConvTranspose2d Upscore(int64_t classes, int64_t factor, bool learnable)
 }
 
 // The classic FCN-32s/16s/8s (Long, Shelhamer, Darrell 2015; shelhamer/fcn.berkeleyvision.org
-// voc-fcn*s): VGG-16 with fc6/fc7 as convolutions (7x7 4096, 1x1 4096, ReLU, dropout 0.5),
+// voc-fcn*s): VGG-16 with fc6/fc7 as convolutions (7x7 4096, 1x1 4096 channels, fcChannels; ReLU, dropout 0.5),
 // score_fr, and for 16s/8s the pool4 / pool3 scores fused after 2x upsampling. Names follow the
 // reference nets: fc6, fc7, score_fr, upscore2, score_pool4, upscore_pool4, score_pool3, upscore8
 // (upscore16 for 16s, upscore for 32s); the VGG is backbone.features.* (torchvision's names).
@@ -85,14 +85,15 @@ class FCNVGG : public SegmentationModel {
     }
     if (c.aux) ThrowRange("Expected aux: false for fcn with a VGG backbone (the classic FCN has no auxiliary head) but received true");
     bool learn = c.Number("learnUpsampling", 1.0) != 0.0;
+    int64_t fc = ChannelOption(c, "fcChannels", 4096);
     int64_t k = c.num_classes;
     namespace nn = torch::nn;
     backbone_ = register_module("backbone", VGG(VGGOptions(c.backbone == "vgg16_bn").in_channels(c.in_channels)));
-    fc6_ = register_module("fc6", Conv2d(nn::Conv2dOptions(512, 4096, 7).padding(3)));
-    fc7_ = register_module("fc7", Conv2d(nn::Conv2dOptions(4096, 4096, 1)));
+    fc6_ = register_module("fc6", Conv2d(nn::Conv2dOptions(512, fc, 7).padding(3)));
+    fc7_ = register_module("fc7", Conv2d(nn::Conv2dOptions(fc, fc, 1)));
     drop6_ = register_module("drop6", nn::Dropout(0.5));
     drop7_ = register_module("drop7", nn::Dropout(0.5));
-    score_fr_ = register_module("score_fr", Conv2d(nn::Conv2dOptions(4096, k, 1)));
+    score_fr_ = register_module("score_fr", Conv2d(nn::Conv2dOptions(fc, k, 1)));
     // fc6/fc7 as torchvision initialises VGG's classifier (they replace its Linear layers).
     for (auto* conv : {fc6_.get(), fc7_.get()}) {
       nn::init::normal_(conv->weight, 0.0, 0.01);

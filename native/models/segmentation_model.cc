@@ -31,6 +31,14 @@ std::string OneOf(const std::vector<T>& v, Str str) {
 }
 }  // namespace
 
+int64_t ChannelOption(const ModelConfig& c, const std::string& key, int64_t def) {
+  double v = c.Number(key, static_cast<double>(def));
+  if (!(v >= 1 && v <= 65536) || v != static_cast<double>(static_cast<int64_t>(v))) {
+    ThrowRange("Expected " + key + " an integer from 1 to 65536 for " + c.arch + " but received " + std::to_string(v));
+  }
+  return static_cast<int64_t>(v);
+}
+
 void CheckConfig(const ModelConfig& c, const Accepts& a) {
   if (std::find(a.backbones.begin(), a.backbones.end(), c.backbone) == a.backbones.end()) {
     ThrowRange("Expected backbone " + OneOf(a.backbones, [](const std::string& b) { return b; }) + " for " + c.arch +

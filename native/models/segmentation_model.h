@@ -91,6 +91,9 @@ inline std::vector<std::string> ResNetsAnd(const std::vector<std::string>& more)
 // RangeError "Expected backbone a, b or c for <arch> but received x" (likewise outputStride, aux).
 void CheckConfig(const ModelConfig& c, const Accepts& accepts);
 
+// A channel-count option `key` (default `def`): a RangeError unless an integer in [1, 65536].
+int64_t ChannelOption(const ModelConfig& c, const std::string& key, int64_t def);
+
 // The registry (models/registry.cc): arch name -> factory.
 ModelPtr CreateNetwork(const ModelConfig& config);
 std::vector<std::string> Architectures();

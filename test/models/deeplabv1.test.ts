@@ -5,12 +5,14 @@ import { describeArchitecture } from './shared'
 describeArchitecture({
   arch: 'deeplabv1',
   cases: [
-    { options: { arch: 'deeplabv1', numClasses: 2 } }
+    // fc6 / fc7 at 64 channels instead of 1024 (a tiny configuration; the full one is counted below)
+    { options: { arch: 'deeplabv1', numClasses: 2, fcChannels: 64 } }
   ],
   badOptions: [
     { options: { backbone: 'resnet50' }, error: RangeError, pattern: /'vgg16', 'vgg16_bn' for backbone/ },
     { options: { outputStride: 16 }, error: RangeError, pattern: /8 for outputStride/ },
-    { options: { aux: true }, error: RangeError, pattern: /aux: false for deeplabv1/ }
+    { options: { aux: true }, error: RangeError, pattern: /aux: false for deeplabv1/ },
+    { options: { fcChannels: 1.5 }, error: TypeError, pattern: /an integer for fcChannels/ }
   ]
 })
 
