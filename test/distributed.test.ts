@@ -71,6 +71,8 @@ function ok (e: Exit, what: string): void {
 
 interface Report { rank: number, worldSize?: number, losses?: number[], steps?: number, files?: string[][], ranks?: number[], mIoU?: number, images?: number, confusion?: number[], error?: { name: string, message: string }, stats?: { reducedBytes: number, reduceSeconds: number, overlappedBytes: number } }
 const report = (dir: string, r: number): Report => JSON.parse(fs.readFileSync(path.join(dir, `rank${r}.json`), 'utf8')) as Report
+/** The mean over 2 ranks of their first step's loss (the single run's loss when they split its batch). */
+const meanFirstLoss = (dir: string): number => ((report(dir, 0).losses as number[])[0] + (report(dir, 1).losses as number[])[0]) / 2
 
 /**
  * Bound on max |single process - distributed| after 5 SGD steps from the same weights. The two sum
@@ -178,7 +180,7 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     // than the bound: a real fault (gradients summed, a rank's half-batch lost) moves them by as much.
     assert.ok(stateDiff(path.join(dir, 'init.pt'), path.join(one, 'rank0.pt')) > 100 * AFTER_STEPS)
     const loss0 = (s.losses as number[])[0]
-    assert.ok(Math.abs(((r0.losses as number[])[0] + (r1.losses as number[])[0]) / 2 - loss0) < 1e-5, 'the mean of the ranks\' losses is the single run\'s')
+    assert.ok(Math.abs(meanFirstLoss(two) - loss0) < 1e-5, 'the mean of the ranks\' losses is the single run\'s')
     // Gradient bytes: the parameters (float32) plus one presence flag per parameter, per step.
     assert.ok((r0.stats as { reducedBytes: number }).reducedBytes > 0)
   })
@@ -204,9 +206,9 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     assert.ok(dSync < 1e-4, `SyncBN: max |single - distributed| = ${dSync}`)
     assert.ok(dPlain > 1e-2 && dPlain > 100 * dSync, `plain BN: max |single - distributed| = ${dPlain} must be above 1e-2 and 100 x SyncBN's ${dSync}`)
     // The ranks' mean loss is the single run's with SyncBN (each rank normalises with all 4 images).
-    const meanLoss = (d: string): number => ((report(d, 0).losses as number[])[0] + (report(d, 1).losses as number[])[0]) / 2
+    const syncLoss = meanFirstLoss(sync)
     const loss1 = (report(one, 0).losses as number[])[0]
-    assert.ok(Math.abs(meanLoss(sync) - loss1) < 1e-5, `SyncBN loss ${meanLoss(sync)} vs ${loss1}`)
+    assert.ok(Math.abs(syncLoss - loss1) < 1e-5, `SyncBN loss ${syncLoss} vs ${loss1}`)
     assert.ok(stateDiff(path.join(sync, 'rank0.pt'), path.join(sync, 'rank1.pt')) < 1e-6)
     // The state dict is BatchNorm's: the same names and shapes as the single run's (compared above record by record).
   })
