@@ -63,9 +63,9 @@ int64_t MakeDivisible(double v, int64_t divisor = 8) {
 }
 
 // One bottleneck (torchvision's InvertedResidual of mobilenetv3.py), children under `block`.
-class BottleneckImpl : public nn::Module {
+class InvertedResidualV3Impl : public nn::Module {
  public:
-  BottleneckImpl(int64_t in, int64_t kernel, int64_t expanded, int64_t out, bool se, Act act, int64_t stride,
+  InvertedResidualV3Impl(int64_t in, int64_t kernel, int64_t expanded, int64_t out, bool se, Act act, int64_t stride,
                  int64_t dilation)
       : use_res_(stride == 1 && in == out) {
     block = nn::Sequential();
@@ -84,7 +84,7 @@ class BottleneckImpl : public nn::Module {
  private:
   bool use_res_;
 };
-TORCH_MODULE(Bottleneck);
+TORCH_MODULE(InvertedResidualV3);
 
 struct BneckSetting {
   int64_t in, kernel, expanded, out;
@@ -129,7 +129,7 @@ MobileNetV3Impl::MobileNetV3Impl(const MobileNetV3Options& o) {
         current_stride *= stride;
       }
     }
-    add(nn::AnyModule(Bottleneck(s.in, s.kernel, s.expanded, s.out, s.se, s.hardswish ? Act::kHardSwish : Act::kReLU,
+    add(nn::AnyModule(InvertedResidualV3(s.in, s.kernel, s.expanded, s.out, s.se, s.hardswish ? Act::kHardSwish : Act::kReLU,
                                  stride, rate)),
         s.out, current_stride);
   }

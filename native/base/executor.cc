@@ -22,7 +22,7 @@ std::mutex& RegistryMutex() {
   static auto* mu = new std::mutex();
   return *mu;
 }
-std::vector<Executor*>& Registry() {
+std::vector<Executor*>& LiveExecutors() {
   static auto* list = new std::vector<Executor*>();
   return *list;
 }
@@ -53,14 +53,14 @@ void ApplyThreadSettings() {
 Executor::Executor(bool apply_thread_settings, const void* group)
     : apply_thread_settings_(apply_thread_settings), group_(group), thread_([this] { Loop(); }) {
   std::lock_guard<std::mutex> lock(RegistryMutex());
-  Registry().push_back(this);
+  LiveExecutors().push_back(this);
 }
 
 Executor::~Executor() {
   {
     // Unlisted first: StopAll() (which holds the registry lock) never sees an executor being destroyed.
     std::lock_guard<std::mutex> lock(RegistryMutex());
-    auto& list = Registry();
+    auto& list = LiveExecutors();
     list.erase(std::remove(list.begin(), list.end(), this), list.end());
   }
   Close();
@@ -113,7 +113,7 @@ void Executor::StopGroup(const void* group) noexcept {
   std::vector<Executor*> mine;
   try {
     std::lock_guard<std::mutex> lock(RegistryMutex());
-    for (Executor* e : Registry()) {
+    for (Executor* e : LiveExecutors()) {
       if (e->group_ == group) mine.push_back(e);
     }
   } catch (...) {
@@ -125,7 +125,7 @@ void Executor::StopGroup(const void* group) noexcept {
 void Executor::StopAll() noexcept {
   try {
     std::lock_guard<std::mutex> lock(RegistryMutex());
-    for (Executor* e : Registry()) e->Stop();
+    for (Executor* e : LiveExecutors()) e->Stop();
   } catch (...) {
   }
 }

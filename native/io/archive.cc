@@ -14,11 +14,11 @@
 
 namespace segtorch {
 
-namespace {
-
-[[noreturn]] void Fail(const std::string& path, const std::string& message) {
+void FailFile(const std::string& path, const std::string& message) {
   throw std::runtime_error(path + ": " + message);
 }
+
+namespace {
 
 struct Crc32Table {
   uint32_t t[8][256];
@@ -43,10 +43,10 @@ class Cursor {
  public:
   Cursor(const std::string& path, const std::string& bytes, uint64_t pos, uint64_t end, std::string what)
       : path_(path), p_(reinterpret_cast<const uint8_t*>(bytes.data())), pos_(pos), end_(end), what_(std::move(what)) {
-    if (pos > end || end > bytes.size()) Fail(path_, what_ + " lies outside the file: truncated or corrupt zip");
+    if (pos > end || end > bytes.size()) FailFile(path_, what_ + " lies outside the file: truncated or corrupt zip");
   }
   void Need(uint64_t n) const {
-    if (n > end_ - pos_) Fail(path_, what_ + " is truncated: not a valid zip archive");
+    if (n > end_ - pos_) FailFile(path_, what_ + " is truncated: not a valid zip archive");
   }
   uint64_t Le(int n) {
     Need(static_cast<uint64_t>(n));
@@ -145,7 +145,7 @@ std::shared_ptr<const Archive> Archive::FromBytes(const std::string& path, std::
 
 std::string_view Archive::Record(const std::string& name) const {
   auto it = records_.find(name);
-  if (it == records_.end()) Fail(path_, "the archive has no record " + name);
+  if (it == records_.end()) FailFile(path_, "the archive has no record " + name);
   const Entry& e = it->second;
   if (e.inflated >= 0) return std::string_view(inflated_[static_cast<size_t>(e.inflated)]);
   return std::string_view(bytes_.data() + e.offset, static_cast<size_t>(e.size));
@@ -162,13 +162,13 @@ void Archive::Parse() {
   const std::string& path = path_;
   const uint64_t size = bytes_.size();
   const uint8_t* p = reinterpret_cast<const uint8_t*>(bytes_.data());
-  if (size < 22) Fail(path, "is not a zip archive (too short)");
+  if (size < 22) FailFile(path, "is not a zip archive (too short)");
   if (!(p[0] == 'P' && p[1] == 'K')) {
     if (p[0] == 0x80 && p[1] >= 2 && p[1] <= 5)
-      Fail(path,
+      FailFile(path,
            "is a legacy (non-zip) torch.save file; re-save it from Python with a PyTorch >= 1.6 default "
            "torch.save(obj, path)");
-    Fail(path, "is not a zip archive (no PK signature at its start)");
+    FailFile(path, "is not a zip archive (no PK signature at its start)");
   }
 
   // End of central directory: the last 22+ bytes; its comment must end exactly at the end of file.
@@ -183,7 +183,7 @@ void Archive::Parse() {
       }
     }
   }
-  if (eocd == UINT64_MAX) Fail(path, "has no zip end-of-central-directory record: truncated or not a zip archive");
+  if (eocd == UINT64_MAX) FailFile(path, "has no zip end-of-central-directory record: truncated or not a zip archive");
   Cursor e(path, bytes_, eocd + 4, size, "the end-of-central-directory record");
   uint64_t disk = e.Le(2), cd_disk = e.Le(2), n_disk = e.Le(2), n_total = e.Le(2);
   uint64_t cd_size = e.Le(4), cd_offset = e.Le(4);
@@ -191,14 +191,14 @@ void Archive::Parse() {
   if (eocd >= 20 && p[eocd - 20] == 0x50 && p[eocd - 19] == 0x4b && p[eocd - 18] == 0x06 && p[eocd - 17] == 0x07) {
     Cursor l(path, bytes_, eocd - 16, eocd, "the zip64 end-of-central-directory locator");
     uint64_t l_disk = l.Le(4), end64 = l.Le(8), disks = l.Le(4);
-    if (l_disk != 0 || disks > 1) Fail(path, "is a multi-disk zip archive (not supported)");
-    if (end64 > eocd - 20 || eocd - 20 - end64 < 56) Fail(path, "has a zip64 end record outside the file");
+    if (l_disk != 0 || disks > 1) FailFile(path, "is a multi-disk zip archive (not supported)");
+    if (end64 > eocd - 20 || eocd - 20 - end64 < 56) FailFile(path, "has a zip64 end record outside the file");
     Cursor z(path, bytes_, end64, eocd - 20, "the zip64 end-of-central-directory record");
-    if (z.Le(4) != kEnd64Sig) Fail(path, "has a corrupt zip64 end-of-central-directory record");
+    if (z.Le(4) != kEnd64Sig) FailFile(path, "has a corrupt zip64 end-of-central-directory record");
     z.Skip(8 + 2 + 2);  // record size, versions
     // The classic record's fields either say "see zip64" (all ones) or agree with the zip64 ones.
     auto agree = [&](uint64_t classic, uint64_t all_ones, uint64_t v) {
-      if (classic != all_ones && classic != v) Fail(path, "has two end-of-central-directory records that disagree");
+      if (classic != all_ones && classic != v) FailFile(path, "has two end-of-central-directory records that disagree");
       return v;
     };
     disk = agree(disk, 0xffff, z.Le(4));
@@ -209,17 +209,17 @@ void Archive::Parse() {
     cd_offset = agree(cd_offset, 0xffffffffu, z.Le(8));
     cd_limit = end64;
   }
-  if (disk != 0 || cd_disk != 0 || n_disk != n_total) Fail(path, "is a multi-disk zip archive (not supported)");
+  if (disk != 0 || cd_disk != 0 || n_disk != n_total) FailFile(path, "is a multi-disk zip archive (not supported)");
   if (cd_offset > cd_limit || cd_size != cd_limit - cd_offset)
-    Fail(path, "has a central directory whose size or offset does not match the file (truncated or corrupt zip)");
+    FailFile(path, "has a central directory whose size or offset does not match the file (truncated or corrupt zip)");
   if (n_total > kMaxRecords || n_total > cd_size / 46)
-    Fail(path, "declares " + std::to_string(n_total) + " records, more than its central directory can hold");
-  if (n_total == 0) Fail(path, "is an empty zip archive");
+    FailFile(path, "declares " + std::to_string(n_total) + " records, more than its central directory can hold");
+  if (n_total == 0) FailFile(path, "is an empty zip archive");
 
   Cursor c(path, bytes_, cd_offset, cd_limit, "the zip central directory");
   uint64_t inflated_total = 0;
   for (uint64_t i = 0; i < n_total; ++i) {
-    if (c.Le(4) != kCentralSig) Fail(path, "has a corrupt zip central directory (entry " + std::to_string(i) + ")");
+    if (c.Le(4) != kCentralSig) FailFile(path, "has a corrupt zip central directory (entry " + std::to_string(i) + ")");
     c.Skip(4);  // versions
     uint64_t flags = c.Le(2), method = c.Le(2);
     c.Skip(4);  // time, date
@@ -233,7 +233,7 @@ void Archive::Parse() {
     c.Need(xlen);
     while (c.pos() + 4 <= xend) {
       uint64_t id = c.Le(2), len = c.Le(2);
-      if (len > xend - c.pos()) Fail(path, "record " + name + " has a corrupt zip extra field");
+      if (len > xend - c.pos()) FailFile(path, "record " + name + " has a corrupt zip extra field");
       uint64_t fend = c.pos() + len;
       if (id == 0x0001) {
         Cursor z(path, bytes_, c.pos(), fend, "a zip64 extra field");
@@ -248,33 +248,33 @@ void Archive::Parse() {
     c.Skip(clen);
 
     if (name.empty() || name.size() > 4096 || name.find('\0') != std::string::npos)
-      Fail(path, "has a record with an invalid name");
-    if (edisk != 0) Fail(path, "is a multi-disk zip archive (not supported)");
-    if (flags & 0x41) Fail(path, "record " + name + " is encrypted (not supported)");
+      FailFile(path, "has a record with an invalid name");
+    if (edisk != 0) FailFile(path, "is a multi-disk zip archive (not supported)");
+    if (flags & 0x41) FailFile(path, "record " + name + " is encrypted (not supported)");
     if (method != 0 && method != 8)
-      Fail(path, "record " + name + " uses zip compression method " + std::to_string(method) + " (only stored and deflate)");
-    if (method == 0 && csize != usize) Fail(path, "record " + name + " is stored but its sizes differ");
+      FailFile(path, "record " + name + " uses zip compression method " + std::to_string(method) + " (only stored and deflate)");
+    if (method == 0 && csize != usize) FailFile(path, "record " + name + " is stored but its sizes differ");
 
     // Local header: same name and method; the data follows it and ends before the central directory.
     Cursor l(path, bytes_, lho, cd_offset, "the local header of " + name);
-    if (l.Le(4) != kLocalSig) Fail(path, "record " + name + " has a corrupt local header");
+    if (l.Le(4) != kLocalSig) FailFile(path, "record " + name + " has a corrupt local header");
     l.Skip(2 + 2);  // version, flags
-    if (l.Le(2) != method) Fail(path, "record " + name + " has different compression methods in its two headers");
+    if (l.Le(2) != method) FailFile(path, "record " + name + " has different compression methods in its two headers");
     l.Skip(4 + 4 + 4 + 4);  // time, date, crc, sizes (may be in a data descriptor instead)
     uint64_t lnlen = l.Le(2), lxlen = l.Le(2);
-    if (l.Str(lnlen) != name) Fail(path, "record " + name + " has a different name in its local header");
+    if (l.Str(lnlen) != name) FailFile(path, "record " + name + " has a different name in its local header");
     l.Skip(lxlen);
     uint64_t data = l.pos();
-    if (csize > cd_offset - data) Fail(path, "record " + name + " runs past the end of the archive data (truncated?)");
+    if (csize > cd_offset - data) FailFile(path, "record " + name + " runs past the end of the archive data (truncated?)");
 
     // One top folder for every record (as PyTorch's reader requires).
     auto slash = name.find('/');
-    if (slash == std::string::npos || slash == 0) Fail(path, "record " + name + " is not inside the archive's top folder");
+    if (slash == std::string::npos || slash == 0) FailFile(path, "record " + name + " is not inside the archive's top folder");
     std::string top = name.substr(0, slash + 1);
     if (prefix_.empty()) prefix_ = top;
-    else if (top != prefix_) Fail(path, "has records in two top folders (" + prefix_ + ", " + top + ")");
+    else if (top != prefix_) FailFile(path, "has records in two top folders (" + prefix_ + ", " + top + ")");
     std::string rel = name.substr(slash + 1);
-    if (records_.count(rel)) Fail(path, "has two records named " + name);
+    if (records_.count(rel)) FailFile(path, "has two records named " + name);
 
     Entry entry;
     const char* bytes = bytes_.data() + data;
@@ -282,17 +282,17 @@ void Archive::Parse() {
       entry.offset = data;
       entry.size = usize;
       if (Crc32(bytes, static_cast<size_t>(usize)) != crc)
-        Fail(path, "record " + name + " fails its CRC-32 check: the file is corrupt");
+        FailFile(path, "record " + name + " fails its CRC-32 check: the file is corrupt");
     } else {
-      if (csize > usize + usize / 8 + 1024) Fail(path, "record " + name + " is larger compressed than inflated: the file is corrupt");
+      if (csize > usize + usize / 8 + 1024) FailFile(path, "record " + name + " is larger compressed than inflated: the file is corrupt");
       if (usize > kMaxInflatedRecord || inflated_total + usize > kMaxInflatedTotal)
-        Fail(path, "record " + name + " inflates to " + std::to_string(usize) + " bytes, more than the " +
+        FailFile(path, "record " + name + " inflates to " + std::to_string(usize) + " bytes, more than the " +
                        std::to_string(kMaxInflatedRecord >> 20) + " MiB a compressed record may hold here");
       inflated_total += usize;
       std::string out(static_cast<size_t>(usize), '\0');
       z_stream zs;
       std::memset(&zs, 0, sizeof zs);
-      if (inflateInit2(&zs, -15) != Z_OK) Fail(path, "cannot start inflating record " + name);
+      if (inflateInit2(&zs, -15) != Z_OK) FailFile(path, "cannot start inflating record " + name);
       zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes));
       zs.avail_in = static_cast<uInt>(csize);
       zs.next_out = reinterpret_cast<Bytef*>(out.empty() ? nullptr : &out[0]);
@@ -301,8 +301,8 @@ void Archive::Parse() {
       uint64_t produced = zs.total_out;
       inflateEnd(&zs);
       if (rc != Z_STREAM_END || produced != usize)
-        Fail(path, "record " + name + " does not inflate to its declared size: the file is corrupt");
-      if (Crc32(out.data(), out.size()) != crc) Fail(path, "record " + name + " fails its CRC-32 check: the file is corrupt");
+        FailFile(path, "record " + name + " does not inflate to its declared size: the file is corrupt");
+      if (Crc32(out.data(), out.size()) != crc) FailFile(path, "record " + name + " fails its CRC-32 check: the file is corrupt");
       entry.inflated = static_cast<int>(inflated_.size());
       entry.size = usize;
       inflated_.push_back(std::move(out));

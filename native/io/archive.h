@@ -30,6 +30,9 @@ class FileAccessError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Throws std::runtime_error "<path>: <message>" (the form of every failure of the readers here).
+[[noreturn]] void FailFile(const std::string& path, const std::string& message);
+
 class Archive {
  public:
   static constexpr uint64_t kMaxInflatedRecord = 64ull << 20;   // one deflated record, inflated

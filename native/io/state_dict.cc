@@ -30,10 +30,6 @@
 namespace segtorch {
 namespace {
 
-[[noreturn]] void Fail(const std::string& path, const std::string& message) {
-  throw std::runtime_error(path + ": " + message);
-}
-
 // c10::Error's message without its backtrace, first line only.
 std::string C10Message(const c10::Error& e) {
   std::string m = e.what_without_backtrace();
@@ -400,7 +396,7 @@ class Unpickler {
 
  private:
   [[noreturn]] void Error(const std::string& what, const std::string& why = "") {
-    Fail(path_, what + " at byte " + std::to_string(op_pos_) + " of " + record_ + (why.empty() ? "" : ": " + why));
+    FailFile(path_, what + " at byte " + std::to_string(op_pos_) + " of " + record_ + (why.empty() ? "" : ": " + why));
   }
 
   Ref Make(Kind k) {
@@ -829,24 +825,24 @@ std::string ErrnoText(int err) { return std::strerror(err); }
 
 std::vector<std::pair<std::string, at::Tensor>> ReadTensorDict(const Archive& archive, const std::string& pickle) {
   const std::string& path = archive.path();
-  if (!archive.Has(pickle)) Fail(path, "the archive has no record " + pickle);
+  if (!archive.Has(pickle)) FailFile(path, "the archive has no record " + pickle);
   if (archive.Has("byteorder")) {
     std::string_view order = archive.Record("byteorder");
     if (order != "little")
-      Fail(path, "holds " + std::string(order.substr(0, 16)) + "-endian data; only little-endian checkpoints are supported");
+      FailFile(path, "holds " + std::string(order.substr(0, 16)) + "-endian data; only little-endian checkpoints are supported");
   }
   Unpickler vm(path, pickle, archive, "data/", Unpickler::Mode::kBuild);
   Ref top = vm.Run();
   if (top->kind != Kind::kDict)
-    Fail(path, std::string("holds a ") + KindName(top->kind) + ", not a state dict (a dict of name -> tensor)");
+    FailFile(path, std::string("holds a ") + KindName(top->kind) + ", not a state dict (a dict of name -> tensor)");
   std::vector<std::pair<std::string, at::Tensor>> out;
   out.reserve(top->entries.size());
   for (const auto& kv : top->entries) {
     if (kv.first->kind == Kind::kStr && kv.second->kind == Kind::kTensor) out.emplace_back(kv.first->s, kv.second->tensor);
   }
   if (out.empty()) {
-    if (top->entries.empty()) Fail(path, "holds an empty dict: no tensors");
-    Fail(path, "holds a dict of " + std::to_string(top->entries.size()) +
+    if (top->entries.empty()) FailFile(path, "holds an empty dict: no tensors");
+    FailFile(path, "holds a dict of " + std::to_string(top->entries.size()) +
                    (top->entries.size() == 1 ? " entry" : " entries") +
                    " but no tensor values (nested dicts such as {'state_dict': ...} are not supported)");
   }
@@ -868,11 +864,11 @@ std::vector<std::pair<std::string, at::Tensor>> ReadStateDict(const std::string&
     std::string m = e.what();
     if (m.find("legacy") != std::string::npos) throw;
     if (m.compare(0, path.size() + 2, path + ": ") == 0) m = m.substr(path.size() + 2);
-    Fail(path, "is not a PyTorch zip checkpoint (torch.save format) or is truncated/corrupt: " + m);
+    FailFile(path, "is not a PyTorch zip checkpoint (torch.save format) or is truncated/corrupt: " + m);
   }
-  if (!archive->Has("data.pkl")) Fail(path, "is a zip archive without data.pkl: not a torch.save checkpoint");
+  if (!archive->Has("data.pkl")) FailFile(path, "is a zip archive without data.pkl: not a torch.save checkpoint");
   if (archive->Has("constants.pkl"))
-    Fail(path, "is a TorchScript archive (torch.jit.save), not a state dict saved with torch.save");
+    FailFile(path, "is a TorchScript archive (torch.jit.save), not a state dict saved with torch.save");
   return ReadTensorDict(*archive, "data.pkl");
 }
 
@@ -890,13 +886,13 @@ std::string TensorDictPickle(const std::string& path, const TensorList& tensors,
   for (size_t i = 0; i < tensors.size(); ++i) {
     const std::string& key = tensors[i].first;
     const at::Tensor& t = tensors[i].second;
-    if (!seen.insert(key).second) Fail(path, "cannot write state dict: duplicate key '" + key + "'");
-    if (!ValidUtf8(key)) Fail(path, "cannot write state dict: key '" + key + "' is not valid UTF-8");
-    if (!t.defined()) Fail(path, "cannot write state dict: '" + key + "' is an undefined tensor");
-    if (t.layout() != at::kStrided) Fail(path, "cannot write state dict: '" + key + "' is not a dense tensor");
+    if (!seen.insert(key).second) FailFile(path, "cannot write state dict: duplicate key '" + key + "'");
+    if (!ValidUtf8(key)) FailFile(path, "cannot write state dict: key '" + key + "' is not valid UTF-8");
+    if (!t.defined()) FailFile(path, "cannot write state dict: '" + key + "' is an undefined tensor");
+    if (t.layout() != at::kStrided) FailFile(path, "cannot write state dict: '" + key + "' is not a dense tensor");
     const char* storage = StorageNameOf(t.scalar_type());
     if (!storage)
-      Fail(path, std::string("cannot write state dict: '") + key + "' has unsupported dtype " +
+      FailFile(path, std::string("cannot write state dict: '") + key + "' has unsupported dtype " +
                      c10::toString(t.scalar_type()));
     // (key, _rebuild_tensor_v2(('storage', torch.<T>Storage, '<i>', 'cpu', numel), 0, size, stride,
     //                          False, OrderedDict()))
@@ -943,7 +939,7 @@ void WriteTensorArchive(const std::string& path, const std::vector<std::pair<std
 
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  if (fd < 0) Fail(path, "cannot create " + tmp + ": " + ErrnoText(errno));
+  if (fd < 0) FailFile(path, "cannot create " + tmp + ": " + ErrnoText(errno));
   // The writer is told every write succeeded: a failing write would make it throw, and its destructor
   // (which finishes the archive) could then throw again. The first error is kept and reported below.
   int write_errno = 0;

@@ -11,7 +11,7 @@ namespace nn = torch::nn;
 
 namespace {
 
-Conv2d Conv1x1(int64_t in, int64_t out) { return Conv2d(nn::Conv2dOptions(in, out, 1).bias(false)); }
+Conv2d LwConv1x1(int64_t in, int64_t out) { return Conv2d(nn::Conv2dOptions(in, out, 1).bias(false)); }
 
 constexpr int64_t kCrpStages = 4;
 
@@ -27,19 +27,19 @@ LWRefineNetTrunk::LWRefineNetTrunk(const ModelConfig& c, bool depthwise_last_crp
     mobilenet_ = register_module(
         "backbone", MobileNetV2(MobileNetV2Options().in_channels(c.in_channels).output_stride(c.output_stride).last_conv(false)));
     const auto& bc = mobilenet_->block_channels();  // 32, 16, 24, 24, 32, 32, 32, 64 x4, 96 x3, 160 x3, 320
-    conv8 = register_module("conv8", Conv1x1(bc[17], w));
-    conv7 = register_module("conv7", Conv1x1(bc[16], w));
-    conv6 = register_module("conv6", Conv1x1(bc[13], w));
-    conv5 = register_module("conv5", Conv1x1(bc[10], w));
-    conv4 = register_module("conv4", Conv1x1(bc[6], w));
-    conv3 = register_module("conv3", Conv1x1(bc[3], w));
+    conv8 = register_module("conv8", LwConv1x1(bc[17], w));
+    conv7 = register_module("conv7", LwConv1x1(bc[16], w));
+    conv6 = register_module("conv6", LwConv1x1(bc[13], w));
+    conv5 = register_module("conv5", LwConv1x1(bc[10], w));
+    conv4 = register_module("conv4", LwConv1x1(bc[6], w));
+    conv3 = register_module("conv3", LwConv1x1(bc[3], w));
     crp4 = register_module("crp4", CRPStack(w, kCrpStages, 1));
     crp3 = register_module("crp3", CRPStack(w, kCrpStages, 1));
     crp2 = register_module("crp2", CRPStack(w, kCrpStages, 1));
     crp1 = register_module("crp1", CRPStack(w, kCrpStages, 1, depthwise_last_crp));
-    conv_adapt4 = register_module("conv_adapt4", Conv1x1(w, w));
-    conv_adapt3 = register_module("conv_adapt3", Conv1x1(w, w));
-    conv_adapt2 = register_module("conv_adapt2", Conv1x1(w, w));
+    conv_adapt4 = register_module("conv_adapt4", LwConv1x1(w, w));
+    conv_adapt3 = register_module("conv_adapt3", LwConv1x1(w, w));
+    conv_adapt2 = register_module("conv_adapt2", LwConv1x1(w, w));
     return;
   }
   if (!IsResNet(c.backbone)) {
@@ -49,19 +49,19 @@ LWRefineNetTrunk::LWRefineNetTrunk(const ModelConfig& c, bool depthwise_last_crp
   resnet_ = register_module(
       "backbone", ResNet(ResNetOptions(ResNetDepth(c.backbone)).in_channels(c.in_channels).output_stride(c.output_stride)));
   auto ch = resnet_->channels();
-  p_ims1d2_outl1_dimred = register_module("p_ims1d2_outl1_dimred", Conv1x1(ch[3], 2 * w));
+  p_ims1d2_outl1_dimred = register_module("p_ims1d2_outl1_dimred", LwConv1x1(ch[3], 2 * w));
   mflow_conv_g1_pool = register_module("mflow_conv_g1_pool", CRPStack(2 * w, kCrpStages, 1));
-  mflow_conv_g1_b3_joint_varout_dimred = register_module("mflow_conv_g1_b3_joint_varout_dimred", Conv1x1(2 * w, w));
-  p_ims1d2_outl2_dimred = register_module("p_ims1d2_outl2_dimred", Conv1x1(ch[2], w));
-  adapt_stage2_b2_joint_varout_dimred = register_module("adapt_stage2_b2_joint_varout_dimred", Conv1x1(w, w));
+  mflow_conv_g1_b3_joint_varout_dimred = register_module("mflow_conv_g1_b3_joint_varout_dimred", LwConv1x1(2 * w, w));
+  p_ims1d2_outl2_dimred = register_module("p_ims1d2_outl2_dimred", LwConv1x1(ch[2], w));
+  adapt_stage2_b2_joint_varout_dimred = register_module("adapt_stage2_b2_joint_varout_dimred", LwConv1x1(w, w));
   mflow_conv_g2_pool = register_module("mflow_conv_g2_pool", CRPStack(w, kCrpStages, 1));
-  mflow_conv_g2_b3_joint_varout_dimred = register_module("mflow_conv_g2_b3_joint_varout_dimred", Conv1x1(w, w));
-  p_ims1d2_outl3_dimred = register_module("p_ims1d2_outl3_dimred", Conv1x1(ch[1], w));
-  adapt_stage3_b2_joint_varout_dimred = register_module("adapt_stage3_b2_joint_varout_dimred", Conv1x1(w, w));
+  mflow_conv_g2_b3_joint_varout_dimred = register_module("mflow_conv_g2_b3_joint_varout_dimred", LwConv1x1(w, w));
+  p_ims1d2_outl3_dimred = register_module("p_ims1d2_outl3_dimred", LwConv1x1(ch[1], w));
+  adapt_stage3_b2_joint_varout_dimred = register_module("adapt_stage3_b2_joint_varout_dimred", LwConv1x1(w, w));
   mflow_conv_g3_pool = register_module("mflow_conv_g3_pool", CRPStack(w, kCrpStages, 1));
-  mflow_conv_g3_b3_joint_varout_dimred = register_module("mflow_conv_g3_b3_joint_varout_dimred", Conv1x1(w, w));
-  p_ims1d2_outl4_dimred = register_module("p_ims1d2_outl4_dimred", Conv1x1(ch[0], w));
-  adapt_stage4_b2_joint_varout_dimred = register_module("adapt_stage4_b2_joint_varout_dimred", Conv1x1(w, w));
+  mflow_conv_g3_b3_joint_varout_dimred = register_module("mflow_conv_g3_b3_joint_varout_dimred", LwConv1x1(w, w));
+  p_ims1d2_outl4_dimred = register_module("p_ims1d2_outl4_dimred", LwConv1x1(ch[0], w));
+  adapt_stage4_b2_joint_varout_dimred = register_module("adapt_stage4_b2_joint_varout_dimred", LwConv1x1(w, w));
   mflow_conv_g4_pool = register_module("mflow_conv_g4_pool", CRPStack(w, kCrpStages, 1, depthwise_last_crp));
 }
 

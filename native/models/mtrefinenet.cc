@@ -17,15 +17,15 @@ namespace {
 Conv2d DepthwiseConv1x1(int64_t channels) {
   return Conv2d(nn::Conv2dOptions(channels, channels, 1).groups(channels).bias(false));
 }
-Conv2d Conv3x3(int64_t in, int64_t out) { return Conv2d(nn::Conv2dOptions(in, out, 3).padding(1).bias(true)); }
+Conv2d MtConv3x3(int64_t in, int64_t out) { return Conv2d(nn::Conv2dOptions(in, out, 3).padding(1).bias(true)); }
 
 class MTRefineNet : public LWRefineNetTrunk {
  public:
   explicit MTRefineNet(const ModelConfig& c) : LWRefineNetTrunk(c, /*depthwise_last_crp=*/true, /*align_corners=*/false) {
     pre_depth = register_module("pre_depth", DepthwiseConv1x1(kWidth));
-    depth = register_module("depth", Conv3x3(kWidth, 1));
+    depth = register_module("depth", MtConv3x3(kWidth, 1));
     pre_segm = register_module("pre_segm", DepthwiseConv1x1(kWidth));
-    segm = register_module("segm", Conv3x3(kWidth, c.num_classes));
+    segm = register_module("segm", MtConv3x3(kWidth, c.num_classes));
   }
   SegOutput forward(const torch::Tensor& x) override {
     auto shared = Decode(x);

@@ -23,7 +23,7 @@ namespace nn = torch::nn;
 
 namespace {
 
-Conv2d Conv3x3(int64_t in, int64_t out) { return Conv2d(nn::Conv2dOptions(in, out, 3).padding(1).bias(false)); }
+Conv2d RefineConv3x3(int64_t in, int64_t out) { return Conv2d(nn::Conv2dOptions(in, out, 3).padding(1).bias(false)); }
 
 class RefineNet : public SegmentationModel {
  public:
@@ -36,30 +36,30 @@ class RefineNet : public SegmentationModel {
     backbone_ = register_module("backbone", ResNet(ResNetOptions(ResNetDepth(c.backbone)).in_channels(c.in_channels)));
     auto ch = backbone_->channels();
     // RefineNet-4 (layer4, 512 channels)
-    p_ims1d2_outl1_dimred = register_module("p_ims1d2_outl1_dimred", Conv3x3(ch[3], 512));
+    p_ims1d2_outl1_dimred = register_module("p_ims1d2_outl1_dimred", RefineConv3x3(ch[3], 512));
     adapt_stage1_b = register_module("adapt_stage1_b", RCUStack(512, 2));
     mflow_conv_g1_pool = register_module("mflow_conv_g1_pool", CRPStack(512, crp, 3));
     mflow_conv_g1_b = register_module("mflow_conv_g1_b", RCUStack(512, rcus));
-    mflow_conv_g1_b3_joint_varout_dimred = register_module("mflow_conv_g1_b3_joint_varout_dimred", Conv3x3(512, 256));
+    mflow_conv_g1_b3_joint_varout_dimred = register_module("mflow_conv_g1_b3_joint_varout_dimred", RefineConv3x3(512, 256));
     // RefineNet-3 (layer3 + RefineNet-4)
-    p_ims1d2_outl2_dimred = register_module("p_ims1d2_outl2_dimred", Conv3x3(ch[2], 256));
+    p_ims1d2_outl2_dimred = register_module("p_ims1d2_outl2_dimred", RefineConv3x3(ch[2], 256));
     adapt_stage2_b = register_module("adapt_stage2_b", RCUStack(256, 2));
-    adapt_stage2_b2_joint_varout_dimred = register_module("adapt_stage2_b2_joint_varout_dimred", Conv3x3(256, 256));
+    adapt_stage2_b2_joint_varout_dimred = register_module("adapt_stage2_b2_joint_varout_dimred", RefineConv3x3(256, 256));
     mflow_conv_g2_pool = register_module("mflow_conv_g2_pool", CRPStack(256, crp, 3));
     mflow_conv_g2_b = register_module("mflow_conv_g2_b", RCUStack(256, rcus));
-    mflow_conv_g2_b3_joint_varout_dimred = register_module("mflow_conv_g2_b3_joint_varout_dimred", Conv3x3(256, 256));
+    mflow_conv_g2_b3_joint_varout_dimred = register_module("mflow_conv_g2_b3_joint_varout_dimred", RefineConv3x3(256, 256));
     // RefineNet-2 (layer2 + RefineNet-3)
-    p_ims1d2_outl3_dimred = register_module("p_ims1d2_outl3_dimred", Conv3x3(ch[1], 256));
+    p_ims1d2_outl3_dimred = register_module("p_ims1d2_outl3_dimred", RefineConv3x3(ch[1], 256));
     adapt_stage3_b = register_module("adapt_stage3_b", RCUStack(256, 2));
-    adapt_stage3_b2_joint_varout_dimred = register_module("adapt_stage3_b2_joint_varout_dimred", Conv3x3(256, 256));
+    adapt_stage3_b2_joint_varout_dimred = register_module("adapt_stage3_b2_joint_varout_dimred", RefineConv3x3(256, 256));
     mflow_conv_g3_pool = register_module("mflow_conv_g3_pool", CRPStack(256, crp, 3));
     mflow_conv_g3_b = register_module("mflow_conv_g3_b", RCUStack(256, rcus));
-    mflow_conv_g3_b3_joint_varout_dimred = register_module("mflow_conv_g3_b3_joint_varout_dimred", Conv3x3(256, 256));
+    mflow_conv_g3_b3_joint_varout_dimred = register_module("mflow_conv_g3_b3_joint_varout_dimred", RefineConv3x3(256, 256));
     // RefineNet-1 (layer1 + RefineNet-2); its output RCU and the two extra RCUs before the classifier
     // (3 RCUs whatever outputRcus says, as the reference)
-    p_ims1d2_outl4_dimred = register_module("p_ims1d2_outl4_dimred", Conv3x3(ch[0], 256));
+    p_ims1d2_outl4_dimred = register_module("p_ims1d2_outl4_dimred", RefineConv3x3(ch[0], 256));
     adapt_stage4_b = register_module("adapt_stage4_b", RCUStack(256, 2));
-    adapt_stage4_b2_joint_varout_dimred = register_module("adapt_stage4_b2_joint_varout_dimred", Conv3x3(256, 256));
+    adapt_stage4_b2_joint_varout_dimred = register_module("adapt_stage4_b2_joint_varout_dimred", RefineConv3x3(256, 256));
     mflow_conv_g4_pool = register_module("mflow_conv_g4_pool", CRPStack(256, crp, 3));
     mflow_conv_g4_b = register_module("mflow_conv_g4_b", RCUStack(256, 3));
     clf_conv = register_module("clf_conv", Conv2d(nn::Conv2dOptions(256, c.num_classes, 3).padding(1).bias(true)));

@@ -24,7 +24,7 @@
 namespace segtorch {
 
 namespace {
-const std::map<std::string, ModelFactory>& Registry() {
+const std::map<std::string, ModelFactory>& ModelRegistry() {
   static const std::map<std::string, ModelFactory> registry = {
       {"deeplabv1", CreateDeepLabV1},
       {"deeplabv2", CreateDeepLabV2},
@@ -50,13 +50,13 @@ const std::map<std::string, ModelFactory>& Registry() {
 
 std::vector<std::string> Architectures() {
   std::vector<std::string> names;
-  for (auto& kv : Registry()) names.push_back(kv.first);
+  for (auto& kv : ModelRegistry()) names.push_back(kv.first);
   return names;
 }
 
 ModelPtr CreateNetwork(const ModelConfig& config) {
-  auto it = Registry().find(config.arch);
-  if (it == Registry().end()) {
+  auto it = ModelRegistry().find(config.arch);
+  if (it == ModelRegistry().end()) {
     std::string allowed;
     for (auto& n : Architectures()) allowed += (allowed.empty() ? "" : ", ") + n;
     ThrowRange("Expected arch to be one of " + allowed + " but received " + config.arch);
