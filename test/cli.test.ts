@@ -6,10 +6,10 @@ import sharp from 'sharp'
 import { decodeMask } from '../lib/data/images'
 import { vocColourMap } from '../lib/data/classes'
 import { greyPng, labels, rgbFile } from './data-fixtures'
-import { ROOT, tmpdir } from './helpers'
+import { CLI_ARGS, ROOT, tmpdir } from './helpers'
 
-// The command line from its TypeScript source (always current, no build needed), in a temp folder.
-const ARGS = ['-r', require.resolve('ts-node/register/transpile-only'), path.join(ROOT, 'lib', 'cli', 'index.ts')]
+// The command line (built, or from its TypeScript source: see CLI_ARGS), in a temp folder.
+const ARGS = CLI_ARGS
 const ENV = { ...process.env, TS_NODE_PROJECT: path.join(ROOT, 'tsconfig.json'), CI: '1' }
 
 interface Run { status: number | null, stdout: string, stderr: string }

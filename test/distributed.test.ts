@@ -11,13 +11,11 @@ import * as path from 'path'
 import { createModel, distributed } from '../lib'
 import { freePort } from '../lib/cli/launch'
 import { greyPng, labels, rgbFile } from './data-fixtures'
-import { ROOT, tmpdir } from './helpers'
+import { CHILD_REGISTER, CLI_ARGS, ROOT, tmpdir } from './helpers'
 import type { Scenario } from './dist/worker'
 import { readZip } from './zipkit'
 
-const TS_NODE = require.resolve('ts-node/register/transpile-only')
 const WORKER = path.join(ROOT, 'test', 'dist', 'worker.ts')
-const CLI = path.join(ROOT, 'lib', 'cli', 'index.ts')
 const ENV = { ...process.env, TS_NODE_PROJECT: path.join(ROOT, 'tsconfig.json'), CI: '1' }
 
 interface Exit { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string, seconds: number, end: number }
@@ -53,7 +51,7 @@ function run (cmd: string, args: string[], env: NodeJS.ProcessEnv, limitMs = 120
 /** `world` ranks of the worker, started here with torchrun's environment on a free port. */
 async function ranks (world: number, s: Scenario, onStdout?: (rank: number, line: string, child: ChildProcess) => void): Promise<Exit[]> {
   const port = await freePort()
-  return Promise.all(Array.from({ length: world }, (_, r) => run(process.execPath, ['-r', TS_NODE, WORKER, JSON.stringify(s)], {
+  return Promise.all(Array.from({ length: world }, (_, r) => run(process.execPath, ['-r', CHILD_REGISTER, WORKER, JSON.stringify(s)], {
     ...ENV, RANK: String(r), WORLD_SIZE: String(world), LOCAL_RANK: String(r), LOCAL_WORLD_SIZE: String(world), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port)
   }, 120000, onStdout ? (line, child) => onStdout(r, line, child) : undefined)))
 }
@@ -62,7 +60,7 @@ async function ranks (world: number, s: Scenario, onStdout?: (rank: number, line
 async function single (s: Scenario): Promise<Exit> {
   const env: NodeJS.ProcessEnv = { ...ENV }
   for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT']) delete env[k]
-  return run(process.execPath, ['-r', TS_NODE, WORKER, JSON.stringify(s)], env)
+  return run(process.execPath, ['-r', CHILD_REGISTER, WORKER, JSON.stringify(s)], env)
 }
 
 function ok (e: Exit, what: string): void {
@@ -358,14 +356,14 @@ describe('distributed (c10d, Gloo over loopback)', function () {
   it('segtorch launch runs a 2-process fit, and stops every rank and exits non-zero when one fails', async () => {
     const out = path.join(dir, 'launch')
     const s = base(out, { batchSize: 2, distributed: true })
-    const e = await run(process.execPath, ['-r', TS_NODE, CLI, 'launch', '--nproc-per-node', '2', '--', process.execPath, '-r', TS_NODE, WORKER, JSON.stringify(s)], ENV)
+    const e = await run(process.execPath, [...CLI_ARGS, 'launch', '--nproc-per-node', '2', '--', process.execPath, '-r', CHILD_REGISTER, WORKER, JSON.stringify(s)], ENV)
     ok(e, 'segtorch launch')
     assert.strictEqual(report(out, 0).steps, 5)
     assert.strictEqual(report(out, 1).worldSize, 2)
     assert.ok(stateDiff(path.join(out, 'rank0.pt'), path.join(out, 'rank1.pt')) < 1e-6)
 
     const bad = path.join(dir, 'launch-fail')
-    const f = await run(process.execPath, ['-r', TS_NODE, CLI, 'launch', '--nproc-per-node', '2', '--', process.execPath, '-r', TS_NODE, WORKER, JSON.stringify(base(bad, { batchSize: 2, distributed: true, failRank: 1, timeoutMs: 60000 }))], ENV)
+    const f = await run(process.execPath, [...CLI_ARGS, 'launch', '--nproc-per-node', '2', '--', process.execPath, '-r', CHILD_REGISTER, WORKER, JSON.stringify(base(bad, { batchSize: 2, distributed: true, failRank: 1, timeoutMs: 60000 }))], ENV)
     assert.strictEqual(f.code, 3, f.stderr)
     assert.match(f.stderr, /segtorch launch: rank 1 exited with code 3; stopping the other ranks/)
     assert.ok(f.seconds < 50, `rank 0 was stopped, not left waiting for its 60 s timeout (${f.seconds} s)`)
@@ -376,7 +374,7 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     const ckpt = path.join(dir, 'launch-int-ckpt')
     const s = base(out, { samples: 16, batchSize: 2, iterations: 40, distributed: true, checkpointDir: ckpt, slowMs: 150, abortOnSigint: true })
     let sent = false
-    const e = await run(process.execPath, ['-r', TS_NODE, CLI, 'launch', '--nproc-per-node', '2', '--', process.execPath, '-r', TS_NODE, WORKER, JSON.stringify(s)], ENV, 120000, (line, child) => {
+    const e = await run(process.execPath, [...CLI_ARGS, 'launch', '--nproc-per-node', '2', '--', process.execPath, '-r', CHILD_REGISTER, WORKER, JSON.stringify(s)], ENV, 120000, (line, child) => {
       if (!sent && /^rank 0 step 3$/.test(line)) {
         sent = true
         child.kill('SIGINT')
@@ -401,7 +399,7 @@ describe('distributed (c10d, Gloo over loopback)', function () {
       await rgbFile(path.join(cwd, 'ds', 'images', `img${i}.png`), 40, 32, i + 1)
       await greyPng(path.join(cwd, 'ds', 'masks', `img${i}.png`), labels(40, 32, 3, i + 10), 40, 32)
     }
-    const e = await run(process.execPath, ['-r', TS_NODE, CLI, 'train', '--arch', 'unet', '--model-option', 'baseChannels=4', '--batch-size', '2', '--crop', '32',
+    const e = await run(process.execPath, [...CLI_ARGS, 'train', '--arch', 'unet', '--model-option', 'baseChannels=4', '--batch-size', '2', '--crop', '32',
       '--data', path.join(cwd, 'ds', 'images') + ',' + path.join(cwd, 'ds', 'masks'), '--classes', 'bg,a,b', '--val', '0.34', '--iterations', '2', '--out', path.join(cwd, 'run'),
       '--samples', '1', '--nproc-per-node', '2'].map((a) => a.startsWith(cwd) && a.includes(',') ? `folder:${a}` : a), { ...ENV })
     ok(e, 'segtorch train --nproc-per-node 2')
@@ -419,7 +417,7 @@ describe('distributed (c10d, Gloo over loopback)', function () {
       this.skip()
     }
     const out = path.join(dir, 'torchrun')
-    const e = await run(torchrun as string, ['--no-python', '--nproc-per-node', '2', '--master-port', String(await freePort()), process.execPath, '-r', TS_NODE, WORKER, JSON.stringify(base(out, { batchSize: 2, distributed: true }))], ENV)
+    const e = await run(torchrun as string, ['--no-python', '--nproc-per-node', '2', '--master-port', String(await freePort()), process.execPath, '-r', CHILD_REGISTER, WORKER, JSON.stringify(base(out, { batchSize: 2, distributed: true }))], ENV)
     ok(e, 'torchrun')
     assert.strictEqual(report(out, 0).worldSize, 2)
     // torchrun's agent hosts the store; a libtorch 1.x cannot speak to a PyTorch 2.x store, and then meets through a FileStore.

@@ -12,7 +12,7 @@ import * as ort from 'onnxruntime-node'
 import { createModel, loadTorchScript, Model, ModelOptions, SegtorchError } from '../lib'
 import { convert } from '../lib/export/onnx'
 import { onnxLogits, pythonMissing, PYTORCH2_PYTHON, relativeError, runInPython, torchPythons } from './export-check'
-import { randomImages, rejects, ROOT, tmpdir } from './helpers'
+import { CLI_ARGS, randomImages, rejects, ROOT, tmpdir } from './helpers'
 import { PYTHON } from './twin'
 
 // The ONNX checker: a Python with the onnx package (the PyTorch 2 venv of scripts/pytorch-venv.sh by default).
@@ -99,7 +99,7 @@ describe('export', function () {
       await rejects(m.exportTorchScript(path.join(dir, 'x.pt'), { precision: 'fp16' as 'bf16' }), RangeError, /Expected one of 'fp32', 'bf16' for precision but received 'fp16'/)
       const saved = path.join(dir, 'dl.segtorch')
       await m.save(saved)
-      const cli = spawnSync(process.execPath, ['-r', require.resolve('ts-node/register/transpile-only'), path.join(ROOT, 'lib', 'cli', 'index.ts'), 'export', saved,
+      const cli = spawnSync(process.execPath, [...CLI_ARGS, 'export', saved,
         '--format', 'torchscript', '--precision', 'bf16', '--out', path.join(dir, 'cli-bf16.pt')], { encoding: 'utf8', env: { ...process.env, TS_NODE_PROJECT: path.join(ROOT, 'tsconfig.json') } })
       assert.strictEqual(cli.status, 0, cli.stderr)
       assert.match(cli.stdout, /TorchScript, bf16/)
@@ -239,7 +239,7 @@ describe('export', function () {
     const model = path.join(dir, 'cli.segtorch')
     await models.unet.save(model)
     const cli = (...args: string[]): ReturnType<typeof spawnSync> => spawnSync(process.execPath,
-      ['-r', require.resolve('ts-node/register/transpile-only'), path.join(ROOT, 'lib', 'cli', 'index.ts'), ...args],
+      [...CLI_ARGS, ...args],
       { encoding: 'utf8', env: { ...process.env, TS_NODE_PROJECT: path.join(ROOT, 'tsconfig.json') } })
     const onnxFile = path.join(dir, 'cli.onnx')
     let r = cli('export', model, '--format', 'onnx', '--out', onnxFile, '--output', 'labels')

@@ -6,7 +6,7 @@ import { createModel, FileError, loadModel, loadTorchScript, Model, tensor } fro
 import { DataError, decodeImage, folder, readImage } from '../lib/data'
 import { checkWritableDir, removeStaleTemps } from '../lib/files'
 import { greyPng, labels, rgbFile } from './data-fixtures'
-import { rejects, ROOT, tmpdir } from './helpers'
+import { CLI_ARGS, rejects, ROOT, tmpdir } from './helpers'
 
 const TINY = { arch: 'unet', baseChannels: 4, numClasses: 2, inChannels: 1 } as const
 
@@ -137,7 +137,7 @@ describe('hardening (TypeScript side): special files, unwritable folders, stale 
         await rgbFile(path.join(data, 'images', `a${i}.png`), 8, 8)
         await greyPng(path.join(data, 'masks', `a${i}.png`), labels(8, 8, 2), 8, 8)
       }
-      const r = spawnSync(process.execPath, ['-r', require.resolve('ts-node/register/transpile-only'), path.join(ROOT, 'lib', 'cli', 'index.ts'),
+      const r = spawnSync(process.execPath, [...CLI_ARGS,
         'train', '--arch', 'unet', '--data', `folder:${path.join(data, 'images')},${path.join(data, 'masks')}`, '--classes', '2', '--out', '/proc/segtorch-cli/run'],
       { cwd: dir, encoding: 'utf8', timeout: 60000, env: { ...process.env, TS_NODE_PROJECT: path.join(ROOT, 'tsconfig.json'), CI: '1' } })
       assert.strictEqual(r.signal, null, 'ended by itself (no hang)')

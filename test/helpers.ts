@@ -4,6 +4,8 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { createModel, Model, ModelOptions, tensor, Tensor } from '../lib'
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const { distCurrent } = require('./dist-current') as { distCurrent: () => boolean }
 
 /** Deterministic pseudo-random numbers (tests must not flake). */
 export function rng (seed: number): () => number {
@@ -51,6 +53,19 @@ export async function rejects (p: Promise<unknown>, type: Function, pattern: Reg
 
 export const ROOT = path.join(__dirname, '..')
 
+/** `node -r CHILD_REGISTER script.ts`: a child process's TypeScript, with lib/ from dist/ when current (see the file). */
+export const CHILD_REGISTER = path.join(ROOT, 'test', 'child-register.js')
+
+/**
+ * The node arguments that run segtorch's command line in a child process: dist/cli/index.js (what
+ * the package's bin runs; `npm test` builds dist/ first) when dist/ is current, else the TypeScript
+ * source through ts-node (mocha run on changed sources without a build), which transpiles all of
+ * lib/ at every start (about 2.5 s a process on a 2-core machine).
+ */
+export const CLI_ARGS: readonly string[] = distCurrent()
+  ? [path.join(ROOT, 'dist', 'cli', 'index.js')]
+  : ['-r', require.resolve('ts-node/register/transpile-only'), path.join(ROOT, 'lib', 'cli', 'index.ts')]
+
 export interface PredictionSetting { precision: 'fp32' | 'bf16', channelsLast: boolean }
 /** savePredictionCases' default settings: fp32 contiguous and bf16 channels-last. */
 export const PREDICTION_SETTINGS: readonly PredictionSetting[] = [{ precision: 'fp32', channelsLast: false }, { precision: 'bf16', channelsLast: true }]
@@ -83,7 +98,7 @@ export async function savePredictionCases (dir: string, cases: ModelOptions[], s
 
 /** Runs `script` (node -e, with ts-node) over `dir` and `n` in a child with `env` added; returns the out.json it writes in `dir`. */
 export function runPredictionChild (script: string, dir: string, n: number, env: Record<string, string>): unknown {
-  const child = spawnSync(process.execPath, ['-r', 'ts-node/register/transpile-only', '-e', script, dir, String(n)],
+  const child = spawnSync(process.execPath, ['-r', CHILD_REGISTER, '-e', script, dir, String(n)],
     { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...env } })
   assert.strictEqual(child.status, 0, child.stderr)
   return JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'))

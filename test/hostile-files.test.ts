@@ -8,7 +8,7 @@ import { spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as path from 'path'
 import { createModel, loadModel, loadTorchScript, SegtorchError } from '../lib'
-import { randomImages, randomMasks, rejects, ROOT, tmpdir } from './helpers'
+import { CHILD_REGISTER, randomImages, randomMasks, rejects, ROOT, tmpdir } from './helpers'
 import { PYTHON } from './twin'
 import { Pickle, readZip, record, replaceRecord, stateDictZip, writeZip, zipEntries } from './zipkit'
 
@@ -22,7 +22,7 @@ function floats (values: number[]): Buffer {
  * getrusage's maxrss starts from the parent's peak after fork + exec. */
 function inChild (body: string): { status: number | null, signal: NodeJS.Signals | null, out: string, err: string } {
   const script = `const st = require(${JSON.stringify(path.join(ROOT, 'lib'))});\n(async () => {\n${body}\n})().catch((e) => { console.log('ERR ' + e.constructor.name + ': ' + e.message); process.exitCode = 3 })`
-  const r = spawnSync(process.execPath, ['-r', 'ts-node/register/transpile-only', '-e', script], { cwd: ROOT, encoding: 'utf8', timeout: 60000 })
+  const r = spawnSync(process.execPath, ['-r', CHILD_REGISTER, '-e', script], { cwd: ROOT, encoding: 'utf8', timeout: 60000 })
   return { status: r.status, signal: r.signal, out: r.stdout, err: r.stderr }
 }
 

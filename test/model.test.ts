@@ -3,7 +3,7 @@ import { spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as path from 'path'
 import { backend, createModel, loadModel, Model, SegtorchError, tensor } from '../lib'
-import { randomImages, randomMasks, rejects, rng, ROOT, tmpdir } from './helpers'
+import { CHILD_REGISTER, randomImages, randomMasks, rejects, rng, ROOT, tmpdir } from './helpers'
 
 const TINY = { arch: 'fcn', backbone: 'resnet18', numClasses: 3, outputStride: 16 } as const
 
@@ -152,7 +152,7 @@ describe('save / loadModel', () => {
         const f = await m.forward(x);
         console.log(JSON.stringify({ info: m.info(), labels: Buffer.from(p.dataSync().buffer).toString('base64'), logits: Array.from(f.dataSync().slice(0, 50)) }));
       })().catch((e) => { console.error(e); process.exit(1) });`
-    const r = spawnSync(process.execPath, ['-r', 'ts-node/register/transpile-only', '-e', script], { cwd: ROOT, encoding: 'utf8' })
+    const r = spawnSync(process.execPath, ['-r', CHILD_REGISTER, '-e', script], { cwd: ROOT, encoding: 'utf8' })
     assert.strictEqual(r.status, 0, r.stderr)
     const out = JSON.parse(r.stdout.trim().split('\n').pop() as string)
     assert.strictEqual(out.labels, expected)
@@ -287,7 +287,7 @@ describe('bad input', () => {
         (await m.predict(x)).dispose();
         m.dispose();
       })().catch((e) => { console.error(e); process.exit(1) });`
-    const r = spawnSync(process.execPath, ['-r', 'ts-node/register/transpile-only', '-e', script],
+    const r = spawnSync(process.execPath, ['-r', CHILD_REGISTER, '-e', script],
       { cwd: ROOT, encoding: 'utf8', env: { ...process.env, SEGTORCH_PROFILE: path.join(dir, 'job') } })
     assert.strictEqual(r.status, 0, r.stderr)
     const files = fs.readdirSync(dir).filter((f) => /^job\.\d+\.\d+\.json$/.test(f))

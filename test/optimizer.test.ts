@@ -2,7 +2,7 @@ import * as assert from 'assert'
 import { spawnSync } from 'child_process'
 import * as path from 'path'
 import { createModel } from '../lib'
-import { ROOT, tmpdir } from './helpers'
+import { CHILD_REGISTER, ROOT, tmpdir } from './helpers'
 
 // Adam and AdamW run a fused one-pass update on the CPU (native/train/optimizer.cc); libtorch's own
 // step (SEGTORCH_FUSED_OPTIMIZER=0) is the reference. Each run is a child process on the same saved
@@ -31,7 +31,7 @@ const CHILD = `
 interface Run { losses: number[], out: number[] }
 
 function run (config: Record<string, unknown>, fused: boolean): Run {
-  const r = spawnSync(process.execPath, ['-r', 'ts-node/register/transpile-only', '-e', CHILD, JSON.stringify(config)], {
+  const r = spawnSync(process.execPath, ['-r', CHILD_REGISTER, '-e', CHILD, JSON.stringify(config)], {
     cwd: ROOT, encoding: 'utf8', env: { ...process.env, SEGTORCH_FUSED_OPTIMIZER: fused ? '1' : '0' }
   })
   assert.strictEqual(r.status, 0, r.stderr)

@@ -6,7 +6,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { backend, cpuMemoryStats, CpuMemoryStats, createModel, emptyCpuCache, loadModel, Model, ModelOptions, tensor } from '../lib'
 import { readImage } from '../lib/data'
-import { randomImages, randomMasks, rejects, ROOT, runPredictionChild, savePredictionCases, tmpdir } from './helpers'
+import { CHILD_REGISTER, randomImages, randomMasks, rejects, ROOT, runPredictionChild, savePredictionCases, tmpdir } from './helpers'
 
 function maxDiff (a: ArrayLike<number>, b: ArrayLike<number>): number {
   let d = 0
@@ -287,7 +287,7 @@ describe('CPU block cache', () => {
           fs.writeFileSync(dir + '/out.json', JSON.stringify({ stats: cpuMemoryStats(), logits: Array.from(y.dataSync()) }))
         })().catch((e) => { console.error(e); process.exit(1) })`
       for (const mb of ['0', '1']) {
-        const child = spawnSync(process.execPath, ['-r', 'ts-node/register/transpile-only', '-e', script, dir],
+        const child = spawnSync(process.execPath, ['-r', CHILD_REGISTER, '-e', script, dir],
           { cwd: ROOT, encoding: 'utf8', env: { ...process.env, SEGTORCH_CPU_CACHE_MB: mb } })
         assert.strictEqual(child.status, 0, child.stderr)
         const out = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8')) as { stats: CpuMemoryStats, logits: number[] }

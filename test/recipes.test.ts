@@ -5,7 +5,7 @@ import * as path from 'path'
 import { createModel, recipe, recipes, getRecipe, RecipeName, ARCHITECTURES } from '../lib'
 import { folder, loader, membrane, classFrequencies, classWeights, weightsFromFrequencies } from '../lib/data'
 import { greyPng, labels, rgbFile } from './data-fixtures'
-import { ROOT, tmpdir, rejects } from './helpers'
+import { CLI_ARGS, ROOT, tmpdir, rejects } from './helpers'
 
 const W = 40
 const H = 32
@@ -160,7 +160,7 @@ describe('recipes', function () {
   })
 
   describe('command line', () => {
-    const ARGS = ['-r', require.resolve('ts-node/register/transpile-only'), path.join(ROOT, 'lib', 'cli', 'index.ts')]
+    const ARGS = CLI_ARGS
     const ENV = { ...process.env, TS_NODE_PROJECT: path.join(ROOT, 'tsconfig.json'), CI: '1' }
     const cli = (...args: string[]): { status: number | null, stdout: string, stderr: string } => spawnSync(process.execPath, [...ARGS, ...args], { cwd: dir, env: ENV, encoding: 'utf8' })
 

@@ -47,7 +47,7 @@ export function runFuzz (kind: FuzzKind, count: number, seed: number, dir: strin
   fs.mkdirSync(work, { recursive: true })
   const t0 = Date.now()
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', path.join(__dirname, 'worker.ts'), kind, String(seed), String(count), work, tsBase ?? ''], {
+    const child = spawn(process.execPath, ['-r', path.join(__dirname, '..', 'child-register.js'), path.join(__dirname, 'worker.ts'), kind, String(seed), String(count), work, tsBase ?? ''], {
       cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, OMP_NUM_THREADS: '1' }
     })
     let last = -1
