@@ -183,7 +183,7 @@ export async function checkExports (model: Model, sizes: Array<[number, number]>
     // run through libtorch's fallback kernels, 10-100x slower (DeepLab v1: 29 of the test's 52 s on an
     // AVX2 EPYC): there the bf16 file is exported at the first size (one trace, batch 1). The
     // size-independent graph is the same code for both precisions, checked in fp32 above on every CPU
-    // and in bf16 on CPUs with native bf16 and in test/export.test.ts.
+    // and in bf16 on CPUs with native bf16 and (a U-Net) in test/export.test.ts.
     const fixed = !backend().bf16
     const tb = await model.exportTorchScript(bf16File, { precision: 'bf16', ...(fixed ? { dynamicSize: false, example: [h, w] as [number, number] } : {}) })
     assert.strictEqual(tb.precision, 'bf16')

@@ -9,7 +9,7 @@ import { spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as path from 'path'
 import * as ort from 'onnxruntime-node'
-import { createModel, loadTorchScript, Model, ModelOptions, SegtorchError } from '../lib'
+import { backend, createModel, loadTorchScript, Model, ModelOptions, SegtorchError } from '../lib'
 import { convert } from '../lib/export/onnx'
 import { onnxLogits, pythonMissing, PYTORCH2_PYTHON, relativeError, runInPython, torchPythons } from './export-check'
 import { CLI_ARGS, randomImages, rejects, ROOT, tmpdir } from './helpers'
@@ -77,14 +77,17 @@ describe('export', function () {
   })
 
   it("precision 'bf16': bfloat16 weights (half the file), float32 in and out, from the API and the CLI", async () => {
-    const m = await createModel({ arch: 'deeplabv3', backbone: 'resnet18', numClasses: 5 })
+    // A size-independent bf16 export (three traces, two checks, all in bf16), from the API and the
+    // CLI. A U-Net: without native bf16 libtorch's bf16 kernels are slow (DeepLab v3 on ResNet-18
+    // took 20 s per export on an AVX2 EPYC, this U-Net 3 s).
+    const m = await createModel({ arch: 'unet', baseChannels: 16, numClasses: 5 })
     try {
       const f32 = path.join(dir, 'dl-fp32.pt')
       const b16 = path.join(dir, 'dl-bf16.pt')
       assert.strictEqual((await m.exportTorchScript(f32)).precision, 'fp32')
       assert.strictEqual((await m.exportTorchScript(b16, { precision: 'bf16' })).precision, 'bf16')
       const ratio = fs.statSync(b16).size / fs.statSync(f32).size
-      console.log(`      (deeplabv3-resnet18: ${(fs.statSync(f32).size / 1e6).toFixed(1)} MB in fp32, ${(fs.statSync(b16).size / 1e6).toFixed(1)} MB in bf16)`)
+      console.log(`      (unet-16: ${(fs.statSync(f32).size / 1e6).toFixed(1)} MB in fp32, ${(fs.statSync(b16).size / 1e6).toFixed(1)} MB in bf16)`)
       assert.ok(ratio > 0.45 && ratio < 0.55, `bf16 / fp32 file size ${ratio}`)
       const s = await loadTorchScript(b16, { inChannels: 3, numClasses: 5 })
       try {
@@ -92,7 +95,10 @@ describe('export', function () {
         const y = await s.predict(x, { output: 'logits' })
         assert.strictEqual(y.dtype, 'float32')
         assert.deepStrictEqual(y.shape, [1, 5, 50, 70])
-        assert.ok(relativeError(y.dataSync() as Float32Array, (await m.forward(x)).dataSync() as Float32Array) < 0.05)
+        // The battery's bounds (test/export-check.ts): without native bf16, libtorch 1.13's NCHW bf16
+        // kernels accumulate in bf16 (0.108 for this U-Net on an AVX2 EPYC); a wrong weight is order 1.
+        const err = relativeError(y.dataSync() as Float32Array, (await m.forward(x)).dataSync() as Float32Array)
+        assert.ok(err < (backend().bf16 ? 0.1 : 0.5), `bf16 TorchScript logits: relative error ${err}`)
       } finally {
         s.dispose()
       }
