@@ -3,7 +3,7 @@
 // twin (compiled by default), in one table: the profile behind each target miss of bench/suite.
 // Runs bench/profile-segtorch.js (segtorch's own traces) and bench/op_profile.py (torch.profiler on
 // the twin) one after the other per architecture and task, and sums both into the same groups.
-//   usage: node bench/profiles.js [--arch a,b] [--task infer,train] [--variants compiled,default]
+//   usage: node bench/profiles.js [--arch a,b] [--task infer,train] [--variants compiled,default,ort]
 //          [--steps 3] [--warmup 2] [--addon build-lt2/Release/segtorch.node] [--python PATH] [--out NAME]
 // Prints a markdown table and writes bench/results/profiles-<NAME or ISA>.json (per run: groups and
 // top operators in ms per step / image). The addon should be built against the same libtorch as
@@ -52,11 +52,18 @@ for (const arch of archs) {
       (stdout) => { const m = /([\d /]+) ms per (?:step|image) while profiled/.exec(stdout); return m ? median(m[1].trim().split(' / ').map(Number)) : NaN })
     runs.push({ arch, task, contender: 'segtorch defaults', ...ours })
     for (const v of variants) {
+      if (v === 'ort') {  // onnxruntime-node (inference only): bench/ort_profile.js
+        if (task !== 'infer') continue
+        const o = profile([path.join(__dirname, 'ort_profile.js'), arch, '--steps', steps, '--warmup', warmup, '--threads', String(be.threads), '--python', python],
+          process.execPath, (_, out) => out.msMedian)
+        runs.push({ arch, task, contender: 'onnxruntime', ...o })
+        continue
+      }
       const pt = profile([path.join(__dirname, 'op_profile.py'), arch, task, v, '--steps', steps, '--threads', String(be.threads)], python,
         (_, out) => out.msUnprofiled)
       runs.push({ arch, task, contender: `PT ${v}`, ...pt })
     }
-    for (const r of runs.slice(-1 - variants.length)) {
+    for (const r of runs.slice(-1 - variants.filter((v) => v !== 'ort' || task === 'infer').length)) {
       console.error(`${arch} ${task} ${r.contender}: ${r.error ? `error: ${r.error}` : `${r.wallMs.toFixed(0)} ms, ops ${Object.values(r.groupsMs).reduce((a, b) => a + b, 0).toFixed(0)} ms`}`)
     }
   }
