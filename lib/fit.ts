@@ -182,7 +182,7 @@ async function writeJson (file: string, value: unknown): Promise<void> {
 /** What evaluate() needs of a model: ours (Model) or a TorchScript one (ScriptModel). */
 export interface EvaluableModel {
   readonly device: string
-  readonly config: { readonly inChannels: number }
+  readonly config: { readonly inChannels: number, readonly arch?: string, readonly backbone?: string }
   _native (): Pick<NativeModel, 'evalReset' | 'evalUpdate' | 'evalCompute'>
 }
 
@@ -197,7 +197,7 @@ export interface EvaluateOptions extends PredictOptions {
 
 export async function evaluate (model: EvaluableModel, data: BatchSource, options?: EvaluateOptions): Promise<Evaluation> {
   const o = v.optionsObject('evaluate options', options)
-  const infer = resolvePredictOptions(o, 'evaluate options', ['ignoreIndex', 'distributed'], model.device)
+  const infer = resolvePredictOptions(o, 'evaluate options', ['ignoreIndex', 'distributed'], model.device, model.config)
   const ignore = o.ignoreIndex === undefined ? 255 : v.integer('ignoreIndex', o.ignoreIndex, -1)
   const across = o.distributed === undefined ? distributed.isInitialized() : v.boolean('distributed', o.distributed)
   if (across && !distributed.isInitialized()) throw new SegtorchError('distributed: not initialised: call distributed.init() before evaluate() with distributed: true')
@@ -270,7 +270,7 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
     else if (perEpoch !== undefined && Number.isFinite(epochs)) schedule.total = Math.max(1, Math.floor(perEpoch * epochs / accumulate))
     else if (overTime) schedule.total = 1 << 30 // replaced before every step below
   }
-  const step = resolveStepOptions({ ...stepKeys, schedule }, model.config.numClasses, 'fit options', FIT_KEYS, model.device, model.config.backbone)
+  const step = resolveStepOptions({ ...stepKeys, schedule }, model.config.numClasses, 'fit options', FIT_KEYS, model.device, model.config)
 
   let state: FitState = { epoch: 0, batchInEpoch: 0, history: { epochs: [], steps: model.info().steps, stopped: 'completed' }, total: step.schedule.total ?? 0 }
   if (o.resume !== undefined) {

@@ -129,7 +129,7 @@ const disposeSymbol: symbol = (Symbol as unknown as { dispose?: symbol }).dispos
  */
 export abstract class InferenceModel<Native extends NativeInferenceModel = NativeInferenceModel> {
   abstract readonly device: string
-  abstract readonly config: Readonly<{ inChannels: number }>
+  abstract readonly config: Readonly<{ inChannels: number, arch?: string, backbone?: string }>
   #native: Native | undefined
   #batching: Required<BatchingOptions> | false = false
 
@@ -157,7 +157,7 @@ export abstract class InferenceModel<Native extends NativeInferenceModel = Nativ
   predict<N extends number, H extends number, W extends number> (images: Images<N, H, W>, options: PredictOptions & { output: 'probs' | 'logits' }): Promise<Tensor<'float32', readonly [N, number, H, W]>>
   predict (images: Images[], options?: PredictOptions): Promise<Tensor[]>
   async predict (images: Images | Images[], options?: PredictOptions): Promise<Tensor | Tensor[]> {
-    const o = resolvePredictOptions(this._inferenceDefaults('predict options', options), 'predict options', [], this.device)
+    const o = resolvePredictOptions(this._inferenceDefaults('predict options', options), 'predict options', [], this.device, this.config)
     const native = this._native()
     if (Array.isArray(images)) {
       const list = images.map((x, i) => checkImages(`images[${i}]`, x, this.config.inChannels))
@@ -277,7 +277,7 @@ export class Model extends InferenceModel<NativeModel> {
     const x = checkImages('images', images, this.config.inChannels)
     const y = checkMasks(masks, x)
     const { depth, ...rest } = v.optionsObject('trainStep options', options) as TrainStepOptions & { depth?: Tensor }
-    const o = resolveStepOptions(rest, this.config.numClasses, 'trainStep options', [], this.device, this.config.backbone)
+    const o = resolveStepOptions(rest, this.config.numClasses, 'trainStep options', [], this.device, this.config)
     const d = depth === undefined ? undefined : checkDepth(depth, x)
     return this._step(x, y, o, d)
   }
@@ -372,7 +372,7 @@ export class Model extends InferenceModel<NativeModel> {
   async checkGradients (images: Images, masks: Masks, options?: TrainStepOptions): Promise<string[]> {
     const x = checkImages('images', images, this.config.inChannels)
     const y = checkMasks(masks, x)
-    const o = resolveStepOptions(options, this.config.numClasses, 'checkGradients options', [], this.device, this.config.backbone)
+    const o = resolveStepOptions(options, this.config.numClasses, 'checkGradients options', [], this.device, this.config)
     const native = this._native()
     return withStack(() => native.checkGradients(x._native(), y._native(), o as unknown as Record<string, unknown>))
   }

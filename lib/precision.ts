@@ -2,11 +2,11 @@
 import { binding } from './binding'
 import * as v from './validate'
 
-let backendCache: { mkldnn: boolean, bf16: boolean } | undefined
-function cpuFeatures (): { mkldnn: boolean, bf16: boolean } {
+let backendCache: { mkldnn: boolean, bf16: boolean, libtorch1: boolean } | undefined
+function cpuFeatures (): { mkldnn: boolean, bf16: boolean, libtorch1: boolean } {
   if (backendCache === undefined) {
     const b = binding.backend()
-    backendCache = { mkldnn: b.mkldnn, bf16: b.bf16 }
+    backendCache = { mkldnn: b.mkldnn, bf16: b.bf16, libtorch1: Number.parseInt(b.libtorch, 10) < 2 }
   }
   return backendCache
 }
@@ -22,22 +22,46 @@ export function autoPrecision (device: string): 'fp32' | 'bf16' | 'fp16' {
  * plain 3x3 convolutions on large maps (VGG, U-Net's encoder). Measured on an AVX2 AMD EPYC
  * (bench/README.md, "An AVX2 CPU"): channels-last / NCHW training 0.66x SegNet (VGG16-BN), 0.68x
  * U-Net, 0.76x DeepLab v1 (VGG16); the ResNets were mixed (0.85-1.25x) and stay channels-last, the
- * MobileNets gain 1.35-2.1x. Inference stays channels-last (1.03-1.34x for these).
+ * MobileNets gain 1.35-2.1x. Inference stays channels-last (1.03-1.34x for these). Measured with
+ * libtorch 2.15; libtorch 1.x: CHANNELS_LAST_FP32_LIBTORCH1.
  */
 const NCHW_FP32_TRAINING: ReadonlySet<string> = new Set(['vgg16', 'vgg16_bn', 'none'])
 
+/** Which network a layout is chosen for (a model's config): 'auto' depends on it in places. */
+export interface NetworkKind { readonly arch?: string, readonly backbone?: string }
+
 /**
- * What channelsLast 'auto' means on `device`: on with CUDA (cuDNN) and with oneDNN on the CPU, except
- * for fp32 training of `backbone` on a CPU without native bf16 when it is one of NCHW_FP32_TRAINING.
- * bf16 stays channels-last there: libtorch 1.13's NCHW bf16 convolution on such a CPU accumulates in
- * bf16 (one 256-channel 3x3 convolution: relative error 0.10 against 0.002 channels-last, measured
- * on an AVX2 EPYC; test/export-check.ts).
+ * The networks that run fp32 faster channels-last than NCHW on libtorch 1.x (Debian's 1.13, the
+ * default build) on a CPU without native bf16: the depthwise-separable backbones, and LW-RefineNet
+ * and ICNet (light heads). Everything else runs NCHW there, training and predictions: libtorch
+ * 1.13's channels-last fp32 convolutions on such a CPU measured 1.1-1.9x slower for predictions of
+ * 13 of 16 architectures and 1.1-1.6x for training the ResNet networks with heavy heads (FCN,
+ * DeepLab v2 / v3 / v3+, PSPNet, UPerNet, RefineNet, DFN), while LR-ASPP and MTRefineNet
+ * (MobileNets), LW-RefineNet and ICNet trained 1.04-1.6x faster channels-last (bench/README.md, "Debian's PyTorch
+ * 1.13 on the AVX2 CPU"). libtorch 2.x's channels-last convolutions do not have this gap.
  */
-export function autoChannelsLast (device: string, task: 'train' | 'predict' = 'predict', backbone?: string, precision = 'fp32'): boolean {
+const CHANNELS_LAST_FP32_LIBTORCH1 = { backbones: new Set(['mobilenetv2', 'mobilenetv3_large']), archs: new Set(['lwrefinenet', 'icnet']) }
+
+/**
+ * What channelsLast 'auto' means on `device` for `precision` and the network `net`: on with CUDA
+ * (cuDNN), and on the CPU with oneDNN, except in fp32 on a CPU without native bf16: there libtorch
+ * 1.x runs NCHW but for the networks of CHANNELS_LAST_FP32_LIBTORCH1, and libtorch 2.x trains
+ * NCHW_FP32_TRAINING's backbones NCHW. bf16 stays channels-last everywhere: libtorch 1.13's NCHW
+ * bf16 convolution on such a CPU accumulates in bf16 (one 256-channel 3x3 convolution: relative
+ * error 0.10 against 0.002 channels-last, measured on an AVX2 EPYC; test/export-check.ts). A network
+ * not known (`net` undefined: a TorchScript model) counts as none of the named ones.
+ */
+export function autoChannelsLast (device: string, task: 'train' | 'predict' = 'predict', net?: NetworkKind, precision = 'fp32'): boolean {
   if (device.startsWith('cuda')) return true
   const f = cpuFeatures()
   if (!f.mkldnn) return false
-  return !(task === 'train' && precision === 'fp32' && !f.bf16 && backbone !== undefined && NCHW_FP32_TRAINING.has(backbone))
+  if (precision !== 'fp32' || f.bf16) return true
+  const { arch, backbone } = net ?? {}
+  if (f.libtorch1) {
+    return (backbone !== undefined && CHANNELS_LAST_FP32_LIBTORCH1.backbones.has(backbone)) ||
+      (arch !== undefined && CHANNELS_LAST_FP32_LIBTORCH1.archs.has(arch))
+  }
+  return !(task === 'train' && backbone !== undefined && NCHW_FP32_TRAINING.has(backbone))
 }
 
 export function resolvePrecision<P extends string> (value: unknown, allowed: readonly P[], device: string): P {
@@ -49,7 +73,7 @@ export function resolvePrecision<P extends string> (value: unknown, allowed: rea
   return resolved
 }
 
-export function resolveChannelsLast (value: unknown, device: string, task: 'train' | 'predict' = 'predict', backbone?: string, precision?: string): boolean {
-  if (value === undefined || value === 'auto') return autoChannelsLast(device, task, backbone, precision)
+export function resolveChannelsLast (value: unknown, device: string, task: 'train' | 'predict' = 'predict', net?: NetworkKind, precision?: string): boolean {
+  if (value === undefined || value === 'auto') return autoChannelsLast(device, task, net, precision)
   return v.boolean('channelsLast', value)
 }

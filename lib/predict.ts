@@ -1,7 +1,7 @@
 /** Predict and evaluate options: the types users pass and their resolution (every default filled). */
 import { CrfOptions, resolveCrfOptions, ResolvedCrfOptions } from './crf'
 import { typeError } from './errors'
-import { resolveChannelsLast, resolvePrecision } from './precision'
+import { NetworkKind, resolveChannelsLast, resolvePrecision } from './precision'
 import * as v from './validate'
 
 export interface PredictOptions {
@@ -21,7 +21,8 @@ export interface PredictOptions {
   precision?: 'auto' | 'fp32' | 'bf16' | 'fp16'
   /**
    * Channels-last layout. Default 'auto': on with oneDNN or CUDA, except with an explicit
-   * `precision: 'fp32'` (off: the reference's NCHW kernels).
+   * `precision: 'fp32'` (off: the reference's NCHW kernels) and, with libtorch 1.x in fp32 on a CPU
+   * without native bf16, for the networks that run faster in NCHW there (README, Speed defaults).
    */
   channelsLast?: boolean | 'auto'
   /**
@@ -63,7 +64,7 @@ function pair (name: string, value: unknown, def: [number, number]): [number, nu
 /** Predict options with every default filled: what the native side receives. */
 export type ResolvedPredictOptions = Required<Omit<PredictOptions, 'crf'>> & { crf?: ResolvedCrfOptions, crop: [number, number], stride: [number, number], precision: 'fp32' | 'bf16' | 'fp16', channelsLast: boolean }
 
-export function resolvePredictOptions (options: unknown, where = 'predict options', extraKeys: readonly string[] = [], device = 'cpu'): ResolvedPredictOptions {
+export function resolvePredictOptions (options: unknown, where = 'predict options', extraKeys: readonly string[] = [], device = 'cpu', net?: NetworkKind): ResolvedPredictOptions {
   const o = v.optionsObject(where, options)
   v.checkKeys(where, o, [...PREDICT_KEYS, ...extraKeys])
   const mode = o.mode === undefined ? 'whole' : v.oneOf('mode', o.mode, ['whole', 'slide'] as const)
@@ -80,6 +81,7 @@ export function resolvePredictOptions (options: unknown, where = 'predict option
   // An explicit fp32 asks for the reference's arithmetic: unfolded BatchNorm, NCHW (see PredictOptions).
   const exact = o.precision === 'fp32'
   if (crf && output === 'logits') throw new RangeError("Expected output 'labels' or 'probs' with crf (it refines probabilities) but received 'logits'")
+  const precision = resolvePrecision(o.precision, ['fp32', 'bf16', 'fp16'] as const, device)
   return {
     mode,
     crop,
@@ -87,8 +89,8 @@ export function resolvePredictOptions (options: unknown, where = 'predict option
     scales,
     flip: o.flip === undefined ? false : v.boolean('flip', o.flip),
     output,
-    precision: resolvePrecision(o.precision, ['fp32', 'bf16', 'fp16'] as const, device),
-    channelsLast: exact && (o.channelsLast === undefined || o.channelsLast === 'auto') ? false : resolveChannelsLast(o.channelsLast, device),
+    precision,
+    channelsLast: exact && (o.channelsLast === undefined || o.channelsLast === 'auto') ? false : resolveChannelsLast(o.channelsLast, device, 'predict', net, precision),
     foldBatchNorm: o.foldBatchNorm === undefined ? !exact : v.boolean('foldBatchNorm', o.foldBatchNorm),
     compile: o.compile === undefined ? false : v.boolean('compile', o.compile),
     ...(crf ? { crf } : {})

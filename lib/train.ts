@@ -5,7 +5,7 @@
  */
 import { binding } from './binding'
 import { typeError, withStack } from './errors'
-import { resolveChannelsLast, resolvePrecision } from './precision'
+import { NetworkKind, resolveChannelsLast, resolvePrecision } from './precision'
 import { Tensor } from './tensor'
 import * as v from './validate'
 
@@ -109,8 +109,8 @@ export interface TrainStepOptions {
   precision?: 'auto' | 'fp32' | 'bf16' | 'fp16'
   /**
    * Channels-last memory layout (faster convolutions with oneDNN / cuDNN). Default 'auto': on with oneDNN
-   * or CUDA, except VGG backbones and U-Net on a CPU without native bf16, which train faster in NCHW
-   * there (README, Speed defaults); false turns it off.
+   * or CUDA, except in fp32 on a CPU without native bf16, where most networks train faster in NCHW
+   * (which ones depends on the libtorch version: README, Speed defaults); false turns it off.
    */
   channelsLast?: boolean | 'auto'
   /** Clip the gradients' global L2 norm to this (0 = off). */
@@ -196,7 +196,7 @@ export function resolveOptimizer (options: unknown): Required<OptimizerOptions> 
 /** Step options with every default filled: what the native step receives. */
 export type ResolvedStepOptions = Required<TrainStepOptions> & { precision: 'fp32' | 'bf16' | 'fp16', channelsLast: boolean }
 
-export function resolveStepOptions (options: unknown, numClasses?: number, where = 'trainStep options', extraKeys: readonly string[] = [], device = 'cpu', backbone?: string): ResolvedStepOptions {
+export function resolveStepOptions (options: unknown, numClasses?: number, where = 'trainStep options', extraKeys: readonly string[] = [], device = 'cpu', net?: NetworkKind): ResolvedStepOptions {
   const o = v.optionsObject(where, options)
   v.checkKeys(where, o, [...STEP_KEYS, ...extraKeys])
   if (o.lossOptions !== undefined && (o.lossOptions as Record<string, unknown>).ignoreIndex !== undefined) {
@@ -213,7 +213,7 @@ export function resolveStepOptions (options: unknown, numClasses?: number, where
     noDecayOnNormAndBias: o.noDecayOnNormAndBias === undefined ? false : v.boolean('noDecayOnNormAndBias', o.noDecayOnNormAndBias),
     schedule: resolveSchedule(o.schedule),
     precision,
-    channelsLast: resolveChannelsLast(o.channelsLast, device, 'train', backbone, precision),
+    channelsLast: resolveChannelsLast(o.channelsLast, device, 'train', net, precision),
     clipGradNorm: o.clipGradNorm === undefined ? 0 : v.number('clipGradNorm', o.clipGradNorm, 0),
     accumulate: o.accumulate === undefined ? 1 : v.integer('accumulate', o.accumulate, 1, 1024),
     depthLoss: o.depthLoss === undefined ? 'berhu' : v.oneOf('depthLoss', o.depthLoss, ['l1', 'berhu'] as const),

@@ -30,7 +30,7 @@ describe('PyTorch state dicts', function () {
       // that layout too, so both sides run the same convolution kernels (NCHW weights would pick
       // others and differ by fp32 reduction noise, ~5e-5 of the output's scale here).
       await m.trainStep(randomImages(2, 3, 64, 64), randomMasks(2, 64, 64, 21), { optimizer: { lr: 0.01 } })
-      const layout = autoChannelsLast('cpu', 'train', m.config.backbone) ? ['channels_last'] : []
+      const layout = autoChannelsLast('cpu', 'train', m.config) ? ['channels_last'] : []
       const ours = path.join(twin.dir, 'ours.pt')
       await m.saveStateDict(ours)
       const expected = (await m.forward(twin.x)).dataSync()

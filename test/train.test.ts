@@ -2,7 +2,7 @@ import * as assert from 'assert'
 import * as fs from 'fs'
 import * as path from 'path'
 import { backend, Batch, createModel, loadModel, Model, SegtorchError, tensor } from '../lib'
-import { autoChannelsLast, autoPrecision } from '../lib/model'
+import { autoChannelsLast, autoPrecision, resolvePredictOptions } from '../lib/model'
 import { resolveStepOptions } from '../lib/train'
 import { randomImages, randomMasks, rejects, tmpdir } from './helpers'
 
@@ -184,23 +184,36 @@ describe('trainStep with depth targets', () => {
 })
 
 describe("'auto' precision and layout (README, Speed defaults)", () => {
-  it('channels-last with oneDNN, except fp32 training of VGG backbones and U-Net on a CPU without native bf16', () => {
+  it('channels-last with oneDNN, except in fp32 on a CPU without native bf16: libtorch 1.x NCHW but for the MobileNets, LW-RefineNet and ICNet, 2.x trains VGG backbones and U-Net NCHW', () => {
     const b = backend()
-    for (const backbone of ['vgg16', 'vgg16_bn', 'none', 'resnet50', 'mobilenetv2', 'mobilenetv3_large']) {
+    const libtorch1 = Number.parseInt(b.libtorch, 10) < 2
+    const nets: Array<[string, string]> = [['fcn', 'vgg16'], ['segnet', 'vgg16_bn'], ['unet', 'none'], ['fcn', 'resnet50'], ['deeplabv3plus', 'xception65'],
+      ['lwrefinenet', 'resnet50'], ['icnet', 'resnet50'], ['deeplabv3', 'mobilenetv3_large'], ['mtrefinenet', 'mobilenetv2'], ['lraspp', 'mobilenetv3_large']]
+    for (const [arch, backbone] of nets) {
+      const net = { arch, backbone }
+      const what = `${arch}/${backbone}`
       const plain = ['vgg16', 'vgg16_bn', 'none'].includes(backbone)
-      const train = b.mkldnn && !(plain && !b.bf16)
-      assert.strictEqual(autoChannelsLast('cpu', 'predict', backbone), b.mkldnn, backbone)
-      assert.strictEqual(autoChannelsLast('cpu', 'train', backbone), train, backbone)
-      assert.strictEqual(autoChannelsLast('cuda:0', 'train', backbone), true, backbone)
+      const fastCl = ['mobilenetv2', 'mobilenetv3_large'].includes(backbone) || ['lwrefinenet', 'icnet'].includes(arch)
+      const predict = b.mkldnn && (b.bf16 || !libtorch1 || fastCl)
+      const train = b.mkldnn && (b.bf16 || (libtorch1 ? fastCl : !plain))
+      assert.strictEqual(autoChannelsLast('cpu', 'predict', net), predict, what)
+      assert.strictEqual(autoChannelsLast('cpu', 'train', net), train, what)
+      // What predict / evaluate resolve from no options; an explicit bf16 stays channels-last; an explicit fp32 is NCHW.
+      assert.strictEqual(resolvePredictOptions({}, 'predict options', [], 'cpu', net).channelsLast, predict, what)
+      assert.strictEqual(resolvePredictOptions({ precision: 'bf16' }, 'predict options', [], 'cpu', net).channelsLast, b.mkldnn, what)
+      assert.strictEqual(resolvePredictOptions({ precision: 'fp32' }, 'predict options', [], 'cpu', net).channelsLast, false, what)
+      assert.strictEqual(autoChannelsLast('cuda:0', 'train', net), true, what)
       // What trainStep / fit resolve from no options, and an explicit choice always wins.
-      assert.strictEqual(resolveStepOptions({}, 3, 'trainStep options', [], 'cpu', backbone).channelsLast, train, backbone)
-      assert.strictEqual(resolveStepOptions({ channelsLast: 'auto' }, 3, 'trainStep options', [], 'cpu', backbone).channelsLast, train, backbone)
+      assert.strictEqual(resolveStepOptions({}, 3, 'trainStep options', [], 'cpu', net).channelsLast, train, what)
+      assert.strictEqual(resolveStepOptions({ channelsLast: 'auto' }, 3, 'trainStep options', [], 'cpu', net).channelsLast, train, what)
       // bf16 stays channels-last (libtorch 1.13's NCHW bf16 convolution accumulates in bf16 without native bf16).
-      assert.strictEqual(autoChannelsLast('cpu', 'train', backbone, 'bf16'), b.mkldnn, backbone)
-      assert.strictEqual(resolveStepOptions({ precision: 'bf16' }, 3, 'trainStep options', [], 'cpu', backbone).channelsLast, b.mkldnn, backbone)
-      assert.strictEqual(resolveStepOptions({ channelsLast: true }, 3, 'trainStep options', [], 'cpu', backbone).channelsLast, true, backbone)
-      assert.strictEqual(resolveStepOptions({ channelsLast: false }, 3, 'trainStep options', [], 'cpu', backbone).channelsLast, false, backbone)
+      assert.strictEqual(autoChannelsLast('cpu', 'train', net, 'bf16'), b.mkldnn, what)
+      assert.strictEqual(resolveStepOptions({ precision: 'bf16' }, 3, 'trainStep options', [], 'cpu', net).channelsLast, b.mkldnn, what)
+      assert.strictEqual(resolveStepOptions({ channelsLast: true }, 3, 'trainStep options', [], 'cpu', net).channelsLast, true, what)
+      assert.strictEqual(resolveStepOptions({ channelsLast: false }, 3, 'trainStep options', [], 'cpu', net).channelsLast, false, what)
     }
+    // A network not known (a TorchScript model): none of the named ones.
+    assert.strictEqual(autoChannelsLast('cpu', 'predict'), b.mkldnn && (b.bf16 || !libtorch1))
     assert.strictEqual(autoPrecision('cpu'), b.bf16 ? 'bf16' : 'fp32')
     assert.strictEqual(autoPrecision('cuda:0'), 'fp16')
   })
