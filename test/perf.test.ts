@@ -6,6 +6,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { backend, cpuMemoryStats, CpuMemoryStats, createModel, emptyCpuCache, loadModel, Model, ModelOptions, tensor } from '../lib'
 import { readImage } from '../lib/data'
+import { autoChannelsLast } from '../lib/model'
 import { CHILD_REGISTER, randomImages, randomMasks, rejects, ROOT, runPredictionChild, savePredictionCases, tmpdir } from './helpers'
 
 function maxDiff (a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -124,14 +125,16 @@ describe('BatchNorm folding for predict', () => {
 })
 
 describe('precision and layout defaults', () => {
-  it("'auto' is bf16 on a CPU with native bf16, fp32 elsewhere; channels-last with oneDNN", async () => {
+  it("'auto' is bf16 on a CPU with native bf16, fp32 elsewhere; the layout autoChannelsLast picks", async () => {
     const b = backend()
     const model = await createModel({ arch: 'fcn', backbone: 'resnet18', numClasses: 3 })
     try {
       const x = randomImages(1, 3, 48, 48, 21)
       const byDefault = (await model.predict(x, { output: 'logits' })).dataSync()
       // The defaults fold BatchNorm; an explicit 'fp32' alone would not (it asks for the reference's arithmetic).
-      const explicit = (await model.predict(x, { output: 'logits', precision: b.bf16 ? 'bf16' : 'fp32', channelsLast: b.mkldnn, foldBatchNorm: true })).dataSync()
+      const precision = b.bf16 ? 'bf16' : 'fp32'
+      const channelsLast = autoChannelsLast('cpu', 'predict', model.config, precision)
+      const explicit = (await model.predict(x, { output: 'logits', precision, channelsLast, foldBatchNorm: true })).dataSync()
       assert.strictEqual(maxDiff(byDefault, explicit), 0)
       if (b.bf16) {
         const fp32 = (await model.predict(x, { output: 'logits', precision: 'fp32' })).dataSync()
@@ -166,7 +169,9 @@ describe('precision and layout defaults', () => {
           crop(images[k].data, y0, x0, x, k * S * S, (v) => v)
           crop(labels[k].data, y0, x0, y, k * S * S, (v) => v > 127 ? 1 : 0)
         }
-        await model.trainStep(tensor(x, [4, 1, S, S]), tensor(y, [4, S, S]), { optimizer: { type: 'adam', lr: 1e-3 } })
+        // Trained channels-last whatever 'auto' picks (NCHW with libtorch 1.x on a CPU without native bf16): the
+        // model this bound was set for. NCHW-trained, one run in eight fell below it (99.66-99.92 % in others).
+        await model.trainStep(tensor(x, [4, 1, S, S]), tensor(y, [4, S, S]), { optimizer: { type: 'adam', lr: 1e-3 }, channelsLast: true })
       }
       const test = await readImage(path.join(ROOT, 'data/membrane/train/image/10.png'), 1)
       const t = new Uint8Array(S * S)
