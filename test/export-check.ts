@@ -237,13 +237,30 @@ export async function checkExports (model: Model, sizes: Array<[number, number]>
         fs.linkSync(path.join(dir, `${name}.pt`), path.join(sub, `${name}.pt`))
         for (const ext of ['.in.bin', '.shape']) fs.linkSync(path.join(dir, `${arch}${ext}`), path.join(sub, `${name}${ext}`))
       }
-      checks.push(runInPython(python, sub, [arch, `${arch}-bf16`]).then((py) => {
-        const e32 = relativeError(py.logits[arch], ref)
-        const e16 = relativeError(py.logits[`${arch}-bf16`], ref)
-        assert.ok(e32 <= 1e-5, `${py.version}: fp32 TorchScript logits, relative error ${e32}`)
-        // bf16 kernels differ between PyTorch versions (oneDNN's): the same criterion as ours above.
-        assert.ok(e16 <= maxError, `${py.version}: bf16 TorchScript logits against fp32 forward(), relative error ${e16}`)
-      }))
+      checks.push((async () => {
+        // SegNet: a tie in a max-pooling window can move a region of the output (see the retries above),
+        // so up to 3 inputs here too, each a new one written over the links; a wrong export fails all.
+        let input = x
+        let expected = ref
+        for (let t = 0; ; t++) {
+          const py = await runInPython(python, sub, [arch, `${arch}-bf16`])
+          const e32 = relativeError(py.logits[arch], expected)
+          if (e32 > 1e-5 && arch === 'segnet' && t < 2) {
+            input = randomImages(1, channels, h, w, seed + 1000 * (t + 1))
+            expected = (await model.forward(input)).dataSync() as Float32Array
+            for (const name of [arch, `${arch}-bf16`]) {
+              fs.rmSync(path.join(sub, `${name}.in.bin`))
+              fs.writeFileSync(path.join(sub, `${name}.in.bin`), input.dataSync() as Float32Array)
+            }
+            continue
+          }
+          const e16 = relativeError(py.logits[`${arch}-bf16`], expected)
+          assert.ok(e32 <= 1e-5, `${py.version}: fp32 TorchScript logits, relative error ${e32}`)
+          // bf16 kernels differ between PyTorch versions (oneDNN's): the same criterion as ours above.
+          assert.ok(e16 <= maxError, `${py.version}: bf16 TorchScript logits against fp32 forward(), relative error ${e16}`)
+          return
+        }
+      })())
     }
     await Promise.all(checks)
     return { torchscript, onnx, errors, bf16 }
