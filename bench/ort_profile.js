@@ -47,11 +47,9 @@ function exportTwin (file) {
   const r = spawnSync(python, [path.join(__dirname, 'suite.py'), JSON.stringify(c)], { encoding: 'utf8' })
   if (r.status === 0 && fs.existsSync(file)) return 'the PyTorch twin (bench/suite.py)'
   const why = ((r.stderr || '').trim().split('\n').filter((l) => /Error|Exception/.test(l)).pop() || 'failed').slice(0, 160)
-  const ours = spawnSync(process.execPath, ['-e', `
-    const st = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))})
-    const [arch, backbone] = ${JSON.stringify(model)}.split('/')
-    st.createModel({ arch, ...(backbone && backbone !== 'none' ? { backbone } : {}), numClasses: 21, aux: false })
-      .then((m) => m.exportOnnx(${JSON.stringify(file)})).catch((e) => { console.error(e.message); process.exit(1) })`], { encoding: 'utf8' })
+  // bench/suite.js's own 'export' child (segtorch's exporter, as the suite's onnxruntime column uses).
+  const ours = spawnSync(process.execPath, [path.join(__dirname, 'suite.js')],
+    { encoding: 'utf8', env: { ...process.env, SEGTORCH_SUITE_CHILD: JSON.stringify({ side: 'export', model, onnx: file, threads }) } })
   if (ours.status !== 0) throw new Error(`export failed: ${why}; segtorch's exporter: ${ours.stderr.trim()}`)
   return `segtorch's exporter (PyTorch's: ${why})`
 }

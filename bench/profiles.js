@@ -48,6 +48,7 @@ const started = Date.now()
 const runs = []
 for (const arch of archs) {
   for (const task of tasks) {
+    const first = runs.length
     const ours = profile([path.join(__dirname, 'profile-segtorch.js'), arch, task, '--steps', steps, '--warmup', warmup], process.execPath,
       (stdout) => { const m = /([\d /]+) ms per (?:step|image) while profiled/.exec(stdout); return m ? median(m[1].trim().split(' / ').map(Number)) : NaN })
     runs.push({ arch, task, contender: 'segtorch defaults', ...ours })
@@ -63,7 +64,7 @@ for (const arch of archs) {
         (_, out) => out.msUnprofiled)
       runs.push({ arch, task, contender: `PT ${v}`, ...pt })
     }
-    for (const r of runs.slice(-1 - variants.filter((v) => v !== 'ort' || task === 'infer').length)) {
+    for (const r of runs.slice(first)) {
       console.error(`${arch} ${task} ${r.contender}: ${r.error ? `error: ${r.error}` : `${r.wallMs.toFixed(0)} ms, ops ${Object.values(r.groupsMs).reduce((a, b) => a + b, 0).toFixed(0)} ms`}`)
     }
   }
