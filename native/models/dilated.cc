@@ -69,8 +69,14 @@ class Dilated : public SegmentationModel {
 
   SegOutput forward(const torch::Tensor& x) override {
     auto h = backbone_->forward(x).back();  // stride 8
-    // fc6 on the CPU by space-to-batch: libtorch's dilated 7x7 kernel is very slow to differentiate there.
-    h = h.is_cpu() && !Tracing() ? ConvSpaceToBatch(h, fc6_->weight, fc6_->bias, fc6_->options.dilation()->at(0)) : fc6_(h);
+    // fc6 on the CPU by space-to-batch where that is faster (bench/README.md, "dilated on the AVX2 CPU"):
+    // whenever a gradient may be asked for (oneDNN's weight gradient of this 7x7 dilation-4 kernel falls
+    // back to its reference loops: minutes per step) and for NCHW inputs (1x512x64x64, 2 cores: 5.2
+    // against 6.4 s); channels-last inference runs oneDNN's dilated kernel directly (4.4 against 5.4 s).
+    const bool grad = at::GradMode::is_enabled() && fc6_->weight.requires_grad();
+    const bool channels_last = h.dim() == 4 && !h.is_contiguous() && h.is_contiguous(at::MemoryFormat::ChannelsLast);
+    const bool s2b = h.is_cpu() && !Tracing() && (grad || !channels_last);
+    h = s2b ? ConvSpaceToBatch(h, fc6_->weight, fc6_->bias, fc6_->options.dilation()->at(0)) : fc6_(h);
     h = drop6_(torch::relu(h));
     h = drop7_(torch::relu(fc7_(h)));
     h = final_(h);

@@ -1,5 +1,7 @@
 import * as assert from 'assert'
 import { createModel } from '../../lib'
+import { randomImages } from '../helpers'
+import { relativeError } from '../export-check'
 import { describeArchitecture } from './shared'
 
 describeArchitecture({
@@ -47,5 +49,24 @@ describe('architecture dilated', () => {
     assert.strictEqual(narrow.info().parameters, 134346581 - (4096 * 512 * 49 + 4096 + 4096 * 4096 + 4096 + 21 * 4096 + 21) + (64 * 512 * 49 + 64 + 64 * 64 + 64 + 21 * 64 + 21))
     narrow.dispose()
     assert.deepStrictEqual([shapes['fc6.weight'], shapes['fc7.weight'], shapes['final.weight']], [[64, 512, 7, 7], [64, 64, 1, 1], [21, 64, 1, 1]])
+  })
+
+  it('gives the same fc6 by space-to-batch (NCHW) and by the dilated kernel (channels-last inference)', async () => {
+    // On the CPU fc6 runs as an undilated convolution over the 4 x 4 phase-subsampled map for NCHW inputs
+    // and whenever gradients may be asked for; channels-last predictions call the dilated kernel.
+    const m = await createModel({ arch: 'dilated', numClasses: 3, fcChannels: 64 })
+    try {
+      for (const [h, w] of [[67, 45], [64, 64]]) {
+        const x = randomImages(1, 3, h, w, 9)
+        const o = { output: 'logits' as const, precision: 'fp32' as const }
+        const nchw = (await m.predict(x, { ...o, channelsLast: false })).dataSync() as Float32Array
+        const cl = (await m.predict(x, { ...o, channelsLast: true })).dataSync() as Float32Array
+        assert.strictEqual(nchw.length, 3 * h * w)
+        const err = relativeError(cl, nchw)
+        assert.ok(err <= 1e-4, `${h}x${w}: relative error ${err}`)
+      }
+    } finally {
+      m.dispose()
+    }
   })
 })
