@@ -54,6 +54,11 @@ export interface Backend {
    * call. false on libtorch 1.13 (no such operator) or with SEGTORCH_PREPACK=0.
    */
   prepack: boolean
+  /**
+   * libtorch has NNPACK, whose Winograd 3x3 convolution predict's `winograd` option uses (PyPI's
+   * torch 2.x has it; Debian's libtorch 1.13 has not).
+   */
+  winograd: boolean
   /** The CPU's model name and its widest matrix instructions (results differ by kind: AMX, AVX512-BF16, AVX2). */
   cpu: { model: string, isa: 'AMX' | 'AVX512-BF16' | 'AVX512' | 'AVX2' | 'other' }
   /**

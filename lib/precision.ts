@@ -2,11 +2,19 @@
 import { binding } from './binding'
 import * as v from './validate'
 
-let backendCache: { mkldnn: boolean, bf16: boolean, libtorch1: boolean } | undefined
-function cpuFeatures (): { mkldnn: boolean, bf16: boolean, libtorch1: boolean } {
+interface CpuFeatures { mkldnn: boolean, bf16: boolean, libtorch1: boolean, winograd: boolean, avx512: boolean, libtorch: string }
+let backendCache: CpuFeatures | undefined
+function cpuFeatures (): CpuFeatures {
   if (backendCache === undefined) {
     const b = binding.backend()
-    backendCache = { mkldnn: b.mkldnn, bf16: b.bf16, libtorch1: Number.parseInt(b.libtorch, 10) < 2 }
+    backendCache = {
+      mkldnn: b.mkldnn,
+      bf16: b.bf16,
+      libtorch1: Number.parseInt(b.libtorch, 10) < 2,
+      winograd: b.winograd === true,
+      avx512: b.cpu.isa !== 'AVX2' && b.cpu.isa !== 'other',
+      libtorch: b.libtorch
+    }
   }
   return backendCache
 }
@@ -51,6 +59,37 @@ const CHANNELS_LAST_FP32_LIBTORCH1 = { backbones: new Set(['mobilenetv2', 'mobil
  * error 0.10 against 0.002 channels-last, measured on an AVX2 EPYC; test/export-check.ts). A network
  * not known (`net` undefined: a TorchScript model) counts as none of the named ones.
  */
+/**
+ * The networks whose fp32 predictions run faster with NNPACK's Winograd 3x3 convolutions in NCHW than
+ * with oneDNN's channels-last ones, on a CPU without AVX-512 (measured on an AVX2 AMD EPYC with PyPI's
+ * torch 2.15, 1x3x512x512, bench/README.md "Winograd"): U-Net 1.5x, SegNet 1.4x, DeepLab v1 1.2-1.6x,
+ * UPerNet 1.8-2.1x, FCN 1.1x; networks whose 3x3 convolutions are dilated or on small maps (DeepLab
+ * v2 / v3 / v3+, the MobileNets) gained nothing and keep oneDNN.
+ */
+const WINOGRAD_ARCHS: ReadonlySet<string> = new Set(['unet', 'segnet', 'deeplabv1', 'upernet', 'fcn'])
+
+/**
+ * What predict's winograd 'auto' means: on for the networks of WINOGRAD_ARCHS in fp32 on a CPU
+ * without AVX-512 or native bf16, where libtorch has NNPACK; off everywhere else (not measured on
+ * AVX-512 CPUs, whose oneDNN kernels are stronger; fp32 there is not 'auto' precision anyway).
+ */
+export function autoWinograd (device: string, net: NetworkKind | undefined, precision: string): boolean {
+  if (!device.startsWith('cpu') || precision !== 'fp32') return false
+  const f = cpuFeatures()
+  return f.winograd && !f.bf16 && !f.avx512 && net?.arch !== undefined && WINOGRAD_ARCHS.has(net.arch)
+}
+
+/** predict's winograd option: true needs a CPU device, fp32 and a libtorch with NNPACK. */
+export function resolveWinograd (value: unknown, device: string, net: NetworkKind | undefined, precision: string, exact: boolean): boolean {
+  if (value === undefined || value === 'auto') return !exact && autoWinograd(device, net, precision)
+  const on = v.boolean('winograd', value)
+  if (!on) return false
+  if (!device.startsWith('cpu')) throw new RangeError(`Expected winograd false or 'auto' on ${device} (NNPACK's Winograd convolution is a CPU path) but received true`)
+  if (precision !== 'fp32') throw new RangeError(`Expected precision 'fp32' with winograd: true (NNPACK computes in float32) but received '${precision}'`)
+  if (!cpuFeatures().winograd) throw new RangeError(`Expected a libtorch with NNPACK for winograd: true (PyPI's torch 2.x has it) but this one (${cpuFeatures().libtorch}) has none`)
+  return true
+}
+
 export function autoChannelsLast (device: string, task: 'train' | 'predict' = 'predict', net?: NetworkKind, precision = 'fp32'): boolean {
   if (device.startsWith('cuda')) return true
   const f = cpuFeatures()

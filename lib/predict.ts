@@ -1,7 +1,7 @@
 /** Predict and evaluate options: the types users pass and their resolution (every default filled). */
 import { CrfOptions, resolveCrfOptions, ResolvedCrfOptions } from './crf'
 import { typeError } from './errors'
-import { NetworkKind, resolveChannelsLast, resolvePrecision } from './precision'
+import { NetworkKind, resolveChannelsLast, resolvePrecision, resolveWinograd } from './precision'
 import * as v from './validate'
 
 export interface PredictOptions {
@@ -45,6 +45,18 @@ export interface PredictOptions {
    */
   compile?: boolean
   /**
+   * fp32 3x3 convolutions (stride 1, at least 64 x 64 pixels and 64 channels in and out) by NNPACK's
+   * Winograd F(6x6, 3x3) algorithm instead of oneDNN's direct one, in NCHW, where libtorch has
+   * NNPACK (PyPI's torch 2.x; Debian's 1.13 has not). About 2x fewer multiplications: on a CPU
+   * without AVX-512 whole predictions of VGG / U-Net-like networks measured 1.1-2.1x faster
+   * (bench/README.md, "Winograd"); logits within about 2e-5 relative of the direct convolution's.
+   * Default 'auto': on for the networks where it measured faster, in fp32 on a CPU without AVX-512
+   * or native bf16 (channelsLast 'auto' then means NCHW); off with an explicit `precision: 'fp32'`
+   * (the reference's arithmetic), with `compile: true` (compiled graphs keep oneDNN) and elsewhere.
+   * true asks for it on any network (NCHW only: not with channelsLast: true).
+   */
+  winograd?: boolean | 'auto'
+  /**
    * Dense CRF (DeepLab v1/v2) on the averaged probabilities, at the images' colours (float images
    * are un-normalised with the model's mean and std): `true` for the defaults or CrfOptions.
    * Needs output 'labels' or 'probs'. Default false.
@@ -52,7 +64,7 @@ export interface PredictOptions {
   crf?: boolean | CrfOptions
 }
 
-const PREDICT_KEYS = ['mode', 'crop', 'stride', 'scales', 'flip', 'output', 'precision', 'channelsLast', 'foldBatchNorm', 'compile', 'crf'] as const
+const PREDICT_KEYS = ['mode', 'crop', 'stride', 'scales', 'flip', 'output', 'precision', 'channelsLast', 'foldBatchNorm', 'compile', 'winograd', 'crf'] as const
 
 function pair (name: string, value: unknown, def: [number, number]): [number, number] {
   if (value === undefined) return def
@@ -62,7 +74,7 @@ function pair (name: string, value: unknown, def: [number, number]): [number, nu
 }
 
 /** Predict options with every default filled: what the native side receives. */
-export type ResolvedPredictOptions = Required<Omit<PredictOptions, 'crf'>> & { crf?: ResolvedCrfOptions, crop: [number, number], stride: [number, number], precision: 'fp32' | 'bf16' | 'fp16', channelsLast: boolean }
+export type ResolvedPredictOptions = Required<Omit<PredictOptions, 'crf'>> & { crf?: ResolvedCrfOptions, crop: [number, number], stride: [number, number], precision: 'fp32' | 'bf16' | 'fp16', channelsLast: boolean, winograd: boolean }
 
 export function resolvePredictOptions (options: unknown, where = 'predict options', extraKeys: readonly string[] = [], device = 'cpu', net?: NetworkKind): ResolvedPredictOptions {
   const o = v.optionsObject(where, options)
@@ -82,6 +94,12 @@ export function resolvePredictOptions (options: unknown, where = 'predict option
   const exact = o.precision === 'fp32'
   if (crf && output === 'logits') throw new RangeError("Expected output 'labels' or 'probs' with crf (it refines probabilities) but received 'logits'")
   const precision = resolvePrecision(o.precision, ['fp32', 'bf16', 'fp16'] as const, device)
+  const compile = o.compile === undefined ? false : v.boolean('compile', o.compile)
+  const winograd = resolveWinograd(o.winograd, device, net, precision, exact)
+  if (o.winograd === true && compile) throw new RangeError('Expected compile false with winograd: true (compiled graphs run oneDNN\'s convolutions) but received compile: true')
+  if (o.winograd === true && o.channelsLast === true) throw new RangeError('Expected channelsLast false or \'auto\' with winograd: true (NNPACK runs NCHW) but received true')
+  // 'auto' gives way to an explicit channels-last layout and to compiled graphs.
+  const useWinograd = winograd && !compile && o.channelsLast !== true
   return {
     mode,
     crop,
@@ -90,9 +108,10 @@ export function resolvePredictOptions (options: unknown, where = 'predict option
     flip: o.flip === undefined ? false : v.boolean('flip', o.flip),
     output,
     precision,
-    channelsLast: exact && (o.channelsLast === undefined || o.channelsLast === 'auto') ? false : resolveChannelsLast(o.channelsLast, device, 'predict', net, precision),
+    channelsLast: (exact || useWinograd) && (o.channelsLast === undefined || o.channelsLast === 'auto') ? false : resolveChannelsLast(o.channelsLast, device, 'predict', net, precision),
     foldBatchNorm: o.foldBatchNorm === undefined ? !exact : v.boolean('foldBatchNorm', o.foldBatchNorm),
-    compile: o.compile === undefined ? false : v.boolean('compile', o.compile),
+    compile,
+    winograd: useWinograd,
     ...(crf ? { crf } : {})
   }
 }

@@ -1,5 +1,7 @@
 import * as assert from 'assert'
-import { createModel, Model, tensor, Tensor } from '../lib'
+import { backend, createModel, Model, tensor, Tensor } from '../lib'
+import { resolvePredictOptions } from '../lib/model'
+import { relativeError } from './export-check'
 import { randomImages, randomMasks, rejects } from './helpers'
 
 /** Crops [1, C, H, W] float32 data to rows y0..y0+h, cols x0..x0+w. */
@@ -161,5 +163,61 @@ describe('inference as the papers evaluate', () => {
     await rejects(model.predict(x, { scales: [0] }), RangeError, /scales\[0\]/)
     await rejects(model.predict(x, { output: 'mask' as never }), RangeError, /output/)
     await rejects(model.predict(x, { crops: 32 } as never), TypeError, /Unknown option 'crops'/)
+  })
+})
+
+describe("winograd: NNPACK's Winograd 3x3 convolutions in predictions", () => {
+  it('resolves: on by the measured rule, off with an explicit fp32, compile or channels-last; clear errors for what cannot run', async () => {
+    const b = backend()
+    const cpu = b.cpu.isa === 'AVX2' || b.cpu.isa === 'other'
+    const unet = { arch: 'unet', backbone: 'none' }
+    const auto = b.winograd && cpu && !b.bf16
+    const r = (o: object, device = 'cpu', net: object | undefined = unet): { winograd: boolean, channelsLast: boolean } =>
+      resolvePredictOptions(o, 'predict options', [], device, net)
+    assert.strictEqual(r({}).winograd, auto)
+    if (auto) assert.strictEqual(r({}).channelsLast, false, 'NNPACK runs NCHW')
+    assert.strictEqual(r({}, 'cpu', { arch: 'deeplabv3', backbone: 'resnet101' }).winograd, false, 'not measured faster there')
+    assert.strictEqual(resolvePredictOptions({}, 'predict options', [], 'cpu', undefined).winograd, false, 'a TorchScript model')
+    assert.strictEqual(r({ precision: 'fp32' }).winograd, false, "an explicit fp32 asks for the reference's arithmetic")
+    assert.strictEqual(r({ compile: true }).winograd, false)
+    assert.strictEqual(r({ channelsLast: true }).winograd, false)
+    assert.strictEqual(r({ channelsLast: true }).channelsLast, true)
+    assert.strictEqual(r({ winograd: false }).winograd, false)
+    assert.strictEqual(r({}, 'cuda:0').winograd, false)
+    assert.throws(() => r({ winograd: 'yes' }), (e: Error) => e instanceof TypeError && /winograd/.test(e.message))
+    assert.throws(() => r({ winograd: true }, 'cuda:0'), (e: Error) => e instanceof RangeError && /CPU path/.test(e.message))
+    assert.throws(() => r({ winograd: true, precision: 'bf16' }), (e: Error) => e instanceof RangeError && /precision 'fp32' with winograd/.test(e.message))
+    if (!b.winograd) {
+      assert.throws(() => r({ winograd: true }), (e: Error) => e instanceof RangeError && /libtorch with NNPACK/.test(e.message))
+    } else {
+      assert.deepStrictEqual([r({ winograd: true, precision: 'fp32' }).winograd, r({ winograd: true, precision: 'fp32' }).channelsLast], [true, false])
+      assert.throws(() => r({ winograd: true, channelsLast: true }), (e: Error) => e instanceof RangeError && /NNPACK runs NCHW/.test(e.message))
+      assert.throws(() => r({ winograd: true, compile: true }), (e: Error) => e instanceof RangeError && /compile false/.test(e.message))
+    }
+    const m = await createModel({ arch: 'unet', numClasses: 2, baseChannels: 4 })
+    try {
+      await rejects(m.predict(randomImages(1, 3, 16, 16), { winograd: 1 as never }), TypeError, /winograd/)
+    } finally {
+      m.dispose()
+    }
+  })
+
+  it('gives the direct convolution\'s logits within 1e-4 (U-Net, 64 channels, 67 x 93 and 128 x 128)', async function () {
+    // Runs where libtorch has NNPACK (the libtorch 2.x build: scripts/check-libtorch2.sh); Debian's 1.13 has none.
+    if (!backend().winograd) this.skip()
+    const m = await createModel({ arch: 'unet', numClasses: 3, baseChannels: 64 })
+    try {
+      for (const [h, w] of [[67, 93], [128, 128]]) {
+        const x = randomImages(1, 3, h, w, 4)
+        const o = { output: 'logits' as const, precision: 'fp32' as const, foldBatchNorm: true }
+        const direct = (await m.predict(x, { ...o, winograd: false })).dataSync() as Float32Array
+        const fast = (await m.predict(x, { ...o, winograd: true })).dataSync() as Float32Array
+        const err = relativeError(fast, direct)
+        // Not bit-identical: NNPACK's transforms round differently from oneDNN's direct sums (proof that it ran).
+        assert.ok(err <= 1e-4 && err > 0, `${h}x${w}: relative error ${err}`)
+      }
+    } finally {
+      m.dispose()
+    }
   })
 })

@@ -31,6 +31,9 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   bool Prepack(bool on);
   bool prepacked() const { return pack_; }
 
+  // Whether forward runs NNPACK's Winograd convolution for `input` (see WinogradGuard).
+  bool WinogradApplies(const torch::Tensor& input) const;
+
   // act(conv(x) [+ add]) as one prepacked oneDNN call (the addition and the activation as post-ops
   // of the convolution), or an undefined tensor where the prepacked path does not apply (or failed:
   // the convolution then stays plain). ReLU6 only without `add`.
@@ -59,6 +62,24 @@ inline torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torc
                                const torch::Tensor& add = torch::Tensor()) {
   return ConvBnAct(conv, bn, x, relu ? Activation::kReLU : Activation::kNone, add);
 }
+
+// While a guard with on = true lives, this thread's fp32 3x3 convolutions (stride 1, padding 1, groups 1,
+// NCHW, at least 64 x 64 pixels and 64 channels in and out, no gradient, not traced) run NNPACK's
+// Winograd F(6x6, 3x3) algorithm (at::_nnpack_spatial_convolution) instead of oneDNN's direct one:
+// predict's `winograd` option. A no-op where libtorch has no NNPACK (Debian's 1.13).
+class WinogradGuard {
+ public:
+  explicit WinogradGuard(bool on);
+  ~WinogradGuard();
+  WinogradGuard(const WinogradGuard&) = delete;
+  WinogradGuard& operator=(const WinogradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// Whether this libtorch has NNPACK (PyPI's torch 2.x does; Debian's 1.13 does not).
+bool WinogradAvailable();
 
 // Whether this libtorch registers oneDNN's prepacked convolution with a CPU kernel.
 bool PrepackedConvolutionAvailable();

@@ -7,6 +7,7 @@
 #include "backbones/backbone.h"
 #include "base/alloc_budget.h"
 #include "base/errors.h"
+#include "blocks/conv2d.h"
 #include "train/checkpoint.h"
 
 namespace segtorch {
@@ -191,7 +192,10 @@ torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions
     const std::vector<torch::Tensor> weights = options.compile ? net->parameters() : std::vector<torch::Tensor>();
     LogitsFn logits = [&](const torch::Tensor& input) {
       AutocastGuard guard(device_, dtype, dtype != at::kFloat);
-      if (!options.compile) return Run(input, net).out;
+      if (!options.compile) {
+        WinogradGuard winograd(options.winograd && device_.is_cpu());
+        return Run(input, net).out;
+      }
       return compiled_.Run([&](const torch::Tensor& t) { return Run(t, net).out; }, weights, input, version, dtype, options.channels_last);
     };
     // The CRF's colours: the images on a 0..255 scale (float images are taken as normalised with

@@ -25,6 +25,7 @@ struct InferOptions {
   bool channels_last{};            // channels-last activations and weights
   bool fold_batch_norm{};          // run a copy with BatchNorms folded into their convolutions
   bool compile{};                  // run the network through infer/compiled_net.h
+  bool winograd{};                 // NNPACK's Winograd 3x3 convolutions (blocks/conv2d.h WinogradGuard; eager only)
   CrfOptions crf;  // enabled: dense CRF on the probabilities, at the images' colours (InferWithCrf)
 };
 

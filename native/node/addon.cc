@@ -16,6 +16,7 @@
 #include "node/script_wrap.h"
 #include "core/segmenter.h"
 #include "data/augment.h"
+#include "blocks/conv2d.h"
 #include "blocks/max_pool.h"
 #include "infer/crf.h"
 #include "infer/folded_net.h"
@@ -37,6 +38,7 @@ Napi::Value Backend(const Napi::CallbackInfo& info) {
     o.Set("threads", DesiredThreads());
     o.Set("bf16", CpuHasNativeBf16());
     o.Set("prepack", PrepackEnabled());
+    o.Set("winograd", WinogradAvailable());
     CpuInfo cpu = Cpu();
     Napi::Object c = Napi::Object::New(env);
     c.Set("model", cpu.model);

@@ -106,6 +106,7 @@ InferOptions ReadInferOptions(const Napi::Value& v) {
   o.channels_last = BoolField(obj, "channelsLast");
   o.fold_batch_norm = BoolField(obj, "foldBatchNorm");
   o.compile = BoolField(obj, "compile");
+  o.winograd = BoolField(obj, "winograd");
   Napi::Value crf = obj.Get("crf");  // optional: absent = no CRF
   if (crf.IsObject()) o.crf = ReadCrfOptions(crf.As<Napi::Object>());
   return o;
