@@ -27,7 +27,7 @@
  *
  * usage: node bench/suite.js [--arch a,b] [--quick] [--rounds 2] [--steps 2] [--warmup 1] [--runs 3]
  *          [--threads N] [--python P] [--python2 P] [--addon path/segtorch.node] [--compile train,infer] [--no-compile] [--no-ort]
- *          [--clock-mhz M] [--pt-precision auto|bf16|fp32] [--check-twins] [--out suite] [--report bench/results/suite.json[,more.json]]
+ *          [--clock-mhz M] [--pt-precision auto|bf16|fp32] [--check-twins] [--tasks train,infer] [--out suite] [--report bench/results/suite.json[,more.json]]
  * Prints the tables, writes bench/results/<out>.json (<out>.partial.json as it goes); --report renders
  * saved results again (several files: their rows together).
  */
@@ -196,6 +196,9 @@ function lastJson (r, what) {
 }
 
 const CHILD_TIMEOUT_MS = Number(opt('child-timeout', '1800')) * 1000
+// --tasks train,infer (default both): which tables to measure.
+const TASKS = opt('tasks', 'train,infer').split(',').filter(Boolean)
+if (TASKS.length === 0 || TASKS.some((t) => t !== 'train' && t !== 'infer')) throw new RangeError(`Expected --tasks train, infer or train,infer but received ${opt('tasks', '')}`)
 
 function runNode (c, addon) {
   const env = { ...process.env, SEGTORCH_SUITE_CHILD: JSON.stringify({ ...CONFIG, ...c }) }
@@ -361,7 +364,7 @@ function main () {
     }
     for (let round = 0; round < CONFIG.rounds; round++) {
       for (const model of models) {
-        for (const task of ['train', 'infer']) {
+        for (const task of TASKS) {
           const list = [...contenders.filter((c) => c.variant !== 'compiled' || compileTasks.includes(task)), ...(task === 'infer' && once[model].onnx ? [{ key: 'onnxruntime' }] : [])]
           if (round % 2 === 1) list.reverse()
           for (const c of list) {

@@ -48,7 +48,7 @@ export interface PredictOptions {
    * fp32 3x3 convolutions (stride 1, at least 64 x 64 pixels and 64 channels in and out) by NNPACK's
    * Winograd F(6x6, 3x3) algorithm instead of oneDNN's direct one, in NCHW, where libtorch has
    * NNPACK (PyPI's torch 2.x; Debian's 1.13 has not). About 2x fewer multiplications: on a CPU
-   * without AVX-512 whole predictions of VGG / U-Net-like networks measured 1.1-2.1x faster
+   * without AVX-512 whole predictions of eight networks measured 1.1-2.1x faster
    * (bench/README.md, "Winograd"); logits within about 2e-5 relative of the direct convolution's.
    * Default 'auto': on for the networks where it measured faster, in fp32 on a CPU without AVX-512
    * or native bf16 (channelsLast 'auto' then means NCHW); off with an explicit `precision: 'fp32'`
