@@ -51,15 +51,6 @@ export interface NetworkKind { readonly arch?: string, readonly backbone?: strin
 const CHANNELS_LAST_FP32_LIBTORCH1 = { backbones: new Set(['mobilenetv2', 'mobilenetv3_large']), archs: new Set(['lwrefinenet', 'icnet']) }
 
 /**
- * What channelsLast 'auto' means on `device` for `precision` and the network `net`: on with CUDA
- * (cuDNN), and on the CPU with oneDNN, except in fp32 on a CPU without native bf16: there libtorch
- * 1.x runs NCHW but for the networks of CHANNELS_LAST_FP32_LIBTORCH1, and libtorch 2.x trains
- * NCHW_FP32_TRAINING's backbones NCHW. bf16 stays channels-last everywhere: libtorch 1.13's NCHW
- * bf16 convolution on such a CPU accumulates in bf16 (one 256-channel 3x3 convolution: relative
- * error 0.10 against 0.002 channels-last, measured on an AVX2 EPYC; test/export-check.ts). A network
- * not known (`net` undefined: a TorchScript model) counts as none of the named ones.
- */
-/**
  * The networks whose fp32 predictions run faster with NNPACK's Winograd 3x3 convolutions in NCHW than
  * with oneDNN's channels-last ones, on a CPU without AVX-512 (measured on an AVX2 AMD EPYC with PyPI's
  * torch 2.15, 1x3x512x512, two rounds, bench/README.md "Winograd"): UPerNet 1.8-2.1x, DFN 1.7x, U-Net
@@ -91,6 +82,15 @@ export function resolveWinograd (value: unknown, device: string, net: NetworkKin
   return true
 }
 
+/**
+ * What channelsLast 'auto' means on `device` for `precision` and the network `net`: on with CUDA
+ * (cuDNN), and on the CPU with oneDNN, except in fp32 on a CPU without native bf16: there libtorch
+ * 1.x runs NCHW but for the networks of CHANNELS_LAST_FP32_LIBTORCH1, and libtorch 2.x trains
+ * NCHW_FP32_TRAINING's backbones NCHW. bf16 stays channels-last everywhere: libtorch 1.13's NCHW
+ * bf16 convolution on such a CPU accumulates in bf16 (one 256-channel 3x3 convolution: relative
+ * error 0.10 against 0.002 channels-last, measured on an AVX2 EPYC; test/export-check.ts). A network
+ * not known (`net` undefined: a TorchScript model) counts as none of the named ones.
+ */
 export function autoChannelsLast (device: string, task: 'train' | 'predict' = 'predict', net?: NetworkKind, precision = 'fp32'): boolean {
   if (device.startsWith('cuda')) return true
   const f = cpuFeatures()

@@ -195,8 +195,12 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
     if (y.defined()) return y;
   }
   if (WinogradApplies(input)) {
-    return at::_nnpack_spatial_convolution(input, weight, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt,
-                                           {1, 1}, {1, 1});
+    try {
+      return at::_nnpack_spatial_convolution(input, weight, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt,
+                                             {1, 1}, {1, 1});
+    } catch (const std::exception&) {
+      // NNPACK refused (its workspace could not be allocated, or a shape it does not take): oneDNN below.
+    }
   }
   return torch::nn::Conv2dImpl::forward(input);
 }
