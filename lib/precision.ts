@@ -55,7 +55,7 @@ const CHANNELS_LAST_FP32_LIBTORCH1 = { backbones: new Set(['mobilenetv2', 'mobil
  * with oneDNN's channels-last ones, on a CPU without AVX-512 (measured on an AVX2 AMD EPYC with PyPI's
  * torch 2.15, 1x3x512x512, two rounds, bench/README.md "Winograd"): UPerNet 1.8-2.1x, DFN 1.7x, U-Net
  * 1.5x, SegNet 1.4x, RefineNet 1.4x, DeepLab v1 1.2-1.6x, PSPNet 1.1-1.2x, FCN 1.1x. Networks whose 3x3
- * convolutions are dilated or on small maps lost in NCHW (DeepLab v2 / v3 0.9-0.97x, DeepLab v3+ and
+ * convolutions are dilated or on small maps lost in NCHW (DeepLab v2 0.71-0.97x, v3 0.90x, DeepLab v3+ and
  * dilated 0.92-0.97x, GCN 0.86x, the MobileNet / light networks 0.6-0.85x) and keep oneDNN channels-last.
  */
 const WINOGRAD_ARCHS: ReadonlySet<string> = new Set(['upernet', 'dfn', 'unet', 'segnet', 'refinenet', 'deeplabv1', 'pspnet', 'fcn'])
