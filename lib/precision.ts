@@ -71,14 +71,21 @@ export function autoWinograd (device: string, net: NetworkKind | undefined, prec
   return f.winograd && !f.bf16 && !f.avx512 && net?.arch !== undefined && WINOGRAD_ARCHS.has(net.arch)
 }
 
-/** predict's winograd option: true needs a CPU device, fp32 and a libtorch with NNPACK. */
-export function resolveWinograd (value: unknown, device: string, net: NetworkKind | undefined, precision: string, exact: boolean): boolean {
-  if (value === undefined || value === 'auto') return !exact && autoWinograd(device, net, precision)
+/**
+ * predict's winograd option. 'auto' (autoWinograd) gives way to an explicit fp32 (`exact`), compiled
+ * graphs and an explicit channels-last layout; true needs a CPU device, fp32, a libtorch with NNPACK,
+ * no compile and no channelsLast: true.
+ */
+export function resolveWinograd (value: unknown, device: string, net: NetworkKind | undefined, precision: string,
+  o: { exact: boolean, compile: boolean, channelsLast: unknown }): boolean {
+  if (value === undefined || value === 'auto') return !o.exact && !o.compile && o.channelsLast !== true && autoWinograd(device, net, precision)
   const on = v.boolean('winograd', value)
   if (!on) return false
   if (!device.startsWith('cpu')) throw new RangeError(`Expected winograd false or 'auto' on ${device} (NNPACK's Winograd convolution is a CPU path) but received true`)
   if (precision !== 'fp32') throw new RangeError(`Expected precision 'fp32' with winograd: true (NNPACK computes in float32) but received '${precision}'`)
   if (!cpuFeatures().winograd) throw new RangeError(`Expected a libtorch with NNPACK for winograd: true (PyPI's torch 2.x has it) but this one (${cpuFeatures().libtorch}) has none`)
+  if (o.compile) throw new RangeError('Expected compile false with winograd: true (compiled graphs run oneDNN\'s convolutions) but received compile: true')
+  if (o.channelsLast === true) throw new RangeError('Expected channelsLast false or \'auto\' with winograd: true (NNPACK runs NCHW) but received true')
   return true
 }
 

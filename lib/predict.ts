@@ -95,11 +95,7 @@ export function resolvePredictOptions (options: unknown, where = 'predict option
   if (crf && output === 'logits') throw new RangeError("Expected output 'labels' or 'probs' with crf (it refines probabilities) but received 'logits'")
   const precision = resolvePrecision(o.precision, ['fp32', 'bf16', 'fp16'] as const, device)
   const compile = o.compile === undefined ? false : v.boolean('compile', o.compile)
-  const winograd = resolveWinograd(o.winograd, device, net, precision, exact)
-  if (o.winograd === true && compile) throw new RangeError('Expected compile false with winograd: true (compiled graphs run oneDNN\'s convolutions) but received compile: true')
-  if (o.winograd === true && o.channelsLast === true) throw new RangeError('Expected channelsLast false or \'auto\' with winograd: true (NNPACK runs NCHW) but received true')
-  // 'auto' gives way to an explicit channels-last layout and to compiled graphs.
-  const useWinograd = winograd && !compile && o.channelsLast !== true
+  const winograd = resolveWinograd(o.winograd, device, net, precision, { exact, compile, channelsLast: o.channelsLast })
   return {
     mode,
     crop,
@@ -108,10 +104,10 @@ export function resolvePredictOptions (options: unknown, where = 'predict option
     flip: o.flip === undefined ? false : v.boolean('flip', o.flip),
     output,
     precision,
-    channelsLast: (exact || useWinograd) && (o.channelsLast === undefined || o.channelsLast === 'auto') ? false : resolveChannelsLast(o.channelsLast, device, 'predict', net, precision),
+    channelsLast: (exact || winograd) && (o.channelsLast === undefined || o.channelsLast === 'auto') ? false : resolveChannelsLast(o.channelsLast, device, 'predict', net, precision),
     foldBatchNorm: o.foldBatchNorm === undefined ? !exact : v.boolean('foldBatchNorm', o.foldBatchNorm),
     compile,
-    winograd: useWinograd,
+    winograd,
     ...(crf ? { crf } : {})
   }
 }

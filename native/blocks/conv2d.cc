@@ -46,6 +46,19 @@ const T* Alternative(const Variant& v) {
   return get_if<T>(&v);
 }
 
+// Zero padding given as numbers (not 'same' / 'valid', not reflect / replicate / circular), or nullptr.
+const torch::ExpandingArray<2>* ZeroPadding(const torch::nn::detail::ConvNdOptions<2>& o) {
+  if (Alternative<torch::enumtype::kZeros>(o.padding_mode()) == nullptr) return nullptr;
+  return Alternative<torch::ExpandingArray<2>>(o.padding());
+}
+
+// No gradient can be asked for and nothing records the call: any trace, the compiled path's
+// fixed-size ones too (unlike blocks/tracing.h's Tracing()), must record aten::conv2d, not another
+// operator (an opaque oneDNN weight, NNPACK).
+bool InferenceOnly() {
+  return (c10::InferenceMode::is_enabled() || !at::GradMode::is_enabled()) && !torch::jit::tracer::isTracing();
+}
+
 }  // namespace
 
 bool PrepackedConvolutionAvailable() {
@@ -61,11 +74,10 @@ bool Conv2dImpl::Prepack(bool on) {
   packed_for_.clear();
   pack_ = false;
   if (!on || !PrepackedConvolutionAvailable()) return false;
-  const auto* pad = Alternative<torch::ExpandingArray<2>>(options.padding());
-  const bool zeros = Alternative<torch::enumtype::kZeros>(options.padding_mode()) != nullptr;
+  const auto* pad = ZeroPadding(options);
   // bf16 and groups 1 only: measured on every architecture (bench/switches.js --switch prepack, bench/README.md), fp32
   // gained nothing (0.77-1.06x) and grouped / depthwise convolutions nothing measurable.
-  if (pad == nullptr || !zeros || !weight.defined() || !weight.device().is_cpu() || options.groups() != 1 ||
+  if (pad == nullptr || !weight.defined() || !weight.device().is_cpu() || options.groups() != 1 ||
       weight.scalar_type() != at::kBFloat16 ||
       (bias.defined() && (!bias.device().is_cpu() || bias.scalar_type() != weight.scalar_type()))) {
     return false;
@@ -91,11 +103,7 @@ void Conv2dImpl::EnsurePacked(const torch::Tensor& input) {
 }
 
 bool Conv2dImpl::PackedPathApplies(const torch::Tensor& input) const {
-  // Only where no gradient can be asked for and nothing records the call: any trace, the compiled
-  // path's fixed-size ones too (unlike blocks/tracing.h's Tracing()), must record aten::conv2d, not an
-  // operator on an opaque oneDNN weight.
-  return pack_ && input.device().is_cpu() && input.dim() == 4 &&
-         (c10::InferenceMode::is_enabled() || !at::GradMode::is_enabled()) && !torch::jit::tracer::isTracing();
+  return pack_ && input.device().is_cpu() && input.dim() == 4 && InferenceOnly();
 }
 
 torch::Tensor Conv2dImpl::TryFused(const torch::Tensor& input, const torch::Tensor& add, Activation act) {
@@ -176,13 +184,10 @@ bool Conv2dImpl::WinogradApplies(const torch::Tensor& input) const {
   if (!winograd_on || input.dim() != 4 || !input.is_cpu() || input.scalar_type() != at::kFloat || !input.is_contiguous() ||
       weight.scalar_type() != at::kFloat || options.groups() != 1 || weight.size(2) != 3 || weight.size(3) != 3 ||
       (*options.stride())[0] != 1 || (*options.stride())[1] != 1 || (*options.dilation())[0] != 1 ||
-      (*options.dilation())[1] != 1 || Alternative<torch::enumtype::kZeros>(options.padding_mode()) == nullptr ||
-      (bias.defined() && bias.scalar_type() != at::kFloat)) {
+      (*options.dilation())[1] != 1 || (bias.defined() && bias.scalar_type() != at::kFloat) || !InferenceOnly()) {
     return false;
   }
-  // No gradient can be asked for and nothing records the call (traces and exports keep aten::conv2d).
-  if (!(c10::InferenceMode::is_enabled() || !at::GradMode::is_enabled()) || torch::jit::tracer::isTracing()) return false;
-  const auto* pad = Alternative<torch::ExpandingArray<2>>(options.padding());
+  const auto* pad = ZeroPadding(options);
   if (pad == nullptr || (**pad)[0] != 1 || (**pad)[1] != 1) return false;
   // Where it measured faster than oneDNN on an AVX2 CPU (bench/README.md, "Winograd"): maps of at
   // least 64 x 64 pixels with at least 64 channels in and out; smaller ones lose to the transforms.

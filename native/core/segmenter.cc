@@ -193,7 +193,7 @@ torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions
     LogitsFn logits = [&](const torch::Tensor& input) {
       AutocastGuard guard(device_, dtype, dtype != at::kFloat);
       if (!options.compile) {
-        WinogradGuard winograd(options.winograd && device_.is_cpu());
+        WinogradGuard winograd(options.winograd);  // CPU float32 inputs only (Conv2dImpl::WinogradApplies)
         return Run(input, net).out;
       }
       return compiled_.Run([&](const torch::Tensor& t) { return Run(t, net).out; }, weights, input, version, dtype, options.channels_last);
