@@ -202,7 +202,7 @@ describe("winograd: NNPACK's Winograd 3x3 convolutions in predictions", () => {
     }
   })
 
-  it('gives the direct convolution\'s logits within 1e-4 (U-Net, 64 channels, 67 x 93 and 128 x 128)', async function () {
+  it('gives the direct convolution\'s logits within 1e-4 (U-Net, 64 channels, 67 x 93 and 128 x 128, a batch of 3)', async function () {
     // Runs where libtorch has NNPACK (the libtorch 2.x build: scripts/check-libtorch2.sh); Debian's 1.13 has none.
     if (!backend().winograd) this.skip()
     const m = await createModel({ arch: 'unet', numClasses: 3, baseChannels: 64 })
@@ -215,6 +215,22 @@ describe("winograd: NNPACK's Winograd 3x3 convolutions in predictions", () => {
         const err = relativeError(fast, direct)
         // Not bit-identical: NNPACK's transforms round differently from oneDNN's direct sums (proof that it ran).
         assert.ok(err <= 1e-4 && err > 0, `${h}x${w}: relative error ${err}`)
+      }
+      // A batch runs NNPACK one image at a time (its batch algorithm is slower than oneDNN): the same
+      // logits as the direct convolution, and as each image predicted alone.
+      const x = randomImages(3, 3, 72, 80, 5)
+      const o = { output: 'logits' as const, precision: 'fp32' as const, foldBatchNorm: true }
+      const direct = (await m.predict(x, { ...o, winograd: false })).dataSync() as Float32Array
+      const fast = (await m.predict(x, { ...o, winograd: true })).dataSync() as Float32Array
+      const err = relativeError(fast, direct)
+      assert.ok(err <= 1e-4 && err > 0, `batch of 3: relative error ${err}`)
+      const per = 3 * 72 * 80
+      const xs = x.dataSync() as Uint8Array
+      for (let k = 0; k < 3; k++) {
+        const one = tensor(xs.slice(k * 3 * 72 * 80, (k + 1) * 3 * 72 * 80), [1, 3, 72, 80])
+        const alone = (await m.predict(one, { ...o, winograd: true })).dataSync() as Float32Array
+        const e = relativeError(fast.subarray(k * per, (k + 1) * per), alone)
+        assert.ok(e <= 1e-5, `image ${k} of the batch against alone: relative error ${e}`)
       }
     } finally {
       m.dispose()

@@ -173,6 +173,8 @@ thread_local bool winograd_on = false;
 }  // namespace
 
 bool WinogradAvailable() {
+  // at::_nnpack_available() also initialises NNPACK: its convolution fails until something has (PyPI's
+  // torch 2.15), so every WinogradGuard calls this before any NNPACK convolution can run.
   static const bool available = at::_nnpack_available();
   return available;
 }
@@ -201,8 +203,17 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
   }
   if (WinogradApplies(input)) {
     try {
-      return at::_nnpack_spatial_convolution(input, weight, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt,
-                                             {1, 1}, {1, 1});
+      const c10::optional<at::Tensor> b = bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt;
+      // One image per call: libtorch runs NNPACK's inference algorithm for a batch of one only; larger
+      // batches go to its training algorithm (nnp_convolution_output), which measured 1.5-2.5x slower
+      // than oneDNN on an AVX2 CPU where one image at a time was 1.3-1.7x faster (bench/README.md).
+      if (input.size(0) == 1) return at::_nnpack_spatial_convolution(input, weight, b, {1, 1}, {1, 1});
+      std::vector<at::Tensor> outputs;
+      outputs.reserve(static_cast<size_t>(input.size(0)));
+      for (int64_t i = 0; i < input.size(0); ++i) {
+        outputs.push_back(at::_nnpack_spatial_convolution(input.narrow(0, i, 1), weight, b, {1, 1}, {1, 1}));
+      }
+      return at::cat(outputs, 0);
     } catch (const std::exception&) {
       // NNPACK refused (its workspace could not be allocated, or a shape it does not take): oneDNN below.
     }
