@@ -29,6 +29,11 @@ export interface DemoOptions {
   tta: boolean
   batch: number
   crop: number
+  /**
+   * Elastic deformation of the training crops (U-Net paper, section 3.1): random displacements on a
+   * coarse 3x3 grid, Gaussian with this standard deviation in pixels, interpolated smoothly; 0 = off.
+   */
+  elastic?: number
   holdout: number
   /** More U-Net options (batchNorm, dropout, upsampling). */
   modelOptions: Record<string, unknown>
@@ -39,9 +44,9 @@ export interface DemoOptions {
   log: (line: string) => void
 }
 
-interface Sample { image: Uint8Array, label: Uint8Array, size: number }
+export interface Sample { image: Uint8Array, label: Uint8Array, size: number }
 
-function rng (seed: number): () => number {
+export function rng (seed: number): () => number {
   let s = seed >>> 0
   return () => {
     s = (s * 1664525 + 1013904223) >>> 0
@@ -66,8 +71,61 @@ async function loadLabelled (dir: string): Promise<Sample[]> {
   return out
 }
 
-/** A random crop with random flips and transposition (the dihedral group: EM images have no up or left) of a few samples, as a batch. */
-function batch (samples: Sample[], n: number, crop: number, r: () => number): { x: Uint8Array, y: Uint8Array } {
+/** Catmull-Rom weights of the four control points around position t in [0, 1] between the middle two. */
+function cubicWeights (t: number): [number, number, number, number] {
+  const t2 = t * t
+  const t3 = t2 * t
+  return [(-t3 + 2 * t2 - t) / 2, (3 * t3 - 5 * t2 + 2) / 2, (-3 * t3 + 4 * t2 + t) / 2, (t3 - t2) / 2]
+}
+
+/**
+ * A dense displacement field (n x n) from a 3x3 grid of Gaussian displacements (sigma pixels) spread
+ * over the crop, interpolated with Catmull-Rom splines (the U-Net paper's "bicubic interpolation").
+ */
+function displacement (n: number, sigma: number, r: () => number): Float32Array {
+  const gauss = (): number => {
+    const u = Math.max(r(), 1e-12)
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * r()) * sigma
+  }
+  const g = Array.from({ length: 9 }, gauss)
+  const at = (i: number, j: number): number => g[Math.min(2, Math.max(0, i)) * 3 + Math.min(2, Math.max(0, j))]
+  // Catmull-Rom weights per output row / column: position along the grid in [0, 2].
+  const pos = (k: number): { i: number, w: [number, number, number, number] } => {
+    const p = n > 1 ? (2 * k) / (n - 1) : 0
+    const i = Math.min(1, Math.floor(p))
+    return { i, w: cubicWeights(p - i) }
+  }
+  const rows = Array.from({ length: n }, (_, k) => pos(k))
+  const f = new Float32Array(n * n)
+  for (let a = 0; a < n; a++) {
+    const ra = rows[a]
+    for (let c = 0; c < n; c++) {
+      const rc = rows[c]
+      let v = 0
+      for (let p = 0; p < 4; p++) {
+        for (let q = 0; q < 4; q++) v += ra.w[p] * rc.w[q] * at(ra.i - 1 + p, rc.i - 1 + q)
+      }
+      f[a * n + c] = v
+    }
+  }
+  return f
+}
+
+/** index reflected into [0, n) (mirror without repeating the edge, as the U-Net paper's tiles). */
+function reflect (i: number, n: number): number {
+  if (n === 1) return 0
+  const period = 2 * (n - 1)
+  i = Math.abs(i) % period
+  return i < n ? i : period - i
+}
+
+/**
+ * A random crop with random flips and transposition (the dihedral group: EM images have no up or
+ * left) of a few samples, as a batch; with elastic > 0, each crop is also deformed elastically
+ * (images bilinearly, labels by their nearest pixel; mirrored beyond the image's border).
+ */
+/** @internal (exported for tests) */
+export function randomCrops (samples: Sample[], n: number, crop: number, r: () => number, elastic = 0): { x: Uint8Array, y: Uint8Array } {
   const x = new Uint8Array(n * crop * crop)
   const y = new Uint8Array(n * crop * crop)
   for (let b = 0; b < n; b++) {
@@ -77,14 +135,33 @@ function batch (samples: Sample[], n: number, crop: number, r: () => number): { 
     const fx = r() < 0.5
     const fy = r() < 0.5
     const tr = r() < 0.5
+    const dy = elastic > 0 ? displacement(crop, elastic, r) : undefined
+    const dx = elastic > 0 ? displacement(crop, elastic, r) : undefined
     for (let i = 0; i < crop; i++) {
       for (let j = 0; j < crop; j++) {
         let a = fy ? crop - 1 - i : i
         let c = fx ? crop - 1 - j : j
         if (tr) [a, c] = [c, a]
-        const si = (oy + a) * s.size + ox + c
-        x[b * crop * crop + i * crop + j] = s.image[si]
-        y[b * crop * crop + i * crop + j] = s.label[si]
+        const o = b * crop * crop + i * crop + j
+        if (dy === undefined || dx === undefined) {
+          const si = (oy + a) * s.size + ox + c
+          x[o] = s.image[si]
+          y[o] = s.label[si]
+          continue
+        }
+        const sy = oy + a + dy[a * crop + c]
+        const sx = ox + c + dx[a * crop + c]
+        const y0 = Math.floor(sy)
+        const x0 = Math.floor(sx)
+        const ty = sy - y0
+        const tx = sx - x0
+        const r0 = reflect(y0, s.size) * s.size
+        const r1 = reflect(y0 + 1, s.size) * s.size
+        const c0 = reflect(x0, s.size)
+        const c1 = reflect(x0 + 1, s.size)
+        const v = (1 - ty) * ((1 - tx) * s.image[r0 + c0] + tx * s.image[r0 + c1]) + ty * ((1 - tx) * s.image[r1 + c0] + tx * s.image[r1 + c1])
+        x[o] = Math.round(v)
+        y[o] = s.label[(ty < 0.5 ? r0 : r1) + (tx < 0.5 ? c0 : c1)]
       }
     }
   }
@@ -117,7 +194,7 @@ export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneI
   let lastLog = Date.now()
   const crops = function * (): Generator<Batch> {
     for (;;) {
-      const { x, y } = batch(train, o.batch, o.crop, r)
+      const { x, y } = randomCrops(train, o.batch, o.crop, r, o.elastic ?? 0)
       yield { images: tensor(x, [o.batch, 1, o.crop, o.crop]), masks: tensor(y, [o.batch, o.crop, o.crop]) }
     }
   }
@@ -216,12 +293,12 @@ export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneI
     metrics: { mIoU: (iou + membraneIoU) / 2, pixelAccuracy: correct / total, perClassIoU: [membraneIoU, iou], images: held.length },
     metricsOn: `${held.length} held-out labelled images (512x512, not used for training)`,
     samples,
-    summary: { model: `U-Net, ${o.baseChannels} channels at the first level`, steps: trained, batch: o.batch, crop: o.crop, loss: o.loss, 'flip/transpose averaging': o.tta ? 'yes' : 'no', 'training images': train.length, seconds: Math.round(seconds) },
-    config: { steps: o.steps, seconds: o.seconds, loss: o.loss, tta: o.tta, batch: o.batch, crop: o.crop, baseChannels: o.baseChannels, lr: o.lr, seed: o.seed }
+    summary: { model: `U-Net, ${o.baseChannels} channels at the first level`, steps: trained, batch: o.batch, crop: o.crop, 'elastic deformation (px)': o.elastic ?? 0, loss: o.loss, 'flip/transpose averaging': o.tta ? 'yes' : 'no', 'training images': train.length, seconds: Math.round(seconds) },
+    config: { steps: o.steps, seconds: o.seconds, loss: o.loss, tta: o.tta, batch: o.batch, crop: o.crop, elastic: o.elastic ?? 0, baseChannels: o.baseChannels, lr: o.lr, seed: o.seed }
   })
   log(`report: ${report.html}`)
   const result = { iou, membraneIoU, pixelAccuracy: correct / total, seconds }
-  fs.writeFileSync(path.join(o.out, 'result.json'), JSON.stringify({ ...result, steps: trained, trainSeconds: o.steps > 0 ? undefined : o.seconds, loss: o.loss, tta: o.tta, batch: o.batch, crop: o.crop }, null, 2))
+  fs.writeFileSync(path.join(o.out, 'result.json'), JSON.stringify({ ...result, steps: trained, trainSeconds: o.steps > 0 ? undefined : o.seconds, loss: o.loss, tta: o.tta, batch: o.batch, crop: o.crop, elastic: o.elastic ?? 0 }, null, 2))
   log(`wrote ${tests.length} masks to ${path.join(o.out, 'masks')} and the model to ${path.join(o.out, 'model.segtorch')} (${seconds.toFixed(0)} s)`)
   return result
 }

@@ -156,6 +156,7 @@ export function program (): Command {
     .option('--lr <x>', 'Adam learning rate (poly decay)', String(mr.lr))
     .option('--batch <n>', 'images per step', String(mr.batchSize))
     .option('--crop <n>', 'crop size', String(mr.crop[0]))
+    .option('--elastic <px>', 'elastic deformation of the crops: standard deviation (pixels) of the displacements on a 3x3 grid; 0 = off', '0')
     .option('--holdout <n>', 'labelled images held back for evaluation', '5')
     .option('--seed <n>', 'seed', '1')
     .action(async (o: Record<string, string>) => {
@@ -177,6 +178,11 @@ export function program (): Command {
         })(),
         batch: intOption('batch', o.batch, 2),
         crop: intOption('crop', o.crop, 32),
+        elastic: ((): number => {
+          const e = Number(o.elastic)
+          if (!(e >= 0 && e <= 64)) throw new UsageError(`Expected a number of pixels in [0, 64] for --elastic but received '${o.elastic}'`)
+          return e
+        })(),
         holdout: intOption('holdout', o.holdout, 1),
         seed: intOption('seed', o.seed, 0),
         baseChannels: intOption('base-channels', o.baseChannels, 1),
