@@ -146,7 +146,7 @@ describe('command line', function () {
 
   it('demo (shortened) trains on the shipped membrane images, writes masks, the model and a report', () => {
     const out = path.join(dir, 'demo')
-    const r = ok(cli(dir, 'demo', '--out', out, '--steps', '2', '--batch', '2', '--crop', '64', '--base-channels', '4', '--holdout', '2'))
+    const r = ok(cli(dir, 'demo', '--out', out, '--steps', '2', '--batch', '2', '--crop', '64', '--base-channels', '4', '--holdout', '2', '--elastic', '4'))
     assert.match(r.stdout, /cell-interior IoU [01]\.\d{4}, membrane IoU [01]\.\d{4}/)
     assert.strictEqual(fs.readdirSync(path.join(out, 'masks')).filter((f) => f.endsWith('.png')).length, 30)
     for (const f of ['model.segtorch', 'result.json', 'report.html', 'curves.svg', 'per-class-iou.csv']) assert.ok(fs.existsSync(path.join(out, f)), f)
@@ -154,6 +154,8 @@ describe('command line', function () {
     for (const m of html.matchAll(/src="([^"]+)"/g)) if (!m[1].startsWith('data:')) assert.ok(fs.existsSync(path.join(out, m[1])), m[1])
     assert.strictEqual(fs.readdirSync(path.join(out, 'samples')).length, 2)
     fails(cli(dir, 'demo', '--lr', '2'), /learning rate/)
+    assert.strictEqual(JSON.parse(fs.readFileSync(path.join(out, 'result.json'), 'utf8')).elastic, 4)
+    fails(cli(dir, 'demo', '--elastic', '-1'), /Expected a number of pixels in \[0, 64\] for --elastic but received '-1'/)
   })
 
   it('info prints the backend and the architectures', () => {

@@ -123,8 +123,8 @@ function reflect (i: number, n: number): number {
  * A random crop with random flips and transposition (the dihedral group: EM images have no up or
  * left) of a few samples, as a batch; with elastic > 0, each crop is also deformed elastically
  * (images bilinearly, labels by their nearest pixel; mirrored beyond the image's border).
+ * @internal (exported for tests)
  */
-/** @internal (exported for tests) */
 export function randomCrops (samples: Sample[], n: number, crop: number, r: () => number, elastic = 0): { x: Uint8Array, y: Uint8Array } {
   const x = new Uint8Array(n * crop * crop)
   const y = new Uint8Array(n * crop * crop)
