@@ -155,7 +155,8 @@ describe('command line', function () {
     assert.strictEqual(fs.readdirSync(path.join(out, 'samples')).length, 2)
     fails(cli(dir, 'demo', '--lr', '2'), /learning rate/)
     assert.strictEqual(JSON.parse(fs.readFileSync(path.join(out, 'result.json'), 'utf8')).elastic, 4)
-    fails(cli(dir, 'demo', '--elastic', '-1'), /Expected a number of pixels in \[0, 64\] for --elastic but received '-1'/)
+    fails(cli(dir, 'demo', '--elastic', '-1'), /Expected a number >= 0 for --elastic but received '-1'/)
+    fails(cli(dir, 'demo', '--elastic', '65'), /Expected a number <= 64 for --elastic but received '65'/)
   })
 
   it('info prints the backend and the architectures', () => {

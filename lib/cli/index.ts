@@ -178,11 +178,7 @@ export function program (): Command {
         })(),
         batch: intOption('batch', o.batch, 2),
         crop: intOption('crop', o.crop, 32),
-        elastic: ((): number => {
-          const e = Number(o.elastic)
-          if (!(e >= 0 && e <= 64)) throw new UsageError(`Expected a number of pixels in [0, 64] for --elastic but received '${o.elastic}'`)
-          return e
-        })(),
+        elastic: coerce({ flags: '--elastic <px>', kind: 'number', min: 0, max: 64, description: '' }, o.elastic) as number,
         holdout: intOption('holdout', o.holdout, 1),
         seed: intOption('seed', o.seed, 0),
         baseChannels: intOption('base-channels', o.baseChannels, 1),
