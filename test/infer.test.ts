@@ -206,10 +206,10 @@ describe("winograd: NNPACK's Winograd 3x3 convolutions in predictions", () => {
     // Runs where libtorch has NNPACK (the libtorch 2.x build: scripts/check-libtorch2.sh); Debian's 1.13 has none.
     if (!backend().winograd) this.skip()
     const m = await createModel({ arch: 'unet', numClasses: 3, baseChannels: 64 })
+    const o = { output: 'logits' as const, precision: 'fp32' as const, foldBatchNorm: true }
     try {
       for (const [h, w] of [[67, 93], [128, 128]]) {
         const x = randomImages(1, 3, h, w, 4)
-        const o = { output: 'logits' as const, precision: 'fp32' as const, foldBatchNorm: true }
         const direct = (await m.predict(x, { ...o, winograd: false })).dataSync() as Float32Array
         const fast = (await m.predict(x, { ...o, winograd: true })).dataSync() as Float32Array
         const err = relativeError(fast, direct)
@@ -217,20 +217,23 @@ describe("winograd: NNPACK's Winograd 3x3 convolutions in predictions", () => {
         assert.ok(err <= 1e-4 && err > 0, `${h}x${w}: relative error ${err}`)
       }
       // A batch runs NNPACK one image at a time (its batch algorithm is slower than oneDNN): the same
-      // logits as the direct convolution, and as each image predicted alone.
+      // logits as the direct convolution, and as each image predicted alone (within 1e-4).
       const x = randomImages(3, 3, 72, 80, 5)
-      const o = { output: 'logits' as const, precision: 'fp32' as const, foldBatchNorm: true }
       const direct = (await m.predict(x, { ...o, winograd: false })).dataSync() as Float32Array
       const fast = (await m.predict(x, { ...o, winograd: true })).dataSync() as Float32Array
       const err = relativeError(fast, direct)
       assert.ok(err <= 1e-4 && err > 0, `batch of 3: relative error ${err}`)
-      const per = 3 * 72 * 80
+      const pixels = 72 * 80
       const xs = x.dataSync() as Float32Array
       for (let k = 0; k < 3; k++) {
-        const one = tensor(xs.slice(k * 3 * 72 * 80, (k + 1) * 3 * 72 * 80), [1, 3, 72, 80])
+        // 3 input channels per image in, 3 classes per image out
+        const one = tensor(xs.slice(k * 3 * pixels, (k + 1) * 3 * pixels), [1, 3, 72, 80])
         const alone = (await m.predict(one, { ...o, winograd: true })).dataSync() as Float32Array
-        const e = relativeError(fast.subarray(k * per, (k + 1) * per), alone)
-        assert.ok(e <= 1e-5, `image ${k} of the batch against alone: relative error ${e}`)
+        const e = relativeError(fast.subarray(k * 3 * pixels, (k + 1) * 3 * pixels), alone)
+        // 1e-4 as above: the batch's oneDNN layers (the 3-channel input, maps below 64 x 64) may take other
+        // kernels than a single image's, which moved this by 1.0-1.7e-5 between runs; a wrong image order
+        // or a mixed-up slice would differ by far more.
+        assert.ok(e <= 1e-4, `image ${k} of the batch against alone: relative error ${e}`)
       }
     } finally {
       m.dispose()
