@@ -23,14 +23,23 @@ export function pythonMissing (python: string, module: string): string {
   return r.status === 0 ? '' : `${python} cannot import ${module} (${(r.stderr || r.error?.message || '').trim().split('\n').pop() ?? ''})`
 }
 
-const pythons: { list?: string[] } = {}
-/** The Pythons with torch here (Debian's 1.13, the PyPI 2.x venv), found once. */
-export function torchPythons (): string[] {
+const pythons: { list?: Array<{ python: string, version: string }> } = {}
+/** The Pythons with torch here (Debian's 1.13, the PyPI 2.x venv) and their torch versions, found once. */
+export function torchPythons (): Array<{ python: string, version: string }> {
   if (pythons.list === undefined) {
-    pythons.list = [PYTHON, PYTORCH2_PYTHON].filter((p) => pythonMissing(p, 'torch') === '')
-    if (pythons.list.length < 2) console.log(`        (TorchScript files loaded by ${pythons.list.length === 0 ? 'no Python: none has torch' : pythons.list[0] + ' only'})`)
+    pythons.list = []
+    for (const python of [PYTHON, PYTORCH2_PYTHON]) {
+      const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' })
+      if (r.status === 0) pythons.list.push({ python, version: r.stdout.trim() })
+    }
+    if (pythons.list.length < 2) console.log(`        (TorchScript files loaded by ${pythons.list.length === 0 ? 'no Python: none has torch' : pythons.list[0].python + ' only'})`)
   }
   return pythons.list
+}
+
+/** Major.minor of a version string ('1.13.0a0' -> '1.13'). */
+function minorVersion (v: string): string {
+  return v.split('.').slice(0, 2).join('.')
 }
 
 const checker: { python?: string } = {}
@@ -130,7 +139,13 @@ export function labelAgreement (a: ArrayLike<number>, b: ArrayLike<number>, shap
   return counted === 0 ? 1 : same / counted
 }
 
-export async function checkExports (model: Model, sizes: Array<[number, number]>, seed = 21): Promise<ExportCheck> {
+/**
+ * `otherLibtorchOnly`: load the files in Python only with a PyTorch whose version differs from the
+ * libtorch the addon was built against. A Python on the addon's own libtorch runs the same C++
+ * loader and kernels that loadTorchScript has just checked; the shared battery asks it once per
+ * architecture (its first configuration), not for every configuration (about 5 s each in CI).
+ */
+export async function checkExports (model: Model, sizes: Array<[number, number]>, seed = 21, otherLibtorchOnly = false): Promise<ExportCheck> {
   const dir = tmpdir('segtorch-export-')
   const torchscript = path.join(dir, `${model.config.arch}.pt`)
   const onnx = path.join(dir, `${model.config.arch}.onnx`)
@@ -230,7 +245,8 @@ export async function checkExports (model: Model, sizes: Array<[number, number]>
         assert.ok(r.stdout.includes(`ok ${onnx}`), r.stdout)
       }))
     }
-    for (const python of torchPythons()) {
+    const ours = minorVersion(backend().libtorch)
+    for (const { python } of torchPythons().filter((p) => !otherLibtorchOnly || minorVersion(p.version) !== ours)) {
       // Each Python in a folder of its own (links to the files), where it writes its logits.
       const sub = fs.mkdtempSync(path.join(dir, 'py-'))
       for (const name of [arch, `${arch}-bf16`]) {

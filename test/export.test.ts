@@ -55,7 +55,7 @@ describe('export', function () {
       fs.writeFileSync(path.join(dir, `${name}.shape`), x.shape.join(' '))
       refs[name] = (await m.forward(x)).dataSync() as Float32Array
     }
-    for (const python of pythons) {
+    for (const { python } of pythons) {
       const r = await runInPython(python, dir, Object.keys(models))
       assert.match(r.version, /^torch \S+/)
       for (const [name, m] of Object.entries(models)) {
