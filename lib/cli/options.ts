@@ -169,6 +169,13 @@ export function resolveOptions (cmd: Command, defs: readonly OptionDef[], base: 
   const alias: Record<string, string> = { modelOptions: 'modelOption' }
   const out: Record<string, unknown> = {}
   for (const d of defs) if (d.default !== undefined) out[keyOf(d.flags)] = d.default
+  // key=value options (--model-option) merge key by key over the layer below: a recipe's
+  // { baseChannels: 16, batchNorm: true } with --model-option baseChannels=32 keeps batchNorm.
+  const set = (d: OptionDef, k: string, val: unknown): void => {
+    const v = coerce(d, val)
+    const below = out[k]
+    out[k] = d.kind === 'pairs' && below !== null && typeof below === 'object' ? { ...below as Record<string, unknown>, ...v as Record<string, unknown> } : v
+  }
   const apply = (src: Record<string, unknown>, where: string): void => {
     for (const [k0, val] of Object.entries(src)) {
       const k = alias[k0] ?? k0
@@ -178,7 +185,7 @@ export function resolveOptions (cmd: Command, defs: readonly OptionDef[], base: 
         throw new UsageError(`unknown option '${k0}' in ${where} (known: ${[...byKey.keys()].filter((x) => x !== 'config').join(', ')})`)
       }
       if (val === null || val === undefined) continue
-      out[k] = coerce(d, val)
+      set(d, k, val)
     }
   }
   if (lowest) apply(lowest.values, lowest.where)
@@ -187,8 +194,7 @@ export function resolveOptions (cmd: Command, defs: readonly OptionDef[], base: 
   const given = cmd.opts()
   for (const [k, val] of Object.entries(given)) {
     if (cmd.getOptionValueSource(k) !== 'cli' || !byKey.has(k) || k === 'config') continue
-    const d = byKey.get(k) as OptionDef
-    out[k] = coerce(d, val)
+    set(byKey.get(k) as OptionDef, k, val)
   }
   return out
 }

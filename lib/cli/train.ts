@@ -160,7 +160,12 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
   let lowest: { values: Record<string, unknown>, where: string } | undefined
   if (recipeName !== undefined) {
     if (typeof recipeName !== 'string' || !(recipeName in RECIPES)) throw new UsageError(`Expected a recipe name (${Object.keys(RECIPES).join(', ')}) for --recipe but received ${typeof recipeName === 'string' ? `'${recipeName}'` : JSON.stringify(recipeName)}`)
-    lowest = { values: { ...RECIPES[recipeName as RecipeName].options }, where: `recipe ${recipeName}` }
+    const values: Record<string, unknown> = { ...RECIPES[recipeName as RecipeName].options }
+    // --model-option merges over the recipe's (options.ts), so a recipe's options of its own network
+    // are dropped when another network is asked for.
+    const arch = [o0.arch, config.arch, base.arch].find((x) => x !== undefined)
+    if (arch !== undefined && arch !== values.arch) delete values.modelOption
+    lowest = { values, where: `recipe ${recipeName}` }
   }
   const o = resolveOptions(cmd, TRAIN_OPTIONS, base, config, typeof o0.config === 'string' ? o0.config : undefined, lowest)
   if (o.data === undefined) throw new UsageError('Expected --data (where the training images are) but received none')
