@@ -145,11 +145,13 @@ export const RECIPES = {
   membrane: {
     name: 'membrane',
     summary: 'The demo: U-Net (16 channels at its first level) on the ISBI 2012 membrane images shipped in data/membrane',
-    source: 'Ronneberger et al., U-Net (MICCAI 2015): the network made for these images, trained on random crops with flips and transposition (EM images have no up or left); Adam with poly decay',
+    source: 'Ronneberger et al., U-Net (MICCAI 2015): the network made for these images, trained on random crops with flips and transposition (EM images have no up or left); ' +
+      'BatchNorm after each convolution (Ioffe & Szegedy 2015; not in the paper) and Adam 3e-3 with poly decay: the paper\'s plain network at 1e-3 needs about three times the steps (README)',
     data: 'membrane',
+    measured: 'the 5 held-back images after 180 s on 2 cores (AMD EPYC Zen 3, AVX2 only, fp32; 179 steps): membrane IoU 0.670, cell interior 0.907 (the plain U-Net at 1e-3: 0.589 / 0.886)',
     options: {
-      arch: 'unet', channels: 1, modelOption: { baseChannels: 16 },
-      batchSize: 4, timeLimit: 180, optimizer: 'adam', lr: 1e-3, weightDecay: 0, schedule: 'poly', warmup: 0,
+      arch: 'unet', channels: 1, modelOption: { baseChannels: 16, batchNorm: true },
+      batchSize: 4, timeLimit: 180, optimizer: 'adam', lr: 3e-3, weightDecay: 0, schedule: 'poly', warmup: 0,
       loss: 'ce', precision: 'auto', crop: [256, 256], scale: false, flip: true, jitter: 0, val: '0.17'
     }
   }
@@ -234,7 +236,8 @@ export function trainingPlan (o: TrainingOptions, extra: { classWeights?: number
 }
 
 /**
- * A recipe's plan, with `overrides` on top of its options. Recipes whose class weights come from
+ * A recipe's plan, with `overrides` on top of its options (`modelOption` merged key by key over the
+ * recipe's, or dropped with it when `arch` names another network). Recipes whose class weights come from
  * the training masks need `data` (the training data set) to compute them.
  *
  *   const plan = await recipe('camvid-cpu', {}, camvid(root, 'train'))
@@ -245,6 +248,14 @@ export async function recipe (name: RecipeName, overrides?: Partial<TrainingOpti
   const r = getRecipe(name)
   const over = v.optionsObject('recipe overrides', overrides) as Partial<TrainingOptions>
   const o = { ...r.options, ...over } as TrainingOptions
+  // modelOption merges key by key over the recipe's (as `segtorch train --model-option` does), unless
+  // another network is asked for: the recipe's options are its own network's.
+  if (over.arch === undefined || over.arch === r.options.arch) {
+    const mine = (r.options as TrainingOptions).modelOption
+    if (mine !== undefined) o.modelOption = { ...mine, ...(over.modelOption ?? {}) }
+  } else if (over.modelOption === undefined) {
+    delete o.modelOption
+  }
   let weights: number[] | undefined
   if (typeof o.classWeights === 'string') {
     if (data === undefined) throw new TypeError(`Expected the training data set as recipe()'s third argument: recipe '${name}' computes its class weights ('${o.classWeights}') from the training masks`)

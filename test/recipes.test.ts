@@ -65,6 +65,14 @@ describe('recipes', function () {
     assert.strictEqual(small.fit.optimizer?.lr, 0.005)
     assert.strictEqual(small.fit.iterations, 30000)
     assert.strictEqual(small.options.backbone, 'resnet18')
+    // modelOption merges key by key over the recipe's; another network drops the recipe's
+    const m = await recipe('membrane', { modelOption: { baseChannels: 8 } })
+    assert.deepStrictEqual(m.model, { baseChannels: 8, batchNorm: true, arch: 'unet', inChannels: 1 })
+    const plain = await recipe('membrane', { modelOption: { batchNorm: false } })
+    assert.strictEqual(plain.model.batchNorm, false)
+    const other = await recipe('membrane', { arch: 'fcn', backbone: 'resnet18' })
+    assert.deepStrictEqual(other.model, { arch: 'fcn', backbone: 'resnet18', inChannels: 1 })
+    assert.deepStrictEqual(recipes.membrane.options.modelOption, { baseChannels: 16, batchNorm: true }, 'the recipe itself is unchanged')
   })
 
   it('a recipe whose class weights come from the masks needs the training data, and computes them', async () => {
@@ -188,9 +196,16 @@ describe('recipes', function () {
       assert.strictEqual(run.options.lr, 0.002) // the config file's
       assert.strictEqual(run.options.batchSize, 2) // the flag's
       assert.deepStrictEqual(run.options.crop, [32, 32])
-      assert.deepStrictEqual(run.options.modelOption, { baseChannels: 4 })
+      assert.deepStrictEqual(run.options.modelOption, { baseChannels: 4, batchNorm: true }) // merged key by key over the recipe's
       assert.strictEqual(run.options.scale, false) // membrane: no rescaling
       assert.strictEqual(run.model.arch, 'unet')
+      // Another network: the recipe's U-Net options are not carried over to it.
+      const other = cli('train', '--recipe', 'membrane', '--arch', 'fcn', '--backbone', 'resnet18', '--data', 'folder:images,masks', '--classes', 'a,b,c', '--channels', '1',
+        '--crop', '32', '--iterations', '1', '--batch-size', '2', '--out', 'run-membrane-fcn', '--seed', '1')
+      assert.strictEqual(other.status, 0, other.stderr + other.stdout)
+      const runFcn = JSON.parse(fs.readFileSync(path.join(dir, 'run-membrane-fcn', 'run.json'), 'utf8'))
+      assert.strictEqual(runFcn.options.modelOption, undefined)
+      assert.strictEqual(runFcn.options.optimizer, 'adam') // the rest of the recipe stays
     })
 
     it('train: --time-limit, --class-weights and bad values', () => {

@@ -152,7 +152,7 @@ export function program (): Command {
     .option('--precision <p>', 'training precision: auto (bf16 where the CPU has native bf16), fp32, bf16', 'auto')
     .option('--no-tta', 'predict each image once (default: average its 8 flips and transpositions)')
     .option('--base-channels <n>', "channels of the U-Net's first level", String(mr.modelOption.baseChannels))
-    .option('--model-option <key=value>', 'a U-Net option (batchNorm=true, dropout=0.5, upsampling=bilinear; repeatable) over the recipe\'s', (val: string, prev: string[] | undefined) => [...(prev ?? []), val])
+    .option('--model-option <key=value>', 'a U-Net option over the recipe\'s (baseChannels=16, batchNorm=true; e.g. batchNorm=false, dropout=0.5, upsampling=bilinear; repeatable)', (val: string, prev: string[] | undefined) => [...(prev ?? []), val])
     .option('--lr <x>', 'Adam learning rate (poly decay)', String(mr.lr))
     .option('--batch <n>', 'images per step', String(mr.batchSize))
     .option('--crop <n>', 'crop size', String(mr.crop[0]))
