@@ -12,7 +12,7 @@ import * as path from 'path'
 import * as ort from 'onnxruntime-node'
 import { backend, loadTorchScript, Model, Tensor } from '../lib'
 import { randomImages, ROOT, tmpdir } from './helpers'
-import { PYTHON } from './twin'
+import { minorVersion, PYTHON } from './twin'
 
 /** PyTorch 2.x from PyPI (scripts/pytorch-venv.sh), where it is installed: a second Python to load exports with. */
 export const PYTORCH2_PYTHON = process.env.SEGTORCH_ONNX_PYTHON ?? path.join(os.homedir(), '.cache', 'segtorch-pytorch', 'bin', 'python')
@@ -35,11 +35,6 @@ export function torchPythons (): Array<{ python: string, version: string }> {
     if (pythons.list.length < 2) console.log(`        (TorchScript files loaded by ${pythons.list.length === 0 ? 'no Python: none has torch' : pythons.list[0].python + ' only'})`)
   }
   return pythons.list
-}
-
-/** Major.minor of a version string ('1.13.0a0' -> '1.13'). */
-function minorVersion (v: string): string {
-  return v.split('.').slice(0, 2).join('.')
 }
 
 const checker: { python?: string } = {}

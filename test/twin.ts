@@ -37,6 +37,11 @@ export interface Twin {
   more: Array<{ h: number, w: number, x: Tensor<'float32'>, y: Float32Array }>
 }
 
+/** Major.minor of a version string ('1.13.0a0' -> '1.13'). */
+export function minorVersion (v: string): string {
+  return v.split('.').slice(0, 2).join('.')
+}
+
 /**
  * The parity limit: max abs difference <= 1e-4 when segtorch runs on the same libtorch as the
  * reference (Debian's 1.13, the case the tests are about). Against another libtorch (e.g. a 2.x
@@ -44,8 +49,7 @@ export interface Twin {
  * fp32 reduction noise relative to the output's scale, 2e-5 x max |y|, and never below 1e-4.
  */
 export function parityTolerance (twin: Twin): number {
-  const minor = (v: string): string => v.split('.').slice(0, 2).join('.')
-  if (minor(backend().libtorch) === minor(twin.torch)) return 1e-4
+  if (minorVersion(backend().libtorch) === minorVersion(twin.torch)) return 1e-4
   let m = 0
   for (const v of twin.y) m = Math.max(m, Math.abs(v))
   const tol = Math.max(1e-4, 2e-5 * m)
