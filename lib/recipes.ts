@@ -236,6 +236,17 @@ export function trainingPlan (o: TrainingOptions, extra: { classWeights?: number
 }
 
 /**
+ * A recipe's options as the base of a run of `arch`: without its model options (`modelOption`) when
+ * `arch` names another network than the recipe's, since they are its own network's. The API's
+ * recipe() and `segtorch train --recipe` both start from this.
+ */
+export function recipeOptionsFor (r: Recipe, arch: unknown): TrainingOptions {
+  const o = { ...r.options } as TrainingOptions
+  if (arch !== undefined && arch !== o.arch) delete o.modelOption
+  return o
+}
+
+/**
  * A recipe's plan, with `overrides` on top of its options (`modelOption` merged key by key over the
  * recipe's, or dropped with it when `arch` names another network). Recipes whose class weights come from
  * the training masks need `data` (the training data set) to compute them.
@@ -247,15 +258,10 @@ export function trainingPlan (o: TrainingOptions, extra: { classWeights?: number
 export async function recipe (name: RecipeName, overrides?: Partial<TrainingOptions>, data?: Dataset): Promise<TrainingPlan & { recipe: Recipe }> {
   const r = getRecipe(name)
   const over = v.optionsObject('recipe overrides', overrides) as Partial<TrainingOptions>
-  const o = { ...r.options, ...over } as TrainingOptions
-  // modelOption merges key by key over the recipe's (as `segtorch train --model-option` does), unless
-  // another network is asked for: the recipe's options are its own network's.
-  if (over.arch === undefined || over.arch === r.options.arch) {
-    const mine = (r.options as TrainingOptions).modelOption
-    if (mine !== undefined) o.modelOption = { ...mine, ...(over.modelOption ?? {}) }
-  } else if (over.modelOption === undefined) {
-    delete o.modelOption
-  }
+  const base = recipeOptionsFor(r, over.arch)
+  const o = { ...base, ...over } as TrainingOptions
+  // modelOption merges key by key over the recipe's, as `segtorch train --model-option` does.
+  if (base.modelOption !== undefined) o.modelOption = { ...base.modelOption, ...(over.modelOption ?? {}) }
   let weights: number[] | undefined
   if (typeof o.classWeights === 'string') {
     if (data === undefined) throw new TypeError(`Expected the training data set as recipe()'s third argument: recipe '${name}' computes its class weights ('${o.classWeights}') from the training masks`)

@@ -16,7 +16,7 @@ import { writeReport, ReportSample, StepRecord, ReportMetrics } from '../report'
 import * as distributed from '../distributed'
 import { tensor } from '../tensor'
 import { holdout, NAMED, openSpec, parseSpec } from './data'
-import { RECIPES, RecipeName, TrainingOptions, trainingPlan } from '../recipes'
+import { RECIPES, RecipeName, recipeOptionsFor, TrainingOptions, trainingPlan } from '../recipes'
 import { classWeights, ClassWeighting } from '../data/stats'
 import { isRandomAccess } from '../data/datasets'
 import { keyOf, OptionDef, readConfig, resolveOptions, UsageError } from './options'
@@ -160,12 +160,9 @@ export async function runTrain (cmd: Command, o0: Record<string, unknown>, log: 
   let lowest: { values: Record<string, unknown>, where: string } | undefined
   if (recipeName !== undefined) {
     if (typeof recipeName !== 'string' || !(recipeName in RECIPES)) throw new UsageError(`Expected a recipe name (${Object.keys(RECIPES).join(', ')}) for --recipe but received ${typeof recipeName === 'string' ? `'${recipeName}'` : JSON.stringify(recipeName)}`)
-    const values: Record<string, unknown> = { ...RECIPES[recipeName as RecipeName].options }
-    // --model-option merges over the recipe's (options.ts), so a recipe's options of its own network
-    // are dropped when another network is asked for.
+    // --model-option merges over the recipe's (options.ts), unless --arch names another network.
     const arch = [o0.arch, config.arch, base.arch].find((x) => x !== undefined)
-    if (arch !== undefined && arch !== values.arch) delete values.modelOption
-    lowest = { values, where: `recipe ${recipeName}` }
+    lowest = { values: { ...recipeOptionsFor(RECIPES[recipeName as RecipeName], arch) }, where: `recipe ${recipeName}` }
   }
   const o = resolveOptions(cmd, TRAIN_OPTIONS, base, config, typeof o0.config === 'string' ? o0.config : undefined, lowest)
   if (o.data === undefined) throw new UsageError('Expected --data (where the training images are) but received none')
