@@ -132,8 +132,27 @@ describe('training engine', () => {
     await model.fit(batches(2), { epochs: 1, checkpointDir: dir })
     const before = fs.readFileSync(path.join(dir, 'last.segtorch'))
     // An absurd learning rate blows the weights up after the first update.
-    await rejects(model.fit(batches(4), { epochs: 1, checkpointDir: dir, optimizer: { lr: 1e30, momentum: 0 } }), SegtorchError, /training step \d+ produced a non-finite loss/)
+    await rejects(model.fit(batches(4), { epochs: 1, checkpointDir: dir, optimizer: { lr: 1e30, momentum: 0 } }), SegtorchError, /training step \d+ produced (a non-finite loss|non-finite gradients from a finite loss)/)
     assert.deepStrictEqual(fs.readFileSync(path.join(dir, 'last.segtorch')), before)
+  })
+
+  it('a step whose loss or gradients are not finite throws and changes nothing: weights, BatchNorm statistics, step count', async () => {
+    // Pixels of 3e38 (finite: NaN and Inf are refused before the forward) overflow the first
+    // convolution: a non-finite loss, or on some CPUs a finite loss with non-finite gradients (a CI
+    // run's data-parallel test got the latter): both must stop the step before the update.
+    const m = await createModel(TINY)
+    const probe = randomImages(1, 3, 32, 32, 9)
+    const y = randomMasks(2, 32, 32, 3)
+    await m.trainStep(randomImages(2, 3, 32, 32), y, { optimizer: { lr: 0.01 } })
+    const before = (await m.predict(probe, { output: 'logits', precision: 'fp32' })).dataSync()
+    const huge = tensor(new Float32Array(2 * 3 * 32 * 32).fill(3e38), [2, 3, 32, 32])
+    for (const precision of ['fp32', 'bf16'] as const) {
+      await rejects(m.trainStep(huge, y, { optimizer: { lr: 0.01 }, precision }), SegtorchError, /^training step 2 produced (a non-finite loss \(-?(nan|inf)\)|non-finite gradients from a finite loss \([-0-9.e+]+\)); the weights were not updated/)
+      const after = (await m.predict(probe, { output: 'logits', precision: 'fp32' })).dataSync()
+      assert.deepStrictEqual(after, before, `${precision}: the failed step changed the model's predictions`)
+    }
+    const r = await m.trainStep(randomImages(2, 3, 32, 32), y, { optimizer: { lr: 0.01 } })
+    assert.ok(r.updated && r.step === 2 && Number.isFinite(r.loss), 'training goes on after a failed step')
   })
 
   it('evaluate: perfect predictions give mIoU 1, the confusion matrix counts every pixel', async () => {

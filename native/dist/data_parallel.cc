@@ -119,6 +119,8 @@ struct DataParallel::Reducer {
   size_t next = 0;                              // the next bucket to issue
   bool non_finite = false;
   double bad_loss = 0;
+  bool check_finite = false;                    // this step: check each bucket before it is issued
+  torch::Tensor finite;                         // this step: every issued bucket was finite (on the device)
   std::string error;                            // a failure inside a hook (raised by Finish)
   int64_t steps = 0;
 
@@ -182,6 +184,7 @@ struct DataParallel::Reducer {
       waiting.push_back(static_cast<int64_t>(bucket.size()));
     }
     arrived.assign(params.size(), 0);
+    finite = torch::Tensor();
     pending.clear();
     next = 0;
     armed = true;
@@ -207,6 +210,10 @@ struct DataParallel::Reducer {
   // rank issues the same reductions in the same order).
   void IssueReady(bool overlapped) {
     while (next < buckets.size() && waiting[next] == 0) {
+      if (check_finite) {  // before the reduction overwrites this rank's gradients; no host sync here
+        torch::Tensor f = torch::isfinite(flats[next]).all();
+        finite = finite.defined() ? finite.logical_and(f) : f;
+      }
       pending.push_back(group->StartAllReduceSum(flats[next], What()));
       if (overlapped) group->CountOverlapped(flats[next].numel() * static_cast<int64_t>(flats[next].element_size()));
       ++next;
@@ -268,7 +275,7 @@ std::vector<torch::Tensor> Trainable(const std::vector<torch::Tensor>& all) {
 }
 }  // namespace
 
-void DataParallel::BeforeBackward(torch::nn::Module& net, bool last_micro_batch) {
+void DataParallel::BeforeBackward(torch::nn::Module& net, bool last_micro_batch, bool check_finite) {
   if (!last_micro_batch || group_->world_size() < 2) return;
   Reducer& r = *reducer_;
   std::lock_guard<std::mutex> lock(r.mu);
@@ -276,6 +283,7 @@ void DataParallel::BeforeBackward(torch::nn::Module& net, bool last_micro_batch)
   if (r.hooks.empty() || !r.Same(trainable)) r.Build(trainable, reducer_);
   r.error.clear();
   r.Arm();
+  r.check_finite = check_finite;
 }
 
 void DataParallel::NonFiniteLoss(double loss) {
@@ -302,6 +310,7 @@ void DataParallel::ReduceGradients(const std::vector<torch::Tensor>& all) {
     // after it): everything is placed now.
     if (r.hooks.empty() || !r.Same(trainable)) r.Build(trainable, reducer_);
     r.Arm();
+    r.check_finite = false;  // this rank is already flagged (its loss)
   }
   r.armed = false;
   const std::string what = r.What();
@@ -313,10 +322,14 @@ void DataParallel::ReduceGradients(const std::vector<torch::Tensor>& all) {
     if (!r.arrived[k]) r.Place(k, r.params[k].grad());
   }
   r.IssueReady(false);
-  // Which parameters have a gradient (summed: on how many ranks), and which ranks' losses were not finite.
-  present[r.params.size() + static_cast<size_t>(group_->rank())] = non_finite ? 1.f : 0.f;
+  // Which parameters have a gradient (summed: on how many ranks), and per rank (each writes its own
+  // slot): 1 its loss was not finite, 2 its gradients were not (from a finite loss).
+  const int64_t mine = static_cast<int64_t>(r.params.size()) + group_->rank();
+  present[static_cast<size_t>(mine)] = non_finite ? 1.f : 0.f;
   torch::Tensor flags = torch::tensor(present, torch::kFloat);
   if (!r.params.empty() && r.params[0].device() != flags.device()) flags = flags.to(r.params[0].device());
+  if (!non_finite && r.check_finite && r.finite.defined())
+    flags.narrow(0, mine, 1).add_(r.finite.logical_not().to(torch::kFloat).mul(2).view({1}));
   r.pending.push_back(group_->StartAllReduceSum(flags, what));
   std::vector<Pending> pending = std::move(r.pending);
   r.pending.clear();
@@ -324,13 +337,21 @@ void DataParallel::ReduceGradients(const std::vector<torch::Tensor>& all) {
   group_->WaitAll(pending);
   torch::Tensor summed = flags.to(torch::kCPU);
   auto pf = summed.accessor<float, 1>();
-  std::string bad;
-  for (int64_t q = 0; q < group_->world_size(); ++q)
-    if (pf[static_cast<int64_t>(r.params.size()) + q] > 0) bad += (bad.empty() ? "" : ", ") + std::to_string(q);
-  if (!bad.empty()) {
+  std::string bad_losses, bad_gradients;
+  for (int64_t q = 0; q < group_->world_size(); ++q) {
+    float v = pf[static_cast<int64_t>(r.params.size()) + q];
+    std::string& list = v > 1.5f ? bad_gradients : bad_losses;
+    if (v > 0.5f) list += (list.empty() ? "" : ", ") + std::to_string(q);
+  }
+  if (!bad_losses.empty() || !bad_gradients.empty()) {
     for (auto& p : r.params) p.mutable_grad() = torch::Tensor();
-    std::string m = "training step " + std::to_string(r.steps) + " produced a non-finite loss on rank" + (bad.find(',') == std::string::npos ? " " : "s ") + bad;
-    if (non_finite) m += " (this rank: " + std::to_string(bad_loss) + ")";
+    auto ranks = [](const std::string& list) { return std::string(list.find(',') == std::string::npos ? " rank " : " ranks ") + list; };
+    std::string m = "training step " + std::to_string(r.steps) + " produced ";
+    if (!bad_losses.empty()) {
+      m += "a non-finite loss on" + ranks(bad_losses);
+      if (non_finite) m += " (this rank: " + std::to_string(bad_loss) + ")";
+    }
+    if (!bad_gradients.empty()) m += std::string(bad_losses.empty() ? "" : " and ") + "non-finite gradients from a finite loss on" + ranks(bad_gradients);
     ThrowError(m + "; no rank updated its weights. Lower the learning rate or check the data.");
   }
   double inv = 1.0 / static_cast<double>(group_->world_size());

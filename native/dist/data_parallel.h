@@ -9,8 +9,10 @@
 // the same on every rank), so that the reduction runs on the backend's threads while the backward
 // goes on; the step waits for all of them after the backward. Buckets with a parameter that got no
 // gradient on this rank are issued after the backward. A parameter that no rank gave a gradient
-// keeps none (the optimizer skips it, as on one process). A non-finite loss on any rank is agreed on
-// in the same exchange: every rank then throws the same error and none updates its weights.
+// keeps none (the optimizer skips it, as on one process). A non-finite loss on any rank, or
+// non-finite gradients from a finite loss (each bucket is checked before it is handed over), is
+// agreed on in the same exchange: every rank then throws the same error naming the ranks, and none
+// updates its weights.
 #pragma once
 #include <torch/torch.h>
 
@@ -40,7 +42,7 @@ class DataParallel : public DataParallelHooks {
   DataParallel(std::shared_ptr<ProcessGroup> group, torch::nn::Module& net, const DataParallelOptions& options);
   ~DataParallel() override;
   void BeforeForward(torch::nn::Module& net) override;
-  void BeforeBackward(torch::nn::Module& net, bool last_micro_batch) override;
+  void BeforeBackward(torch::nn::Module& net, bool last_micro_batch, bool check_finite) override;
   void NonFiniteLoss(double loss) override;
   void ReduceGradients(const std::vector<torch::Tensor>& params) override;
 

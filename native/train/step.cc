@@ -51,15 +51,36 @@ void ClearGradients(torch::nn::Module& net) {
   for (auto& p : net.parameters()) p.mutable_grad() = torch::Tensor();
 }
 
+namespace {
+// Every gradient is finite (one host sync for all of them).
+bool GradientsFinite(const std::vector<torch::Tensor>& params) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> flags;
+  for (const auto& p : params)
+    if (p.grad().defined()) flags.push_back(torch::isfinite(p.grad()).all());
+  return flags.empty() || torch::stack(flags).all().item<bool>();
+}
+}  // namespace
+
 StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& run, const torch::Tensor& x,
                      const torch::Tensor& y, const torch::Tensor& d, const TrainStepOptions& o) {
   bool was_training = net.is_training();
   net.train();
   StepResult result;
   const std::vector<double>& base_lrs = state.optimizer.base_lrs();
+  // The forward updates BatchNorm's running statistics; a step that fails (a non-finite loss or
+  // gradients, a failed exchange) puts them back, so that it changes nothing (an overflowing image
+  // would otherwise leave non-finite statistics and every later prediction NaN). A few KB per BN
+  // layer. Data parallel: as they are after rank 0's were copied to this rank (the same on every rank).
+  std::vector<torch::Tensor> buffers = net.buffers(), saved;
   try {
     if (state.micro % o.accumulate == 0) ClearGradients(net);
     if (state.parallel) state.parallel->BeforeForward(net);
+    {
+      torch::NoGradGuard no_grad;
+      saved.reserve(buffers.size());
+      for (const auto& b : buffers) saved.push_back(b.clone());
+    }
     torch::Tensor loss = TrainingLoss(net, run, x, y, o, &result, d);
     bool fp16 = o.precision == Precision::kFp16;
     bool last = (state.micro + 1) % o.accumulate == 0;
@@ -73,7 +94,7 @@ StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& 
       // skips its backward and says so there, and every rank throws the same error.
       state.parallel->NonFiniteLoss(result.loss);
     } else {
-      if (state.parallel) state.parallel->BeforeBackward(net, last);
+      if (state.parallel) state.parallel->BeforeBackward(net, last, !fp16);
       RECORD_USER_SCOPE("segtorch::backward");  // named in SEGTORCH_PROFILE's traces
       (loss * ((fp16 ? state.scaler.scale : 1.0) / static_cast<double>(o.accumulate))).backward();
     }
@@ -89,6 +110,15 @@ StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& 
           ClearGradients(net);
           throw;
         }
+      }
+      // A finite loss can still give inf / NaN gradients (an overflow inside the network); an update
+      // with them would ruin every weight, so the step stops as for a non-finite loss (fp16: the
+      // loss scaler skips the update instead, as GradScaler does). Data parallel: each rank checked
+      // its own gradients before the exchange, and ReduceGradients threw on every rank.
+      if (!fp16 && !state.parallel && !GradientsFinite(params)) {
+        ClearGradients(net);
+        ThrowError("training step " + std::to_string(state.steps + 1) + " produced non-finite gradients from a finite loss (" +
+                   std::to_string(result.loss) + "); the weights were not updated. Lower the learning rate or check the data.");
       }
       bool ok = fp16 ? state.scaler.UnscaleAndCheck(params) : true;
       if (ok) {
@@ -111,6 +141,10 @@ StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& 
       result.lr = base_lrs.empty() ? 0 : base_lrs[0] * LrFactor(o.schedule, state.steps);
     }
   } catch (...) {
+    {
+      torch::NoGradGuard no_grad;
+      for (size_t k = 0; k < saved.size(); ++k) buffers[k].copy_(saved[k]);
+    }
     net.train(was_training);
     throw;
   }

@@ -50,7 +50,7 @@ struct StepResult {
   double lr = 0;           // learning rate of the first group at this step
   std::vector<double> lrs; // every parameter group's (backbone [, no-decay], head [, no-decay])
   bool updated = false;    // this call applied an optimizer update
-  bool skipped = false;    // fp16: the update was skipped (inf/NaN gradients)
+  bool skipped = false;    // fp16: the update was skipped (inf/NaN gradients); other precisions throw
 };
 
 // Data-parallel training (dist/data_parallel.h implements it over a process group): what the step
@@ -61,8 +61,10 @@ class DataParallelHooks {
   // Before each forward pass (buffers from rank 0, as DistributedDataParallel's broadcast_buffers).
   virtual void BeforeForward(torch::nn::Module& net) = 0;
   // Before each backward pass; last_micro_batch: the one whose gradients are exchanged (earlier
-  // ones accumulate locally, as DistributedDataParallel under no_sync()).
-  virtual void BeforeBackward(torch::nn::Module& net, bool last_micro_batch) = 0;
+  // ones accumulate locally, as DistributedDataParallel under no_sync()). check_finite: this rank's
+  // gradients are checked before they are exchanged, and non-finite ones make every rank throw the
+  // same error naming the rank (off for fp16, whose loss scaler skips such steps on every rank).
+  virtual void BeforeBackward(torch::nn::Module& net, bool last_micro_batch, bool check_finite) = 0;
   // This rank's loss was not finite: its backward is skipped, and the exchange of the last
   // micro-batch makes every rank throw the same error (no rank updates its weights).
   virtual void NonFiniteLoss(double loss) = 0;

@@ -83,6 +83,7 @@ async function main (): Promise<void> {
   const rank = Number(process.env.RANK ?? 0)
   const report: Record<string, unknown> = { rank, pid: process.pid }
   const write = (): void => fs.writeFileSync(path.join(s.out, `rank${rank}.json`), JSON.stringify(report))
+  let model: Model | undefined
   try {
     if (s.distributed) {
       const g = await distributed.init({ timeoutMs: s.timeoutMs ?? 30000 })
@@ -94,7 +95,6 @@ async function main (): Promise<void> {
         process.exit(3)
       }
     }
-    let model: Model
     if (s.otherModelOnRanks?.includes(rank)) model = await createModel({ arch: 'unet', numClasses: 4, baseChannels: 4, dropout: 0 })
     else if (s.freshOnRanks?.includes(rank)) model = await createModel({ arch: 'unet', numClasses: 3, baseChannels: 4, dropout: 0, batchNorm: s.batchNorm ?? false })
     else model = await loadModel(s.init)
@@ -157,6 +157,8 @@ async function main (): Promise<void> {
     write()
   } catch (err) {
     report.error = { name: (err as Error).name, message: (err as Error).message }
+    // What a failed run leaves: the tests check that a failed step changed nothing.
+    if (model) await model.saveStateDict(path.join(s.out, `rank${rank}-failed.pt`)).catch(() => undefined)
     write()
     process.stderr.write(`rank ${rank}: ${(err as Error).name}: ${(err as Error).message}\n`)
     process.exit(1)
