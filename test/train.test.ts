@@ -155,6 +155,26 @@ describe('training engine', () => {
     assert.ok(r.updated && r.step === 2 && Number.isFinite(r.loss), 'training goes on after a failed step')
   })
 
+  it('the focal loss with gamma < 1 trains on pixels predicted with certainty (p = 1: finite gradients)', async () => {
+    // (1 - p)^0.5 has an infinite derivative at p = 1; before the clamp this step threw (NaN gradients
+    // from a finite loss). A U-Net without BatchNorm on large pixel values predicts with certainty.
+    const m = await createModel({ arch: 'unet', numClasses: 3, baseChannels: 4, dropout: 0 })
+    const x = tensor(new Float32Array(2 * 3 * 32 * 32).map((_, i) => ((i * 7919) % 101) * 50), [2, 3, 32, 32])
+    const y = await m.predict(x, { precision: 'fp32' })
+    const logits = (await m.predict(x, { output: 'logits', precision: 'fp32' })).dataSync() as Float32Array
+    let certain = 0
+    for (let i = 0; i < 2 * 32 * 32; i++) {
+      const n = Math.floor(i / 1024) * 3072 + (i % 1024)
+      const v = [logits[n], logits[n + 1024], logits[n + 2048]].sort((a, b) => b - a)
+      if (v[0] - v[1] > 20) certain++  // softmax rounds to exactly 1 in float32
+    }
+    assert.ok(certain > 100, `${certain} pixels predicted with certainty`)
+    for (const focalGamma of [0.5, 0, 2]) {
+      const r = await m.trainStep(x, y as never, { loss: 'focal', lossOptions: { focalGamma }, optimizer: { lr: 1e-6 }, precision: 'fp32', channelsLast: false })
+      assert.ok(r.updated && Number.isFinite(r.loss), `gamma ${focalGamma}`)
+    }
+  })
+
   it('evaluate: perfect predictions give mIoU 1, the confusion matrix counts every pixel', async () => {
     const x = randomImages(2, 3, 40, 40, 77)
     const labels = await model.predict(x)

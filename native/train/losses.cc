@@ -77,7 +77,10 @@ torch::Tensor FocalLoss(const torch::Tensor& logits, const torch::Tensor& labels
   auto [valid, safe] = Valid(labels, o);
   torch::Tensor logp = torch::log_softmax(logits.to(torch::kFloat), 1).gather(1, safe.unsqueeze(1)).squeeze(1);
   torch::Tensor p = logp.exp();
-  torch::Tensor loss = -torch::pow(1 - p, o.focal_gamma) * logp;
+  // (1 - p)^gamma has an infinite derivative at p = 1 for gamma < 1 (a pixel predicted with
+  // certainty); its product with log p = 0 does not, but autograd's inf x 0 made NaN gradients.
+  // Clamped, the derivative there is 0, as the limit; the value changes by less than 1e-12^gamma x |log p|.
+  torch::Tensor loss = -torch::pow((1 - p).clamp_min(1e-12), o.focal_gamma) * logp;
   torch::Tensor w = valid.to(loss.dtype());
   if (o.class_weights.defined()) w = w * PixelWeights(safe, o);
   torch::Tensor denom = w.sum();
