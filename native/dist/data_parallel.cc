@@ -211,7 +211,8 @@ struct DataParallel::Reducer {
   void IssueReady(bool overlapped) {
     while (next < buckets.size() && waiting[next] == 0) {
       if (check_finite) {  // before the reduction overwrites this rank's gradients; no host sync here
-        torch::Tensor f = torch::isfinite(flats[next]).all();
+        // As train/step.cc's GradientsFinite: a finite sum (one read of the bucket, 17x cheaper than isfinite().all()).
+        torch::Tensor f = torch::isfinite(flats[next].sum());
         finite = finite.defined() ? finite.logical_and(f) : f;
       }
       pending.push_back(group->StartAllReduceSum(flats[next], What()));
