@@ -262,6 +262,21 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     assert.ok(d < 1e-6, `max |rank 0 - rank 1| after the failed step: ${d}`)
   })
 
+  it('world size 1 (distributed, nothing exchanged): a non-finite step fails the same way, and changes nothing', async () => {
+    // Before, ReduceGradients returned early for one process: the step skipped its backward, applied
+    // no update and no error, and fit went on.
+    const out = path.join(dir, 'nan1')
+    const exits = await ranks(1, base(out, { init: path.join(dir, 'init-bn.segtorch'), batchNorm: true, lr: 0.02, batchSize: 2, iterations: 5, distributed: true, nanAt: { rank: 0, batch: 2 } }))
+    assert.strictEqual(exits[0].code, 1, exits[0].stderr)
+    const r = report(out, 0)
+    console.log(`      (${r.error?.message ?? ''})`)
+    assert.strictEqual(r.worldSize, 1)
+    assert.match(r.error?.message ?? '', /^training step 3 produced (a non-finite loss on rank 0 \(this rank: (-?nan|-?inf)\); no rank updated its weights|non-finite gradients from a finite loss \([-0-9.e+]+\); the weights were not updated)/)
+    assert.strictEqual(r.ranks?.length, 2, 'two steps done before')
+    const failed = path.join(out, 'rank0-failed.pt')
+    assert.strictEqual(stateDiff(failed, failed), 0, 'the state left is finite (NaN would make the difference NaN)')
+  })
+
   it('3 processes (odd world size, 10 samples padded to 12) match 1 process over the padded order', async () => {
     const one = path.join(dir, 'one3')
     const three = path.join(dir, 'three')

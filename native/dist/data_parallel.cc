@@ -287,6 +287,8 @@ void DataParallel::BeforeBackward(torch::nn::Module& net, bool last_micro_batch,
   r.check_finite = check_finite;
 }
 
+int64_t DataParallel::WorldSize() const { return group_->world_size(); }
+
 void DataParallel::NonFiniteLoss(double loss) {
   std::lock_guard<std::mutex> lock(reducer_->mu);
   if (!reducer_->non_finite) reducer_->bad_loss = loss;
@@ -302,6 +304,9 @@ void DataParallel::ReduceGradients(const std::vector<torch::Tensor>& all) {
   if (group_->world_size() < 2) {
     r.steps++;
     r.armed = false;
+    if (non_finite)  // the same error as with more ranks (the step skipped this backward)
+      ThrowError("training step " + std::to_string(r.steps) + " produced a non-finite loss on rank 0 (this rank: " + std::to_string(bad_loss) +
+                 "); no rank updated its weights. Lower the learning rate or check the data.");
     return;
   }
   torch::NoGradGuard no_grad;

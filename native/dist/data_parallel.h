@@ -43,6 +43,7 @@ class DataParallel : public DataParallelHooks {
   ~DataParallel() override;
   void BeforeForward(torch::nn::Module& net) override;
   void BeforeBackward(torch::nn::Module& net, bool last_micro_batch, bool check_finite) override;
+  int64_t WorldSize() const override;
   void NonFiniteLoss(double loss) override;
   void ReduceGradients(const std::vector<torch::Tensor>& params) override;
 

@@ -116,9 +116,9 @@ StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& 
       }
       // A finite loss can still give inf / NaN gradients (an overflow inside the network); an update
       // with them would ruin every weight, so the step stops as for a non-finite loss (fp16: the
-      // loss scaler skips the update instead, as GradScaler does). Data parallel: each rank checked
-      // its own gradients before the exchange, and ReduceGradients threw on every rank.
-      if (!fp16 && !state.parallel && !GradientsFinite(params)) {
+      // loss scaler skips the update instead, as GradScaler does). Data parallel over 2 or more
+      // processes: each rank checked its own gradients before the exchange (ReduceGradients threw).
+      if (!fp16 && !(state.parallel && state.parallel->WorldSize() > 1) && !GradientsFinite(params)) {
         ClearGradients(net);
         ThrowError("training step " + std::to_string(state.steps + 1) + " produced non-finite gradients from a finite loss (" +
                    std::to_string(result.loss) + "); the weights were not updated. Lower the learning rate or check the data.");

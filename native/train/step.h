@@ -71,6 +71,8 @@ class DataParallelHooks {
   // After the backward of the last micro-batch, before unscaling, clipping and the update: every
   // gradient becomes its average over the ranks.
   virtual void ReduceGradients(const std::vector<torch::Tensor>& params) = 0;
+  // The number of processes (1: nothing is exchanged, and the step checks its own gradients).
+  virtual int64_t WorldSize() const = 0;
 };
 
 // What training keeps between steps (and what a checkpoint stores).
