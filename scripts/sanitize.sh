@@ -33,6 +33,9 @@ logs="$out/logs"
 san="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize=vptr -fno-sanitize-recover=all"
 cxxflags="-O1 -g -DNDEBUG -D_GLIBCXX_ASSERTIONS -fno-omit-frame-pointer $san"
 ldflags="$san"
+# The cache entries, once: cmake-js sets CMAKE_CXX_FLAGS itself (after --CD options), so the flags go
+# in the Release ones.
+defs=("CMAKE_CXX_FLAGS_RELEASE=$cxxflags" "CMAKE_SHARED_LINKER_FLAGS_RELEASE=$ldflags" "CMAKE_EXE_LINKER_FLAGS_RELEASE=$ldflags")
 
 build () {
   local jobs="${SANITIZE_JOBS:-$(nproc)}"
@@ -43,14 +46,10 @@ build () {
   # made with other flags is reconfigured here (every object is then rebuilt with the new flags).
   if [ -f "$out/CMakeCache.txt" ] && ! grep -qxF "CMAKE_CXX_FLAGS_RELEASE:STRING=$cxxflags" "$out/CMakeCache.txt"; then
     echo "sanitize: the flags changed: reconfiguring build-asan/"
-    cmake "$out" "-DCMAKE_CXX_FLAGS_RELEASE=$cxxflags" "-DCMAKE_SHARED_LINKER_FLAGS_RELEASE=$ldflags" \
-      "-DCMAKE_EXE_LINKER_FLAGS_RELEASE=$ldflags" >"$logs/configure.log" 2>&1 || { tail -n 20 "$logs/configure.log"; exit 2; }
+    cmake "$out" "${defs[@]/#/-D}" >"$logs/configure.log" 2>&1 || { tail -n 20 "$logs/configure.log"; exit 2; }
   fi
-  # cmake-js sets CMAKE_CXX_FLAGS itself (after --CD options), so the flags go in the Release ones.
   if ! node "$root/node_modules/cmake-js/bin/cmake-js" compile --out "$out" --parallel "$jobs" \
-      "--CDCMAKE_CXX_FLAGS_RELEASE=$cxxflags" \
-      "--CDCMAKE_SHARED_LINKER_FLAGS_RELEASE=$ldflags" \
-      "--CDCMAKE_EXE_LINKER_FLAGS_RELEASE=$ldflags" >"$logs/build.log" 2>&1; then
+      "${defs[@]/#/--CD}" >"$logs/build.log" 2>&1; then
     tail -n 40 "$logs/build.log"
     echo "sanitize: FAILED: the sanitized build did not complete (see $logs/build.log)"
     exit 2
