@@ -154,9 +154,12 @@ describe('command line', function () {
     for (const m of html.matchAll(/src="([^"]+)"/g)) if (!m[1].startsWith('data:')) assert.ok(fs.existsSync(path.join(out, m[1])), m[1])
     assert.strictEqual(fs.readdirSync(path.join(out, 'samples')).length, 2)
     fails(cli(dir, 'demo', '--lr', '2'), /learning rate/)
-    assert.strictEqual(JSON.parse(fs.readFileSync(path.join(out, 'result.json'), 'utf8')).elastic, 4)
+    const result = JSON.parse(fs.readFileSync(path.join(out, 'result.json'), 'utf8'))
+    assert.strictEqual(result.elastic, 4)
+    assert.strictEqual(result.flips, 'lr', 'left-right flips by default (README: the labels\' vertical offset)')
     fails(cli(dir, 'demo', '--elastic', '-1'), /Expected a number >= 0 for --elastic but received '-1'/)
     fails(cli(dir, 'demo', '--elastic', '65'), /Expected a number <= 64 for --elastic but received '65'/)
+    fails(cli(dir, 'demo', '--flips', 'ud'), /Expected d4, lr or none for --flips but received 'ud'/)
   })
 
   it('info prints the backend and the architectures', () => {

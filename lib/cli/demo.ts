@@ -25,8 +25,14 @@ export interface DemoOptions {
   loss: 'ce' | 'dice' | 'lovasz' | 'focal' | 'ohem'
   /** Training precision: 'auto' (bf16 + channels-last where the CPU has native bf16), 'fp32' or 'bf16'. */
   precision: 'auto' | 'fp32' | 'bf16'
-  /** Predictions average the 8 flips/transpositions of each image (EM images have no up or left). */
+  /** Predictions average the image's variants under `flips` (EM images have no up or left). */
   tta: boolean
+  /**
+   * The flips of training crops and of test-time averaging: 'lr' (the default) left-right flips
+   * only, 'd4' all 8 flips / transpositions, 'none'. The shipped labels sit ~0.6 px above their
+   * images: a network can learn that offset only from crops that keep their up and down (README).
+   */
+  flips?: Flips
   batch: number
   crop: number
   /**
@@ -42,6 +48,13 @@ export interface DemoOptions {
   lr: number
   seed: number
   log: (line: string) => void
+}
+
+export type Flips = 'd4' | 'lr' | 'none'
+
+/** Variants k of an n x n image under `flips`: bit 0 flips rows, bit 1 flips columns, bit 2 transposes. */
+export function flipVariants (flips: Flips): number[] {
+  return flips === 'd4' ? [0, 1, 2, 3, 4, 5, 6, 7] : flips === 'lr' ? [0, 2] : [0]
 }
 
 export interface Sample { image: Uint8Array, label: Uint8Array, size: number }
@@ -121,20 +134,21 @@ function reflect (i: number, n: number): number {
 
 /**
  * A random crop with random flips and transposition (the dihedral group: EM images have no up or
- * left) of a few samples, as a batch; with elastic > 0, each crop is also deformed elastically
+ * left; `flips` narrows it) of a few samples, as a batch; with elastic > 0, each crop is also deformed elastically
  * (images bilinearly, labels by their nearest pixel; mirrored beyond the image's border).
  * @internal (exported for tests)
  */
-export function randomCrops (samples: Sample[], n: number, crop: number, r: () => number, elastic = 0): { x: Uint8Array, y: Uint8Array } {
+export function randomCrops (samples: Sample[], n: number, crop: number, r: () => number, elastic = 0, flips: Flips = 'd4'): { x: Uint8Array, y: Uint8Array } {
   const x = new Uint8Array(n * crop * crop)
   const y = new Uint8Array(n * crop * crop)
   for (let b = 0; b < n; b++) {
     const s = samples[Math.floor(r() * samples.length)]
     const oy = Math.floor(r() * (s.size - crop + 1))
     const ox = Math.floor(r() * (s.size - crop + 1))
-    const fx = r() < 0.5
-    const fy = r() < 0.5
-    const tr = r() < 0.5
+    // three draws whatever `flips` allows, so that the crops' positions do not depend on it
+    const fx = r() < 0.5 && flips !== 'none'
+    const fy = r() < 0.5 && flips === 'd4'
+    const tr = r() < 0.5 && flips === 'd4'
     const dy = elastic > 0 ? displacement(crop, elastic, r) : undefined
     const dx = elastic > 0 ? displacement(crop, elastic, r) : undefined
     for (let i = 0; i < crop; i++) {
@@ -170,6 +184,7 @@ export function randomCrops (samples: Sample[], n: number, crop: number, r: () =
 
 export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneIoU: number, pixelAccuracy: number, seconds: number }> {
   const log = o.log
+  const flips = o.flips ?? 'lr'
   checkWritableDir(o.out, 'the output folder (--out)') // before minutes of training
   const t0 = Date.now()
   const b = backend()
@@ -194,7 +209,7 @@ export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneI
   let lastLog = Date.now()
   const crops = function * (): Generator<Batch> {
     for (;;) {
-      const { x, y } = randomCrops(train, o.batch, o.crop, r, o.elastic ?? 0)
+      const { x, y } = randomCrops(train, o.batch, o.crop, r, o.elastic ?? 0, flips)
       yield { images: tensor(x, [o.batch, 1, o.crop, o.crop]), masks: tensor(y, [o.batch, o.crop, o.crop]) }
     }
   }
@@ -216,38 +231,40 @@ export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneI
   const trained = steps.length
   log(`trained ${trained} steps in ${((Date.now() - tTrain) / 1000).toFixed(0)} s`)
 
-  // Labels of a whole image; with tta, the class probabilities of its 8 flips / transpositions averaged.
+  // Labels of a whole image; with tta, the class probabilities of its variants under `flips` averaged.
+  const variants = flipVariants(flips)
   const predictLabels = async (image: Uint8Array, h: number, w: number): Promise<Uint8Array> => {
-    if (!o.tta || h !== w) {
+    if (!o.tta || variants.length === 1 || (h !== w && flips === 'd4')) {
       const p = await model.predict(tensor(image, [1, 1, h, w]))
       const out = Uint8Array.from(p.dataSync())
       p.dispose()
       return out
     }
-    const n = h
-    const at = (k: number, i: number, j: number): number => { // source pixel of pixel (i, j) of variant k
-      let a = k & 1 ? n - 1 - i : i
-      let c = k & 2 ? n - 1 - j : j
+    const n = h * w
+    const at = (k: number, i: number, j: number): number => { // source pixel of pixel (i, j) of variant k (square when k transposes)
+      let a = k & 1 ? h - 1 - i : i
+      let c = k & 2 ? w - 1 - j : j
       if (k & 4) [a, c] = [c, a]
-      return a * n + c
+      return a * w + c
     }
-    const x = new Uint8Array(8 * n * n)
-    for (let k = 0; k < 8; k++) for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) x[k * n * n + i * n + j] = image[at(k, i, j)]
-    const p = await model.predict(tensor(x, [8, 1, n, n]), { output: 'probs' })
+    const V = variants.length
+    const x = new Uint8Array(V * n)
+    for (const [v, k] of variants.entries()) for (let i = 0; i < h; i++) for (let j = 0; j < w; j++) x[v * n + i * w + j] = image[at(k, i, j)]
+    const p = await model.predict(tensor(x, [V, 1, h, w]), { output: 'probs' })
     const probs = p.dataSync() as Float32Array
     const K = p.shape[1]
-    const sum = new Float32Array(K * n * n)
-    for (let k = 0; k < 8; k++) {
+    const sum = new Float32Array(K * n)
+    for (const [v, k] of variants.entries()) {
       for (let c = 0; c < K; c++) {
-        const base = (k * K + c) * n * n
-        for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) sum[c * n * n + at(k, i, j)] += probs[base + i * n + j]
+        const base = (v * K + c) * n
+        for (let i = 0; i < h; i++) for (let j = 0; j < w; j++) sum[c * n + at(k, i, j)] += probs[base + i * w + j]
       }
     }
     p.dispose()
-    const out = new Uint8Array(n * n)
-    for (let q = 0; q < n * n; q++) {
+    const out = new Uint8Array(n)
+    for (let q = 0; q < n; q++) {
       let best = 0
-      for (let c = 1; c < K; c++) if (sum[c * n * n + q] > sum[best * n * n + q]) best = c
+      for (let c = 1; c < K; c++) if (sum[c * n + q] > sum[best * n + q]) best = c
       out[q] = best
     }
     return out
@@ -293,12 +310,12 @@ export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneI
     metrics: { mIoU: (iou + membraneIoU) / 2, pixelAccuracy: correct / total, perClassIoU: [membraneIoU, iou], images: held.length },
     metricsOn: `${held.length} held-out labelled images (512x512, not used for training)`,
     samples,
-    summary: { model: `U-Net, ${o.baseChannels} channels at the first level`, steps: trained, batch: o.batch, crop: o.crop, 'elastic deformation (px)': o.elastic ?? 0, loss: o.loss, 'flip/transpose averaging': o.tta ? 'yes' : 'no', 'training images': train.length, seconds: Math.round(seconds) },
-    config: { steps: o.steps, seconds: o.seconds, loss: o.loss, tta: o.tta, batch: o.batch, crop: o.crop, elastic: o.elastic ?? 0, baseChannels: o.baseChannels, lr: o.lr, seed: o.seed }
+    summary: { model: `U-Net, ${o.baseChannels} channels at the first level`, steps: trained, batch: o.batch, crop: o.crop, 'elastic deformation (px)': o.elastic ?? 0, loss: o.loss, flips, 'flip averaging': o.tta && variants.length > 1 ? `${variants.length} variants` : 'no', 'training images': train.length, seconds: Math.round(seconds) },
+    config: { steps: o.steps, seconds: o.seconds, loss: o.loss, tta: o.tta, flips, batch: o.batch, crop: o.crop, elastic: o.elastic ?? 0, baseChannels: o.baseChannels, lr: o.lr, seed: o.seed }
   })
   log(`report: ${report.html}`)
   const result = { iou, membraneIoU, pixelAccuracy: correct / total, seconds }
-  fs.writeFileSync(path.join(o.out, 'result.json'), JSON.stringify({ ...result, steps: trained, trainSeconds: o.steps > 0 ? undefined : o.seconds, loss: o.loss, tta: o.tta, batch: o.batch, crop: o.crop, elastic: o.elastic ?? 0 }, null, 2))
+  fs.writeFileSync(path.join(o.out, 'result.json'), JSON.stringify({ ...result, steps: trained, trainSeconds: o.steps > 0 ? undefined : o.seconds, loss: o.loss, tta: o.tta, flips, batch: o.batch, crop: o.crop, elastic: o.elastic ?? 0 }, null, 2))
   log(`wrote ${tests.length} masks to ${path.join(o.out, 'masks')} and the model to ${path.join(o.out, 'model.segtorch')} (${seconds.toFixed(0)} s)`)
   return result
 }

@@ -4,7 +4,7 @@ import * as path from 'path'
 import { Command, CommanderError } from 'commander'
 import { backend, version } from '../index'
 import { ARCHITECTURES } from '../models'
-import { DemoOptions, runDemo } from './demo'
+import { DemoOptions, Flips, runDemo } from './demo'
 import { ExportCliOptions, runExport } from './export'
 import { launch } from './launch'
 import { EVAL_OPTIONS, PREDICT_OPTIONS, runEval, runPredict } from './infer'
@@ -150,7 +150,8 @@ export function program (): Command {
     .option('--steps <n>', 'a fixed number of training steps instead of --seconds')
     .option('--loss <name>', 'loss: ce, dice, lovasz, focal, ohem', mr.loss)
     .option('--precision <p>', 'training precision: auto (bf16 where the CPU has native bf16), fp32, bf16', 'auto')
-    .option('--no-tta', 'predict each image once (default: average its 8 flips and transpositions)')
+    .option('--no-tta', 'predict each image once (default: average its variants under --flips)')
+    .option('--flips <set>', 'flips of the training crops and of the averaging: lr (left-right only: keeps the labels\' vertical offset learnable), d4 (all 8 flips / transpositions), none', 'lr')
     .option('--base-channels <n>', "channels of the U-Net's first level", String(mr.modelOption.baseChannels))
     .option('--model-option <key=value>', 'a U-Net option over the recipe\'s (baseChannels=16, batchNorm=true; e.g. batchNorm=false, dropout=0.5, upsampling=bilinear; repeatable)', (val: string, prev: string[] | undefined) => [...(prev ?? []), val])
     .option('--lr <x>', 'Adam learning rate (poly decay)', String(mr.lr))
@@ -172,6 +173,10 @@ export function program (): Command {
           return o.loss as DemoOptions['loss']
         })(),
         tta: o.tta as unknown as boolean,
+        flips: ((): Flips => {
+          if (!['d4', 'lr', 'none'].includes(o.flips)) throw new UsageError(`Expected d4, lr or none for --flips but received '${o.flips}'`)
+          return o.flips as Flips
+        })(),
         precision: ((): DemoOptions['precision'] => {
           if (!['auto', 'fp32', 'bf16'].includes(o.precision)) throw new UsageError(`Expected auto, fp32 or bf16 for --precision but received '${o.precision}'`)
           return o.precision as DemoOptions['precision']
