@@ -66,6 +66,19 @@ void CheckSameModel(ProcessGroup& g, torch::nn::Module& net, const std::string& 
   }
 }
 
+// The error of a step that some rank could not take: which ranks had a non-finite loss (this one's
+// value when it is among them) or non-finite gradients from a finite one; lists like "0, 2".
+std::string NonFiniteStep(int64_t step, const std::string& bad_losses, const std::string& bad_gradients, bool mine, double bad_loss) {
+  auto ranks = [](const std::string& list) { return std::string(list.find(',') == std::string::npos ? " rank " : " ranks ") + list; };
+  std::string m = "training step " + std::to_string(step) + " produced ";
+  if (!bad_losses.empty()) {
+    m += "a non-finite loss on" + ranks(bad_losses);
+    if (mine) m += " (this rank: " + std::to_string(bad_loss) + ")";
+  }
+  if (!bad_gradients.empty()) m += std::string(bad_losses.empty() ? "" : " and ") + "non-finite gradients from a finite loss on" + ranks(bad_gradients);
+  return m + "; no rank updated its weights. Lower the learning rate or check the data.";
+}
+
 }  // namespace
 
 void BroadcastTensors(ProcessGroup& group, const std::vector<torch::Tensor>& tensors, int64_t root, const std::string& what) {
@@ -304,9 +317,7 @@ void DataParallel::ReduceGradients(const std::vector<torch::Tensor>& all) {
   if (group_->world_size() < 2) {
     r.steps++;
     r.armed = false;
-    if (non_finite)  // the same error as with more ranks (the step skipped this backward)
-      ThrowError("training step " + std::to_string(r.steps) + " produced a non-finite loss on rank 0 (this rank: " + std::to_string(bad_loss) +
-                 "); no rank updated its weights. Lower the learning rate or check the data.");
+    if (non_finite) ThrowError(NonFiniteStep(r.steps, "0", "", true, bad_loss));  // as with more ranks (the step skipped this backward)
     return;
   }
   torch::NoGradGuard no_grad;
@@ -351,14 +362,7 @@ void DataParallel::ReduceGradients(const std::vector<torch::Tensor>& all) {
   }
   if (!bad_losses.empty() || !bad_gradients.empty()) {
     for (auto& p : r.params) p.mutable_grad() = torch::Tensor();
-    auto ranks = [](const std::string& list) { return std::string(list.find(',') == std::string::npos ? " rank " : " ranks ") + list; };
-    std::string m = "training step " + std::to_string(r.steps) + " produced ";
-    if (!bad_losses.empty()) {
-      m += "a non-finite loss on" + ranks(bad_losses);
-      if (non_finite) m += " (this rank: " + std::to_string(bad_loss) + ")";
-    }
-    if (!bad_gradients.empty()) m += std::string(bad_losses.empty() ? "" : " and ") + "non-finite gradients from a finite loss on" + ranks(bad_gradients);
-    ThrowError(m + "; no rank updated its weights. Lower the learning rate or check the data.");
+    ThrowError(NonFiniteStep(r.steps, bad_losses, bad_gradients, non_finite, bad_loss));
   }
   double inv = 1.0 / static_cast<double>(group_->world_size());
   for (auto& flat : r.flats) flat.mul_(inv);

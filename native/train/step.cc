@@ -51,20 +51,6 @@ void ClearGradients(torch::nn::Module& net) {
   for (auto& p : net.parameters()) p.mutable_grad() = torch::Tensor();
 }
 
-namespace {
-// Every gradient is finite: the sum of each is (a NaN or inf makes it NaN or inf; finite values
-// whose sum leaves float's range count as overflowing too). One host sync for all of them; a
-// sum reads each gradient once without allocating: 6 ms for FCN-ResNet50's 33 M parameters on 2
-// cores, against 100 ms for isfinite().all() (a 7.4 s step at batch 4 x 256 x 256).
-bool GradientsFinite(const std::vector<torch::Tensor>& params) {
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> sums;
-  for (const auto& p : params)
-    if (p.grad().defined()) sums.push_back(p.grad().sum().to(torch::kFloat));
-  return sums.empty() || torch::isfinite(torch::stack(sums).sum()).item<bool>();
-}
-}  // namespace
-
 StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& run, const torch::Tensor& x,
                      const torch::Tensor& y, const torch::Tensor& d, const TrainStepOptions& o) {
   bool was_training = net.is_training();
