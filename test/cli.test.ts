@@ -162,6 +162,38 @@ describe('command line', function () {
     fails(cli(dir, 'demo', '--flips', 'ud'), /Expected d4, lr or none for --flips but received 'ud'/)
   })
 
+  it('demo on a user\'s folder: non-square test images are predicted with the left-right averaging, masks at their size', async () => {
+    const data = path.join(dir, 'membrane-like')
+    const S = 48
+    for (let k = 0; k < 3; k++) {
+      const lab = labels(S, S, 2, 10 + k)
+      await greyPng(path.join(data, 'train', 'image', `${k}.png`), lab.map((v) => (v === 1 ? 200 : 30)), S, S)
+      await greyPng(path.join(data, 'train', 'label', `${k}.png`), lab.map((v) => v * 255), S, S)
+    }
+    const sizes: Array<[number, number]> = [[40, 72], [56, 36], [40, 72]] // [height, width]; 2 is 0 mirrored
+    const test0 = labels(72, 40, 2, 20).map((v) => (v === 1 ? 200 : 30))
+    const mirror = (a: Uint8Array, h: number, w: number): Uint8Array => Uint8Array.from(a, (_, q) => a[Math.floor(q / w) * w + w - 1 - (q % w)])
+    await greyPng(path.join(data, 'test', '0.png'), test0, 72, 40)
+    await greyPng(path.join(data, 'test', '1.png'), labels(36, 56, 2, 21).map((v) => (v === 1 ? 200 : 30)), 36, 56)
+    await greyPng(path.join(data, 'test', '2.png'), mirror(test0, 40, 72), 72, 40)
+    for (const flips of ['lr', 'd4']) {
+      const out = path.join(dir, `demo-${flips}`)
+      const r = ok(cli(dir, 'demo', '--data', data, '--out', out, '--steps', '2', '--batch', '2', '--crop', '32', '--base-channels', '4', '--holdout', '1', '--flips', flips))
+      assert.match(r.stdout, /2 training images, 1 held back/)
+      const masks: Uint8Array[] = []
+      for (const [k, [h, w]] of sizes.entries()) {
+        const { data: px, info } = await sharp(path.join(out, 'masks', `${k}.png`)).extractChannel(0).raw().toBuffer({ resolveWithObject: true })
+        assert.deepStrictEqual([info.height, info.width], [h, w], `mask ${k} (${flips})`)
+        assert.ok(px.every((v) => v === 0 || v === 255), 'masks are 0 (membrane) / 255 (cell interior)')
+        masks.push(Uint8Array.from(px))
+      }
+      // Averaging an image with its mirror image makes the prediction mirror-symmetric: the mirrored
+      // image's mask is the mirrored mask, pixel for pixel (without averaging it need not be).
+      if (flips === 'lr') assert.deepStrictEqual(masks[2], mirror(masks[0], 40, 72), 'left-right averaging of a non-square image')
+      assert.strictEqual(JSON.parse(fs.readFileSync(path.join(out, 'result.json'), 'utf8')).flips, flips)
+    }
+  })
+
   it('info prints the backend and the architectures', () => {
     const r = ok(cli(dir, 'info'))
     assert.match(r.stdout, /^libtorch +\d+\.\d+/m)
