@@ -159,7 +159,7 @@ describe('command line', function () {
     assert.strictEqual(result.flips, 'lr', 'left-right flips by default (README: the labels\' vertical offset)')
     fails(cli(dir, 'demo', '--elastic', '-1'), /Expected a number >= 0 for --elastic but received '-1'/)
     fails(cli(dir, 'demo', '--elastic', '65'), /Expected a number <= 64 for --elastic but received '65'/)
-    fails(cli(dir, 'demo', '--flips', 'ud'), /Expected d4, lr or none for --flips but received 'ud'/)
+    fails(cli(dir, 'demo', '--flips', 'ud'), /Expected one of lr, d4, none for --flips but received 'ud'/)
   })
 
   it('demo on a user\'s folder: non-square test images are predicted with the left-right averaging, masks at their size', async () => {

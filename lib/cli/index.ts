@@ -173,10 +173,7 @@ export function program (): Command {
           return o.loss as DemoOptions['loss']
         })(),
         tta: o.tta as unknown as boolean,
-        flips: ((): Flips => {
-          if (!['d4', 'lr', 'none'].includes(o.flips)) throw new UsageError(`Expected d4, lr or none for --flips but received '${o.flips}'`)
-          return o.flips as Flips
-        })(),
+        flips: coerce({ flags: '--flips <set>', kind: 'string', choices: ['lr', 'd4', 'none'], description: '' }, o.flips) as Flips,
         precision: ((): DemoOptions['precision'] => {
           if (!['auto', 'fp32', 'bf16'].includes(o.precision)) throw new UsageError(`Expected auto, fp32 or bf16 for --precision but received '${o.precision}'`)
           return o.precision as DemoOptions['precision']
