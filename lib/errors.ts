@@ -74,8 +74,22 @@ export function restack (err: unknown, site: Error): unknown {
   return e
 }
 
+/**
+ * Image data that cannot be used as read: not an image format the decoder knows, empty, cut short,
+ * corrupt, or (masks, depth maps) an image a label or depth decoder cannot take. `file` when it was
+ * read from a file.
+ */
+export class ImageError extends SegtorchError {
+  readonly file?: string
+  constructor (message: string, code = 'ERR_SEGTORCH_IMAGE', file?: string) {
+    super(file === undefined ? message : `${file}: ${message}`, code)
+    this.name = 'ImageError'
+    if (file !== undefined) this.file = file
+  }
+}
+
 /** A PNG file that breaks the PNG specification (or that a label decoder cannot take), with the rule it breaks. */
-export class PngError extends SegtorchError {
+export class PngError extends ImageError {
   constructor (message: string) {
     super(message, 'ERR_SEGTORCH_PNG')
     this.name = 'PngError'

@@ -30,7 +30,7 @@ export type { Arch, Backbone, ResNetBackbone, VGGBackbone, OutputStride, ArchSpe
 export * as distributed from './distributed'
 export type { DistributedOptions } from './distributed'
 export { DistributedError } from './errors'
-export { SegtorchError, SegtorchLoadError, PngError, LimitError, FileError } from './errors'
+export { SegtorchError, SegtorchLoadError, ImageError, PngError, LimitError, FileError } from './errors'
 /** Data sets, decoding, augmentation and the loader (also `segtorch/data`). */
 export * as data from './data'
 /** Training reports: curves.svg, per-class IoU, sample pictures, report.html (also `segtorch/report`). */

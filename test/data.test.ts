@@ -5,8 +5,9 @@ import * as path from 'path'
 import sharp from 'sharp'
 import * as root from '../lib'
 import {
-  ade20k, ADE20K_CLASSES, camvid, cityscapes, DataError, decodeDepth, decodeIndexedPng, decodeMask, folder, fromAsyncIterable, voc, VOC_PALETTE
+  ade20k, ADE20K_CLASSES, camvid, cityscapes, DataError, decodeDepth, decodeImage, decodeIndexedPng, decodeMask, folder, fromAsyncIterable, readImage, voc, VOC_PALETTE
 } from '../lib/data'
+import { ImageError, PngError, SegtorchError } from '../lib/errors'
 import { greyPng, labels, palettePng, rgbFile, rgbPixels, write } from './data-fixtures'
 import { ROOT, tmpdir } from './helpers'
 
@@ -91,6 +92,43 @@ describe('data sets', () => {
       await assert.rejects(decodeMask(big), /label 300 at pixel \(1, 0\)/)
       const d = await decodeDepth(Buffer.from(big), 0.001)
       assert.deepStrictEqual(Array.from(d.data).map((x) => Math.round(x * 1000)), [0, 300, 1, 2])
+    })
+
+    it('image data that cannot be decoded or used is an ImageError (PngError for PNG rules), with its code and file', async () => {
+      const image = async (p: Promise<unknown>, message: RegExp, type: Function = ImageError): Promise<ImageError> => {
+        const err = await p.then(() => undefined, (e: unknown) => e)
+        assert.ok(err instanceof type, `expected a ${type.name} but got ${(err as Error)?.constructor?.name}: ${(err as Error)?.message}`)
+        assert.ok(err instanceof ImageError && err instanceof SegtorchError)
+        assert.match(err.message, message)
+        assert.strictEqual(err.code, type === PngError ? 'ERR_SEGTORCH_PNG' : 'ERR_SEGTORCH_IMAGE')
+        assert.strictEqual(err.name, type.name)
+        return err
+      }
+      const junk = Buffer.from('not an image at all')
+      const jpeg = fs.readFileSync(await rgbFile(path.join(dir, 'err.jpeg'), 8, 8, 3, 'jpeg'))
+      const png = fs.readFileSync(await rgbFile(path.join(dir, 'err.png'), 8, 8, 3))
+      // Not an image, empty, cut short: each decoder.
+      await image(decodeImage(junk), /^Input buffer contains unsupported image format$/)
+      await image(decodeImage(Buffer.alloc(0)), /^empty image data \(0 bytes\)$/)
+      await image(decodeImage(jpeg.subarray(0, jpeg.length - 40)), /^truncated JPEG \(no end-of-image marker\)$/)
+      await image(decodeImage(png.subarray(0, png.length - 8)), /^truncated PNG \(no IEND chunk at the end\)$/)
+      await image(decodeMask(junk), /unsupported image format/)
+      await image(decodeMask(Buffer.alloc(0)), /^empty image data \(0 bytes\)$/)
+      await image(decodeMask(png.subarray(0, png.length - 8)), /^truncated PNG/, PngError)
+      await image(decodeDepth(junk), /unsupported image format/)
+      await image(decodeDepth(jpeg.subarray(0, jpeg.length - 40)), /^truncated JPEG/)
+      // Decodable, but not usable as a mask or a depth map.
+      await image(decodeMask(png), /RGB mask with colour rgb\(.*expected class indices/)
+      await image(decodeMask(png, { colours: new Map([[0, 0]]) }), /is not in the colour map/)
+      await image(decodeDepth(png), /^depth image with 3 channels: expected a single-channel \(grey\) image$/)
+      // A file: the message starts with its path, which the error also carries.
+      const bad = write(path.join(dir, 'bad-image.jpg'), junk)
+      const err = await image(readImage(bad), /unsupported image format/)
+      assert.strictEqual(err.file, bad)
+      assert.ok(err.message.startsWith(`${bad}: `), err.message)
+      // The same class from the package's entry point.
+      assert.strictEqual(root.ImageError, ImageError)
+      assert.ok(Object.getPrototypeOf(root.PngError) === ImageError)
     })
 
     it('JPEG, WebP and TIFF images decode to RGB', async () => {
@@ -185,7 +223,8 @@ describe('data sets', () => {
       const files = Array.from({ length: ds.length }, (_, i) => path.basename(ds.file?.(i) ?? ''))
       const get = (name: string): Promise<unknown> => ds.get(files.indexOf(name))
       await rejectsData(get('nomask.png'), /nomask\.png$/, /no mask nomask\.\* in .*masks/)
-      await rejectsData(get('corrupt.png'), /images\/corrupt\.png$/, /unsupported image format/)
+      const corrupt = await rejectsData(get('corrupt.png'), /images\/corrupt\.png$/, /unsupported image format/)
+      assert.ok(corrupt.cause instanceof ImageError, 'the DataError keeps the decoder\'s ImageError as its cause')
       await rejectsData(get('trunc.png'), /images\/trunc\.png$/, /read error|truncat|premature/i)
       await rejectsData(get('truncjpg.jpg'), /truncjpg\.jpg$/, /premature end|truncat/i)
       await rejectsData(get('size.png'), /masks\/size\.png$/, /mask is 6x8 but its image size\.png is 8x6/)

@@ -1,8 +1,8 @@
 /**
  * Fuzzing in the suite (issue 12): 1,000 seeded mutants of each kind of file a user may be handed
  * (model, checkpoint for resume, state dict, TorchScript, mask PNG), loaded in a worker process each:
- * no crash, no hang, peak RSS under 1 GiB, and no raw mutant of a weight record loading without
- * error. scripts/fuzz.sh runs the same with 10,000+ mutants and a random seed.
+ * no crash, no hang, peak RSS under 1 GiB, every refusal a named error (never a bare Error), and no raw
+ * mutant of a weight record loading without error. scripts/fuzz.sh runs the same with 10,000+ mutants and a random seed.
  */
 import * as assert from 'assert'
 import { KINDS, runFuzz, torchScriptBase } from './fuzz/run'
@@ -44,6 +44,8 @@ describe('fuzzing hostile files', function () {
       assert.ok(s.outcomes.error + s.outcomes.loaded + (s.outcomes.unchanged ?? 0) === COUNT)
       assert.ok(s.outcomes.error > COUNT / 4, 'most mutants are refused')
       assert.strictEqual(s.outcomes.backtrace ?? 0, 0, 'no C++ backtrace in messages')
+      // Every refusal is a named error (a segtorch error class, TypeError or RangeError), never a bare Error.
+      assert.strictEqual(s.errorNames.Error, undefined, `${s.errorNames.Error} mutants refused with a bare Error`)
       assert.strictEqual(s.weightLoaded, 0, 'raw mutants of weight records that loaded without error')
       if (kind !== 'png' && kind !== 'torchscript') assert.ok(s.weightMutants > COUNT / 10, `${s.weightMutants} raw weight-record mutants`)
       assert.ok(s.maxRssMiB < MAX_RSS_MIB, `peak RSS ${s.maxRssMiB} MiB`)

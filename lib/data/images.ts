@@ -1,8 +1,8 @@
 /** Image files in and out, decoded with sharp (libvips) into uint8 buffers. */
 import * as fs from 'fs'
 import * as path from 'path'
-import sharp from 'sharp'
-import { LimitError, PngError, SegtorchError } from '../errors'
+import sharp, { OutputInfo } from 'sharp'
+import { ImageError, LimitError, PngError, SegtorchError } from '../errors'
 import { checkRegularFile } from '../files'
 import { decodePng, DecodedPng, isPng, pixelLimitError, PngDecodeOptions, resolveLimitInputPixels } from './png'
 
@@ -43,10 +43,15 @@ async function limitError (err: unknown, input: Uint8Array | string, limit: numb
 export async function readImage (file: string, channels: 1 | 3 = 3, options: ImageDecodeOptions = {}): Promise<DecodedImage> {
   const limit = resolveLimitInputPixels(options.limitInputPixels)
   await checkRegularFile(file, 'an image file')
-  let img = sharp(file, sharpInput(limit))
-  img = channels === 1 ? img.greyscale() : img.removeAlpha().toColourspace('srgb')
-  const { data, info } = await img.raw().toBuffer({ resolveWithObject: true }).catch(async (err) => { throw await limitError(err, file, limit) })
+  const { data, info } = await pixels(file, channels, limit).catch(async (err) => { throw decoderError(await limitError(err, file, limit), file) })
   return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: info.channels }
+}
+
+/** sharp's decoding to `channels` interleaved uint8 channels (sharp's own errors, thrown or rejected, as a rejection). */
+async function pixels (input: Uint8Array | string, channels: 1 | 3, limit: number): Promise<{ data: Buffer, info: OutputInfo }> {
+  let img = sharp(input, sharpInput(limit))
+  img = channels === 1 ? img.greyscale() : img.removeAlpha().toColourspace('srgb')
+  return await img.raw().toBuffer({ resolveWithObject: true })
 }
 
 /** HWC interleaved -> CHW planar (what tensors of shape [C, H, W] hold). */
@@ -84,20 +89,26 @@ export interface MaskDecodeOptions extends ImageDecodeOptions {
 function checkComplete (buf: Uint8Array): void {
   if (isPng(buf)) {
     const tail = Buffer.from(buf.buffer, buf.byteOffset + Math.max(0, buf.length - 12), Math.min(12, buf.length))
-    if (tail.toString('latin1', 4, 8) !== 'IEND') throw new Error('truncated PNG (no IEND chunk at the end)')
+    if (tail.toString('latin1', 4, 8) !== 'IEND') throw new ImageError('truncated PNG (no IEND chunk at the end)')
   } else if (buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff) {
     // the end-of-image marker, allowing for padding after it
     let found = false
     for (let i = buf.length - 2; i >= Math.max(2, buf.length - 4096) && !found; i--) found = buf[i] === 0xff && buf[i + 1] === 0xd9
-    if (!found) throw new Error('truncated JPEG (no end-of-image marker)')
+    if (!found) throw new ImageError('truncated JPEG (no end-of-image marker)')
   }
 }
 
-/** sharp's errors without libvips' noise; an empty message (lost by libvips) says what is known. */
-function decoderError (err: unknown): Error {
+/**
+ * sharp's errors as an ImageError without libvips' noise; an empty message (lost by libvips) says what
+ * is known. segtorch's own errors, TypeError and RangeError pass through.
+ */
+function decoderError (err: unknown, file?: string): Error {
   if (err instanceof SegtorchError || err instanceof TypeError || err instanceof RangeError) return err
   const m = ((err as Error)?.message ?? '').trim()
-  return new Error(!m || /^Unknown error$/i.test(m) ? 'corrupt image data (the decoder gave no detail)' : m.split('\n')[0])
+  const message = !m || /^Unknown error$/i.test(m)
+    ? 'corrupt image data (the decoder gave no detail)'
+    : /^Input (buffer|file) is empty/i.test(m) ? 'empty image data (0 bytes)' : m.split('\n')[0]
+  return new ImageError(message, 'ERR_SEGTORCH_IMAGE', file)
 }
 
 /**
@@ -108,9 +119,7 @@ export async function decodeImage (input: Uint8Array | string, channels: 1 | 3 =
   const limit = resolveLimitInputPixels(options.limitInputPixels)
   if (typeof input !== 'string') checkComplete(input)
   else await checkRegularFile(input, 'an image file')
-  let img = sharp(input, sharpInput(limit))
-  img = channels === 1 ? img.greyscale() : img.removeAlpha().toColourspace('srgb')
-  const { data, info } = await img.raw().toBuffer({ resolveWithObject: true }).catch(async (err) => { throw decoderError(await limitError(err, input, limit)) })
+  const { data, info } = await pixels(input, channels, limit).catch(async (err) => { throw decoderError(await limitError(err, input, limit)) })
   return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: info.channels }
 }
 
@@ -175,11 +184,11 @@ function pngLabels (png: DecodedPng, colours?: Map<number, number>): DecodedImag
 function colourLabel (r: number, g: number, b: number, i: number, width: number, colours?: Map<number, number>): number {
   if (colours !== undefined) {
     const v = colours.get((r << 16) | (g << 8) | b)
-    if (v === undefined) throw new Error(`mask colour rgb(${r}, ${g}, ${b}) at pixel (${i % width}, ${Math.floor(i / width)}) is not in the colour map`)
+    if (v === undefined) throw new ImageError(`mask colour rgb(${r}, ${g}, ${b}) at pixel (${i % width}, ${Math.floor(i / width)}) is not in the colour map`)
     return v
   }
   if (r === g && g === b) return r
-  throw new Error(`RGB mask with colour rgb(${r}, ${g}, ${b}) at pixel (${i % width}, ${Math.floor(i / width)}): expected class indices (a grey or palette-indexed image), or give a colour map`)
+  throw new ImageError(`RGB mask with colour rgb(${r}, ${g}, ${b}) at pixel (${i % width}, ${Math.floor(i / width)}): expected class indices (a grey or palette-indexed image), or give a colour map`)
 }
 
 async function decodeLabels (input: Uint8Array, options: MaskDecodeOptions, limit: number): Promise<DecodedImage> {
@@ -195,7 +204,7 @@ async function decodeLabels (input: Uint8Array, options: MaskDecodeOptions, limi
     const out = new Uint8Array(info.width * info.height)
     for (let i = 0; i < out.length; i++) {
       const x = v[i * info.channels]
-      if (x > 255) throw new Error(`16-bit mask holds label ${x} at pixel (${i % info.width}, ${Math.floor(i / info.width)}): labels above 255 are not supported`)
+      if (x > 255) throw new ImageError(`16-bit mask holds label ${x} at pixel (${i % info.width}, ${Math.floor(i / info.width)}): labels above 255 are not supported`)
       out[i] = x
     }
     return { data: out, width: info.width, height: info.height, channels: 1 }
@@ -216,11 +225,19 @@ async function decodeLabels (input: Uint8Array, options: MaskDecodeOptions, limi
 export async function decodeDepth (input: Uint8Array, scale = 1, options: ImageDecodeOptions = {}): Promise<{ data: Float32Array, width: number, height: number }> {
   const limit = resolveLimitInputPixels(options.limitInputPixels)
   checkComplete(input)
+  try {
+    return await depthPixels(input, scale, limit)
+  } catch (err) {
+    throw decoderError(await limitError(err, input, limit))
+  }
+}
+
+async function depthPixels (input: Uint8Array, scale: number, limit: number): Promise<{ data: Float32Array, width: number, height: number }> {
   const meta = await sharp(input, sharpInput(limit)).metadata()
   if (meta.width !== undefined && meta.height !== undefined && meta.width * meta.height > limit) throw pixelLimitError(meta.width, meta.height, limit, 'depth image')
-  if ((meta.channels ?? 0) > 2) throw new Error(`depth image with ${meta.channels} channels: expected a single-channel (grey) image`)
+  if ((meta.channels ?? 0) > 2) throw new ImageError(`depth image with ${meta.channels} channels: expected a single-channel (grey) image`)
   const wide = meta.depth === 'ushort'
-  const { data, info } = await sharp(input, sharpInput(limit)).toColourspace(wide ? 'grey16' : 'b-w').raw(wide ? { depth: 'ushort' } : {}).toBuffer({ resolveWithObject: true }).catch(async (err) => { throw await limitError(err, input, limit) })
+  const { data, info } = await sharp(input, sharpInput(limit)).toColourspace(wide ? 'grey16' : 'b-w').raw(wide ? { depth: 'ushort' } : {}).toBuffer({ resolveWithObject: true })
   const v = wide ? new Uint16Array(data.buffer, data.byteOffset, data.length / 2) : data
   const out = new Float32Array(info.width * info.height)
   for (let i = 0; i < out.length; i++) out[i] = v[i * info.channels] * scale

@@ -108,10 +108,10 @@ if (require.main === module) {
         results.push(r)
         const s = r.summary
         console.log(`${k}: ${count} mutants in ${r.seconds.toFixed(0)} s: ${s ? `${JSON.stringify(s.outcomes)} errors ${JSON.stringify(s.errorNames)}, raw weight-record mutants ${s.weightMutants} of which loaded ${s.weightLoaded}, peak RSS ${s.maxRssMiB} MiB` : ''}${r.crash ? ` CRASH ${r.crash}` : ''}${r.hang !== undefined ? ` HANG at mutant ${r.hang}` : ''}${r.keptMutant ? ` (kept: ${r.keptMutant})` : ''}`)
-        if (r.crash || r.hang !== undefined || !s || s.weightLoaded > 0 || s.outcomes.backtrace) bad++
+        if (r.crash || r.hang !== undefined || !s || s.weightLoaded > 0 || s.outcomes.backtrace || s.errorNames.Error) bad++
       }
     }))
-    console.log(`fuzz: seed ${seed}, ${results.length} kinds, ${bad === 0 ? 'OK: 0 crashes, 0 hangs, 0 weight-record mutants loaded' : `${bad} kind(s) FAILED`} (files in ${dir})`)
+    console.log(`fuzz: seed ${seed}, ${results.length} kinds, ${bad === 0 ? 'OK: 0 crashes, 0 hangs, 0 weight-record mutants loaded, 0 bare Errors' : `${bad} kind(s) FAILED`} (files in ${dir})`)
     process.exitCode = bad === 0 ? 0 : 1
   })()
 }
