@@ -247,6 +247,23 @@ describe('loader', () => {
     assert.notDeepStrictEqual(shuffled, Array.from({ length: 40 }, (_, i) => i))
   })
 
+  it('a source whose iterator throws ends the epoch with a DataError naming it, the thrown error as its cause, even with onError skip', async () => {
+    const boom = new TypeError('boom')
+    async function * items (): AsyncGenerator<SourceItem> {
+      for (let i = 0; i < 3; i++) yield { image: new Uint8Array(2 * 3 * 3).fill(i), width: 3, height: 2, name: `s${i}` }
+      throw boom
+    }
+    for (const onError of ['throw', 'skip'] as const) {
+      const seen: number[][] = []
+      const err = await (async () => { for await (const b of loader(fromAsyncIterable(() => items(), { classes: 2 }), { batchSize: 2, onError })) seen.push(ids(b)) })().then(() => undefined, (e: unknown) => e)
+      assert.ok(err instanceof DataError, `expected a DataError but got ${(err as Error)?.constructor?.name}: ${(err as Error)?.message}`)
+      assert.strictEqual(err.message, '(the data source): its iterator threw: boom')
+      assert.strictEqual(err.file, '(the data source)')
+      assert.strictEqual(err.cause, boom)
+      assert.ok(seen.flat().every((i) => i < 3), `batches before the failure hold only the samples read: ${JSON.stringify(seen)}`)
+    }
+  })
+
   it('rejects bad options', () => {
     const { ds } = fake(3)
     assert.throws(() => loader(ds, { batchSize: 0 }), RangeError)

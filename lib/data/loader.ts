@@ -392,7 +392,8 @@ class Epoch implements AsyncIterator<LoaderBatch> {
       try {
         thunk = await next()
       } catch (err) {
-        this.#fail(new Error(`the data source failed: ${(err as Error)?.message ?? String(err)}`))
+        // Fatal even with onError 'skip': an iterator that threw cannot be resumed.
+        this.#fail(new DataError('(the data source)', `its iterator threw: ${(err as Error)?.message ?? String(err)}`, err))
         return
       }
       if (this.#stopped) return
