@@ -126,6 +126,7 @@ describe('data sets', () => {
       const err = await image(readImage(bad), /unsupported image format/)
       assert.strictEqual(err.file, bad)
       assert.ok(err.message.startsWith(`${bad}: `), err.message)
+      assert.strictEqual((await image(decodeImage(bad), /unsupported image format/)).file, bad)
       // The same class from the package's entry point.
       assert.strictEqual(root.ImageError, ImageError)
       assert.ok(Object.getPrototypeOf(root.PngError) === ImageError)

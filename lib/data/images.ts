@@ -119,7 +119,7 @@ export async function decodeImage (input: Uint8Array | string, channels: 1 | 3 =
   const limit = resolveLimitInputPixels(options.limitInputPixels)
   if (typeof input !== 'string') checkComplete(input)
   else await checkRegularFile(input, 'an image file')
-  const { data, info } = await pixels(input, channels, limit).catch(async (err) => { throw decoderError(await limitError(err, input, limit)) })
+  const { data, info } = await pixels(input, channels, limit).catch(async (err) => { throw decoderError(await limitError(err, input, limit), typeof input === 'string' ? input : undefined) })
   return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: info.channels }
 }
 
