@@ -70,8 +70,10 @@ describe('in a browser (headless Chromium)', function () {
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     const { serve } = require(path.join(ROOT, 'examples', 'browser', 'serve.js'))
     const { server, url } = await serve({ model: onnx, files: dir })
-    const browser = await launch(chrome)
+    // Closed whatever fails, a launch that fails included: an open server would keep mocha from exiting.
+    let browser: Awaited<ReturnType<typeof launch>> | undefined
     try {
+      browser = await launch(chrome)
       const page = await browser.newPage()
       const problems: string[] = []
       page.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()) })
@@ -90,7 +92,7 @@ describe('in a browser (headless Chromium)', function () {
       await page.screenshot({ path: path.join(SHOTS, 'example.png'), fullPage: true })
       console.log(`      (${r.status}; agreement with segtorch ${(100 * agreement).toFixed(3)} %; screenshot: ${path.relative(ROOT, path.join(SHOTS, 'example.png'))})`)
     } finally {
-      await browser.close()
+      await browser?.close()
       server.close()
     }
   })
