@@ -35,11 +35,17 @@ export function chromium (): { path: string | null, reason: string } {
   return (found = p ? { path: p, reason: '' } : { path: null, reason: `apt-get install chromium failed: ${(r.stderr || '').trim().split('\n').pop()}` })
 }
 
-/** A headless Chromium (no sandbox: tests run as root in containers). */
+/**
+ * A headless Chromium (no sandbox: tests run as root in containers), without LD_PRELOAD: under
+ * scripts/sanitize.sh that preloads the ASan runtime, which Chromium (not built with it) dies of.
+ */
 export async function launch (executablePath: string): Promise<Browser> {
   const puppeteer = await import('puppeteer-core')
+  const env = { ...process.env }
+  delete env.LD_PRELOAD
   return await puppeteer.launch({
     executablePath,
+    env,
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--disable-extensions']
   })
