@@ -41,10 +41,7 @@ async function limitError (err: unknown, input: Uint8Array | string, limit: numb
 
 /** Decodes an image file to uint8 pixels with `channels` channels (1 grey, 3 RGB). */
 export async function readImage (file: string, channels: 1 | 3 = 3, options: ImageDecodeOptions = {}): Promise<DecodedImage> {
-  const limit = resolveLimitInputPixels(options.limitInputPixels)
-  await checkRegularFile(file, 'an image file')
-  const { data, info } = await pixels(file, channels, limit).catch(async (err) => { throw decoderError(await limitError(err, file, limit), file) })
-  return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: info.channels }
+  return await decodeImage(file, channels, options)
 }
 
 /** sharp's decoding to `channels` interleaved uint8 channels (sharp's own errors, thrown or rejected, as a rejection). */
