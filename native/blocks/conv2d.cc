@@ -245,9 +245,17 @@ torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tens
   return y;
 }
 
+bool FuseActivationsEnabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("SEGTORCH_FUSE_ACT");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return enabled;
+}
+
 torch::Tensor ConvAct(Conv2dImpl& conv, const torch::Tensor& x, Activation act, const torch::Tensor& add) {
   TORCH_INTERNAL_ASSERT(conv.activation() == Activation::kNone, "ConvAct on a convolution with a fused activation");
-  if (conv.prepacked()) {
+  if (conv.prepacked() && FuseActivationsEnabled()) {
     torch::Tensor y = conv.TryFused(x, add, act);
     if (y.defined()) return y;
   }
@@ -265,12 +273,7 @@ int64_t PrepackConvolutions(torch::nn::Module& net, bool on) {
   for (auto& m : net.modules(/*include_self=*/true)) {
     if (auto* conv = m->as<Conv2dImpl>()) n += conv->Prepack(on) ? 1 : 0;
   }
-  // SEGTORCH_FUSE_ACT=0: prepacked convolutions without their ReLUs as post-ops (for measuring the switch).
-  static const bool fuse = [] {
-    const char* v = std::getenv("SEGTORCH_FUSE_ACT");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
-  FuseActivations(net, on && fuse);
+  FuseActivations(net, on && FuseActivationsEnabled());
   return n;
 }
 

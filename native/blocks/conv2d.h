@@ -92,8 +92,12 @@ inline torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torc
   return ConvBnAct(conv, bn, x, relu ? Activation::kReLU : Activation::kNone, add);
 }
 
+// Whether ReLUs and additions become post-ops of prepacked convolutions (FuseActivations, ConvAct):
+// yes unless SEGTORCH_FUSE_ACT=0 (read once; for measuring the switch, bench/switches.js).
+bool FuseActivationsEnabled();
+
 // act(conv(x) [+ add]): one oneDNN call where the convolution runs prepacked (the addition and the
-// activation as its post-ops), the same operations one by one otherwise.
+// activation as its post-ops) unless SEGTORCH_FUSE_ACT=0, the same operations one by one otherwise.
 torch::Tensor ConvAct(Conv2dImpl& conv, const torch::Tensor& x, Activation act, const torch::Tensor& add = torch::Tensor());
 
 // While a guard with on = true lives, this thread's fp32 3x3 convolutions (stride 1, padding 1, groups 1,
@@ -118,7 +122,7 @@ bool WinogradAvailable();
 bool PrepackedConvolutionAvailable();
 
 // Prepack(on) on every segtorch::Conv2d below `net`; the number that run prepacked afterwards.
-// With on, also FuseActivations(net, true) (unless SEGTORCH_FUSE_ACT=0); with off, FuseActivations(net, false).
+// With on, also FuseActivations(net, true) where FuseActivationsEnabled(); with off, FuseActivations(net, false).
 int64_t PrepackConvolutions(torch::nn::Module& net, bool on);
 
 // on: in every Sequential below `net`, each prepacked Conv2d followed by a segtorch::ReLU, directly

@@ -54,7 +54,7 @@ class CascadeFeatureFusionImpl : public nn::Module {
     auto low_features = bn_low(conv_low(up));
     // relu(low + bn_high(conv_high(high))) as one prepacked call where predict folds and prepacks.
     torch::Tensor fused;
-    if (bn_high->folded() && conv_high->prepacked()) fused = conv_high->TryFused(high, low_features, Activation::kReLU);
+    if (bn_high->folded() && conv_high->prepacked() && FuseActivationsEnabled()) fused = conv_high->TryFused(high, low_features, Activation::kReLU);
     if (!fused.defined()) fused = (low_features + bn_high(conv_high(high))).relu_();
     return {fused, is_training() ? conv_low_cls(up) : torch::Tensor()};
   }
