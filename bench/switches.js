@@ -10,9 +10,8 @@
 //   --switch prepack: SEGTORCH_PREPACK=0 / 1 (predict's prepacked bf16 convolutions, libtorch 2.x)
 //   --switch cache:   SEGTORCH_CPU_CACHE_MB=0 / default (the cache of large CPU blocks)
 //   --switch pool:    SEGTORCH_POOL_KERNEL=0 / 1 (inference max pooling of contiguous tensors, blocks/max_pool.h)
-//   --switch fuseact: SEGTORCH_FUSE_ACT=0 / 1 (a Sequential's ReLU as the post-op of the prepacked convolution before it)
 // Prints a table with the CPU kind and writes bench/results/<switch>-<libtorch version>.json.
-//   usage: node bench/switches.js --switch prepack|cache|pool|fuseact [--rounds N] [--runs N] [--arch a,b] [--size S]
+//   usage: node bench/switches.js --switch prepack|cache|pool [--rounds N] [--runs N] [--arch a,b] [--size S]
 //          [--no-train] [--addon path/segtorch.node]
 'use strict'
 const { spawnSync } = require('child_process')
@@ -25,8 +24,7 @@ const opt = (name, def) => { const i = args.indexOf(`--${name}`); return i >= 0 
 const SWITCHES = {
   prepack: { env: 'SEGTORCH_PREPACK', off: '0', on: '1' },
   cache: { env: 'SEGTORCH_CPU_CACHE_MB', off: '0', on: undefined }, // undefined: the default
-  pool: { env: 'SEGTORCH_POOL_KERNEL', off: '0', on: '1' },
-  fuseact: { env: 'SEGTORCH_FUSE_ACT', off: '0', on: '1' }
+  pool: { env: 'SEGTORCH_POOL_KERNEL', off: '0', on: '1' }
 }
 
 // Median ms of `fn` over at least `runs` runs and about 3 s, after one warm-up call: small networks
@@ -87,7 +85,7 @@ async function main () {
   const info = spawnSync(process.execPath, ['-e', 'const b = require("./dist/index.js").backend(); console.log(JSON.stringify({ libtorch: b.libtorch, cpu: b.cpu, threads: b.threads, prepack: b.prepack }))'],
     { cwd: path.join(__dirname, '..'), env, encoding: 'utf8' })
   const be = JSON.parse(info.stdout)
-  if ((swName === 'prepack' || swName === 'fuseact') && !be.prepack) console.log(`note: this libtorch (${be.libtorch}) cannot prepack: both columns run the same code`)
+  if (swName === 'prepack' && !be.prepack) console.log(`note: this libtorch (${be.libtorch}) cannot prepack: both columns run the same code`)
   const KINDS = train ? ['defaults', 'fp32', 'train'] : ['defaults', 'fp32']
   const started = Date.now()
   const results = {}

@@ -30,7 +30,7 @@ class ConvBNActImpl : public nn::SequentialImpl {
     push_back(Conv2d(
         nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).dilation(dilation).groups(groups).bias(false)));
     push_back(BN(out));
-    if (act == Act::kReLU) push_back(ReLU());
+    if (act == Act::kReLU) push_back(nn::ReLU());
     if (act == Act::kHardSwish) push_back(nn::Functional(HardSwish));
   }
   torch::Tensor forward(torch::Tensor x) { return nn::SequentialImpl::forward(x); }

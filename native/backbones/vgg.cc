@@ -35,7 +35,7 @@ VGGImpl::VGGImpl(const VGGOptions& o) : output_stride_(o.output_stride()) {
     for (int64_t out : kVGG16[b]) {
       features->push_back(Conv2d(nn::Conv2dOptions(in, out, 3).padding(dilation).dilation(dilation)));
       if (o.batch_norm()) features->push_back(BatchNorm2d(out));
-      features->push_back(ReLU(/*inplace=*/true));
+      features->push_back(nn::ReLU(nn::ReLUOptions().inplace(true)));
       in = out;
     }
     blocks_.emplace_back(begin, features->size());

@@ -19,11 +19,11 @@ ASPPImpl::ASPPImpl(const ASPPOptions& o) : options_(o) {
   // Image pooling: children 0 (pool), 1 (conv), 2 (BN), 3 (ReLU) as torchvision's ASPPPooling.
   branches_.push_back(nn::Sequential(nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(1)),
                                      Conv2d(nn::Conv2dOptions(in, out, 1).bias(false)), BatchNorm2d(out),
-                                     ReLU()));
+                                     nn::ReLU()));
   for (auto& b : branches_) convs->push_back(b);
   int64_t n = static_cast<int64_t>(branches_.size());
   project = register_module("project", nn::Sequential(Conv2d(nn::Conv2dOptions(n * out, out, 1).bias(false)),
-                                                      BatchNorm2d(out), ReLU(), nn::Dropout(o.dropout())));
+                                                      BatchNorm2d(out), nn::ReLU(), nn::Dropout(o.dropout())));
 }
 
 torch::Tensor ASPPImpl::forward(const torch::Tensor& x) {

@@ -3,8 +3,6 @@
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/version.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <string>
 #include <utility>
 #include <variant>
@@ -200,16 +198,9 @@ bool Conv2dImpl::WinogradApplies(const torch::Tensor& input) const {
 
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
   if (pack_) {
-    torch::Tensor y = TryFused(input, torch::Tensor(), act_);
+    torch::Tensor y = TryFused(input, torch::Tensor(), Activation::kNone);
     if (y.defined()) return y;
   }
-  if (act_ == Activation::kNone) return Plain(input);
-  torch::Tensor y = Plain(input);
-  if (act_ == Activation::kReLU) return y.relu_();
-  return y.clamp_(0, 6);
-}
-
-torch::Tensor Conv2dImpl::Plain(const torch::Tensor& input) {
   if (WinogradApplies(input)) {
     try {
       const c10::optional<at::Tensor> b = bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt;
@@ -231,8 +222,6 @@ torch::Tensor Conv2dImpl::Plain(const torch::Tensor& input) {
 }
 
 torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tensor& x, Activation act, const torch::Tensor& add) {
-  // FuseActivations pairs only convolutions that a Sequential runs, never one run through here.
-  TORCH_INTERNAL_ASSERT(conv.activation() == Activation::kNone, "ConvBnAct on a convolution with a fused activation");
   if (bn.folded() && conv.prepacked()) {
     torch::Tensor y = conv.TryFused(x, add, act);
     if (y.defined()) return y;
@@ -245,68 +234,10 @@ torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tens
   return y;
 }
 
-bool FuseActivationsEnabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("SEGTORCH_FUSE_ACT");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
-  return enabled;
-}
-
-torch::Tensor ConvAct(Conv2dImpl& conv, const torch::Tensor& x, Activation act, const torch::Tensor& add) {
-  TORCH_INTERNAL_ASSERT(conv.activation() == Activation::kNone, "ConvAct on a convolution with a fused activation");
-  if (conv.prepacked() && FuseActivationsEnabled()) {
-    torch::Tensor y = conv.TryFused(x, add, act);
-    if (y.defined()) return y;
-  }
-  torch::Tensor y = conv.forward(x);
-  // In place where the types agree; else as `add + conv(x)` would promote (autocast's bf16 output
-  // and a float32 addend give float32).
-  if (add.defined()) y = y.scalar_type() == add.scalar_type() ? y.add_(add) : y + add;
-  if (act == Activation::kReLU) return y.relu_();
-  if (act == Activation::kReLU6) return y.clamp(0, 6);
-  return y;
-}
-
 int64_t PrepackConvolutions(torch::nn::Module& net, bool on) {
   int64_t n = 0;
   for (auto& m : net.modules(/*include_self=*/true)) {
     if (auto* conv = m->as<Conv2dImpl>()) n += conv->Prepack(on) ? 1 : 0;
-  }
-  FuseActivations(net, on && FuseActivationsEnabled());
-  return n;
-}
-
-int64_t FuseActivations(torch::nn::Module& net, bool on) {
-  int64_t n = 0;
-  for (auto& m : net.modules(/*include_self=*/true)) {
-    if (!on) {
-      if (auto* conv = m->as<Conv2dImpl>()) conv->set_activation(Activation::kNone);
-      if (auto* relu = m->as<ReLUImpl>()) relu->set_absorbed(false);
-      continue;
-    }
-    auto* seq = m->as<torch::nn::SequentialImpl>();
-    if (seq == nullptr) continue;
-    // children() keeps the order of registration, which is the Sequential's order.
-    const auto c = seq->children();
-    for (size_t i = 0; i < c.size(); ++i) {
-      auto* conv = c[i]->as<Conv2dImpl>();
-      if (conv == nullptr || !conv->prepacked() || conv->activation() != Activation::kNone) continue;
-      size_t j = i + 1;
-      if (j < c.size()) {
-        if (auto* bn = c[j]->as<BatchNorm2dImpl>()) {
-          if (!bn->folded()) continue;
-          ++j;
-        }
-      }
-      if (j >= c.size()) continue;
-      auto* relu = c[j]->as<ReLUImpl>();
-      if (relu == nullptr || relu->absorbed()) continue;
-      conv->set_activation(Activation::kReLU);
-      relu->set_absorbed(true);
-      ++n;
-      i = j;
-    }
   }
   return n;
 }

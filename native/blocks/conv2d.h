@@ -39,14 +39,7 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // the convolution then stays plain). ReLU6 only without `add`.
   torch::Tensor TryFused(const torch::Tensor& input, const torch::Tensor& add, Activation act);
 
-  // The activation forward applies to its output (a oneDNN post-op where it runs prepacked, an
-  // element-wise pass otherwise): set by FuseActivations for the ReLU module it absorbs.
-  Activation activation() const { return act_; }
-  void set_activation(Activation act) { act_ = act; }
-
  private:
-  // The convolution alone, prepacked path aside: NNPACK's Winograd where it applies, else libtorch's.
-  torch::Tensor Plain(const torch::Tensor& input);
   // Whether forward may run prepacked for `input`; the input in the weight's type.
   bool PackedPathApplies(const torch::Tensor& input) const;
   // TryFused's work, once the path applies; throws what the operators throw.
@@ -54,33 +47,11 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // Reorders the weight for `input`'s shape unless already done.
   void EnsurePacked(const torch::Tensor& input);
   bool pack_ = false;
-  Activation act_ = Activation::kNone;
   torch::Tensor packed_;  // opaque oneDNN tensor: not a parameter or buffer (never trained, saved or copied)
   std::vector<int64_t> packed_for_;  // the input shape packed_ was reordered for
   std::vector<int64_t> padding_;
 };
 TORCH_MODULE(Conv2d);
-
-// The networks' ReLU: torch::nn::ReLU's arithmetic (no parameters, so no state-dict names), which
-// FuseActivations can hand to the convolution before it in a Sequential; its forward is then the
-// identity. Use it (not torch::nn::ReLU) after a Conv2d [+ BatchNorm2d] in a Sequential.
-class ReLUImpl : public torch::nn::Cloneable<ReLUImpl> {
- public:
-  explicit ReLUImpl(bool inplace = false) : inplace_(inplace) {}
-  void reset() override {}
-  torch::Tensor forward(torch::Tensor input) {
-    if (absorbed_) return input;
-    return inplace_ ? input.relu_() : input.relu();
-  }
-  bool absorbed() const { return absorbed_; }
-  void set_absorbed(bool on) { absorbed_ = on; }
-  void pretty_print(std::ostream& stream) const override { stream << "segtorch::ReLU(inplace=" << inplace_ << ")"; }
-
- private:
-  bool inplace_;
-  bool absorbed_ = false;
-};
-TORCH_MODULE(ReLU);
 
 // act(bn(conv(x)) [+ add]): one oneDNN call where the convolution runs prepacked and the BN is
 // folded into it (inference copies), the same operations one by one otherwise (training: exactly
@@ -91,14 +62,6 @@ inline torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torc
                                const torch::Tensor& add = torch::Tensor()) {
   return ConvBnAct(conv, bn, x, relu ? Activation::kReLU : Activation::kNone, add);
 }
-
-// Whether ReLUs and additions become post-ops of prepacked convolutions (FuseActivations, ConvAct):
-// yes unless SEGTORCH_FUSE_ACT=0 (read once; for measuring the switch, bench/switches.js).
-bool FuseActivationsEnabled();
-
-// act(conv(x) [+ add]): one oneDNN call where the convolution runs prepacked (the addition and the
-// activation as its post-ops) unless SEGTORCH_FUSE_ACT=0, the same operations one by one otherwise.
-torch::Tensor ConvAct(Conv2dImpl& conv, const torch::Tensor& x, Activation act, const torch::Tensor& add = torch::Tensor());
 
 // While a guard with on = true lives, this thread's fp32 3x3 convolutions (stride 1, padding 1, groups 1,
 // NCHW, at least 64 x 64 pixels and 64 channels in and out, no gradient, not traced) run NNPACK's
@@ -122,14 +85,6 @@ bool WinogradAvailable();
 bool PrepackedConvolutionAvailable();
 
 // Prepack(on) on every segtorch::Conv2d below `net`; the number that run prepacked afterwards.
-// With on, also FuseActivations(net, true) where FuseActivationsEnabled(); with off, FuseActivations(net, false).
 int64_t PrepackConvolutions(torch::nn::Module& net, bool on);
-
-// on: in every Sequential below `net`, each prepacked Conv2d followed by a segtorch::ReLU, directly
-// or through a folded BatchNorm2d (the identity), takes the ReLU as its post-op and the ReLU module
-// becomes the identity: one oneDNN call instead of a convolution and a pass over its output (an
-// inference copy only: the BatchNorm must be folded). off: undoes every such pairing. Returns the
-// number of pairs fused.
-int64_t FuseActivations(torch::nn::Module& net, bool on);
 
 }  // namespace segtorch

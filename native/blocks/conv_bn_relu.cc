@@ -10,7 +10,7 @@ nn::Sequential ConvBNReLUSeq(int64_t in_channels, int64_t out_channels, int64_t 
   int64_t pad = dilation * (kernel - 1) / 2;
   return nn::Sequential(
       Conv2d(nn::Conv2dOptions(in_channels, out_channels, kernel).padding(pad).dilation(dilation).bias(false)),
-      BatchNorm2d(out_channels), ReLU());
+      BatchNorm2d(out_channels), nn::ReLU());
 }
 
 nn::Sequential SeparableConvBNReLUSeq(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t dilation) {
@@ -20,9 +20,9 @@ nn::Sequential SeparableConvBNReLUSeq(int64_t in_channels, int64_t out_channels,
                                        .dilation(dilation)
                                        .groups(in_channels)
                                        .bias(false)),
-                        BatchNorm2d(in_channels), ReLU(),
+                        BatchNorm2d(in_channels), nn::ReLU(),
                         Conv2d(nn::Conv2dOptions(in_channels, out_channels, 1).bias(false)),
-                        BatchNorm2d(out_channels), ReLU());
+                        BatchNorm2d(out_channels), nn::ReLU());
 }
 
 namespace {

@@ -13,7 +13,7 @@ PPMImpl::PPMImpl(const PPMOptions& o) : options_(o) {
   for (int64_t bin : o.bins()) {
     auto branch = nn::Sequential(nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(bin)),
                                  Conv2d(nn::Conv2dOptions(o.in_channels(), o.channels(), 1).bias(false)),
-                                 BatchNorm2d(o.channels()), ReLU());
+                                 BatchNorm2d(o.channels()), nn::ReLU());
     branches_.push_back(branch);
     features->push_back(branch);
   }

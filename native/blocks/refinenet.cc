@@ -19,9 +19,7 @@ RCUBlockImpl::RCUBlockImpl(int64_t channels, int64_t blocks) {
 }
 
 torch::Tensor RCUBlockImpl::forward(torch::Tensor x) {
-  for (auto& u : units_) {
-    x = ConvAct(*u.second, ConvAct(*u.first, x.relu(), Activation::kReLU), Activation::kNone, x);
-  }
+  for (auto& u : units_) x = x + u.second(u.first(x.relu()).relu_());
   return x;
 }
 

@@ -37,8 +37,8 @@ class DeepLabV1 : public SegmentationModel {
   SegOutput forward(const torch::Tensor& x) override {
     auto h = backbone_->forward(x).back();  // pool5, stride 8
     h = torch::avg_pool2d(h, 3, 1, 1);       // pool5a
-    h = drop6_(ConvAct(*fc6_, h, Activation::kReLU));
-    h = drop7_(ConvAct(*fc7_, h, Activation::kReLU));
+    h = drop6_(torch::relu(fc6_(h)));
+    h = drop7_(torch::relu(fc7_(h)));
     SegOutput out;
     out.out = F::interpolate(fc8_(h), F::InterpolateFuncOptions()
                                           .size(std::vector<int64_t>{x.size(2), x.size(3)})

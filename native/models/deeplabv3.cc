@@ -41,7 +41,7 @@ class DeepLabV3 : public SegmentationModel {
     // Default (PyTorch) initialisation of the head, as torchvision.
     classifier_ = register_module(
         "classifier", nn::Sequential(aspp_, Conv2d(nn::Conv2dOptions(256, 256, 3).padding(1).bias(false)),
-                                     BatchNorm2d(256), ReLU(), Conv2d(nn::Conv2dOptions(256, c.num_classes, 1))));
+                                     BatchNorm2d(256), nn::ReLU(), Conv2d(nn::Conv2dOptions(256, c.num_classes, 1))));
     if (c.aux) aux_classifier_ = register_module("aux_classifier", FCNHead(ch[2], c.num_classes));
   }
   SegOutput forward(const torch::Tensor& x) override {

@@ -39,9 +39,10 @@ class ConvBnReluImpl : public nn::Module {
     conv = register_module("conv", Conv2d(nn::Conv2dOptions(in, out, kernel).padding(kernel / 2).bias(false)));
     if (has_bn) bn = register_module("bn", BatchNorm2d(out));
   }
-  torch::Tensor forward(const torch::Tensor& x) {
-    const Activation act = has_relu_ ? Activation::kReLU : Activation::kNone;
-    return bn ? ConvBnAct(*conv, *bn, x, act) : ConvAct(*conv, x, act);
+  torch::Tensor forward(torch::Tensor x) {
+    x = conv(x);
+    if (bn) x = bn(x);
+    return has_relu_ ? x.relu_() : x;
   }
   Conv2d conv{nullptr};
   BatchNorm2d bn{nullptr};
@@ -61,7 +62,8 @@ class RefineResidualImpl : public nn::Module {
   }
   torch::Tensor forward(torch::Tensor x) {
     x = conv_1x1(x);
-    return ConvAct(*conv_refine, cbr(x), has_relu_ ? Activation::kReLU : Activation::kNone, x);
+    auto y = x + conv_refine(cbr(x));
+    return has_relu_ ? y.relu_() : y;
   }
   Conv2d conv_1x1{nullptr}, conv_refine{nullptr};
   ConvBnRelu cbr{nullptr};

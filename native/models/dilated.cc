@@ -76,14 +76,13 @@ class Dilated : public SegmentationModel {
     const bool grad = at::GradMode::is_enabled() && fc6_->weight.requires_grad();
     const bool channels_last = h.dim() == 4 && !h.is_contiguous() && h.is_contiguous(at::MemoryFormat::ChannelsLast);
     const bool s2b = h.is_cpu() && !Tracing() && (grad || !channels_last);
-    h = s2b ? torch::relu(ConvSpaceToBatch(h, fc6_->weight, fc6_->bias, fc6_->options.dilation()->at(0)))
-            : ConvAct(*fc6_, h, Activation::kReLU);
-    h = drop6_(h);
-    h = drop7_(ConvAct(*fc7_, h, Activation::kReLU));
+    h = s2b ? ConvSpaceToBatch(h, fc6_->weight, fc6_->bias, fc6_->options.dilation()->at(0)) : fc6_(h);
+    h = drop6_(torch::relu(h));
+    h = drop7_(torch::relu(fc7_(h)));
     h = final_(h);
     for (size_t i = 0; i < context_.size(); ++i) {
-      // every layer but ctx_final is truncated
-      h = ConvAct(*context_[i], h, i + 1 < context_.size() ? Activation::kReLU : Activation::kNone);
+      h = context_[i](h);
+      if (i + 1 < context_.size()) h = torch::relu(h);  // every layer but ctx_final is truncated
     }
     SegOutput out;
     out.out = F::interpolate(h, F::InterpolateFuncOptions()

@@ -127,8 +127,8 @@ class FCNVGG : public SegmentationModel {
 
   SegOutput forward(const torch::Tensor& x) override {
     auto feats = backbone_->forward(x);  // pool1..pool5
-    auto h = drop6_(ConvAct(*fc6_, feats[4], Activation::kReLU));
-    h = drop7_(ConvAct(*fc7_, h, Activation::kReLU));
+    auto h = drop6_(torch::relu(fc6_(feats[4])));
+    h = drop7_(torch::relu(fc7_(h)));
     auto score = score_fr_(h);
     SegOutput out;
     if (variant_ == "32s") {

@@ -26,9 +26,7 @@ class GlobalConvModuleImpl : public nn::Module {
         conv_l2(register_module("conv_l2", Conv2d(nn::Conv2dOptions(out, out, {1, k}).padding({0, k / 2})))),
         conv_r1(register_module("conv_r1", Conv2d(nn::Conv2dOptions(in, out, {1, k}).padding({0, k / 2})))),
         conv_r2(register_module("conv_r2", Conv2d(nn::Conv2dOptions(out, out, {k, 1}).padding({k / 2, 0})))) {}
-  torch::Tensor forward(const torch::Tensor& x) {
-    return ConvAct(*conv_r2, conv_r1(x), Activation::kNone, conv_l2(conv_l1(x)));
-  }
+  torch::Tensor forward(const torch::Tensor& x) { return conv_l2(conv_l1(x)) + conv_r2(conv_r1(x)); }
   Conv2d conv_l1, conv_l2, conv_r1, conv_r2;
 };
 TORCH_MODULE(GlobalConvModule);
@@ -38,9 +36,7 @@ class BoundaryRefineModuleImpl : public nn::Module {
   explicit BoundaryRefineModuleImpl(int64_t channels)
       : conv1(register_module("conv1", Conv2d(nn::Conv2dOptions(channels, channels, 3).padding(1)))),
         conv2(register_module("conv2", Conv2d(nn::Conv2dOptions(channels, channels, 3).padding(1)))) {}
-  torch::Tensor forward(const torch::Tensor& x) {
-    return ConvAct(*conv2, ConvAct(*conv1, x, Activation::kReLU), Activation::kNone, x);
-  }
+  torch::Tensor forward(const torch::Tensor& x) { return x + conv2(conv1(x).relu_()); }
   Conv2d conv1, conv2;
 };
 TORCH_MODULE(BoundaryRefineModule);

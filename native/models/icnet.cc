@@ -30,7 +30,7 @@ class ConvBNReLUImpl : public nn::SequentialImpl {
   ConvBNReLUImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride) {
     push_back(Conv2d(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(false)));
     push_back(BatchNorm2d(out));
-    push_back(ReLU());
+    push_back(nn::ReLU());
   }
   torch::Tensor forward(torch::Tensor x) { return nn::SequentialImpl::forward(x); }
 };
@@ -51,11 +51,7 @@ class CascadeFeatureFusionImpl : public nn::Module {
   // Returns the fused features and, in training, the classifier's logits on the upsampled F1.
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& low, const torch::Tensor& high) {
     auto up = ResizeLike(low, high, /*align_corners=*/true);  // Caffe's Interp
-    auto low_features = bn_low(conv_low(up));
-    // relu(low + bn_high(conv_high(high))) as one prepacked call where predict folds and prepacks.
-    torch::Tensor fused;
-    if (bn_high->folded() && conv_high->prepacked() && FuseActivationsEnabled()) fused = conv_high->TryFused(high, low_features, Activation::kReLU);
-    if (!fused.defined()) fused = (low_features + bn_high(conv_high(high))).relu_();
+    auto fused = (bn_low(conv_low(up)) + bn_high(conv_high(high))).relu_();
     return {fused, is_training() ? conv_low_cls(up) : torch::Tensor()};
   }
   Conv2d conv_low;

@@ -17,7 +17,7 @@ class LRASPPHeadImpl : public nn::Module {
  public:
   LRASPPHeadImpl(int64_t low_channels, int64_t high_channels, int64_t num_classes, int64_t inter_channels) {
     cbr = register_module("cbr", nn::Sequential(Conv2d(nn::Conv2dOptions(high_channels, inter_channels, 1).bias(false)),
-                                                BatchNorm2d(inter_channels), ReLU()));
+                                                BatchNorm2d(inter_channels), nn::ReLU()));
     scale = register_module("scale", nn::Sequential(nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(1)),
                                                     Conv2d(nn::Conv2dOptions(high_channels, inter_channels, 1).bias(false)),
                                                     nn::Sigmoid()));

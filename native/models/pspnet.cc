@@ -18,7 +18,7 @@ namespace {
 // 3x3 conv (no bias) + BN + ReLU + Dropout2d(0.1) + 1x1 conv: the reference's cls and aux heads.
 nn::Sequential Head(int64_t in, int64_t mid, int64_t classes) {
   return nn::Sequential(Conv2d(nn::Conv2dOptions(in, mid, 3).padding(1).bias(false)), BatchNorm2d(mid),
-                        ReLU(), nn::Dropout2d(0.1), Conv2d(nn::Conv2dOptions(mid, classes, 1)));
+                        nn::ReLU(), nn::Dropout2d(0.1), Conv2d(nn::Conv2dOptions(mid, classes, 1)));
 }
 
 class PSPNet : public SegmentationModel {

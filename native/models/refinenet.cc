@@ -73,19 +73,16 @@ class RefineNet : public SegmentationModel {
     x4 = mflow_conv_g1_b->forward(mflow_conv_g1_pool->forward(x4.relu()));
     x4 = up(mflow_conv_g1_b3_joint_varout_dimred(x4), f[2]);
 
-    auto x3 = ConvAct(*adapt_stage2_b2_joint_varout_dimred, adapt_stage2_b->forward(p_ims1d2_outl2_dimred(f[2])),
-                       Activation::kReLU, x4);
-    x3 = mflow_conv_g2_b->forward(mflow_conv_g2_pool->forward(x3));
+    auto x3 = adapt_stage2_b2_joint_varout_dimred(adapt_stage2_b->forward(p_ims1d2_outl2_dimred(f[2])));
+    x3 = mflow_conv_g2_b->forward(mflow_conv_g2_pool->forward((x3 + x4).relu_()));
     x3 = up(mflow_conv_g2_b3_joint_varout_dimred(x3), f[1]);
 
-    auto x2 = ConvAct(*adapt_stage3_b2_joint_varout_dimred, adapt_stage3_b->forward(p_ims1d2_outl3_dimred(f[1])),
-                       Activation::kReLU, x3);
-    x2 = mflow_conv_g3_b->forward(mflow_conv_g3_pool->forward(x2));
+    auto x2 = adapt_stage3_b2_joint_varout_dimred(adapt_stage3_b->forward(p_ims1d2_outl3_dimred(f[1])));
+    x2 = mflow_conv_g3_b->forward(mflow_conv_g3_pool->forward((x2 + x3).relu_()));
     x2 = up(mflow_conv_g3_b3_joint_varout_dimred(x2), f[0]);
 
-    auto x1 = ConvAct(*adapt_stage4_b2_joint_varout_dimred, adapt_stage4_b->forward(p_ims1d2_outl4_dimred(f[0])),
-                       Activation::kReLU, x2);
-    x1 = mflow_conv_g4_b->forward(mflow_conv_g4_pool->forward(x1));
+    auto x1 = adapt_stage4_b2_joint_varout_dimred(adapt_stage4_b->forward(p_ims1d2_outl4_dimred(f[0])));
+    x1 = mflow_conv_g4_b->forward(mflow_conv_g4_pool->forward((x1 + x2).relu_()));
     SegOutput out;
     out.out = ResizeLike(clf_conv(x1), x);
     return out;

@@ -17,7 +17,7 @@ nn::Sequential DecoderStage(const std::vector<std::pair<int64_t, int64_t>>& conv
   for (auto& io : convs) {
     s->push_back(Conv2d(nn::Conv2dOptions(io.first, io.second, 3).padding(1)));
     s->push_back(BatchNorm2d(io.second));
-    s->push_back(ReLU(/*inplace=*/true));
+    s->push_back(nn::ReLU(nn::ReLUOptions().inplace(true)));
   }
   return s;
 }

@@ -19,7 +19,7 @@ nn::Sequential DoubleConv(int64_t in, int64_t out, bool bn) {
   for (int64_t c : {in, out}) {
     s->push_back(Conv2d(nn::Conv2dOptions(c, out, 3).padding(1).bias(!bn)));
     if (bn) s->push_back(BatchNorm2d(out));
-    s->push_back(ReLU(/*inplace=*/true));
+    s->push_back(nn::ReLU(nn::ReLUOptions().inplace(true)));
   }
   return s;
 }

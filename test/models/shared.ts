@@ -100,8 +100,8 @@ export function describeArchitecture (b: Battery): void {
               const err = relativeError(compiled, eager)
               assert.ok(err <= 1e-4, `fp32: relative error ${err}`)
             } else {
-              // On libtorch 2.x eager bf16 predictions run prepacked oneDNN convolutions with their
-              // BatchNorm, additions and ReLUs as post-ops, the compiled graph does not: the two round
+              // On libtorch 2.x eager bf16 predictions run prepacked oneDNN convolutions (ResNet blocks
+              // with their BatchNorm, addition and ReLU as post-ops), the compiled graph does not: the two round
               // differently, and a random network's near-ties (classes within a few per cent) flip:
               // 98.4-100 % of all labels agree on an AVX512-BF16 CPU. So the 99.5 % is asked of the
               // labels eager decides by at least 5 % of its largest |logit| (100 % there), and 97 % of all.
