@@ -82,8 +82,9 @@ export function resolveWinograd (value: unknown, device: string, net: NetworkKin
   const on = v.boolean('winograd', value)
   if (!on) return false
   if (!device.startsWith('cpu')) throw new RangeError(`Expected winograd false or 'auto' on ${device} (NNPACK's Winograd convolution is a CPU path) but received true`)
-  if (precision !== 'fp32') throw new RangeError(`Expected precision 'fp32' with winograd: true (NNPACK computes in float32) but received '${precision}'`)
+  // NNPACK first: without it no other option makes winograd: true possible.
   if (!cpuFeatures().winograd) throw new RangeError(`Expected a libtorch with NNPACK for winograd: true (PyPI's torch 2.x has it) but this one (${cpuFeatures().libtorch}) has none`)
+  if (precision !== 'fp32') throw new RangeError(`Expected precision 'fp32' with winograd: true (NNPACK computes in float32) but received '${precision}'`)
   if (o.compile) throw new RangeError('Expected compile false with winograd: true (compiled graphs run oneDNN\'s convolutions) but received compile: true')
   if (o.channelsLast === true) throw new RangeError('Expected channelsLast false or \'auto\' with winograd: true (NNPACK runs NCHW) but received true')
   return true
