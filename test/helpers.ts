@@ -96,6 +96,13 @@ export async function savePredictionCases (dir: string, cases: ModelOptions[], s
   return ours
 }
 
+/** The largest |value| of `a` (0 when empty). */
+export function maxAbs (a: ArrayLike<number>): number {
+  let m = 0
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]))
+  return m
+}
+
 /** Runs `script` (node -e, with ts-node) over `dir` and `n` in a child with `env` added; returns the out.json it writes in `dir`. */
 export function runPredictionChild (script: string, dir: string, n: number, env: Record<string, string>): unknown {
   const child = spawnSync(process.execPath, ['-r', CHILD_REGISTER, '-e', script, dir, String(n)],

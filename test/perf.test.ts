@@ -7,18 +7,12 @@ import * as path from 'path'
 import { backend, cpuMemoryStats, CpuMemoryStats, createModel, emptyCpuCache, loadModel, Model, ModelOptions, tensor } from '../lib'
 import { readImage } from '../lib/data'
 import { autoChannelsLast, autoWinograd } from '../lib/model'
-import { CHILD_REGISTER, randomImages, randomMasks, rejects, ROOT, runPredictionChild, savePredictionCases, tmpdir } from './helpers'
+import { CHILD_REGISTER, maxAbs, randomImages, randomMasks, rejects, ROOT, runPredictionChild, savePredictionCases, tmpdir } from './helpers'
 
 function maxDiff (a: ArrayLike<number>, b: ArrayLike<number>): number {
   let d = 0
   for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]))
   return d
-}
-
-function maxAbs (a: ArrayLike<number>): number {
-  let m = 0
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]))
-  return m
 }
 
 const FP32 = { precision: 'fp32', output: 'logits' } as const
