@@ -262,6 +262,28 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     assert.ok(d < 1e-6, `max |rank 0 - rank 1| after the failed step: ${d}`)
   })
 
+  it('non-finite gradients from a finite loss on one rank (injected: the CPU-dependent case above, made certain): every rank fails at that step naming it, and changes nothing', async () => {
+    const out = path.join(dir, 'nangrad')
+    const t0 = Date.now()
+    const exits = await ranks(2, base(out, { init: path.join(dir, 'init-bn.segtorch'), batchNorm: true, lr: 0.02, batchSize: 2, iterations: 5, distributed: true, timeoutMs: 60000, nanGradientAt: { rank: 1, step: 3 } }))
+    for (const r of [0, 1]) {
+      assert.strictEqual(exits[r].code, 1, `rank ${r}: ${exits[r].stderr}`)
+      const e = report(out, r).error
+      assert.strictEqual(e?.name, 'SegtorchError', `rank ${r}: ${e?.message ?? ''}`)
+      assert.match(e?.message ?? '', /^training step 3 produced non-finite gradients from a finite loss on rank 1; no rank updated its weights/)
+      assert.strictEqual(report(out, r).ranks?.length, 2, 'two steps done before')
+    }
+    assert.ok(Date.now() - t0 < 45000, `both failed in ${Date.now() - t0} ms (the timeout is 60 s)`)
+    const d = stateDiff(path.join(out, 'rank0-failed.pt'), path.join(out, 'rank1-failed.pt'))
+    assert.ok(d < 1e-6, `max |rank 0 - rank 1| after the failed step: ${d}`)
+    // What two good steps leave, BatchNorm's statistics included: the failed third changed nothing.
+    const two = path.join(dir, 'nangrad-two')
+    const ok = await ranks(2, base(two, { init: path.join(dir, 'init-bn.segtorch'), batchNorm: true, lr: 0.02, batchSize: 2, iterations: 2, distributed: true }))
+    assert.strictEqual(ok[0].code, 0, ok[0].stderr)
+    const d2 = stateDiff(path.join(out, 'rank0-failed.pt'), path.join(two, 'rank0.pt'))
+    assert.ok(d2 < 1e-6, `max |failed at step 3 - after 2 steps|: ${d2}`)
+  })
+
   it('world size 1 (distributed, nothing exchanged): a non-finite step fails the same way, and changes nothing', async () => {
     // Before, ReduceGradients returned early for one process: the step skipped its backward, applied
     // no update and no error, and fit went on.

@@ -155,6 +155,28 @@ describe('training engine', () => {
     assert.ok(r.updated && r.step === 2 && Number.isFinite(r.loss), 'training goes on after a failed step')
   })
 
+  it('non-finite gradients from a finite loss (injected with SEGTORCH_TEST_NAN_GRADIENT): the step fails naming the loss, and changes nothing', async () => {
+    // The case above reaches this branch only on some CPUs; the fault injection reaches it everywhere.
+    const m = await createModel(TINY)  // ResNet: BatchNorm statistics that the failed forward must not keep
+    const probe = randomImages(1, 3, 32, 32, 9)
+    const x = randomImages(2, 3, 32, 32)
+    const y = randomMasks(2, 32, 32, 3)
+    await m.trainStep(x, y, { optimizer: { lr: 0.01 } })
+    const before = (await m.predict(probe, { output: 'logits', precision: 'fp32' })).dataSync()
+    process.env.SEGTORCH_TEST_NAN_GRADIENT = '2'
+    try {
+      for (const precision of ['fp32', 'bf16'] as const) {
+        await rejects(m.trainStep(x, y, { optimizer: { lr: 0.01 }, precision }), SegtorchError, /^training step 2 produced non-finite gradients from a finite loss \([0-9.]+\); the weights were not updated/)
+        const after = (await m.predict(probe, { output: 'logits', precision: 'fp32' })).dataSync()
+        assert.deepStrictEqual(after, before, `${precision}: the failed step changed the model's predictions (BatchNorm statistics included)`)
+      }
+    } finally {
+      delete process.env.SEGTORCH_TEST_NAN_GRADIENT
+    }
+    const r = await m.trainStep(x, y, { optimizer: { lr: 0.01 } })
+    assert.ok(r.updated && r.step === 2 && Number.isFinite(r.loss), 'training goes on after a failed step')
+  })
+
   it('the focal loss with gamma < 1 trains on pixels predicted with certainty (p = 1: finite gradients)', async () => {
     // (1 - p)^0.5 has an infinite derivative at p = 1; before the clamp this step threw (NaN gradients
     // from a finite loss). A U-Net without BatchNorm on large pixel values predicts with certainty.

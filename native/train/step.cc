@@ -3,10 +3,34 @@
 #include <ATen/record_function.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "base/errors.h"
 
 namespace segtorch {
+
+namespace {
+// Fault injection for the tests of the non-finite-gradient paths (test/train.test.ts,
+// test/distributed.test.ts): with SEGTORCH_TEST_NAN_GRADIENT=N, training step N of this process
+// keeps its (finite) loss, but its backward gives the first trainable parameter NaN gradients, as an
+// overflow inside the network does on some CPUs. Read on every step (one getenv): a test sets it for
+// one rank or one call.
+bool NanGradientAt(int64_t step) {
+  const char* v = std::getenv("SEGTORCH_TEST_NAN_GRADIENT");
+  return v != nullptr && std::strtoll(v, nullptr, 10) == step;
+}
+
+// loss + 0 * sqrt(z) with z = s - s = +0: the value is the loss's, and the backward gives
+// sqrt's 0 / (2 sqrt(0)) = NaN to every element of the parameter.
+torch::Tensor PoisonGradients(const torch::Tensor& loss, torch::nn::Module& net) {
+  for (auto& p : net.parameters()) {
+    if (!p.requires_grad()) continue;
+    torch::Tensor s = p.to(torch::kFloat).sum();
+    return loss + (s - s.detach()).sqrt() * 0.0;
+  }
+  return loss;
+}
+}  // namespace
 
 torch::Tensor TrainingLoss(SegmentationModel& net, const RunFn& run, const torch::Tensor& x, const torch::Tensor& y,
                            const TrainStepOptions& o, StepResult* parts, const torch::Tensor& depth) {
@@ -84,6 +108,7 @@ StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& 
       state.parallel->NonFiniteLoss(result.loss);
     } else {
       if (state.parallel) state.parallel->BeforeBackward(net, last, !fp16);
+      if (NanGradientAt(state.steps + 1)) loss = PoisonGradients(loss, net);
       RECORD_USER_SCOPE("segtorch::backward");  // named in SEGTORCH_PROFILE's traces
       (loss * ((fp16 ? state.scaler.scale : 1.0) / static_cast<double>(o.accumulate))).backward();
     }

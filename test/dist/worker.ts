@@ -45,6 +45,8 @@ export interface Scenario {
   bucketMB?: number
   /** On this rank, the images of this batch (0-based, in the run) are 3e38 (finite; the network overflows): a non-finite loss on one rank. */
   nanAt?: { rank: number, batch: number }
+  /** On this rank, training step `step` keeps a finite loss but gets NaN gradients (SEGTORCH_TEST_NAN_GRADIENT). */
+  nanGradientAt?: { rank: number, step: number }
   /** This rank aborts fit's AbortSignal in onStep after this step. */
   abortAt?: { rank: number, step: number }
   /** SIGINT aborts fit's AbortSignal (as segtorch train does on Ctrl-C). */
@@ -81,6 +83,7 @@ export function dataset (n: number, size: number, indices?: number[]): Dataset {
 async function main (): Promise<void> {
   const s = JSON.parse(process.argv[2]) as Scenario
   const rank = Number(process.env.RANK ?? 0)
+  if (s.nanGradientAt?.rank === rank) process.env.SEGTORCH_TEST_NAN_GRADIENT = String(s.nanGradientAt.step)
   const report: Record<string, unknown> = { rank, pid: process.pid }
   const write = (): void => fs.writeFileSync(path.join(s.out, `rank${rank}.json`), JSON.stringify(report))
   let model: Model | undefined
