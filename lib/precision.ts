@@ -2,7 +2,7 @@
 import { binding } from './binding'
 import * as v from './validate'
 
-interface CpuFeatures { mkldnn: boolean, bf16: boolean, libtorch1: boolean, winograd: boolean, avx512: boolean, libtorch: string }
+interface CpuFeatures { mkldnn: boolean, bf16: boolean, libtorch1: boolean, winograd: boolean, prepack: boolean, avx512: boolean, libtorch: string }
 let backendCache: CpuFeatures | undefined
 function cpuFeatures (): CpuFeatures {
   if (backendCache === undefined) {
@@ -12,6 +12,7 @@ function cpuFeatures (): CpuFeatures {
       bf16: b.bf16,
       libtorch1: Number.parseInt(b.libtorch, 10) < 2,
       winograd: b.winograd === true,
+      prepack: b.prepack === true,
       avx512: b.cpu.isa !== 'AVX2' && b.cpu.isa !== 'other',
       libtorch: b.libtorch
     }
@@ -61,32 +62,48 @@ const CHANNELS_LAST_FP32_LIBTORCH1 = { backbones: new Set(['mobilenetv2', 'mobil
 const WINOGRAD_ARCHS: ReadonlySet<string> = new Set(['upernet', 'dfn', 'unet', 'segnet', 'refinenet', 'deeplabv1', 'pspnet', 'fcn'])
 
 /**
- * What predict's winograd 'auto' means: on for the networks of WINOGRAD_ARCHS in fp32 on a CPU
- * without AVX-512 or native bf16, where libtorch has NNPACK; off everywhere else (not measured on
- * AVX-512 CPUs, whose oneDNN kernels are stronger; fp32 there is not 'auto' precision anyway).
+ * What predict's winograd 'auto' means: in bf16 on a CPU, on where libtorch has oneDNN's prepacked
+ * convolution (2.x), whose bf16 3x3 convolutions with 256 channels or more in and out then run
+ * segtorch's Winograd F(2x2, 3x3) (measured on an AVX512-BF16 AMD EPYC, bench/README.md "bf16
+ * Winograd"); in fp32, on for the networks of WINOGRAD_ARCHS on a CPU without AVX-512 or native bf16
+ * where libtorch has NNPACK; off everywhere else (NNPACK not measured on AVX-512 CPUs, whose oneDNN
+ * kernels are stronger; fp32 there is not 'auto' precision anyway).
  */
 export function autoWinograd (device: string, net: NetworkKind | undefined, precision: string): boolean {
-  if (!device.startsWith('cpu') || precision !== 'fp32') return false
+  if (!device.startsWith('cpu')) return false
   const f = cpuFeatures()
+  if (precision === 'bf16') return f.prepack
+  if (precision !== 'fp32') return false
   return f.winograd && !f.bf16 && !f.avx512 && net?.arch !== undefined && WINOGRAD_ARCHS.has(net.arch)
 }
 
 /**
- * predict's winograd option. 'auto' (autoWinograd) gives way to an explicit fp32 (`exact`), compiled
- * graphs and an explicit channels-last layout; true needs a CPU device, fp32, a libtorch with NNPACK,
- * no compile and no channelsLast: true.
+ * predict's winograd option. In bf16 on a CPU it means the bf16 Winograd F(2x2, 3x3) of prepacked
+ * convolutions with 256 channels or more in and out (channels-last; libtorch 2.x): 'auto' is on there
+ * unless compiled. In fp32 it means NNPACK's (NCHW): 'auto' (autoWinograd) gives way to an explicit
+ * fp32 (`exact`), compiled graphs and an explicit channels-last layout; true needs a libtorch with
+ * NNPACK, no compile and no channelsLast: true. true is refused on other devices and precisions.
  */
 export function resolveWinograd (value: unknown, device: string, net: NetworkKind | undefined, precision: string,
   o: { exact: boolean, compile: boolean, channelsLast: unknown }): boolean {
-  if (value === undefined || value === 'auto') return !o.exact && !o.compile && o.channelsLast !== true && autoWinograd(device, net, precision)
+  if (value === undefined || value === 'auto') {
+    if (o.compile) return false
+    return (precision === 'bf16' || (!o.exact && o.channelsLast !== true)) && autoWinograd(device, net, precision)
+  }
   const on = v.boolean('winograd', value)
   if (!on) return false
-  if (!device.startsWith('cpu')) throw new RangeError(`Expected winograd false or 'auto' on ${device} (NNPACK's Winograd convolution is a CPU path) but received true`)
-  // NNPACK first: without it no other option makes winograd: true possible.
+  if (!device.startsWith('cpu')) throw new RangeError(`Expected winograd false or 'auto' on ${device} (the Winograd convolutions are CPU paths) but received true`)
+  if (precision === 'bf16') {
+    if (!cpuFeatures().prepack) throw new RangeError(`Expected a libtorch with oneDNN's prepacked convolution for winograd: true in bf16 (PyPI's torch 2.x has it) but this one (${cpuFeatures().libtorch}) has none`)
+    if (o.compile) throw new RangeError('Expected compile false with winograd: true (compiled graphs run oneDNN\'s convolutions) but received compile: true')
+    if (o.channelsLast === false) throw new RangeError('Expected channelsLast true or \'auto\' with winograd: true in bf16 (its convolutions run channels-last) but received false')
+    return true
+  }
+  // NNPACK first: without it no other option makes winograd: true in fp32 possible.
   if (!cpuFeatures().winograd) throw new RangeError(`Expected a libtorch with NNPACK for winograd: true (PyPI's torch 2.x has it) but this one (${cpuFeatures().libtorch}) has none`)
-  if (precision !== 'fp32') throw new RangeError(`Expected precision 'fp32' with winograd: true (NNPACK computes in float32) but received '${precision}'`)
+  if (precision !== 'fp32') throw new RangeError(`Expected precision 'fp32' or 'bf16' with winograd: true (NNPACK computes in float32, segtorch's bf16 Winograd in bfloat16) but received '${precision}'`)
   if (o.compile) throw new RangeError('Expected compile false with winograd: true (compiled graphs run oneDNN\'s convolutions) but received compile: true')
-  if (o.channelsLast === true) throw new RangeError('Expected channelsLast false or \'auto\' with winograd: true (NNPACK runs NCHW) but received true')
+  if (o.channelsLast === true) throw new RangeError('Expected channelsLast false or \'auto\' with winograd: true in fp32 (NNPACK runs NCHW) but received true')
   return true
 }
 

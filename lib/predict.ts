@@ -104,7 +104,7 @@ export function resolvePredictOptions (options: unknown, where = 'predict option
     flip: o.flip === undefined ? false : v.boolean('flip', o.flip),
     output,
     precision,
-    channelsLast: (exact || winograd) && (o.channelsLast === undefined || o.channelsLast === 'auto') ? false : resolveChannelsLast(o.channelsLast, device, 'predict', net, precision),
+    channelsLast: (exact || (winograd && precision === 'fp32')) && (o.channelsLast === undefined || o.channelsLast === 'auto') ? false : resolveChannelsLast(o.channelsLast, device, 'predict', net, precision),
     foldBatchNorm: o.foldBatchNorm === undefined ? !exact : v.boolean('foldBatchNorm', o.foldBatchNorm),
     compile,
     winograd,

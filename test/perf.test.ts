@@ -127,9 +127,10 @@ describe('precision and layout defaults', () => {
       const byDefault = (await model.predict(x, { output: 'logits' })).dataSync()
       // The defaults fold BatchNorm; an explicit 'fp32' alone would not (it asks for the reference's arithmetic).
       const precision = b.bf16 ? 'bf16' : 'fp32'
-      // Where NNPACK's Winograd is 'auto' (libtorch 2.x on a CPU without AVX-512), predictions run it in NCHW.
+      // Where NNPACK's Winograd is 'auto' (libtorch 2.x on a CPU without AVX-512), fp32 predictions run it in NCHW;
+      // bf16 ones (libtorch 2.x) run the bf16 Winograd channels-last.
       const winograd = autoWinograd('cpu', model.config, precision)
-      const channelsLast = !winograd && autoChannelsLast('cpu', 'predict', model.config, precision)
+      const channelsLast = !(winograd && precision === 'fp32') && autoChannelsLast('cpu', 'predict', model.config, precision)
       const explicit = (await model.predict(x, { output: 'logits', precision, channelsLast, foldBatchNorm: true, winograd })).dataSync()
       assert.strictEqual(maxDiff(byDefault, explicit), 0)
       if (b.bf16) {

@@ -3,6 +3,8 @@
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/version.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <variant>
@@ -69,7 +71,93 @@ bool PrepackedConvolutionAvailable() {
 #endif
 }
 
+namespace {
+// Whether this thread's segtorch::Conv2d calls may run a Winograd convolution (WinogradGuard): NNPACK's
+// in fp32, WinogradConvolution in bf16.
+thread_local bool winograd_on = false;
+}  // namespace
+
+bool Bf16WinogradEnabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("SEGTORCH_WINOGRAD_BF16");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return enabled;
+}
+
+torch::Tensor WinogradKernel(const torch::Tensor& weight) {
+  torch::NoGradGuard no_grad;
+  const int64_t K = weight.size(0), C = weight.size(1);
+  torch::Tensor g = torch::tensor({1.0f, 0.0f, 0.0f, 0.5f, 0.5f, 0.5f, 0.5f, -0.5f, 0.5f, 0.0f, 0.0f, 1.0f}).view({4, 3});
+  torch::Tensor u = at::matmul(at::matmul(g, weight.to(at::kFloat)), g.t());  // [K, C, 4, 4]
+  return u.permute({2, 3, 1, 0}).reshape({16, C, K}).to(at::kBFloat16).contiguous();
+}
+
+torch::Tensor WinogradConvolution(const torch::Tensor& x, const torch::Tensor& kernel, const torch::Tensor& bias,
+                                  int64_t d, const torch::Tensor& add, Activation act) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = kernel.size(2);
+  // Output tiles of 2 x 2 per phase (d x d interleaved grids), the input zero-padded by d on every side
+  // and up to whole tiles.
+  const int64_t th = (H + 2 * d - 1) / (2 * d), tw = (W + 2 * d - 1) / (2 * d);
+  const int64_t Hp = d * (2 * th + 2), Wp = d * (2 * tw + 2);
+  torch::Tensor xp = at::zeros({N, Hp, Wp, C}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  xp.narrow(1, d, H).narrow(2, d, W).copy_(x.permute({0, 2, 3, 1}));
+  const int64_t sN = Hp * Wp * C, sH = Wp * C;
+  // Rows: tap row t of every tile, [N, th, d, Wp, C]; then B^T's rows.
+  auto row = [&](int64_t t) { return xp.as_strided({N, th, d, Wp, C}, {sN, 2 * d * sH, sH, C, 1}, xp.storage_offset() + t * d * sH); };
+  const torch::Tensor r0 = row(0), r1 = row(1), r2 = row(2), r3 = row(3);
+  const torch::Tensor rows[4] = {r0 - r2, r1 + r2, r2 - r1, r1 - r3};
+  torch::Tensor v = at::empty({4, 4, N, th, d, tw, d, C}, xp.options());
+  for (int64_t i = 0; i < 4; ++i) {
+    const torch::Tensor& r = rows[i];  // contiguous [N, th, d, Wp, C]
+    auto col = [&](int64_t t) {
+      return r.as_strided({N, th, d, tw, d, C}, {th * d * sH, d * sH, sH, 2 * d * C, C, 1}, r.storage_offset() + t * d * C);
+    };
+    const torch::Tensor c0 = col(0), c1 = col(1), c2 = col(2), c3 = col(3);
+    torch::Tensor vi = v.select(0, i);
+    torch::Tensor v0 = vi.select(0, 0), v1 = vi.select(0, 1), v2 = vi.select(0, 2), v3 = vi.select(0, 3);
+    at::sub_out(v0, c0, c2);
+    at::add_out(v1, c1, c2);
+    at::sub_out(v2, c2, c1);
+    at::sub_out(v3, c1, c3);
+  }
+  const int64_t P = N * th * d * tw * d;
+  torch::Tensor m = at::bmm(v.view({16, P, C}), kernel).view({4, 4, P, K});
+  v = torch::Tensor();
+  // A^T m A: A^T's rows over the tile's rows, then over its columns, into [N, th, 2, d, tw, 2, d, K].
+  const torch::Tensor t0 = m.select(0, 0) + m.select(0, 1) + m.select(0, 2);
+  const torch::Tensor t1 = m.select(0, 1) - m.select(0, 2) - m.select(0, 3);
+  m = torch::Tensor();
+  torch::Tensor out = at::empty({N, th, 2, d, tw, 2, d, K}, xp.options());
+  for (int64_t a = 0; a < 2; ++a) {
+    const torch::Tensor& t = a == 0 ? t0 : t1;
+    auto tap = [&](int64_t j) { return t.select(0, j).view({N, th, d, tw, d, K}); };
+    torch::Tensor oa = out.select(2, a);  // [N, th, d, tw, 2, d, K]
+    torch::Tensor o0 = oa.select(4, 0), o1 = oa.select(4, 1);
+    at::add_out(o0, tap(0) + tap(1), tap(2));
+    at::sub_out(o1, tap(1) - tap(2), tap(3));
+  }
+  torch::Tensor y = out.view({N, 2 * th * d, 2 * tw * d, K}).narrow(1, 0, H).narrow(2, 0, W);
+  y = bias.defined() ? at::add(y, bias.to(y.scalar_type())) : y.contiguous();
+  if (add.defined()) y.add_(add.permute({0, 2, 3, 1}).to(y.scalar_type()));
+  if (act == Activation::kReLU) y.relu_();
+  if (act == Activation::kReLU6) y.clamp_(0, 6);
+  return y.permute({0, 3, 1, 2});
+}
+
+bool Conv2dImpl::Bf16WinogradApplies(const torch::Tensor& input) const {
+  const auto& st = *options.stride();
+  const auto& dl = *options.dilation();
+  // Where it measured faster than oneDNN's direct bf16 convolution on an AVX512-BF16 CPU (bench/README.md,
+  // "bf16 Winograd"): 256 channels or more in and out; fewer lose to the transforms.
+  return winograd_on && Bf16WinogradEnabled() && input.scalar_type() == at::kBFloat16 && weight.size(2) == 3 && weight.size(3) == 3 &&
+         st[0] == 1 && st[1] == 1 && dl[0] == dl[1] && padding_.size() == 2 && padding_[0] == dl[0] &&
+         padding_[1] == dl[1] && input.size(1) >= 256 && weight.size(0) >= 256 &&
+         input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+}
+
 bool Conv2dImpl::Prepack(bool on) {
+  winograd_kernel_ = torch::Tensor();
   packed_ = torch::Tensor();
   packed_for_.clear();
   pack_ = false;
@@ -121,10 +209,18 @@ torch::Tensor Conv2dImpl::TryFused(const torch::Tensor& input, const torch::Tens
 
 torch::Tensor Conv2dImpl::RunPacked(const torch::Tensor& input, const torch::Tensor& add, Activation act) {
 #if TORCH_VERSION_MAJOR >= 2
-  EnsurePacked(input);
   // The operators have no autocast rule: the inputs go in the weight's type, as autocast would.
-  const at::ScalarType type = packed_.scalar_type();
+  const at::ScalarType type = weight.scalar_type();
   torch::Tensor x = input.scalar_type() == type ? input : input.to(type);
+  if (Bf16WinogradApplies(x)) {
+    if (add.defined() && (add.dim() != 4 || add.size(0) != x.size(0) || add.size(1) != weight.size(0) ||
+                          add.size(2) != x.size(2) || add.size(3) != x.size(3) || !add.device().is_cpu())) {
+      return torch::Tensor();
+    }
+    if (!winograd_kernel_.defined()) winograd_kernel_ = WinogradKernel(weight.detach());
+    return WinogradConvolution(x, winograd_kernel_, bias, (*options.dilation())[0], add, act);
+  }
+  EnsurePacked(input);
   const c10::IValue b = bias.defined() ? c10::IValue(bias) : c10::IValue();
   torch::jit::Stack stack;
   const bool relu = act == Activation::kReLU;
@@ -167,10 +263,6 @@ torch::Tensor Conv2dImpl::RunPacked(const torch::Tensor& input, const torch::Ten
 #endif
 }
 
-namespace {
-// Whether this thread's segtorch::Conv2d calls may run NNPACK's Winograd convolution (WinogradGuard).
-thread_local bool winograd_on = false;
-}  // namespace
 
 bool WinogradAvailable() {
   // at::_nnpack_available() also initialises NNPACK: its convolution fails until something has (PyPI's
@@ -179,11 +271,14 @@ bool WinogradAvailable() {
   return available;
 }
 
-WinogradGuard::WinogradGuard(bool on) : previous_(winograd_on) { winograd_on = on && WinogradAvailable(); }
+WinogradGuard::WinogradGuard(bool on) : previous_(winograd_on) {
+  winograd_on = on;
+  if (on) WinogradAvailable();  // NNPACK initialised before any of its convolutions (a no-op without it)
+}
 WinogradGuard::~WinogradGuard() { winograd_on = previous_; }
 
 bool Conv2dImpl::WinogradApplies(const torch::Tensor& input) const {
-  if (!winograd_on || input.dim() != 4 || !input.is_cpu() || input.scalar_type() != at::kFloat || !input.is_contiguous() ||
+  if (!winograd_on || !WinogradAvailable() || input.dim() != 4 || !input.is_cpu() || input.scalar_type() != at::kFloat || !input.is_contiguous() ||
       weight.scalar_type() != at::kFloat || options.groups() != 1 || weight.size(2) != 3 || weight.size(3) != 3 ||
       (*options.stride())[0] != 1 || (*options.stride())[1] != 1 || (*options.dilation())[0] != 1 ||
       (*options.dilation())[1] != 1 || (bias.defined() && bias.scalar_type() != at::kFloat) || !InferenceOnly()) {

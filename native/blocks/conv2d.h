@@ -46,6 +46,10 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   torch::Tensor RunPacked(const torch::Tensor& input, const torch::Tensor& add, Activation act);
   // Reorders the weight for `input`'s shape unless already done.
   void EnsurePacked(const torch::Tensor& input);
+  // Whether RunPacked computes `input` by bf16 Winograd F(2x2, 3x3) (WinogradConvolution) instead of
+  // oneDNN's direct convolution: 3x3, stride 1, padding = dilation, 256 channels or more in and out.
+  bool Bf16WinogradApplies(const torch::Tensor& input) const;
+  torch::Tensor winograd_kernel_;  // the weight's Winograd transform [16, C, K] (bf16), made once per Prepack
   bool pack_ = false;
   torch::Tensor packed_;  // opaque oneDNN tensor: not a parameter or buffer (never trained, saved or copied)
   std::vector<int64_t> packed_for_;  // the input shape packed_ was reordered for
@@ -65,8 +69,9 @@ inline torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torc
 
 // While a guard with on = true lives, this thread's fp32 3x3 convolutions (stride 1, padding 1, groups 1,
 // NCHW, at least 64 x 64 pixels and 64 channels in and out, no gradient, not traced) run NNPACK's
-// Winograd F(6x6, 3x3) algorithm (at::_nnpack_spatial_convolution) instead of oneDNN's direct one:
-// predict's `winograd` option. A no-op where libtorch has no NNPACK (Debian's 1.13).
+// Winograd F(6x6, 3x3) algorithm (at::_nnpack_spatial_convolution) instead of oneDNN's direct one
+// (a no-op where libtorch has no NNPACK: Debian's 1.13), and its prepacked bf16 ones with 256 channels
+// or more in and out WinogradConvolution: predict's `winograd` option.
 class WinogradGuard {
  public:
   explicit WinogradGuard(bool on);
@@ -83,6 +88,23 @@ bool WinogradAvailable();
 
 // Whether this libtorch registers oneDNN's prepacked convolution with a CPU kernel.
 bool PrepackedConvolutionAvailable();
+
+// Winograd F(2x2, 3x3) (Lavin & Gray 2016) of a 3x3 kernel [K, C, 3, 3]: G w G^T per (k, c), as
+// [16, C, K] bf16 (computed in fp32).
+torch::Tensor WinogradKernel(const torch::Tensor& weight);
+
+// act(conv3x3(x) + bias [+ add]) with stride 1, padding = dilation = d, by Winograd F(2x2, 3x3) on
+// bf16 tensors: each 4 x 4 input tile (taps d apart: a dilated convolution is d x d interleaved plain
+// ones) transformed by B^T x B, the 16 products with `kernel` (WinogradKernel) as one batched bf16
+// matrix product (oneDNN's, fp32 accumulation), then A^T m A. 2.25x fewer multiplications than the
+// direct convolution, for about twice its rounding error. x: [N, C, H, W] in any layout; returns
+// [N, K, H, W] channels-last, bf16.
+torch::Tensor WinogradConvolution(const torch::Tensor& x, const torch::Tensor& kernel, const torch::Tensor& bias,
+                                  int64_t dilation, const torch::Tensor& add, Activation act);
+
+// Whether prepacked bf16 convolutions may use WinogradConvolution under a WinogradGuard
+// (SEGTORCH_WINOGRAD_BF16=0: never, for measurements).
+bool Bf16WinogradEnabled();
 
 // Prepack(on) on every segtorch::Conv2d below `net`; the number that run prepacked afterwards.
 int64_t PrepackConvolutions(torch::nn::Module& net, bool on);
