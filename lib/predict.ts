@@ -45,15 +45,22 @@ export interface PredictOptions {
    */
   compile?: boolean
   /**
-   * fp32 3x3 convolutions (stride 1, at least 64 x 64 pixels and 64 channels in and out) by NNPACK's
-   * Winograd F(6x6, 3x3) algorithm instead of oneDNN's direct one, in NCHW, where libtorch has
-   * NNPACK (PyPI's torch 2.x; Debian's 1.13 has not). About 2x fewer multiplications: on a CPU
-   * without AVX-512 whole predictions of eight networks measured 1.1-2.1x faster
-   * (bench/README.md, "Winograd"); logits within about 2e-5 relative of the direct convolution's.
-   * Default 'auto': on for the networks where it measured faster, in fp32 on a CPU without AVX-512
-   * or native bf16 (channelsLast 'auto' then means NCHW); off with an explicit `precision: 'fp32'`
-   * (the reference's arithmetic), with `compile: true` (compiled graphs keep oneDNN) and elsewhere.
-   * true asks for it on any network (NCHW only: not with channelsLast: true).
+   * Winograd convolutions: about 2x fewer multiplications for 3x3 kernels, on the CPU.
+   * - bf16 (where libtorch prepacks convolutions: PyPI's torch 2.x): 3x3 convolutions with stride 1,
+   *   padding = dilation and 256 channels or more in and out run segtorch's Winograd F(2x2, 3x3)
+   *   (dilated ones as interleaved plain ones; transforms by ATen, the 16 products as one oneDNN bf16
+   *   batched matrix product) instead of oneDNN's direct convolution, channels-last. Whole
+   *   predictions measured 1.1-3.1x faster on an AVX512-BF16 CPU for 13 of 17 networks, the rest
+   *   unchanged (bench/README.md, "bf16 Winograd"); logits within 1.4-2x the direct bf16 error of fp32.
+   * - fp32: NNPACK's Winograd F(6x6, 3x3) (stride 1, at least 64 x 64 pixels and 64 channels in and
+   *   out), in NCHW, where libtorch has NNPACK (PyPI's torch 2.x; Debian's 1.13 has not); on a CPU
+   *   without AVX-512 whole predictions of eight networks measured 1.1-2.1x faster (bench/README.md,
+   *   "Winograd"); logits within about 2e-5 relative of the direct convolution's.
+   * Default 'auto': in bf16 on (where libtorch prepacks); in fp32 on for the networks where NNPACK
+   * measured faster, on a CPU without AVX-512 or native bf16 (channelsLast 'auto' then means NCHW);
+   * off with an explicit `precision: 'fp32'` (the reference's arithmetic), with `compile: true`
+   * (compiled graphs keep oneDNN) and elsewhere. true asks for it on any network (fp32: NCHW only,
+   * not with channelsLast: true; bf16: channels-last only); false: oneDNN's direct convolutions.
    */
   winograd?: boolean | 'auto'
   /**
