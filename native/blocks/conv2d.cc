@@ -291,7 +291,55 @@ bool Conv2dImpl::WinogradApplies(const torch::Tensor& input) const {
   return input.size(2) * input.size(3) >= 4096 && input.size(1) >= 64 && weight.size(0) >= 64;
 }
 
+namespace {
+// The kernel taps [first, last] of one dimension that reach the input (not only its zero padding) for
+// some output position.
+std::pair<int64_t, int64_t> ReachableTaps(int64_t n, int64_t k, int64_t s, int64_t p, int64_t d) {
+  const int64_t m = (n + 2 * p - d * (k - 1) - 1) / s + 1;
+  int64_t first = k, last = -1;
+  for (int64_t j = 0; j < k; ++j) {
+    if (j * d - p <= n - 1 && (m - 1) * s + j * d - p >= 0) {
+      first = std::min(first, j);
+      last = j;
+    }
+  }
+  return {first, last};
+}
+}  // namespace
+
+torch::Tensor Conv2dImpl::TrainingWithoutDeadTaps(const torch::Tensor& input) {
+  // oneDNN's bf16 weight gradient (libtorch 1.13 and 2.15) leaves the taps of a kernel row that only
+  // ever meets padding unwritten: a 7x7 convolution (FCN's fc6) on a 2x2 map got garbage there, up to
+  // 1.8e37, whenever the gradient's memory had held other data (bench/README.md, "bf16 Winograd").
+  // Their true gradient is zero: the convolution runs with those taps cut from the kernel (and the
+  // padding trimmed to match: the same outputs), so autograd gives them exact zeros.
+  if (!at::GradMode::is_enabled() || !weight.requires_grad() || input.dim() != 4 || torch::jit::tracer::isTracing()) {
+    return torch::Tensor();
+  }
+  const auto* pad = ZeroPadding(options);
+  if (pad == nullptr) return torch::Tensor();
+  const auto& st = *options.stride();
+  const auto& dl = *options.dilation();
+  const int64_t kh = weight.size(2), kw = weight.size(3);
+  if (input.size(2) + 2 * (**pad)[0] < dl[0] * (kh - 1) + 1 || input.size(3) + 2 * (**pad)[1] < dl[1] * (kw - 1) + 1) {
+    return torch::Tensor();  // no output: the convolution's own error
+  }
+  const auto h = ReachableTaps(input.size(2), kh, st[0], (**pad)[0], dl[0]);
+  const auto w = ReachableTaps(input.size(3), kw, st[1], (**pad)[1], dl[1]);
+  if ((h.first == 0 && h.second == kh - 1 && w.first == 0 && w.second == kw - 1) || h.second < h.first || w.second < w.first) {
+    return torch::Tensor();
+  }
+  torch::Tensor k = weight.narrow(2, h.first, h.second - h.first + 1).narrow(3, w.first, w.second - w.first + 1);
+  // Padding before / after each dimension for the taps kept (negative: rows or columns cropped).
+  const int64_t top = (**pad)[0] - h.first * dl[0], bottom = (**pad)[0] - (kh - 1 - h.second) * dl[0];
+  const int64_t left = (**pad)[1] - w.first * dl[1], right = (**pad)[1] - (kw - 1 - w.second) * dl[1];
+  torch::Tensor x = at::constant_pad_nd(input, {left, right, top, bottom}, 0);
+  const std::vector<int64_t> stride{st[0], st[1]}, dilation{dl[0], dl[1]}, zero{0, 0};
+  return at::conv2d(x, k, bias, stride, zero, dilation, options.groups());
+}
+
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
+  if (torch::Tensor y = TrainingWithoutDeadTaps(input); y.defined()) return y;
   if (pack_) {
     torch::Tensor y = TryFused(input, torch::Tensor(), Activation::kNone);
     if (y.defined()) return y;

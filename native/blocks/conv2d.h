@@ -40,6 +40,9 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   torch::Tensor TryFused(const torch::Tensor& input, const torch::Tensor& add, Activation act);
 
  private:
+  // In training, the convolution with the kernel taps that only meet padding cut off (their gradient:
+  // exact zeros), where there are such taps; otherwise an undefined tensor.
+  torch::Tensor TrainingWithoutDeadTaps(const torch::Tensor& input);
   // Whether forward may run prepacked for `input`; the input in the weight's type.
   bool PackedPathApplies(const torch::Tensor& input) const;
   // TryFused's work, once the path applies; throws what the operators throw.
