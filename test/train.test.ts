@@ -260,9 +260,11 @@ describe("'auto' precision and layout (README, Speed defaults)", () => {
       assert.strictEqual(autoChannelsLast('cpu', 'predict', net), predict, what)
       assert.strictEqual(autoChannelsLast('cpu', 'train', net), train, what)
       // What predict / evaluate resolve from no options; an explicit bf16 stays channels-last; an explicit fp32 is NCHW.
-      // NNPACK's Winograd (libtorch 2.x with NNPACK, AVX2) takes the networks it measured faster on to NCHW.
-      const winograd = b.winograd && !b.bf16 && (b.cpu.isa === 'AVX2' || b.cpu.isa === 'other') && ['upernet', 'dfn', 'unet', 'segnet', 'refinenet', 'deeplabv1', 'pspnet', 'fcn'].includes(arch)
-      assert.strictEqual(resolvePredictOptions({}, 'predict options', [], 'cpu', net).channelsLast, predict && !winograd, what)
+      // NNPACK's Winograd (libtorch 2.x with NNPACK, AVX2, fp32) takes the networks it measured faster on to NCHW;
+      // in bf16 ('auto' where the CPU has native bf16) the bf16 Winograd is on wherever libtorch prepacks, channels-last.
+      const nnpack = b.winograd && !b.bf16 && (b.cpu.isa === 'AVX2' || b.cpu.isa === 'other') && ['upernet', 'dfn', 'unet', 'segnet', 'refinenet', 'deeplabv1', 'pspnet', 'fcn'].includes(arch)
+      const winograd = b.bf16 ? b.prepack : nnpack
+      assert.strictEqual(resolvePredictOptions({}, 'predict options', [], 'cpu', net).channelsLast, predict && !nnpack, what)
       assert.strictEqual(resolvePredictOptions({}, 'predict options', [], 'cpu', net).winograd, winograd, what)
       assert.strictEqual(resolvePredictOptions({ precision: 'bf16' }, 'predict options', [], 'cpu', net).channelsLast, b.mkldnn, what)
       assert.strictEqual(resolvePredictOptions({ precision: 'fp32' }, 'predict options', [], 'cpu', net).channelsLast, false, what)
