@@ -50,7 +50,7 @@ export interface PredictOptions {
    *   padding = dilation and 256 channels or more in and out run segtorch's Winograd F(2x2, 3x3)
    *   (dilated ones as interleaved plain ones; transforms by ATen, the 16 products as one oneDNN bf16
    *   batched matrix product) instead of oneDNN's direct convolution, channels-last. Whole
-   *   predictions measured 1.1-3.1x faster on an AVX512-BF16 CPU for 13 of 17 networks, the rest
+   *   predictions measured 1.1-1.85x faster on an AVX512-BF16 CPU for 13 of 17 networks, the rest
    *   unchanged (bench/README.md, "bf16 Winograd"); logits within 1.4-2x the direct bf16 error of fp32.
    * - fp32: NNPACK's Winograd F(6x6, 3x3) (stride 1, at least 64 x 64 pixels and 64 channels in and
    *   out), in NCHW, where libtorch has NNPACK (PyPI's torch 2.x; Debian's 1.13 has not); on a CPU
