@@ -212,13 +212,20 @@ torch::Tensor Conv2dImpl::RunPacked(const torch::Tensor& input, const torch::Ten
   // The operators have no autocast rule: the inputs go in the weight's type, as autocast would.
   const at::ScalarType type = weight.scalar_type();
   torch::Tensor x = input.scalar_type() == type ? input : input.to(type);
-  if (Bf16WinogradApplies(x)) {
-    if (add.defined() && (add.dim() != 4 || add.size(0) != x.size(0) || add.size(1) != weight.size(0) ||
-                          add.size(2) != x.size(2) || add.size(3) != x.size(3) || !add.device().is_cpu())) {
-      return torch::Tensor();
+  const auto k = weight.sizes();
+  const auto& st = *options.stride();
+  const auto& dl = *options.dilation();
+  if (add.defined()) {
+    // The addend must be the output's shape (on the CPU).
+    if (add.dim() != 4 || !add.device().is_cpu() || add.size(0) != x.size(0) || add.size(1) != k[0]) return torch::Tensor();
+    for (int d = 0; d < 2; ++d) {
+      const int64_t out = (x.size(2 + d) + 2 * padding_[d] - dl[d] * (k[2 + d] - 1) - 1) / st[d] + 1;
+      if (add.size(2 + d) != out) return torch::Tensor();
     }
+  }
+  if (Bf16WinogradApplies(x)) {
     if (!winograd_kernel_.defined()) winograd_kernel_ = WinogradKernel(weight.detach());
-    return WinogradConvolution(x, winograd_kernel_, bias, (*options.dilation())[0], add, act);
+    return WinogradConvolution(x, winograd_kernel_, bias, dl[0], add, act);
   }
   EnsurePacked(input);
   const c10::IValue b = bias.defined() ? c10::IValue(bias) : c10::IValue();
@@ -232,25 +239,14 @@ torch::Tensor Conv2dImpl::RunPacked(const torch::Tensor& input, const torch::Ten
       scalars.push_back(at::Scalar(6.0));
     }
     const char* attr = act == Activation::kReLU6 ? "hardtanh" : relu ? "relu" : "none";
-    stack = {c10::IValue(x), c10::IValue(packed_), b, c10::IValue(padding_), c10::IValue(Ints(*options.stride())),
-             c10::IValue(Ints(*options.dilation())), c10::IValue(options.groups()), c10::IValue(std::string(attr)),
+    stack = {c10::IValue(x), c10::IValue(packed_), b, c10::IValue(padding_), c10::IValue(Ints(st)),
+             c10::IValue(Ints(dl)), c10::IValue(options.groups()), c10::IValue(std::string(attr)),
              c10::IValue(scalars), c10::IValue(std::string())};
     PointwiseOp()->callBoxed(&stack);
     return stack.at(0).toTensor();
   }
-  // The addend must be the output's shape, in the input's layout.
-  if (PointwiseBinaryOp() == nullptr || add.dim() != 4 || !add.device().is_cpu() ||
-      add.suggest_memory_format() != x.suggest_memory_format()) {
-    return torch::Tensor();
-  }
-  const auto k = weight.sizes();
-  const auto& st = *options.stride();
-  const auto& dl = *options.dilation();
-  for (int d = 0; d < 2; ++d) {
-    const int64_t out = (x.size(2 + d) + 2 * padding_[d] - dl[d] * (k[2 + d] - 1) - 1) / st[d] + 1;
-    if (add.size(2 + d) != out) return torch::Tensor();
-  }
-  if (add.size(0) != x.size(0) || add.size(1) != k[0]) return torch::Tensor();
+  // oneDNN's binary post-op also needs the addend in the input's layout.
+  if (PointwiseBinaryOp() == nullptr || add.suggest_memory_format() != x.suggest_memory_format()) return torch::Tensor();
   torch::Tensor other = add.scalar_type() == type ? add : add.to(type);
   stack = {c10::IValue(x), c10::IValue(other), c10::IValue(packed_), b, c10::IValue(padding_), c10::IValue(Ints(st)),
            c10::IValue(Ints(dl)), c10::IValue(options.groups()), c10::IValue(std::string("add")), c10::IValue(),
@@ -263,18 +259,14 @@ torch::Tensor Conv2dImpl::RunPacked(const torch::Tensor& input, const torch::Ten
 #endif
 }
 
-
 bool WinogradAvailable() {
   // at::_nnpack_available() also initialises NNPACK: its convolution fails until something has (PyPI's
-  // torch 2.15), so every WinogradGuard calls this before any NNPACK convolution can run.
+  // torch 2.15), so WinogradApplies calls this before any NNPACK convolution can run.
   static const bool available = at::_nnpack_available();
   return available;
 }
 
-WinogradGuard::WinogradGuard(bool on) : previous_(winograd_on) {
-  winograd_on = on;
-  if (on) WinogradAvailable();  // NNPACK initialised before any of its convolutions (a no-op without it)
-}
+WinogradGuard::WinogradGuard(bool on) : previous_(winograd_on) { winograd_on = on; }
 WinogradGuard::~WinogradGuard() { winograd_on = previous_; }
 
 bool Conv2dImpl::WinogradApplies(const torch::Tensor& input) const {
