@@ -48,6 +48,17 @@ function run (cmd: string, args: string[], env: NodeJS.ProcessEnv, limitMs = 120
   })
 }
 
+/** Both ranks of a 2-rank run exited with code 1 and a SegtorchError matching `message(rank)`, after two good steps. */
+function assertBothFailedAfterTwoSteps (out: string, exits: Exit[], message: (rank: number) => RegExp): void {
+  for (const r of [0, 1]) {
+    assert.strictEqual(exits[r].code, 1, `rank ${r}: ${exits[r].stderr}`)
+    const e = report(out, r).error
+    assert.strictEqual(e?.name, 'SegtorchError', `rank ${r}: ${e?.message ?? ''}; rank 1: ${report(out, 1).error?.message ?? ''}`)
+    assert.match(e?.message ?? '', message(r))
+    assert.strictEqual(report(out, r).ranks?.length, 2, 'two steps done before')
+  }
+}
+
 /** `world` ranks of the worker, started here with torchrun's environment on a free port. */
 async function ranks (world: number, s: Scenario, onStdout?: (rank: number, line: string, child: ChildProcess) => void): Promise<Exit[]> {
   const port = await freePort()
@@ -243,18 +254,14 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     const t0 = Date.now()
     // A BatchNorm U-Net: rank 1's forward of these images must not leave non-finite running statistics.
     const exits = await ranks(2, base(out, { init: path.join(dir, 'init-bn.segtorch'), batchNorm: true, lr: 0.02, batchSize: 2, iterations: 5, distributed: true, timeoutMs: 60000, nanAt: { rank: 1, batch: 2 } }))
-    for (const r of [0, 1]) {
-      assert.strictEqual(exits[r].code, 1, `rank ${r}: ${exits[r].stderr}`)
-      const e = report(out, r).error
-      assert.strictEqual(e?.name, "SegtorchError", `rank ${r}: ${e?.message ?? ""}; rank 1: ${report(out, 1).error?.message ?? ""}`)
-      // Rank 1's images are 3e38 (NaN is refused before the forward): the first convolution overflows,
-      // and the loss is NaN, or on some CPUs finite with non-finite gradients, which rank 1 finds in its
-      // buckets before the exchange. A CI run got the latter before that check: every rank failed a step
-      // later, with NaN weights.
+    // Rank 1's images are 3e38 (NaN is refused before the forward): the first convolution overflows,
+    // and the loss is NaN, or on some CPUs finite with non-finite gradients, which rank 1 finds in its
+    // buckets before the exchange. A CI run got the latter before that check: every rank failed a step
+    // later, with NaN weights.
+    assertBothFailedAfterTwoSteps(out, exits, (r) => {
       const lossOnRank1 = r === 1 ? / \(this rank: (-?nan|-?inf)\)/ : /()/
-      assert.match(e?.message ?? '', new RegExp(`^training step 3 produced (a non-finite loss on rank 1${lossOnRank1.source}|non-finite gradients from a finite loss on rank 1); no rank updated its weights`))
-      assert.strictEqual(report(out, r).ranks?.length, 2, 'two steps done before')
-    }
+      return new RegExp(`^training step 3 produced (a non-finite loss on rank 1${lossOnRank1.source}|non-finite gradients from a finite loss on rank 1); no rank updated its weights`)
+    })
     assert.ok(Date.now() - t0 < 45000, `both failed in ${Date.now() - t0} ms (the timeout is 60 s)`)
     // The state each rank was left with: the same on both (after two good steps) and finite (a NaN makes
     // stateDiff NaN), BatchNorm's running statistics included.
@@ -266,13 +273,7 @@ describe('distributed (c10d, Gloo over loopback)', function () {
     const out = path.join(dir, 'nangrad')
     const t0 = Date.now()
     const exits = await ranks(2, base(out, { init: path.join(dir, 'init-bn.segtorch'), batchNorm: true, lr: 0.02, batchSize: 2, iterations: 5, distributed: true, timeoutMs: 60000, nanGradientAt: { rank: 1, step: 3 } }))
-    for (const r of [0, 1]) {
-      assert.strictEqual(exits[r].code, 1, `rank ${r}: ${exits[r].stderr}`)
-      const e = report(out, r).error
-      assert.strictEqual(e?.name, 'SegtorchError', `rank ${r}: ${e?.message ?? ''}`)
-      assert.match(e?.message ?? '', /^training step 3 produced non-finite gradients from a finite loss on rank 1; no rank updated its weights/)
-      assert.strictEqual(report(out, r).ranks?.length, 2, 'two steps done before')
-    }
+    assertBothFailedAfterTwoSteps(out, exits, () => /^training step 3 produced non-finite gradients from a finite loss on rank 1; no rank updated its weights/)
     assert.ok(Date.now() - t0 < 45000, `both failed in ${Date.now() - t0} ms (the timeout is 60 s)`)
     const d = stateDiff(path.join(out, 'rank0-failed.pt'), path.join(out, 'rank1-failed.pt'))
     assert.ok(d < 1e-6, `max |rank 0 - rank 1| after the failed step: ${d}`)

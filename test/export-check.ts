@@ -110,6 +110,12 @@ export interface ExportCheck {
  * which any rounding can flip, are left out); 1 when there are none.
  */
 export function labelAgreement (a: ArrayLike<number>, b: ArrayLike<number>, shape: readonly number[], minMargin = 0): number {
+  const { same, counted } = labelCounts(a, b, shape, minMargin)
+  return counted === 0 ? 1 : same / counted
+}
+
+/** labelAgreement's counts: the pixels compared (b's margin at least minMargin) and those whose labels agree. */
+export function labelCounts (a: ArrayLike<number>, b: ArrayLike<number>, shape: readonly number[], minMargin = 0): { same: number, counted: number } {
   const [n, k, h, w] = shape
   const plane = h * w
   let same = 0
@@ -131,7 +137,7 @@ export function labelAgreement (a: ArrayLike<number>, b: ArrayLike<number>, shap
       if (ba === bb) same++
     }
   }
-  return counted === 0 ? 1 : same / counted
+  return { same, counted }
 }
 
 /**

@@ -1,8 +1,8 @@
 import * as assert from 'assert'
 import { backend, createModel, Model, tensor, Tensor } from '../lib'
 import { resolvePredictOptions } from '../lib/model'
-import { relativeError } from './export-check'
-import { randomImages, randomMasks, rejects } from './helpers'
+import { labelCounts, relativeError } from './export-check'
+import { maxAbs, randomImages, randomMasks, rejects } from './helpers'
 
 /** Crops [1, C, H, W] float32 data to rows y0..y0+h, cols x0..x0+w. */
 function crop (x: Tensor<'float32'>, y0: number, x0: number, h: number, w: number): Tensor<'float32'> {
@@ -237,26 +237,8 @@ describe("winograd: NNPACK's Winograd 3x3 convolutions in fp32 predictions, segt
           // F(2x2, 3x3) rounds the transformed tiles to bf16: measured 1.4-2x the direct error (FCN-ResNet50 at 512 x 512).
           assert.ok(eFast <= Math.max(4 * eDirect, 1e-2), what)
           // Labels: every pixel whose fp32 top-2 margin is at least 5 % of its largest |logit| keeps its class.
-          const K = 5
           const pixels = n * h * w
-          let decided = 0
-          let kept = 0
-          let maxLogit = 0
-          for (const v of exact) maxLogit = Math.max(maxLogit, Math.abs(v))
-          for (let p = 0; p < pixels; p++) {
-            const img = Math.floor(p / (h * w))
-            const q = p % (h * w)
-            const at = (a: Float32Array, k: number): number => a[(img * K + k) * h * w + q]
-            let b1 = 0
-            for (let k = 1; k < K; k++) if (at(exact, k) > at(exact, b1)) b1 = k
-            let second = -Infinity
-            for (let k = 0; k < K; k++) if (k !== b1) second = Math.max(second, at(exact, k))
-            if (at(exact, b1) - second < 0.05 * maxLogit) continue
-            decided++
-            let bf = 0
-            for (let k = 1; k < K; k++) if (at(fast, k) > at(fast, bf)) bf = k
-            if (bf === b1) kept++
-          }
+          const { same: kept, counted: decided } = labelCounts(fast, exact, [n, 5, h, w], 0.05 * maxAbs(exact))
           assert.ok(decided > 0.5 * pixels && kept === decided, `${what}: ${kept} of ${decided} decided labels kept`)
         }
       } finally {
