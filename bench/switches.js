@@ -10,8 +10,9 @@
 //   --switch prepack: SEGTORCH_PREPACK=0 / 1 (predict's prepacked bf16 convolutions, libtorch 2.x)
 //   --switch cache:   SEGTORCH_CPU_CACHE_MB=0 / default (the cache of large CPU blocks)
 //   --switch pool:    SEGTORCH_POOL_KERNEL=0 / 1 (inference max pooling of contiguous tensors, blocks/max_pool.h)
+//   --switch labels:  SEGTORCH_FUSED_LABELS=0 / 1 (predict's labels in one pass, infer/labels.h)
 // Prints a table with the CPU kind and writes bench/results/<switch>-<libtorch version>.json.
-//   usage: node bench/switches.js --switch prepack|cache|pool [--rounds N] [--runs N] [--arch a,b] [--size S]
+//   usage: node bench/switches.js --switch prepack|cache|pool|labels [--rounds N] [--runs N] [--arch a,b] [--size S]
 //          [--no-train] [--addon path/segtorch.node]
 'use strict'
 const { spawnSync } = require('child_process')
@@ -24,7 +25,8 @@ const opt = (name, def) => { const i = args.indexOf(`--${name}`); return i >= 0 
 const SWITCHES = {
   prepack: { env: 'SEGTORCH_PREPACK', off: '0', on: '1' },
   cache: { env: 'SEGTORCH_CPU_CACHE_MB', off: '0', on: undefined }, // undefined: the default
-  pool: { env: 'SEGTORCH_POOL_KERNEL', off: '0', on: '1' }
+  pool: { env: 'SEGTORCH_POOL_KERNEL', off: '0', on: '1' },
+  labels: { env: 'SEGTORCH_FUSED_LABELS', off: '0', on: '1' }
 }
 
 // Median ms of `fn` over at least `runs` runs and about 3 s, after one warm-up call: small networks

@@ -1,5 +1,5 @@
 import * as assert from 'assert'
-import { backend, createModel, Model, tensor, Tensor } from '../lib'
+import { backend, createModel, Model, ModelOptions, tensor, Tensor } from '../lib'
 import { resolvePredictOptions } from '../lib/model'
 import { labelCounts, relativeError } from './export-check'
 import { maxAbs, randomImages, randomMasks, rejects } from './helpers'
@@ -164,6 +164,77 @@ describe('inference as the papers evaluate', () => {
     await rejects(model.predict(x, { output: 'mask' as never }), RangeError, /output/)
     await rejects(model.predict(x, { crops: 32 } as never), TypeError, /Unknown option 'crops'/)
   })
+})
+
+/** Per pixel of [N, K, H, W] logits: the first largest class and its margin over the runner-up. */
+function argmaxWithMargin (logits: ArrayLike<number>, shape: readonly number[]): { labels: Int32Array, margins: Float32Array } {
+  const [n, k, h, w] = shape
+  const hw = h * w
+  const labels = new Int32Array(n * hw)
+  const margins = new Float32Array(n * hw)
+  for (let b = 0; b < n; b++) {
+    for (let p = 0; p < hw; p++) {
+      let best = -Infinity; let second = -Infinity; let label = 0
+      for (let c = 0; c < k; c++) {
+        const v = logits[(b * k + c) * hw + p]
+        if (v > best) { second = best; best = v; label = c } else if (v > second) second = v
+      }
+      labels[b * hw + p] = label
+      margins[b * hw + p] = best - second
+    }
+  }
+  return { labels, margins }
+}
+
+// predict's labels in one pass (native/infer/labels.h): the network's final bilinear resize and the
+// argmax fused, never writing the logits at the image's size. The reference is the argmax of the
+// logits predict returns (resized by ATen as before).
+describe('labels in one pass: the argmax of the resized logits', () => {
+  const cases: Array<{ options: ModelOptions, why: string }> = [
+    { options: { arch: 'lraspp', numClasses: 5 }, why: 'align_corners false, stride 8' },
+    { options: { arch: 'dfn', backbone: 'resnet18', numClasses: 4 }, why: 'align_corners true' },
+    { options: { arch: 'icnet', backbone: 'resnet18', numClasses: 3 }, why: 'a cascade, logits at 1/4' },
+    { options: { arch: 'unet', numClasses: 3, baseChannels: 4 }, why: 'no resize: padded to 16 and cropped' },
+    { options: { arch: 'deeplabv3', backbone: 'resnet18', numClasses: 6, outputStride: 16 }, why: 'stride 16' }
+  ]
+  for (const { options, why } of cases) {
+    it(`${options.arch} (${why}): fp32 labels equal the logits' argmax wherever no two classes are within 1e-5; bf16 keeps fp32's clear labels`, async function () {
+      this.timeout(300000)
+      const m = await createModel(options)
+      try {
+        for (const [n, h, w] of [[2, 97, 129], [1, 33, 47], [1, 64, 64]]) {
+          const x = randomImages(n, 3, h, w, 70 + h)
+          const logits = await m.predict(x, { precision: 'fp32', output: 'logits' })
+          assert.deepStrictEqual(logits.shape, [n, options.numClasses, h, w])
+          const ref = argmaxWithMargin(logits.dataSync(), logits.shape)
+          const scale = Math.max(1, maxAbs(logits.dataSync()))
+          const fp32 = await m.predict(x, { precision: 'fp32' })
+          assert.deepStrictEqual(fp32.shape, [n, h, w])
+          const a = fp32.dataSync()
+          let compared = 0
+          for (let i = 0; i < a.length; i++) {
+            if (ref.margins[i] <= 1e-5 * scale) continue
+            compared++
+            if (a[i] !== ref.labels[i]) assert.fail(`${n}x${h}x${w} pixel ${i}: label ${a[i]}, argmax ${ref.labels[i]} (margin ${ref.margins[i]})`)
+          }
+          assert.ok(compared > 0.9 * a.length, `compared ${compared} of ${a.length}`)
+          // bf16 (rounded through the whole network) is held to fp32's labels where fp32 decides
+          // them most clearly: the half of the pixels with the larger margins.
+          const bf16 = (await m.predict(x, { precision: 'bf16' })).dataSync()
+          const median = Float32Array.from(ref.margins).sort()[a.length >> 1]
+          let clear = 0; let kept = 0
+          for (let i = 0; i < a.length; i++) {
+            if (ref.margins[i] <= median) continue
+            clear++
+            kept += bf16[i] === ref.labels[i] ? 1 : 0
+          }
+          assert.ok(clear > 0.3 * a.length && kept / clear >= 0.995, `${n}x${h}x${w} bf16: ${kept} of ${clear} clear fp32 labels kept`)
+        }
+      } finally {
+        m.dispose()
+      }
+    })
+  }
 })
 
 describe("winograd: NNPACK's Winograd 3x3 convolutions in fp32 predictions, segtorch's in bf16", () => {

@@ -8,6 +8,7 @@
 #include "base/alloc_budget.h"
 #include "base/errors.h"
 #include "blocks/conv2d.h"
+#include "infer/labels.h"
 #include "train/checkpoint.h"
 
 namespace segtorch {
@@ -124,6 +125,7 @@ SegOutput Segmenter::Run(const torch::Tensor& x, SegmentationModel* net) {
   // Zero padding after normalisation is padding with the mean colour.
   torch::Tensor padded = F::pad(x, F::PadFuncOptions({0, pw, 0, ph}));
   SegOutput out = net->forward(padded);
+  ApplyDeferredResize(out);  // the crop below is at the padded size
   auto crop = [&](const torch::Tensor& t) {
     if (t.size(2) == padded.size(2) && t.size(3) == padded.size(3)) return t.narrow(2, 0, h).narrow(3, 0, w);
     // Outputs at another scale (cascades): keep the share that covers the unpadded image.
@@ -169,6 +171,12 @@ int64_t Segmenter::WeightsVersion() const {
   return v;
 }
 
+bool Segmenter::FusedLabelsApply(const InferOptions& o) const {
+  // Infer's single pass (one scale of 1, no flip, whole image) asking for labels, eager, on the CPU.
+  return FusedLabelsEnabled() && device_.is_cpu() && o.output == "labels" && o.mode == "whole" && o.scales.size() == 1 &&
+         o.scales[0] == 1.0 && !o.flip && !o.crf.enabled && !o.compile;
+}
+
 torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions& options) {
   if (options.precision == Precision::kFp16 && device_.is_cpu()) {
     ThrowRange("Expected precision 'fp32' or 'bf16' on the CPU but received 'fp16' (fp16 autocast needs CUDA)");
@@ -202,7 +210,21 @@ torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions
     // this model's mean and std).
     torch::Tensor colours;
     if (options.crf.enabled) colours = images.scalar_type() == torch::kByte ? images : (x * std_ + mean_).mul_(255.0);
-    result = InferWithCrf(logits, x, colours, options);
+    if (FusedLabelsApply(options)) {
+      // Labels at the image's size in one pass over the network's own logits (infer/labels.h): the
+      // network's final resize deferred, its argmax fused with it.
+      SegOutput out;
+      {
+        AutocastGuard guard(device_, dtype, dtype != at::kFloat);
+        WinogradGuard winograd(options.winograd);
+        DeferFinalResize defer;
+        out = Run(x, net);
+      }
+      result = out.resize_to.empty() ? ResizedArgmax(out.out, out.out.size(2), out.out.size(3), false)
+                                     : ResizedArgmax(out.out, out.resize_to[0], out.resize_to[1], out.resize_align_corners);
+    } else {
+      result = InferWithCrf(logits, x, colours, options);
+    }
   } catch (...) {
     net_->train(was_training);
     throw;

@@ -94,6 +94,8 @@ class Segmenter {
   torch::Tensor PrepareMasks(const torch::Tensor& masks, const torch::Tensor& images, int64_t ignore_index) const;
   // Pads to the network's input multiple, runs it (default: net_), crops back.
   SegOutput Run(const torch::Tensor& x, SegmentationModel* net = nullptr);
+  // Whether Predict computes labels by ResizedArgmax (infer/labels.h) rather than through Infer.
+  bool FusedLabelsApply(const InferOptions& o) const;
   // Changes whenever a parameter or buffer of net_ is modified in place or replaced.
   int64_t WeightsVersion() const;
   // The state dict `file` copied into net_ (io/module_state.h), which counts as a change.

@@ -40,10 +40,7 @@ class DeepLabV1 : public SegmentationModel {
     h = drop6_(torch::relu(fc6_(h)));
     h = drop7_(torch::relu(fc7_(h)));
     SegOutput out;
-    out.out = F::interpolate(fc8_(h), F::InterpolateFuncOptions()
-                                          .size(std::vector<int64_t>{x.size(2), x.size(3)})
-                                          .mode(torch::kBilinear)
-                                          .align_corners(false));
+    SetLogits(out, fc8_(h), x);
     return out;
   }
 

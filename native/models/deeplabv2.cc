@@ -22,7 +22,7 @@ class DeepLabV2 : public SegmentationModel {
   SegOutput forward(const torch::Tensor& x) override {
     auto feats = backbone_->forward(x);
     SegOutput out;
-    out.out = ResizeLike(aspp_->forward(feats[3]), x);
+    SetLogits(out, aspp_->forward(feats[3]), x);
     return out;
   }
 

@@ -53,7 +53,7 @@ class DeepLabV3 : public SegmentationModel {
       feats = backbone_->forward(x);
     }
     SegOutput out;
-    out.out = ResizeLike(classifier_->forward(feats[3]), x);
+    SetLogits(out, classifier_->forward(feats[3]), x);
     if (aux_classifier_ && is_training()) out.aux.emplace_back("aux", ResizeLike(aux_classifier_->forward(feats[2]), x));
     return out;
   }

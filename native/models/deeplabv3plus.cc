@@ -49,7 +49,7 @@ class DeepLabV3Plus : public SegmentationModel {
   SegOutput forward(const torch::Tensor& x) override {
     auto feats = backbone_->forward(x);
     SegOutput out;
-    out.out = ResizeLike(classifier_(decoder_(aspp_(feats[3]), feats[0])), x);
+    SetLogits(out, classifier_(decoder_(aspp_(feats[3]), feats[0])), x);
     return out;
   }
 

@@ -162,7 +162,7 @@ class DFN : public SegmentationModel {
     for (int i = 0; i < 4; ++i) {
       auto fm = smooth_aft_[i](cabs_[i](smooth_pre_[i](f[3 - i]), higher));
       if (i == 3) {
-        out.out = up(smooth_heads_[3](fm), x.size(2), x.size(3));
+        SetLogits(out, smooth_heads_[3](fm), x, /*align_corners=*/true);
       } else {
         if (deep_supervision_ && is_training()) out.aux.emplace_back(kNames[i], up(smooth_heads_[i](fm), x.size(2), x.size(3)));
         higher = up(fm, f[2 - i].size(2), f[2 - i].size(3));

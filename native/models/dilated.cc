@@ -85,10 +85,7 @@ class Dilated : public SegmentationModel {
       if (i + 1 < context_.size()) h = torch::relu(h);  // every layer but ctx_final is truncated
     }
     SegOutput out;
-    out.out = F::interpolate(h, F::InterpolateFuncOptions()
-                                    .size(std::vector<int64_t>{x.size(2), x.size(3)})
-                                    .mode(torch::kBilinear)
-                                    .align_corners(false));
+    SetLogits(out, h, x);
     return out;
   }
 

@@ -33,7 +33,7 @@ class FCNResNet : public SegmentationModel {
   SegOutput forward(const torch::Tensor& x) override {
     auto feats = backbone_->forward(x);
     SegOutput out;
-    out.out = UpsampleTo(classifier_->forward(feats[3]), x);
+    SetLogits(out, classifier_->forward(feats[3]), x);
     if (aux_classifier_ && is_training()) out.aux.emplace_back("aux", UpsampleTo(aux_classifier_->forward(feats[2]), x));
     return out;
   }

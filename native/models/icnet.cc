@@ -109,7 +109,7 @@ class ICNet : public SegmentationModel {
     auto up = ResizeBilinear(f12.first, f12.first.size(2) * 2, f12.first.size(3) * 2, /*align_corners=*/true);
     auto logits4 = conv6_cls(up);  // 1/4
     SegOutput out;
-    out.out = ResizeLike(logits4, x);
+    SetLogits(out, logits4, x);
     if (is_training()) {
       out.aux.emplace_back("sub16", f24.second);
       out.aux.emplace_back("sub8", f12.second);

@@ -51,7 +51,7 @@ class LRASPP : public SegmentationModel {
   SegOutput forward(const torch::Tensor& x) override {
     auto all = backbone_->forward_all(x);
     SegOutput out;
-    out.out = ResizeLike(classifier_->forward(all[low_index_], all[high_index_]), x);
+    SetLogits(out, classifier_->forward(all[low_index_], all[high_index_]), x);
     return out;
   }
   // Any size without padding, as torchvision.

@@ -107,7 +107,7 @@ class LWRefineNet : public LWRefineNetTrunk {
   }
   SegOutput forward(const torch::Tensor& x) override {
     SegOutput out;
-    out.out = ResizeLike(classifier_(Decode(x)), x);
+    SetLogits(out, classifier_(Decode(x)), x);
     return out;
   }
 

@@ -30,7 +30,7 @@ class MTRefineNet : public LWRefineNetTrunk {
   SegOutput forward(const torch::Tensor& x) override {
     auto shared = Decode(x);
     SegOutput out;
-    out.out = ResizeLike(segm(Activation(pre_segm(shared))), x);
+    SetLogits(out, segm(Activation(pre_segm(shared))), x);
     out.aux.emplace_back("depth", ResizeLike(depth(Activation(pre_depth(shared))), x));
     return out;
   }

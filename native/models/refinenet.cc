@@ -84,7 +84,7 @@ class RefineNet : public SegmentationModel {
     auto x1 = adapt_stage4_b2_joint_varout_dimred(adapt_stage4_b->forward(p_ims1d2_outl4_dimred(f[0])));
     x1 = mflow_conv_g4_b->forward(mflow_conv_g4_pool->forward((x1 + x2).relu_()));
     SegOutput out;
-    out.out = ResizeLike(clf_conv(x1), x);
+    SetLogits(out, clf_conv(x1), x);
     return out;
   }
 

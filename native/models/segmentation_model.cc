@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "base/errors.h"
+#include "blocks/resize.h"
 
 namespace segtorch {
 
@@ -12,6 +13,29 @@ torch::Tensor SegmentationCrossEntropy(const torch::Tensor& logits, const torch:
   auto sum = F::cross_entropy(logits, labels, F::CrossEntropyFuncOptions().ignore_index(ignore_index).reduction(torch::kSum));
   auto count = (labels != ignore_index).sum().clamp_min(1).to(sum.dtype());
   return sum / count;
+}
+
+namespace {
+thread_local bool defer_final_resize = false;
+}  // namespace
+
+DeferFinalResize::DeferFinalResize() : previous_(defer_final_resize) { defer_final_resize = true; }
+DeferFinalResize::~DeferFinalResize() { defer_final_resize = previous_; }
+
+void SetLogits(SegOutput& out, const torch::Tensor& logits, const torch::Tensor& x, bool align_corners) {
+  if (defer_final_resize && (logits.size(2) != x.size(2) || logits.size(3) != x.size(3))) {
+    out.out = logits;
+    out.resize_to = {x.size(2), x.size(3)};
+    out.resize_align_corners = align_corners;
+    return;
+  }
+  out.out = ResizeLike(logits, x, align_corners);
+}
+
+void ApplyDeferredResize(SegOutput& out) {
+  if (out.resize_to.empty()) return;
+  out.out = ResizeBilinear(out.out, out.resize_to[0], out.resize_to[1], out.resize_align_corners);
+  out.resize_to.clear();
 }
 
 torch::Tensor ResizeLabels(const torch::Tensor& labels, int64_t h, int64_t w) {

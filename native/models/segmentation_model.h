@@ -44,6 +44,31 @@ struct ModelConfig {
 struct SegOutput {
   torch::Tensor out;                                        // [N,K,H,W] logits at input size
   std::vector<std::pair<std::string, torch::Tensor>> aux;   // training-mode extras, e.g. {"aux", ...}
+  // Set only under a DeferFinalResize: `out` is still at the network's own resolution, and its last
+  // step, a bilinear resize to resize_to ({H, W}) with resize_align_corners, is left to the caller.
+  std::vector<int64_t> resize_to;
+  bool resize_align_corners = false;
+};
+
+// The network's last step: out.out = logits resized bilinearly to x's size (align_corners as the
+// reference implementation has it); under a DeferFinalResize on this thread, out.out = logits as they
+// are, the resize noted in out.resize_to for the caller to fuse with what follows (predict's labels:
+// infer/labels.h).
+void SetLogits(SegOutput& out, const torch::Tensor& logits, const torch::Tensor& x, bool align_corners = false);
+
+// Runs a resize SetLogits deferred (none: nothing to do).
+void ApplyDeferredResize(SegOutput& out);
+
+// While one lives, SetLogits on this thread defers the final resize.
+class DeferFinalResize {
+ public:
+  DeferFinalResize();
+  ~DeferFinalResize();
+  DeferFinalResize(const DeferFinalResize&) = delete;
+  DeferFinalResize& operator=(const DeferFinalResize&) = delete;
+
+ private:
+  bool previous_;
 };
 
 class SegmentationModel : public torch::nn::Module {

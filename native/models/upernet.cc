@@ -57,7 +57,7 @@ class UPerNet : public SegmentationModel {
     for (int i = 1; i < 4; ++i) outs[i] = ResizeLike(outs[i], outs[0]);
     auto fused = fpn_bottleneck_->forward(torch::cat(outs, 1));
     SegOutput out;
-    out.out = ResizeLike(conv_seg_(dropout_(fused)), x);
+    SetLogits(out, conv_seg_(dropout_(fused)), x);
     if (aux_ && is_training()) out.aux.emplace_back("aux", ResizeLike(aux_->forward(feats[2]), x));
     return out;
   }
