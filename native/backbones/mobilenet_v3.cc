@@ -25,7 +25,8 @@ BatchNorm2d BN(int64_t channels) { return BatchNorm2d(nn::BatchNormOptions(chann
 class ConvBNActImpl : public nn::SequentialImpl {
  public:
   ConvBNActImpl(int64_t in, int64_t out, int64_t kernel, Act act, int64_t stride = 1, int64_t groups = 1,
-                int64_t dilation = 1) {
+                int64_t dilation = 1)
+      : act_(act == Act::kReLU ? Activation::kReLU : act == Act::kHardSwish ? Activation::kHardSwish : Activation::kNone) {
     int64_t padding = (kernel - 1) / 2 * dilation;
     push_back(Conv2d(
         nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).dilation(dilation).groups(groups).bias(false)));
@@ -33,7 +34,13 @@ class ConvBNActImpl : public nn::SequentialImpl {
     if (act == Act::kReLU) push_back(nn::ReLU());
     if (act == Act::kHardSwish) push_back(nn::Functional(HardSwish));
   }
-  torch::Tensor forward(torch::Tensor x) { return nn::SequentialImpl::forward(x); }
+  // act(bn(conv(x))): children 0 and 1 as one oneDNN call with the activation as its post-op where
+  // predict prepacks the convolution and folds the BN (blocks/conv2d.h ConvBnAct), child 2's
+  // arithmetic otherwise.
+  torch::Tensor forward(torch::Tensor x) { return ConvBnAct(*ptr<Conv2dImpl>(0), *ptr<BatchNorm2dImpl>(1), x, act_); }
+
+ private:
+  Activation act_;
 };
 TORCH_MODULE(ConvBNAct);
 

@@ -142,6 +142,7 @@ torch::Tensor WinogradConvolution(const torch::Tensor& x, const torch::Tensor& k
   if (add.defined()) y.add_(add.permute({0, 2, 3, 1}).to(y.scalar_type()));
   if (act == Activation::kReLU) y.relu_();
   if (act == Activation::kReLU6) y.clamp_(0, 6);
+  if (act == Activation::kHardSwish) y = at::hardswish(y);
   return y.permute({0, 3, 1, 2});
 }
 
@@ -158,8 +159,7 @@ bool Conv2dImpl::Bf16WinogradApplies(const torch::Tensor& input) const {
 
 bool Conv2dImpl::Prepack(bool on) {
   winograd_kernel_ = torch::Tensor();
-  packed_ = torch::Tensor();
-  packed_for_.clear();
+  packed_.clear();
   pack_ = false;
   if (!on || !PrepackedConvolutionAvailable()) return false;
   const auto* pad = ZeroPadding(options);
@@ -175,18 +175,24 @@ bool Conv2dImpl::Prepack(bool on) {
   return true;
 }
 
-void Conv2dImpl::EnsurePacked(const torch::Tensor& input) {
+torch::Tensor Conv2dImpl::EnsurePacked(const torch::Tensor& input) {
 #if TORCH_VERSION_MAJOR >= 2
-  // oneDNN picks the weight's layout for the input's shape: reordered again when the shape changes
-  // (one pass over the weight, what the plain path pays on every call).
-  if (packed_.defined() && input.sizes().equals(packed_for_)) return;
+  // oneDNN picks the weight's layout for the input's shape: reordered again for a new shape (one pass
+  // over the weight, what the plain path pays on every call). The last two shapes' copies are kept:
+  // ICNet runs its shared layers at two resolutions in every call, which reordered each time.
+  for (auto& p : packed_) {
+    if (input.sizes().equals(p.first)) return p.second;
+  }
   torch::Tensor w = weight.detach().contiguous();
   torch::jit::Stack stack{c10::IValue(w), c10::IValue(padding_), c10::IValue(Ints(*options.stride())),
                           c10::IValue(Ints(*options.dilation())), c10::IValue(options.groups()),
                           c10::IValue(Ints(input.sizes()))};
   ReorderOp()->callBoxed(&stack);
-  packed_ = stack.at(0).toTensor();
-  packed_for_ = Ints(input.sizes());
+  if (packed_.size() >= 2) packed_.erase(packed_.begin());
+  packed_.emplace_back(Ints(input.sizes()), stack.at(0).toTensor());
+  return packed_.back().second;
+#else
+  return torch::Tensor();
 #endif
 }
 
@@ -195,14 +201,13 @@ bool Conv2dImpl::PackedPathApplies(const torch::Tensor& input) const {
 }
 
 torch::Tensor Conv2dImpl::TryFused(const torch::Tensor& input, const torch::Tensor& add, Activation act) {
-  if (!PackedPathApplies(input) || (add.defined() && act == Activation::kReLU6)) return torch::Tensor();
+  if (!PackedPathApplies(input) || (add.defined() && (act == Activation::kReLU6 || act == Activation::kHardSwish))) return torch::Tensor();
   try {
     return RunPacked(input, add, act);
   } catch (const std::exception&) {
     // An input oneDNN's prepacked path cannot take: this convolution runs plain from now on.
     pack_ = false;
-    packed_ = torch::Tensor();
-    packed_for_.clear();
+    packed_.clear();
     return torch::Tensor();
   }
 }
@@ -227,7 +232,7 @@ torch::Tensor Conv2dImpl::RunPacked(const torch::Tensor& input, const torch::Ten
     if (!winograd_kernel_.defined()) winograd_kernel_ = WinogradKernel(weight.detach());
     return WinogradConvolution(x, winograd_kernel_, bias, dl[0], add, act);
   }
-  EnsurePacked(input);
+  const torch::Tensor packed = EnsurePacked(input);
   const c10::IValue b = bias.defined() ? c10::IValue(bias) : c10::IValue();
   torch::jit::Stack stack;
   const bool relu = act == Activation::kReLU;
@@ -238,8 +243,8 @@ torch::Tensor Conv2dImpl::RunPacked(const torch::Tensor& input, const torch::Ten
       scalars.push_back(at::Scalar(0.0));
       scalars.push_back(at::Scalar(6.0));
     }
-    const char* attr = act == Activation::kReLU6 ? "hardtanh" : relu ? "relu" : "none";
-    stack = {c10::IValue(x), c10::IValue(packed_), b, c10::IValue(padding_), c10::IValue(Ints(st)),
+    const char* attr = act == Activation::kReLU6 ? "hardtanh" : act == Activation::kHardSwish ? "hardswish" : relu ? "relu" : "none";
+    stack = {c10::IValue(x), c10::IValue(packed), b, c10::IValue(padding_), c10::IValue(Ints(st)),
              c10::IValue(Ints(dl)), c10::IValue(options.groups()), c10::IValue(std::string(attr)),
              c10::IValue(scalars), c10::IValue(std::string())};
     PointwiseOp()->callBoxed(&stack);
@@ -248,7 +253,7 @@ torch::Tensor Conv2dImpl::RunPacked(const torch::Tensor& input, const torch::Ten
   // oneDNN's binary post-op also needs the addend in the input's layout.
   if (PointwiseBinaryOp() == nullptr || add.suggest_memory_format() != x.suggest_memory_format()) return torch::Tensor();
   torch::Tensor other = add.scalar_type() == type ? add : add.to(type);
-  stack = {c10::IValue(x), c10::IValue(other), c10::IValue(packed_), b, c10::IValue(padding_), c10::IValue(Ints(st)),
+  stack = {c10::IValue(x), c10::IValue(other), c10::IValue(packed), b, c10::IValue(padding_), c10::IValue(Ints(st)),
            c10::IValue(Ints(dl)), c10::IValue(options.groups()), c10::IValue(std::string("add")), c10::IValue(),
            relu ? c10::IValue(std::string("relu")) : c10::IValue(), c10::IValue(c10::List<c10::optional<at::Scalar>>()),
            c10::IValue(std::string())};
@@ -366,6 +371,7 @@ torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tens
   if (act == Activation::kReLU) return y.relu_();
   // clamp rather than hardtanh: libtorch 1.13's hardtanh backward has no bf16 CPU kernel.
   if (act == Activation::kReLU6) return y.clamp(0, 6);
+  if (act == Activation::kHardSwish) return at::hardswish(y);
   return y;
 }
 

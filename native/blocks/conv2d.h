@@ -8,6 +8,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <utility>
 #include <vector>
 
 #include "blocks/batch_norm.h"
@@ -15,7 +16,7 @@
 namespace segtorch {
 
 // The activation a convolution's output may go through as a oneDNN post-op.
-enum class Activation { kNone, kReLU, kReLU6 };
+enum class Activation { kNone, kReLU, kReLU6, kHardSwish };
 
 class Conv2dImpl : public torch::nn::Conv2dImpl {
  public:
@@ -36,7 +37,7 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
 
   // act(conv(x) [+ add]) as one prepacked oneDNN call (the addition and the activation as post-ops
   // of the convolution), or an undefined tensor where the prepacked path does not apply (or failed:
-  // the convolution then stays plain). ReLU6 only without `add`.
+  // the convolution then stays plain). ReLU6 and hardswish only without `add`.
   torch::Tensor TryFused(const torch::Tensor& input, const torch::Tensor& add, Activation act);
 
  private:
@@ -47,15 +48,16 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   bool PackedPathApplies(const torch::Tensor& input) const;
   // TryFused's work, once the path applies; throws what the operators throw.
   torch::Tensor RunPacked(const torch::Tensor& input, const torch::Tensor& add, Activation act);
-  // Reorders the weight for `input`'s shape unless already done.
-  void EnsurePacked(const torch::Tensor& input);
+  // The weight reordered for `input`'s shape (reordered now unless kept from an earlier call).
+  torch::Tensor EnsurePacked(const torch::Tensor& input);
   // Whether RunPacked computes `input` by bf16 Winograd F(2x2, 3x3) (WinogradConvolution) instead of
   // oneDNN's direct convolution: 3x3, stride 1, padding = dilation, 256 channels or more in and out.
   bool Bf16WinogradApplies(const torch::Tensor& input) const;
   torch::Tensor winograd_kernel_;  // the weight's Winograd transform [16, C, K] (bf16), made once per Prepack
   bool pack_ = false;
-  torch::Tensor packed_;  // opaque oneDNN tensor: not a parameter or buffer (never trained, saved or copied)
-  std::vector<int64_t> packed_for_;  // the input shape packed_ was reordered for
+  // The weight reordered for the last two input shapes: opaque oneDNN tensors, not parameters or
+  // buffers (never trained, saved or copied).
+  std::vector<std::pair<std::vector<int64_t>, torch::Tensor>> packed_;
   std::vector<int64_t> padding_;
 };
 TORCH_MODULE(Conv2d);
