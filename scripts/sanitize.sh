@@ -67,6 +67,19 @@ if [ "${SANITIZE_BUILD_ONLY:-0}" = "1" ]; then exit 0; fi
 addon="$out/Release/segtorch.node"
 [ -f "$addon" ] || { echo "sanitize: FAILED: $addon is missing (build first)"; exit 2; }
 
+# bf16 Winograd's transforms (native/blocks/winograd_kernel.cc) run in predict only on libtorch 2.x:
+# checked here directly, sanitized, against at::conv2d (test/native/winograd_check.cc).
+if [ "$#" -eq 0 ]; then
+  echo "sanitize: test/native/winograd_check.cc (log: $logs/winograd_check.log)"
+  if ! { g++ -std=c++17 $cxxflags -I native -I /usr/include/torch/csrc/api/include test/native/winograd_check.cc \
+           native/blocks/conv2d.cc native/blocks/winograd_kernel.cc -ltorch -ltorch_cpu -lc10 -o "$out/winograd_check" &&
+         ASAN_OPTIONS=detect_leaks=0 "$out/winograd_check"; } >"$logs/winograd_check.log" 2>&1; then
+    tail -n 30 "$logs/winograd_check.log"
+    echo "sanitize: FAILED: test/native/winograd_check.cc"
+    exit 1
+  fi
+fi
+
 if [ "$#" -gt 0 ]; then
   tests=("$@")
 else

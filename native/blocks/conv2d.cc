@@ -1,4 +1,5 @@
 #include "blocks/conv2d.h"
+#include "blocks/winograd_kernel.h"
 
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/version.h>
@@ -96,54 +97,38 @@ torch::Tensor WinogradKernel(const torch::Tensor& weight) {
 torch::Tensor WinogradConvolution(const torch::Tensor& x, const torch::Tensor& kernel, const torch::Tensor& bias,
                                   int64_t d, const torch::Tensor& add, Activation act) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = kernel.size(2);
-  // Output tiles of 2 x 2 per phase (d x d interleaved grids), the input zero-padded by d on every side
-  // and up to whole tiles.
-  const int64_t th = (H + 2 * d - 1) / (2 * d), tw = (W + 2 * d - 1) / (2 * d);
-  const int64_t Hp = d * (2 * th + 2), Wp = d * (2 * tw + 2);
-  torch::Tensor xp = at::zeros({N, Hp, Wp, C}, x.options().memory_format(at::MemoryFormat::Contiguous));
-  xp.narrow(1, d, H).narrow(2, d, W).copy_(x.permute({0, 2, 3, 1}));
-  const int64_t sN = Hp * Wp * C, sH = Wp * C;
-  // Rows: tap row t of every tile, [N, th, d, Wp, C]; then B^T's rows.
-  auto row = [&](int64_t t) { return xp.as_strided({N, th, d, Wp, C}, {sN, 2 * d * sH, sH, C, 1}, xp.storage_offset() + t * d * sH); };
-  const torch::Tensor r0 = row(0), r1 = row(1), r2 = row(2), r3 = row(3);
-  const torch::Tensor rows[4] = {r0 - r2, r1 + r2, r2 - r1, r1 - r3};
-  torch::Tensor v = at::empty({4, 4, N, th, d, tw, d, C}, xp.options());
-  for (int64_t i = 0; i < 4; ++i) {
-    const torch::Tensor& r = rows[i];  // contiguous [N, th, d, Wp, C]
-    auto col = [&](int64_t t) {
-      return r.as_strided({N, th, d, tw, d, C}, {th * d * sH, d * sH, sH, 2 * d * C, C, 1}, r.storage_offset() + t * d * C);
-    };
-    const torch::Tensor c0 = col(0), c1 = col(1), c2 = col(2), c3 = col(3);
-    torch::Tensor vi = v.select(0, i);
-    torch::Tensor v0 = vi.select(0, 0), v1 = vi.select(0, 1), v2 = vi.select(0, 2), v3 = vi.select(0, 3);
-    at::sub_out(v0, c0, c2);
-    at::add_out(v1, c1, c2);
-    at::sub_out(v2, c2, c1);
-    at::sub_out(v3, c1, c3);
-  }
-  const int64_t P = N * th * d * tw * d;
-  torch::Tensor m = at::bmm(v.view({16, P, C}), kernel).view({4, 4, P, K});
+  // Output tiles of 2 x 2 per phase (d x d interleaved grids of a dilated convolution).
+  const WinogradShape s{N, H, W, C, K, d, (H + 2 * d - 1) / (2 * d), (W + 2 * d - 1) / (2 * d)};
+  const int64_t rows = N * s.th * d, P = rows * s.tw * d;
+  const torch::Tensor xc = x.to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
+  const torch::Tensor zeros = at::zeros({C}, xc.options().memory_format(at::MemoryFormat::Contiguous));
+  const auto* xp = reinterpret_cast<const uint16_t*>(xc.data_ptr<at::BFloat16>());
+  const auto* zp = reinterpret_cast<const uint16_t*>(zeros.data_ptr<at::BFloat16>());
+  // B^T x B of every tile in one pass (winograd_kernel.h), the 16 products as one batched bf16 matrix
+  // product (oneDNN's, fp32 accumulation), then A^T m A + bias [+ add] and the activation in one pass.
+  torch::Tensor v = at::empty({16, P, C}, zeros.options());
+  auto* vp = reinterpret_cast<uint16_t*>(v.data_ptr<at::BFloat16>());
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    WinogradInputRows(xp, xc.stride(0), xc.stride(2), xc.stride(3), zp, vp, s, begin, end);
+  });
+  const torch::Tensor m = at::bmm(v, kernel).contiguous();
   v = torch::Tensor();
-  // A^T m A: A^T's rows over the tile's rows, then over its columns, into [N, th, 2, d, tw, 2, d, K].
-  const torch::Tensor t0 = m.select(0, 0) + m.select(0, 1) + m.select(0, 2);
-  const torch::Tensor t1 = m.select(0, 1) - m.select(0, 2) - m.select(0, 3);
-  m = torch::Tensor();
-  torch::Tensor out = at::empty({N, th, 2, d, tw, 2, d, K}, xp.options());
-  for (int64_t a = 0; a < 2; ++a) {
-    const torch::Tensor& t = a == 0 ? t0 : t1;
-    auto tap = [&](int64_t j) { return t.select(0, j).view({N, th, d, tw, d, K}); };
-    torch::Tensor oa = out.select(2, a);  // [N, th, d, tw, 2, d, K]
-    torch::Tensor o0 = oa.select(4, 0), o1 = oa.select(4, 1);
-    at::add_out(o0, tap(0) + tap(1), tap(2));
-    at::sub_out(o1, tap(1) - tap(2), tap(3));
-  }
-  torch::Tensor y = out.view({N, 2 * th * d, 2 * tw * d, K}).narrow(1, 0, H).narrow(2, 0, W);
-  y = bias.defined() ? at::add(y, bias.to(y.scalar_type())) : y.contiguous();
-  if (add.defined()) y.add_(add.permute({0, 2, 3, 1}).to(y.scalar_type()));
-  if (act == Activation::kReLU) y.relu_();
-  if (act == Activation::kReLU6) y.clamp_(0, 6);
-  if (act == Activation::kHardSwish) y = at::hardswish(y);
-  return y.permute({0, 3, 1, 2});
+  torch::Tensor y = at::empty({N, K, H, W}, zeros.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const torch::Tensor b = bias.defined() ? bias.to(at::kFloat).contiguous() : at::zeros({K}, zeros.options().dtype(at::kFloat));
+  const torch::Tensor a = add.defined() ? add.to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast) : torch::Tensor();
+  const WinogradAct wa = act == Activation::kReLU ? WinogradAct::kReLU
+                         : act == Activation::kReLU6 ? WinogradAct::kReLU6
+                         : act == Activation::kHardSwish ? WinogradAct::kHardSwish
+                                                           : WinogradAct::kNone;
+  const auto* mp = reinterpret_cast<const uint16_t*>(m.data_ptr<at::BFloat16>());
+  const auto* ap = a.defined() ? reinterpret_cast<const uint16_t*>(a.data_ptr<at::BFloat16>()) : nullptr;
+  auto* yp = reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>());
+  const std::vector<uint16_t> zk(static_cast<size_t>(K), 0);
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<uint16_t> scratch(static_cast<size_t>(K));
+    WinogradOutputRows(mp, b.data_ptr<float>(), ap, zk.data(), wa, scratch.data(), yp, s, begin, end);
+  });
+  return y;
 }
 
 bool Conv2dImpl::Bf16WinogradApplies(const torch::Tensor& input) const {

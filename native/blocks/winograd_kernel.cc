@@ -1,0 +1,185 @@
+#include "blocks/winograd_kernel.h"
+
+#include <cstring>
+
+namespace segtorch {
+
+namespace {
+
+inline float Load(uint16_t b) {
+  uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// Round to nearest even, NaN kept a (quiet) NaN: what ATen's float -> bfloat16 conversion gives.
+inline uint16_t Store(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  return f != f ? static_cast<uint16_t>(0x7FC0u) : static_cast<uint16_t>(rounded);
+}
+
+// One tile's B^T d B for every channel: taps t[i][j] (C values each) into out[(i * 4 + j) * plane + c].
+inline void TransformInput(const uint16_t* const (&t)[4][4], uint16_t* __restrict out, int64_t plane, int64_t C) {
+  const uint16_t *__restrict t00 = t[0][0], *__restrict t01 = t[0][1], *__restrict t02 = t[0][2], *__restrict t03 = t[0][3];
+  const uint16_t *__restrict t10 = t[1][0], *__restrict t11 = t[1][1], *__restrict t12 = t[1][2], *__restrict t13 = t[1][3];
+  const uint16_t *__restrict t20 = t[2][0], *__restrict t21 = t[2][1], *__restrict t22 = t[2][2], *__restrict t23 = t[2][3];
+  const uint16_t *__restrict t30 = t[3][0], *__restrict t31 = t[3][1], *__restrict t32 = t[3][2], *__restrict t33 = t[3][3];
+  uint16_t *__restrict o0 = out, *__restrict o1 = out + plane, *__restrict o2 = out + 2 * plane, *__restrict o3 = out + 3 * plane;
+  uint16_t *__restrict o4 = out + 4 * plane, *__restrict o5 = out + 5 * plane, *__restrict o6 = out + 6 * plane,
+           *__restrict o7 = out + 7 * plane;
+  uint16_t *__restrict o8 = out + 8 * plane, *__restrict o9 = out + 9 * plane, *__restrict o10 = out + 10 * plane,
+           *__restrict o11 = out + 11 * plane;
+  uint16_t *__restrict o12 = out + 12 * plane, *__restrict o13 = out + 13 * plane, *__restrict o14 = out + 14 * plane,
+           *__restrict o15 = out + 15 * plane;
+  // The 16 outputs never overlap the taps (v and x are separate tensors): no alias checks.
+#pragma GCC ivdep
+  for (int64_t c = 0; c < C; ++c) {
+    // B^T over the rows, then B over the columns: (d0 - d2, d1 + d2, d2 - d1, d1 - d3).
+    const float r00 = Load(t00[c]) - Load(t20[c]), r01 = Load(t01[c]) - Load(t21[c]), r02 = Load(t02[c]) - Load(t22[c]),
+                r03 = Load(t03[c]) - Load(t23[c]);
+    const float r10 = Load(t10[c]) + Load(t20[c]), r11 = Load(t11[c]) + Load(t21[c]), r12 = Load(t12[c]) + Load(t22[c]),
+                r13 = Load(t13[c]) + Load(t23[c]);
+    const float r20 = Load(t20[c]) - Load(t10[c]), r21 = Load(t21[c]) - Load(t11[c]), r22 = Load(t22[c]) - Load(t12[c]),
+                r23 = Load(t23[c]) - Load(t13[c]);
+    const float r30 = Load(t10[c]) - Load(t30[c]), r31 = Load(t11[c]) - Load(t31[c]), r32 = Load(t12[c]) - Load(t32[c]),
+                r33 = Load(t13[c]) - Load(t33[c]);
+    o0[c] = Store(r00 - r02), o1[c] = Store(r01 + r02), o2[c] = Store(r02 - r01), o3[c] = Store(r01 - r03);
+    o4[c] = Store(r10 - r12), o5[c] = Store(r11 + r12), o6[c] = Store(r12 - r11), o7[c] = Store(r11 - r13);
+    o8[c] = Store(r20 - r22), o9[c] = Store(r21 + r22), o10[c] = Store(r22 - r21), o11[c] = Store(r21 - r23);
+    o12[c] = Store(r30 - r32), o13[c] = Store(r31 + r32), o14[c] = Store(r32 - r31), o15[c] = Store(r31 - r33);
+  }
+}
+
+void InputRows(const uint16_t* x, int64_t sN, int64_t sH, int64_t sW, const uint16_t* zeros, uint16_t* v,
+               const WinogradShape& s, int64_t begin, int64_t end) {
+  const int64_t d = s.d, C = s.C;
+  const int64_t P = s.N * s.th * d * s.tw * d;
+  const uint16_t* tap[4][4];
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t py = r % d, ty = (r / d) % s.th, n = r / (d * s.th);
+    for (int64_t tx = 0; tx < s.tw; ++tx) {
+      for (int64_t px = 0; px < d; ++px) {
+        const int64_t p = (r * s.tw + tx) * d + px;
+        for (int i = 0; i < 4; ++i) {
+          const int64_t yy = ty * 2 * d + py + (i - 1) * d;
+          for (int j = 0; j < 4; ++j) {
+            const int64_t xx = tx * 2 * d + px + (j - 1) * d;
+            tap[i][j] = (yy >= 0 && yy < s.H && xx >= 0 && xx < s.W) ? x + n * sN + yy * sH + xx * sW : zeros;
+          }
+        }
+        TransformInput(tap, v + p * C, P * C, C);
+      }
+    }
+  }
+}
+
+// One tile's act(A^T m A + bias [+ add]) for every output channel: m[i * plane + k] into the four
+// pixels o[a][b] (K values each), adding a[a][b].
+template <WinogradAct kAct, bool kAdd>
+inline void TransformOutput(const uint16_t* __restrict m, int64_t plane, const float* __restrict bias, uint16_t* const (&o)[2][2],
+                            const uint16_t* const (&a)[2][2], int64_t K) {
+  uint16_t *__restrict o00 = o[0][0], *__restrict o01 = o[0][1], *__restrict o10 = o[1][0], *__restrict o11 = o[1][1];
+  const uint16_t *__restrict a00 = a[0][0], *__restrict a01 = a[0][1], *__restrict a10 = a[1][0], *__restrict a11 = a[1][1];
+  const uint16_t *__restrict q0 = m, *__restrict q1 = m + plane, *__restrict q2 = m + 2 * plane, *__restrict q3 = m + 3 * plane;
+  const uint16_t *__restrict q4 = m + 4 * plane, *__restrict q5 = m + 5 * plane, *__restrict q6 = m + 6 * plane, *__restrict q7 = m + 7 * plane;
+  const uint16_t *__restrict q8 = m + 8 * plane, *__restrict q9 = m + 9 * plane, *__restrict q10 = m + 10 * plane,
+                 *__restrict q11 = m + 11 * plane;
+  const uint16_t *__restrict q12 = m + 12 * plane, *__restrict q13 = m + 13 * plane, *__restrict q14 = m + 14 * plane,
+                 *__restrict q15 = m + 15 * plane;
+  auto finish = [](float v, float b, const uint16_t* __restrict add, int64_t k) {
+    v += b;
+    if (kAdd) v += Load(add[k]);
+    // NaN stays NaN (comparisons with it are false), as ATen's relu / clamp / hardswish.
+    if (kAct == WinogradAct::kReLU) v = v < 0.0f ? 0.0f : v;
+    if (kAct == WinogradAct::kReLU6) v = v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v;
+    if (kAct == WinogradAct::kHardSwish) {
+      const float g = v + 3.0f;
+      v = v * (g < 0.0f ? 0.0f : g > 6.0f ? 6.0f : g) / 6.0f;
+    }
+    return Store(v);
+  };
+  // The four outputs never overlap m, the bias or the addends: no alias checks.
+#pragma GCC ivdep
+  for (int64_t k = 0; k < K; ++k) {
+    // A^T over the rows (m0 + m1 + m2, m1 - m2 - m3), then A over the columns.
+    const float m0 = Load(q0[k]), m1 = Load(q1[k]), m2 = Load(q2[k]), m3 = Load(q3[k]);
+    const float m4 = Load(q4[k]), m5 = Load(q5[k]), m6 = Load(q6[k]), m7 = Load(q7[k]);
+    const float m8 = Load(q8[k]), m9 = Load(q9[k]), m10 = Load(q10[k]), m11 = Load(q11[k]);
+    const float m12 = Load(q12[k]), m13 = Load(q13[k]), m14 = Load(q14[k]), m15 = Load(q15[k]);
+    const float s0 = m0 + m4 + m8, s1 = m1 + m5 + m9, s2 = m2 + m6 + m10, s3 = m3 + m7 + m11;
+    const float d0 = m4 - m8 - m12, d1 = m5 - m9 - m13, d2 = m6 - m10 - m14, d3 = m7 - m11 - m15;
+    const float b = bias[k];
+    o00[k] = finish(s0 + s1 + s2, b, a00, k);
+    o01[k] = finish(s1 - s2 - s3, b, a01, k);
+    o10[k] = finish(d0 + d1 + d2, b, a10, k);
+    o11[k] = finish(d1 - d2 - d3, b, a11, k);
+  }
+}
+
+template <WinogradAct kAct, bool kAdd>
+void OutputRows(const uint16_t* m, const float* bias, const uint16_t* add, const uint16_t* zeros, uint16_t* scratch, uint16_t* y,
+                const WinogradShape& s, int64_t begin, int64_t end) {
+  const int64_t d = s.d, K = s.K;
+  const int64_t P = s.N * s.th * d * s.tw * d;
+  const int64_t plane = P * K;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t py = r % d, ty = (r / d) % s.th, n = r / (d * s.th);
+    for (int64_t tx = 0; tx < s.tw; ++tx) {
+      for (int64_t px = 0; px < d; ++px) {
+        const int64_t p = (r * s.tw + tx) * d + px;
+        const uint16_t* in = m + p * K;
+        // The tile's four output pixels (a, b); those past the image go to `scratch` and add `zeros`.
+        uint16_t* out[2][2];
+        const uint16_t* addend[2][2];
+        for (int a = 0; a < 2; ++a) {
+          for (int b = 0; b < 2; ++b) {
+            const int64_t yy = ty * 2 * d + py + a * d, xx = tx * 2 * d + px + b * d;
+            const bool inside = yy < s.H && xx < s.W;
+            const int64_t at = ((n * s.H + yy) * s.W + xx) * K;
+            out[a][b] = inside ? y + at : scratch;
+            addend[a][b] = kAdd ? (inside ? add + at : zeros) : nullptr;
+          }
+        }
+        TransformOutput<kAct, kAdd>(in, plane, bias, out, addend, K);
+      }
+    }
+  }
+}
+
+template <WinogradAct kAct>
+void OutputRowsAdd(const uint16_t* m, const float* bias, const uint16_t* add, const uint16_t* zeros, uint16_t* scratch, uint16_t* y,
+                   const WinogradShape& s, int64_t begin, int64_t end) {
+  if (add) {
+    OutputRows<kAct, true>(m, bias, add, zeros, scratch, y, s, begin, end);
+  } else {
+    OutputRows<kAct, false>(m, bias, add, zeros, scratch, y, s, begin, end);
+  }
+}
+
+}  // namespace
+
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void WinogradInputRows(const uint16_t* x, int64_t sN, int64_t sH, int64_t sW, const uint16_t* zeros, uint16_t* v,
+                       const WinogradShape& s, int64_t begin, int64_t end) {
+  InputRows(x, sN, sH, sW, zeros, v, s, begin, end);
+}
+
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void WinogradOutputRows(const uint16_t* m, const float* bias, const uint16_t* add, const uint16_t* zeros, WinogradAct act,
+                        uint16_t* scratch, uint16_t* y, const WinogradShape& s, int64_t begin, int64_t end) {
+  switch (act) {
+    case WinogradAct::kNone: return OutputRowsAdd<WinogradAct::kNone>(m, bias, add, zeros, scratch, y, s, begin, end);
+    case WinogradAct::kReLU: return OutputRowsAdd<WinogradAct::kReLU>(m, bias, add, zeros, scratch, y, s, begin, end);
+    case WinogradAct::kReLU6: return OutputRowsAdd<WinogradAct::kReLU6>(m, bias, add, zeros, scratch, y, s, begin, end);
+    case WinogradAct::kHardSwish: return OutputRowsAdd<WinogradAct::kHardSwish>(m, bias, add, zeros, scratch, y, s, begin, end);
+  }
+}
+
+}  // namespace segtorch

@@ -1,0 +1,32 @@
+// The input and output transforms of blocks/conv2d.cc's bf16 Winograd F(2x2, 3x3) on plain arrays (no
+// libtorch header): one pass each, in float32 with one rounding to bf16, compiled for AVX-512, AVX2
+// and baseline x86-64 and chosen at load time by the CPU (GCC's target_clones, as
+// blocks/max_pool_kernel.cc). bf16 values are stored as their 16 bits.
+#pragma once
+#include <cstdint>
+
+namespace segtorch {
+
+// A convolution's geometry: N images of H x W, C channels in, K out, dilation d; tiles of 2 x 2 output
+// pixels per phase: th x tw tiles in each of the d x d interleaved phases. Tile p = (((n * th + ty) * d +
+// py) * tw + tx) * d + px covers output rows ty * 2d + py + {0, d}, columns tx * 2d + px + {0, d}.
+struct WinogradShape {
+  int64_t N, H, W, C, K, d, th, tw;
+};
+
+// B^T x B of the tiles of tile rows [begin, end) (row r = (n * th + ty) * d + py: tw * d tiles), into
+// v [16][P][C] (P = N * th * d * tw * d). x: channels-last [N, H, W, C] with channel stride 1 and
+// strides sN, sH, sW; taps outside the image read `zeros` (C zero values).
+void WinogradInputRows(const uint16_t* x, int64_t sN, int64_t sH, int64_t sW, const uint16_t* zeros, uint16_t* v,
+                       const WinogradShape& s, int64_t begin, int64_t end);
+
+// The activation applied after the output transform.
+enum class WinogradAct { kNone, kReLU, kReLU6, kHardSwish };
+
+// act(A^T m A + bias [+ add]) of the tiles of tile rows [begin, end), from m [16][P][K], into y:
+// channels-last [N, H, W, K] contiguous. bias: K floats; add: nullptr or bf16 of y's shape and layout.
+// Pixels past H or W are written to `scratch` (K values) and add `zeros` (K zero values).
+void WinogradOutputRows(const uint16_t* m, const float* bias, const uint16_t* add, const uint16_t* zeros, WinogradAct act,
+                        uint16_t* scratch, uint16_t* y, const WinogradShape& s, int64_t begin, int64_t end);
+
+}  // namespace segtorch

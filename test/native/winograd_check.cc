@@ -1,0 +1,54 @@
+// segtorch::WinogradConvolution (blocks/conv2d.h: bf16 Winograd F(2x2, 3x3) with its transforms in
+// blocks/winograd_kernel.cc) against at::conv2d on the same bf16-rounded inputs: odd sizes down to
+// 1 x 1, dilations 1-3, a batch, every activation, with and without the addend, and a NaN input. Built
+// and run under AddressSanitizer + UndefinedBehaviorSanitizer by scripts/sanitize.sh (predict runs this
+// path only where libtorch prepacks convolutions, 2.x, so the sanitized 1.13 addon never reaches it).
+// Exit status 0: every case within 3 % of the output's scale.
+#include <torch/torch.h>
+#include <iostream>
+#include "blocks/conv2d.h"
+using namespace segtorch;
+int main() {
+  at::manual_seed(0);
+  int fails = 0;
+  for (int64_t d : {1, 2, 3}) {
+    for (auto hw : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {2, 3}, {7, 5}, {13, 17}, {16, 16}}) {
+      for (int64_t N : {1, 2}) {
+        for (int act = 0; act < 4; ++act) {
+          for (bool with_add : {false, true}) {
+            const int64_t C = 19, K = 23, H = hw.first, W = hw.second;
+            auto x = at::randn({N, C, H, W});
+            auto w = at::randn({K, C, 3, 3}) * 0.2;
+            auto b = at::randn({K});
+            auto add = at::randn({N, K, H, W});
+            auto ref = at::conv2d(x.to(at::kBFloat16).to(at::kFloat), w.to(at::kBFloat16).to(at::kFloat), b, {1, 1}, {d, d}, {d, d});
+            if (with_add) ref = ref + add.to(at::kBFloat16).to(at::kFloat);
+            if (act == 1) ref = ref.relu();
+            if (act == 2) ref = ref.clamp(0, 6);
+            if (act == 3) ref = at::hardswish(ref);
+            auto xb = x.to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
+            auto kern = WinogradKernel(w.to(at::kBFloat16));
+            auto y = WinogradConvolution(xb, kern, b, d, with_add ? add.to(at::kBFloat16) : at::Tensor(), static_cast<Activation>(act));
+            double err = (y.to(at::kFloat) - ref).abs().max().item<double>();
+            double scale = ref.abs().max().item<double>();
+            bool ok = y.sizes() == ref.sizes() && y.is_contiguous(at::MemoryFormat::ChannelsLast) && err <= 0.03 * std::max(1.0, scale);
+            if (!ok) { ++fails; std::cout << "FAIL d=" << d << " " << H << "x" << W << " N=" << N << " act=" << act << " add=" << with_add << " err " << err << " scale " << scale << "\n"; }
+          }
+        }
+      }
+    }
+  }
+  // NaN in the input reaches the outputs it touches.
+  auto x = at::zeros({1, 8, 6, 6});
+  x[0][3][2][2] = std::numeric_limits<float>::quiet_NaN();
+  auto y = WinogradConvolution(x.to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast), WinogradKernel(at::ones({4, 8, 3, 3}).to(at::kBFloat16)), at::Tensor(), 1, at::Tensor(), Activation::kReLU);
+  auto nan = y.to(at::kFloat).isnan();
+  // Every output the direct convolution makes NaN (4 channels x 3 x 3) is NaN; at most the outputs of
+  // the tiles whose 4 x 4 windows hold the pixel (4 channels x 4 x 4).
+  const int64_t n = nan.sum().item<int64_t>();
+  const bool near = nan.narrow(2, 1, 3).narrow(3, 1, 3).all().item<bool>();
+  std::cout << "NaN outputs " << n << " (36..64), 3x3 neighbourhood all NaN: " << near << "\n";
+  if (n < 36 || n > 64 || !near) ++fails;
+  std::cout << (fails ? "FAILED " : "OK ") << fails << "\n";
+  return fails ? 1 : 0;
+}
