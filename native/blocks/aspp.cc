@@ -2,6 +2,7 @@
 #include "blocks/batch_norm.h"
 #include "blocks/conv2d.h"
 
+#include "blocks/concat.h"
 #include "blocks/conv_bn_relu.h"
 #include "blocks/resize.h"
 
@@ -31,7 +32,7 @@ torch::Tensor ASPPImpl::forward(const torch::Tensor& x) {
   res.reserve(branches_.size());
   for (size_t i = 0; i + 1 < branches_.size(); ++i) res.push_back(branches_[i]->forward(x));
   res.push_back(ResizeBilinear(branches_.back()->forward(x), x.size(2), x.size(3)));
-  return project->forward(torch::cat(res, 1));
+  return project->forward(CatChannels(res));
 }
 
 ASPPSumImpl::ASPPSumImpl(int64_t in_channels, int64_t num_classes, const std::vector<int64_t>& rates) {

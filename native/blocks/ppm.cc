@@ -2,6 +2,7 @@
 #include "blocks/batch_norm.h"
 #include "blocks/conv2d.h"
 
+#include "blocks/concat.h"
 #include "blocks/resize.h"
 
 namespace segtorch {
@@ -22,7 +23,7 @@ PPMImpl::PPMImpl(const PPMOptions& o) : options_(o) {
 torch::Tensor PPMImpl::forward(const torch::Tensor& x) {
   std::vector<torch::Tensor> out{x};
   for (auto& b : branches_) out.push_back(ResizeLike(b->forward(x), x, options_.align_corners()));
-  return torch::cat(out, 1);
+  return CatChannels(out);
 }
 
 }  // namespace segtorch
