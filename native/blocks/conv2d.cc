@@ -4,6 +4,7 @@
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -99,20 +100,11 @@ torch::Tensor WinogradConvolution(const torch::Tensor& x, const torch::Tensor& k
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = kernel.size(2);
   // Output tiles of 2 x 2 per phase (d x d interleaved grids of a dilated convolution).
   const WinogradShape s{N, H, W, C, K, d, (H + 2 * d - 1) / (2 * d), (W + 2 * d - 1) / (2 * d)};
-  const int64_t rows = N * s.th * d, P = rows * s.tw * d;
+  const int64_t rows = N * s.th * d;
   const torch::Tensor xc = x.to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
   const torch::Tensor zeros = at::zeros({C}, xc.options().memory_format(at::MemoryFormat::Contiguous));
   const auto* xp = reinterpret_cast<const uint16_t*>(xc.data_ptr<at::BFloat16>());
   const auto* zp = reinterpret_cast<const uint16_t*>(zeros.data_ptr<at::BFloat16>());
-  // B^T x B of every tile in one pass (winograd_kernel.h), the 16 products as one batched bf16 matrix
-  // product (oneDNN's, fp32 accumulation), then A^T m A + bias [+ add] and the activation in one pass.
-  torch::Tensor v = at::empty({16, P, C}, zeros.options());
-  auto* vp = reinterpret_cast<uint16_t*>(v.data_ptr<at::BFloat16>());
-  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    WinogradInputRows(xp, xc.stride(0), xc.stride(2), xc.stride(3), zp, vp, s, begin, end);
-  });
-  const torch::Tensor m = at::bmm(v, kernel).contiguous();
-  v = torch::Tensor();
   torch::Tensor y = at::empty({N, K, H, W}, zeros.options().memory_format(at::MemoryFormat::ChannelsLast));
   const torch::Tensor b = bias.defined() ? bias.to(at::kFloat).contiguous() : at::zeros({K}, zeros.options().dtype(at::kFloat));
   const torch::Tensor a = add.defined() ? add.to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast) : torch::Tensor();
@@ -120,14 +112,29 @@ torch::Tensor WinogradConvolution(const torch::Tensor& x, const torch::Tensor& k
                          : act == Activation::kReLU6 ? WinogradAct::kReLU6
                          : act == Activation::kHardSwish ? WinogradAct::kHardSwish
                                                            : WinogradAct::kNone;
-  const auto* mp = reinterpret_cast<const uint16_t*>(m.data_ptr<at::BFloat16>());
   const auto* ap = a.defined() ? reinterpret_cast<const uint16_t*>(a.data_ptr<at::BFloat16>()) : nullptr;
   auto* yp = reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>());
   const std::vector<uint16_t> zk(static_cast<size_t>(K), 0);
-  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint16_t> scratch(static_cast<size_t>(K));
-    WinogradOutputRows(mp, b.data_ptr<float>(), ap, zk.data(), wa, scratch.data(), yp, s, begin, end);
-  });
+  // Chunks of tile rows whose transformed tiles (16 x tiles x (C + K) bf16 values) stay within about
+  // 8 MiB (256 -> 256 channels on a 128 x 128 map: 0.73x oneDNN's direct convolution in one piece,
+  // 1.22x in chunks; bench/README.md, "bf16 Winograd in one pass"): B^T x B in one pass (winograd_kernel.h), the 16 products as one batched bf16 matrix product
+  // (oneDNN's, fp32 accumulation), then A^T m A + bias [+ add] and the activation in one pass.
+  const int64_t per_row = 16 * s.tw * d * (C + K) * 2;
+  const int64_t chunk = std::max<int64_t>(1, (int64_t{8} << 20) / per_row);
+  for (int64_t first = 0; first < rows; first += chunk) {
+    const int64_t count = std::min(chunk, rows - first);
+    torch::Tensor v = at::empty({16, count * s.tw * d, C}, zeros.options());
+    auto* vp = reinterpret_cast<uint16_t*>(v.data_ptr<at::BFloat16>());
+    at::parallel_for(first, first + count, 1, [&](int64_t begin, int64_t end) {
+      WinogradInputRows(xp, xc.stride(0), xc.stride(2), xc.stride(3), zp, vp, s, first, count, begin, end);
+    });
+    const torch::Tensor m = at::bmm(v, kernel).contiguous();
+    const auto* mp = reinterpret_cast<const uint16_t*>(m.data_ptr<at::BFloat16>());
+    at::parallel_for(first, first + count, 1, [&](int64_t begin, int64_t end) {
+      std::vector<uint16_t> scratch(static_cast<size_t>(K));
+      WinogradOutputRows(mp, b.data_ptr<float>(), ap, zk.data(), wa, scratch.data(), yp, s, first, count, begin, end);
+    });
+  }
   return y;
 }
 
@@ -135,10 +142,13 @@ bool Conv2dImpl::Bf16WinogradApplies(const torch::Tensor& input) const {
   const auto& st = *options.stride();
   const auto& dl = *options.dilation();
   // Where it measured faster than oneDNN's direct bf16 convolution on an AVX512-BF16 CPU (bench/README.md,
-  // "bf16 Winograd"): 256 channels or more in and out; fewer lose to the transforms.
+  // "bf16 Winograd" and "bf16 Winograd in one pass"): 256 channels or more in and out (fewer lose to the
+  // transforms), and maps at least 8 dilations high and wide: ASPP's rates 12-36 on a 64 x 64 map (most
+  // taps on padding, which oneDNN skips and Winograd's tiles cannot) ran 0.36-0.87x.
   return winograd_on && Bf16WinogradEnabled() && input.scalar_type() == at::kBFloat16 && weight.size(2) == 3 && weight.size(3) == 3 &&
          st[0] == 1 && st[1] == 1 && dl[0] == dl[1] && padding_.size() == 2 && padding_[0] == dl[0] &&
-         padding_[1] == dl[1] && input.size(1) >= 256 && weight.size(0) >= 256 &&
+         padding_[1] == dl[1] && input.size(1) >= 256 && weight.size(0) >= 256 && input.size(2) >= 8 * dl[0] &&
+         input.size(3) >= 8 * dl[0] &&
          input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
 }
 

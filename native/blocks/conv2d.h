@@ -51,7 +51,8 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // The weight reordered for `input`'s shape (reordered now unless kept from an earlier call).
   torch::Tensor EnsurePacked(const torch::Tensor& input);
   // Whether RunPacked computes `input` by bf16 Winograd F(2x2, 3x3) (WinogradConvolution) instead of
-  // oneDNN's direct convolution: 3x3, stride 1, padding = dilation, 256 channels or more in and out.
+  // oneDNN's direct convolution: 3x3, stride 1, padding = dilation, 256 channels or more in and out, a
+  // map at least 8 dilations high and wide.
   bool Bf16WinogradApplies(const torch::Tensor& input) const;
   torch::Tensor winograd_kernel_;  // the weight's Winograd transform [16, C, K] (bf16), made once per Prepack
   bool pack_ = false;

@@ -54,15 +54,15 @@ inline void TransformInput(const uint16_t* const (&t)[4][4], uint16_t* __restric
 }
 
 void InputRows(const uint16_t* x, int64_t sN, int64_t sH, int64_t sW, const uint16_t* zeros, uint16_t* v,
-               const WinogradShape& s, int64_t begin, int64_t end) {
+               const WinogradShape& s, int64_t first, int64_t count, int64_t begin, int64_t end) {
   const int64_t d = s.d, C = s.C;
-  const int64_t P = s.N * s.th * d * s.tw * d;
+  const int64_t P = count * s.tw * d;
   const uint16_t* tap[4][4];
   for (int64_t r = begin; r < end; ++r) {
     const int64_t py = r % d, ty = (r / d) % s.th, n = r / (d * s.th);
     for (int64_t tx = 0; tx < s.tw; ++tx) {
       for (int64_t px = 0; px < d; ++px) {
-        const int64_t p = (r * s.tw + tx) * d + px;
+        const int64_t p = ((r - first) * s.tw + tx) * d + px;
         for (int i = 0; i < 4; ++i) {
           const int64_t yy = ty * 2 * d + py + (i - 1) * d;
           for (int j = 0; j < 4; ++j) {
@@ -121,15 +121,15 @@ inline void TransformOutput(const uint16_t* __restrict m, int64_t plane, const f
 
 template <WinogradAct kAct, bool kAdd>
 void OutputRows(const uint16_t* m, const float* bias, const uint16_t* add, const uint16_t* zeros, uint16_t* scratch, uint16_t* y,
-                const WinogradShape& s, int64_t begin, int64_t end) {
+                const WinogradShape& s, int64_t first, int64_t count, int64_t begin, int64_t end) {
   const int64_t d = s.d, K = s.K;
-  const int64_t P = s.N * s.th * d * s.tw * d;
+  const int64_t P = count * s.tw * d;
   const int64_t plane = P * K;
   for (int64_t r = begin; r < end; ++r) {
     const int64_t py = r % d, ty = (r / d) % s.th, n = r / (d * s.th);
     for (int64_t tx = 0; tx < s.tw; ++tx) {
       for (int64_t px = 0; px < d; ++px) {
-        const int64_t p = (r * s.tw + tx) * d + px;
+        const int64_t p = ((r - first) * s.tw + tx) * d + px;
         const uint16_t* in = m + p * K;
         // The tile's four output pixels (a, b); those past the image go to `scratch` and add `zeros`.
         uint16_t* out[2][2];
@@ -151,11 +151,11 @@ void OutputRows(const uint16_t* m, const float* bias, const uint16_t* add, const
 
 template <WinogradAct kAct>
 void OutputRowsAdd(const uint16_t* m, const float* bias, const uint16_t* add, const uint16_t* zeros, uint16_t* scratch, uint16_t* y,
-                   const WinogradShape& s, int64_t begin, int64_t end) {
+                   const WinogradShape& s, int64_t first, int64_t count, int64_t begin, int64_t end) {
   if (add) {
-    OutputRows<kAct, true>(m, bias, add, zeros, scratch, y, s, begin, end);
+    OutputRows<kAct, true>(m, bias, add, zeros, scratch, y, s, first, count, begin, end);
   } else {
-    OutputRows<kAct, false>(m, bias, add, zeros, scratch, y, s, begin, end);
+    OutputRows<kAct, false>(m, bias, add, zeros, scratch, y, s, first, count, begin, end);
   }
 }
 
@@ -165,20 +165,21 @@ void OutputRowsAdd(const uint16_t* m, const float* bias, const uint16_t* add, co
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 void WinogradInputRows(const uint16_t* x, int64_t sN, int64_t sH, int64_t sW, const uint16_t* zeros, uint16_t* v,
-                       const WinogradShape& s, int64_t begin, int64_t end) {
-  InputRows(x, sN, sH, sW, zeros, v, s, begin, end);
+                       const WinogradShape& s, int64_t first, int64_t count, int64_t begin, int64_t end) {
+  InputRows(x, sN, sH, sW, zeros, v, s, first, count, begin, end);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 void WinogradOutputRows(const uint16_t* m, const float* bias, const uint16_t* add, const uint16_t* zeros, WinogradAct act,
-                        uint16_t* scratch, uint16_t* y, const WinogradShape& s, int64_t begin, int64_t end) {
+                        uint16_t* scratch, uint16_t* y, const WinogradShape& s, int64_t first, int64_t count, int64_t begin,
+                        int64_t end) {
   switch (act) {
-    case WinogradAct::kNone: return OutputRowsAdd<WinogradAct::kNone>(m, bias, add, zeros, scratch, y, s, begin, end);
-    case WinogradAct::kReLU: return OutputRowsAdd<WinogradAct::kReLU>(m, bias, add, zeros, scratch, y, s, begin, end);
-    case WinogradAct::kReLU6: return OutputRowsAdd<WinogradAct::kReLU6>(m, bias, add, zeros, scratch, y, s, begin, end);
-    case WinogradAct::kHardSwish: return OutputRowsAdd<WinogradAct::kHardSwish>(m, bias, add, zeros, scratch, y, s, begin, end);
+    case WinogradAct::kNone: return OutputRowsAdd<WinogradAct::kNone>(m, bias, add, zeros, scratch, y, s, first, count, begin, end);
+    case WinogradAct::kReLU: return OutputRowsAdd<WinogradAct::kReLU>(m, bias, add, zeros, scratch, y, s, first, count, begin, end);
+    case WinogradAct::kReLU6: return OutputRowsAdd<WinogradAct::kReLU6>(m, bias, add, zeros, scratch, y, s, first, count, begin, end);
+    case WinogradAct::kHardSwish: return OutputRowsAdd<WinogradAct::kHardSwish>(m, bias, add, zeros, scratch, y, s, first, count, begin, end);
   }
 }
 

@@ -14,19 +14,24 @@ struct WinogradShape {
   int64_t N, H, W, C, K, d, th, tw;
 };
 
-// B^T x B of the tiles of tile rows [begin, end) (row r = (n * th + ty) * d + py: tw * d tiles), into
-// v [16][P][C] (P = N * th * d * tw * d). x: channels-last [N, H, W, C] with channel stride 1 and
-// strides sN, sH, sW; taps outside the image read `zeros` (C zero values).
+// A chunk of tile rows [first, first + count) (row r = (n * th + ty) * d + py: tw * d tiles) is
+// transformed, multiplied and transformed back at a time: its P = count * tw * d tiles, numbered from
+// the chunk's first.
+//
+// B^T x B of the tiles of rows [begin, end) of the chunk, into v [16][P][C]. x: channels-last
+// [N, H, W, C] with channel stride 1 and strides sN, sH, sW; taps outside the image read `zeros` (C
+// zero values).
 void WinogradInputRows(const uint16_t* x, int64_t sN, int64_t sH, int64_t sW, const uint16_t* zeros, uint16_t* v,
-                       const WinogradShape& s, int64_t begin, int64_t end);
+                       const WinogradShape& s, int64_t first, int64_t count, int64_t begin, int64_t end);
 
 // The activation applied after the output transform.
 enum class WinogradAct { kNone, kReLU, kReLU6, kHardSwish };
 
-// act(A^T m A + bias [+ add]) of the tiles of tile rows [begin, end), from m [16][P][K], into y:
+// act(A^T m A + bias [+ add]) of the tiles of rows [begin, end) of the chunk, from m [16][P][K], into y:
 // channels-last [N, H, W, K] contiguous. bias: K floats; add: nullptr or bf16 of y's shape and layout.
 // Pixels past H or W are written to `scratch` (K values) and add `zeros` (K zero values).
 void WinogradOutputRows(const uint16_t* m, const float* bias, const uint16_t* add, const uint16_t* zeros, WinogradAct act,
-                        uint16_t* scratch, uint16_t* y, const WinogradShape& s, int64_t begin, int64_t end);
+                        uint16_t* scratch, uint16_t* y, const WinogradShape& s, int64_t first, int64_t count, int64_t begin,
+                        int64_t end);
 
 }  // namespace segtorch
