@@ -198,12 +198,15 @@ torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions
     if (options.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
     const int64_t version = options.compile ? 2 * WeightsVersion() + (options.fold_batch_norm ? 1 : 0) : 0;
     const std::vector<torch::Tensor> weights = options.compile ? net->parameters() : std::vector<torch::Tensor>();
-    LogitsFn logits = [&](const torch::Tensor& input) {
+    // The eager network under the prediction's precision and Winograd choice.
+    auto eager = [&](const torch::Tensor& input) {
       AutocastGuard guard(device_, dtype, dtype != at::kFloat);
-      if (!options.compile) {
-        WinogradGuard winograd(options.winograd);  // CPU float32 inputs only (Conv2dImpl::WinogradApplies)
-        return Run(input, net).out;
-      }
+      WinogradGuard winograd(options.winograd);  // Conv2dImpl::WinogradApplies / Bf16WinogradApplies
+      return Run(input, net);
+    };
+    LogitsFn logits = [&](const torch::Tensor& input) {
+      if (!options.compile) return eager(input).out;
+      AutocastGuard guard(device_, dtype, dtype != at::kFloat);
       return compiled_.Run([&](const torch::Tensor& t) { return Run(t, net).out; }, weights, input, version, dtype, options.channels_last);
     };
     // The CRF's colours: the images on a 0..255 scale (float images are taken as normalised with
@@ -215,10 +218,8 @@ torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions
       // network's final resize deferred, its argmax fused with it.
       SegOutput out;
       {
-        AutocastGuard guard(device_, dtype, dtype != at::kFloat);
-        WinogradGuard winograd(options.winograd);
         DeferFinalResize defer;
-        out = Run(x, net);
+        out = eager(x);
       }
       result = out.resize_to.empty() ? ResizedArgmax(out.out, out.out.size(2), out.out.size(3), false)
                                      : ResizedArgmax(out.out, out.resize_to[0], out.resize_to[1], out.resize_align_corners);
