@@ -16,6 +16,8 @@ namespace segtorch {
 
 namespace {
 
+std::vector<int64_t> Ints(c10::IntArrayRef a) { return std::vector<int64_t>(a.begin(), a.end()); }
+
 #if TORCH_VERSION_MAJOR >= 2
 // The operator `name` (`overload`) if this libtorch registers it with a CPU kernel.
 const c10::OperatorHandle* FindCpuOp(const char* name, const char* overload = "") {
@@ -39,7 +41,6 @@ const c10::OperatorHandle* PointwiseBinaryOp() {
   return op;
 }
 
-std::vector<int64_t> Ints(c10::IntArrayRef a) { return std::vector<int64_t>(a.begin(), a.end()); }
 #endif
 
 // The alternative T of an option's variant, whichever variant type this libtorch uses (c10::variant
@@ -299,6 +300,24 @@ std::pair<int64_t, int64_t> ReachableTaps(int64_t n, int64_t k, int64_t s, int64
 }
 }  // namespace
 
+bool Conv2dImpl::TrainingNeedsNchw(const torch::Tensor& input) const {
+  // oneDNN's channels-last backward of a dilated convolution whose input channels are not a multiple
+  // of 16 crashes the process (SIGSEGV in its JIT kernel) on an AVX512-BF16 CPU (AMD Zen 4, bf16
+  // autocast, 2026-12-03). In PyTorch itself (1.13 and PyPI 2.15 alike): a 21 -> 21 3x3 convolution,
+  // dilation 5-24, 4 x 21 x 32 x 32 or 64 x 64, channels-last, weight gradient; 20, 24, 40 channels
+  // too; 16, 32, 48 not; NCHW never. Inside the dilated network's context module (numClasses
+  // channels, dilations 2-16) libtorch 1.13 crashed after the dilation-4 layer too, so every dilation
+  // of 2 or more is covered. That network crashed every bf16 training step. Such a convolution trains
+  // in NCHW (input and weight made contiguous: the same values); its few channels cost nothing measurable.
+  if (!at::GradMode::is_enabled() || !weight.requires_grad() || input.dim() != 4 || !input.is_cpu() || torch::jit::tracer::isTracing()) {
+    return false;
+  }
+  const auto& dl = *options.dilation();
+  if (std::max(dl[0], dl[1]) < 2 || input.size(1) % 16 == 0 || options.groups() != 1) return false;
+  return input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
+         weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+}
+
 torch::Tensor Conv2dImpl::TrainingWithoutDeadTaps(const torch::Tensor& input) {
   // oneDNN's bf16 weight gradient (libtorch 1.13 and 2.15) leaves the taps of a kernel row that only
   // ever meets padding unwritten: a 7x7 convolution (FCN's fc6) on a 2x2 map got garbage there, up to
@@ -322,10 +341,11 @@ torch::Tensor Conv2dImpl::TrainingWithoutDeadTaps(const torch::Tensor& input) {
     return torch::Tensor();
   }
   torch::Tensor k = weight.narrow(2, h.first, h.second - h.first + 1).narrow(3, w.first, w.second - w.first + 1);
+  if (TrainingNeedsNchw(input)) k = k.contiguous();
   // Padding before / after each dimension for the taps kept (negative: rows or columns cropped).
   const int64_t top = (**pad)[0] - h.first * dl[0], bottom = (**pad)[0] - (kh - 1 - h.second) * dl[0];
   const int64_t left = (**pad)[1] - w.first * dl[1], right = (**pad)[1] - (kw - 1 - w.second) * dl[1];
-  torch::Tensor x = at::constant_pad_nd(input, {left, right, top, bottom}, 0);
+  torch::Tensor x = at::constant_pad_nd(TrainingNeedsNchw(input) ? input.contiguous() : input, {left, right, top, bottom}, 0);
   const std::vector<int64_t> stride{st[0], st[1]}, dilation{dl[0], dl[1]}, zero{0, 0};
   return at::conv2d(x, k, bias, stride, zero, dilation, options.groups());
 }
@@ -351,6 +371,12 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
       return at::cat(outputs, 0);
     } catch (const std::exception&) {
       // NNPACK refused (its workspace could not be allocated, or a shape it does not take): oneDNN below.
+    }
+  }
+  if (TrainingNeedsNchw(input)) {
+    if (const auto* pad = ZeroPadding(options)) {
+      return at::conv2d(input.contiguous(), weight.contiguous(), bias, Ints(*options.stride()), std::vector<int64_t>((**pad).begin(), (**pad).end()),
+                        Ints(*options.dilation()), options.groups());
     }
   }
   return torch::nn::Conv2dImpl::forward(input);

@@ -44,6 +44,8 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // In training, the convolution with the kernel taps that only meet padding cut off (their gradient:
   // exact zeros), where there are such taps; otherwise an undefined tensor.
   torch::Tensor TrainingWithoutDeadTaps(const torch::Tensor& input);
+  // Whether a training convolution must run in NCHW to avoid a oneDNN crash (see conv2d.cc).
+  bool TrainingNeedsNchw(const torch::Tensor& input) const;
   // Whether forward may run prepacked for `input`; the input in the weight's type.
   bool PackedPathApplies(const torch::Tensor& input) const;
   // TryFused's work, once the path applies; throws what the operators throw.

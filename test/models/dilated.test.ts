@@ -1,6 +1,6 @@
 import * as assert from 'assert'
-import { createModel } from '../../lib'
-import { randomImages } from '../helpers'
+import { backend, createModel } from '../../lib'
+import { randomImages, randomMasks } from '../helpers'
 import { relativeError } from '../export-check'
 import { describeArchitecture } from './shared'
 
@@ -49,6 +49,28 @@ describe('architecture dilated', () => {
     assert.strictEqual(narrow.info().parameters, 134346581 - (4096 * 512 * 49 + 4096 + 4096 * 4096 + 4096 + 21 * 4096 + 21) + (64 * 512 * 49 + 64 + 64 * 64 + 64 + 21 * 64 + 21))
     narrow.dispose()
     assert.deepStrictEqual([shapes['fc6.weight'], shapes['fc7.weight'], shapes['final.weight']], [[64, 512, 7, 7], [64, 64, 1, 1], [21, 64, 1, 1]])
+  })
+
+  it('trains its context module on a 32 x 32 map in channels-last bf16 (oneDNN crashed the process there)', async () => {
+    // The context module's 21-channel convolutions dilated by 4-16: oneDNN's channels-last backward of
+    // them killed the process with SIGSEGV on an AVX512-BF16 CPU (AMD Zen 4, libtorch 1.13 and 2.15,
+    // every step; blocks/conv2d.cc TrainingNeedsNchw). They now train in NCHW. bf16 where the CPU has
+    // it natively (the crashing kernels), channels-last fp32 elsewhere (the same NCHW path).
+    const m = await createModel({ arch: 'dilated', numClasses: 21, fcChannels: 64 })
+    try {
+      const precision = backend().bf16 ? 'bf16' : 'fp32'
+      const x = randomImages(4, 3, 256, 256, 5)
+      const y = randomMasks(4, 256, 256, 21, 6)
+      for (let i = 0; i < 2; i++) {
+        const r = await m.trainStep(x, y, { optimizer: { type: 'sgd', lr: 0.01, momentum: 0.9 }, precision, channelsLast: true })
+        assert.ok(Number.isFinite(r.loss) && r.updated, JSON.stringify(r))
+      }
+      // The updated weights give finite logits (no garbage gradient reached them).
+      const logits = (await m.forward(randomImages(1, 3, 256, 256, 7), { precision: 'fp32' })) as { dataSync: () => Float32Array }
+      assert.ok(logits.dataSync().every(Number.isFinite))
+    } finally {
+      m.dispose()
+    }
   })
 
   it('gives the same fc6 by space-to-batch (NCHW) and by the dilated kernel (channels-last inference)', async () => {
