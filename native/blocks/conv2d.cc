@@ -16,8 +16,6 @@ namespace segtorch {
 
 namespace {
 
-std::vector<int64_t> Ints(c10::IntArrayRef a) { return std::vector<int64_t>(a.begin(), a.end()); }
-
 #if TORCH_VERSION_MAJOR >= 2
 // The operator `name` (`overload`) if this libtorch registers it with a CPU kernel.
 const c10::OperatorHandle* FindCpuOp(const char* name, const char* overload = "") {
@@ -41,6 +39,7 @@ const c10::OperatorHandle* PointwiseBinaryOp() {
   return op;
 }
 
+std::vector<int64_t> Ints(c10::IntArrayRef a) { return std::vector<int64_t>(a.begin(), a.end()); }
 #endif
 
 // The alternative T of an option's variant, whichever variant type this libtorch uses (c10::variant
@@ -318,7 +317,7 @@ bool Conv2dImpl::TrainingNeedsNchw(const torch::Tensor& input) const {
          weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
 }
 
-torch::Tensor Conv2dImpl::TrainingWithoutDeadTaps(const torch::Tensor& input) {
+torch::Tensor Conv2dImpl::TrainingWithoutDeadTaps(const torch::Tensor& input, bool nchw) {
   // oneDNN's bf16 weight gradient (libtorch 1.13 and 2.15) leaves the taps of a kernel row that only
   // ever meets padding unwritten: a 7x7 convolution (FCN's fc6) on a 2x2 map got garbage there, up to
   // 1.8e37, whenever the gradient's memory had held other data (bench/README.md, "bf16 Winograd").
@@ -341,17 +340,18 @@ torch::Tensor Conv2dImpl::TrainingWithoutDeadTaps(const torch::Tensor& input) {
     return torch::Tensor();
   }
   torch::Tensor k = weight.narrow(2, h.first, h.second - h.first + 1).narrow(3, w.first, w.second - w.first + 1);
-  if (TrainingNeedsNchw(input)) k = k.contiguous();
+  if (nchw) k = k.contiguous();
   // Padding before / after each dimension for the taps kept (negative: rows or columns cropped).
   const int64_t top = (**pad)[0] - h.first * dl[0], bottom = (**pad)[0] - (kh - 1 - h.second) * dl[0];
   const int64_t left = (**pad)[1] - w.first * dl[1], right = (**pad)[1] - (kw - 1 - w.second) * dl[1];
-  torch::Tensor x = at::constant_pad_nd(TrainingNeedsNchw(input) ? input.contiguous() : input, {left, right, top, bottom}, 0);
+  torch::Tensor x = at::constant_pad_nd(nchw ? input.contiguous() : input, {left, right, top, bottom}, 0);
   const std::vector<int64_t> stride{st[0], st[1]}, dilation{dl[0], dl[1]}, zero{0, 0};
   return at::conv2d(x, k, bias, stride, zero, dilation, options.groups());
 }
 
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
-  if (torch::Tensor y = TrainingWithoutDeadTaps(input); y.defined()) return y;
+  const bool nchw = TrainingNeedsNchw(input);
+  if (torch::Tensor y = TrainingWithoutDeadTaps(input, nchw); y.defined()) return y;
   if (pack_) {
     torch::Tensor y = TryFused(input, torch::Tensor(), Activation::kNone);
     if (y.defined()) return y;
@@ -373,12 +373,7 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
       // NNPACK refused (its workspace could not be allocated, or a shape it does not take): oneDNN below.
     }
   }
-  if (TrainingNeedsNchw(input)) {
-    if (const auto* pad = ZeroPadding(options)) {
-      return at::conv2d(input.contiguous(), weight.contiguous(), bias, Ints(*options.stride()), std::vector<int64_t>((**pad).begin(), (**pad).end()),
-                        Ints(*options.dilation()), options.groups());
-    }
-  }
+  if (nchw) return _conv_forward(input.contiguous(), weight.contiguous());
   return torch::nn::Conv2dImpl::forward(input);
 }
 

@@ -43,7 +43,8 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
  private:
   // In training, the convolution with the kernel taps that only meet padding cut off (their gradient:
   // exact zeros), where there are such taps; otherwise an undefined tensor.
-  torch::Tensor TrainingWithoutDeadTaps(const torch::Tensor& input);
+  // In NCHW where `nchw` (TrainingNeedsNchw).
+  torch::Tensor TrainingWithoutDeadTaps(const torch::Tensor& input, bool nchw);
   // Whether a training convolution must run in NCHW to avoid a oneDNN crash (see conv2d.cc).
   bool TrainingNeedsNchw(const torch::Tensor& input) const;
   // Whether forward may run prepacked for `input`; the input in the weight's type.
