@@ -76,7 +76,7 @@ std::string NonFiniteStep(int64_t step, const std::string& bad_losses, const std
     if (mine) m += " (this rank: " + std::to_string(bad_loss) + ")";
   }
   if (!bad_gradients.empty()) m += std::string(bad_losses.empty() ? "" : " and ") + "non-finite gradients from a finite loss on" + ranks(bad_gradients);
-  return m + "; no rank updated its weights. Lower the learning rate or check the data.";
+  return m + "; no rank updated its weights. Lower the learning rate, clip the gradients (clipGradNorm) or check the data.";
 }
 
 }  // namespace

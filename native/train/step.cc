@@ -101,7 +101,7 @@ StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& 
       if (!state.parallel) {
         ClearGradients(net);
         ThrowError("training step " + std::to_string(state.steps + 1) + " produced a non-finite loss (" +
-                   std::to_string(result.loss) + "); the weights were not updated. Lower the learning rate or check the data.");
+                   std::to_string(result.loss) + "); the weights were not updated. Lower the learning rate, clip the gradients (clipGradNorm) or check the data.");
       }
       // Data parallel: the other ranks are in (or on their way to) the gradient exchange; this rank
       // skips its backward and says so there, and every rank throws the same error.
@@ -132,7 +132,7 @@ StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& 
       if (!fp16 && !(state.parallel && state.parallel->WorldSize() > 1) && !GradientsFinite(params)) {
         ClearGradients(net);
         ThrowError("training step " + std::to_string(state.steps + 1) + " produced non-finite gradients from a finite loss (" +
-                   std::to_string(result.loss) + "); the weights were not updated. Lower the learning rate or check the data.");
+                   std::to_string(result.loss) + "); the weights were not updated. Lower the learning rate, clip the gradients (clipGradNorm) or check the data.");
       }
       bool ok = fp16 ? state.scaler.UnscaleAndCheck(params) : true;
       if (ok) {
