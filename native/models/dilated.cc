@@ -1,6 +1,9 @@
 #include "models/dilated.h"
 
+#include <cstdlib>
+
 #include "backbones/vgg.h"
+#include "base/cpu.h"
 #include "base/errors.h"
 #include "blocks/conv2d.h"
 #include "blocks/space_to_batch.h"
@@ -69,13 +72,21 @@ class Dilated : public SegmentationModel {
 
   SegOutput forward(const torch::Tensor& x) override {
     auto h = backbone_->forward(x).back();  // stride 8
-    // fc6 on the CPU by space-to-batch where that is faster (bench/README.md, "dilated on the AVX2 CPU"):
-    // whenever a gradient may be asked for (oneDNN's weight gradient of this 7x7 dilation-4 kernel falls
-    // back to its reference loops: minutes per step) and for NCHW inputs (1x512x64x64, 2 cores: 5.2
-    // against 6.4 s); channels-last inference runs oneDNN's dilated kernel directly (4.4 against 5.4 s).
+    // fc6 on the CPU by space-to-batch where that is faster, i.e. only without AVX-512. On AVX2
+    // (bench/README.md, "dilated on the AVX2 CPU") oneDNN's weight gradient of this 7x7 dilation-4
+    // kernel (103 M weights) falls back to its reference loops (minutes per step), so space-to-batch
+    // whenever a gradient may be asked for, and for NCHW inputs (1x512x64x64, 2 cores: 5.2 against
+    // 6.4 s); channels-last inference runs the dilated kernel (4.4 against 5.4 s). With AVX-512 oneDNN
+    // has JIT kernels for all three passes and skips the taps that fall in the padding, which
+    // space-to-batch computes on explicit zeros (at 32 x 32 those are 38 % of fc6's multiply-adds):
+    // measured on Zen 4 (batch 4 x 512 x 32 x 32, forward + backward) bf16 channels-last 6-7 s direct
+    // against 9-10 s, fp32 12 against 19 s, Debian's 1.13 bf16 8-9 against 16-17 s; NCHW fp32 inference
+    // of 1x512x64x64 3.3 against 4.1 s. SEGTORCH_SPACE_TO_BATCH=1 / 0 forces it on / off (tests).
     const bool grad = at::GradMode::is_enabled() && fc6_->weight.requires_grad();
     const bool channels_last = h.dim() == 4 && !h.is_contiguous() && h.is_contiguous(at::MemoryFormat::ChannelsLast);
-    const bool s2b = h.is_cpu() && !Tracing() && (grad || !channels_last);
+    const char* force = std::getenv("SEGTORCH_SPACE_TO_BATCH");
+    const bool wanted = force != nullptr && force[0] != '\0' ? force[0] == '1' : !CpuHasAvx512() && (grad || !channels_last);
+    const bool s2b = h.is_cpu() && !Tracing() && wanted;
     h = s2b ? ConvSpaceToBatch(h, fc6_->weight, fc6_->bias, fc6_->options.dilation()->at(0)) : fc6_(h);
     h = drop6_(torch::relu(h));
     h = drop7_(torch::relu(fc7_(h)));

@@ -73,21 +73,29 @@ describe('architecture dilated', () => {
     }
   })
 
-  it('gives the same fc6 by space-to-batch (NCHW) and by the dilated kernel (channels-last inference)', async () => {
-    // On the CPU fc6 runs as an undilated convolution over the 4 x 4 phase-subsampled map for NCHW inputs
-    // and whenever gradients may be asked for; channels-last predictions call the dilated kernel.
+  it('gives the same fc6 by space-to-batch and by the dilated kernel, NCHW and channels-last', async () => {
+    // Without AVX-512, fc6 runs on the CPU as an undilated convolution over the 4 x 4 phase-subsampled
+    // map for NCHW inputs and whenever gradients may be asked for; with AVX-512 always as the dilated
+    // kernel. SEGTORCH_SPACE_TO_BATCH forces either, so both paths are checked on every CPU.
     const m = await createModel({ arch: 'dilated', numClasses: 3, fcChannels: 64 })
+    const before = process.env.SEGTORCH_SPACE_TO_BATCH
     try {
       for (const [h, w] of [[67, 45], [64, 64]]) {
         const x = randomImages(1, 3, h, w, 9)
-        const o = { output: 'logits' as const, precision: 'fp32' as const }
-        const nchw = (await m.predict(x, { ...o, channelsLast: false })).dataSync() as Float32Array
-        const cl = (await m.predict(x, { ...o, channelsLast: true })).dataSync() as Float32Array
-        assert.strictEqual(nchw.length, 3 * h * w)
-        const err = relativeError(cl, nchw)
-        assert.ok(err <= 1e-4, `${h}x${w}: relative error ${err}`)
+        for (const channelsLast of [false, true]) {
+          const o = { output: 'logits' as const, precision: 'fp32' as const, channelsLast }
+          process.env.SEGTORCH_SPACE_TO_BATCH = '1'
+          const s2b = (await m.predict(x, o)).dataSync() as Float32Array
+          process.env.SEGTORCH_SPACE_TO_BATCH = '0'
+          const direct = (await m.predict(x, o)).dataSync() as Float32Array
+          assert.strictEqual(s2b.length, 3 * h * w)
+          const err = relativeError(direct, s2b)
+          assert.ok(err <= 1e-4, `${h}x${w} channelsLast ${channelsLast}: relative error ${err}`)
+        }
       }
     } finally {
+      if (before === undefined) delete process.env.SEGTORCH_SPACE_TO_BATCH
+      else process.env.SEGTORCH_SPACE_TO_BATCH = before
       m.dispose()
     }
   })
