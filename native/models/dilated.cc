@@ -26,6 +26,9 @@ class Dilated : public SegmentationModel {
       ThrowRange("Expected context 'basic', 'large' or 'none' for dilated but received '" + context + "'");
     }
     bool identity = c.Number("identityInit", 1.0) != 0.0;
+    // SEGTORCH_SPACE_TO_BATCH=1 / 0 when the model is made: fc6 always / never by space-to-batch on the
+    // CPU (tests and measurements; read here once, not by every forward on the executor's threads).
+    if (const char* v = std::getenv("SEGTORCH_SPACE_TO_BATCH"); v != nullptr && (v[0] == '0' || v[0] == '1')) force_s2b_ = v[0] - '0';
     int64_t k = c.num_classes;
     // Front end: pool4 and pool5 removed, conv5 dilated by 2, fc6 by 4.
     backbone_ = register_module(
@@ -81,11 +84,10 @@ class Dilated : public SegmentationModel {
     // space-to-batch computes on explicit zeros (at 32 x 32 those are 38 % of fc6's multiply-adds):
     // measured on Zen 4 (batch 4 x 512 x 32 x 32, forward + backward) bf16 channels-last 6-7 s direct
     // against 9-10 s, fp32 12 against 19 s, Debian's 1.13 bf16 8-9 against 16-17 s; NCHW fp32 inference
-    // of 1x512x64x64 3.3 against 4.1 s. SEGTORCH_SPACE_TO_BATCH=1 / 0 forces it on / off (tests).
+    // of 1x512x64x64 3.3 against 4.1 s. SEGTORCH_SPACE_TO_BATCH (force_s2b_) overrides the rule.
     const bool grad = at::GradMode::is_enabled() && fc6_->weight.requires_grad();
     const bool channels_last = h.dim() == 4 && !h.is_contiguous() && h.is_contiguous(at::MemoryFormat::ChannelsLast);
-    const char* force = std::getenv("SEGTORCH_SPACE_TO_BATCH");
-    const bool wanted = force != nullptr && force[0] != '\0' ? force[0] == '1' : !CpuHasAvx512() && (grad || !channels_last);
+    const bool wanted = force_s2b_ >= 0 ? force_s2b_ == 1 : !CpuHasAvx512() && (grad || !channels_last);
     const bool s2b = h.is_cpu() && !Tracing() && wanted;
     h = s2b ? ConvSpaceToBatch(h, fc6_->weight, fc6_->bias, fc6_->options.dilation()->at(0)) : fc6_(h);
     h = drop6_(torch::relu(h));
@@ -101,6 +103,7 @@ class Dilated : public SegmentationModel {
   }
 
  private:
+  int force_s2b_ = -1;  // -1: the rule in forward; 0 / 1: SEGTORCH_SPACE_TO_BATCH
   // The paper's identity initialisation, for c_in -> c_out channels with C classes:
   // k(t, a) = (C / c_out) [t = 0 and floor(a C / c_in) = floor(b C / c_out)] + eps, eps ~ N(0, s^2)
   // with s << C / c_out (here 1e-3 C / c_out) where the width changes, no noise where it does not
