@@ -60,6 +60,25 @@ describe('inference max pooling (segtorch kernel against ATen)', () => {
     assert.ok(cases > 400, `${cases} cases`)
   })
 
+  it('NaN of either sign wins its windows, as in ATen\'s (the one-pass kernel orders bits as integers)', async () => {
+    const x = input(1, 19, 12, 10, 5, false)
+    const data = x.dataSync() as Float32Array
+    const bits = new Uint32Array(data.buffer, data.byteOffset, data.length)
+    for (let i = 3; i < bits.length; i += 41) bits[i] = 0xffc00000 // -NaN: the sign bit set
+    for (let i = 17; i < bits.length; i += 59) bits[i] = 0x7fa00000 // a NaN with another payload
+    const y = tensor(data, [1, 19, 12, 10])
+    for (const [kernel, padding] of [[3, 1], [5, 2], [1, 0]]) {
+      for (const bf16 of [false, true]) {
+        for (const channelsLast of [false, true]) {
+          const p = { kernel, stride: 1, padding, bf16, channelsLast }
+          const ours = await pool(y, p, false)
+          assert.ok(ours.some(Number.isNaN), `${JSON.stringify(p)}: NaN expected in the output`)
+          sameBits(ours, await pool(y, p, true), `${JSON.stringify(p)} with -NaN`)
+        }
+      }
+    }
+  })
+
   it('large enough to be split between threads (RefineNet\'s 5x5 stride 1, ResNet\'s 3x3 stride 2, 2x2 stride 2)', async () => {
     const x = input(2, 64, 41, 57, 3, true)
     for (const [kernel, stride, padding] of [[5, 1, 2], [3, 2, 1], [2, 2, 0]]) {

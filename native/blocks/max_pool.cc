@@ -23,17 +23,23 @@ bool PoolKernelEnabled() {
 
 namespace {
 
-// bfloat16 "same" pooling with stride 1 (RefineNet's), run as ShiftedMaxima on channels-last tensors.
-bool BFloat16SameStride1(const at::Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
-  return x.scalar_type() == at::kBFloat16 && stride == 1 && 2 * padding + 1 == kernel;
+// "Same" pooling with stride 1 (odd kernel, padding (kernel - 1) / 2: RefineNet's chained residual
+// pooling, DeepLab v1's 3x3 poolings), which channels-last tensors run in one pass
+// (MaxPoolSameRowsChannelsLast*), while its per-thread scratch (kernel + 1 rows) stays within 32 MiB:
+// wider rows than that (over 6,000 pixels of 256 bfloat16 channels for RefineNet's) keep ATen's.
+bool SameStride1(int64_t kernel, int64_t stride, int64_t padding) { return stride == 1 && 2 * padding + 1 == kernel; }
+bool SameChannelsLast(const at::Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
+  if (!SameStride1(kernel, stride, padding)) return false;
+  const int64_t row = x.size(3) * x.size(1) * x.element_size();
+  return row <= (int64_t{32} << 20) / (kernel + 2);
 }
 
 // Whether the separable kernel takes a channels-last float32 tensor (pixel after pixel, channels
-// interleaved): stride 1 (RefineNet's chained residual pooling, DeepLab v1's 3x3 poolings) on CPUs
-// without AVX-512, where ATen's channels-last kernel, which also writes the int64 indices a backward
-// pass would need, is memory-bound: 1.6-3x faster there (bench/pool.cc, an AVX2 EPYC), strided
-// poolings 0.6-0.75x (ATen's writes a quarter of the indices there). With AVX-512 the same scheme
-// measured 0.8-1.2x of ATen's, so ATen's stays there.
+// interleaved): stride-1 poolings other than the "same" ones above on CPUs without AVX-512, where
+// ATen's channels-last kernel, which also writes the int64 indices a backward pass would need, is
+// memory-bound: 1.6-3x faster there for RefineNet's (bench/pool.cc, an AVX2 EPYC, before the one-pass
+// kernel took those), strided poolings 0.6-0.75x (ATen's writes a quarter of the indices there).
+// With AVX-512 the same scheme measured 0.8-1.2x of ATen's, so ATen's stays there.
 bool SeparableChannelsLast(const at::Tensor& x, int64_t stride) {
 #if defined(__x86_64__) || defined(__i386__)
   static const bool without_avx512 = !CpuHasAvx512();
@@ -58,36 +64,7 @@ bool KernelApplies(const at::Tensor& x, int64_t kernel, int64_t stride, int64_t 
   if (x.numel() == 0) return false;
   if (x.is_contiguous()) return true;
   if (!x.is_contiguous(at::MemoryFormat::ChannelsLast)) return false;
-  return BFloat16SameStride1(x, kernel, stride, padding) || SeparableChannelsLast(x, stride);
-}
-
-// Stride-1 "same" pooling (odd kernel, padding (kernel - 1) / 2) of a channels-last tensor as
-// running maxima of shifted views, rows then columns (ATen's vectorised element-wise maximum, which
-// propagates NaN as max_pool2d does): for bfloat16 2x ATen's channels-last pooling kernel
-// (bench/pool.cc); for float32 no faster, so not used there.
-at::Tensor ShiftedMaxima(const at::Tensor& x, int64_t padding) {
-  // The window of output i: inputs i - padding .. i + padding.
-  at::Tensor cur = x;
-  for (int64_t dim : {3, 2}) {
-    const int64_t n = x.size(dim);
-    if (padding == 0 || n == 1) continue;
-    // The first neighbour after writes `next` (its last slice, which has none, is copied); the other
-    // neighbours update it in place.
-    at::Tensor next = at::empty_like(cur, at::MemoryFormat::ChannelsLast);
-    at::Tensor head = next.narrow(dim, 0, n - 1);
-    at::maximum_out(head, cur.narrow(dim, 0, n - 1), cur.narrow(dim, 1, n - 1));
-    next.narrow(dim, n - 1, 1).copy_(cur.narrow(dim, n - 1, 1));
-    for (int64_t d = 2; d <= padding && d < n; ++d) {  // neighbours after
-      at::Tensor a = next.narrow(dim, 0, n - d);
-      at::maximum_out(a, a, cur.narrow(dim, d, n - d));
-    }
-    for (int64_t d = 1; d <= padding && d < n; ++d) {  // neighbours before
-      at::Tensor a = next.narrow(dim, d, n - d);
-      at::maximum_out(a, a, cur.narrow(dim, 0, n - d));
-    }
-    cur = next;
-  }
-  return cur.is_same(x) ? x.clone(at::MemoryFormat::ChannelsLast) : cur;  // a new tensor, as max_pool2d's
+  return SameChannelsLast(x, kernel, stride, padding) || SeparableChannelsLast(x, stride);
 }
 
 }  // namespace
@@ -96,7 +73,6 @@ at::Tensor MaxPool2d(const at::Tensor& x, int64_t kernel, int64_t stride, int64_
   if (!KernelApplies(x, kernel, stride, padding)) return at::max_pool2d(x, {kernel, kernel}, {stride, stride}, {padding, padding});
   const int64_t n = x.size(0), channels = x.size(1);
   const bool nchw = x.is_contiguous();
-  if (!nchw && BFloat16SameStride1(x, kernel, stride, padding)) return ShiftedMaxima(x, padding);
   MaxPoolShape s{};
   s.c = nchw ? 1 : channels;  // channels-last: one plane per image, its channels interleaved
   s.h = x.size(2);
@@ -115,6 +91,25 @@ at::Tensor MaxPool2d(const at::Tensor& x, int64_t kernel, int64_t stride, int64_
   const int64_t item = x.element_size();
   const int64_t work_per_row = (s.w * s.kh + s.ow * s.kw) * s.c;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_row));
+  if (!nchw && SameChannelsLast(x, kernel, stride, padding)) {
+    // Rows of all images (blocks/max_pool_kernel.h), each thread's range image by image.
+    const int64_t row_grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, s.w * s.c * (kernel + 1)));
+    at::parallel_for(0, n * s.oh, row_grain, [&](int64_t begin, int64_t end) {
+      std::vector<int32_t> scratch(static_cast<size_t>(MaxPoolSameScratchWords(s, item)));
+      for (int64_t i = begin; i < end;) {
+        const int64_t plane = i / s.oh, r0 = i % s.oh, r1 = std::min(s.oh, r0 + (end - i));
+        const char* in = src + plane * in_plane * item;
+        char* o = dst + plane * out_plane * item;
+        if (bf16) {
+          MaxPoolSameRowsChannelsLastBFloat16(reinterpret_cast<const uint16_t*>(in), reinterpret_cast<uint16_t*>(o), scratch.data(), r0, r1, s);
+        } else {
+          MaxPoolSameRowsChannelsLastFloat(reinterpret_cast<const float*>(in), reinterpret_cast<float*>(o), scratch.data(), r0, r1, s);
+        }
+        i += r1 - r0;
+      }
+    });
+    return out;
+  }
   at::parallel_for(0, planes * s.oh, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(static_cast<size_t>(MaxPoolScratchFloats(s)));
     for (int64_t i = begin; i < end; ++i) {

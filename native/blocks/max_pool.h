@@ -5,10 +5,12 @@
 // records the indices a backward pass would need even when none is (bench/pool.cc; RefineNet's
 // 5x5 stride-1 chained residual pooling at 1/4 resolution, 256 channels: 80-90 ms against 5-7 ms).
 // Channels-last tensors (predict's default layout) keep ATen's vectorised kernel, which the same
-// separable scheme did not beat on an AVX-512 CPU, except bfloat16 "same" pooling with stride 1 (odd
-// kernel, padding (kernel - 1) / 2: RefineNet's), run as running maxima of shifted views with ATen's
-// element-wise maximum: 2x ATen's pooling there (MTRefineNet predict 1.36x, LW-RefineNet 1.16x); and
-// float32 with stride 1 on CPUs without AVX-512, run by the separable kernel with the channels
+// separable scheme did not beat on an AVX-512 CPU, except "same" pooling with stride 1 (odd kernel,
+// padding (kernel - 1) / 2: RefineNet's chained residual pooling, DeepLab v1's 3x3 poolings), run in
+// one pass on the values' bits as ordered integers (blocks/max_pool_kernel.h; RefineNet's at 1/4, Zen 4:
+// bfloat16 2.1-2.3 ms against 7.5-8 for ATen's and 3.7 for the running maxima of shifted views it
+// replaces, float32 4.1-4.3 against 8.5; MTRefineNet predict 73-75 against 78-86 ms); and float32
+// with other strides on CPUs without AVX-512, run by the separable kernel with the channels
 // interleaved (1.6-3x ATen's on an AVX2 EPYC, where ATen's is memory-bound).
 // SEGTORCH_POOL_KERNEL=0 runs ATen's everywhere.
 #pragma once

@@ -25,4 +25,16 @@ void MaxPoolRowFloat(const float* in, float* out, float* scratch, int64_t row, c
 // The same for bfloat16 stored as its 16 bits (exact: the result is one of the inputs).
 void MaxPoolRowBFloat16(const uint16_t* in, uint16_t* out, float* scratch, int64_t row, const MaxPoolShape& s);
 
+// Stride-1 "same" pooling of channels-last images (kh = kw = 2 ph + 1, pw = ph, sh = sw = 1, so OH = H
+// and OW = W; c the channels): output rows [r0, r1) of the image at `in` into the image at `out`, each
+// input row read once (turned into ordered integer keys, k rows kept), `scratch` at
+// MaxPoolSameScratchWords(s) 32-bit words. NaN comes out as the NaN whose bits are 0x7fff (bfloat16) /
+// 0x7fffffff (float32), whatever NaN went in; -0 counts as below +0 (ATen's keeps whichever of the two
+// its loop met first).
+inline int64_t MaxPoolSameScratchWords(const MaxPoolShape& s, int64_t item_bytes) {
+  return ((s.kh * s.w + s.w + 2 * s.pw) * s.c * item_bytes + 3) / 4;
+}
+void MaxPoolSameRowsChannelsLastFloat(const float* in, float* out, int32_t* scratch, int64_t r0, int64_t r1, const MaxPoolShape& s);
+void MaxPoolSameRowsChannelsLastBFloat16(const uint16_t* in, uint16_t* out, int32_t* scratch, int64_t r0, int64_t r1, const MaxPoolShape& s);
+
 }  // namespace segtorch
