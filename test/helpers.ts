@@ -110,3 +110,51 @@ export function runPredictionChild (script: string, dir: string, n: number, env:
   assert.strictEqual(child.status, 0, child.stderr)
   return JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'))
 }
+
+/** Largest |a - b| over the largest |b| (at least 1). */
+export function relativeError (a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.strictEqual(a.length, b.length, 'same number of values')
+  let diff = 0
+  let scale = 1
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]))
+    scale = Math.max(scale, Math.abs(b[i]))
+  }
+  return diff / scale
+}
+
+/**
+ * Fraction of pixels whose argmax over the classes (dim 1 of [N, K, H, W]) agrees. With `minMargin`,
+ * only the pixels where b's two largest logits are at least `minMargin` apart count (near-ties,
+ * which any rounding can flip, are left out); 1 when there are none.
+ */
+export function labelAgreement (a: ArrayLike<number>, b: ArrayLike<number>, shape: readonly number[], minMargin = 0): number {
+  const { same, counted } = labelCounts(a, b, shape, minMargin)
+  return counted === 0 ? 1 : same / counted
+}
+
+/** labelAgreement's counts: the pixels compared (b's margin at least minMargin) and those whose labels agree. */
+export function labelCounts (a: ArrayLike<number>, b: ArrayLike<number>, shape: readonly number[], minMargin = 0): { same: number, counted: number } {
+  const [n, k, h, w] = shape
+  const plane = h * w
+  let same = 0
+  let counted = 0
+  for (let i = 0; i < n; i++) {
+    for (let p = 0; p < plane; p++) {
+      let ba = 0
+      let bb = 0
+      for (let c = 1; c < k; c++) {
+        if (a[(i * k + c) * plane + p] > a[(i * k + ba) * plane + p]) ba = c
+        if (b[(i * k + c) * plane + p] > b[(i * k + bb) * plane + p]) bb = c
+      }
+      if (minMargin > 0) {
+        let second = -Infinity
+        for (let c = 0; c < k; c++) if (c !== bb) second = Math.max(second, b[(i * k + c) * plane + p])
+        if (b[(i * k + bb) * plane + p] - second < minMargin) continue
+      }
+      counted++
+      if (ba === bb) same++
+    }
+  }
+  return { same, counted }
+}
