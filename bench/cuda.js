@@ -7,7 +7,7 @@
 //
 // segtorch: its defaults on CUDA (precision 'auto' = fp16 autocast with the loss scaler, channels-last,
 // cuDNN benchmark mode), trainStep (SGD lr 0.01 momentum 0.9, the loss returned: a host sync) and
-// predict (labels, copied to the host). PyTorch (bench/cuda.py, one process): its eager default (fp32,
+// predict (labels, copied to the host). PyTorch (bench/suite_cuda.py, one process): its eager default (fp32,
 // TF32 convolutions) and its AMP recipe (channels_last + fp16 autocast + GradScaler), the same twins
 // as bench/suite.js. torch.compile is not measured on the GPU. Needs dist/ (npm run build) and a CUDA
 // build of segtorch against the same torch (scripts/check-cuda.sh builds one).
@@ -88,7 +88,7 @@ async function main () {
     return JSON.parse(r.stdout.trim().split('\n').pop())
   }
   const ours = last(spawnSync(process.execPath, [__filename, ...process.argv.slice(2)], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 26 }), 'segtorch')
-  const py = last(spawnSync(c.python, [path.join(__dirname, 'cuda.py'), JSON.stringify(cfg)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 26 }), 'PyTorch')
+  const py = last(spawnSync(c.python, [path.join(__dirname, 'suite_cuda.py'), JSON.stringify(cfg)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 26 }), 'PyTorch')
   const rec = { date: new Date().toISOString(), gpu: py.gpu, torch: py.torch, segtorchLibtorch: ours.libtorch, config: cfg, segtorch: ours.results, pytorch: py.results }
   if (c.out) fs.writeFileSync(c.out, JSON.stringify(rec, null, 2))
   const get = (name, variant) => py.results.find((r) => r.model === name && r.variant === variant) || {}

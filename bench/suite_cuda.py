@@ -1,6 +1,9 @@
 """PyTorch's side of bench/cuda.js on a GPU, in one process (imports are slow); prints one JSON line.
 
-usage: python bench/cuda.py JSON
+Named suite_cuda.py, not cuda.py: torch 2.15 imports a top-level `cuda` package (NVIDIA's cuda-python), and a
+cuda.py beside a script run from bench/ would shadow it.
+
+usage: python bench/suite_cuda.py JSON
 JSON: {"models": ["fcn/resnet50", ...], "batch": 8, "trainSize": 512, "inferSize": 1024,
        "warmup": 3, "steps": 10, "runs": 10}
 
