@@ -71,8 +71,20 @@ function cpuHasNativeBf16 () {
   return / (avx512_bf16|amx_bf16)( |$)/m.test(text)
 }
 
+/**
+ * Whether bf16 is PyTorch's fastest precision here, as segtorch's 'auto' decides (lib/precision.ts
+ * bf16FasterOn): AMX, or AVX512-BF16 but not on an Intel CPU without AMX (there PyTorch's bf16 autocast
+ * measured slower than its fp32: bench/README "An Intel CPU with AVX512-BF16 and no AMX").
+ */
+function bf16Fastest () {
+  let text = ''
+  try { text = fs.readFileSync('/proc/cpuinfo', 'utf8') } catch {}
+  if (/ amx_bf16( |$)/m.test(text)) return true
+  return cpuHasNativeBf16() && !/^vendor_id\s*:\s*GenuineIntel/m.test(text)
+}
+
 function ptPrecision (value) {
-  if (value === 'auto') return cpuHasNativeBf16() ? 'bf16' : 'fp32'
+  if (value === 'auto') return bf16Fastest() ? 'bf16' : 'fp32'
   if (value === 'bf16' || value === 'fp32') return value
   throw new RangeError(`Expected --pt-precision auto, bf16 or fp32 but received ${value}`)
 }
@@ -442,7 +454,8 @@ function flopsPerCycle (isa, vendor, family) {
     case 'AMX': return { fp32: 64, bf16: 1024, why: 'Intel AMX: 2 AVX-512 FMA ports (fp32 64/cycle); AMX TMUL 512 bf16 multiply-adds/cycle (1024)' }
     case 'AVX512-BF16':
       if (amd && family < 26) return { fp32: 32, bf16: 64, why: 'AMD Zen 4: AVX-512 on 256-bit datapaths, 2 FMA pipes (fp32 32/cycle); VDPBF16PS 2 pipes x 16 bf16 pairs (64)' }
-      return { fp32: 64, bf16: 128, why: amd ? 'AMD Zen 5 (family 26): 2 full 512-bit FMA pipes (fp32 64/cycle); VDPBF16PS on both (bf16 128)' : 'Intel AVX512-BF16: 2 FMA ports (fp32 64/cycle); VDPBF16PS on both (128)' }
+      return amd ? { fp32: 64, bf16: 128, why: 'AMD Zen 5 (family 26): 2 full 512-bit FMA pipes (fp32 64/cycle); VDPBF16PS on both (bf16 128)' }
+        : { fp32: 64, bf16: 64, why: 'Intel AVX512-BF16 without AMX: 2 FMA ports (fp32 64/cycle); bf16 taken as no faster (measured: bf16 autocast slower than fp32 for PyTorch and segtorch; bench/README "An Intel CPU with AVX512-BF16 and no AMX")' }
     case 'AVX512': return { fp32: 64, bf16: 64, why: 'AVX-512 with 2 FMA ports (fp32 64/cycle; parts with one port: half); no native bf16' }
     case 'AVX2': return { fp32: 32, bf16: 32, why: 'AVX2 + FMA, 2 ports (fp32 32/cycle); no native bf16' }
     default: return { fp32: 16, bf16: 16, why: 'SSE-class: 16 fp32 FLOPs/cycle assumed' }

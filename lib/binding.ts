@@ -77,7 +77,7 @@ export interface Binding {
   shutdown(): void
   cpuMemoryStats(): CpuMemoryStats
   emptyCpuCache(): void
-  backend(): { libtorch: string, cuda: boolean, cudaDevices: number, mkldnn: boolean, threads: number, bf16: boolean, prepack: boolean, winograd: boolean, cpu: { model: string, isa: 'AMX' | 'AVX512-BF16' | 'AVX512' | 'AVX2' | 'other' }, blas: { name: 'mkl' | 'openblas' | 'reference' | 'blis' | 'atlas' | 'other' | 'none', path: string }, architectures: string[] }
+  backend(): { libtorch: string, cuda: boolean, cudaDevices: number, mkldnn: boolean, threads: number, bf16: boolean, prepack: boolean, winograd: boolean, cpu: { model: string, isa: 'AMX' | 'AVX512-BF16' | 'AVX512' | 'AVX2' | 'other', vendor: string }, blas: { name: 'mkl' | 'openblas' | 'reference' | 'blis' | 'atlas' | 'other' | 'none', path: string }, architectures: string[] }
   setNumThreads(n: number): void
   readModelConfig(path: string): Promise<string>
   toDevice(t: NativeTensor, device: string): Promise<NativeTensor>

@@ -59,8 +59,11 @@ export interface Backend {
    * torch 2.x has it; Debian's libtorch 1.13 has not).
    */
   winograd: boolean
-  /** The CPU's model name and its widest matrix instructions (results differ by kind: AMX, AVX512-BF16, AVX2). */
-  cpu: { model: string, isa: 'AMX' | 'AVX512-BF16' | 'AVX512' | 'AVX2' | 'other' }
+  /**
+   * The CPU's model name, its widest matrix instructions (results differ by kind: AMX, AVX512-BF16, AVX2)
+   * and its vendor (/proc/cpuinfo's vendor_id: 'GenuineIntel', 'AuthenticAMD'; '' when unknown).
+   */
+  cpu: { model: string, isa: 'AMX' | 'AVX512-BF16' | 'AVX512' | 'AVX2' | 'other', vendor: string }
   /**
    * The BLAS libtorch uses (fp32 matrix products outside oneDNN: linear layers, some convolutions,
    * the CRF). 'mkl' inside PyPI's torch; Debian's libtorch uses the libblas.so.3 its alternatives

@@ -14,7 +14,7 @@ import { BatchingOptions, BatchStats, resolveBatching } from './serve'
 import { exportOnnx, ExportOnnxOptions, ExportResult, exportTorchScript, ExportTorchScriptOptions } from './export'
 
 // The option types and helpers that lived here, for code that imports them from this module.
-export { autoChannelsLast, autoPrecision, autoWinograd } from './precision'
+export { autoChannelsLast, autoPrecision, autoWinograd, bf16FasterOn, precisionFor } from './precision'
 export { checkImages, checkMasks } from './inputs'
 export type { ImageDType, Images, Masks, MaskDType } from './inputs'
 export { resolvePredictOptions } from './predict'

@@ -2,7 +2,7 @@
 import { binding } from './binding'
 import * as v from './validate'
 
-interface CpuFeatures { mkldnn: boolean, bf16: boolean, libtorch1: boolean, winograd: boolean, prepack: boolean, avx512: boolean, libtorch: string }
+interface CpuFeatures { mkldnn: boolean, bf16: boolean, bf16Faster: 'yes' | 'light' | 'no', libtorch1: boolean, winograd: boolean, prepack: boolean, avx512: boolean, libtorch: string }
 let backendCache: CpuFeatures | undefined
 function cpuFeatures (): CpuFeatures {
   if (backendCache === undefined) {
@@ -10,6 +10,7 @@ function cpuFeatures (): CpuFeatures {
     backendCache = {
       mkldnn: b.mkldnn,
       bf16: b.bf16,
+      bf16Faster: bf16FasterOn(b.cpu.isa, b.cpu.vendor ?? ''),
       libtorch1: Number.parseInt(b.libtorch, 10) < 2,
       winograd: b.winograd === true,
       prepack: b.prepack === true,
@@ -20,10 +21,43 @@ function cpuFeatures (): CpuFeatures {
   return backendCache
 }
 
-/** What precision 'auto' means on `device`: fp16 on CUDA, bf16 on a CPU with native bf16, else fp32. */
-export function autoPrecision (device: string): 'fp32' | 'bf16' | 'fp16' {
+/**
+ * How bf16 autocast compares with fp32 on a CPU of this kind (backend().cpu), by measurement:
+ * - 'yes' with AMX (its tiles multiply bf16 at 16x the fp32 rate) and on AMD's AVX512-BF16 (Zen 4:
+ *   training 1.05-2.2x, predictions 1.1-2.5x; bench/README "bench/precision.js");
+ * - 'light' on an Intel CPU with AVX512-BF16 and no AMX (Cooper Lake, or a Sapphire / Emerald Rapids
+ *   whose hypervisor hides AMX): there VDPBF16PS does no more multiply-adds per cycle than fp32's FMAs,
+ *   and the casts come on top. Measured on an Emerald Rapids VM without AMX (bench/README "An Intel CPU
+ *   with AVX512-BF16 and no AMX"): bf16 trained 0.58-0.88x as fast as fp32 for 16 of 17 networks and
+ *   predicted 0.67-0.97x for 13; only the MobileNet networks' predictions gained (LR-ASPP 1.41x,
+ *   MTRefineNet 1.79x: depthwise convolutions are bound by memory, which bf16 halves);
+ * - 'no' elsewhere (bf16 emulated).
+ */
+export function bf16FasterOn (isa: string, vendor: string): 'yes' | 'light' | 'no' {
+  if (isa === 'AMX') return 'yes'
+  if (isa !== 'AVX512-BF16') return 'no'
+  return vendor === 'GenuineIntel' ? 'light' : 'yes'
+}
+
+/** Backbones whose predictions gain from bf16 where bf16FasterOn says 'light'. */
+const BF16_LIGHT_BACKBONES: ReadonlySet<string> = new Set(['mobilenetv2', 'mobilenetv3_large'])
+
+/**
+ * What precision 'auto' means on `device` for `task` and the network `net`, on a CPU where bf16 compares
+ * with fp32 as `faster` says (bf16FasterOn): fp16 on CUDA; on a CPU bf16 where it is faster ('yes': AMX,
+ * AMD's AVX512-BF16; 'light', Intel's AVX512-BF16 without AMX: the MobileNet networks' predictions
+ * only), else fp32.
+ */
+export function precisionFor (faster: 'yes' | 'light' | 'no', device: string, task: 'train' | 'predict' = 'predict', net?: NetworkKind): 'fp32' | 'bf16' | 'fp16' {
   if (device.startsWith('cuda')) return 'fp16'
-  return cpuFeatures().bf16 ? 'bf16' : 'fp32'
+  if (faster === 'yes') return 'bf16'
+  if (faster === 'light' && task === 'predict' && net?.backbone !== undefined && BF16_LIGHT_BACKBONES.has(net.backbone)) return 'bf16'
+  return 'fp32'
+}
+
+/** What precision 'auto' means on `device` for `task` and `net`, on this CPU (precisionFor). */
+export function autoPrecision (device: string, task: 'train' | 'predict' = 'predict', net?: NetworkKind): 'fp32' | 'bf16' | 'fp16' {
+  return precisionFor(device.startsWith('cuda') ? 'no' : cpuFeatures().bf16Faster, device, task, net)
 }
 
 /**
@@ -129,9 +163,10 @@ export function autoChannelsLast (device: string, task: 'train' | 'predict' = 'p
   return !(task === 'train' && backbone !== undefined && NCHW_FP32_TRAINING.has(backbone))
 }
 
-export function resolvePrecision<P extends string> (value: unknown, allowed: readonly P[], device: string): P {
+export function resolvePrecision<P extends string> (value: unknown, allowed: readonly P[], device: string,
+  task: 'train' | 'predict' = 'predict', net?: NetworkKind): P {
   const p = value === undefined ? 'auto' : v.oneOf('precision', value, ['auto', ...allowed] as const)
-  const resolved = (p === 'auto' ? autoPrecision(device) : p) as P
+  const resolved = (p === 'auto' ? autoPrecision(device, task, net) : p) as P
   if (resolved === 'fp16' && !device.startsWith('cuda')) {
     throw new RangeError(`Expected precision 'auto', 'fp32' or 'bf16' on the CPU but received 'fp16' (fp16 autocast needs CUDA)`)
   }

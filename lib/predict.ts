@@ -100,7 +100,7 @@ export function resolvePredictOptions (options: unknown, where = 'predict option
   // An explicit fp32 asks for the reference's arithmetic: unfolded BatchNorm, NCHW (see PredictOptions).
   const exact = o.precision === 'fp32'
   if (crf && output === 'logits') throw new RangeError("Expected output 'labels' or 'probs' with crf (it refines probabilities) but received 'logits'")
-  const precision = resolvePrecision(o.precision, ['fp32', 'bf16', 'fp16'] as const, device)
+  const precision = resolvePrecision(o.precision, ['fp32', 'bf16', 'fp16'] as const, device, 'predict', net)
   const compile = o.compile === undefined ? false : v.boolean('compile', o.compile)
   const winograd = resolveWinograd(o.winograd, device, net, precision, { exact, compile, channelsLast: o.channelsLast })
   return {

@@ -212,7 +212,7 @@ export function resolveStepOptions (options: unknown, numClasses?: number, where
     throw new TypeError('Unknown option \'ignoreIndex\' in lossOptions: set ignoreIndex itself')
   }
   const { ignoreIndex: _ignored, ...lossOptions } = resolveLossOptions(o.lossOptions, numClasses)
-  const precision = resolvePrecision(o.precision, ['fp32', 'bf16', 'fp16'] as const, device)
+  const precision = resolvePrecision(o.precision, ['fp32', 'bf16', 'fp16'] as const, device, 'train', net)
   return {
     ignoreIndex: o.ignoreIndex === undefined ? 255 : v.integer('ignoreIndex', o.ignoreIndex, -1),
     optimizer: resolveOptimizer(o.optimizer),

@@ -1,6 +1,6 @@
 import * as assert from 'assert'
 import { backend, createModel, Model, ModelOptions, tensor, Tensor } from '../lib'
-import { resolvePredictOptions } from '../lib/model'
+import { autoPrecision, resolvePredictOptions } from '../lib/model'
 import { labelCounts, relativeError } from './export-check'
 import { maxAbs, randomImages, randomMasks, rejects } from './helpers'
 
@@ -243,11 +243,12 @@ describe("winograd: NNPACK's Winograd 3x3 convolutions in fp32 predictions, segt
     const cpu = b.cpu.isa === 'AVX2' || b.cpu.isa === 'other'
     const unet = { arch: 'unet', backbone: 'none' }
     // 'auto' precision is bf16 where the CPU has native bf16: the bf16 Winograd, where libtorch prepacks (2.x)
-    const auto = b.bf16 ? b.prepack : b.winograd && cpu
+    const bf16 = autoPrecision('cpu', 'predict', unet) === 'bf16'
+    const auto = bf16 ? b.prepack : b.winograd && cpu
     const r = (o: object, device = 'cpu', net: object | undefined = unet): { winograd: boolean, channelsLast: boolean } =>
       resolvePredictOptions(o, 'predict options', [], device, net)
     assert.strictEqual(r({}).winograd, auto)
-    if (auto) assert.strictEqual(r({}).channelsLast, b.bf16, b.bf16 ? 'the bf16 Winograd runs channels-last' : 'NNPACK runs NCHW')
+    if (auto) assert.strictEqual(r({}).channelsLast, bf16, bf16 ? 'the bf16 Winograd runs channels-last' : 'NNPACK runs NCHW')
     assert.strictEqual(r({ precision: 'fp32' }, 'cpu', { arch: 'deeplabv3', backbone: 'resnet101' }).winograd, false, 'NNPACK not measured faster there')
     assert.strictEqual(r({ precision: 'bf16' }, 'cpu', { arch: 'deeplabv3', backbone: 'resnet101' }).winograd, b.prepack, 'the bf16 Winograd: every network')
     assert.strictEqual(resolvePredictOptions({ precision: 'fp32' }, 'predict options', [], 'cpu', undefined).winograd, false, 'a TorchScript model')

@@ -6,7 +6,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { backend, cpuMemoryStats, CpuMemoryStats, createModel, emptyCpuCache, loadModel, Model, ModelOptions, tensor } from '../lib'
 import { readImage } from '../lib/data'
-import { autoChannelsLast, autoWinograd } from '../lib/model'
+import { autoChannelsLast, autoPrecision, autoWinograd } from '../lib/model'
 import { CHILD_REGISTER, maxAbs, randomImages, randomMasks, rejects, ROOT, runPredictionChild, savePredictionCases, tmpdir } from './helpers'
 
 function maxDiff (a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -119,23 +119,23 @@ describe('BatchNorm folding for predict', () => {
 })
 
 describe('precision and layout defaults', () => {
-  it("'auto' is bf16 on a CPU with native bf16, fp32 elsewhere; the layout autoChannelsLast picks", async () => {
+  it("'auto' is bf16 where this CPU runs it faster (autoPrecision), fp32 elsewhere; the layout autoChannelsLast picks", async () => {
     const b = backend()
     const model = await createModel({ arch: 'fcn', backbone: 'resnet18', numClasses: 3 })
     try {
       const x = randomImages(1, 3, 48, 48, 21)
       const byDefault = (await model.predict(x, { output: 'logits' })).dataSync()
       // The defaults fold BatchNorm; an explicit 'fp32' alone would not (it asks for the reference's arithmetic).
-      const precision = b.bf16 ? 'bf16' : 'fp32'
+      const precision = autoPrecision('cpu', 'predict', model.config)
       // Where NNPACK's Winograd is 'auto' (libtorch 2.x on a CPU without AVX-512), fp32 predictions run it in NCHW;
       // bf16 ones (libtorch 2.x) run the bf16 Winograd channels-last.
       const winograd = autoWinograd('cpu', model.config, precision)
       const channelsLast = !(winograd && precision === 'fp32') && autoChannelsLast('cpu', 'predict', model.config, precision)
       const explicit = (await model.predict(x, { output: 'logits', precision, channelsLast, foldBatchNorm: true, winograd })).dataSync()
       assert.strictEqual(maxDiff(byDefault, explicit), 0)
-      if (b.bf16) {
+      if (precision === 'bf16') {
         const fp32 = (await model.predict(x, { output: 'logits', precision: 'fp32' })).dataSync()
-        assert.ok(maxDiff(byDefault, fp32) > 0, 'the default differs from fp32 where bf16 is native')
+        assert.ok(maxDiff(byDefault, fp32) > 0, 'the default differs from fp32 where it is bf16')
       }
       // Training opts out the same way.
       const r = await model.trainStep(randomImages(2, 3, 48, 48, 22), randomMasks(2, 48, 48, 3, 23), { precision: 'fp32', channelsLast: false })

@@ -87,6 +87,8 @@ describe('backend()', () => {
     else if (flags.includes('avx512_bf16')) assert.strictEqual(b.cpu.isa, 'AVX512-BF16')
     else if (flags.includes('avx2') && !flags.includes('avx512f')) assert.strictEqual(b.cpu.isa, 'AVX2')
     assert.strictEqual(b.bf16, b.cpu.isa === 'AMX' || b.cpu.isa === 'AVX512-BF16')
+    const vendor = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^vendor_id\s*:\s*(.*)$/m) ?? ['', ''])[1].trim()
+    assert.strictEqual(b.cpu.vendor, vendor)
     // The BLAS is the shared object mapped into this process (or MKL inside libtorch).
     const maps: string = fs.readFileSync('/proc/self/maps', 'utf8')
     if (b.blas.name === 'mkl' || b.blas.name === 'none') {

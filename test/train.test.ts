@@ -2,7 +2,7 @@ import * as assert from 'assert'
 import * as fs from 'fs'
 import * as path from 'path'
 import { backend, Batch, createModel, loadModel, Model, SegtorchError, tensor } from '../lib'
-import { autoChannelsLast, autoPrecision, resolvePredictOptions } from '../lib/model'
+import { autoChannelsLast, autoPrecision, bf16FasterOn, precisionFor, resolvePredictOptions } from '../lib/model'
 import { resolveStepOptions } from '../lib/train'
 import { randomImages, randomMasks, rejects, tmpdir } from './helpers'
 
@@ -262,8 +262,13 @@ describe("'auto' precision and layout (README, Speed defaults)", () => {
       // What predict / evaluate resolve from no options; an explicit bf16 stays channels-last; an explicit fp32 is NCHW.
       // NNPACK's Winograd (libtorch 2.x with NNPACK, AVX2, fp32) takes the networks it measured faster on to NCHW;
       // in bf16 ('auto' where the CPU has native bf16) the bf16 Winograd is on wherever libtorch prepacks, channels-last.
+      // 'auto' precision: bf16 where this CPU runs it faster (precisionFor, tested below on every kind).
+      const bf16Predict = precisionFor(bf16FasterOn(b.cpu.isa, b.cpu.vendor), 'cpu', 'predict', net) === 'bf16'
+      assert.strictEqual(autoPrecision('cpu', 'predict', net), bf16Predict ? 'bf16' : 'fp32', what)
+      assert.strictEqual(resolvePredictOptions({}, 'predict options', [], 'cpu', net).precision, bf16Predict ? 'bf16' : 'fp32', what)
+      assert.strictEqual(resolveStepOptions({}, 3, 'trainStep options', [], 'cpu', net).precision, autoPrecision('cpu', 'train', net), what)
       const nnpack = b.winograd && !b.bf16 && (b.cpu.isa === 'AVX2' || b.cpu.isa === 'other') && ['upernet', 'dfn', 'unet', 'segnet', 'refinenet', 'deeplabv1', 'pspnet', 'fcn'].includes(arch)
-      const winograd = b.bf16 ? b.prepack : nnpack
+      const winograd = bf16Predict ? b.prepack : nnpack
       assert.strictEqual(resolvePredictOptions({}, 'predict options', [], 'cpu', net).channelsLast, predict && !nnpack, what)
       assert.strictEqual(resolvePredictOptions({}, 'predict options', [], 'cpu', net).winograd, winograd, what)
       assert.strictEqual(resolvePredictOptions({ precision: 'bf16' }, 'predict options', [], 'cpu', net).channelsLast, b.mkldnn, what)
@@ -280,7 +285,31 @@ describe("'auto' precision and layout (README, Speed defaults)", () => {
     }
     // A network not known (a TorchScript model): none of the named ones.
     assert.strictEqual(autoChannelsLast('cpu', 'predict'), b.mkldnn && (b.bf16 || !libtorch1))
-    assert.strictEqual(autoPrecision('cpu'), b.bf16 ? 'bf16' : 'fp32')
+    assert.strictEqual(autoPrecision('cpu'), bf16FasterOn(b.cpu.isa, b.cpu.vendor) === 'yes' ? 'bf16' : 'fp32')
     assert.strictEqual(autoPrecision('cuda:0'), 'fp16')
+  })
+
+  it("precision 'auto' on every CPU kind: bf16 with AMX and on AMD's AVX512-BF16; on Intel's without AMX only MobileNet predictions; fp32 elsewhere", () => {
+    assert.strictEqual(bf16FasterOn('AMX', 'GenuineIntel'), 'yes')
+    assert.strictEqual(bf16FasterOn('AVX512-BF16', 'AuthenticAMD'), 'yes')
+    assert.strictEqual(bf16FasterOn('AVX512-BF16', 'GenuineIntel'), 'light')
+    assert.strictEqual(bf16FasterOn('AVX512-BF16', ''), 'yes', 'an unknown vendor keeps the rule measured first (AMD)')
+    for (const isa of ['AVX512', 'AVX2', 'other']) assert.strictEqual(bf16FasterOn(isa, 'GenuineIntel'), 'no', isa)
+    const fcn = { arch: 'fcn', backbone: 'resnet50' }
+    const lraspp = { arch: 'lraspp', backbone: 'mobilenetv3_large' }
+    const mt = { arch: 'mtrefinenet', backbone: 'mobilenetv2' }
+    for (const task of ['train', 'predict'] as const) {
+      for (const net of [fcn, lraspp, mt, undefined]) {
+        assert.strictEqual(precisionFor('yes', 'cpu', task, net), 'bf16')
+        assert.strictEqual(precisionFor('no', 'cpu', task, net), 'fp32')
+        assert.strictEqual(precisionFor('light', 'cuda:0', task, net), 'fp16')
+      }
+      assert.strictEqual(precisionFor('light', 'cpu', task, fcn), 'fp32', task)
+      assert.strictEqual(precisionFor('light', 'cpu', task, undefined), 'fp32', `${task}, a TorchScript model`)
+    }
+    assert.strictEqual(precisionFor('light', 'cpu', 'predict', lraspp), 'bf16')
+    assert.strictEqual(precisionFor('light', 'cpu', 'predict', mt), 'bf16')
+    assert.strictEqual(precisionFor('light', 'cpu', 'train', lraspp), 'fp32')
+    assert.strictEqual(precisionFor('light', 'cpu', 'train', mt), 'fp32')
   })
 })

@@ -7,7 +7,7 @@
 import * as fs from 'fs'
 import * as path from 'path'
 import { checkWritableDir, makeDirSync } from '../files'
-import { createModel } from '../model'
+import { autoPrecision, createModel } from '../model'
 import type { Batch } from '../fit'
 import { tensor } from '../tensor'
 import { backend } from '../index'
@@ -198,9 +198,9 @@ export async function runDemo (o: DemoOptions): Promise<{ iou: number, membraneI
   const model = await createModel({ arch: 'unet', ...o.modelOptions, baseChannels: o.baseChannels, numClasses: 2, inChannels: 1 })
   log(`model: U-Net (${o.baseChannels} channels at the first level), ${(model.info().parameters / 1e6).toFixed(2)} M parameters`)
   const r = rng(o.seed)
-  // bf16 autocast and channels-last where the CPU has native bf16 (AVX512-BF16 / AMX), else fp32.
-  const fast = o.precision === 'fp32' ? { precision: 'fp32' as const } : (o.precision === 'bf16' || (b.bf16 && !b.cuda)) ? { precision: 'bf16' as const, channelsLast: true } : {}
-  if (fast.precision === 'bf16') log(`training with bf16 autocast and channels-last${o.precision === 'auto' ? ' (this CPU has native bf16)' : ''}`)
+  // bf16 autocast and channels-last where the CPU trains faster in bf16 (autoPrecision: AMX, AMD's AVX512-BF16), else fp32.
+  const fast = o.precision === 'fp32' ? { precision: 'fp32' as const } : (o.precision === 'bf16' || (!b.cuda && autoPrecision('cpu', 'train', model.config) === 'bf16')) ? { precision: 'bf16' as const, channelsLast: true } : {}
+  if (fast.precision === 'bf16') log(`training with bf16 autocast and channels-last${o.precision === 'auto' ? ' (faster than fp32 on this CPU)' : ''}`)
   let avg = 0
   const steps: StepRecord[] = []
   // fit() over an endless stream of random crops: a fixed number of steps, or a time budget with the

@@ -4,6 +4,7 @@ import * as path from 'path'
 import { Command, CommanderError } from 'commander'
 import { backend, version } from '../index'
 import { ARCHITECTURES } from '../models'
+import { bf16FasterOn } from '../precision'
 import { DemoOptions, Flips, runDemo } from './demo'
 import { ExportCliOptions, runExport } from './export'
 import { launch } from './launch'
@@ -127,7 +128,8 @@ export function program (): Command {
       out(`backend     ${b.cuda ? `CUDA (${b.cudaDevices} device${b.cudaDevices === 1 ? '' : 's'})` : 'CPU (no CUDA)'}`)
       out(`threads     ${b.threads}`)
       out(`oneDNN      ${b.mkldnn ? 'yes' : 'no'}`)
-      out(`bf16        ${b.bf16 ? 'native (AVX512-BF16 / AMX): --precision bf16 is fast' : 'not native on this CPU'}`)
+      const kind = bf16FasterOn(b.cpu.isa, b.cpu.vendor)
+      out(`bf16        ${!b.bf16 ? 'not native on this CPU: precision auto = fp32' : kind === 'yes' ? 'native (AVX512-BF16 / AMX), faster than fp32: precision auto = bf16' : 'native, but no faster than fp32 on an Intel CPU without AMX: precision auto = fp32 (bf16 for MobileNet predictions)'}`)
       out(`cpu         ${b.cpu.model || 'unknown'} (${b.cpu.isa})`)
       out(`blas        ${b.blas.name}${b.blas.path ? ` (${b.blas.path})` : ''}${b.blas.name === 'reference' ? ': the slow reference BLAS; apt-get install libopenblas0-openmp' : ''}`)
       out('')

@@ -35,6 +35,10 @@ CpuInfo Cpu() {
   std::string line;
   bool amx = false;
   while (std::getline(in, line)) {
+    if (c.vendor.empty() && line.rfind("vendor_id", 0) == 0) {
+      size_t colon = line.find(':');
+      if (colon != std::string::npos && line.find_first_not_of(" \t", colon + 1) != std::string::npos) c.vendor = line.substr(line.find_first_not_of(" \t", colon + 1));
+    }
     if (c.model.empty() && line.rfind("model name", 0) == 0) {
       size_t colon = line.find(':');
       if (colon != std::string::npos) c.model = line.substr(line.find_first_not_of(" \t", colon + 1));

@@ -16,6 +16,7 @@ bool CpuHasAvx512();
 struct CpuInfo {
   std::string model;  // /proc/cpuinfo's "model name" ("" when unknown)
   std::string isa;    // "AMX" | "AVX512-BF16" | "AVX512" | "AVX2" | "other"
+  std::string vendor;  // /proc/cpuinfo's "vendor_id" ("GenuineIntel", "AuthenticAMD"; "" when unknown)
 };
 CpuInfo Cpu();
 

@@ -43,6 +43,7 @@ Napi::Value Backend(const Napi::CallbackInfo& info) {
     Napi::Object c = Napi::Object::New(env);
     c.Set("model", cpu.model);
     c.Set("isa", cpu.isa);
+    c.Set("vendor", cpu.vendor);
     o.Set("cpu", c);
     BlasInfo blas = Blas();
     Napi::Object b = Napi::Object::New(env);
