@@ -123,19 +123,19 @@ def main():
     ap.add_argument('--train-size', type=int, default=256)
     ap.add_argument('--infer-size', type=int, default=512)
     ap.add_argument('--precision', choices=['auto', 'bf16', 'fp32'], default='auto',
-                    help="'best' / 'compiled': bf16 autocast, or fp32 (auto: bf16 where the CPU has native bf16, as bench/suite.js)")
+                    help="'best' / 'compiled': bf16 autocast, or fp32 (auto: bf16 where it is the faster precision, as bench/suite.js)")
     ap.add_argument('--json')
     a = ap.parse_args()
     import torch  # the trace form needs no PyTorch
     from torch.profiler import ProfilerActivity, profile
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from suite import cpu_native_bf16, training_step
+    from suite import bf16_fastest, training_step
     from torch_twins import build
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     fast = a.variant in ('best', 'compiled')
     if a.precision == 'auto':
-        a.precision = 'bf16' if cpu_native_bf16() else 'fp32'
+        a.precision = 'bf16' if bf16_fastest() else 'fp32'
     autocast = fast and a.precision == 'bf16'
     model = build(a.model)
     if fast:

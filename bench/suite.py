@@ -55,6 +55,20 @@ def cpu_native_bf16():
     return ' avx512_bf16' in flags or ' amx_bf16' in flags
 
 
+def bf16_fastest():
+    """Whether bf16 is the faster precision here, as bench/suite.js's --pt-precision auto and segtorch's
+    'auto' decide: AMX, or AVX512-BF16 on a CPU that is not Intel's (on Intel without AMX bf16 measured
+    slower than fp32: bench/README "An Intel CPU with AVX512-BF16 and no AMX")."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            text = f.read()
+    except OSError:
+        return False
+    if ' amx_bf16' in text:
+        return True
+    return cpu_native_bf16() and 'GenuineIntel' not in text
+
+
 def split_output(out):
     """A twin returns logits, or in training (logits, [(weight, tensor, kind), ...])."""
     return out if isinstance(out, tuple) else (out, [])
