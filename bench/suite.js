@@ -65,12 +65,6 @@ const PYTHON = opt('python', fs.existsSync(path.join(VENV, 'bin', 'python')) ? p
 const PYTHON2 = opt('python2', '')
 const OUT = opt('out', 'suite')  // bench/results/<OUT>.json
 
-function cpuHasNativeBf16 () {
-  let text = ''
-  try { text = fs.readFileSync('/proc/cpuinfo', 'utf8') } catch {}
-  return / (avx512_bf16|amx_bf16)( |$)/m.test(text)
-}
-
 /**
  * Whether bf16 is PyTorch's fastest precision here, as segtorch's 'auto' decides (lib/precision.ts
  * bf16FasterOn): AMX, or AVX512-BF16 but not on an Intel CPU without AMX (there PyTorch's bf16 autocast
@@ -80,7 +74,7 @@ function bf16Fastest () {
   let text = ''
   try { text = fs.readFileSync('/proc/cpuinfo', 'utf8') } catch {}
   if (/ amx_bf16( |$)/m.test(text)) return true
-  return cpuHasNativeBf16() && !/^vendor_id\s*:\s*GenuineIntel/m.test(text)
+  return / avx512_bf16( |$)/m.test(text) && !/^vendor_id\s*:\s*GenuineIntel/m.test(text)
 }
 
 function ptPrecision (value) {

@@ -44,21 +44,11 @@ def peak_rss_mib():
     return 0
 
 
-def cpu_native_bf16():
-    """Whether the CPU has native bf16 (avx512_bf16 / amx_bf16 in /proc/cpuinfo): bench/suite.js's
-    --pt-precision auto rule, for bench/op_profile.py's --precision auto."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return ' avx512_bf16' in flags or ' amx_bf16' in flags
-
-
 def bf16_fastest():
     """Whether bf16 is the faster precision here, as bench/suite.js's --pt-precision auto and segtorch's
-    'auto' decide: AMX, or AVX512-BF16 on a CPU that is not Intel's (on Intel without AMX bf16 measured
-    slower than fp32: bench/README "An Intel CPU with AVX512-BF16 and no AMX")."""
+    'auto' decide (bench/op_profile.py's --precision auto): AMX, or AVX512-BF16 on a CPU that is not
+    Intel's (on Intel without AMX bf16 measured slower than fp32: bench/README "An Intel CPU with
+    AVX512-BF16 and no AMX")."""
     try:
         with open('/proc/cpuinfo') as f:
             text = f.read()
@@ -66,7 +56,7 @@ def bf16_fastest():
         return False
     if ' amx_bf16' in text:
         return True
-    return cpu_native_bf16() and 'GenuineIntel' not in text
+    return ' avx512_bf16' in text and 'GenuineIntel' not in text
 
 
 def split_output(out):

@@ -57,7 +57,7 @@ export function precisionFor (faster: 'yes' | 'light' | 'no', device: string, ta
 
 /** What precision 'auto' means on `device` for `task` and `net`, on this CPU (precisionFor). */
 export function autoPrecision (device: string, task: 'train' | 'predict' = 'predict', net?: NetworkKind): 'fp32' | 'bf16' | 'fp16' {
-  return precisionFor(device.startsWith('cuda') ? 'no' : cpuFeatures().bf16Faster, device, task, net)
+  return precisionFor(cpuFeatures().bf16Faster, device, task, net)
 }
 
 /**

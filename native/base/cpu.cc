@@ -29,20 +29,24 @@ bool CpuHasAvx512() {
 #endif
 }
 
+namespace {
+// The value of a "name<TAB>: value" line of /proc/cpuinfo ("" when there is none).
+std::string FieldValue(const std::string& line) {
+  const size_t colon = line.find(':');
+  if (colon == std::string::npos) return "";
+  const size_t start = line.find_first_not_of(" \t", colon + 1);
+  return start == std::string::npos ? "" : line.substr(start);
+}
+}  // namespace
+
 CpuInfo Cpu() {
   CpuInfo c;
   std::ifstream in("/proc/cpuinfo");
   std::string line;
   bool amx = false;
   while (std::getline(in, line)) {
-    if (c.vendor.empty() && line.rfind("vendor_id", 0) == 0) {
-      size_t colon = line.find(':');
-      if (colon != std::string::npos && line.find_first_not_of(" \t", colon + 1) != std::string::npos) c.vendor = line.substr(line.find_first_not_of(" \t", colon + 1));
-    }
-    if (c.model.empty() && line.rfind("model name", 0) == 0) {
-      size_t colon = line.find(':');
-      if (colon != std::string::npos) c.model = line.substr(line.find_first_not_of(" \t", colon + 1));
-    }
+    if (c.vendor.empty() && line.rfind("vendor_id", 0) == 0) c.vendor = FieldValue(line);
+    if (c.model.empty() && line.rfind("model name", 0) == 0) c.model = FieldValue(line);
     if (line.rfind("flags", 0) == 0) {
       amx = line.find(" amx_bf16") != std::string::npos;
       break;
