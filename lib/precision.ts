@@ -96,33 +96,57 @@ const CHANNELS_LAST_FP32_LIBTORCH1 = { backbones: new Set(['mobilenetv2', 'mobil
 const WINOGRAD_ARCHS: ReadonlySet<string> = new Set(['upernet', 'dfn', 'unet', 'segnet', 'refinenet', 'deeplabv1', 'pspnet', 'fcn'])
 
 /**
+ * Which Winograd runs an fp32 prediction's 3x3 convolutions under predict's winograd option, by the
+ * layout: channels-last ones run segtorch's F(4x4, 3x3) (any libtorch), NCHW ones NNPACK's F(6x6, 3x3)
+ * (a libtorch with NNPACK). With channelsLast 'auto' the CPU decides: channels-last on a CPU with
+ * AVX-512 (where segtorch's measured faster, bench/README.md "fp32 Winograd"), NCHW elsewhere (where
+ * NNPACK was measured; segtorch's F(4x4, 3x3) was not measured on a CPU without AVX-512).
+ */
+export function fp32WinogradLayout (channelsLast: unknown): 'channels-last' | 'nchw' {
+  if (channelsLast === true) return 'channels-last'
+  if (channelsLast === false) return 'nchw'
+  return cpuFeatures().avx512 ? 'channels-last' : 'nchw'
+}
+
+/**
  * What predict's winograd 'auto' means: in bf16 on a CPU, on where libtorch has oneDNN's prepacked
  * convolution (2.x), whose bf16 3x3 convolutions with 256 channels or more in and out then run
  * segtorch's Winograd F(2x2, 3x3) (measured on an AVX512-BF16 AMD EPYC, bench/README.md "bf16
- * Winograd"); in fp32, on for the networks of WINOGRAD_ARCHS on a CPU without AVX-512 or native bf16
- * where libtorch has NNPACK; off everywhere else (NNPACK not measured on AVX-512 CPUs, whose oneDNN
- * kernels are stronger; fp32 there is not 'auto' precision anyway).
+ * Winograd"); in fp32 on a CPU with AVX-512, on: channels-last 3x3 convolutions with 64 channels or
+ * more in and out run segtorch's F(4x4, 3x3) (measured on an Intel AVX512-BF16 CPU without AMX, where
+ * fp32 is 'auto' precision: 1.6-2.6x per layer, bench/README.md "fp32 Winograd"), with libtorch 2.x
+ * (whose batched fp32 matrix product is MKL's; with Debian's 1.13 and OpenBLAS it ran slower); in fp32 on a CPU
+ * without AVX-512 or native bf16, on for the networks of WINOGRAD_ARCHS where libtorch has NNPACK
+ * (NCHW); off everywhere else.
  */
 export function autoWinograd (device: string, net: NetworkKind | undefined, precision: string): boolean {
   if (!device.startsWith('cpu')) return false
   const f = cpuFeatures()
   if (precision === 'bf16') return f.prepack
   if (precision !== 'fp32') return false
-  return f.winograd && !f.bf16 && !f.avx512 && net?.arch !== undefined && WINOGRAD_ARCHS.has(net.arch)
+  // libtorch 1.13's batched fp32 matrix product (through Debian's OpenBLAS) made it 0.55-0.69x as fast.
+  if (f.avx512) return !f.libtorch1
+  return f.winograd && !f.bf16 && net?.arch !== undefined && WINOGRAD_ARCHS.has(net.arch)
 }
 
 /**
  * predict's winograd option. In bf16 on a CPU it means the bf16 Winograd F(2x2, 3x3) of prepacked
  * convolutions with 256 channels or more in and out (channels-last; libtorch 2.x): 'auto' is on there
- * unless compiled. In fp32 it means NNPACK's (NCHW): 'auto' (autoWinograd) gives way to an explicit
- * fp32 (`exact`), compiled graphs and an explicit channels-last layout; true needs a libtorch with
- * NNPACK, no compile and no channelsLast: true. true is refused on other devices and precisions.
+ * unless compiled. In fp32 it means segtorch's F(4x4, 3x3) on channels-last convolutions and NNPACK's
+ * on NCHW ones (fp32WinogradLayout): 'auto' (autoWinograd) gives way to an explicit fp32 (`exact`),
+ * compiled graphs and an explicit layout other than the CPU's Winograd layout; true needs no compile
+ * and, for NCHW, a libtorch with NNPACK. true is refused on other devices and precisions.
  */
 export function resolveWinograd (value: unknown, device: string, net: NetworkKind | undefined, precision: string,
   o: { exact: boolean, compile: boolean, channelsLast: unknown }): boolean {
   if (value === undefined || value === 'auto') {
     if (o.compile) return false
-    return (precision === 'bf16' || (!o.exact && o.channelsLast !== true)) && autoWinograd(device, net, precision)
+    if (precision === 'bf16') return autoWinograd(device, net, precision)
+    const layout = fp32WinogradLayout('auto')
+    if (o.exact || (o.channelsLast !== undefined && o.channelsLast !== 'auto' && fp32WinogradLayout(o.channelsLast) !== layout)) return false
+    // segtorch's F(4x4, 3x3) only where the network would run channels-last anyway.
+    if (layout === 'channels-last' && !autoChannelsLast(device, 'predict', net, precision)) return false
+    return autoWinograd(device, net, precision)
   }
   const on = v.boolean('winograd', value)
   if (!on) return false
@@ -133,11 +157,12 @@ export function resolveWinograd (value: unknown, device: string, net: NetworkKin
     if (o.channelsLast === false) throw new RangeError('Expected channelsLast true or \'auto\' with winograd: true in bf16 (its convolutions run channels-last) but received false')
     return true
   }
-  // NNPACK first: without it no other option makes winograd: true in fp32 possible.
-  if (!cpuFeatures().winograd) throw new RangeError(`Expected a libtorch with NNPACK for winograd: true (PyPI's torch 2.x has it) but this one (${cpuFeatures().libtorch}) has none`)
-  if (precision !== 'fp32') throw new RangeError(`Expected precision 'fp32' or 'bf16' with winograd: true (NNPACK computes in float32, segtorch's bf16 Winograd in bfloat16) but received '${precision}'`)
+  if (precision !== 'fp32') throw new RangeError(`Expected precision 'fp32' or 'bf16' with winograd: true (the Winograd convolutions compute in float32 or bfloat16) but received '${precision}'`)
   if (o.compile) throw new RangeError('Expected compile false with winograd: true (compiled graphs run oneDNN\'s convolutions) but received compile: true')
-  if (o.channelsLast === true) throw new RangeError('Expected channelsLast false or \'auto\' with winograd: true in fp32 (NNPACK runs NCHW) but received true')
+  if (fp32WinogradLayout(o.channelsLast) === 'nchw' && !cpuFeatures().winograd) {
+    const why = o.channelsLast === false ? 'channelsLast: false' : 'a CPU without AVX-512 (where fp32 Winograd runs NCHW)'
+    throw new RangeError(`Expected a libtorch with NNPACK for winograd: true in NCHW (${why}; PyPI's torch 2.x has it) or channelsLast: true (segtorch's own Winograd) but this one (${cpuFeatures().libtorch}) has none`)
+  }
   return true
 }
 

@@ -1,7 +1,7 @@
 /** Predict and evaluate options: the types users pass and their resolution (every default filled). */
 import { CrfOptions, resolveCrfOptions, ResolvedCrfOptions } from './crf'
 import { typeError } from './errors'
-import { NetworkKind, resolveChannelsLast, resolvePrecision, resolveWinograd } from './precision'
+import { fp32WinogradLayout, NetworkKind, resolveChannelsLast, resolvePrecision, resolveWinograd } from './precision'
 import * as v from './validate'
 
 export interface PredictOptions {
@@ -52,15 +52,25 @@ export interface PredictOptions {
    *   batched matrix product) instead of oneDNN's direct convolution, channels-last. Whole
    *   predictions measured 1.1-1.85x faster on an AVX512-BF16 CPU for 13 of 17 networks, the rest
    *   unchanged (bench/README.md, "bf16 Winograd"); logits within 1.4-2x the direct bf16 error of fp32.
-   * - fp32: NNPACK's Winograd F(6x6, 3x3) (stride 1, at least 64 x 64 pixels and 64 channels in and
-   *   out), in NCHW, where libtorch has NNPACK (PyPI's torch 2.x; Debian's 1.13 has not); on a CPU
-   *   without AVX-512 whole predictions of eight networks measured 1.1-2.1x faster (bench/README.md,
+   * - fp32, channels-last (any libtorch): segtorch's Winograd F(4x4, 3x3) (Lavin & Gray 2016) for 3x3
+   *   convolutions with stride 1, padding = dilation and 64 channels or more in and out on maps at least
+   *   8 dilations high and wide: 6 x 6 input tiles transformed in one pass, the 36 products as one fp32
+   *   batched matrix product, the bias, the residual addition and the activation in the output
+   *   transform; 4x fewer multiplications. 1.6-2.6x per layer and whole predictions 1.08-2.0x faster
+   *   for 15 of 17 networks on an Intel AVX512-BF16 CPU without AMX (bench/README.md, "fp32 Winograd");
+   *   logits within about 1e-5 relative of the direct convolution's.
+   * - fp32, NCHW: NNPACK's Winograd F(6x6, 3x3) (stride 1, at least 64 x 64 pixels and 64 channels in
+   *   and out) where libtorch has NNPACK (PyPI's torch 2.x; Debian's 1.13 has not); on a CPU without
+   *   AVX-512 whole predictions of eight networks measured 1.1-2.1x faster (bench/README.md,
    *   "Winograd"); logits within about 2e-5 relative of the direct convolution's.
-   * Default 'auto': in bf16 on (where libtorch prepacks); in fp32 on for the networks where NNPACK
-   * measured faster, on a CPU without AVX-512 or native bf16 (channelsLast 'auto' then means NCHW);
-   * off with an explicit `precision: 'fp32'` (the reference's arithmetic), with `compile: true`
-   * (compiled graphs keep oneDNN) and elsewhere. true asks for it on any network (fp32: NCHW only,
-   * not with channelsLast: true; bf16: channels-last only); false: oneDNN's direct convolutions.
+   * Default 'auto': in bf16 on (where libtorch prepacks); in fp32 on a CPU with AVX-512 and libtorch 2.x
+   * on for networks that run channels-last (segtorch's; with Debian's 1.13 its batched products through
+   * OpenBLAS made predictions 0.55-0.69x as fast); in fp32 on a CPU without AVX-512 or native bf16 on for the
+   * networks where NNPACK measured faster (channelsLast 'auto' then means NCHW); off with an explicit
+   * `precision: 'fp32'` (the reference's arithmetic), with `compile: true` (compiled graphs keep
+   * oneDNN), with a layout other than the CPU's fp32 Winograd's, and elsewhere. true asks for it on any
+   * network (fp32: the layout picks which, channelsLast 'auto' the CPU's: channels-last with AVX-512,
+   * NCHW without; bf16: channels-last only); false: oneDNN's direct convolutions.
    */
   winograd?: boolean | 'auto'
   /**
@@ -111,7 +121,9 @@ export function resolvePredictOptions (options: unknown, where = 'predict option
     flip: o.flip === undefined ? false : v.boolean('flip', o.flip),
     output,
     precision,
-    channelsLast: (exact || (winograd && precision === 'fp32')) && (o.channelsLast === undefined || o.channelsLast === 'auto') ? false : resolveChannelsLast(o.channelsLast, device, 'predict', net, precision),
+    channelsLast: o.channelsLast === undefined || o.channelsLast === 'auto'
+      ? (winograd && precision === 'fp32' ? fp32WinogradLayout('auto') === 'channels-last' : !exact && resolveChannelsLast(o.channelsLast, device, 'predict', net, precision))
+      : resolveChannelsLast(o.channelsLast, device, 'predict', net, precision),
     foldBatchNorm: o.foldBatchNorm === undefined ? !exact : v.boolean('foldBatchNorm', o.foldBatchNorm),
     compile,
     winograd,

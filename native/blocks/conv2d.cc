@@ -142,6 +142,105 @@ torch::Tensor WinogradConvolution(const torch::Tensor& x, const torch::Tensor& k
   return y;
 }
 
+bool Fp32WinogradEnabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("SEGTORCH_WINOGRAD_FP32");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return enabled;
+}
+
+torch::Tensor Winograd4Kernel(const torch::Tensor& weight) {
+  torch::NoGradGuard no_grad;
+  const int64_t K = weight.size(0), C = weight.size(1);
+  // G of F(4x4, 3x3) for the points 0, 1, -1, 2, -2 and infinity (Lavin & Gray 2016), in double: U = G w
+  // G^T per (k, c), as WinogradKernel does, rounded to float32 once.
+  const double a = 1.0 / 6.0, b = 1.0 / 12.0, c = 1.0 / 24.0;
+  torch::Tensor g = torch::tensor({0.25, 0.0, 0.0, -a, -a, -a, -a, a, -a, c, b, a, c, -b, a, 0.0, 0.0, 1.0},
+                                  torch::TensorOptions().dtype(at::kDouble))
+                        .view({6, 3});
+  const torch::Tensor gg = (g.view({6, 1, 3, 1}) * g.view({1, 6, 1, 3})).reshape({36, 9});
+  const torch::Tensor u = at::mm(gg, weight.to(at::kDouble).reshape({K * C, 9}).t()).view({36, K, C});
+  return at::empty({36, C, K}, weight.options().dtype(at::kFloat).memory_format(at::MemoryFormat::Contiguous)).copy_(u.transpose(1, 2));
+}
+
+torch::Tensor Winograd4Convolution(const torch::Tensor& x, const torch::Tensor& kernel, const torch::Tensor& bias, int64_t d,
+                                   const torch::Tensor& add, Activation act) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = kernel.size(2);
+  // Output tiles of 4 x 4 per phase (d x d interleaved grids of a dilated convolution).
+  const WinogradShape s{N, H, W, C, K, d, (H + 4 * d - 1) / (4 * d), (W + 4 * d - 1) / (4 * d)};
+  const int64_t rows = N * s.th * d;
+  const torch::Tensor xc = x.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast);
+  const torch::TensorOptions f32 = xc.options().memory_format(at::MemoryFormat::Contiguous);
+  const std::vector<float> zc(static_cast<size_t>(C), 0.0f), zk(static_cast<size_t>(K), 0.0f);
+  torch::Tensor y = at::empty({N, K, H, W}, f32.memory_format(at::MemoryFormat::ChannelsLast));
+  const torch::Tensor b = bias.defined() ? bias.to(at::kFloat).contiguous() : at::zeros({K}, f32);
+  const torch::Tensor a = add.defined() ? add.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast) : torch::Tensor();
+  const WinogradAct wa = act == Activation::kReLU ? WinogradAct::kReLU
+                         : act == Activation::kReLU6 ? WinogradAct::kReLU6
+                         : act == Activation::kHardSwish ? WinogradAct::kHardSwish
+                                                           : WinogradAct::kNone;
+  const float* xp = xc.data_ptr<float>();
+  const float* ap = a.defined() ? a.data_ptr<float>() : nullptr;
+  float* yp = y.data_ptr<float>();
+  // Chunks of tile rows whose transformed tiles (36 x tiles x (C + K) floats) stay within a budget:
+  // B^T x B in one pass, the 36 products as one batched fp32 matrix product (oneDNN's), then A^T m A
+  // + bias [+ add] and the activation in one pass.
+  static const int64_t budget = [] {
+    const char* v = std::getenv("SEGTORCH_WINOGRAD_CHUNK_MB");
+    const long mb = v != nullptr ? std::strtol(v, nullptr, 10) : 0;
+    return (mb > 0 && mb < 4096 ? int64_t{mb} : int64_t{16}) << 20;
+  }();
+  const int64_t per_row = 36 * s.tw * d * (C + K) * 4;
+  const int64_t chunk = std::max<int64_t>(1, budget / per_row);
+  for (int64_t first = 0; first < rows; first += chunk) {
+    const int64_t count = std::min(chunk, rows - first);
+    torch::Tensor v = at::empty({36, count * s.tw * d, C}, f32);
+    float* vp = v.data_ptr<float>();
+    at::parallel_for(first, first + count, 1, [&](int64_t begin, int64_t end) {
+      Winograd4InputRows(xp, xc.stride(0), xc.stride(2), xc.stride(3), zc.data(), vp, s, first, count, begin, end);
+    });
+    const torch::Tensor m = at::bmm(v, kernel).contiguous();
+    const float* mp = m.data_ptr<float>();
+    at::parallel_for(first, first + count, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> scratch(static_cast<size_t>(16 * K));
+      Winograd4OutputRows(mp, b.data_ptr<float>(), ap, zk.data(), wa, scratch.data(), yp, s, first, count, begin, end);
+    });
+  }
+  return y;
+}
+
+bool Conv2dImpl::Fp32WinogradApplies(const torch::Tensor& input) const {
+  if (!winograd_on || !Fp32WinogradEnabled() || input.dim() != 4 || !input.is_cpu() || input.scalar_type() != at::kFloat ||
+      !weight.defined() || weight.scalar_type() != at::kFloat || !weight.device().is_cpu() || options.groups() != 1 ||
+      weight.size(2) != 3 || weight.size(3) != 3 || (bias.defined() && bias.scalar_type() != at::kFloat) || !InferenceOnly()) {
+    return false;
+  }
+  const auto& st = *options.stride();
+  const auto& dl = *options.dilation();
+  const auto* pad = ZeroPadding(options);
+  if (pad == nullptr || st[0] != 1 || st[1] != 1 || dl[0] != dl[1] || (**pad)[0] != dl[0] || (**pad)[1] != dl[1]) return false;
+  return input.size(1) >= kFp32WinogradMinChannels && weight.size(0) >= kFp32WinogradMinChannels &&
+         input.size(2) >= 8 * dl[0] && input.size(3) >= 8 * dl[0] &&
+         input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+}
+
+torch::Tensor Conv2dImpl::RunFp32Winograd(const torch::Tensor& input, const torch::Tensor& add, Activation act) {
+  if (add.defined() && (add.dim() != 4 || !add.is_cpu() || add.size(0) != input.size(0) || add.size(1) != weight.size(0) ||
+                        add.size(2) != input.size(2) || add.size(3) != input.size(3))) {
+    return torch::Tensor();
+  }
+  // The kernel's transform, made again whenever the weight's storage or version changes.
+  const void* data = weight.data_ptr();
+  const int64_t version = weight._version();
+  if (!winograd4_kernel_.defined() || winograd4_data_ != data || winograd4_version_ != version) {
+    winograd4_kernel_ = Winograd4Kernel(weight.detach());
+    winograd4_data_ = data;
+    winograd4_version_ = version;
+  }
+  return Winograd4Convolution(input, winograd4_kernel_, bias, (*options.dilation())[0], add, act);
+}
+
 bool Conv2dImpl::Bf16WinogradApplies(const torch::Tensor& input) const {
   const auto& st = *options.stride();
   const auto& dl = *options.dilation();
@@ -360,6 +459,9 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
     torch::Tensor y = TryFused(input, torch::Tensor(), Activation::kNone);
     if (y.defined()) return y;
   }
+  if (Fp32WinogradApplies(input)) {
+    if (torch::Tensor y = RunFp32Winograd(input, torch::Tensor(), Activation::kNone); y.defined()) return y;
+  }
   if (WinogradApplies(input)) {
     try {
       const c10::optional<at::Tensor> b = bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt;
@@ -384,6 +486,10 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
 torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tensor& x, Activation act, const torch::Tensor& add) {
   if (bn.folded() && conv.prepacked()) {
     torch::Tensor y = conv.TryFused(x, add, act);
+    if (y.defined()) return y;
+  }
+  if (bn.folded() && conv.Fp32WinogradApplies(x)) {
+    torch::Tensor y = conv.RunFp32Winograd(x, add, act);
     if (y.defined()) return y;
   }
   torch::Tensor y = bn.forward(conv.forward(x));

@@ -35,6 +35,15 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // Whether forward runs NNPACK's Winograd convolution for `input` (see WinogradGuard).
   bool WinogradApplies(const torch::Tensor& input) const;
 
+  // Whether forward (and ConvBnAct) computes `input` by segtorch's fp32 Winograd F(4x4, 3x3)
+  // (Winograd4Convolution) under a WinogradGuard: fp32 weights and input, channels-last, 3x3, stride 1,
+  // padding = dilation, groups 1, kFp32WinogradMinChannels or more in and out, a map at least 8
+  // dilations high and wide, no gradient, not traced.
+  bool Fp32WinogradApplies(const torch::Tensor& input) const;
+  // act(conv(input) + bias [+ add]) by Winograd4Convolution, its kernel transform kept until the weight
+  // changes; undefined where `add` is not the output's shape.
+  torch::Tensor RunFp32Winograd(const torch::Tensor& input, const torch::Tensor& add, Activation act);
+
   // act(conv(x) [+ add]) as one prepacked oneDNN call (the addition and the activation as post-ops
   // of the convolution), or an undefined tensor where the prepacked path does not apply (or failed:
   // the convolution then stays plain). ReLU6 and hardswish only without `add`.
@@ -58,6 +67,9 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // map at least 8 dilations high and wide.
   bool Bf16WinogradApplies(const torch::Tensor& input) const;
   torch::Tensor winograd_kernel_;  // the weight's Winograd transform [16, C, K] (bf16), made once per Prepack
+  torch::Tensor winograd4_kernel_;  // the fp32 weight's F(4x4, 3x3) transform [36, C, K], for winograd4_data_ at winograd4_version_
+  const void* winograd4_data_ = nullptr;
+  int64_t winograd4_version_ = -1;
   bool pack_ = false;
   // The weight reordered for the last two input shapes: opaque oneDNN tensors, not parameters or
   // buffers (never trained, saved or copied).
@@ -79,7 +91,8 @@ inline torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torc
 // While a guard with on = true lives, this thread's fp32 3x3 convolutions (stride 1, padding 1, groups 1,
 // NCHW, at least 64 x 64 pixels and 64 channels in and out, no gradient, not traced) run NNPACK's
 // Winograd F(6x6, 3x3) algorithm (at::_nnpack_spatial_convolution) instead of oneDNN's direct one
-// (a no-op where libtorch has no NNPACK: Debian's 1.13), and its prepacked bf16 ones with 256 channels
+// (a no-op where libtorch has no NNPACK: Debian's 1.13), its channels-last fp32 ones
+// Winograd4Convolution (Conv2dImpl::Fp32WinogradApplies), and its prepacked bf16 ones with 256 channels
 // or more in and out WinogradConvolution: predict's `winograd` option.
 class WinogradGuard {
  public:
@@ -110,6 +123,25 @@ torch::Tensor WinogradKernel(const torch::Tensor& weight);
 // [N, K, H, W] channels-last, bf16.
 torch::Tensor WinogradConvolution(const torch::Tensor& x, const torch::Tensor& kernel, const torch::Tensor& bias,
                                   int64_t dilation, const torch::Tensor& add, Activation act);
+
+// The fewest channels in and out for which fp32 3x3 convolutions run Winograd4Convolution.
+constexpr int64_t kFp32WinogradMinChannels = 64;
+
+// Winograd F(4x4, 3x3) of a 3x3 kernel [K, C, 3, 3]: G w G^T per (k, c), as [36, C, K] float32 (computed
+// in double).
+torch::Tensor Winograd4Kernel(const torch::Tensor& weight);
+
+// act(conv3x3(x) + bias [+ add]) with stride 1, padding = dilation = d, by Winograd F(4x4, 3x3) in
+// float32: each 6 x 6 input tile (taps d apart) transformed by B^T x B, the 36 products with `kernel`
+// (Winograd4Kernel) as one batched fp32 matrix product (oneDNN's), then A^T m A. 4x fewer
+// multiplications than the direct convolution. x: [N, C, H, W] in any layout; returns [N, K, H, W]
+// channels-last, float32.
+torch::Tensor Winograd4Convolution(const torch::Tensor& x, const torch::Tensor& kernel, const torch::Tensor& bias,
+                                   int64_t dilation, const torch::Tensor& add, Activation act);
+
+// Whether fp32 convolutions may use Winograd4Convolution under a WinogradGuard (SEGTORCH_WINOGRAD_FP32=0:
+// never, for measurements).
+bool Fp32WinogradEnabled();
 
 // Whether prepacked bf16 convolutions may use WinogradConvolution under a WinogradGuard
 // (SEGTORCH_WINOGRAD_BF16=0: never, for measurements).

@@ -159,6 +159,175 @@ void OutputRowsAdd(const uint16_t* m, const float* bias, const uint16_t* add, co
   }
 }
 
+// ---- fp32 F(4x4, 3x3) ----
+// Channels go through the transforms in blocks of kV (a 512-bit vector of floats); the 6 x 6 tile of a
+// block lives in two small arrays on the stack (L1), so that each step holds at most 12 vectors.
+constexpr int kV = 16;
+
+// B^T a over six values (rows of B^T: points 0, 1, -1, 2, -2 and infinity).
+#define SEGTORCH_BT6(a0, a1, a2, a3, a4, a5, r0, r1, r2, r3, r4, r5) \
+  do {                                                              \
+    r0 = 4.0f * a0 - 5.0f * a2 + a4;                                \
+    r1 = -4.0f * (a1 + a2) + a3 + a4;                               \
+    r2 = 4.0f * (a1 - a2) - a3 + a4;                                \
+    r3 = 2.0f * (a3 - a1) - a2 + a4;                                \
+    r4 = 2.0f * (a1 - a3) - a2 + a4;                                \
+    r5 = 4.0f * a1 - 5.0f * a3 + a5;                                \
+  } while (0)
+
+// A^T a over six values (four outputs).
+#define SEGTORCH_AT6(a0, a1, a2, a3, a4, a5, r0, r1, r2, r3) \
+  do {                                                       \
+    const float p12 = a1 + a2, m12 = a1 - a2;                \
+    const float p34 = a3 + a4, m34 = a3 - a4;                \
+    r0 = a0 + p12 + p34;                                     \
+    r1 = m12 + 2.0f * m34;                                   \
+    r2 = p12 + 4.0f * p34;                                   \
+    r3 = m12 + 8.0f * m34 + a5;                              \
+  } while (0)
+
+// One tile's B^T d B for channels [c0, c0 + n), n <= kV: taps t[i][j] into out[(i * 6 + j) * plane + c].
+template <int kN>
+inline void TransformInput4Block(const float* const (&t)[6][6], float* __restrict out, int64_t plane, int64_t c0, int n) {
+  const int w = kN > 0 ? kN : n;
+  float u[6][6][kV];
+  // B^T over the rows, one column of taps at a time.
+  for (int j = 0; j < 6; ++j) {
+    const float *__restrict d0 = t[0][j] + c0, *__restrict d1 = t[1][j] + c0, *__restrict d2 = t[2][j] + c0;
+    const float *__restrict d3 = t[3][j] + c0, *__restrict d4 = t[4][j] + c0, *__restrict d5 = t[5][j] + c0;
+#pragma GCC ivdep
+    for (int c = 0; c < w; ++c) {
+      SEGTORCH_BT6(d0[c], d1[c], d2[c], d3[c], d4[c], d5[c], u[0][j][c], u[1][j][c], u[2][j][c], u[3][j][c], u[4][j][c],
+                   u[5][j][c]);
+    }
+  }
+  // B over the columns, into the 36 planes.
+  for (int i = 0; i < 6; ++i) {
+    float *__restrict o0 = out + (i * 6) * plane + c0, *__restrict o1 = out + (i * 6 + 1) * plane + c0;
+    float *__restrict o2 = out + (i * 6 + 2) * plane + c0, *__restrict o3 = out + (i * 6 + 3) * plane + c0;
+    float *__restrict o4 = out + (i * 6 + 4) * plane + c0, *__restrict o5 = out + (i * 6 + 5) * plane + c0;
+#pragma GCC ivdep
+    for (int c = 0; c < w; ++c) {
+      SEGTORCH_BT6(u[i][0][c], u[i][1][c], u[i][2][c], u[i][3][c], u[i][4][c], u[i][5][c], o0[c], o1[c], o2[c], o3[c], o4[c],
+                   o5[c]);
+    }
+  }
+}
+
+void InputRows4(const float* x, int64_t sN, int64_t sH, int64_t sW, const float* zeros, float* v, const WinogradShape& s,
+                int64_t first, int64_t count, int64_t begin, int64_t end) {
+  const int64_t d = s.d, C = s.C;
+  const int64_t P = count * s.tw * d;
+  const float* tap[6][6];
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t py = r % d, ty = (r / d) % s.th, n = r / (d * s.th);
+    for (int64_t tx = 0; tx < s.tw; ++tx) {
+      for (int64_t px = 0; px < d; ++px) {
+        const int64_t p = ((r - first) * s.tw + tx) * d + px;
+        for (int i = 0; i < 6; ++i) {
+          const int64_t yy = ty * 4 * d + py + (i - 1) * d;
+          for (int j = 0; j < 6; ++j) {
+            const int64_t xx = tx * 4 * d + px + (j - 1) * d;
+            tap[i][j] = (yy >= 0 && yy < s.H && xx >= 0 && xx < s.W) ? x + n * sN + yy * sH + xx * sW : zeros;
+          }
+        }
+        float* out = v + p * C;
+        int64_t c0 = 0;
+        for (; c0 + kV <= C; c0 += kV) TransformInput4Block<kV>(tap, out, P * C, c0, kV);
+        if (c0 < C) TransformInput4Block<0>(tap, out, P * C, c0, static_cast<int>(C - c0));
+      }
+    }
+  }
+}
+
+template <WinogradAct kAct>
+inline float Activate(float v) {
+  // NaN stays NaN (comparisons with it are false), as ATen's relu / clamp / hardswish.
+  if (kAct == WinogradAct::kReLU) v = v < 0.0f ? 0.0f : v;
+  if (kAct == WinogradAct::kReLU6) v = v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v;
+  if (kAct == WinogradAct::kHardSwish) {
+    const float g = v + 3.0f;
+    v = v * (g < 0.0f ? 0.0f : g > 6.0f ? 6.0f : g) / 6.0f;
+  }
+  return v;
+}
+
+// One tile's act(A^T m A + bias [+ add]) for output channels [k0, k0 + n): m[i * plane + k] into the
+// 16 pixels o[a][b], adding a[a][b].
+template <WinogradAct kAct, bool kAdd, int kN>
+inline void TransformOutput4Block(const float* __restrict m, int64_t plane, const float* __restrict bias, float* const (&o)[4][4],
+                                  const float* const (&a)[4][4], int64_t k0, int n) {
+  const int w = kN > 0 ? kN : n;
+  float u[4][6][kV];
+  // A^T over the rows, one column of the 6 x 6 products at a time.
+  for (int j = 0; j < 6; ++j) {
+    const float *__restrict q0 = m + j * plane + k0, *__restrict q1 = m + (6 + j) * plane + k0, *__restrict q2 = m + (12 + j) * plane + k0;
+    const float *__restrict q3 = m + (18 + j) * plane + k0, *__restrict q4 = m + (24 + j) * plane + k0,
+                *__restrict q5 = m + (30 + j) * plane + k0;
+#pragma GCC ivdep
+    for (int k = 0; k < w; ++k) SEGTORCH_AT6(q0[k], q1[k], q2[k], q3[k], q4[k], q5[k], u[0][j][k], u[1][j][k], u[2][j][k], u[3][j][k]);
+  }
+  const float* __restrict b = bias + k0;
+  for (int i = 0; i < 4; ++i) {
+    float *__restrict y0 = o[i][0] + k0, *__restrict y1 = o[i][1] + k0, *__restrict y2 = o[i][2] + k0, *__restrict y3 = o[i][3] + k0;
+    const float *__restrict a0 = kAdd ? a[i][0] + k0 : nullptr, *__restrict a1 = kAdd ? a[i][1] + k0 : nullptr;
+    const float *__restrict a2 = kAdd ? a[i][2] + k0 : nullptr, *__restrict a3 = kAdd ? a[i][3] + k0 : nullptr;
+#pragma GCC ivdep
+    for (int k = 0; k < w; ++k) {
+      float r0, r1, r2, r3;
+      SEGTORCH_AT6(u[i][0][k], u[i][1][k], u[i][2][k], u[i][3][k], u[i][4][k], u[i][5][k], r0, r1, r2, r3);
+      r0 += b[k], r1 += b[k], r2 += b[k], r3 += b[k];
+      if (kAdd) r0 += a0[k], r1 += a1[k], r2 += a2[k], r3 += a3[k];
+      y0[k] = Activate<kAct>(r0), y1[k] = Activate<kAct>(r1), y2[k] = Activate<kAct>(r2), y3[k] = Activate<kAct>(r3);
+    }
+  }
+}
+
+template <WinogradAct kAct, bool kAdd>
+void OutputRows4(const float* m, const float* bias, const float* add, const float* zeros, float* scratch, float* y, const WinogradShape& s,
+                 int64_t first, int64_t count, int64_t begin, int64_t end) {
+  const int64_t d = s.d, K = s.K;
+  const int64_t P = count * s.tw * d;
+  const int64_t plane = P * K;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t py = r % d, ty = (r / d) % s.th, n = r / (d * s.th);
+    for (int64_t tx = 0; tx < s.tw; ++tx) {
+      for (int64_t px = 0; px < d; ++px) {
+        const int64_t p = ((r - first) * s.tw + tx) * d + px;
+        // The tile's 16 output pixels (a, b); those past the image go to `scratch` (16 x K) and add `zeros`.
+        float* out[4][4];
+        const float* addend[4][4];
+        for (int a = 0; a < 4; ++a) {
+          for (int b = 0; b < 4; ++b) {
+            const int64_t yy = ty * 4 * d + py + a * d, xx = tx * 4 * d + px + b * d;
+            const bool inside = yy < s.H && xx < s.W;
+            const int64_t at = ((n * s.H + yy) * s.W + xx) * K;
+            out[a][b] = inside ? y + at : scratch + (a * 4 + b) * K;
+            addend[a][b] = kAdd ? (inside ? add + at : zeros) : nullptr;
+          }
+        }
+        const float* in = m + p * K;
+        int64_t k0 = 0;
+        for (; k0 + kV <= K; k0 += kV) TransformOutput4Block<kAct, kAdd, kV>(in, plane, bias, out, addend, k0, kV);
+        if (k0 < K) TransformOutput4Block<kAct, kAdd, 0>(in, plane, bias, out, addend, k0, static_cast<int>(K - k0));
+      }
+    }
+  }
+}
+
+template <WinogradAct kAct>
+void OutputRows4Add(const float* m, const float* bias, const float* add, const float* zeros, float* scratch, float* y, const WinogradShape& s,
+                    int64_t first, int64_t count, int64_t begin, int64_t end) {
+  if (add) {
+    OutputRows4<kAct, true>(m, bias, add, zeros, scratch, y, s, first, count, begin, end);
+  } else {
+    OutputRows4<kAct, false>(m, bias, add, zeros, scratch, y, s, first, count, begin, end);
+  }
+}
+
+#undef SEGTORCH_BT6
+#undef SEGTORCH_AT6
+
 }  // namespace
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
@@ -180,6 +349,28 @@ void WinogradOutputRows(const uint16_t* m, const float* bias, const uint16_t* ad
     case WinogradAct::kReLU: return OutputRowsAdd<WinogradAct::kReLU>(m, bias, add, zeros, scratch, y, s, first, count, begin, end);
     case WinogradAct::kReLU6: return OutputRowsAdd<WinogradAct::kReLU6>(m, bias, add, zeros, scratch, y, s, first, count, begin, end);
     case WinogradAct::kHardSwish: return OutputRowsAdd<WinogradAct::kHardSwish>(m, bias, add, zeros, scratch, y, s, first, count, begin, end);
+  }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void Winograd4InputRows(const float* x, int64_t sN, int64_t sH, int64_t sW, const float* zeros, float* v, const WinogradShape& s,
+                        int64_t first, int64_t count, int64_t begin, int64_t end) {
+  InputRows4(x, sN, sH, sW, zeros, v, s, first, count, begin, end);
+}
+
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void Winograd4OutputRows(const float* m, const float* bias, const float* add, const float* zeros, WinogradAct act, float* scratch,
+                         float* y, const WinogradShape& s, int64_t first, int64_t count, int64_t begin, int64_t end) {
+  switch (act) {
+    case WinogradAct::kNone: return OutputRows4Add<WinogradAct::kNone>(m, bias, add, zeros, scratch, y, s, first, count, begin, end);
+    case WinogradAct::kReLU: return OutputRows4Add<WinogradAct::kReLU>(m, bias, add, zeros, scratch, y, s, first, count, begin, end);
+    case WinogradAct::kReLU6: return OutputRows4Add<WinogradAct::kReLU6>(m, bias, add, zeros, scratch, y, s, first, count, begin, end);
+    case WinogradAct::kHardSwish:
+      return OutputRows4Add<WinogradAct::kHardSwish>(m, bias, add, zeros, scratch, y, s, first, count, begin, end);
   }
 }
 

@@ -1,7 +1,8 @@
-// The input and output transforms of blocks/conv2d.cc's bf16 Winograd F(2x2, 3x3) on plain arrays (no
-// libtorch header): one pass each, in float32 with one rounding to bf16, compiled for AVX-512, AVX2
-// and baseline x86-64 and chosen at load time by the CPU (GCC's target_clones, as
-// blocks/max_pool_kernel.cc). bf16 values are stored as their 16 bits.
+// The input and output transforms of blocks/conv2d.cc's Winograd convolutions, bf16 F(2x2, 3x3) and
+// fp32 F(4x4, 3x3), on plain arrays (no libtorch header): one pass each, computed in float32 (bf16:
+// with one rounding to bf16 on the way out), compiled for AVX-512, AVX2 and baseline x86-64 and chosen
+// at load time by the CPU (GCC's target_clones, as blocks/max_pool_kernel.cc). bf16 values are stored
+// as their 16 bits.
 #pragma once
 #include <cstdint>
 
@@ -33,5 +34,19 @@ enum class WinogradAct { kNone, kReLU, kReLU6, kHardSwish };
 void WinogradOutputRows(const uint16_t* m, const float* bias, const uint16_t* add, const uint16_t* zeros, WinogradAct act,
                         uint16_t* scratch, uint16_t* y, const WinogradShape& s, int64_t first, int64_t count, int64_t begin,
                         int64_t end);
+
+// fp32 Winograd F(4x4, 3x3) (Lavin & Gray 2016, interpolation points 0, 1, -1, 2, -2): the same shape
+// with tiles of 4 x 4 output pixels per phase (th x tw such tiles; tile p covers output rows
+// ty * 4d + py + {0, d, 2d, 3d}) and 6 x 6 taps, in float32 throughout.
+//
+// B^T x B of the tiles of rows [begin, end) of the chunk, into v [36][P][C]; x channels-last as above.
+void Winograd4InputRows(const float* x, int64_t sN, int64_t sH, int64_t sW, const float* zeros, float* v, const WinogradShape& s,
+                        int64_t first, int64_t count, int64_t begin, int64_t end);
+
+// act(A^T m A + bias [+ add]) of the tiles of rows [begin, end) of the chunk, from m [36][P][K], into y:
+// channels-last [N, H, W, K] contiguous; add nullptr or float32 of y's shape and layout. Pixels past H or
+// W are written to `scratch` (K values) and add `zeros` (K zero values).
+void Winograd4OutputRows(const float* m, const float* bias, const float* add, const float* zeros, WinogradAct act, float* scratch,
+                         float* y, const WinogradShape& s, int64_t first, int64_t count, int64_t begin, int64_t end);
 
 }  // namespace segtorch

@@ -1,9 +1,11 @@
 // segtorch::WinogradConvolution (blocks/conv2d.h: bf16 Winograd F(2x2, 3x3) with its transforms in
-// blocks/winograd_kernel.cc) against at::conv2d on the same bf16-rounded inputs: odd sizes down to
-// 1 x 1, dilations 1-3, a batch, every activation, with and without the addend, and a NaN input. Built
-// and run under AddressSanitizer + UndefinedBehaviorSanitizer by scripts/sanitize.sh (predict runs this
-// path only where libtorch prepacks convolutions, 2.x, so the sanitized 1.13 addon never reaches it).
-// Exit status 0: every case within 3 % of the output's scale.
+// blocks/winograd_kernel.cc) against at::conv2d on the same bf16-rounded inputs, and
+// Winograd4Convolution (fp32 F(4x4, 3x3)) against the float64 convolution: odd sizes down to 1 x 1,
+// dilations 1-3, a batch, every activation, with and without the addend, and a NaN input. Built
+// and run under AddressSanitizer + UndefinedBehaviorSanitizer by scripts/sanitize.sh (predict runs the
+// bf16 path only where libtorch prepacks convolutions, 2.x, so the sanitized 1.13 addon never reaches it;
+// the fp32 one on any libtorch, for 'auto' fp32 predictions on a CPU with AVX-512).
+// Exit status 0: every bf16 case within 3 % of the output's scale, every fp32 one within 1e-5.
 #include <torch/torch.h>
 #include <iostream>
 #include "blocks/conv2d.h"
@@ -37,6 +39,47 @@ int main() {
         }
       }
     }
+  }
+  // fp32 F(4x4, 3x3) (Winograd4Convolution) against the float64 convolution: 1e-5 of the output's scale.
+  for (int64_t d : {1, 2, 3}) {
+    for (auto hw : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {2, 3}, {7, 5}, {13, 17}, {16, 16}}) {
+      for (int64_t N : {1, 2}) {
+        for (int act = 0; act < 4; ++act) {
+          for (bool with_add : {false, true}) {
+            // 35 and 21 channels: two full blocks of 16 and a remainder, one block and a remainder.
+            const int64_t C = 35, K = 21, H = hw.first, W = hw.second;
+            auto x = at::randn({N, C, H, W});
+            auto w = at::randn({K, C, 3, 3}) * 0.2;
+            auto b = at::randn({K});
+            auto add = at::randn({N, K, H, W});
+            auto ref = at::conv2d(x.to(at::kDouble), w.to(at::kDouble), b.to(at::kDouble), {1, 1}, {d, d}, {d, d});
+            if (with_add) ref = ref + add.to(at::kDouble);
+            if (act == 1) ref = ref.relu();
+            if (act == 2) ref = ref.clamp(0, 6);
+            if (act == 3) ref = at::hardswish(ref);
+            auto y = Winograd4Convolution(x.contiguous(at::MemoryFormat::ChannelsLast), Winograd4Kernel(w), b, d, with_add ? add : at::Tensor(),
+                                          static_cast<Activation>(act));
+            double err = (y.to(at::kDouble) - ref).abs().max().item<double>();
+            double scale = ref.abs().max().item<double>();
+            bool ok = y.sizes() == ref.sizes() && y.scalar_type() == at::kFloat && y.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+                      err <= 1e-5 * std::max(1.0, scale);
+            if (!ok) { ++fails; std::cout << "FAIL fp32 d=" << d << " " << H << "x" << W << " N=" << N << " act=" << act << " add=" << with_add << " err " << err << " scale " << scale << "\n"; }
+          }
+        }
+      }
+    }
+  }
+  {
+    // NaN in the input: every output of the direct convolution's 3x3 neighbourhood is NaN, at most those
+    // of the tiles whose 6 x 6 windows hold the pixel (row 4: tiles 0 and 1, so 8 x 8 pixels x 4 channels).
+    auto x = at::zeros({1, 8, 10, 10});
+    x[0][3][4][4] = std::numeric_limits<float>::quiet_NaN();
+    auto y = Winograd4Convolution(x.contiguous(at::MemoryFormat::ChannelsLast), Winograd4Kernel(at::ones({4, 8, 3, 3})), at::Tensor(), 1, at::Tensor(), Activation::kReLU);
+    auto nan = y.isnan();
+    const int64_t n = nan.sum().item<int64_t>();
+    const bool near = nan.narrow(2, 3, 3).narrow(3, 3, 3).all().item<bool>();
+    std::cout << "fp32: NaN outputs " << n << " (36..256), 3x3 neighbourhood all NaN: " << near << "\n";
+    if (n < 36 || n > 256 || !near) ++fails;
   }
   // NaN in the input reaches the outputs it touches.
   auto x = at::zeros({1, 8, 6, 6});
