@@ -167,6 +167,23 @@ export function resolveWinograd (value: unknown, device: string, net: NetworkKin
 }
 
 /**
+ * trainStep's winograd option (fp32 channels-last 3x3 convolutions' forward and input gradient by
+ * segtorch's F(4x4, 3x3)): 'auto' is on where predict's fp32 Winograd is (a CPU with AVX-512, libtorch
+ * 2.x), in fp32 that is not an explicit 'fp32', channels-last; true needs a CPU, fp32 and channels-last.
+ */
+export function resolveTrainingWinograd (value: unknown, device: string, precision: string, o: { exact: boolean, channelsLast: boolean }): boolean {
+  if (value === undefined || value === 'auto') {
+    const f = device.startsWith('cpu') ? cpuFeatures() : undefined
+    return f !== undefined && precision === 'fp32' && !o.exact && o.channelsLast && f.avx512 && !f.libtorch1
+  }
+  if (!v.boolean('winograd', value)) return false
+  if (!device.startsWith('cpu')) throw new RangeError(`Expected winograd false or 'auto' on ${device} (the Winograd convolutions are CPU paths) but received true`)
+  if (precision !== 'fp32') throw new RangeError(`Expected precision 'fp32' with winograd: true in training (its Winograd computes in float32) but received '${precision}'`)
+  if (!o.channelsLast) throw new RangeError('Expected channelsLast true with winograd: true in training (its Winograd runs channels-last) but received a layout that resolves to NCHW')
+  return true
+}
+
+/**
  * What channelsLast 'auto' means on `device` for `precision` and the network `net`: on with CUDA
  * (cuDNN), and on the CPU with oneDNN, except in fp32 on a CPU without native bf16: there libtorch
  * 1.x runs NCHW but for the networks of CHANNELS_LAST_FP32_LIBTORCH1, and libtorch 2.x trains

@@ -1,8 +1,11 @@
 import * as assert from 'assert'
-import { ARCHITECTURES, backend, createModel, Model, ModelOptions, tensor, Tensor } from '../lib'
+import * as fs from 'fs'
+import * as path from 'path'
+import { ARCHITECTURES, backend, createModel, loadModel, Model, ModelOptions, tensor, Tensor } from '../lib'
 import { autoChannelsLast, autoPrecision, resolvePredictOptions } from '../lib/model'
+import { resolveStepOptions } from '../lib/train'
 import { labelCounts, relativeError } from './export-check'
-import { maxAbs, randomImages, randomMasks, rejects } from './helpers'
+import { maxAbs, randomImages, randomMasks, rejects, tmpdir } from './helpers'
 
 /** Crops [1, C, H, W] float32 data to rows y0..y0+h, cols x0..x0+w. */
 function crop (x: Tensor<'float32'>, y0: number, x0: number, h: number, w: number): Tensor<'float32'> {
@@ -395,6 +398,61 @@ describe("winograd: segtorch's Winograd 3x3 convolutions (fp32 channels-last, bf
         m.dispose()
       }
     }
+  })
+
+  it("training: trainStep's winograd resolves by the rule (fp32 'auto', channels-last, AVX-512, libtorch 2.x) with clear errors", () => {
+    const b = backend()
+    const avx512 = b.cpu.isa !== 'AVX2' && b.cpu.isa !== 'other'
+    const libtorch2 = Number.parseInt(b.libtorch, 10) >= 2
+    const net = { arch: 'fcn', backbone: 'resnet50' }
+    const r = (o: object, device = 'cpu'): { winograd: boolean, precision: string, channelsLast: boolean } => resolveStepOptions(o, 21, 'trainStep options', [], device, net)
+    const auto = r({})
+    assert.strictEqual(auto.winograd, auto.precision === 'fp32' && auto.channelsLast && avx512 && libtorch2)
+    assert.strictEqual(r({ precision: 'fp32' }).winograd, false, 'an explicit fp32: the reference arithmetic')
+    assert.strictEqual(r({ precision: 'fp32', channelsLast: true, winograd: true }).winograd, true)
+    assert.strictEqual(r({ winograd: false }).winograd, false)
+    assert.strictEqual(r({}, 'cuda:0').winograd, false)
+    assert.throws(() => r({ winograd: 'on' }), (e: Error) => e instanceof TypeError && /winograd/.test(e.message))
+    assert.throws(() => r({ winograd: true, precision: 'bf16' }), (e: Error) => e instanceof RangeError && /precision 'fp32'/.test(e.message))
+    assert.throws(() => r({ winograd: true, precision: 'fp32', channelsLast: false }), (e: Error) => e instanceof RangeError && /channelsLast true/.test(e.message))
+    assert.throws(() => r({ winograd: true, precision: 'fp32' }, 'cuda:0'), (e: Error) => e instanceof RangeError && /CPU paths/.test(e.message))
+  })
+
+  it("training: a step with segtorch's fp32 Winograd (forward and input gradient) gives the direct one's losses within 1e-4 and its logits after two updates within 5e-3", async () => {
+    // FCN-ResNet18 at output stride 8 on 2 x 136 x 136: layer1 (64 channels, 34 x 34), layer2 (128, 17 x 17) and
+    // layer3 (256, dilation 2, 17 x 17) take it, with BatchNorm in training mode after each convolution.
+    const dir = tmpdir()
+    const init = path.join(dir, 'init.segtorch')
+    const base = await createModel({ arch: 'fcn', backbone: 'resnet18', numClasses: 4, outputStride: 8 })
+    await base.save(init)
+    base.dispose()
+    const x = randomImages(2, 3, 136, 136, 12)
+    const y = randomMasks(2, 136, 136, 4, 13)
+    const probe = randomImages(1, 3, 96, 96, 14)
+    const o = { optimizer: { type: 'sgd' as const, lr: 0.05, momentum: 0.9 }, precision: 'fp32' as const, channelsLast: true }
+    const run = async (winograd: boolean): Promise<{ losses: number[], logits: Float32Array }> => {
+      const m = await loadModel(init)
+      try {
+        const losses: number[] = []
+        // fit's seed: the head's dropout draws the same masks in both runs
+        await m.fit([{ images: x, masks: y }], { ...o, winograd, epochs: 2, seed: 3, onStep: (s) => { losses.push(s.loss) } })
+        const logits = (await m.predict(probe, { output: 'logits', precision: 'fp32' })).dataSync() as Float32Array
+        return { losses, logits }
+      } finally {
+        m.dispose()
+      }
+    }
+    const direct = await run(false)
+    const fast = await run(true)
+    for (let i = 0; i < 2; i++) {
+      const e = Math.abs(fast.losses[i] - direct.losses[i]) / Math.abs(direct.losses[i])
+      assert.ok(e <= 1e-4, `step ${i + 1}: loss ${fast.losses[i]} against ${direct.losses[i]}`)
+    }
+    const err = relativeError(fast.logits, direct.logits)
+    // Not identical (proof that it ran), and close: two SGD updates (lr 0.05, momentum) from gradients about
+    // 1e-5 apart, through training-mode BatchNorm on 2 images, moved the logits by 6e-4 of their scale.
+    assert.ok(err > 0 && err <= 5e-3, `logits after two steps: relative error ${err}`)
+    fs.rmSync(dir, { recursive: true, force: true })
   })
 
   it("segtorch's fp32 Winograd on every architecture: the direct convolution's logits within 1e-4, and new weights seen", async function () {

@@ -150,18 +150,19 @@ bool Fp32WinogradEnabled() {
   return enabled;
 }
 
-torch::Tensor Winograd4Kernel(const torch::Tensor& weight) {
-  torch::NoGradGuard no_grad;
-  const int64_t K = weight.size(0), C = weight.size(1);
-  // G of F(4x4, 3x3) for the points 0, 1, -1, 2, -2 and infinity (Lavin & Gray 2016), in double: U = G w
-  // G^T per (k, c), as WinogradKernel does, rounded to float32 once.
-  const double a = 1.0 / 6.0, b = 1.0 / 12.0, c = 1.0 / 24.0;
-  torch::Tensor g = torch::tensor({0.25, 0.0, 0.0, -a, -a, -a, -a, a, -a, c, b, a, c, -b, a, 0.0, 0.0, 1.0},
-                                  torch::TensorOptions().dtype(at::kDouble))
-                        .view({6, 3});
-  const torch::Tensor gg = (g.view({6, 1, 3, 1}) * g.view({1, 6, 1, 3})).reshape({36, 9});
-  const torch::Tensor u = at::mm(gg, weight.to(at::kDouble).reshape({K * C, 9}).t()).view({36, K, C});
-  return at::empty({36, C, K}, weight.options().dtype(at::kFloat).memory_format(at::MemoryFormat::Contiguous)).copy_(u.transpose(1, 2));
+torch::Tensor Winograd4Kernel(const torch::Tensor& weight, bool flip) {
+  // U = G w G^T per (k, c) (Lavin & Gray 2016; points 0, 1, -1, 2, -2 and infinity) in one pass over the
+  // weight (winograd_kernel.h). A matrix product of (G kron G) with the weight in float64 took 300-650 ms
+  // for a 2048 -> 512 kernel on 2 cores: too slow for training, which transforms every step.
+  const torch::Tensor w = weight.detach().to(at::kFloat).contiguous();
+  const int64_t K = w.size(0), C = w.size(1);
+  // flip: the transposed, rotated kernel (the input gradient's): outputs are the C channels, inputs the K.
+  const int64_t n_out = flip ? C : K, n_in = flip ? K : C, s_out = flip ? 9 : C * 9, s_in = flip ? C * 9 : 9;
+  torch::Tensor u = at::empty({36, n_in, n_out}, w.options().memory_format(at::MemoryFormat::Contiguous));
+  const float* wp = w.data_ptr<float>();
+  float* up = u.data_ptr<float>();
+  at::parallel_for(0, n_in, 16, [&](int64_t begin, int64_t end) { Winograd4KernelRows(wp, s_out, s_in, flip, n_out, n_in, up, begin, end); });
+  return u;
 }
 
 torch::Tensor Winograd4Convolution(const torch::Tensor& x, const torch::Tensor& kernel, const torch::Tensor& bias, int64_t d,
@@ -210,6 +211,75 @@ torch::Tensor Winograd4Convolution(const torch::Tensor& x, const torch::Tensor& 
   return y;
 }
 
+namespace {
+// Whether this thread's training convolutions may run Winograd4Train (WinogradTrainingGuard).
+thread_local bool winograd_train_on = false;
+
+// A 3x3 convolution (stride 1, padding = dilation = d) whose forward and input gradient run
+// Winograd4Convolution and whose weight and bias gradients run libtorch's (oneDNN's) convolution
+// backward. The input gradient of such a convolution is the same convolution of the output gradient
+// with the kernel transposed (in and out channels) and flipped.
+struct Winograd4Train : public torch::autograd::Function<Winograd4Train> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input, const torch::Tensor& weight,
+                               const torch::Tensor& bias, int64_t d) {
+    // No bias comes as an empty tensor: libtorch 2.x's Function::apply takes no undefined inputs.
+    const bool has_bias = bias.numel() > 0;
+    ctx->save_for_backward({input, weight});
+    ctx->saved_data["d"] = d;
+    ctx->saved_data["bias"] = has_bias;
+    return Winograd4Convolution(input, Winograd4Kernel(weight), has_bias ? bias : torch::Tensor(), d, torch::Tensor(), Activation::kNone);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &input = saved[0], &weight = saved[1];
+    const int64_t d = ctx->saved_data["d"].toInt();
+    const bool has_bias = ctx->saved_data["bias"].toBool();
+    const torch::Tensor g = grads[0].contiguous(at::MemoryFormat::ChannelsLast);
+    torch::Tensor gi, gw, gb;
+    if (ctx->needs_input_grad(0)) {
+      gi = Winograd4Convolution(g, Winograd4Kernel(weight, /*flip=*/true), torch::Tensor(), d, torch::Tensor(),
+                                Activation::kNone);
+    }
+    const bool need_w = ctx->needs_input_grad(1), need_b = has_bias && ctx->needs_input_grad(2);
+    if (need_w || need_b) {
+      const std::vector<int64_t> bias_sizes{weight.size(0)};
+      auto r = at::convolution_backward(g, input, weight, has_bias ? at::OptionalIntArrayRef(bias_sizes) : at::OptionalIntArrayRef(),
+                                        {1, 1}, {d, d}, {d, d}, false, {0, 0}, 1, {false, need_w, need_b});
+      gw = std::get<1>(r);
+      gb = std::get<2>(r);
+    }
+    return {gi, gw, gb, torch::Tensor()};
+  }
+};
+
+bool Fp32WinogradTrainingEnabled() {
+  static const bool forced = [] {
+    const char* v = std::getenv("SEGTORCH_WINOGRAD_TRAIN");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  return forced || winograd_train_on;
+}
+}  // namespace
+
+WinogradTrainingGuard::WinogradTrainingGuard(bool on) : previous_(winograd_train_on) { winograd_train_on = on; }
+WinogradTrainingGuard::~WinogradTrainingGuard() { winograd_train_on = previous_; }
+
+bool Conv2dImpl::Fp32WinogradTrainingApplies(const torch::Tensor& input) const {
+  if (!Fp32WinogradTrainingEnabled() || !Fp32WinogradEnabled() || !at::GradMode::is_enabled() || torch::jit::tracer::isTracing() ||
+      input.dim() != 4 || !input.is_cpu() || input.scalar_type() != at::kFloat || !weight.defined() ||
+      weight.scalar_type() != at::kFloat || !weight.device().is_cpu() || options.groups() != 1 || weight.size(2) != 3 ||
+      weight.size(3) != 3 || (bias.defined() && bias.scalar_type() != at::kFloat)) {
+    return false;
+  }
+  const auto& st = *options.stride();
+  const auto& dl = *options.dilation();
+  const auto* pad = ZeroPadding(options);
+  if (pad == nullptr || st[0] != 1 || st[1] != 1 || dl[0] != dl[1] || (**pad)[0] != dl[0] || (**pad)[1] != dl[1]) return false;
+  return input.size(1) >= kFp32WinogradMinChannels && weight.size(0) >= kFp32WinogradMinChannels && input.size(2) >= 8 * dl[0] &&
+         input.size(3) >= 8 * dl[0] && input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+}
+
 bool Conv2dImpl::Fp32WinogradApplies(const torch::Tensor& input) const {
   if (!winograd_on || !Fp32WinogradEnabled() || input.dim() != 4 || !input.is_cpu() || input.scalar_type() != at::kFloat ||
       !weight.defined() || weight.scalar_type() != at::kFloat || !weight.device().is_cpu() || options.groups() != 1 ||
@@ -230,6 +300,11 @@ torch::Tensor Conv2dImpl::RunFp32Winograd(const torch::Tensor& input, const torc
                         add.size(2) != input.size(2) || add.size(3) != input.size(3))) {
     return torch::Tensor();
   }
+  static const bool keep = [] {
+    const char* v = std::getenv("SEGTORCH_WINOGRAD_KEEP");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  if (!keep) return Winograd4Convolution(input, Winograd4Kernel(weight), bias, (*options.dilation())[0], add, act);
   // The kernel's transform, made again whenever the weight's storage or version changes.
   const void* data = weight.data_ptr();
   const int64_t version = weight._version();
@@ -461,6 +536,9 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
   }
   if (Fp32WinogradApplies(input)) {
     if (torch::Tensor y = RunFp32Winograd(input, torch::Tensor(), Activation::kNone); y.defined()) return y;
+  }
+  if (Fp32WinogradTrainingApplies(input)) {
+    return Winograd4Train::apply(input, weight, bias.defined() ? bias : at::empty({0}, weight.options()), (*options.dilation())[0]);
   }
   if (WinogradApplies(input)) {
     try {

@@ -44,6 +44,10 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // changes; undefined where `add` is not the output's shape.
   torch::Tensor RunFp32Winograd(const torch::Tensor& input, const torch::Tensor& add, Activation act);
 
+  // Whether forward computes `input` with gradients by Winograd4Convolution (forward and input gradient;
+  // oneDNN's weight gradient) under a WinogradTrainingGuard: Fp32WinogradApplies's shapes, with gradients.
+  bool Fp32WinogradTrainingApplies(const torch::Tensor& input) const;
+
   // act(conv(x) [+ add]) as one prepacked oneDNN call (the addition and the activation as post-ops
   // of the convolution), or an undefined tensor where the prepacked path does not apply (or failed:
   // the convolution then stays plain). ReLU6 and hardswish only without `add`.
@@ -105,6 +109,20 @@ class WinogradGuard {
   bool previous_;
 };
 
+// While a guard with on = true lives, this thread's fp32 channels-last 3x3 convolutions with gradients
+// (Conv2dImpl::Fp32WinogradTrainingApplies) run their forward and input gradient by Winograd4Convolution
+// (SEGTORCH_WINOGRAD_TRAIN=1: always, for measurements).
+class WinogradTrainingGuard {
+ public:
+  explicit WinogradTrainingGuard(bool on);
+  ~WinogradTrainingGuard();
+  WinogradTrainingGuard(const WinogradTrainingGuard&) = delete;
+  WinogradTrainingGuard& operator=(const WinogradTrainingGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // Whether this libtorch has NNPACK (PyPI's torch 2.x does; Debian's 1.13 does not).
 bool WinogradAvailable();
 
@@ -127,9 +145,9 @@ torch::Tensor WinogradConvolution(const torch::Tensor& x, const torch::Tensor& k
 // The fewest channels in and out for which fp32 3x3 convolutions run Winograd4Convolution.
 constexpr int64_t kFp32WinogradMinChannels = 64;
 
-// Winograd F(4x4, 3x3) of a 3x3 kernel [K, C, 3, 3]: G w G^T per (k, c), as [36, C, K] float32 (computed
-// in double).
-torch::Tensor Winograd4Kernel(const torch::Tensor& weight);
+// Winograd F(4x4, 3x3) of a 3x3 kernel [K, C, 3, 3]: G w G^T per (k, c), as [36, C, K] float32; flip: of
+// the kernel transposed and rotated by 180 degrees (the input gradient's convolution), as [36, K, C].
+torch::Tensor Winograd4Kernel(const torch::Tensor& weight, bool flip = false);
 
 // act(conv3x3(x) + bias [+ add]) with stride 1, padding = dilation = d, by Winograd F(4x4, 3x3) in
 // float32: each 6 x 6 input tile (taps d apart) transformed by B^T x B, the 36 products with `kernel`

@@ -325,6 +325,48 @@ void OutputRows4Add(const float* m, const float* bias, const float* add, const f
   }
 }
 
+// G g G^T for one block of kN outputs (kN <= kV) of input i.
+template <int kN>
+inline void KernelBlock(const float* w, int64_t s_out, bool flip, int64_t o0, int n, int64_t n_out, int64_t n_in, int64_t i, float* __restrict u) {
+  const int cnt = kN > 0 ? kN : n;
+  // G's rows for the points 0, 1, -1, 2, -2 and infinity.
+  constexpr float g[6][3] = {{0.25f, 0.0f, 0.0f},
+                             {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+                             {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+                             {1.0f / 24, 1.0f / 12, 1.0f / 6},
+                             {1.0f / 24, -1.0f / 12, 1.0f / 6},
+                             {0.0f, 0.0f, 1.0f}};
+  float taps[9][kV];
+  for (int q = 0; q < cnt; ++q) {
+    const float* src = w + (o0 + q) * s_out;
+    for (int t = 0; t < 9; ++t) taps[t][q] = src[flip ? 8 - t : t];
+  }
+  float t3[6][3][kV];
+  for (int a = 0; a < 6; ++a) {
+    for (int x = 0; x < 3; ++x) {
+#pragma GCC ivdep
+      for (int q = 0; q < cnt; ++q) t3[a][x][q] = g[a][0] * taps[x][q] + g[a][1] * taps[3 + x][q] + g[a][2] * taps[6 + x][q];
+    }
+  }
+  const int64_t plane = n_in * n_out;
+  for (int a = 0; a < 6; ++a) {
+    for (int b = 0; b < 6; ++b) {
+      float* __restrict dst = u + (a * 6 + b) * plane + i * n_out + o0;
+#pragma GCC ivdep
+      for (int q = 0; q < cnt; ++q) dst[q] = t3[a][0][q] * g[b][0] + t3[a][1][q] * g[b][1] + t3[a][2][q] * g[b][2];
+    }
+  }
+}
+
+void KernelRows(const float* w, int64_t s_out, int64_t s_in, bool flip, int64_t n_out, int64_t n_in, float* u, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
+    const float* wi = w + i * s_in;
+    int64_t o0 = 0;
+    for (; o0 + kV <= n_out; o0 += kV) KernelBlock<kV>(wi, s_out, flip, o0, kV, n_out, n_in, i, u);
+    if (o0 < n_out) KernelBlock<0>(wi, s_out, flip, o0, static_cast<int>(n_out - o0), n_out, n_in, i, u);
+  }
+}
+
 #undef SEGTORCH_BT6
 #undef SEGTORCH_AT6
 
@@ -372,6 +414,14 @@ void Winograd4OutputRows(const float* m, const float* bias, const float* add, co
     case WinogradAct::kHardSwish:
       return OutputRows4Add<WinogradAct::kHardSwish>(m, bias, add, zeros, scratch, y, s, first, count, begin, end);
   }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void Winograd4KernelRows(const float* w, int64_t s_out, int64_t s_in, bool flip, int64_t n_out, int64_t n_in, float* u, int64_t begin,
+                         int64_t end) {
+  KernelRows(w, s_out, s_in, flip, n_out, n_in, u, begin, end);
 }
 
 }  // namespace segtorch

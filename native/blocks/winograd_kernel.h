@@ -49,4 +49,10 @@ void Winograd4InputRows(const float* x, int64_t sN, int64_t sH, int64_t sW, cons
 void Winograd4OutputRows(const float* m, const float* bias, const float* add, const float* zeros, WinogradAct act, float* scratch,
                          float* y, const WinogradShape& s, int64_t first, int64_t count, int64_t begin, int64_t end);
 
+// G g G^T (F(4x4, 3x3)) of the 3x3 kernels g = w + o * s_out + i * s_in (9 contiguous taps, row by
+// row; flip: the taps in reverse order, the kernel rotated by 180 degrees) for inputs i in [begin, end)
+// and every output o < n_out, into u [36][n_in][n_out].
+void Winograd4KernelRows(const float* w, int64_t s_out, int64_t s_in, bool flip, int64_t n_out, int64_t n_in, float* u, int64_t begin,
+                         int64_t end);
+
 }  // namespace segtorch

@@ -277,6 +277,7 @@ StepResult Segmenter::TrainStep(const torch::Tensor& images, const torch::Tensor
   training_.optimizer.Ensure(*net_, o.optimizer, o.head_lr_multiplier, o.no_decay_norm_bias);
   SetLayout(o.channels_last);
   ++changes_;
+  WinogradTrainingGuard winograd(o.winograd);  // Conv2dImpl::Fp32WinogradTrainingApplies
   return segtorch::TrainStep(training_, *net_, Runner(), x, y, d, o);
 }
 

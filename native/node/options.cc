@@ -172,6 +172,7 @@ TrainStepOptions ReadStepOptions(const Napi::Value& v) {
   o.no_decay_norm_bias = BoolField(obj, "noDecayOnNormAndBias");
   o.precision = ParsePrecision(StringField(obj, "precision"), "training");
   o.channels_last = BoolField(obj, "channelsLast");
+  o.winograd = BoolField(obj, "winograd");
   o.clip_grad_norm = NumberField(obj, "clipGradNorm");
   o.accumulate = IntField(obj, "accumulate");
   o.depth_loss = StringField(obj, "depthLoss");

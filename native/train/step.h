@@ -37,6 +37,7 @@ struct TrainStepOptions {
   LossOptions loss_options;
   Precision precision{Precision::kFp32};  // fp16: CUDA only, with a dynamic loss scaler
   bool channels_last{};
+  bool winograd{};          // fp32 3x3 convolutions' forward and input gradient by Winograd F(4x4, 3x3) (blocks/conv2d.h)
   double clip_grad_norm{};  // 0 = off
   int64_t accumulate{};     // micro-batches per optimizer update
   std::string depth_loss;   // l1 | berhu
