@@ -199,6 +199,7 @@ describe('command line', function () {
     assert.match(r.stdout, /^libtorch +\d+\.\d+/m)
     assert.match(r.stdout, /^threads +\d+/m)
     assert.match(r.stdout, /^bf16 /m)
+    assert.match(r.stdout, /^winograd +auto = fp32: .*; bf16: /m)
     assert.match(r.stdout, /^ +pspnet +resnet101, resnet18/m)
     const j = JSON.parse(ok(cli(dir, 'info', '--json')).stdout)
     assert.ok(j.models.unet.options.baseChannels)

@@ -130,6 +130,11 @@ export function program (): Command {
       out(`oneDNN      ${b.mkldnn ? 'yes' : 'no'}`)
       const kind = bf16FasterOn(b.cpu.isa, b.cpu.vendor)
       out(`bf16        ${!b.bf16 ? 'not native on this CPU: precision auto = fp32' : kind === 'yes' ? 'native (AVX512-BF16 / AMX), faster than fp32: precision auto = bf16' : 'native, but no faster than fp32 on an Intel CPU without AMX: precision auto = fp32 (bf16 for MobileNet predictions)'}`)
+      const avx512 = b.cpu.isa !== 'AVX2' && b.cpu.isa !== 'other'
+      const fp32Winograd = avx512
+        ? (Number.parseInt(b.libtorch, 10) >= 2 ? "fp32: segtorch's F(4x4, 3x3), channels-last, predictions and training" : 'fp32: off with libtorch 1.x (measured slower)')
+        : (b.winograd ? "fp32: NNPACK's F(6x6, 3x3) for eight networks' predictions (NCHW)" : 'fp32: off (this libtorch has no NNPACK)')
+      out(`winograd    auto = ${fp32Winograd}; ${b.prepack ? "bf16: segtorch's F(2x2, 3x3) in predictions" : 'bf16: off (no prepacked convolutions in this libtorch)'}`)
       out(`cpu         ${b.cpu.model || 'unknown'} (${b.cpu.isa})`)
       out(`blas        ${b.blas.name}${b.blas.path ? ` (${b.blas.path})` : ''}${b.blas.name === 'reference' ? ': the slow reference BLAS; apt-get install libopenblas0-openmp' : ''}`)
       out('')
