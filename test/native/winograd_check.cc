@@ -1,11 +1,12 @@
 // segtorch::WinogradConvolution (blocks/conv2d.h: bf16 Winograd F(2x2, 3x3) with its transforms in
 // blocks/winograd_kernel.cc) against at::conv2d on the same bf16-rounded inputs, and
 // Winograd4Convolution (fp32 F(4x4, 3x3)) against the float64 convolution: odd sizes down to 1 x 1,
-// dilations 1-3, a batch, every activation, with and without the addend, and a NaN input. Built
+// dilations 1-3, a batch, every activation, with and without the addend, and a NaN input; and training's
+// fp32 Winograd (WinogradTrainingGuard) against the float64 convolution's gradients. Built
 // and run under AddressSanitizer + UndefinedBehaviorSanitizer by scripts/sanitize.sh (predict runs the
 // bf16 path only where libtorch prepacks convolutions, 2.x, so the sanitized 1.13 addon never reaches it;
 // the fp32 one on any libtorch, for 'auto' fp32 predictions on a CPU with AVX-512).
-// Exit status 0: every bf16 case within 3 % of the output's scale, every fp32 one within 1e-5.
+// Exit status 0: every bf16 case within 3 % of the output's scale, every fp32 one within 1e-5 of its sums' scale.
 #include <torch/torch.h>
 #include <iostream>
 #include "blocks/conv2d.h"
@@ -54,13 +55,14 @@ int main() {
             auto add = at::randn({N, K, H, W});
             auto ref = at::conv2d(x.to(at::kDouble), w.to(at::kDouble), b.to(at::kDouble), {1, 1}, {d, d}, {d, d});
             if (with_add) ref = ref + add.to(at::kDouble);
+            // The error scales with the sums before the activation (ReLU6 caps the outputs at 6, not the error).
+            const double scale = ref.abs().max().item<double>();
             if (act == 1) ref = ref.relu();
             if (act == 2) ref = ref.clamp(0, 6);
             if (act == 3) ref = at::hardswish(ref);
             auto y = Winograd4Convolution(x.contiguous(at::MemoryFormat::ChannelsLast), Winograd4Kernel(w), b, d, with_add ? add : at::Tensor(),
                                           static_cast<Activation>(act));
             double err = (y.to(at::kDouble) - ref).abs().max().item<double>();
-            double scale = ref.abs().max().item<double>();
             bool ok = y.sizes() == ref.sizes() && y.scalar_type() == at::kFloat && y.is_contiguous(at::MemoryFormat::ChannelsLast) &&
                       err <= 1e-5 * std::max(1.0, scale);
             if (!ok) { ++fails; std::cout << "FAIL fp32 d=" << d << " " << H << "x" << W << " N=" << N << " act=" << act << " add=" << with_add << " err " << err << " scale " << scale << "\n"; }
@@ -80,6 +82,36 @@ int main() {
     const bool near = nan.narrow(2, 3, 3).narrow(3, 3, 3).all().item<bool>();
     std::cout << "fp32: NaN outputs " << n << " (36..256), 3x3 neighbourhood all NaN: " << near << "\n";
     if (n < 36 || n > 256 || !near) ++fails;
+  }
+  // Training (Conv2dImpl under a WinogradTrainingGuard): the output and the input, weight and bias gradients
+  // against the float64 convolution's autograd, with and without bias, dilations 1-3.
+  for (int64_t d : {1, 2, 3}) {
+    for (bool with_bias : {true, false}) {
+      const int64_t N = 2, C = 70, K = 64, S = 8 * d + 3;
+      Conv2d conv(torch::nn::Conv2dOptions(C, K, 3).padding(d).dilation(d).bias(with_bias));
+      auto x = at::randn({N, C, S, S}).contiguous(at::MemoryFormat::ChannelsLast).requires_grad_(true);
+      auto r = at::randn({N, K, S, S});
+      torch::Tensor y;
+      bool applied = false;
+      {
+        WinogradTrainingGuard on(true);
+        applied = conv->Fp32WinogradTrainingApplies(x);
+        y = conv->forward(x);
+        (y * r).sum().backward();
+      }
+      auto xd = x.detach().to(at::kDouble).requires_grad_(true);
+      auto wd = conv->weight.detach().to(at::kDouble).requires_grad_(true);
+      auto bd = with_bias ? conv->bias.detach().to(at::kDouble).requires_grad_(true) : at::Tensor();
+      auto yd = at::conv2d(xd, wd, bd, {1, 1}, {d, d}, {d, d});
+      (yd * r.to(at::kDouble)).sum().backward();
+      auto rel = [](const at::Tensor& a, const at::Tensor& b) { return (a.to(at::kDouble) - b).abs().max().item<double>() / b.abs().max().item<double>(); };
+      const double ey = rel(y, yd), ex = rel(x.grad(), xd.grad()), ew = rel(conv->weight.grad(), wd.grad());
+      const double eb = with_bias ? rel(conv->bias.grad(), bd.grad()) : 0.0;
+      const bool ok = applied && ey < 2e-5 && ex < 2e-5 && ew < 2e-5 && eb < 2e-5;
+      std::cout << (ok ? "" : "FAIL ") << "training d=" << d << " bias=" << with_bias << " applied=" << applied << ": output " << ey << ", input gradient " << ex
+                << ", weight " << ew << ", bias " << eb << "\n";
+      if (!ok) ++fails;
+    }
   }
   // NaN in the input reaches the outputs it touches.
   auto x = at::zeros({1, 8, 6, 6});
