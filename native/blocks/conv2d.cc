@@ -135,7 +135,7 @@ torch::Tensor WinogradConvolution(const torch::Tensor& x, const torch::Tensor& k
     const torch::Tensor m = at::bmm(v, kernel).contiguous();
     const auto* mp = reinterpret_cast<const uint16_t*>(m.data_ptr<at::BFloat16>());
     at::parallel_for(first, first + count, 1, [&](int64_t begin, int64_t end) {
-      std::vector<uint16_t> scratch(static_cast<size_t>(K));
+      std::vector<uint16_t> scratch(static_cast<size_t>(4 * K));
       WinogradOutputRows(mp, b.data_ptr<float>(), ap, zk.data(), wa, scratch.data(), yp, s, first, count, begin, end);
     });
   }

@@ -21,6 +21,61 @@ inline uint16_t Store(float f) {
   return f != f ? static_cast<uint16_t>(0x7FC0u) : static_cast<uint16_t>(rounded);
 }
 
+// The tiles of rows [begin, end) of a chunk (row r = (n * th + ty) * d + py, tile p numbered from the chunk's
+// first row), F(kM x kM, 3x3): fn(p, tap) with tap[i][j] the input pixel (C values) of each of the tile's
+// (kM + 2) x (kM + 2) taps, d apart, `zeros` outside the image. x: channels-last with strides sN, sH, sW.
+template <int kM, typename T, typename Fn>
+void ForEachInputTile(const T* x, int64_t sN, int64_t sH, int64_t sW, const T* zeros, const WinogradShape& s, int64_t first, int64_t begin,
+                      int64_t end, Fn&& fn) {
+  constexpr int kT = kM + 2;
+  const int64_t d = s.d;
+  const T* tap[kT][kT];
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t py = r % d, ty = (r / d) % s.th, n = r / (d * s.th);
+    for (int64_t tx = 0; tx < s.tw; ++tx) {
+      for (int64_t px = 0; px < d; ++px) {
+        for (int i = 0; i < kT; ++i) {
+          const int64_t yy = ty * kM * d + py + (i - 1) * d;
+          for (int j = 0; j < kT; ++j) {
+            const int64_t xx = tx * kM * d + px + (j - 1) * d;
+            tap[i][j] = (yy >= 0 && yy < s.H && xx >= 0 && xx < s.W) ? x + n * sN + yy * sH + xx * sW : zeros;
+          }
+        }
+        fn(((r - first) * s.tw + tx) * d + px, tap);
+      }
+    }
+  }
+}
+
+// The same tiles' outputs: fn(p, out, addend) with out[a][b] the output pixel (K values) of each of the tile's
+// kM x kM outputs in y (channels-last [N, H, W, K], contiguous), those past the image a row of its own in
+// `scratch` (kM * kM rows of K values: written, never read); addend[a][b] add's pixel, `zeros` past the image
+// (nullptr without add).
+template <int kM, typename T, typename Fn>
+void ForEachOutputTile(T* y, const T* add, const T* zeros, T* scratch, const WinogradShape& s, int64_t first, int64_t begin, int64_t end,
+                       Fn&& fn) {
+  const int64_t d = s.d, K = s.K;
+  T* out[kM][kM];
+  const T* addend[kM][kM];
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t py = r % d, ty = (r / d) % s.th, n = r / (d * s.th);
+    for (int64_t tx = 0; tx < s.tw; ++tx) {
+      for (int64_t px = 0; px < d; ++px) {
+        for (int a = 0; a < kM; ++a) {
+          for (int b = 0; b < kM; ++b) {
+            const int64_t yy = ty * kM * d + py + a * d, xx = tx * kM * d + px + b * d;
+            const bool inside = yy < s.H && xx < s.W;
+            const int64_t at = ((n * s.H + yy) * s.W + xx) * K;
+            out[a][b] = inside ? y + at : scratch + (a * kM + b) * K;
+            addend[a][b] = add != nullptr ? (inside ? add + at : zeros) : nullptr;
+          }
+        }
+        fn(((r - first) * s.tw + tx) * d + px, out, addend);
+      }
+    }
+  }
+}
+
 // One tile's B^T d B for every channel: taps t[i][j] (C values each) into out[(i * 4 + j) * plane + c].
 inline void TransformInput(const uint16_t* const (&t)[4][4], uint16_t* __restrict out, int64_t plane, int64_t C) {
   const uint16_t *__restrict t00 = t[0][0], *__restrict t01 = t[0][1], *__restrict t02 = t[0][2], *__restrict t03 = t[0][3];
@@ -55,25 +110,9 @@ inline void TransformInput(const uint16_t* const (&t)[4][4], uint16_t* __restric
 
 void InputRows(const uint16_t* x, int64_t sN, int64_t sH, int64_t sW, const uint16_t* zeros, uint16_t* v,
                const WinogradShape& s, int64_t first, int64_t count, int64_t begin, int64_t end) {
-  const int64_t d = s.d, C = s.C;
-  const int64_t P = count * s.tw * d;
-  const uint16_t* tap[4][4];
-  for (int64_t r = begin; r < end; ++r) {
-    const int64_t py = r % d, ty = (r / d) % s.th, n = r / (d * s.th);
-    for (int64_t tx = 0; tx < s.tw; ++tx) {
-      for (int64_t px = 0; px < d; ++px) {
-        const int64_t p = ((r - first) * s.tw + tx) * d + px;
-        for (int i = 0; i < 4; ++i) {
-          const int64_t yy = ty * 2 * d + py + (i - 1) * d;
-          for (int j = 0; j < 4; ++j) {
-            const int64_t xx = tx * 2 * d + px + (j - 1) * d;
-            tap[i][j] = (yy >= 0 && yy < s.H && xx >= 0 && xx < s.W) ? x + n * sN + yy * sH + xx * sW : zeros;
-          }
-        }
-        TransformInput(tap, v + p * C, P * C, C);
-      }
-    }
-  }
+  const int64_t C = s.C, plane = count * s.tw * s.d * C;
+  ForEachInputTile<2>(x, sN, sH, sW, zeros, s, first, begin, end,
+                      [&](int64_t p, const uint16_t* const (&tap)[4][4]) { TransformInput(tap, v + p * C, plane, C); });
 }
 
 // One tile's act(A^T m A + bias [+ add]) for every output channel: m[i * plane + k] into the four
@@ -122,31 +161,11 @@ inline void TransformOutput(const uint16_t* __restrict m, int64_t plane, const f
 template <WinogradAct kAct, bool kAdd>
 void OutputRows(const uint16_t* m, const float* bias, const uint16_t* add, const uint16_t* zeros, uint16_t* scratch, uint16_t* y,
                 const WinogradShape& s, int64_t first, int64_t count, int64_t begin, int64_t end) {
-  const int64_t d = s.d, K = s.K;
-  const int64_t P = count * s.tw * d;
-  const int64_t plane = P * K;
-  for (int64_t r = begin; r < end; ++r) {
-    const int64_t py = r % d, ty = (r / d) % s.th, n = r / (d * s.th);
-    for (int64_t tx = 0; tx < s.tw; ++tx) {
-      for (int64_t px = 0; px < d; ++px) {
-        const int64_t p = ((r - first) * s.tw + tx) * d + px;
-        const uint16_t* in = m + p * K;
-        // The tile's four output pixels (a, b); those past the image go to `scratch` and add `zeros`.
-        uint16_t* out[2][2];
-        const uint16_t* addend[2][2];
-        for (int a = 0; a < 2; ++a) {
-          for (int b = 0; b < 2; ++b) {
-            const int64_t yy = ty * 2 * d + py + a * d, xx = tx * 2 * d + px + b * d;
-            const bool inside = yy < s.H && xx < s.W;
-            const int64_t at = ((n * s.H + yy) * s.W + xx) * K;
-            out[a][b] = inside ? y + at : scratch;
-            addend[a][b] = kAdd ? (inside ? add + at : zeros) : nullptr;
-          }
-        }
-        TransformOutput<kAct, kAdd>(in, plane, bias, out, addend, K);
-      }
-    }
-  }
+  const int64_t K = s.K, plane = count * s.tw * s.d * K;
+  ForEachOutputTile<2>(y, add, zeros, scratch, s, first, begin, end,
+                       [&](int64_t p, uint16_t* const (&out)[2][2], const uint16_t* const (&addend)[2][2]) {
+                         TransformOutput<kAct, kAdd>(m + p * K, plane, bias, out, addend, K);
+                       });
 }
 
 template <WinogradAct kAct>
@@ -216,28 +235,13 @@ inline void TransformInput4Block(const float* const (&t)[6][6], float* __restric
 
 void InputRows4(const float* x, int64_t sN, int64_t sH, int64_t sW, const float* zeros, float* v, const WinogradShape& s,
                 int64_t first, int64_t count, int64_t begin, int64_t end) {
-  const int64_t d = s.d, C = s.C;
-  const int64_t P = count * s.tw * d;
-  const float* tap[6][6];
-  for (int64_t r = begin; r < end; ++r) {
-    const int64_t py = r % d, ty = (r / d) % s.th, n = r / (d * s.th);
-    for (int64_t tx = 0; tx < s.tw; ++tx) {
-      for (int64_t px = 0; px < d; ++px) {
-        const int64_t p = ((r - first) * s.tw + tx) * d + px;
-        for (int i = 0; i < 6; ++i) {
-          const int64_t yy = ty * 4 * d + py + (i - 1) * d;
-          for (int j = 0; j < 6; ++j) {
-            const int64_t xx = tx * 4 * d + px + (j - 1) * d;
-            tap[i][j] = (yy >= 0 && yy < s.H && xx >= 0 && xx < s.W) ? x + n * sN + yy * sH + xx * sW : zeros;
-          }
-        }
-        float* out = v + p * C;
-        int64_t c0 = 0;
-        for (; c0 + kV <= C; c0 += kV) TransformInput4Block<kV>(tap, out, P * C, c0, kV);
-        if (c0 < C) TransformInput4Block<0>(tap, out, P * C, c0, static_cast<int>(C - c0));
-      }
-    }
-  }
+  const int64_t C = s.C, plane = count * s.tw * s.d * C;
+  ForEachInputTile<4>(x, sN, sH, sW, zeros, s, first, begin, end, [&](int64_t p, const float* const (&tap)[6][6]) {
+    float* out = v + p * C;
+    int64_t c0 = 0;
+    for (; c0 + kV <= C; c0 += kV) TransformInput4Block<kV>(tap, out, plane, c0, kV);
+    if (c0 < C) TransformInput4Block<0>(tap, out, plane, c0, static_cast<int>(C - c0));
+  });
 }
 
 template <WinogradAct kAct>
@@ -286,33 +290,13 @@ inline void TransformOutput4Block(const float* __restrict m, int64_t plane, cons
 template <WinogradAct kAct, bool kAdd>
 void OutputRows4(const float* m, const float* bias, const float* add, const float* zeros, float* scratch, float* y, const WinogradShape& s,
                  int64_t first, int64_t count, int64_t begin, int64_t end) {
-  const int64_t d = s.d, K = s.K;
-  const int64_t P = count * s.tw * d;
-  const int64_t plane = P * K;
-  for (int64_t r = begin; r < end; ++r) {
-    const int64_t py = r % d, ty = (r / d) % s.th, n = r / (d * s.th);
-    for (int64_t tx = 0; tx < s.tw; ++tx) {
-      for (int64_t px = 0; px < d; ++px) {
-        const int64_t p = ((r - first) * s.tw + tx) * d + px;
-        // The tile's 16 output pixels (a, b); those past the image go to `scratch` (16 x K) and add `zeros`.
-        float* out[4][4];
-        const float* addend[4][4];
-        for (int a = 0; a < 4; ++a) {
-          for (int b = 0; b < 4; ++b) {
-            const int64_t yy = ty * 4 * d + py + a * d, xx = tx * 4 * d + px + b * d;
-            const bool inside = yy < s.H && xx < s.W;
-            const int64_t at = ((n * s.H + yy) * s.W + xx) * K;
-            out[a][b] = inside ? y + at : scratch + (a * 4 + b) * K;
-            addend[a][b] = kAdd ? (inside ? add + at : zeros) : nullptr;
-          }
-        }
-        const float* in = m + p * K;
-        int64_t k0 = 0;
-        for (; k0 + kV <= K; k0 += kV) TransformOutput4Block<kAct, kAdd, kV>(in, plane, bias, out, addend, k0, kV);
-        if (k0 < K) TransformOutput4Block<kAct, kAdd, 0>(in, plane, bias, out, addend, k0, static_cast<int>(K - k0));
-      }
-    }
-  }
+  const int64_t K = s.K, plane = count * s.tw * s.d * K;
+  ForEachOutputTile<4>(y, add, zeros, scratch, s, first, begin, end, [&](int64_t p, float* const (&out)[4][4], const float* const (&addend)[4][4]) {
+    const float* in = m + p * K;
+    int64_t k0 = 0;
+    for (; k0 + kV <= K; k0 += kV) TransformOutput4Block<kAct, kAdd, kV>(in, plane, bias, out, addend, k0, kV);
+    if (k0 < K) TransformOutput4Block<kAct, kAdd, 0>(in, plane, bias, out, addend, k0, static_cast<int>(K - k0));
+  });
 }
 
 template <WinogradAct kAct>

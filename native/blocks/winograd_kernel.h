@@ -30,7 +30,7 @@ enum class WinogradAct { kNone, kReLU, kReLU6, kHardSwish };
 
 // act(A^T m A + bias [+ add]) of the tiles of rows [begin, end) of the chunk, from m [16][P][K], into y:
 // channels-last [N, H, W, K] contiguous. bias: K floats; add: nullptr or bf16 of y's shape and layout.
-// Pixels past H or W are written to `scratch` (K values) and add `zeros` (K zero values).
+// Pixels past H or W are written to `scratch` (4 K values) and add `zeros` (K zero values).
 void WinogradOutputRows(const uint16_t* m, const float* bias, const uint16_t* add, const uint16_t* zeros, WinogradAct act,
                         uint16_t* scratch, uint16_t* y, const WinogradShape& s, int64_t first, int64_t count, int64_t begin,
                         int64_t end);
@@ -45,7 +45,7 @@ void Winograd4InputRows(const float* x, int64_t sN, int64_t sH, int64_t sW, cons
 
 // act(A^T m A + bias [+ add]) of the tiles of rows [begin, end) of the chunk, from m [36][P][K], into y:
 // channels-last [N, H, W, K] contiguous; add nullptr or float32 of y's shape and layout. Pixels past H or
-// W are written to `scratch` (K values) and add `zeros` (K zero values).
+// W are written to `scratch` (16 K values) and add `zeros` (K zero values).
 void Winograd4OutputRows(const float* m, const float* bias, const float* add, const float* zeros, WinogradAct act, float* scratch,
                          float* y, const WinogradShape& s, int64_t first, int64_t count, int64_t begin, int64_t end);
 
