@@ -265,9 +265,8 @@ bool Fp32WinogradTrainingEnabled() {
 WinogradTrainingGuard::WinogradTrainingGuard(bool on) : previous_(winograd_train_on) { winograd_train_on = on; }
 WinogradTrainingGuard::~WinogradTrainingGuard() { winograd_train_on = previous_; }
 
-bool Conv2dImpl::Fp32WinogradTrainingApplies(const torch::Tensor& input) const {
-  if (!Fp32WinogradTrainingEnabled() || !Fp32WinogradEnabled() || !at::GradMode::is_enabled() || torch::jit::tracer::isTracing() ||
-      input.dim() != 4 || !input.is_cpu() || input.scalar_type() != at::kFloat || !weight.defined() ||
+bool Conv2dImpl::Fp32WinogradShape(const torch::Tensor& input) const {
+  if (!Fp32WinogradEnabled() || input.dim() != 4 || !input.is_cpu() || input.scalar_type() != at::kFloat || !weight.defined() ||
       weight.scalar_type() != at::kFloat || !weight.device().is_cpu() || options.groups() != 1 || weight.size(2) != 3 ||
       weight.size(3) != 3 || (bias.defined() && bias.scalar_type() != at::kFloat)) {
     return false;
@@ -280,19 +279,12 @@ bool Conv2dImpl::Fp32WinogradTrainingApplies(const torch::Tensor& input) const {
          input.size(3) >= 8 * dl[0] && input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
 }
 
+bool Conv2dImpl::Fp32WinogradTrainingApplies(const torch::Tensor& input) const {
+  return Fp32WinogradTrainingEnabled() && at::GradMode::is_enabled() && !torch::jit::tracer::isTracing() && Fp32WinogradShape(input);
+}
+
 bool Conv2dImpl::Fp32WinogradApplies(const torch::Tensor& input) const {
-  if (!winograd_on || !Fp32WinogradEnabled() || input.dim() != 4 || !input.is_cpu() || input.scalar_type() != at::kFloat ||
-      !weight.defined() || weight.scalar_type() != at::kFloat || !weight.device().is_cpu() || options.groups() != 1 ||
-      weight.size(2) != 3 || weight.size(3) != 3 || (bias.defined() && bias.scalar_type() != at::kFloat) || !InferenceOnly()) {
-    return false;
-  }
-  const auto& st = *options.stride();
-  const auto& dl = *options.dilation();
-  const auto* pad = ZeroPadding(options);
-  if (pad == nullptr || st[0] != 1 || st[1] != 1 || dl[0] != dl[1] || (**pad)[0] != dl[0] || (**pad)[1] != dl[1]) return false;
-  return input.size(1) >= kFp32WinogradMinChannels && weight.size(0) >= kFp32WinogradMinChannels &&
-         input.size(2) >= 8 * dl[0] && input.size(3) >= 8 * dl[0] &&
-         input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  return winograd_on && InferenceOnly() && Fp32WinogradShape(input);
 }
 
 torch::Tensor Conv2dImpl::RunFp32Winograd(const torch::Tensor& input, const torch::Tensor& add, Activation act) {

@@ -66,6 +66,8 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   torch::Tensor RunPacked(const torch::Tensor& input, const torch::Tensor& add, Activation act);
   // The weight reordered for `input`'s shape (reordered now unless kept from an earlier call).
   torch::Tensor EnsurePacked(const torch::Tensor& input);
+  // The shapes, types and layout Winograd4Convolution takes (Fp32WinogradApplies without the mode).
+  bool Fp32WinogradShape(const torch::Tensor& input) const;
   // Whether RunPacked computes `input` by bf16 Winograd F(2x2, 3x3) (WinogradConvolution) instead of
   // oneDNN's direct convolution: 3x3, stride 1, padding = dilation, 256 channels or more in and out, a
   // map at least 8 dilations high and wide.
