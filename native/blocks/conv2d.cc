@@ -1,5 +1,6 @@
 #include "blocks/conv2d.h"
 #include "blocks/winograd_kernel.h"
+#include "base/env.h"
 
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/version.h>
@@ -79,11 +80,20 @@ namespace {
 thread_local bool winograd_on = false;
 }  // namespace
 
+namespace {
+// The activations the Winograd output transforms apply (any other is applied after them).
+WinogradAct ToWinogradAct(Activation act) {
+  switch (act) {
+    case Activation::kReLU: return WinogradAct::kReLU;
+    case Activation::kReLU6: return WinogradAct::kReLU6;
+    case Activation::kHardSwish: return WinogradAct::kHardSwish;
+    default: return WinogradAct::kNone;
+  }
+}
+}  // namespace
+
 bool Bf16WinogradEnabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("SEGTORCH_WINOGRAD_BF16");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool enabled = EnvSwitch("SEGTORCH_WINOGRAD_BF16", true);
   return enabled;
 }
 
@@ -112,10 +122,7 @@ torch::Tensor WinogradConvolution(const torch::Tensor& x, const torch::Tensor& k
   torch::Tensor y = at::empty({N, K, H, W}, zeros.options().memory_format(at::MemoryFormat::ChannelsLast));
   const torch::Tensor b = bias.defined() ? bias.to(at::kFloat).contiguous() : at::zeros({K}, zeros.options().dtype(at::kFloat));
   const torch::Tensor a = add.defined() ? add.to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast) : torch::Tensor();
-  const WinogradAct wa = act == Activation::kReLU ? WinogradAct::kReLU
-                         : act == Activation::kReLU6 ? WinogradAct::kReLU6
-                         : act == Activation::kHardSwish ? WinogradAct::kHardSwish
-                                                           : WinogradAct::kNone;
+  const WinogradAct wa = ToWinogradAct(act);
   const auto* ap = a.defined() ? reinterpret_cast<const uint16_t*>(a.data_ptr<at::BFloat16>()) : nullptr;
   auto* yp = reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>());
   const std::vector<uint16_t> zk(static_cast<size_t>(K), 0);
@@ -143,10 +150,7 @@ torch::Tensor WinogradConvolution(const torch::Tensor& x, const torch::Tensor& k
 }
 
 bool Fp32WinogradEnabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("SEGTORCH_WINOGRAD_FP32");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool enabled = EnvSwitch("SEGTORCH_WINOGRAD_FP32", true);
   return enabled;
 }
 
@@ -177,21 +181,14 @@ torch::Tensor Winograd4Convolution(const torch::Tensor& x, const torch::Tensor& 
   torch::Tensor y = at::empty({N, K, H, W}, f32.memory_format(at::MemoryFormat::ChannelsLast));
   const torch::Tensor b = bias.defined() ? bias.to(at::kFloat).contiguous() : at::zeros({K}, f32);
   const torch::Tensor a = add.defined() ? add.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast) : torch::Tensor();
-  const WinogradAct wa = act == Activation::kReLU ? WinogradAct::kReLU
-                         : act == Activation::kReLU6 ? WinogradAct::kReLU6
-                         : act == Activation::kHardSwish ? WinogradAct::kHardSwish
-                                                           : WinogradAct::kNone;
+  const WinogradAct wa = ToWinogradAct(act);
   const float* xp = xc.data_ptr<float>();
   const float* ap = a.defined() ? a.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
   // Chunks of tile rows whose transformed tiles (36 x tiles x (C + K) floats) stay within a budget:
   // B^T x B in one pass, the 36 products as one batched fp32 matrix product (oneDNN's), then A^T m A
   // + bias [+ add] and the activation in one pass.
-  static const int64_t budget = [] {
-    const char* v = std::getenv("SEGTORCH_WINOGRAD_CHUNK_MB");
-    const long mb = v != nullptr ? std::strtol(v, nullptr, 10) : 0;
-    return (mb > 0 && mb < 4096 ? int64_t{mb} : int64_t{16}) << 20;
-  }();
+  static const int64_t budget = int64_t{EnvInteger("SEGTORCH_WINOGRAD_CHUNK_MB", 16, 1, 4095)} << 20;
   const int64_t per_row = 36 * s.tw * d * (C + K) * 4;
   const int64_t chunk = std::max<int64_t>(1, budget / per_row);
   for (int64_t first = 0; first < rows; first += chunk) {
@@ -254,10 +251,7 @@ struct Winograd4Train : public torch::autograd::Function<Winograd4Train> {
 };
 
 bool Fp32WinogradTrainingEnabled() {
-  static const bool forced = [] {
-    const char* v = std::getenv("SEGTORCH_WINOGRAD_TRAIN");
-    return v != nullptr && std::strcmp(v, "1") == 0;
-  }();
+  static const bool forced = EnvSwitch("SEGTORCH_WINOGRAD_TRAIN", false);
   return forced || winograd_train_on;
 }
 }  // namespace
@@ -292,10 +286,7 @@ torch::Tensor Conv2dImpl::RunFp32Winograd(const torch::Tensor& input, const torc
                         add.size(2) != input.size(2) || add.size(3) != input.size(3))) {
     return torch::Tensor();
   }
-  static const bool keep = [] {
-    const char* v = std::getenv("SEGTORCH_WINOGRAD_KEEP");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool keep = EnvSwitch("SEGTORCH_WINOGRAD_KEEP", true);
   if (!keep) return Winograd4Convolution(input, Winograd4Kernel(weight), bias, (*options.dilation())[0], add, act);
   // The kernel's transform, made again whenever the weight's storage or version changes.
   const void* data = weight.data_ptr();

@@ -9,15 +9,13 @@
 #include <vector>
 
 #include "base/cpu.h"
+#include "base/env.h"
 #include "blocks/max_pool_kernel.h"
 
 namespace segtorch {
 
 bool PoolKernelEnabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("SEGTORCH_POOL_KERNEL");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool on = EnvSwitch("SEGTORCH_POOL_KERNEL", true);
   return on;
 }
 

@@ -1,4 +1,5 @@
 #include "infer/folded_net.h"
+#include "base/env.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -27,10 +28,7 @@ void CastConvolutions(torch::nn::Module& net, at::ScalarType dtype) {
 }  // namespace
 
 bool PrepackEnabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("SEGTORCH_PREPACK");
-    return (v == nullptr || std::strcmp(v, "0") != 0) && PrepackedConvolutionAvailable();
-  }();
+  static const bool enabled = EnvSwitch("SEGTORCH_PREPACK", true) && PrepackedConvolutionAvailable();
   return enabled;
 }
 
