@@ -11,8 +11,10 @@
 //   --switch cache:   SEGTORCH_CPU_CACHE_MB=0 / default (the cache of large CPU blocks)
 //   --switch pool:    SEGTORCH_POOL_KERNEL=0 / 1 (inference max pooling of contiguous tensors, blocks/max_pool.h)
 //   --switch labels:  SEGTORCH_FUSED_LABELS=0 / 1 (predict's labels in one pass, infer/labels.h)
+//   --switch winograd: SEGTORCH_WINOGRAD_FP32=0 / 1 (segtorch's fp32 Winograd F(4x4, 3x3) where 'auto' uses it,
+//                     predictions and training: blocks/conv2d.h)
 // Prints a table with the CPU kind and writes bench/results/<switch>-<libtorch version>.json.
-//   usage: node bench/switches.js --switch prepack|cache|pool|labels [--rounds N] [--runs N] [--arch a,b] [--size S]
+//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd [--rounds N] [--runs N] [--arch a,b] [--size S]
 //          [--no-train] [--addon path/segtorch.node]
 'use strict'
 const { spawnSync } = require('child_process')
@@ -26,7 +28,8 @@ const SWITCHES = {
   prepack: { env: 'SEGTORCH_PREPACK', off: '0', on: '1' },
   cache: { env: 'SEGTORCH_CPU_CACHE_MB', off: '0', on: undefined }, // undefined: the default
   pool: { env: 'SEGTORCH_POOL_KERNEL', off: '0', on: '1' },
-  labels: { env: 'SEGTORCH_FUSED_LABELS', off: '0', on: '1' }
+  labels: { env: 'SEGTORCH_FUSED_LABELS', off: '0', on: '1' },
+  winograd: { env: 'SEGTORCH_WINOGRAD_FP32', off: '0', on: '1' }
 }
 
 // Median ms of `fn` over at least `runs` runs and about 3 s, after one warm-up call: small networks
