@@ -30,7 +30,10 @@ function cpuFeatures (): CpuFeatures {
  *   and the casts come on top. Measured on an Emerald Rapids VM without AMX (bench/README "An Intel CPU
  *   with AVX512-BF16 and no AMX"): bf16 trained 0.58-0.88x as fast as fp32 for 16 of 17 networks and
  *   predicted 0.67-0.97x for 13; only the MobileNet networks' predictions gained (LR-ASPP 1.41x,
- *   MTRefineNet 1.79x: depthwise convolutions are bound by memory, which bf16 halves);
+ *   MTRefineNet 1.79x: depthwise convolutions are bound by memory, which bf16 halves). Since fp32
+ *   predictions run folded, prepacked and fused (stop 46, same CPU): MobileNetV3-Large's no longer
+ *   (LR-ASPP 0.80-0.87x at 512 x 512, 0.80x at 1024; DeepLab v3 on it 0.85-0.98x), MobileNetV2's still
+ *   (MTRefineNet 1.15-1.27x; LW-RefineNet on it 1.00x);
  * - 'no' elsewhere (bf16 emulated).
  */
 export function bf16FasterOn (isa: string, vendor: string): 'yes' | 'light' | 'no' {
@@ -39,13 +42,13 @@ export function bf16FasterOn (isa: string, vendor: string): 'yes' | 'light' | 'n
   return vendor === 'GenuineIntel' ? 'light' : 'yes'
 }
 
-/** Backbones whose predictions gain from bf16 where bf16FasterOn says 'light'. */
-const BF16_LIGHT_BACKBONES: ReadonlySet<string> = new Set(['mobilenetv2', 'mobilenetv3_large'])
+/** Backbones whose predictions gain from bf16 where bf16FasterOn says 'light' (bench/README, stop 46). */
+const BF16_LIGHT_BACKBONES: ReadonlySet<string> = new Set(['mobilenetv2'])
 
 /**
  * What precision 'auto' means on `device` for `task` and the network `net`, on a CPU where bf16 compares
  * with fp32 as `faster` says (bf16FasterOn): fp16 on CUDA; on a CPU bf16 where it is faster ('yes': AMX,
- * AMD's AVX512-BF16; 'light', Intel's AVX512-BF16 without AMX: the MobileNet networks' predictions
+ * AMD's AVX512-BF16; 'light', Intel's AVX512-BF16 without AMX: the MobileNetV2 networks' predictions
  * only), else fp32.
  */
 export function precisionFor (faster: 'yes' | 'light' | 'no', device: string, task: 'train' | 'predict' = 'predict', net?: NetworkKind): 'fp32' | 'bf16' | 'fp16' {

@@ -129,7 +129,7 @@ export function program (): Command {
       out(`threads     ${b.threads}`)
       out(`oneDNN      ${b.mkldnn ? 'yes' : 'no'}`)
       const kind = bf16FasterOn(b.cpu.isa, b.cpu.vendor)
-      out(`bf16        ${!b.bf16 ? 'not native on this CPU: precision auto = fp32' : kind === 'yes' ? 'native (AVX512-BF16 / AMX), faster than fp32: precision auto = bf16' : 'native, but no faster than fp32 on an Intel CPU without AMX: precision auto = fp32 (bf16 for MobileNet predictions)'}`)
+      out(`bf16        ${!b.bf16 ? 'not native on this CPU: precision auto = fp32' : kind === 'yes' ? 'native (AVX512-BF16 / AMX), faster than fp32: precision auto = bf16' : 'native, but no faster than fp32 on an Intel CPU without AMX: precision auto = fp32 (bf16 for MobileNetV2 predictions)'}`)
       const avx512 = b.cpu.isa !== 'AVX2' && b.cpu.isa !== 'other'
       const fp32Winograd = avx512
         ? (Number.parseInt(b.libtorch, 10) >= 2 ? "fp32: segtorch's F(4x4, 3x3), channels-last, predictions and training" : 'fp32: off with libtorch 1.x (measured slower)')
