@@ -32,8 +32,8 @@ function cpuFeatures (): CpuFeatures {
  *   predicted 0.67-0.97x for 13; only the MobileNet networks' predictions gained (LR-ASPP 1.41x,
  *   MTRefineNet 1.79x: depthwise convolutions are bound by memory, which bf16 halves). Since fp32
  *   predictions run folded, prepacked and fused (stop 46, same CPU): MobileNetV3-Large's no longer
- *   (LR-ASPP 0.80-0.87x at 512 x 512, 0.80x at 1024; DeepLab v3 on it 0.85-0.98x), MobileNetV2's still
- *   (MTRefineNet 1.15-1.27x; LW-RefineNet on it 1.00x);
+ *   (fp32 took LR-ASPP 0.79-0.92x bf16's time at 512 x 512, 0.80-0.83x at 1024; DeepLab v3 on it 0.80-0.98x),
+ *   MobileNetV2's still (MTRefineNet 1.11-1.27x faster in bf16; LW-RefineNet on it equal);
  * - 'no' elsewhere (bf16 emulated).
  */
 export function bf16FasterOn (isa: string, vendor: string): 'yes' | 'light' | 'no' {
