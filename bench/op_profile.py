@@ -40,7 +40,7 @@ GROUPS = [
     ('conv', ('conv', 'mkldnn', 'onednn', 'reorder', 'to_mkldnn')),
     ('resize', ('upsample', 'interpolate', 'grid_sampler')),
     ('matmul', ('addmm', 'matmul', '::mm', 'bmm', '::linear')),
-    ('norm', ('batch_norm', 'native_batch_norm', 'layer_norm', 'group_norm')),
+    ('norm', ('batch_norm', 'native_batch_norm', 'layer_norm', 'group_norm', 'batchnormact')),
     ('pool', ('pool', 'unpool')),
     ('loss', ('nll_loss', 'log_softmax', 'cross_entropy', '_softmax')),
     ('cast', ('_to_copy', 'to', '_autocast_to')),

@@ -51,20 +51,14 @@ class BatchNorm2dImpl : public torch::nn::Cloneable<BatchNorm2dImpl> {
     }
   }
 
-  torch::Tensor forward(const torch::Tensor& input) {
-    if (folded_) return input;
-    TORCH_CHECK(input.dim() == 4, "expected 4D input to BatchNorm2d (got ", input.dim(), "D input)");
-    if (trace_) trace_->emplace_back(this, input.grad_fn());
-    double momentum = options.momentum().value_or(0.0);
-    bool use_batch_stats = is_training() || !options.track_running_stats();
-    if (is_training() && options.track_running_stats() && num_batches_tracked.defined()) {
-      num_batches_tracked += 1;
-      if (!options.momentum().has_value()) momentum = 1.0 / num_batches_tracked.item<double>();
-    }
-    if (sync_ && is_training()) return sync_->Forward(input, weight, bias, running_mean, running_var, momentum, options.eps());
-    return torch::batch_norm(input, weight, bias, running_mean, running_var, use_batch_stats, momentum, options.eps(),
-                             at::globalContext().userEnabledCuDNN());
-  }
+  torch::Tensor forward(const torch::Tensor& input) { return ForwardAct(input, /*relu=*/false, torch::Tensor()); }
+
+  // bn(input) [+ add], then ReLU where `relu`. In training, on channels-last float32 CPU batches, one
+  // autograd node computes it with segtorch's own loops (blocks/batch_norm.cc: two passes forward, two
+  // backward, where torch::batch_norm + add + relu_ take six and five); otherwise (inference, other
+  // types, layouts and devices, synchronised statistics, traces, SEGTORCH_FUSED_BN=0) the same
+  // operations one by one. `add`: undefined for none, else the input's shape.
+  torch::Tensor ForwardAct(const torch::Tensor& input, bool relu, const torch::Tensor& add);
 
   void pretty_print(std::ostream& stream) const override {
     stream << "segtorch::BatchNorm2d(" << options.num_features() << ", eps=" << options.eps()
@@ -85,11 +79,20 @@ class BatchNorm2dImpl : public torch::nn::Cloneable<BatchNorm2dImpl> {
   torch::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
 
  private:
+  // Whether ForwardAct runs the fused training node for `input` and `add`.
+  bool FusedApplies(const torch::Tensor& input, const torch::Tensor& add) const;
+  // y [+ add], then ReLU where `relu`, in place on y.
+  static torch::Tensor Finish(torch::Tensor y, bool relu, const torch::Tensor& add);
+
   bool folded_ = false;
   std::shared_ptr<BatchNormSync> sync_;
   static inline thread_local BatchNormTrace* trace_ = nullptr;
 };
 
 TORCH_MODULE(BatchNorm2d);
+
+// Whether BatchNorm2dImpl::ForwardAct may run its fused training node (SEGTORCH_FUSED_BN=0: never, for
+// measurements).
+bool FusedBatchNormEnabled();
 
 }  // namespace segtorch

@@ -553,9 +553,8 @@ torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tens
     torch::Tensor y = conv.RunFp32Winograd(x, add, act);
     if (y.defined()) return y;
   }
-  torch::Tensor y = bn.forward(conv.forward(x));
-  if (add.defined()) y += add;
-  if (act == Activation::kReLU) return y.relu_();
+  if (act == Activation::kNone || act == Activation::kReLU) return bn.ForwardAct(conv.forward(x), act == Activation::kReLU, add);
+  torch::Tensor y = bn.ForwardAct(conv.forward(x), /*relu=*/false, add);
   // clamp rather than hardtanh: libtorch 1.13's hardtanh backward has no bf16 CPU kernel.
   if (act == Activation::kReLU6) return y.clamp(0, 6);
   if (act == Activation::kHardSwish) return at::hardswish(y);

@@ -85,8 +85,9 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
 TORCH_MODULE(Conv2d);
 
 // act(bn(conv(x)) [+ add]): one oneDNN call where the convolution runs prepacked and the BN is
-// folded into it (inference copies), the same operations one by one otherwise (training: exactly
-// the unfused arithmetic; ReLU6 as clamp(0, 6)).
+// folded into it (inference copies); otherwise the convolution, then BatchNorm2dImpl::ForwardAct (in
+// training on channels-last float32: the BN, the addition and a ReLU as one fused node; ReLU6 as
+// clamp(0, 6) and hardswish after it).
 torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tensor& x, Activation act,
                         const torch::Tensor& add = torch::Tensor());
 inline torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tensor& x, bool relu,

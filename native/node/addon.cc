@@ -16,6 +16,7 @@
 #include "node/script_wrap.h"
 #include "core/segmenter.h"
 #include "data/augment.h"
+#include "blocks/batch_norm.h"
 #include "blocks/conv2d.h"
 #include "blocks/max_pool.h"
 #include "infer/crf.h"
@@ -192,6 +193,54 @@ Napi::Value MaxPool2dJs(const Napi::CallbackInfo& info) {
   }, TensorResultToJs);
 }
 
+// _batchNormTrain(x float32 [N,C,H,W], weight [C], bias [C], add [N,C,H,W] or null, dy [N,C,H,W], relu, fused)
+// -> Promise<float32>: for tests only: one training forward and backward of bn(x) [+ add] [then ReLU],
+// channels-last, with fresh running statistics (0 and 1, momentum 0.1): BatchNorm2dImpl::ForwardAct (fused
+// true) or torch::batch_norm + add + relu_ (false). Back as one vector: y, dx, dweight, dbias, dadd (where
+// add is given), running mean, running var, then 1 where the fused node ran, else 0.
+Napi::Value BatchNormTrainJs(const Napi::CallbackInfo& info) {
+  return RunAsync(info, SharedExecutor, [&](Job& job) {
+    at::Tensor x = TensorFromJs(info[0], &job), w = TensorFromJs(info[1], &job), b = TensorFromJs(info[2], &job);
+    at::Tensor add = info[3].IsNull() || info[3].IsUndefined() ? at::Tensor() : TensorFromJs(info[3], &job);
+    at::Tensor dy = TensorFromJs(info[4], &job);
+    const bool relu = info[5].ToBoolean(), fused = info[6].ToBoolean();
+    return [x, w, b, add, dy, relu, fused]() {
+      if (x.dim() != 4 || w.dim() != 1 || w.size(0) != x.size(1) || !b.sizes().equals(w.sizes()) || !dy.sizes().equals(x.sizes()) ||
+          (add.defined() && !add.sizes().equals(x.sizes()))) {
+        ThrowRange("Expected x and dy [N, C, H, W], weight and bias [C], add null or x's shape");
+      }
+      torch::AutoGradMode grad(true);
+      const auto cl = at::MemoryFormat::ChannelsLast;
+      BatchNorm2d bn(x.size(1));
+      bn->train();
+      {
+        torch::NoGradGuard no_grad;
+        bn->weight.copy_(w.to(at::kFloat));
+        bn->bias.copy_(b.to(at::kFloat));
+      }
+      at::Tensor xi = x.to(at::kFloat).contiguous(cl).requires_grad_();
+      at::Tensor ai = add.defined() ? add.to(at::kFloat).contiguous(cl).requires_grad_() : at::Tensor();
+      at::Tensor y;
+      if (fused) {
+        y = bn->ForwardAct(xi, relu, ai);
+      } else {
+        y = torch::batch_norm(xi, bn->weight, bn->bias, bn->running_mean, bn->running_var, true, 0.1, 1e-5, false);
+        if (ai.defined()) y = y + ai;
+        if (relu) y = y.relu();
+      }
+      const bool ran = y.grad_fn() != nullptr && y.grad_fn()->name().find("BatchNormActTrain") != std::string::npos;
+      y.backward(dy.to(at::kFloat).contiguous(cl));
+      std::vector<at::Tensor> parts{y.detach().contiguous().flatten(), xi.grad().contiguous().flatten(), bn->weight.grad().flatten(),
+                                    bn->bias.grad().flatten()};
+      if (ai.defined()) parts.push_back(ai.grad().contiguous().flatten());
+      parts.push_back(bn->running_mean.detach().flatten());
+      parts.push_back(bn->running_var.detach().flatten());
+      parts.push_back(at::full({1}, ran ? 1.0f : 0.0f));
+      return at::cat(parts);
+    };
+  }, TensorResultToJs);
+}
+
 // metricsFromConfusion(confusion int64 [K,K]) -> metrics (synchronous: K x K is small)
 Napi::Value MetricsFromConfusion(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -282,6 +331,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("metricsFromConfusion", Napi::Function::New<MetricsFromConfusion>(env, "metricsFromConfusion"));
   exports.Set("crf", Napi::Function::New<CrfJs>(env, "crf"));
   exports.Set("_maxPool2d", Napi::Function::New<MaxPool2dJs>(env, "_maxPool2d"));
+  exports.Set("_batchNormTrain", Napi::Function::New<BatchNormTrainJs>(env, "_batchNormTrain"));
   exports.Set("augmentBatch", Napi::Function::New<AugmentBatchJs>(env, "augmentBatch"));
   exports.Set("distAvailable", Napi::Function::New<DistAvailable>(env, "distAvailable"));
   exports.Set("distInit", Napi::Function::New<DistInit>(env, "distInit"));

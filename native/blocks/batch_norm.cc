@@ -1,0 +1,209 @@
+#include "blocks/batch_norm.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+#include <torch/csrc/jit/frontend/tracer.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "base/env.h"
+#include "blocks/batch_norm_kernel.h"
+
+namespace segtorch {
+
+namespace {
+
+// Rows x channels below which a reduction runs on one thread (the threads' start costs more).
+constexpr int64_t kBatchNormPartElements = 1 << 14;
+
+// f(part, begin, end) for up to one part per thread, the rows split evenly: each part owns its own
+// partial sums, whichever thread runs it.
+template <class F>
+void ForEachRowPart(int64_t rows, int64_t c, int64_t parts, const F& f) {
+  at::parallel_for(0, parts, 1, [&](int64_t b, int64_t e) {
+    for (int64_t p = b; p < e; ++p) f(p, rows * p / parts, rows * (p + 1) / parts);
+  });
+}
+
+int64_t RowParts(int64_t rows, int64_t c) {
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows * c / kBatchNormPartElements));
+}
+
+// f(begin, end) over the rows in parallel (element-wise passes).
+template <class F>
+void ForRows(int64_t rows, int64_t c, const F& f) {
+  at::parallel_for(0, rows, std::max<int64_t>(1, kBatchNormPartElements / c), f);
+}
+
+// Training batch norm of a channels-last float32 batch, plus `add` (empty: none) and ReLU where `relu`,
+// as one autograd node: the batch statistics in one pass over the input (shifted by its first pixel's
+// values, so that the variance does not cancel), the output in a second; the backward in two passes
+// (ReLU's mask, the two per-channel sums; then the input gradient). Updates the running statistics as
+// torch::batch_norm does (the unbiased variance).
+struct BatchNormActTrain : public torch::autograd::Function<BatchNormActTrain> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& bias, const torch::Tensor& add, torch::Tensor running_mean,
+                               torch::Tensor running_var, double momentum, double eps, bool relu) {
+    const int64_t c = x.size(1), rows = x.numel() / c;
+    const float* xp = x.data_ptr<float>();
+    const int64_t parts = RowParts(rows, c);
+    std::vector<double> sums(static_cast<size_t>(parts * 2 * c), 0.0);
+    std::vector<float> scratch(static_cast<size_t>(parts * 2 * c));
+    std::vector<float> shift_in(xp, xp + c);  // the first pixel
+    ForEachRowPart(rows, c, parts, [&](int64_t p, int64_t begin, int64_t end) {
+      BatchNormStatsRows(xp, shift_in.data(), scratch.data() + p * 2 * c, sums.data() + p * 2 * c, sums.data() + p * 2 * c + c, c, begin,
+                         end);
+    });
+    auto fopt = weight.options().dtype(at::kFloat);
+    torch::Tensor mean = at::empty({c}, fopt), invstd = at::empty({c}, fopt), scale = at::empty({c}, fopt), shift = at::empty({c}, fopt);
+    torch::Tensor batch_var = at::empty({c}, fopt);
+    {
+      const float* w = weight.data_ptr<float>();
+      const float* b = bias.data_ptr<float>();
+      float *mp = mean.data_ptr<float>(), *ip = invstd.data_ptr<float>(), *sp = scale.data_ptr<float>(), *hp = shift.data_ptr<float>();
+      float* vp = batch_var.data_ptr<float>();
+      for (int64_t j = 0; j < c; ++j) {
+        double s = 0.0, q = 0.0;
+        for (int64_t p = 0; p < parts; ++p) {
+          s += sums[p * 2 * c + j];
+          q += sums[p * 2 * c + c + j];
+        }
+        const double m = s / static_cast<double>(rows);
+        const double var = std::max(0.0, q / static_cast<double>(rows) - m * m);
+        const double is = 1.0 / std::sqrt(var + eps);
+        mp[j] = static_cast<float>(shift_in[j] + m);
+        vp[j] = static_cast<float>(var);
+        ip[j] = static_cast<float>(is);
+        sp[j] = static_cast<float>(w[j] * is);
+        hp[j] = static_cast<float>(b[j] - (shift_in[j] + m) * (w[j] * is));
+      }
+    }
+    {
+      torch::NoGradGuard no_grad;
+      const double unbias = static_cast<double>(rows) / static_cast<double>(rows - 1);
+      running_mean.mul_(1.0 - momentum).add_(mean, momentum);
+      running_var.mul_(1.0 - momentum).add_(batch_var, momentum * unbias);
+    }
+    torch::Tensor y = at::empty_like(x, at::MemoryFormat::ChannelsLast);
+    const float* ap = add.numel() > 0 ? add.data_ptr<float>() : nullptr;
+    const float *sp = scale.data_ptr<float>(), *hp = shift.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    ForRows(rows, c, [&](int64_t begin, int64_t end) { BatchNormForwardRows(xp, ap, sp, hp, relu, yp, c, begin, end); });
+    ctx->save_for_backward({x, weight, mean, invstd, relu ? y : at::empty({0}, fopt)});
+    ctx->saved_data["add"] = add.numel() > 0;
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &x = saved[0], &weight = saved[1], &mean = saved[2], &invstd = saved[3], &y = saved[4];
+    const bool has_add = ctx->saved_data["add"].toBool();
+    torch::autograd::variable_list out(9);
+    if (!grads[0].defined()) return out;
+    const torch::Tensor dy = grads[0].contiguous(at::MemoryFormat::ChannelsLast);
+    const int64_t c = x.size(1), rows = x.numel() / c;
+    const float *dyp = dy.data_ptr<float>(), *xp = x.data_ptr<float>(), *mp = mean.data_ptr<float>();
+    const float* yp = y.numel() > 0 ? y.data_ptr<float>() : nullptr;
+    torch::Tensor g;  // ReLU's gradient, written out for `add`'s gradient
+    float* gp = nullptr;
+    if (has_add && ctx->needs_input_grad(3)) {
+      g = yp == nullptr ? dy : at::empty_like(dy, at::MemoryFormat::ChannelsLast);
+      if (yp != nullptr) gp = g.data_ptr<float>();
+    }
+    const int64_t parts = RowParts(rows, c);
+    std::vector<double> sums(static_cast<size_t>(parts * 2 * c), 0.0);
+    std::vector<float> scratch(static_cast<size_t>(parts * 2 * c));
+    ForEachRowPart(rows, c, parts, [&](int64_t p, int64_t begin, int64_t end) {
+      BatchNormBackwardReduceRows(dyp, yp, xp, mp, gp, scratch.data() + p * 2 * c, sums.data() + p * 2 * c, sums.data() + p * 2 * c + c, c,
+                                  begin, end);
+    });
+    auto fopt = weight.options().dtype(at::kFloat);
+    torch::Tensor sum_g = at::empty({c}, fopt), sum_gx = at::empty({c}, fopt);
+    {
+      float *s = sum_g.data_ptr<float>(), *q = sum_gx.data_ptr<float>();
+      for (int64_t j = 0; j < c; ++j) {
+        double a = 0.0, b = 0.0;
+        for (int64_t p = 0; p < parts; ++p) {
+          a += sums[p * 2 * c + j];
+          b += sums[p * 2 * c + c + j];
+        }
+        s[j] = static_cast<float>(a);
+        q[j] = static_cast<float>(b);
+      }
+    }
+    if (ctx->needs_input_grad(0)) {
+      // dx = w invstd (g - sum_g / n - (x - mean) invstd^2 sum_gx / n), as ATen's batch norm backward.
+      torch::Tensor a = at::empty({c}, fopt), b = at::empty({c}, fopt), k = at::empty({c}, fopt);
+      const float *w = weight.data_ptr<float>(), *is = invstd.data_ptr<float>(), *s = sum_g.data_ptr<float>(), *q = sum_gx.data_ptr<float>();
+      float *ap = a.data_ptr<float>(), *bp = b.data_ptr<float>(), *kp = k.data_ptr<float>();
+      const double n = static_cast<double>(rows);
+      for (int64_t j = 0; j < c; ++j) {
+        const double aj = static_cast<double>(w[j]) * is[j];
+        ap[j] = static_cast<float>(aj);
+        bp[j] = static_cast<float>(-aj * is[j] * is[j] * q[j] / n);
+        kp[j] = static_cast<float>(-aj * s[j] / n);
+      }
+      torch::Tensor dx = at::empty_like(x, at::MemoryFormat::ChannelsLast);
+      float* dxp = dx.data_ptr<float>();
+      ForRows(rows, c, [&](int64_t begin, int64_t end) { BatchNormBackwardInputRows(dyp, yp, xp, mp, ap, bp, kp, dxp, c, begin, end); });
+      out[0] = dx;
+    }
+    if (ctx->needs_input_grad(1)) out[1] = sum_gx * invstd;
+    if (ctx->needs_input_grad(2)) out[2] = sum_g;
+    if (g.defined()) out[3] = g;
+    return out;
+  }
+};
+
+}  // namespace
+
+bool FusedBatchNormEnabled() {
+  static const bool on = EnvSwitch("SEGTORCH_FUSED_BN", true);
+  return on;
+}
+
+torch::Tensor BatchNorm2dImpl::ForwardAct(const torch::Tensor& input, bool relu, const torch::Tensor& add) {
+  if (folded_) return Finish(input, relu, add);
+  TORCH_CHECK(input.dim() == 4, "expected 4D input to BatchNorm2d (got ", input.dim(), "D input)");
+  if (trace_) trace_->emplace_back(this, input.grad_fn());
+  double momentum = options.momentum().value_or(0.0);
+  bool use_batch_stats = is_training() || !options.track_running_stats();
+  if (is_training() && options.track_running_stats() && num_batches_tracked.defined()) {
+    num_batches_tracked += 1;
+    if (!options.momentum().has_value()) momentum = 1.0 / num_batches_tracked.item<double>();
+  }
+  if (sync_ && is_training()) return Finish(sync_->Forward(input, weight, bias, running_mean, running_var, momentum, options.eps()), relu, add);
+  if (FusedApplies(input, add)) {
+    RECORD_USER_SCOPE("segtorch::batch_norm_act");  // named in SEGTORCH_PROFILE's traces (its backward: BatchNormActTrain)
+    return BatchNormActTrain::apply(input, weight, bias, add.defined() ? add.contiguous(at::MemoryFormat::ChannelsLast) : at::empty({0}, input.options()),
+                                    running_mean, running_var, momentum, options.eps(), relu);
+  }
+  return Finish(torch::batch_norm(input, weight, bias, running_mean, running_var, use_batch_stats, momentum, options.eps(),
+                                  at::globalContext().userEnabledCuDNN()),
+                relu, add);
+}
+
+bool BatchNorm2dImpl::FusedApplies(const torch::Tensor& input, const torch::Tensor& add) const {
+  if (!is_training() || !FusedBatchNormEnabled() || trace_ != nullptr || torch::jit::tracer::isTracing()) return false;
+  if (!options.affine() || !options.track_running_stats() || !weight.defined() || !bias.defined() || !running_mean.defined() ||
+      !running_var.defined()) {
+    return false;
+  }
+  for (const auto* t : {&input, &weight, &bias, &running_mean, &running_var}) {
+    if (!t->is_cpu() || t->scalar_type() != at::kFloat) return false;
+  }
+  if (!weight.is_contiguous() || !bias.is_contiguous() || input.size(1) != weight.numel() || input.numel() == 0 ||
+      input.numel() / input.size(1) < 2 || !input.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    return false;
+  }
+  return !add.defined() || (add.is_cpu() && add.scalar_type() == at::kFloat && add.sizes() == input.sizes());
+}
+
+torch::Tensor BatchNorm2dImpl::Finish(torch::Tensor y, bool relu, const torch::Tensor& add) {
+  if (add.defined()) y += add;
+  return relu ? y.relu_() : y;
+}
+
+}  // namespace segtorch

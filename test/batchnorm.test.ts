@@ -1,0 +1,200 @@
+import * as assert from 'assert'
+import { spawnSync } from 'child_process'
+import * as fs from 'fs'
+import * as path from 'path'
+import { createModel, tensor, Tensor } from '../lib'
+import { binding } from '../lib/binding'
+import { CHILD_REGISTER, rng, ROOT, tmpdir } from './helpers'
+
+// Training batch norm on channels-last float32 runs segtorch's fused node (BatchNorm2dImpl::ForwardAct:
+// BN [+ the residual addition] [+ ReLU] in two passes forward and two backward, native/blocks/batch_norm.cc);
+// libtorch's batch_norm + add + relu_ (SEGTORCH_FUSED_BN=0) is the reference. Each run is a child process
+// on the same saved weights and batch, profiled (SEGTORCH_PROFILE) so that the test sees which path ran.
+const CHILD = `
+  const st = require(${JSON.stringify(path.join(ROOT, 'lib'))});
+  (async () => {
+    const c = JSON.parse(process.argv[1]);
+    const m = await st.loadModel(c.file);
+    const n = 2, s = 40;
+    const x = st.tensor(new Float32Array(n * 3 * s * s).map((_, i) => Math.sin(i * 0.37) + 0.3 * Math.cos(i * 0.011)), [n, 3, s, s]);
+    const y = st.tensor(new Uint8Array(n * s * s).map((_, i) => ((i % s) + Math.floor(i / s)) % 7 < 3 ? 1 : 0), [n, s, s]);
+    const data = function * () { for (;;) yield { images: x, masks: y } };
+    const losses = [];
+    await m.fit(data, {
+      iterations: c.steps, seed: 7, precision: 'fp32', channelsLast: c.channelsLast,
+      optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 }, schedule: { type: 'constant' },
+      onStep: (st) => { losses.push(st.loss) }
+    });
+    console.log(JSON.stringify({ losses }));
+  })().catch((e) => { console.error(e); process.exit(1) });`
+
+interface Run { losses: number[], trace: string }
+
+function run (file: string, fused: boolean, channelsLast: boolean): Run {
+  const dir = tmpdir('segtorch-bn-profile-')
+  const r = spawnSync(process.execPath, ['-r', CHILD_REGISTER, '-e', CHILD, JSON.stringify({ file, steps: 3, channelsLast })], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    env: { ...process.env, SEGTORCH_FUSED_BN: fused ? '1' : '0', SEGTORCH_PROFILE: path.join(dir, 'job') }
+  })
+  assert.strictEqual(r.status, 0, r.stderr)
+  const trace = fs.readdirSync(dir).map((f) => fs.readFileSync(path.join(dir, f), 'utf8')).join('\n')
+  return { ...JSON.parse(r.stdout.trim().split('\n').pop() as string) as Run, trace }
+}
+
+function maxRelDiff (a: number[], b: number[]): number {
+  assert.strictEqual(a.length, b.length)
+  let diff = 0; let scale = 0
+  for (let i = 0; i < a.length; i++) { diff = Math.max(diff, Math.abs(a[i] - b[i])); scale = Math.max(scale, Math.abs(b[i])) }
+  return diff / scale
+}
+
+interface Case { n: number, c: number, h: number, w: number, relu: boolean, add: boolean }
+
+/** One training forward + backward in float64 (NCHW): y, dx, dweight, dbias, dadd, running mean and var. */
+function reference (k: Case, x: Float32Array, wt: Float32Array, bs: Float32Array, add: Float32Array | null, dy: Float32Array): Float64Array[] {
+  const { n, c, h, w } = k
+  const hw = h * w; const m = n * hw
+  const at = (b: number, ch: number, p: number): number => (b * c + ch) * hw + p
+  const y = new Float64Array(x.length); const dx = new Float64Array(x.length); const dadd = new Float64Array(add ? x.length : 0)
+  const dw = new Float64Array(c); const db = new Float64Array(c); const rm = new Float64Array(c); const rv = new Float64Array(c)
+  for (let ch = 0; ch < c; ch++) {
+    let s = 0
+    for (let b = 0; b < n; b++) for (let p = 0; p < hw; p++) s += x[at(b, ch, p)]
+    const mean = s / m
+    let q = 0
+    for (let b = 0; b < n; b++) for (let p = 0; p < hw; p++) q += (x[at(b, ch, p)] - mean) ** 2
+    const v = q / m; const is = 1 / Math.sqrt(v + 1e-5)
+    rm[ch] = 0.1 * mean; rv[ch] = 0.9 + 0.1 * v * m / (m - 1)
+    const g = new Float64Array(m); const xh = new Float64Array(m)
+    for (let b = 0; b < n; b++) {
+      for (let p = 0; p < hw; p++) {
+        const i = at(b, ch, p); const j = b * hw + p
+        xh[j] = (x[i] - mean) * is
+        const z = xh[j] * wt[ch] + bs[ch] + (add ? add[i] : 0)
+        y[i] = k.relu ? Math.max(z, 0) : z
+        g[j] = k.relu && !(z > 0) ? 0 : dy[i]
+        if (add) dadd[i] = g[j]
+        db[ch] += g[j]; dw[ch] += g[j] * xh[j]
+      }
+    }
+    for (let b = 0; b < n; b++) {
+      for (let p = 0; p < hw; p++) {
+        const j = b * hw + p
+        dx[at(b, ch, p)] = wt[ch] * is * (g[j] - db[ch] / m - xh[j] * dw[ch] / m)
+      }
+    }
+  }
+  return add ? [y, dx, dw, db, dadd, rm, rv] : [y, dx, dw, db, rm, rv]
+}
+
+function split (v: Float32Array, k: Case): Float32Array[] {
+  const size = k.n * k.c * k.h * k.w
+  const lengths = [size, size, k.c, k.c, ...(k.add ? [size] : []), k.c, k.c, 1]
+  const out: Float32Array[] = []
+  let o = 0
+  for (const l of lengths) { out.push(v.subarray(o, o + l)); o += l }
+  assert.strictEqual(o, v.length)
+  return out
+}
+
+describe('fused training batch norm (+ addition + ReLU): one node against float64 and libtorch', () => {
+  const NAMES = ['y', 'dx', 'dweight', 'dbias', 'dadd', 'running mean', 'running var']
+  const cases: Case[] = [
+    { n: 2, c: 64, h: 20, w: 20, relu: true, add: false },
+    { n: 2, c: 64, h: 10, w: 10, relu: true, add: true },
+    { n: 4, c: 256, h: 8, w: 8, relu: false, add: false },
+    { n: 2, c: 3, h: 5, w: 7, relu: false, add: true },
+    { n: 2, c: 2048, h: 3, w: 3, relu: true, add: true },
+    { n: 3, c: 17, h: 1, w: 1, relu: true, add: false },
+    { n: 1, c: 5, h: 1, w: 2, relu: false, add: false },
+    { n: 2, c: 96, h: 33, w: 31, relu: true, add: false }
+  ]
+  for (const k of cases) {
+    const what = `${k.n}x${k.c}x${k.h}x${k.w}${k.add ? ' + add' : ''}${k.relu ? ', ReLU' : ''}`
+    it(`${what}: every output and gradient to float rounding of the float64 result, as libtorch's`, async () => {
+      const r = rng(k.c * 31 + k.h)
+      const size = k.n * k.c * k.h * k.w
+      // Inputs far from zero mean (the variance must not cancel), weights of both signs.
+      const x = new Float32Array(size).map(() => 5 + 3 * (r() * 2 - 1))
+      const wt = new Float32Array(k.c).map(() => (r() < 0.2 ? -1 : 1) * (0.5 + r()))
+      const bs = new Float32Array(k.c).map(() => r() - 0.5)
+      const add = k.add ? new Float32Array(size).map(() => r() * 2 - 1) : null
+      const dy = new Float32Array(size).map(() => r() * 2 - 1)
+      // ReLU's mask may flip where the output is within rounding of 0: no gradient comes back there, so
+      // that the comparison does not depend on which side of 0 float rounding put it.
+      if (k.relu) {
+        const z = reference({ ...k, relu: false }, x, wt, bs, add, new Float32Array(size))[0]
+        for (let i = 0; i < size; i++) if (Math.abs(z[i]) < 1e-3) dy[i] = 0
+      }
+      const ref = reference(k, x, wt, bs, add, dy)
+      const shape = [k.n, k.c, k.h, k.w] as const
+      const run = async (fused: boolean): Promise<Float32Array[]> => {
+        const out = await binding._batchNormTrain(tensor(x, shape)._native(), tensor(wt, [k.c])._native(), tensor(bs, [k.c])._native(),
+          add ? tensor(add, shape)._native() : null, tensor(dy, shape)._native(), k.relu, fused)
+        return split(Tensor.fromNative(out).dataSync() as Float32Array, k)
+      }
+      const fused = await run(true)
+      const plain = await run(false)
+      assert.strictEqual(fused[fused.length - 1][0], 1, 'the fused node ran')
+      assert.strictEqual(plain[plain.length - 1][0], 0)
+      const names = NAMES.filter((nm) => k.add || nm !== 'dadd')
+      for (let p = 0; p < ref.length; p++) {
+        let scale = 0; let errF = 0; let errP = 0
+        for (let i = 0; i < ref[p].length; i++) {
+          scale = Math.max(scale, Math.abs(ref[p][i]))
+          errF = Math.max(errF, Math.abs(fused[p][i] - ref[p][i]))
+          errP = Math.max(errP, Math.abs(plain[p][i] - ref[p][i]))
+        }
+        // libtorch's float32 result, for scale: the fused node must be within 4x its error (and 1e-5).
+        assert.ok(errF <= Math.max(1e-5 * scale, 4 * errP), `${names[p]}: error ${errF} of ${scale} (libtorch's ${errP})`)
+      }
+    })
+  }
+})
+
+describe('fused training batch norm in whole networks', function () {
+  this.timeout(300000)
+  const files: Record<string, string> = {}
+  before(async () => {
+    const dir = tmpdir()
+    // ResNet-18: conv-BN-ReLU and the blocks' BN + shortcut + ReLU; U-Net: BN + ReLU at every level, down
+    // to a 3 x 3 map (18 values per channel in a batch of 2).
+    for (const [name, options] of [
+      ['fcn', { arch: 'fcn', backbone: 'resnet18', numClasses: 2, outputStride: 8 }],
+      ['unet', { arch: 'unet', numClasses: 2, baseChannels: 8, batchNorm: true, dropout: 0 }]
+    ] as const) {
+      const m = await createModel(options)
+      files[name] = path.join(dir, `${name}.segtorch`)
+      await m.save(files[name])
+      m.dispose()
+    }
+  })
+
+  for (const name of ['fcn', 'unet']) {
+    it(`${name}: the fused node runs channels-last and trains as libtorch's batch norm does (3 SGD steps)`, () => {
+      const fused = run(files[name], true, true)
+      const plain = run(files[name], false, true)
+      // Which path ran: the fused node's forward scope and backward node, and no libtorch batch norm.
+      assert.match(fused.trace, /segtorch::batch_norm_act/)
+      assert.match(fused.trace, /BatchNormActTrain/)
+      assert.doesNotMatch(fused.trace, /native_batch_norm/, 'a training batch norm fell back to libtorch\'s')
+      assert.match(plain.trace, /native_batch_norm_backward/)
+      assert.doesNotMatch(plain.trace, /BatchNormActTrain/)
+      // The first loss is the same forward to float rounding. The later ones are close, not equal: float
+      // rounding flips a ReLU mask or a max-pooling argmax here and there, and with BatchNorm over a few
+      // dozen values per channel one flip moves whole layers' gradients by up to 10 % (measured: a 1e-7
+      // relative change of the input image moves libtorch's own FCN-ResNet18 gradients the same way). The
+      // node itself is checked exactly above.
+      assert.ok(Math.abs(fused.losses[0] - plain.losses[0]) < 1e-5 * Math.abs(plain.losses[0]), `first loss ${fused.losses[0]} against ${plain.losses[0]}`)
+      assert.ok(maxRelDiff(fused.losses, plain.losses) < 3e-2, `losses ${fused.losses} against ${plain.losses}`)
+      assert.notStrictEqual(fused.losses[0], fused.losses[2], 'the steps trained')
+    })
+  }
+
+  it('NCHW training keeps libtorch\'s batch norm (the fused node takes channels-last only)', () => {
+    const r = run(files.fcn, true, false)
+    assert.match(r.trace, /native_batch_norm_backward/)
+    assert.doesNotMatch(r.trace, /BatchNormActTrain/)
+  })
+})
