@@ -13,8 +13,12 @@
 //   --switch labels:  SEGTORCH_FUSED_LABELS=0 / 1 (predict's labels in one pass, infer/labels.h)
 //   --switch winograd: SEGTORCH_WINOGRAD_FP32=0 / 1 (segtorch's fp32 Winograd F(4x4, 3x3) where 'auto' uses it,
 //                     predictions and training: blocks/conv2d.h)
+//   --switch fusedbn: SEGTORCH_FUSED_BN=0 / 1 (training batch norm + addition + ReLU as one node, blocks/batch_norm.h;
+//                     predictions are the control)
+//   --switch addon --off-addon PATH: two builds, PATH off and --addon on (e.g. a build configured with
+//                     -DSEGTORCH_PARALLEL_LOOPS=OFF against the default, whose parallel loops use OpenMP)
 // Prints a table with the CPU kind and writes bench/results/<switch>-<libtorch version>.json.
-//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd [--rounds N] [--runs N] [--arch a,b] [--size S]
+//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|fusedbn|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
 //          [--no-train] [--addon path/segtorch.node]
 'use strict'
 const { spawnSync } = require('child_process')
@@ -29,7 +33,9 @@ const SWITCHES = {
   cache: { env: 'SEGTORCH_CPU_CACHE_MB', off: '0', on: undefined }, // undefined: the default
   pool: { env: 'SEGTORCH_POOL_KERNEL', off: '0', on: '1' },
   labels: { env: 'SEGTORCH_FUSED_LABELS', off: '0', on: '1' },
-  winograd: { env: 'SEGTORCH_WINOGRAD_FP32', off: '0', on: '1' }
+  winograd: { env: 'SEGTORCH_WINOGRAD_FP32', off: '0', on: '1' },
+  fusedbn: { env: 'SEGTORCH_FUSED_BN', off: '0', on: '1' },
+  addon: { env: 'SEGTORCH_ADDON' } // off / on: --off-addon and --addon
 }
 
 // Median ms of `fn` over at least `runs` runs and about 3 s, after one warm-up call: small networks
@@ -78,6 +84,11 @@ async function main () {
   const sw = SWITCHES[opt('switch', '')]
   if (!sw) throw new Error(`Expected --switch ${Object.keys(SWITCHES).join(' | ')}`)
   const swName = opt('switch')
+  if (swName === 'addon') {
+    if (!opt('off-addon') || !opt('addon')) throw new Error('Expected --off-addon PATH and --addon PATH with --switch addon')
+    sw.off = path.resolve(opt('off-addon'))
+    sw.on = path.resolve(opt('addon'))
+  }
   const train = !args.includes('--no-train')
   const rounds = Number(opt('rounds', '2'))
   const runs = Number(opt('runs', '5'))

@@ -71,8 +71,9 @@ addon="$out/Release/segtorch.node"
 # checked here directly, sanitized, against at::conv2d (test/native/winograd_check.cc).
 if [ "$#" -eq 0 ]; then
   echo "sanitize: test/native/winograd_check.cc (log: $logs/winograd_check.log)"
-  if ! { g++ -std=c++17 $cxxflags -I native -I /usr/include/torch/csrc/api/include test/native/winograd_check.cc \
-           native/blocks/conv2d.cc native/blocks/winograd_kernel.cc -ltorch -ltorch_cpu -lc10 -o "$out/winograd_check" &&
+  if ! { g++ -std=c++17 -fopenmp $cxxflags -I native -I /usr/include/torch/csrc/api/include test/native/winograd_check.cc \
+           native/blocks/conv2d.cc native/blocks/winograd_kernel.cc native/blocks/batch_norm.cc native/blocks/batch_norm_kernel.cc \
+           -ltorch -ltorch_cpu -lc10 -o "$out/winograd_check" &&
          ASAN_OPTIONS=detect_leaks=0 "$out/winograd_check"; } >"$logs/winograd_check.log" 2>&1; then
     tail -n 30 "$logs/winograd_check.log"
     echo "sanitize: FAILED: test/native/winograd_check.cc"
@@ -86,7 +87,7 @@ else
   tests=()
   for f in test/tensor.test.ts test/model.test.ts test/statedict.test.ts test/torchscript.test.ts \
            test/hardening-ts.test.ts test/png.test.ts test/data.test.ts test/augment.test.ts \
-           test/boundary*.test.ts test/hostile*.test.ts test/fuzz*.test.ts; do
+           test/boundary*.test.ts test/hostile*.test.ts test/fuzz*.test.ts test/batchnorm.test.ts; do
     [ -f "$f" ] && tests+=("$f")
   done
 fi

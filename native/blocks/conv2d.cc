@@ -78,9 +78,7 @@ namespace {
 // Whether this thread's segtorch::Conv2d calls may run a Winograd convolution (WinogradGuard): NNPACK's
 // in fp32, WinogradConvolution in bf16.
 thread_local bool winograd_on = false;
-}  // namespace
 
-namespace {
 // The activations the Winograd output transforms apply (any other is applied after them).
 WinogradAct ToWinogradAct(Activation act) {
   switch (act) {

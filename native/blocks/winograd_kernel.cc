@@ -21,33 +21,41 @@ inline uint16_t Store(float f) {
   return f != f ? static_cast<uint16_t>(0x7FC0u) : static_cast<uint16_t>(rounded);
 }
 
-// The tiles of rows [begin, end) of a chunk (row r = (n * th + ty) * d + py, tile p numbered from the chunk's
-// first row), F(kM x kM, 3x3): fn(p, tap) with tap[i][j] the input pixel (C values) of each of the tile's
-// (kM + 2) x (kM + 2) taps, d apart, `zeros` outside the image. x: channels-last with strides sN, sH, sW.
+// The tile positions of rows [begin, end) of a chunk (row r = (n * th + ty) * d + py, tile p numbered from the
+// chunk's first row), F(kM x kM, 3x3): fn(p, n, y0, x0) with (y0, x0) the tile's first output pixel in image n;
+// its kM x kM outputs and (kM + 2) x (kM + 2) input taps lie d apart from there.
+template <int kM, typename Fn>
+void ForEachTilePosition(const WinogradShape& s, int64_t first, int64_t begin, int64_t end, Fn&& fn) {
+  const int64_t d = s.d;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t py = r % d, ty = (r / d) % s.th, n = r / (d * s.th);
+    for (int64_t tx = 0; tx < s.tw; ++tx) {
+      for (int64_t px = 0; px < d; ++px) fn(((r - first) * s.tw + tx) * d + px, n, ty * kM * d + py, tx * kM * d + px);
+    }
+  }
+}
+
+// Those tiles' inputs: fn(p, tap) with tap[i][j] the input pixel (C values) of each of the tile's
+// (kM + 2) x (kM + 2) taps, `zeros` outside the image. x: channels-last with strides sN, sH, sW.
 template <int kM, typename T, typename Fn>
 void ForEachInputTile(const T* x, int64_t sN, int64_t sH, int64_t sW, const T* zeros, const WinogradShape& s, int64_t first, int64_t begin,
                       int64_t end, Fn&& fn) {
   constexpr int kT = kM + 2;
   const int64_t d = s.d;
   const T* tap[kT][kT];
-  for (int64_t r = begin; r < end; ++r) {
-    const int64_t py = r % d, ty = (r / d) % s.th, n = r / (d * s.th);
-    for (int64_t tx = 0; tx < s.tw; ++tx) {
-      for (int64_t px = 0; px < d; ++px) {
-        for (int i = 0; i < kT; ++i) {
-          const int64_t yy = ty * kM * d + py + (i - 1) * d;
-          for (int j = 0; j < kT; ++j) {
-            const int64_t xx = tx * kM * d + px + (j - 1) * d;
-            tap[i][j] = (yy >= 0 && yy < s.H && xx >= 0 && xx < s.W) ? x + n * sN + yy * sH + xx * sW : zeros;
-          }
-        }
-        fn(((r - first) * s.tw + tx) * d + px, tap);
+  ForEachTilePosition<kM>(s, first, begin, end, [&](int64_t p, int64_t n, int64_t y0, int64_t x0) {
+    for (int i = 0; i < kT; ++i) {
+      const int64_t yy = y0 + (i - 1) * d;
+      for (int j = 0; j < kT; ++j) {
+        const int64_t xx = x0 + (j - 1) * d;
+        tap[i][j] = (yy >= 0 && yy < s.H && xx >= 0 && xx < s.W) ? x + n * sN + yy * sH + xx * sW : zeros;
       }
     }
-  }
+    fn(p, tap);
+  });
 }
 
-// The same tiles' outputs: fn(p, out, addend) with out[a][b] the output pixel (K values) of each of the tile's
+// Those tiles' outputs: fn(p, out, addend) with out[a][b] the output pixel (K values) of each of the tile's
 // kM x kM outputs in y (channels-last [N, H, W, K], contiguous), those past the image a row of its own in
 // `scratch` (kM * kM rows of K values: written, never read); addend[a][b] add's pixel, `zeros` past the image
 // (nullptr without add).
@@ -57,23 +65,18 @@ void ForEachOutputTile(T* y, const T* add, const T* zeros, T* scratch, const Win
   const int64_t d = s.d, K = s.K;
   T* out[kM][kM];
   const T* addend[kM][kM];
-  for (int64_t r = begin; r < end; ++r) {
-    const int64_t py = r % d, ty = (r / d) % s.th, n = r / (d * s.th);
-    for (int64_t tx = 0; tx < s.tw; ++tx) {
-      for (int64_t px = 0; px < d; ++px) {
-        for (int a = 0; a < kM; ++a) {
-          for (int b = 0; b < kM; ++b) {
-            const int64_t yy = ty * kM * d + py + a * d, xx = tx * kM * d + px + b * d;
-            const bool inside = yy < s.H && xx < s.W;
-            const int64_t at = ((n * s.H + yy) * s.W + xx) * K;
-            out[a][b] = inside ? y + at : scratch + (a * kM + b) * K;
-            addend[a][b] = add != nullptr ? (inside ? add + at : zeros) : nullptr;
-          }
-        }
-        fn(((r - first) * s.tw + tx) * d + px, out, addend);
+  ForEachTilePosition<kM>(s, first, begin, end, [&](int64_t p, int64_t n, int64_t y0, int64_t x0) {
+    for (int a = 0; a < kM; ++a) {
+      for (int b = 0; b < kM; ++b) {
+        const int64_t yy = y0 + a * d, xx = x0 + b * d;
+        const bool inside = yy < s.H && xx < s.W;
+        const int64_t at = ((n * s.H + yy) * s.W + xx) * K;
+        out[a][b] = inside ? y + at : scratch + (a * kM + b) * K;
+        addend[a][b] = add != nullptr ? (inside ? add + at : zeros) : nullptr;
       }
     }
-  }
+    fn(p, out, addend);
+  });
 }
 
 // One tile's B^T d B for every channel: taps t[i][j] (C values each) into out[(i * 4 + j) * plane + c].
