@@ -79,6 +79,15 @@ if [ "$#" -eq 0 ]; then
     echo "sanitize: FAILED: test/native/winograd_check.cc"
     exit 1
   fi
+  # The fused training batch norm's loops (blocks/batch_norm*.cc), parallel, against float64.
+  echo "sanitize: test/native/batch_norm_check.cc (log: $logs/batch_norm_check.log)"
+  if ! { g++ -std=c++17 -fopenmp $cxxflags -I native -I /usr/include/torch/csrc/api/include test/native/batch_norm_check.cc \
+           native/blocks/batch_norm.cc native/blocks/batch_norm_kernel.cc -ltorch -ltorch_cpu -lc10 -o "$out/batch_norm_check" &&
+         ASAN_OPTIONS=detect_leaks=0 "$out/batch_norm_check"; } >"$logs/batch_norm_check.log" 2>&1; then
+    tail -n 30 "$logs/batch_norm_check.log"
+    echo "sanitize: FAILED: test/native/batch_norm_check.cc"
+    exit 1
+  fi
 fi
 
 if [ "$#" -gt 0 ]; then
