@@ -55,7 +55,7 @@ class BatchNorm2dImpl : public torch::nn::Cloneable<BatchNorm2dImpl> {
 
   // bn(input) [+ add], then ReLU where `relu`. In training, on channels-last float32 CPU batches, one
   // autograd node computes it with segtorch's own loops (blocks/batch_norm.cc: two passes forward, two
-  // backward, where torch::batch_norm + add + relu_ take six and five); otherwise (inference, other
+  // backward, where torch::batch_norm + add + relu_ take five and three); otherwise (inference, other
   // types, layouts and devices, synchronised statistics, traces, SEGTORCH_FUSED_BN=0) the same
   // operations one by one. `add`: undefined for none, else the input's shape.
   torch::Tensor ForwardAct(const torch::Tensor& input, bool relu, const torch::Tensor& add);
