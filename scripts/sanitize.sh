@@ -67,27 +67,27 @@ if [ "${SANITIZE_BUILD_ONLY:-0}" = "1" ]; then exit 0; fi
 addon="$out/Release/segtorch.node"
 [ -f "$addon" ] || { echo "sanitize: FAILED: $addon is missing (build first)"; exit 2; }
 
-# bf16 Winograd's transforms (native/blocks/winograd_kernel.cc) run in predict only on libtorch 2.x:
-# checked here directly, sanitized, against at::conv2d (test/native/winograd_check.cc).
+# A native check (test/native/NAME.cc with the sources named after it), compiled sanitized with OpenMP
+# (so that at::parallel_for runs threaded) against Debian's libtorch, and run: exits on failure.
+native_check () {
+  local name="$1"; shift
+  echo "sanitize: test/native/$name.cc (log: $logs/$name.log)"
+  if ! { g++ -std=c++17 -fopenmp $cxxflags -I native -I /usr/include/torch/csrc/api/include "test/native/$name.cc" "$@" \
+           -ltorch -ltorch_cpu -lc10 -o "$out/$name" &&
+         ASAN_OPTIONS=detect_leaks=0 "$out/$name"; } >"$logs/$name.log" 2>&1; then
+    tail -n 30 "$logs/$name.log"
+    echo "sanitize: FAILED: test/native/$name.cc"
+    exit 1
+  fi
+}
+
 if [ "$#" -eq 0 ]; then
-  echo "sanitize: test/native/winograd_check.cc (log: $logs/winograd_check.log)"
-  if ! { g++ -std=c++17 -fopenmp $cxxflags -I native -I /usr/include/torch/csrc/api/include test/native/winograd_check.cc \
-           native/blocks/conv2d.cc native/blocks/winograd_kernel.cc native/blocks/batch_norm.cc native/blocks/batch_norm_kernel.cc \
-           -ltorch -ltorch_cpu -lc10 -o "$out/winograd_check" &&
-         ASAN_OPTIONS=detect_leaks=0 "$out/winograd_check"; } >"$logs/winograd_check.log" 2>&1; then
-    tail -n 30 "$logs/winograd_check.log"
-    echo "sanitize: FAILED: test/native/winograd_check.cc"
-    exit 1
-  fi
+  # bf16 Winograd's transforms (native/blocks/winograd_kernel.cc) run in predict only on libtorch 2.x:
+  # checked here directly, sanitized, against at::conv2d (conv2d.cc needs the batch norm for ConvBnAct).
+  native_check winograd_check native/blocks/conv2d.cc native/blocks/winograd_kernel.cc native/blocks/batch_norm.cc \
+    native/blocks/batch_norm_kernel.cc
   # The fused training batch norm's loops (blocks/batch_norm*.cc), parallel, against float64.
-  echo "sanitize: test/native/batch_norm_check.cc (log: $logs/batch_norm_check.log)"
-  if ! { g++ -std=c++17 -fopenmp $cxxflags -I native -I /usr/include/torch/csrc/api/include test/native/batch_norm_check.cc \
-           native/blocks/batch_norm.cc native/blocks/batch_norm_kernel.cc -ltorch -ltorch_cpu -lc10 -o "$out/batch_norm_check" &&
-         ASAN_OPTIONS=detect_leaks=0 "$out/batch_norm_check"; } >"$logs/batch_norm_check.log" 2>&1; then
-    tail -n 30 "$logs/batch_norm_check.log"
-    echo "sanitize: FAILED: test/native/batch_norm_check.cc"
-    exit 1
-  fi
+  native_check batch_norm_check native/blocks/batch_norm.cc native/blocks/batch_norm_kernel.cc
 fi
 
 if [ "$#" -gt 0 ]; then

@@ -4,7 +4,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { createModel, tensor, Tensor } from '../lib'
 import { binding } from '../lib/binding'
-import { CHILD_REGISTER, rng, ROOT, tmpdir } from './helpers'
+import { CHILD_REGISTER, maxRelDiff, rng, ROOT, tmpdir } from './helpers'
 
 // Training batch norm on channels-last float32 runs segtorch's fused node (BatchNorm2dImpl::ForwardAct:
 // BN [+ the residual addition] [+ ReLU] in two passes forward and two backward, native/blocks/batch_norm.cc);
@@ -40,13 +40,6 @@ function run (file: string, fused: boolean, channelsLast: boolean): Run {
   assert.strictEqual(r.status, 0, r.stderr)
   const trace = fs.readdirSync(dir).map((f) => fs.readFileSync(path.join(dir, f), 'utf8')).join('\n')
   return { ...JSON.parse(r.stdout.trim().split('\n').pop() as string) as Run, trace }
-}
-
-function maxRelDiff (a: number[], b: number[]): number {
-  assert.strictEqual(a.length, b.length)
-  let diff = 0; let scale = 0
-  for (let i = 0; i < a.length; i++) { diff = Math.max(diff, Math.abs(a[i] - b[i])); scale = Math.max(scale, Math.abs(b[i])) }
-  return diff / scale
 }
 
 interface Case { n: number, c: number, h: number, w: number, relu: boolean, add: boolean }

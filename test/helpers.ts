@@ -111,6 +111,14 @@ export function runPredictionChild (script: string, dir: string, n: number, env:
   return JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'))
 }
 
+/** Largest |a - b| over the largest |b| (no floor: for values all below 1, unlike relativeError). */
+export function maxRelDiff (a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.strictEqual(a.length, b.length)
+  let diff = 0; let scale = 0
+  for (let i = 0; i < a.length; i++) { diff = Math.max(diff, Math.abs(a[i] - b[i])); scale = Math.max(scale, Math.abs(b[i])) }
+  return diff / scale
+}
+
 /** Largest |a - b| over the largest |b| (at least 1). */
 export function relativeError (a: ArrayLike<number>, b: ArrayLike<number>): number {
   assert.strictEqual(a.length, b.length, 'same number of values')

@@ -2,7 +2,7 @@ import * as assert from 'assert'
 import { spawnSync } from 'child_process'
 import * as path from 'path'
 import { createModel } from '../lib'
-import { CHILD_REGISTER, ROOT, tmpdir } from './helpers'
+import { CHILD_REGISTER, maxRelDiff, ROOT, tmpdir } from './helpers'
 
 // Adam and AdamW run a fused one-pass update on the CPU (native/train/optimizer.cc); libtorch's own
 // step (SEGTORCH_FUSED_OPTIMIZER=0) is the reference. Each run is a child process on the same saved
@@ -36,13 +36,6 @@ function run (config: Record<string, unknown>, fused: boolean): Run {
   })
   assert.strictEqual(r.status, 0, r.stderr)
   return JSON.parse(r.stdout.trim().split('\n').pop() as string) as Run
-}
-
-function maxRelDiff (a: number[], b: number[]): number {
-  assert.strictEqual(a.length, b.length)
-  let diff = 0; let scale = 0
-  for (let i = 0; i < a.length; i++) { diff = Math.max(diff, Math.abs(a[i] - b[i])); scale = Math.max(scale, Math.abs(b[i])) }
-  return diff / scale
 }
 
 describe('fused Adam / AdamW (against libtorch\'s step)', function () {

@@ -18,17 +18,24 @@ namespace {
 // Rows x channels below which a reduction runs on one thread (the threads' start costs more).
 constexpr int64_t kBatchNormPartElements = 1 << 14;
 
-// f(part, begin, end) for up to one part per thread, the rows split evenly: each part owns its own
-// partial sums, whichever thread runs it.
+// Two per-channel sums over the rows: `part(begin, end, scratch, sum, sumsq)` adds rows [begin, end) into
+// its own double partials (2 C float of scratch), up to one part per thread, the rows split evenly; the
+// partials are then added up in double, part by part. Returns [sum (C), sumsq (C)].
 template <class F>
-void ForEachRowPart(int64_t rows, int64_t c, int64_t parts, const F& f) {
+std::vector<double> ChannelSums(int64_t rows, int64_t c, const F& part) {
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows * c / kBatchNormPartElements));
+  std::vector<double> partial(static_cast<size_t>(parts * 2 * c), 0.0);
+  std::vector<float> scratch(static_cast<size_t>(parts * 2 * c));
   at::parallel_for(0, parts, 1, [&](int64_t b, int64_t e) {
-    for (int64_t p = b; p < e; ++p) f(p, rows * p / parts, rows * (p + 1) / parts);
+    for (int64_t p = b; p < e; ++p) {
+      part(rows * p / parts, rows * (p + 1) / parts, scratch.data() + p * 2 * c, partial.data() + p * 2 * c, partial.data() + p * 2 * c + c);
+    }
   });
-}
-
-int64_t RowParts(int64_t rows, int64_t c) {
-  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows * c / kBatchNormPartElements));
+  std::vector<double> total(static_cast<size_t>(2 * c), 0.0);
+  for (int64_t p = 0; p < parts; ++p) {
+    for (int64_t j = 0; j < 2 * c; ++j) total[j] += partial[p * 2 * c + j];
+  }
+  return total;
 }
 
 // f(begin, end) over the rows in parallel (element-wise passes).
@@ -48,36 +55,26 @@ struct BatchNormActTrain : public torch::autograd::Function<BatchNormActTrain> {
                                torch::Tensor running_var, double momentum, double eps, bool relu) {
     const int64_t c = x.size(1), rows = x.numel() / c;
     const float* xp = x.data_ptr<float>();
-    const int64_t parts = RowParts(rows, c);
-    std::vector<double> sums(static_cast<size_t>(parts * 2 * c), 0.0);
-    std::vector<float> scratch(static_cast<size_t>(parts * 2 * c));
-    std::vector<float> shift_in(xp, xp + c);  // the first pixel
-    ForEachRowPart(rows, c, parts, [&](int64_t p, int64_t begin, int64_t end) {
-      BatchNormStatsRows(xp, shift_in.data(), scratch.data() + p * 2 * c, sums.data() + p * 2 * c, sums.data() + p * 2 * c + c, c, begin,
-                         end);
+    const std::vector<float> shift_in(xp, xp + c);  // the first pixel
+    const std::vector<double> sums = ChannelSums(rows, c, [&](int64_t begin, int64_t end, float* scratch, double* sum, double* sumsq) {
+      BatchNormStatsRows(xp, shift_in.data(), scratch, sum, sumsq, c, begin, end);
     });
     auto fopt = weight.options().dtype(at::kFloat);
-    torch::Tensor mean = at::empty({c}, fopt), invstd = at::empty({c}, fopt), scale = at::empty({c}, fopt), shift = at::empty({c}, fopt);
-    torch::Tensor batch_var = at::empty({c}, fopt);
+    torch::Tensor mean = at::empty({c}, fopt), invstd = at::empty({c}, fopt), batch_var = at::empty({c}, fopt);
+    std::vector<float> scale(static_cast<size_t>(c)), shift(static_cast<size_t>(c));
     {
       const float* w = weight.data_ptr<float>();
       const float* b = bias.data_ptr<float>();
-      float *mp = mean.data_ptr<float>(), *ip = invstd.data_ptr<float>(), *sp = scale.data_ptr<float>(), *hp = shift.data_ptr<float>();
-      float* vp = batch_var.data_ptr<float>();
+      float *mp = mean.data_ptr<float>(), *ip = invstd.data_ptr<float>(), *vp = batch_var.data_ptr<float>();
       for (int64_t j = 0; j < c; ++j) {
-        double s = 0.0, q = 0.0;
-        for (int64_t p = 0; p < parts; ++p) {
-          s += sums[p * 2 * c + j];
-          q += sums[p * 2 * c + c + j];
-        }
-        const double m = s / static_cast<double>(rows);
-        const double var = std::max(0.0, q / static_cast<double>(rows) - m * m);
+        const double m = sums[j] / static_cast<double>(rows);
+        const double var = std::max(0.0, sums[c + j] / static_cast<double>(rows) - m * m);
         const double is = 1.0 / std::sqrt(var + eps);
         mp[j] = static_cast<float>(shift_in[j] + m);
         vp[j] = static_cast<float>(var);
         ip[j] = static_cast<float>(is);
-        sp[j] = static_cast<float>(w[j] * is);
-        hp[j] = static_cast<float>(b[j] - (shift_in[j] + m) * (w[j] * is));
+        scale[j] = static_cast<float>(w[j] * is);
+        shift[j] = static_cast<float>(b[j] - (shift_in[j] + m) * (w[j] * is));
       }
     }
     {
@@ -88,9 +85,8 @@ struct BatchNormActTrain : public torch::autograd::Function<BatchNormActTrain> {
     }
     torch::Tensor y = at::empty_like(x, at::MemoryFormat::ChannelsLast);
     const float* ap = add.numel() > 0 ? add.data_ptr<float>() : nullptr;
-    const float *sp = scale.data_ptr<float>(), *hp = shift.data_ptr<float>();
     float* yp = y.data_ptr<float>();
-    ForRows(rows, c, [&](int64_t begin, int64_t end) { BatchNormForwardRows(xp, ap, sp, hp, relu, yp, c, begin, end); });
+    ForRows(rows, c, [&](int64_t begin, int64_t end) { BatchNormForwardRows(xp, ap, scale.data(), shift.data(), relu, yp, c, begin, end); });
     ctx->save_for_backward({x, weight, mean, invstd, relu ? y : at::empty({0}, fopt)});
     ctx->saved_data["add"] = add.numel() > 0;
     return y;
@@ -112,42 +108,34 @@ struct BatchNormActTrain : public torch::autograd::Function<BatchNormActTrain> {
       g = yp == nullptr ? dy : at::empty_like(dy, at::MemoryFormat::ChannelsLast);
       if (yp != nullptr) gp = g.data_ptr<float>();
     }
-    const int64_t parts = RowParts(rows, c);
-    std::vector<double> sums(static_cast<size_t>(parts * 2 * c), 0.0);
-    std::vector<float> scratch(static_cast<size_t>(parts * 2 * c));
-    ForEachRowPart(rows, c, parts, [&](int64_t p, int64_t begin, int64_t end) {
-      BatchNormBackwardReduceRows(dyp, yp, xp, mp, gp, scratch.data() + p * 2 * c, sums.data() + p * 2 * c, sums.data() + p * 2 * c + c, c,
-                                  begin, end);
+    const std::vector<double> sums = ChannelSums(rows, c, [&](int64_t begin, int64_t end, float* scratch, double* sum_g, double* sum_gx) {
+      BatchNormBackwardReduceRows(dyp, yp, xp, mp, gp, scratch, sum_g, sum_gx, c, begin, end);
     });
     auto fopt = weight.options().dtype(at::kFloat);
     torch::Tensor sum_g = at::empty({c}, fopt), sum_gx = at::empty({c}, fopt);
     {
       float *s = sum_g.data_ptr<float>(), *q = sum_gx.data_ptr<float>();
       for (int64_t j = 0; j < c; ++j) {
-        double a = 0.0, b = 0.0;
-        for (int64_t p = 0; p < parts; ++p) {
-          a += sums[p * 2 * c + j];
-          b += sums[p * 2 * c + c + j];
-        }
-        s[j] = static_cast<float>(a);
-        q[j] = static_cast<float>(b);
+        s[j] = static_cast<float>(sums[j]);
+        q[j] = static_cast<float>(sums[c + j]);
       }
     }
     if (ctx->needs_input_grad(0)) {
       // dx = w invstd (g - sum_g / n - (x - mean) invstd^2 sum_gx / n), as ATen's batch norm backward.
-      torch::Tensor a = at::empty({c}, fopt), b = at::empty({c}, fopt), k = at::empty({c}, fopt);
+      std::vector<float> a(static_cast<size_t>(c)), b(static_cast<size_t>(c)), k(static_cast<size_t>(c));
       const float *w = weight.data_ptr<float>(), *is = invstd.data_ptr<float>(), *s = sum_g.data_ptr<float>(), *q = sum_gx.data_ptr<float>();
-      float *ap = a.data_ptr<float>(), *bp = b.data_ptr<float>(), *kp = k.data_ptr<float>();
       const double n = static_cast<double>(rows);
       for (int64_t j = 0; j < c; ++j) {
         const double aj = static_cast<double>(w[j]) * is[j];
-        ap[j] = static_cast<float>(aj);
-        bp[j] = static_cast<float>(-aj * is[j] * is[j] * q[j] / n);
-        kp[j] = static_cast<float>(-aj * s[j] / n);
+        a[j] = static_cast<float>(aj);
+        b[j] = static_cast<float>(-aj * is[j] * is[j] * q[j] / n);
+        k[j] = static_cast<float>(-aj * s[j] / n);
       }
       torch::Tensor dx = at::empty_like(x, at::MemoryFormat::ChannelsLast);
       float* dxp = dx.data_ptr<float>();
-      ForRows(rows, c, [&](int64_t begin, int64_t end) { BatchNormBackwardInputRows(dyp, yp, xp, mp, ap, bp, kp, dxp, c, begin, end); });
+      ForRows(rows, c, [&](int64_t begin, int64_t end) {
+        BatchNormBackwardInputRows(dyp, yp, xp, mp, a.data(), b.data(), k.data(), dxp, c, begin, end);
+      });
       out[0] = dx;
     }
     if (ctx->needs_input_grad(1)) out[1] = sum_gx * invstd;
