@@ -1,45 +1,15 @@
 import * as assert from 'assert'
-import { spawnSync } from 'child_process'
-import * as fs from 'fs'
 import * as path from 'path'
 import { createModel, tensor, Tensor } from '../lib'
 import { binding } from '../lib/binding'
-import { CHILD_REGISTER, maxRelDiff, rng, ROOT, tmpdir } from './helpers'
+import { maxRelDiff, profiledTraining, ProfiledRun, rng, tmpdir } from './helpers'
 
-// Training batch norm on channels-last float32 runs segtorch's fused node (BatchNorm2dImpl::ForwardAct:
-// BN [+ the residual addition] [+ ReLU] in two passes forward and two backward, native/blocks/batch_norm.cc);
-// libtorch's batch_norm + add + relu_ (SEGTORCH_FUSED_BN=0) is the reference. Each run is a child process
-// on the same saved weights and batch, profiled (SEGTORCH_PROFILE) so that the test sees which path ran.
-const CHILD = `
-  const st = require(${JSON.stringify(path.join(ROOT, 'lib'))});
-  (async () => {
-    const c = JSON.parse(process.argv[1]);
-    const m = await st.loadModel(c.file);
-    const n = 2, s = 40;
-    const x = st.tensor(new Float32Array(n * 3 * s * s).map((_, i) => Math.sin(i * 0.37) + 0.3 * Math.cos(i * 0.011)), [n, 3, s, s]);
-    const y = st.tensor(new Uint8Array(n * s * s).map((_, i) => ((i % s) + Math.floor(i / s)) % 7 < 3 ? 1 : 0), [n, s, s]);
-    const data = function * () { for (;;) yield { images: x, masks: y } };
-    const losses = [];
-    await m.fit(data, {
-      iterations: c.steps, seed: 7, precision: 'fp32', channelsLast: c.channelsLast,
-      optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 }, schedule: { type: 'constant' },
-      onStep: (st) => { losses.push(st.loss) }
-    });
-    console.log(JSON.stringify({ losses }));
-  })().catch((e) => { console.error(e); process.exit(1) });`
-
-interface Run { losses: number[], trace: string }
-
-function run (file: string, fused: boolean, channelsLast: boolean): Run {
-  const dir = tmpdir('segtorch-bn-profile-')
-  const r = spawnSync(process.execPath, ['-r', CHILD_REGISTER, '-e', CHILD, JSON.stringify({ file, steps: 3, channelsLast })], {
-    cwd: ROOT,
-    encoding: 'utf8',
-    env: { ...process.env, SEGTORCH_FUSED_BN: fused ? '1' : '0', SEGTORCH_PROFILE: path.join(dir, 'job') }
-  })
-  assert.strictEqual(r.status, 0, r.stderr)
-  const trace = fs.readdirSync(dir).map((f) => fs.readFileSync(path.join(dir, f), 'utf8')).join('\n')
-  return { ...JSON.parse(r.stdout.trim().split('\n').pop() as string) as Run, trace }
+// Training batch norm on channels-last float32 runs segtorch's fused node (BatchNormActTrain in
+// native/blocks/batch_norm.cc: BN [+ the residual addition] [+ ReLU] in two passes forward and two backward);
+// libtorch's batch_norm + add + relu_ (SEGTORCH_FUSED_BN=0) is the reference. The whole-network runs are
+// profiled children (profiledTraining) on the same saved weights and batch, so that the test sees which path ran.
+function run (file: string, fused: boolean, channelsLast: boolean): ProfiledRun {
+  return profiledTraining(file, { channelsLast, env: { SEGTORCH_FUSED_BN: fused ? '1' : '0' } })
 }
 
 interface Case { n: number, c: number, h: number, w: number, relu: boolean, add: boolean }

@@ -166,3 +166,57 @@ export function labelCounts (a: ArrayLike<number>, b: ArrayLike<number>, shape: 
   }
   return { same, counted }
 }
+
+// A child process trains the model saved in `file` for `steps` SGD steps (fp32, seed 7) on a fixed
+// 2 x 3 x `size` x `size` batch of two classes (`fit`: more options of fit) under SEGTORCH_PROFILE: its losses, and the Chrome
+// traces of its native jobs (libtorch's profiler: every operator, nested by time) to tell which path ran.
+const PROFILED_CHILD = `
+  const st = require(${JSON.stringify(path.join(ROOT, 'lib'))});
+  (async () => {
+    const c = JSON.parse(process.argv[1]);
+    const m = await st.loadModel(c.file);
+    const n = 2, s = c.size;
+    const x = st.tensor(new Float32Array(n * 3 * s * s).map((_, i) => Math.sin(i * 0.37) + 0.3 * Math.cos(i * 0.011)), [n, 3, s, s]);
+    const y = st.tensor(new Uint8Array(n * s * s).map((_, i) => ((i % s) + Math.floor(i / s)) % 7 < 3 ? 1 : 0), [n, s, s]);
+    const data = function * () { for (;;) yield { images: x, masks: y } };
+    const losses = [];
+    await m.fit(data, {
+      iterations: c.steps, seed: 7, precision: 'fp32', channelsLast: c.channelsLast, ...c.fit,
+      optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 }, schedule: { type: 'constant' },
+      onStep: (st) => { losses.push(st.loss) }
+    });
+    console.log(JSON.stringify({ losses }));
+  })().catch((e) => { console.error(e); process.exit(1) });`
+
+/** One operator of a profiled job, with the names of the operators it ran inside (innermost first). */
+export interface TraceEvent { name: string, ts: number, dur: number, tid: number | string, parents: string[] }
+export interface ProfiledRun { losses: number[], trace: string, events: TraceEvent[] }
+
+export function profiledTraining (file: string, o: { channelsLast: boolean, env?: Record<string, string>, steps?: number, size?: number, fit?: object }): ProfiledRun {
+  const dir = tmpdir('segtorch-profile-')
+  const r = spawnSync(process.execPath, ['-r', CHILD_REGISTER, '-e', PROFILED_CHILD,
+    JSON.stringify({ file, steps: o.steps ?? 3, size: o.size ?? 40, channelsLast: o.channelsLast, fit: o.fit ?? {} })], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    env: { ...process.env, ...o.env, SEGTORCH_PROFILE: path.join(dir, 'job') }
+  })
+  assert.strictEqual(r.status, 0, r.stderr)
+  const texts = fs.readdirSync(dir).map((f) => fs.readFileSync(path.join(dir, f), 'utf8'))
+  const events: TraceEvent[] = []
+  for (const text of texts) {
+    const j = JSON.parse(text) as unknown
+    const list = (Array.isArray(j) ? j : (j as { traceEvents: unknown[] }).traceEvents) as Array<Record<string, unknown>>
+    const timed = list.filter((e) => e.ph === 'X').map((e) => ({ name: String(e.name), ts: Number(e.ts), dur: Number(e.dur), tid: e.tid as number | string, parents: [] as string[] }))
+    timed.sort((a, b) => a.ts - b.ts || b.dur - a.dur)
+    const open = new Map<number | string, TraceEvent[]>()
+    for (const e of timed) {
+      const stack = open.get(e.tid) ?? []
+      while (stack.length > 0 && stack[stack.length - 1].ts + stack[stack.length - 1].dur <= e.ts) stack.pop()
+      e.parents = stack.map((p) => p.name).reverse()
+      stack.push(e)
+      open.set(e.tid, stack)
+      events.push(e)
+    }
+  }
+  return { ...JSON.parse(r.stdout.trim().split('\n').pop() as string) as { losses: number[] }, trace: texts.join('\n'), events }
+}

@@ -31,7 +31,7 @@ torch::Tensor ASPPImpl::forward(const torch::Tensor& x) {
   std::vector<torch::Tensor> res;
   res.reserve(branches_.size());
   for (size_t i = 0; i + 1 < branches_.size(); ++i) res.push_back(branches_[i]->forward(x));
-  res.push_back(ResizeBilinear(branches_.back()->forward(x), x.size(2), x.size(3)));
+  res.push_back(ResizeLike(branches_.back()->forward(x), x));
   return project->forward(CatChannels(res));
 }
 

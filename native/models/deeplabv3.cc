@@ -54,7 +54,7 @@ class DeepLabV3 : public SegmentationModel {
     }
     SegOutput out;
     SetLogits(out, classifier_->forward(feats[3]), x);
-    if (aux_classifier_ && is_training()) out.aux.emplace_back("aux", ResizeLike(aux_classifier_->forward(feats[2]), x));
+    if (aux_classifier_ && is_training()) out.aux.emplace_back("aux", ResizeOutput(aux_classifier_->forward(feats[2]), x));
     return out;
   }
 

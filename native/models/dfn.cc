@@ -164,7 +164,7 @@ class DFN : public SegmentationModel {
       if (i == 3) {
         SetLogits(out, smooth_heads_[3](fm), x, /*align_corners=*/true);
       } else {
-        if (deep_supervision_ && is_training()) out.aux.emplace_back(kNames[i], up(smooth_heads_[i](fm), x.size(2), x.size(3)));
+        if (deep_supervision_ && is_training()) out.aux.emplace_back(kNames[i], ResizeOutput(smooth_heads_[i](fm), x, /*align_corners=*/true));
         higher = up(fm, f[2 - i].size(2), f[2 - i].size(3));
       }
     }
@@ -173,7 +173,7 @@ class DFN : public SegmentationModel {
       int64_t h = f[0].size(2), w = f[0].size(3);
       auto b = border_pre_[0](f[0]);
       for (int i = 1; i < 4; ++i) b = border_aft_[i](b + up(border_pre_[i](f[i]), h, w));
-      out.aux.emplace_back("border", up(border_head(b), x.size(2), x.size(3)));
+      out.aux.emplace_back("border", ResizeOutput(border_head(b), x, /*align_corners=*/true));
     }
     return out;
   }

@@ -5,20 +5,12 @@
 #include "base/errors.h"
 #include "blocks/conv2d.h"
 #include "blocks/heads.h"
+#include "blocks/resize.h"
 #include "blocks/transposed_conv.h"
 
 namespace segtorch {
 
-namespace F = torch::nn::functional;
-
 namespace {
-
-torch::Tensor UpsampleTo(const torch::Tensor& x, const torch::Tensor& like) {
-  return F::interpolate(x, F::InterpolateFuncOptions()
-                               .size(std::vector<int64_t>{like.size(2), like.size(3)})
-                               .mode(torch::kBilinear)
-                               .align_corners(false));
-}
 
 class FCNResNet : public SegmentationModel {
  public:
@@ -34,7 +26,7 @@ class FCNResNet : public SegmentationModel {
     auto feats = backbone_->forward(x);
     SegOutput out;
     SetLogits(out, classifier_->forward(feats[3]), x);
-    if (aux_classifier_ && is_training()) out.aux.emplace_back("aux", UpsampleTo(aux_classifier_->forward(feats[2]), x));
+    if (aux_classifier_ && is_training()) out.aux.emplace_back("aux", ResizeOutput(aux_classifier_->forward(feats[2]), x));
     return out;
   }
 

@@ -31,7 +31,7 @@ class MTRefineNet : public LWRefineNetTrunk {
     auto shared = Decode(x);
     SegOutput out;
     SetLogits(out, segm(Activation(pre_segm(shared))), x);
-    out.aux.emplace_back("depth", ResizeLike(depth(Activation(pre_depth(shared))), x));
+    out.aux.emplace_back("depth", ResizeOutput(depth(Activation(pre_depth(shared))), x));
     return out;
   }
   // Depth needs depth targets, which trainStep does not take yet: left out of the loss.

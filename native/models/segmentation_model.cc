@@ -29,7 +29,7 @@ void SetLogits(SegOutput& out, const torch::Tensor& logits, const torch::Tensor&
     out.resize_align_corners = align_corners;
     return;
   }
-  out.out = ResizeLike(logits, x, align_corners);
+  out.out = ResizeOutput(logits, x, align_corners);
 }
 
 void ApplyDeferredResize(SegOutput& out) {

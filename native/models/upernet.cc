@@ -58,7 +58,7 @@ class UPerNet : public SegmentationModel {
     auto fused = fpn_bottleneck_->forward(torch::cat(outs, 1));
     SegOutput out;
     SetLogits(out, conv_seg_(dropout_(fused)), x);
-    if (aux_ && is_training()) out.aux.emplace_back("aux", ResizeLike(aux_->forward(feats[2]), x));
+    if (aux_ && is_training()) out.aux.emplace_back("aux", ResizeOutput(aux_->forward(feats[2]), x));
     return out;
   }
 
