@@ -89,6 +89,11 @@ export interface Binding {
   confusionMatrix(predictions: NativeTensor, labels: NativeTensor, numClasses: number, ignoreIndex: number): Promise<NativeTensor>
   /** Tests only: blocks/max_pool.h's inference max pooling, or ATen's (aten true), on x in the given type and layout. */
   _maxPool2d(x: NativeTensor, kernel: number, stride: number, padding: number, bf16: boolean, channelsLast: boolean, aten: boolean): Promise<NativeTensor>
+  /**
+   * Tests only: one training batch norm (+ add) (+ ReLU) forward and backward with dy, through the fused node
+   * (blocks/batch_norm.cc) or libtorch's (fused false): y, dx, dweight, dbias, [dadd,] running mean and var, and
+   * whether the fused node ran, flattened into one float32 tensor.
+   */
   _batchNormTrain(x: NativeTensor, weight: NativeTensor, bias: NativeTensor, add: NativeTensor | null, dy: NativeTensor, relu: boolean, fused: boolean): Promise<NativeTensor>
   metricsFromConfusion(confusion: NativeTensor): import('./train').Metrics
   augmentBatch(images: NativeTensor | NativeTensor[], masks: NativeTensor | NativeTensor[] | undefined, depth: NativeTensor | NativeTensor[] | undefined,

@@ -8,9 +8,10 @@ import { profiledTraining, ProfiledRun, tmpdir } from './helpers'
 // concatenation after it is channels-last and the convolution after that copies nothing, forward or
 // backward; the outputs are resized NCHW for the loss (ResizeOutput), whose log_softmax then copies
 // nothing either. Measured by the profile of whole training steps, and the same first loss as NCHW.
-// ATen itself still converts the input of a dilated convolution whose dilation reaches the map's size
-// (libtorch 1.13 and 2.15 alike; DeepLab v3's ASPP at rates 12, 24 and 36 on an 8 x 8 map: three per
-// step, one fewer than before the broadcast): `aten` below.
+// What stays (`aten` below): a dilated convolution whose taps beyond the map are cut in training
+// (Conv2dImpl::TrainingWithoutDeadTaps: DeepLab v3's ASPP at rates 12, 24 and 36 on an 8 x 8 map keeps
+// only the centre tap) gets a kernel slice, which ATen copies to a contiguous kernel (256 x 512 values for ResNet-18,
+// some 40 us); one copy per step fewer than before the broadcast, which was the concatenation's.
 function copiesUnder (r: ProfiledRun, op: RegExp): number {
   return r.events.filter((e) => e.name === 'aten::copy_' && e.parents.some((p) => op.test(p))).length
 }

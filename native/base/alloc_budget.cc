@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "base/env.h"
 #include "base/errors.h"
 
 namespace segtorch {
@@ -64,13 +65,11 @@ BlockCache& Cache() {
   return *cache;
 }
 
-// SEGTORCH_CPU_CACHE_MB (0: no cache); default an eighth of the physical memory, at most 2 GiB.
+// SEGTORCH_CPU_CACHE_MB, a whole number of MiB up to 2^30 (0: no cache; anything else EnvInteger
+// rejects, "-1" or "64M" included, keeps the default): an eighth of the physical memory, at most 2 GiB.
 size_t CacheLimit() {
-  if (const char* v = std::getenv("SEGTORCH_CPU_CACHE_MB")) {
-    char* end = nullptr;
-    unsigned long long mb = std::strtoull(v, &end, 10);
-    if (end != v && *end == '\0') return static_cast<size_t>(mb) << 20;
-  }
+  const long mb = EnvInteger("SEGTORCH_CPU_CACHE_MB", -1, 0, 1L << 30);
+  if (mb >= 0) return static_cast<size_t>(mb) << 20;
   long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
   size_t physical = pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : 0;
   return std::min(physical / 8, size_t{2} << 30);

@@ -1,5 +1,6 @@
 #include "base/executor.h"
 
+#include "base/env.h"
 #include "base/profile.h"
 
 #include <ATen/Parallel.h>
@@ -32,13 +33,8 @@ void SetDesiredThreads(int n) { g_desired_threads.store(n); }
 int DesiredThreads() { return g_desired_threads.load(); }
 
 int SpinMicros() {
-  static const int us = [] {
-    const char* v = std::getenv("SEGTORCH_SPIN_US");
-    if (!v || !*v) return 100;
-    char* end = nullptr;
-    long n = std::strtol(v, &end, 10);
-    return (*end || n < 0) ? 100 : static_cast<int>(std::min(n, 100000L));
-  }();
+  // SEGTORCH_SPIN_US: 0 to 100000 (above: the default, as for any other value EnvInteger rejects).
+  static const int us = static_cast<int>(EnvInteger("SEGTORCH_SPIN_US", 100, 0, 100000));
   return us;
 }
 

@@ -27,17 +27,4 @@ inline at::Tensor ResizeLike(const at::Tensor& x, const at::Tensor& like, bool a
   return ResizeBilinear(x, like.size(2), like.size(3), align_corners);
 }
 
-// A network's output (logits, auxiliary logits, depth) resized to the input `like`. With gradients
-// the small map is first made NCHW: the loss's log_softmax over channels wants NCHW (a channels-last
-// output was copied to it, and its gradient copied back for the resize's backward), and a bilinear
-// resize of a few channels runs faster NCHW (PyTorch 2.15, 21 channels 32 x 32 -> 256 x 256 with the
-// cross-entropy, forward and backward: 33 ms against 37). Without gradients (predict, evaluate) the
-// layout stays, for predict's own passes over the logits.
-inline at::Tensor ResizeOutput(const at::Tensor& x, const at::Tensor& like, bool align_corners = false) {
-  if (at::GradMode::is_enabled() && !torch::jit::tracer::isTracing() && (x.size(2) != like.size(2) || x.size(3) != like.size(3))) {
-    return ResizeBilinear(x.contiguous(), like.size(2), like.size(3), align_corners);
-  }
-  return ResizeLike(x, like, align_corners);
-}
-
 }  // namespace segtorch

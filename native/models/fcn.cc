@@ -5,7 +5,6 @@
 #include "base/errors.h"
 #include "blocks/conv2d.h"
 #include "blocks/heads.h"
-#include "blocks/resize.h"
 #include "blocks/transposed_conv.h"
 
 namespace segtorch {

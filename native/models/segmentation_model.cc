@@ -17,7 +17,27 @@ torch::Tensor SegmentationCrossEntropy(const torch::Tensor& logits, const torch:
 
 namespace {
 thread_local bool defer_final_resize = false;
+
+// x in NCHW (contiguous); its gradient back in x's own layout (contiguous() would pass an NCHW
+// gradient to a channels-last network).
+struct ToNchw : public torch::autograd::Function<ToNchw> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x) {
+    ctx->saved_data["format"] = static_cast<int64_t>(x.suggest_memory_format());
+    return x.contiguous();
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    const auto format = static_cast<at::MemoryFormat>(ctx->saved_data["format"].toInt());
+    return {grads[0].defined() ? grads[0].contiguous(format) : grads[0]};
+  }
+};
 }  // namespace
+
+torch::Tensor ResizeOutput(const torch::Tensor& x, const torch::Tensor& like, bool align_corners) {
+  if (at::GradMode::is_enabled() && !torch::jit::tracer::isTracing() && (x.size(2) != like.size(2) || x.size(3) != like.size(3))) {
+    return ResizeBilinear(x.is_contiguous() ? x : ToNchw::apply(x), like.size(2), like.size(3), align_corners);
+  }
+  return ResizeLike(x, like, align_corners);
+}
 
 DeferFinalResize::DeferFinalResize() : previous_(defer_final_resize) { defer_final_resize = true; }
 DeferFinalResize::~DeferFinalResize() { defer_final_resize = previous_; }

@@ -56,6 +56,15 @@ struct SegOutput {
 // infer/labels.h).
 void SetLogits(SegOutput& out, const torch::Tensor& logits, const torch::Tensor& x, bool align_corners = false);
 
+// A network's output (logits, auxiliary logits, depth) resized to the input `like`. With gradients
+// the small map is resized in NCHW: the loss's log_softmax over channels takes NCHW (it copied a
+// channels-last output, and its gradient was copied back for the resize's backward), and a bilinear
+// resize of a few channels runs faster NCHW (PyTorch 2.15, 21 channels 32 x 32 -> 256 x 256 with the
+// cross-entropy, forward and backward: 33 ms against 37); the gradient goes back to the network in
+// the output's own layout, so that the convolution before it gets it as its forward ran. Without
+// gradients (predict, evaluate, exported graphs) ResizeLike, the layout kept.
+torch::Tensor ResizeOutput(const torch::Tensor& x, const torch::Tensor& like, bool align_corners = false);
+
 // Runs a resize SetLogits deferred (none: nothing to do).
 void ApplyDeferredResize(SegOutput& out);
 
