@@ -96,7 +96,7 @@ else
   tests=()
   for f in test/tensor.test.ts test/model.test.ts test/statedict.test.ts test/torchscript.test.ts \
            test/hardening-ts.test.ts test/png.test.ts test/data.test.ts test/augment.test.ts \
-           test/boundary*.test.ts test/hostile*.test.ts test/fuzz*.test.ts test/batchnorm.test.ts; do
+           test/boundary*.test.ts test/hostile*.test.ts test/fuzz*.test.ts test/batchnorm.test.ts test/layout.test.ts; do
     [ -f "$f" ] && tests+=("$f")
   done
 fi
