@@ -8,8 +8,11 @@ import { maxRelDiff, profiledTraining, ProfiledRun, rng, tmpdir } from './helper
 // native/blocks/batch_norm.cc: BN [+ the residual addition] [+ ReLU] in two passes forward and two backward);
 // libtorch's batch_norm + add + relu_ (SEGTORCH_FUSED_BN=0) is the reference. The whole-network runs are
 // profiled children (profiledTraining) on the same saved weights and batch, so that the test sees which path ran.
+// Plain SGD at lr 0.01: with momentum 0.9 at lr 0.05 these tiny-batch networks are chaotic in libtorch itself
+// (measured on U-Net, 60 random initialisations: libtorch's own batch norm on 1 thread against 2 threads moved
+// the third loss by up to 4 %, and one run in 60 of this test failed a 3 % bound on it).
 function run (file: string, fused: boolean, channelsLast: boolean): ProfiledRun {
-  return profiledTraining(file, { channelsLast, env: { SEGTORCH_FUSED_BN: fused ? '1' : '0' } })
+  return profiledTraining(file, { channelsLast, env: { SEGTORCH_FUSED_BN: fused ? '1' : '0' }, fit: { optimizer: { type: 'sgd', lr: 0.01, momentum: 0 } } })
 }
 
 interface Case { n: number, c: number, h: number, w: number, relu: boolean, add: boolean }
@@ -144,13 +147,15 @@ describe('fused training batch norm in whole networks', function () {
       assert.doesNotMatch(fused.trace, /native_batch_norm/, 'a training batch norm fell back to libtorch\'s')
       assert.match(plain.trace, /native_batch_norm_backward/)
       assert.doesNotMatch(plain.trace, /BatchNormActTrain/)
-      // The first loss is the same forward to float rounding. The later ones are close, not equal: float
-      // rounding flips a ReLU mask or a max-pooling argmax here and there, and with BatchNorm over a few
-      // dozen values per channel one flip moves whole layers' gradients by up to 10 % (measured: a 1e-7
-      // relative change of the input image moves libtorch's own FCN-ResNet18 gradients the same way). The
-      // node itself is checked exactly above.
+      // The first loss is the same forward to float rounding; the second follows one step along the first
+      // gradients (a gradient 10 % off would move it by about 2e-3 here; measured on 20 random U-Nets: at most
+      // 1.4e-4). The third is close, not equal: float rounding flips a ReLU mask or a max-pooling argmax here
+      // and there, and with BatchNorm over a few dozen values per channel one flip moves whole layers'
+      // gradients by up to 10 % (measured: libtorch's own batch norm on 1 thread against 2 threads does the
+      // same; the third loss moved by at most 1.1 % in 40 U-Nets). The node itself is checked exactly above.
       assert.ok(Math.abs(fused.losses[0] - plain.losses[0]) < 1e-5 * Math.abs(plain.losses[0]), `first loss ${fused.losses[0]} against ${plain.losses[0]}`)
-      assert.ok(maxRelDiff(fused.losses, plain.losses) < 3e-2, `losses ${fused.losses} against ${plain.losses}`)
+      assert.ok(Math.abs(fused.losses[1] - plain.losses[1]) < 1e-3 * Math.abs(plain.losses[1]), `second loss ${fused.losses[1]} against ${plain.losses[1]}`)
+      assert.ok(maxRelDiff(fused.losses, plain.losses) < 5e-2, `losses ${fused.losses} against ${plain.losses}`)
       assert.notStrictEqual(fused.losses[0], fused.losses[2], 'the steps trained')
     })
   }

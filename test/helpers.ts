@@ -181,8 +181,8 @@ const PROFILED_CHILD = `
     const data = function * () { for (;;) yield { images: x, masks: y } };
     const losses = [];
     await m.fit(data, {
-      iterations: c.steps, seed: 7, precision: 'fp32', channelsLast: c.channelsLast, ...c.fit,
-      optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 }, schedule: { type: 'constant' },
+      iterations: c.steps, seed: 7, precision: 'fp32', channelsLast: c.channelsLast,
+      optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 }, schedule: { type: 'constant' }, ...c.fit,
       onStep: (st) => { losses.push(st.loss) }
     });
     console.log(JSON.stringify({ losses }));
