@@ -7,6 +7,7 @@ import * as path from 'path'
 import { backend, cpuMemoryStats, CpuMemoryStats, createModel, emptyCpuCache, loadModel, Model, ModelOptions, tensor } from '../lib'
 import { readImage } from '../lib/data'
 import { autoChannelsLast, autoPrecision, autoWinograd } from '../lib/model'
+import { fp32WinogradLayout } from '../lib/precision'
 import { CHILD_REGISTER, maxAbs, randomImages, randomMasks, rejects, ROOT, runPredictionChild, savePredictionCases, tmpdir } from './helpers'
 
 function maxDiff (a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -128,9 +129,12 @@ describe('precision and layout defaults', () => {
       // The defaults fold BatchNorm; an explicit 'fp32' alone would not (it asks for the reference's arithmetic).
       const precision = autoPrecision('cpu', 'predict', model.config)
       // Where NNPACK's Winograd is 'auto' (libtorch 2.x on a CPU without AVX-512), fp32 predictions run it in NCHW;
-      // bf16 ones (libtorch 2.x) run the bf16 Winograd channels-last.
+      // where segtorch's fp32 Winograd is (AVX-512, libtorch 2.x), channels-last; bf16 ones (libtorch 2.x) run the
+      // bf16 Winograd channels-last.
       const winograd = autoWinograd('cpu', model.config, precision)
-      const channelsLast = !(winograd && precision === 'fp32') && autoChannelsLast('cpu', 'predict', model.config, precision)
+      const channelsLast = winograd && precision === 'fp32'
+        ? fp32WinogradLayout('auto') === 'channels-last'
+        : autoChannelsLast('cpu', 'predict', model.config, precision)
       const explicit = (await model.predict(x, { output: 'logits', precision, channelsLast, foldBatchNorm: true, winograd })).dataSync()
       assert.strictEqual(maxDiff(byDefault, explicit), 0)
       if (precision === 'bf16') {
@@ -237,6 +241,64 @@ describe('prepacked convolutions in predict', () => {
       assert.ok(maxDiff(a32, t32) / Math.max(1, maxAbs(t32)) < 1e-4, `${name} fp32: max diff ${maxDiff(a32, t32)}`)
       const [packed, plain] = [meanAbs(a16, t32), meanAbs(t16, t32)]
       assert.ok(packed <= 1.5 * plain + 1e-6, `${name} bf16: mean error against fp32 ${packed} (plain path ${plain})`)
+    }
+  })
+})
+
+// fp32 predictions under segtorch's Winograd F(4x4, 3x3) run the convolutions it does not take (1x1, strided,
+// other kernels) prepacked, with the folded BatchNorm's residual addition and activation as oneDNN post-ops
+// (native/blocks/conv2d.cc PackedPathApplies; libtorch 2.x). Children predict the same saved models with the
+// fused path on and off (SEGTORCH_PREPACK_FP32=0), each profiled, so that the test sees which path ran.
+describe('fused fp32 convolutions beside the fp32 Winograd', () => {
+  const WINOGRAD_FP32 = { precision: 'fp32', winograd: true, channelsLast: true, foldBatchNorm: true, output: 'logits' }
+  const childScript = `
+    const fs = require('fs')
+    const { loadModel, tensor } = require(${JSON.stringify(path.join(ROOT, 'lib'))})
+    ;(async () => {
+      const [dir, n] = process.argv.slice(1)
+      const out = { logits: [] }
+      for (let k = 0; k < Number(n); k++) {
+        const m = await loadModel(dir + '/m' + k + '.segtorch')
+        const x = JSON.parse(fs.readFileSync(dir + '/x' + k + '.json', 'utf8'))
+        const y = await m.predict(tensor(Float32Array.from(x.data), x.shape), ${JSON.stringify(WINOGRAD_FP32)})
+        out.logits.push(Array.from(y.dataSync()))
+        m.dispose()
+      }
+      fs.writeFileSync(dir + '/out.json', JSON.stringify(out))
+    })().catch((e) => { console.error(e); process.exit(1) })`
+  const cases: ModelOptions[] = [
+    { arch: 'fcn', backbone: 'resnet50', numClasses: 3 }, // bottlenecks: 1x1 + BN [+ shortcut] + ReLU; the head's 3x3 by Winograd
+    { arch: 'lraspp', backbone: 'mobilenetv3_large', numClasses: 3 } // 1x1 + BN + hardswish / ReLU, depthwise (not fused)
+  ]
+
+  it('give the unfused path\'s logits (1e-4) and the exact fp32 ones; the profile shows which path ran', async function () {
+    if (!backend().prepack) this.skip() // libtorch 1.x: no prepacked convolutions
+    const dir = tmpdir()
+    const exact: Float32Array[] = []
+    for (const [k, options] of cases.entries()) {
+      const model = await createModel(options)
+      try {
+        await warmStatistics(model, 3, 64)
+        const x = randomImages(1, 3, 77, 93, 60 + k)
+        await model.save(path.join(dir, `m${k}.segtorch`))
+        fs.writeFileSync(path.join(dir, `x${k}.json`), JSON.stringify({ data: Array.from(x.dataSync()), shape: x.shape }))
+        exact.push((await model.predict(x, { precision: 'fp32', output: 'logits' })).dataSync() as Float32Array)
+      } finally {
+        model.dispose()
+      }
+    }
+    const traces = (prefix: string): string => fs.readdirSync(dir).filter((f) => f.startsWith(prefix)).map((f) => fs.readFileSync(path.join(dir, f), 'utf8')).join('\n')
+    const fused = runPredictionChild(childScript, dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'fused') }) as { logits: number[][] }
+    const plain = runPredictionChild(childScript, dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'plain'), SEGTORCH_PREPACK_FP32: '0' }) as { logits: number[][] }
+    const [withFused, withoutFused] = [traces('fused'), traces('plain')]
+    assert.match(withFused, /mkldnn::_convolution_pointwise/, 'the fused path ran')
+    assert.doesNotMatch(withoutFused, /mkldnn::_convolution_pointwise/, 'SEGTORCH_PREPACK_FP32=0 turns it off')
+    for (const t of [withFused, withoutFused]) assert.match(t, /aten::bmm/, 'the Winograd products ran (it takes precedence)')
+    for (const [k, options] of cases.entries()) {
+      const name = `${options.arch}/${options.backbone}`
+      const scale = Math.max(1, maxAbs(exact[k]))
+      assert.ok(maxDiff(fused.logits[k], plain.logits[k]) / scale < 1e-4, `${name}: fused against unfused ${maxDiff(fused.logits[k], plain.logits[k])}`)
+      assert.ok(maxDiff(fused.logits[k], exact[k]) / scale < 1e-4, `${name}: fused against exact fp32 ${maxDiff(fused.logits[k], exact[k])}`)
     }
   })
 })

@@ -317,10 +317,12 @@ bool Conv2dImpl::Prepack(bool on) {
   pack_ = false;
   if (!on || !PrepackedConvolutionAvailable()) return false;
   const auto* pad = ZeroPadding(options);
-  // bf16 and groups 1 only: measured on every architecture (bench/switches.js --switch prepack, bench/README.md), fp32
-  // gained nothing (0.77-1.06x) and grouped / depthwise convolutions nothing measurable.
+  // Groups 1 only (grouped / depthwise convolutions gained nothing measurable); bf16, and fp32 for the runs beside
+  // the fp32 Winograd only (PackedPathApplies: fp32 alone gained nothing, 0.77-1.06x; bench/switches.js --switch
+  // prepack / prepackfp32, bench/README.md). SEGTORCH_PREPACK_FP32=0: never in fp32, for measurements.
+  static const bool fp32 = EnvSwitch("SEGTORCH_PREPACK_FP32", true);
   if (pad == nullptr || !weight.defined() || !weight.device().is_cpu() || options.groups() != 1 ||
-      weight.scalar_type() != at::kBFloat16 ||
+      !(weight.scalar_type() == at::kBFloat16 || (fp32 && weight.scalar_type() == at::kFloat)) ||
       (bias.defined() && (!bias.device().is_cpu() || bias.scalar_type() != weight.scalar_type()))) {
     return false;
   }
@@ -351,7 +353,14 @@ torch::Tensor Conv2dImpl::EnsurePacked(const torch::Tensor& input) {
 }
 
 bool Conv2dImpl::PackedPathApplies(const torch::Tensor& input) const {
-  return pack_ && input.device().is_cpu() && input.dim() == 4 && InferenceOnly();
+  if (!pack_ || !input.device().is_cpu() || input.dim() != 4 || !InferenceOnly()) return false;
+  if (weight.scalar_type() != at::kFloat) return true;
+  // fp32: the convolutions that the fp32 Winograd F(4x4, 3x3) does not take (it multiplies less than any
+  // direct convolution), and only while it runs (channels-last, under a WinogradGuard): measured there
+  // 1.03-1.22x faster predictions with the 1x1 convolutions' additions and ReLUs fused (bench/README.md,
+  // "Fused fp32 convolutions beside the Winograd"); alone, before the Winograd, 0.77-1.06x.
+  return winograd_on && Fp32WinogradEnabled() && input.suggest_memory_format() == at::MemoryFormat::ChannelsLast &&
+         !Fp32WinogradShape(input);
 }
 
 torch::Tensor Conv2dImpl::TryFused(const torch::Tensor& input, const torch::Tensor& add, Activation act) {
