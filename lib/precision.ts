@@ -33,7 +33,10 @@ function cpuFeatures (): CpuFeatures {
  *   MTRefineNet 1.79x: depthwise convolutions are bound by memory, which bf16 halves). Since fp32
  *   predictions run folded, prepacked and fused (stop 46, same CPU): MobileNetV3-Large's no longer
  *   (fp32 took LR-ASPP 0.79-0.92x bf16's time at 512 x 512, 0.80-0.83x at 1024; DeepLab v3 on it 0.80-0.98x),
- *   MobileNetV2's still (MTRefineNet 1.11-1.27x faster in bf16; LW-RefineNet on it equal);
+ *   MobileNetV2's still (MTRefineNet 1.11-1.27x faster in bf16; LW-RefineNet on it equal) until stop 49's fused
+ *   fp32 convolutions beside the fp32 Winograd (libtorch 2.x): with them fp32 predicted MTRefineNet 1.04-1.05x
+ *   and LW-RefineNet on MobileNetV2 1.23x as fast as bf16 (bench/README "Fused fp32 convolutions beside the
+ *   Winograd"), so there MobileNetV2's predictions run fp32 too; with libtorch 1.x (no fused path) bf16;
  * - 'no' elsewhere (bf16 emulated).
  */
 export function bf16FasterOn (isa: string, vendor: string): 'yes' | 'light' | 'no' {
@@ -42,20 +45,34 @@ export function bf16FasterOn (isa: string, vendor: string): 'yes' | 'light' | 'n
   return vendor === 'GenuineIntel' ? 'light' : 'yes'
 }
 
-/** Backbones whose predictions gain from bf16 where bf16FasterOn says 'light' (bench/README, stop 46). */
+/**
+ * Backbones whose predictions gain from bf16 where bf16FasterOn says 'light' and fp32 has no fused convolutions
+ * (libtorch 1.x; bench/README, stops 46 and 49).
+ */
 const BF16_LIGHT_BACKBONES: ReadonlySet<string> = new Set(['mobilenetv2'])
 
 /**
  * What precision 'auto' means on `device` for `task` and the network `net`, on a CPU where bf16 compares
  * with fp32 as `faster` says (bf16FasterOn): fp16 on CUDA; on a CPU bf16 where it is faster ('yes': AMX,
  * AMD's AVX512-BF16; 'light', Intel's AVX512-BF16 without AMX: the MobileNetV2 networks' predictions
- * only), else fp32.
+ * only, and only where fp32 predictions have no fused convolutions: `fusedFp32` false, libtorch 1.x),
+ * else fp32.
  */
-export function precisionFor (faster: 'yes' | 'light' | 'no', device: string, task: 'train' | 'predict' = 'predict', net?: NetworkKind): 'fp32' | 'bf16' | 'fp16' {
+export function precisionFor (faster: 'yes' | 'light' | 'no', device: string, task: 'train' | 'predict' = 'predict', net?: NetworkKind,
+  fusedFp32: boolean = fusedFp32Predictions()): 'fp32' | 'bf16' | 'fp16' {
   if (device.startsWith('cuda')) return 'fp16'
   if (faster === 'yes') return 'bf16'
-  if (faster === 'light' && task === 'predict' && net?.backbone !== undefined && BF16_LIGHT_BACKBONES.has(net.backbone)) return 'bf16'
+  if (faster === 'light' && !fusedFp32 && task === 'predict' && net?.backbone !== undefined && BF16_LIGHT_BACKBONES.has(net.backbone)) return 'bf16'
   return 'fp32'
+}
+
+/**
+ * Whether 'auto' fp32 predictions on this CPU run the fp32 Winograd with the other convolutions prepacked and
+ * fused beside it (a CPU with AVX-512 and a libtorch that prepacks: 2.x).
+ */
+function fusedFp32Predictions (): boolean {
+  const f = cpuFeatures()
+  return f.avx512 && f.prepack && !f.libtorch1
 }
 
 /** What precision 'auto' means on `device` for `task` and `net`, on this CPU (precisionFor). */

@@ -268,7 +268,9 @@ describe("'auto' precision and layout (README, Speed defaults)", () => {
       assert.strictEqual(resolvePredictOptions({}, 'predict options', [], 'cpu', net).precision, bf16Predict ? 'bf16' : 'fp32', what)
       assert.strictEqual(resolveStepOptions({}, 3, 'trainStep options', [], 'cpu', net).precision, autoPrecision('cpu', 'train', net), what)
       const nnpack = b.winograd && !b.bf16 && (b.cpu.isa === 'AVX2' || b.cpu.isa === 'other') && ['upernet', 'dfn', 'unet', 'segnet', 'refinenet', 'deeplabv1', 'pspnet', 'fcn'].includes(arch)
-      const winograd = bf16Predict ? b.prepack : nnpack
+      // segtorch's fp32 Winograd (a CPU with AVX-512, libtorch 2.x) for the networks that predict channels-last.
+      const fp32Winograd = b.cpu.isa !== 'AVX2' && b.cpu.isa !== 'other' && !libtorch1 && predict
+      const winograd = bf16Predict ? b.prepack : nnpack || fp32Winograd
       assert.strictEqual(resolvePredictOptions({}, 'predict options', [], 'cpu', net).channelsLast, predict && !nnpack, what)
       assert.strictEqual(resolvePredictOptions({}, 'predict options', [], 'cpu', net).winograd, winograd, what)
       assert.strictEqual(resolvePredictOptions({ precision: 'bf16' }, 'predict options', [], 'cpu', net).channelsLast, b.mkldnn, what)
@@ -308,7 +310,8 @@ describe("'auto' precision and layout (README, Speed defaults)", () => {
       assert.strictEqual(precisionFor('light', 'cpu', task, undefined), 'fp32', `${task}, a TorchScript model`)
     }
     assert.strictEqual(precisionFor('light', 'cpu', 'predict', lraspp), 'fp32', 'MobileNetV3-Large: fp32 measured faster since stop 46')
-    assert.strictEqual(precisionFor('light', 'cpu', 'predict', mt), 'bf16')
+    assert.strictEqual(precisionFor('light', 'cpu', 'predict', mt, false), 'bf16', 'MobileNetV2 without fused fp32 convolutions (libtorch 1.x)')
+    assert.strictEqual(precisionFor('light', 'cpu', 'predict', mt, true), 'fp32', 'MobileNetV2 with fused fp32 convolutions (stop 49)')
     assert.strictEqual(precisionFor('light', 'cpu', 'train', lraspp), 'fp32')
     assert.strictEqual(precisionFor('light', 'cpu', 'train', mt), 'fp32')
   })
