@@ -35,8 +35,9 @@ function cpuFeatures (): CpuFeatures {
  *   (fp32 took LR-ASPP 0.79-0.92x bf16's time at 512 x 512, 0.80-0.83x at 1024; DeepLab v3 on it 0.80-0.98x),
  *   MobileNetV2's still (MTRefineNet 1.11-1.27x faster in bf16; LW-RefineNet on it equal) until stop 49's fused
  *   fp32 convolutions beside the fp32 Winograd (libtorch 2.x): with them fp32 predicted MTRefineNet 1.04-1.05x
- *   and LW-RefineNet on MobileNetV2 1.23x as fast as bf16 (bench/README "Fused fp32 convolutions beside the
- *   Winograd"), so there MobileNetV2's predictions run fp32 too; with libtorch 1.x (no fused path) bf16;
+ *   and LW-RefineNet on MobileNetV2 1.23x as fast as bf16 (bench/README "Inference of all 17 again, and fused
+ *   fp32 convolutions beside the Winograd"), so there MobileNetV2's predictions run fp32 too; with libtorch 1.x
+ *   (no fused path) bf16;
  * - 'no' elsewhere (bf16 emulated).
  */
 export function bf16FasterOn (isa: string, vendor: string): 'yes' | 'light' | 'no' {

@@ -61,7 +61,8 @@ export interface PredictOptions {
    *   logits within about 1e-5 relative of the direct convolution's. Beside it (libtorch 2.x) the other
    *   convolutions (1x1, strided, other kernels) run with their weights reordered once for oneDNN and the
    *   folded BatchNorm's residual addition and activation fused into them: 1.03-1.22x faster predictions
-   *   there (bench/README.md, "Fused fp32 convolutions beside the Winograd").
+   *   there (bench/README.md, "Inference of all 17 again, and fused fp32 convolutions beside the
+   *   Winograd").
    * - fp32, NCHW: NNPACK's Winograd F(6x6, 3x3) (stride 1, at least 64 x 64 pixels and 64 channels in
    *   and out) where libtorch has NNPACK (PyPI's torch 2.x; Debian's 1.13 has not); on a CPU without
    *   AVX-512 whole predictions of eight networks measured 1.1-2.1x faster (bench/README.md,
