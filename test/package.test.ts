@@ -88,7 +88,8 @@ describe('the npm package', function () {
     const soname = (addon.match(/libc10\.so[\w.]*/) ?? ['libc10.so'])[0] // e.g. libc10.so.1.13
     fs.copyFileSync(impostor as string, path.join(libs, soname))
     const r = spawnSync(process.execPath, ['-e', "try { require('segtorch') } catch (e) { console.log(JSON.stringify({ name: e.name, message: e.message })) }"],
-      { cwd: app, encoding: 'utf8', env: { ...process.env, LD_LIBRARY_PATH: libs } })
+      // Without SEGTORCH_ADDON: the prebuilt addon is the one whose libc10 the impostor stands for.
+      { cwd: app, encoding: 'utf8', env: { ...process.env, LD_LIBRARY_PATH: libs, SEGTORCH_ADDON: '' } })
     assert.strictEqual(r.status, 0, r.stderr)
     const e = JSON.parse(r.stdout.trim())
     assert.strictEqual(e.name, 'SegtorchLoadError')
