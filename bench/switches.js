@@ -31,6 +31,7 @@ const opt = (name, def) => { const i = args.indexOf(`--${name}`); return i >= 0 
 const SWITCHES = {
   prepack: { env: 'SEGTORCH_PREPACK', off: '0', on: '1' },
   prepackfp32: { env: 'SEGTORCH_PREPACK_FP32', off: '0', on: '1' },
+  groupedfp32: { env: 'SEGTORCH_PREPACK_FP32_GROUPED', off: '0', on: '1' },
   cache: { env: 'SEGTORCH_CPU_CACHE_MB', off: '0', on: undefined }, // undefined: the default
   pool: { env: 'SEGTORCH_POOL_KERNEL', off: '0', on: '1' },
   labels: { env: 'SEGTORCH_FUSED_LABELS', off: '0', on: '1' },

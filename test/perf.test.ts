@@ -246,7 +246,7 @@ describe('prepacked convolutions in predict', () => {
 })
 
 // fp32 predictions under segtorch's Winograd F(4x4, 3x3) run the convolutions it does not take (1x1, strided,
-// other kernels) prepacked, with the folded BatchNorm's residual addition and activation as oneDNN post-ops
+// depthwise, other kernels) prepacked, with the folded BatchNorm's residual addition and activation as oneDNN post-ops
 // (native/blocks/conv2d.cc PackedPathApplies; libtorch 2.x). Children predict the same saved models with the
 // fused path on and off (SEGTORCH_PREPACK_FP32=0), each profiled, so that the test sees which path ran.
 describe('fused fp32 convolutions beside the fp32 Winograd', () => {
@@ -268,7 +268,8 @@ describe('fused fp32 convolutions beside the fp32 Winograd', () => {
     })().catch((e) => { console.error(e); process.exit(1) })`
   const cases: ModelOptions[] = [
     { arch: 'fcn', backbone: 'resnet50', numClasses: 3 }, // bottlenecks: 1x1 + BN [+ shortcut] + ReLU; the head's 3x3 by Winograd
-    { arch: 'lraspp', backbone: 'mobilenetv3_large', numClasses: 3 } // 1x1 + BN + hardswish / ReLU, depthwise (not fused)
+    { arch: 'lraspp', backbone: 'mobilenetv3_large', numClasses: 3 }, // 1x1 and depthwise + BN + hardswish / ReLU
+    { arch: 'mtrefinenet', backbone: 'mobilenetv2', numClasses: 3 } // 1x1 and depthwise + BN + ReLU6, residual additions
   ]
 
   it('give the unfused path\'s logits (1e-4) and the exact fp32 ones; the profile shows which path ran', async function () {

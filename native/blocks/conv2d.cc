@@ -317,7 +317,7 @@ bool Conv2dImpl::Prepack(bool on) {
   pack_ = false;
   if (!on || !PrepackedConvolutionAvailable()) return false;
   const auto* pad = ZeroPadding(options);
-  // Groups 1 only (grouped / depthwise convolutions gained nothing measurable); bf16, and fp32 for the runs beside
+  // bf16 groups 1 only (grouped / depthwise convolutions gained nothing measurable); bf16, and fp32 for the runs beside
   // the fp32 Winograd only (PackedPathApplies: fp32 alone gained nothing, 0.77-1.06x; bench/switches.js --switch
   // prepack / prepackfp32, bench/README.md). SEGTORCH_PREPACK_FP32=0: never in fp32, for measurements.
   // The reordered copy doubles a weight's memory: fp32 weights over SEGTORCH_PREPACK_FP32_MAX_MB (default 64 MiB)
@@ -327,7 +327,10 @@ bool Conv2dImpl::Prepack(bool on) {
   static const int64_t fp32_max_bytes = EnvInteger("SEGTORCH_PREPACK_FP32_MAX_MB", 64, 0, 1 << 20) << 20;
   const bool fp32_ok = fp32 && weight.defined() && weight.scalar_type() == at::kFloat &&
                        static_cast<int64_t>(weight.numel()) * 4 <= fp32_max_bytes;
-  if (pad == nullptr || !weight.defined() || !weight.device().is_cpu() || options.groups() != 1 ||
+  // Grouped (depthwise) fp32 convolutions too: MTRefineNet's predictions 1.11-1.12x faster with them (two runs of
+  // bench/switches.js --switch groupedfp32, 3 rounds; LR-ASPP 1.04-1.07x); SEGTORCH_PREPACK_FP32_GROUPED=0: not.
+  static const bool grouped = EnvSwitch("SEGTORCH_PREPACK_FP32_GROUPED", true);
+  if (pad == nullptr || !weight.defined() || !weight.device().is_cpu() || (options.groups() != 1 && !(grouped && fp32_ok)) ||
       !(weight.scalar_type() == at::kBFloat16 || fp32_ok) ||
       (bias.defined() && (!bias.device().is_cpu() || bias.scalar_type() != weight.scalar_type()))) {
     return false;

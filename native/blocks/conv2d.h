@@ -26,9 +26,9 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
 
   // on: from the next inference call, the weight is reordered for oneDNN once per input shape (again
   // after each Prepack call); off: drops the reordered copy. Returns whether the convolution now
-  // runs prepacked: CPU bfloat16 weights (or float32 ones, which run prepacked only beside the fp32
-  // Winograd: PackedPathApplies), groups 1, zero padding given as numbers, and a libtorch that has the
-  // operators. The caller must call Prepack again (or Prepack(false)) whenever the
+  // runs prepacked: CPU bfloat16 weights with groups 1 (or float32 ones of any groups up to 64 MiB, which
+  // run prepacked only beside the fp32 Winograd: PackedPathApplies), zero padding given as numbers, and a
+  // libtorch that has the operators. The caller must call Prepack again (or Prepack(false)) whenever the
   // weight or bias changes. Calls must not overlap (one job at a time per model).
   bool Prepack(bool on);
   bool prepacked() const { return pack_; }
