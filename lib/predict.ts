@@ -59,8 +59,8 @@ export interface PredictOptions {
    *   transform; 4x fewer multiplications. 1.6-2.6x per layer and whole predictions 1.08-2.0x faster
    *   for 15 of 17 networks on an Intel AVX512-BF16 CPU without AMX (bench/README.md, "fp32 Winograd");
    *   logits within about 1e-5 relative of the direct convolution's. Beside it (libtorch 2.x) the other
-   *   convolutions (1x1, strided, other kernels) run with their weights reordered once for oneDNN and the
-   *   folded BatchNorm's residual addition and activation fused into them: 1.03-1.22x faster predictions
+   *   convolutions (1x1, strided, depthwise, other kernels) run with their weights reordered once for
+   *   oneDNN and the folded BatchNorm's residual addition and activation fused into them: 1.03-1.22x faster predictions
    *   there (bench/README.md, "Inference of all 17 again, and fused fp32 convolutions beside the
    *   Winograd").
    * - fp32, NCHW: NNPACK's Winograd F(6x6, 3x3) (stride 1, at least 64 x 64 pixels and 64 channels in
