@@ -69,11 +69,11 @@ export function precisionFor (faster: 'yes' | 'light' | 'no', device: string, ta
 
 /**
  * Whether 'auto' fp32 predictions on this CPU run the fp32 Winograd with the other convolutions prepacked and
- * fused beside it (a CPU with AVX-512 and a libtorch that prepacks: 2.x).
+ * fused beside it (a CPU with AVX-512 and a libtorch that prepacks: only 2.x does).
  */
 function fusedFp32Predictions (): boolean {
   const f = cpuFeatures()
-  return f.avx512 && f.prepack && !f.libtorch1
+  return f.avx512 && f.prepack
 }
 
 /** What precision 'auto' means on `device` for `task` and `net`, on this CPU (precisionFor). */

@@ -3,7 +3,7 @@ import { spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { createModel, Model, ModelOptions, tensor, Tensor } from '../lib'
+import { Backend, createModel, Model, ModelOptions, PredictOptions, tensor, Tensor } from '../lib'
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const { distCurrent } = require('./dist-current') as { distCurrent: () => boolean }
 
@@ -66,29 +66,36 @@ export const CLI_ARGS: readonly string[] = distCurrent()
   ? [path.join(ROOT, 'dist', 'cli', 'index.js')]
   : ['-r', require.resolve('ts-node/register/transpile-only'), path.join(ROOT, 'lib', 'cli', 'index.ts')]
 
-export interface PredictionSetting { precision: 'fp32' | 'bf16', channelsLast: boolean }
+/** One way to predict in savePredictionCases / runPredictionCases (their output is always 'logits'). */
+export type PredictionSetting = Omit<PredictOptions, 'output'>
 /** savePredictionCases' default settings: fp32 contiguous and bf16 channels-last. */
 export const PREDICTION_SETTINGS: readonly PredictionSetting[] = [{ precision: 'fp32', channelsLast: false }, { precision: 'bf16', channelsLast: true }]
 
+export interface PredictionCaseOptions {
+  /** Run on each model before it is saved (e.g. to give its BatchNorms statistics). */
+  prepare?: (model: Model) => Promise<void>
+  /** How this process predicts (default PREDICTION_SETTINGS). */
+  settings?: readonly PredictionSetting[]
+  /** The input's [height, width] (default 61 x 75: odd, not a multiple of any stride). */
+  size?: readonly [number, number]
+}
+
 /**
  * For comparing predictions across processes (a switch read once per process): creates each model,
- * runs `prepare` on it, saves it and a 1x3x61x75 input (seed `seed + k`) in `dir` as m<k>.segtorch /
- * x<k>.json, and returns its logits for each of `settings` (default: fp32 contiguous, then bf16
- * channels-last), in that order per model.
+ * runs `prepare` on it, saves it and a 1x3xHxW input (seed `seed + k`) in `dir` as m<k>.segtorch /
+ * x<k>.json, and returns its logits for each of `settings`, in that order per model.
  */
 export async function savePredictionCases (dir: string, cases: ModelOptions[], seed: number,
-  prepare?: (model: Model) => Promise<void>, settings: readonly PredictionSetting[] = PREDICTION_SETTINGS): Promise<Float32Array[]> {
+  { prepare, settings = PREDICTION_SETTINGS, size = [61, 75] }: PredictionCaseOptions = {}): Promise<Float32Array[]> {
   const ours: Float32Array[] = []
   for (const [k, options] of cases.entries()) {
     const model = await createModel(options)
     try {
       if (prepare) await prepare(model)
-      const x = randomImages(1, 3, 61, 75, seed + k)
+      const x = randomImages(1, 3, size[0], size[1], seed + k)
       await model.save(path.join(dir, `m${k}.segtorch`))
       fs.writeFileSync(path.join(dir, `x${k}.json`), JSON.stringify({ data: Array.from(x.dataSync()), shape: x.shape }))
-      for (const { precision, channelsLast } of settings) {
-        ours.push((await model.predict(x, { precision, output: 'logits', channelsLast })).dataSync() as Float32Array)
-      }
+      for (const s of settings) ours.push((await model.predict(x, { ...s, output: 'logits' })).dataSync() as Float32Array)
     } finally {
       model.dispose()
     }
@@ -96,19 +103,41 @@ export async function savePredictionCases (dir: string, cases: ModelOptions[], s
   return ours
 }
 
+/**
+ * The other side of savePredictionCases: a child process with `env` added (switches are read once
+ * per process) loads the `n` models saved in `dir` and predicts each one's input with each of
+ * `settings`. Returns its logits (in savePredictionCases' order) and its backend().
+ */
+export function runPredictionCases (dir: string, n: number, env: Record<string, string>,
+  settings: readonly PredictionSetting[] = PREDICTION_SETTINGS): { logits: number[][], backend: Backend } {
+  const script = `
+    const fs = require('fs')
+    const { backend, loadModel, tensor } = require(${JSON.stringify(path.join(ROOT, 'lib'))})
+    ;(async () => {
+      const [dir, n] = process.argv.slice(1)
+      const logits = []
+      for (let k = 0; k < Number(n); k++) {
+        const m = await loadModel(dir + '/m' + k + '.segtorch')
+        const x = JSON.parse(fs.readFileSync(dir + '/x' + k + '.json', 'utf8'))
+        for (const s of ${JSON.stringify(settings)}) {
+          const y = await m.predict(tensor(Float32Array.from(x.data), x.shape), { ...s, output: 'logits' })
+          logits.push(Array.from(y.dataSync()))
+        }
+        m.dispose()
+      }
+      fs.writeFileSync(dir + '/out.json', JSON.stringify({ logits, backend: backend() }))
+    })().catch((e) => { console.error(e); process.exit(1) })`
+  const child = spawnSync(process.execPath, ['-r', CHILD_REGISTER, '-e', script, dir, String(n)],
+    { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...env } })
+  assert.strictEqual(child.status, 0, child.stderr)
+  return JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'))
+}
+
 /** The largest |value| of `a` (0 when empty). */
 export function maxAbs (a: ArrayLike<number>): number {
   let m = 0
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]))
   return m
-}
-
-/** Runs `script` (node -e, with ts-node) over `dir` and `n` in a child with `env` added; returns the out.json it writes in `dir`. */
-export function runPredictionChild (script: string, dir: string, n: number, env: Record<string, string>): unknown {
-  const child = spawnSync(process.execPath, ['-r', CHILD_REGISTER, '-e', script, dir, String(n)],
-    { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...env } })
-  assert.strictEqual(child.status, 0, child.stderr)
-  return JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'))
 }
 
 /** Largest |a - b| over the largest |b| (no floor: for values all below 1, unlike relativeError). */

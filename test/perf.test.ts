@@ -8,7 +8,7 @@ import { backend, cpuMemoryStats, CpuMemoryStats, createModel, emptyCpuCache, lo
 import { readImage } from '../lib/data'
 import { autoChannelsLast, autoPrecision, autoWinograd } from '../lib/model'
 import { fp32WinogradLayout } from '../lib/precision'
-import { CHILD_REGISTER, maxAbs, randomImages, randomMasks, rejects, ROOT, runPredictionChild, savePredictionCases, tmpdir } from './helpers'
+import { CHILD_REGISTER, maxAbs, PredictionSetting, randomImages, randomMasks, rejects, ROOT, runPredictionCases, savePredictionCases, tmpdir } from './helpers'
 
 function maxDiff (a: ArrayLike<number>, b: ArrayLike<number>): number {
   let d = 0
@@ -196,23 +196,6 @@ describe('precision and layout defaults', () => {
 // 2.x only). The same saved models predict the same inputs in a child process with
 // SEGTORCH_PREPACK=0 (the switch is read once per process), and the outputs are compared.
 describe('prepacked convolutions in predict', () => {
-  const childScript = `
-    const fs = require('fs')
-    const { backend, loadModel, tensor } = require(${JSON.stringify(path.join(ROOT, 'lib'))})
-    ;(async () => {
-      const [dir, n] = process.argv.slice(1)
-      const out = { prepack: backend().prepack, logits: [] }
-      for (let k = 0; k < Number(n); k++) {
-        const m = await loadModel(dir + '/m' + k + '.segtorch')
-        const x = JSON.parse(fs.readFileSync(dir + '/x' + k + '.json', 'utf8'))
-        for (const precision of ['fp32', 'bf16']) {
-          const y = await m.predict(tensor(Float32Array.from(x.data), x.shape), { precision, output: 'logits', channelsLast: precision === 'bf16' })
-          out.logits.push(Array.from(y.dataSync()))
-        }
-        m.dispose()
-      }
-      fs.writeFileSync(dir + '/out.json', JSON.stringify(out))
-    })().catch((e) => { console.error(e); process.exit(1) })`
   const cases: ModelOptions[] = [
     { arch: 'fcn', backbone: 'resnet18', numClasses: 3 },
     { arch: 'lwrefinenet', backbone: 'mobilenetv2', numClasses: 3 }, // depthwise convolutions
@@ -223,9 +206,9 @@ describe('prepacked convolutions in predict', () => {
     const b = backend()
     if (Number(b.libtorch.split('.')[0]) < 2) assert.strictEqual(b.prepack, false, 'libtorch 1.x has no prepacked convolution')
     const dir = tmpdir()
-    const ours = await savePredictionCases(dir, cases, 30, async (model) => await warmStatistics(model, 3, 64))
-    const theirs = runPredictionChild(childScript, dir, cases.length, { SEGTORCH_PREPACK: '0' }) as { prepack: boolean, logits: number[][] }
-    assert.strictEqual(theirs.prepack, false, 'SEGTORCH_PREPACK=0 turns it off')
+    const ours = await savePredictionCases(dir, cases, 30, { prepare: async (model) => await warmStatistics(model, 3, 64) })
+    const theirs = runPredictionCases(dir, cases.length, { SEGTORCH_PREPACK: '0' })
+    assert.strictEqual(theirs.backend.prepack, false, 'SEGTORCH_PREPACK=0 turns it off')
     // bf16: both paths round differently (the fused path rounds once where the plain one rounds
     // the convolution's output before the addition), so each is compared with fp32: the prepacked
     // path's mean error must be no larger than about the plain path's.
@@ -250,22 +233,7 @@ describe('prepacked convolutions in predict', () => {
 // (native/blocks/conv2d.cc PackedPathApplies; libtorch 2.x). Children predict the same saved models with the
 // fused path on and off (SEGTORCH_PREPACK_FP32=0), each profiled, so that the test sees which path ran.
 describe('fused fp32 convolutions beside the fp32 Winograd', () => {
-  const WINOGRAD_FP32 = { precision: 'fp32', winograd: true, channelsLast: true, foldBatchNorm: true, output: 'logits' }
-  const childScript = `
-    const fs = require('fs')
-    const { loadModel, tensor } = require(${JSON.stringify(path.join(ROOT, 'lib'))})
-    ;(async () => {
-      const [dir, n] = process.argv.slice(1)
-      const out = { logits: [] }
-      for (let k = 0; k < Number(n); k++) {
-        const m = await loadModel(dir + '/m' + k + '.segtorch')
-        const x = JSON.parse(fs.readFileSync(dir + '/x' + k + '.json', 'utf8'))
-        const y = await m.predict(tensor(Float32Array.from(x.data), x.shape), ${JSON.stringify(WINOGRAD_FP32)})
-        out.logits.push(Array.from(y.dataSync()))
-        m.dispose()
-      }
-      fs.writeFileSync(dir + '/out.json', JSON.stringify(out))
-    })().catch((e) => { console.error(e); process.exit(1) })`
+  const WINOGRAD_FP32: PredictionSetting = { precision: 'fp32', winograd: true, channelsLast: true, foldBatchNorm: true }
   const cases: ModelOptions[] = [
     { arch: 'fcn', backbone: 'resnet50', numClasses: 3 }, // bottlenecks: 1x1 + BN [+ shortcut] + ReLU; the head's 3x3 by Winograd
     { arch: 'lraspp', backbone: 'mobilenetv3_large', numClasses: 3 }, // 1x1 and depthwise + BN + hardswish / ReLU
@@ -275,22 +243,14 @@ describe('fused fp32 convolutions beside the fp32 Winograd', () => {
   it('give the unfused path\'s logits (1e-4) and the exact fp32 ones; the profile shows which path ran', async function () {
     if (!backend().prepack) this.skip() // libtorch 1.x: no prepacked convolutions
     const dir = tmpdir()
-    const exact: Float32Array[] = []
-    for (const [k, options] of cases.entries()) {
-      const model = await createModel(options)
-      try {
-        await warmStatistics(model, 3, 64)
-        const x = randomImages(1, 3, 77, 93, 60 + k)
-        await model.save(path.join(dir, `m${k}.segtorch`))
-        fs.writeFileSync(path.join(dir, `x${k}.json`), JSON.stringify({ data: Array.from(x.dataSync()), shape: x.shape }))
-        exact.push((await model.predict(x, { precision: 'fp32', output: 'logits' })).dataSync() as Float32Array)
-      } finally {
-        model.dispose()
-      }
-    }
+    // Exact fp32 logits from this process (contiguous: no Winograd), at 77 x 93 (the Winograd takes FCN's head and
+    // LR-ASPP's and MTRefineNet's 3x3 convolutions there).
+    const exact = await savePredictionCases(dir, cases, 60, {
+      prepare: async (model) => await warmStatistics(model, 3, 64), settings: [{ precision: 'fp32', channelsLast: false }], size: [77, 93]
+    })
     const traces = (prefix: string): string => fs.readdirSync(dir).filter((f) => f.startsWith(prefix)).map((f) => fs.readFileSync(path.join(dir, f), 'utf8')).join('\n')
-    const fused = runPredictionChild(childScript, dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'fused') }) as { logits: number[][] }
-    const plain = runPredictionChild(childScript, dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'plain'), SEGTORCH_PREPACK_FP32: '0' }) as { logits: number[][] }
+    const fused = runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'fused') }, [WINOGRAD_FP32])
+    const plain = runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'plain'), SEGTORCH_PREPACK_FP32: '0' }, [WINOGRAD_FP32])
     const [withFused, withoutFused] = [traces('fused'), traces('plain')]
     assert.match(withFused, /mkldnn::_convolution_pointwise/, 'the fused path ran')
     assert.doesNotMatch(withoutFused, /mkldnn::_convolution_pointwise/, 'SEGTORCH_PREPACK_FP32=0 turns it off')

@@ -6,7 +6,7 @@ import * as assert from 'assert'
 import * as path from 'path'
 import { ModelOptions, tensor, Tensor } from '../lib'
 import { binding } from '../lib/binding'
-import { PredictionSetting, rng, ROOT, runPredictionChild, savePredictionCases, tmpdir } from './helpers'
+import { PredictionSetting, rng, runPredictionCases, savePredictionCases, tmpdir } from './helpers'
 
 type Pool = { kernel: number, stride: number, padding: number, bf16: boolean, channelsLast: boolean }
 
@@ -98,23 +98,6 @@ describe('inference max pooling in predict', () => {
   // fp32 channels-last too: on CPUs without AVX-512 its stride-1 poolings run segtorch's kernel.
   const settings: PredictionSetting[] = [
     { precision: 'fp32', channelsLast: false }, { precision: 'fp32', channelsLast: true }, { precision: 'bf16', channelsLast: true }]
-  const childScript = `
-    const fs = require('fs')
-    const { loadModel, tensor } = require(${JSON.stringify(path.join(ROOT, 'lib'))})
-    ;(async () => {
-      const [dir, n] = process.argv.slice(1)
-      const logits = []
-      for (let k = 0; k < Number(n); k++) {
-        const m = await loadModel(dir + '/m' + k + '.segtorch')
-        const x = JSON.parse(fs.readFileSync(dir + '/x' + k + '.json', 'utf8'))
-        for (const { precision, channelsLast } of ${JSON.stringify(settings)}) {
-          const y = await m.predict(tensor(Float32Array.from(x.data), x.shape), { precision, output: 'logits', channelsLast })
-          logits.push(Array.from(y.dataSync()))
-        }
-        m.dispose()
-      }
-      fs.writeFileSync(dir + '/out.json', JSON.stringify(logits))
-    })().catch((e) => { console.error(e); process.exit(1) })`
   const cases: ModelOptions[] = [
     { arch: 'lwrefinenet', backbone: 'mobilenetv2', numClasses: 3 }, // chained residual pooling, 5x5 stride 1
     { arch: 'deeplabv3', backbone: 'resnet18', numClasses: 3, outputStride: 16 }, // ResNet stem, 3x3 stride 2
@@ -124,8 +107,8 @@ describe('inference max pooling in predict', () => {
 
   it('SEGTORCH_POOL_KERNEL=0 (ATen\'s pooling) gives the same logits, fp32 in both layouts and bf16 channels-last, at an odd size', async function () {
     const dir = tmpdir()
-    const ours = await savePredictionCases(dir, cases, 60, undefined, settings)
-    const theirs = runPredictionChild(childScript, dir, cases.length, { SEGTORCH_POOL_KERNEL: '0' }) as number[][]
+    const ours = await savePredictionCases(dir, cases, 60, { settings })
+    const { logits: theirs } = runPredictionCases(dir, cases.length, { SEGTORCH_POOL_KERNEL: '0' }, settings)
     for (const [k, options] of cases.entries()) {
       for (const [j, s] of settings.entries()) {
         const i = settings.length * k + j

@@ -317,22 +317,23 @@ bool Conv2dImpl::Prepack(bool on) {
   pack_ = false;
   if (!on || !PrepackedConvolutionAvailable()) return false;
   const auto* pad = ZeroPadding(options);
-  // bf16 groups 1 only (grouped / depthwise convolutions gained nothing measurable); bf16, and fp32 for the runs beside
-  // the fp32 Winograd only (PackedPathApplies: fp32 alone gained nothing, 0.77-1.06x; bench/switches.js --switch
-  // prepack / prepackfp32, bench/README.md). SEGTORCH_PREPACK_FP32=0: never in fp32, for measurements.
+  // bf16: ungrouped convolutions only (grouped / depthwise ones gained nothing measurable). fp32: only for the runs
+  // beside the fp32 Winograd (PackedPathApplies: fp32 alone gained nothing, 0.77-1.06x; bench/switches.js --switch
+  // prepack / prepackfp32, bench/README.md); SEGTORCH_PREPACK_FP32=0: never, for measurements.
   // The reordered copy doubles a weight's memory: fp32 weights over SEGTORCH_PREPACK_FP32_MAX_MB (default 64 MiB)
   // stay plain. Measured on dilated's fc6 (7x7, 512 -> 4096: 392 MiB): prepacked, 785 MiB more peak memory for the
   // same prediction time (2953-3051 against 2998-3018 ms). (PSPNet's 72 MiB head is a 3x3 the Winograd takes.)
-  static const bool fp32 = EnvSwitch("SEGTORCH_PREPACK_FP32", true);
-  static const int64_t fp32_max_bytes = EnvInteger("SEGTORCH_PREPACK_FP32_MAX_MB", 64, 0, 1 << 20) << 20;
-  const bool fp32_ok = fp32 && weight.defined() && weight.scalar_type() == at::kFloat &&
-                       static_cast<int64_t>(weight.numel()) * 4 <= fp32_max_bytes;
   // Grouped (depthwise) fp32 convolutions too: MTRefineNet's predictions 1.11-1.12x faster with them (two runs of
   // bench/switches.js --switch groupedfp32, 3 rounds; LR-ASPP 1.04-1.07x); SEGTORCH_PREPACK_FP32_GROUPED=0: not.
+  static const bool fp32 = EnvSwitch("SEGTORCH_PREPACK_FP32", true);
+  static const int64_t fp32_max_bytes = EnvInteger("SEGTORCH_PREPACK_FP32_MAX_MB", 64, 0, 1 << 20) << 20;
   static const bool grouped = EnvSwitch("SEGTORCH_PREPACK_FP32_GROUPED", true);
-  if (pad == nullptr || !weight.defined() || !weight.device().is_cpu() || (options.groups() != 1 && !(grouped && fp32_ok)) ||
-      !(weight.scalar_type() == at::kBFloat16 || fp32_ok) ||
-      (bias.defined() && (!bias.device().is_cpu() || bias.scalar_type() != weight.scalar_type()))) {
+  if (pad == nullptr || !weight.defined() || !weight.device().is_cpu()) return false;
+  const bool ungrouped = options.groups() == 1;
+  const bool bf16_ok = weight.scalar_type() == at::kBFloat16 && ungrouped;
+  const bool fp32_ok = fp32 && weight.scalar_type() == at::kFloat && static_cast<int64_t>(weight.nbytes()) <= fp32_max_bytes &&
+                       (ungrouped || grouped);
+  if (!(bf16_ok || fp32_ok) || (bias.defined() && (!bias.device().is_cpu() || bias.scalar_type() != weight.scalar_type()))) {
     return false;
   }
   padding_ = std::vector<int64_t>((**pad).begin(), (**pad).end());
