@@ -46,13 +46,18 @@ export function minorVersion (v: string): string {
  * The parity limit: max abs difference <= 1e-4 when segtorch runs on the same libtorch as the
  * reference (Debian's 1.13, the case the tests are about). Against another libtorch (e.g. a 2.x
  * build checked by scripts/check-libtorch2.sh) kernels reduce in another order, so the limit is
- * fp32 reduction noise relative to the output's scale, 2e-5 x max |y|, and never below 1e-4.
+ * fp32 reduction noise relative to the output's scale, 2e-5 x max |y|, and never below 2.5e-4:
+ * PyTorch itself differs that much between versions. Measured 2026-12-05 (2 threads): the same
+ * twins (state dict and input made by Debian's torch 1.13) evaluated by PyPI's torch 2.15 differ
+ * from 1.13's logits by 1.34e-4 (deeplabv3_resnet101 at 64x96, max |y| 1.07), 8.3e-5
+ * (fcn_resnet101), 2.5e-5 (deeplabv3_resnet50); segtorch built against 2.15 gives 2.15's logits
+ * bit for bit (all six twins, forward and predict, SEGTORCH_PYTHON naming 2.15's python).
  */
 export function parityTolerance (twin: Twin): number {
   if (minorVersion(backend().libtorch) === minorVersion(twin.torch)) return 1e-4
   let m = 0
   for (const v of twin.y) m = Math.max(m, Math.abs(v))
-  const tol = Math.max(1e-4, 2e-5 * m)
+  const tol = Math.max(2.5e-4, 2e-5 * m)
   console.log(`      (libtorch ${backend().libtorch} vs reference torch ${twin.torch}: tolerance ${tol.toExponential(2)})`)
   return tol
 }
