@@ -64,6 +64,34 @@ describe('BatchNorm folding for predict', () => {
     })
   }
 
+  // The pairs are found on a 64 x 64 example (native/infer/fold.cc): there LR-ASPP's 5x5 depthwise convolutions with
+  // dilation 2 (a 4 x 4 map) and DeepLab v3's ASPP at rates 12-36 (8 x 8) had taps that only meet padding, which the
+  // training path cuts from the kernel, so those convolutions were not found and their BatchNorms ran unfolded.
+  it('every BatchNorm after a convolution folds, dilated ones on small maps included: no batch norm in the profile', async () => {
+    const dir = tmpdir()
+    const cases: ModelOptions[] = [
+      { arch: 'lraspp', numClasses: 3 },
+      { arch: 'deeplabv3', backbone: 'resnet18', numClasses: 3, outputStride: 8 },
+      { arch: 'fcn', backbone: 'resnet18', numClasses: 3 }
+    ]
+    await savePredictionCases(dir, cases, 40, { settings: [] })
+    // Each model's first prediction folds (its trace holds the unfolded forward that finds the pairs, BatchNorms
+    // included: the check can see them); the next two run the folded copy, in both layouts.
+    const fold = { precision: 'fp32', foldBatchNorm: true } as const
+    const settings: PredictionSetting[] = [{ ...fold, channelsLast: true }, { ...fold, channelsLast: true }, { ...fold, channelsLast: false }]
+    runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'trace') }, settings)
+    const job = (f: string): number => Number(f.split('.').at(-2))
+    const predictions = fs.readdirSync(dir).filter((f) => f.startsWith('trace')).sort((a, b) => job(a) - job(b))
+      .map((f) => (JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as Array<{ name: string }>).map((e) => e.name))
+      .filter((names) => names.some((n) => /convolution/.test(n)))
+    assert.strictEqual(predictions.length, cases.length * settings.length, 'one trace with convolutions per prediction')
+    for (const [k, options] of cases.entries()) {
+      const [first, ...folded] = predictions.slice(settings.length * k, settings.length * (k + 1))
+      assert.ok(first.some((n) => /batch_norm/.test(n)), `${options.arch}: the first prediction's trace shows the forward that finds the pairs`)
+      for (const names of folded) assert.deepStrictEqual(names.filter((n) => /batch_norm/.test(n)), [], `${options.arch}: BatchNorms left unfolded`)
+    }
+  })
+
   it('the folded copy follows trainStep, loadStateDict and load; save keeps the unfolded weights', async () => {
     const model = await createModel({ arch: 'fcn', backbone: 'resnet18', numClasses: 3 })
     const dir = tmpdir()

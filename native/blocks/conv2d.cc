@@ -78,6 +78,8 @@ namespace {
 // Whether this thread's segtorch::Conv2d calls may run a Winograd convolution (WinogradGuard): NNPACK's
 // in fp32, WinogradConvolution in bf16.
 thread_local bool winograd_on = false;
+// Whether this thread's convolutions keep their whole kernels under autograd (WholeKernelGuard).
+thread_local bool whole_kernels = false;
 
 // The activations the Winograd output transforms apply (any other is applied after them).
 WinogradAct ToWinogradAct(Activation act) {
@@ -447,6 +449,8 @@ bool WinogradAvailable() {
 
 WinogradGuard::WinogradGuard(bool on) : previous_(winograd_on) { winograd_on = on; }
 WinogradGuard::~WinogradGuard() { winograd_on = previous_; }
+WholeKernelGuard::WholeKernelGuard() : previous_(whole_kernels) { whole_kernels = true; }
+WholeKernelGuard::~WholeKernelGuard() { whole_kernels = previous_; }
 
 bool Conv2dImpl::WinogradApplies(const torch::Tensor& input) const {
   if (!winograd_on || !WinogradAvailable() || input.dim() != 4 || !input.is_cpu() || input.scalar_type() != at::kFloat || !input.is_contiguous() ||
@@ -502,7 +506,7 @@ torch::Tensor Conv2dImpl::TrainingWithoutDeadTaps(const torch::Tensor& input, bo
   // 1.8e37, whenever the gradient's memory had held other data (bench/README.md, "bf16 Winograd").
   // Their true gradient is zero: the convolution runs with those taps cut from the kernel (and the
   // padding trimmed to match: the same outputs), so autograd gives them exact zeros.
-  if (!at::GradMode::is_enabled() || !weight.requires_grad() || input.dim() != 4 || torch::jit::tracer::isTracing()) {
+  if (whole_kernels || !at::GradMode::is_enabled() || !weight.requires_grad() || input.dim() != 4 || torch::jit::tracer::isTracing()) {
     return torch::Tensor();
   }
   const auto* pad = ZeroPadding(options);

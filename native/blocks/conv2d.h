@@ -96,6 +96,22 @@ inline torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torc
   return ConvBnAct(conv, bn, x, relu ? Activation::kReLU : Activation::kNone, add);
 }
 
+// While a guard lives, this thread's convolutions keep their whole kernels under autograd: the cut of taps that
+// only ever meet padding (Conv2dImpl::TrainingWithoutDeadTaps, for oneDNN's bf16 weight gradient) is off. For
+// FindFoldPairs (infer/fold.h), which knows a convolution by its weight's node in the autograd graph: a cut kernel
+// hides it, and the BatchNorm after it went unfolded (LR-ASPP's 5x5 depthwise convolutions with dilation 2, and
+// DeepLab v3's ASPP at rates 12-36, on the 64 x 64 example the pairs are found with).
+class WholeKernelGuard {
+ public:
+  WholeKernelGuard();
+  ~WholeKernelGuard();
+  WholeKernelGuard(const WholeKernelGuard&) = delete;
+  WholeKernelGuard& operator=(const WholeKernelGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // While a guard with on = true lives, this thread's fp32 3x3 convolutions (stride 1, padding 1, groups 1,
 // NCHW, at least 64 x 64 pixels and 64 channels in and out, no gradient, not traced) run NNPACK's
 // Winograd F(6x6, 3x3) algorithm (at::_nnpack_spatial_convolution) instead of oneDNN's direct one

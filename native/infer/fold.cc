@@ -1,5 +1,7 @@
 #include "infer/fold.h"
 
+#include "blocks/conv2d.h"
+
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -40,6 +42,7 @@ std::vector<FoldPair> FindFoldPairs(torch::nn::Module& net, const std::function<
   {
     torch::AutoGradMode grad(true);
     TraceScope scope(&trace);
+    WholeKernelGuard whole;  // each convolution's output must point at its own weight
     outputs = forward();
   }
   for (auto& r : restore) r.first->requires_grad_(r.second);
