@@ -63,6 +63,32 @@ describe('FCN-ResNet18 end to end', () => {
     assert.deepStrictEqual(out.shape, [1, 3, 24, 24])
   })
 
+  // native/core/images.h: one pass through a per-channel table of the 256 values, in the layout asked for.
+  it('normalises uint8 images as float32 (u / 255 - mean) / std, bit for bit, in forward and predict (both layouts)', async () => {
+    const [h, w] = [29, 37]
+    const r = rng(9)
+    const bytes = new Uint8Array(3 * h * w).map((_, i) => i < 256 ? i : Math.floor(r() * 256)) // every value
+    const [mean, std] = [[0.485, 0.456, 0.406].map(Math.fround), [0.229, 0.224, 0.225].map(Math.fround)]
+    // Each operation rounded to float32 (a double result of two float32 operands rounds to the float32 one).
+    const floats = Float32Array.from(bytes, (u, i) => {
+      const c = Math.floor(i / (h * w))
+      return Math.fround(Math.fround(Math.fround(u / 255) - mean[c]) / std[c])
+    })
+    const xb = tensor(bytes, [1, 3, h, w])
+    const xf = tensor(floats, [1, 3, h, w])
+    const same = (a: ArrayLike<number>, b: ArrayLike<number>, what: string): void => {
+      assert.strictEqual(a.length, b.length)
+      let differ = 0
+      for (let i = 0; i < a.length; i++) differ += Object.is(a[i], b[i]) ? 0 : 1
+      assert.strictEqual(differ, 0, `${what}: ${differ} of ${a.length} values differ`)
+    }
+    same((await model.forward(xb)).dataSync(), (await model.forward(xf)).dataSync(), 'forward')
+    for (const channelsLast of [false, true]) {
+      const options = { precision: 'fp32', output: 'logits', channelsLast } as const
+      same((await model.predict(xb, options)).dataSync(), (await model.predict(xf, options)).dataSync(), `predict channelsLast ${channelsLast}`)
+    }
+  })
+
   it('trainStep lowers the loss on a fixed batch (SGD default, then Adam)', async () => {
     const m = await createModel({ ...TINY, numClasses: 2 })
     // A batch the network can learn (the class is the brighter half of each image, left/right or

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/images.h"
 #include "io/archive.h"
 #include "base/errors.h"
 #include "io/state_dict.h"
@@ -165,6 +166,7 @@ torch::Tensor ScriptSegmenter::PrepareImages(const torch::Tensor& images) const 
   if (images.size(1) != config_.in_channels) {
     ThrowRange("Expected images with " + std::to_string(config_.in_channels) + " channels but received " + std::to_string(images.size(1)));
   }
+  if (images.scalar_type() == torch::kByte && images.is_cpu() && device_.is_cpu()) return NormalizeBytes(images, mean_, std_, at::MemoryFormat::Contiguous);
   torch::Tensor x = images.to(device_, /*non_blocking=*/true);
   if (x.scalar_type() == torch::kByte) return x.to(torch::kFloat).div_(255.0).sub_(mean_).div_(std_);
   if (!x.is_floating_point()) {

@@ -8,6 +8,7 @@
 #include "base/alloc_budget.h"
 #include "base/errors.h"
 #include "blocks/conv2d.h"
+#include "core/images.h"
 #include "infer/labels.h"
 #include "train/checkpoint.h"
 
@@ -68,13 +69,18 @@ Segmenter::Segmenter(ModelConfig config) : config_(std::move(config)), device_(P
   std_ = torch::tensor(stdv).view({1, c, 1, 1}).to(device_);
 }
 
-torch::Tensor Segmenter::PrepareImages(const torch::Tensor& images) const {
+torch::Tensor Segmenter::PrepareImages(const torch::Tensor& images, at::MemoryFormat format) const {
   if (images.dim() != 4) ThrowRange("Expected images of shape [N, C, H, W] but received " + std::to_string(images.dim()) + " dimensions");
   if (images.size(1) != config_.in_channels) {
     ThrowRange("Expected images with " + std::to_string(config_.in_channels) + " channels but received " +
                std::to_string(images.size(1)));
   }
   if (images.size(0) < 1 || images.size(2) < 1 || images.size(3) < 1) ThrowRange("Expected non-empty images");
+  if (images.scalar_type() == torch::kByte && images.is_cpu() && device_.is_cpu()) {
+    torch::Tensor x = NormalizeBytes(images, mean_, std_, format);
+    // Made under InferenceMode (predict), an inference tensor, which autograd refuses outside it.
+    return x.is_inference() && !c10::InferenceMode::is_enabled() ? x.clone() : x;
+  }
   // To a GPU: through pinned host memory so that the copy is asynchronous (it overlaps the work
   // already queued on the stream, e.g. the end of the previous step) and the host does not wait.
   torch::Tensor host = images;
@@ -89,7 +95,7 @@ torch::Tensor Segmenter::PrepareImages(const torch::Tensor& images) const {
     ThrowType("Expected images of dtype uint8 or float32/float16/bfloat16 but received " +
               std::string(c10::toString(x.scalar_type())));
   }
-  if (x.is_inference()) x = x.clone();
+  if (x.is_inference() && !c10::InferenceMode::is_enabled()) x = x.clone();
   return x;
 }
 
@@ -141,7 +147,7 @@ SegOutput Segmenter::Run(const torch::Tensor& x, SegmentationModel* net) {
 SegOutput Segmenter::Forward(const torch::Tensor& images, Precision precision) {
   torch::NoGradGuard no_grad;
   if (net_->is_training()) ++changes_;  // BN statistics move
-  torch::Tensor x = PrepareImages(images);
+  torch::Tensor x = PrepareImages(images, channels_last_ ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   SegOutput out;
   {
     AutocastGuard guard(device_, at::kBFloat16, precision == Precision::kBf16);
@@ -194,7 +200,7 @@ torch::Tensor Segmenter::Predict(const torch::Tensor& images, const InferOptions
       SetLayout(options.channels_last);
     }
     c10::InferenceMode inference;
-    torch::Tensor x = PrepareImages(images);
+    torch::Tensor x = PrepareImages(images, options.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
     if (options.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
     const int64_t version = options.compile ? 2 * WeightsVersion() + (options.fold_batch_norm ? 1 : 0) : 0;
     const std::vector<torch::Tensor> weights = options.compile ? net->parameters() : std::vector<torch::Tensor>();

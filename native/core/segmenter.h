@@ -90,7 +90,8 @@ class Segmenter {
 
  private:
   // uint8 -> float /255 then (x - mean) / std; float types -> float32 as given. Moved to the device.
-  torch::Tensor PrepareImages(const torch::Tensor& images) const;
+  // The images on the device as normalised floats (uint8 ones in `format`: one pass on the CPU, core/images.h).
+  torch::Tensor PrepareImages(const torch::Tensor& images, at::MemoryFormat format = at::MemoryFormat::Contiguous) const;
   torch::Tensor PrepareMasks(const torch::Tensor& masks, const torch::Tensor& images, int64_t ignore_index) const;
   // Pads to the network's input multiple, runs it (default: net_), crops back.
   SegOutput Run(const torch::Tensor& x, SegmentationModel* net = nullptr);
