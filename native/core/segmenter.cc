@@ -76,11 +76,8 @@ torch::Tensor Segmenter::PrepareImages(const torch::Tensor& images, at::MemoryFo
                std::to_string(images.size(1)));
   }
   if (images.size(0) < 1 || images.size(2) < 1 || images.size(3) < 1) ThrowRange("Expected non-empty images");
-  if (images.scalar_type() == torch::kByte && images.is_cpu() && device_.is_cpu()) {
-    torch::Tensor x = NormalizeBytes(images, mean_, std_, format);
-    // Made under InferenceMode (predict), an inference tensor, which autograd refuses outside it.
-    return x.is_inference() && !c10::InferenceMode::is_enabled() ? x.clone() : x;
-  }
+  // A new tensor (an inference one only when made under predict's InferenceMode, where it stays).
+  if (images.scalar_type() == torch::kByte && images.is_cpu() && device_.is_cpu()) return NormalizeBytes(images, mean_, std_, format);
   // To a GPU: through pinned host memory so that the copy is asynchronous (it overlaps the work
   // already queued on the stream, e.g. the end of the previous step) and the host does not wait.
   torch::Tensor host = images;
