@@ -566,6 +566,23 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
   return torch::nn::Conv2dImpl::forward(input);
 }
 
+torch::Tensor Conv2dImpl::ForwardAct(const torch::Tensor& input, Activation act, const torch::Tensor& add) {
+  if (pack_) {
+    if (torch::Tensor y = TryFused(input, add, act); y.defined()) return y;
+  }
+  if (Fp32WinogradApplies(input)) {
+    if (torch::Tensor y = RunFp32Winograd(input, add, act); y.defined()) return y;
+  }
+  torch::Tensor y = forward(input);
+  // Without gradients in place on the convolution's fresh output, where that keeps the type `y + add` has.
+  const bool in_place = !at::GradMode::is_enabled();
+  if (add.defined()) y = in_place && add.scalar_type() == y.scalar_type() ? y.add_(add) : y + add;
+  if (act == Activation::kReLU) return in_place ? y.relu_() : y.relu();
+  if (act == Activation::kReLU6) return y.clamp(0, 6);
+  if (act == Activation::kHardSwish) return at::hardswish(y);
+  return y;
+}
+
 torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tensor& x, Activation act, const torch::Tensor& add) {
   if (bn.folded() && conv.prepacked()) {
     torch::Tensor y = conv.TryFused(x, add, act);

@@ -54,6 +54,10 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // the convolution then stays plain). ReLU6 and hardswish only without `add`.
   torch::Tensor TryFused(const torch::Tensor& input, const torch::Tensor& add, Activation act);
 
+  // act(conv(input) [+ add]): one call where the convolution runs prepacked (TryFused) or by the fp32 Winograd, the
+  // addition and the activation in it; otherwise forward, then the addition and the activation.
+  torch::Tensor ForwardAct(const torch::Tensor& input, Activation act, const torch::Tensor& add = torch::Tensor());
+
  private:
   // In training, the convolution with the kernel taps that only meet padding cut off (their gradient:
   // exact zeros), where there are such taps; otherwise an undefined tensor.

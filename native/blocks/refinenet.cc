@@ -19,7 +19,8 @@ RCUBlockImpl::RCUBlockImpl(int64_t channels, int64_t blocks) {
 }
 
 torch::Tensor RCUBlockImpl::forward(torch::Tensor x) {
-  for (auto& u : units_) x = x + u.second(u.first(x.relu()).relu_());
+  // x + conv2(relu(conv1(relu(x)))): the inner ReLU and the addition inside the convolutions where they run fused.
+  for (auto& u : units_) x = u.second->ForwardAct(u.first->ForwardAct(x.relu(), Activation::kReLU), Activation::kNone, x);
   return x;
 }
 
@@ -34,9 +35,12 @@ CRPBlockImpl::CRPBlockImpl(int64_t channels, int64_t stages, int64_t kernel, boo
 }
 
 torch::Tensor CRPBlockImpl::forward(torch::Tensor x) {
+  // x + top_1 + ... + top_n, top_i = conv_i(pool(top_i-1)): each top feeds the next stage, so only the last
+  // addition can go into its convolution (a post-op where it runs fused).
   torch::Tensor top = x;
-  for (auto& conv : convs_) {
-    top = conv(MaxPool2d(top, 5, 1, 2));
+  for (size_t i = 0; i < convs_.size(); ++i) {
+    if (i + 1 == convs_.size()) return convs_[i]->ForwardAct(MaxPool2d(top, 5, 1, 2), Activation::kNone, x);
+    top = convs_[i](MaxPool2d(top, 5, 1, 2));
     x = x + top;
   }
   return x;

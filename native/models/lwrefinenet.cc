@@ -72,14 +72,15 @@ torch::Tensor LWRefineNetTrunk::DecodeResNet(const torch::Tensor& x) {
   auto up = [&](const torch::Tensor& t, const torch::Tensor& like) { return ResizeLike(t, like, align_corners_); };
   auto x4 = mflow_conv_g1_pool->forward(p_ims1d2_outl1_dimred(f[3]).relu_());
   x4 = up(mflow_conv_g1_b3_joint_varout_dimred(x4), f[2]);
-  auto x3 = adapt_stage2_b2_joint_varout_dimred(p_ims1d2_outl2_dimred(f[2]));
-  x3 = mflow_conv_g2_pool->forward((x3 + x4).relu_());
+  // adapt(dimred(f)) + x, ReLU: the addition and the ReLU inside adapt's convolution where it runs fused.
+  auto x3 = adapt_stage2_b2_joint_varout_dimred->ForwardAct(p_ims1d2_outl2_dimred(f[2]), segtorch::Activation::kReLU, x4);
+  x3 = mflow_conv_g2_pool->forward(x3);
   x3 = up(mflow_conv_g2_b3_joint_varout_dimred(x3), f[1]);
-  auto x2 = adapt_stage3_b2_joint_varout_dimred(p_ims1d2_outl3_dimred(f[1]));
-  x2 = mflow_conv_g3_pool->forward((x2 + x3).relu_());
+  auto x2 = adapt_stage3_b2_joint_varout_dimred->ForwardAct(p_ims1d2_outl3_dimred(f[1]), segtorch::Activation::kReLU, x3);
+  x2 = mflow_conv_g3_pool->forward(x2);
   x2 = up(mflow_conv_g3_b3_joint_varout_dimred(x2), f[0]);
-  auto x1 = adapt_stage4_b2_joint_varout_dimred(p_ims1d2_outl4_dimred(f[0]));
-  return mflow_conv_g4_pool->forward((x1 + x2).relu_());
+  auto x1 = adapt_stage4_b2_joint_varout_dimred->ForwardAct(p_ims1d2_outl4_dimred(f[0]), segtorch::Activation::kReLU, x2);
+  return mflow_conv_g4_pool->forward(x1);
 }
 
 torch::Tensor LWRefineNetTrunk::DecodeMobileNet(const torch::Tensor& x) {
@@ -87,13 +88,14 @@ torch::Tensor LWRefineNetTrunk::DecodeMobileNet(const torch::Tensor& x) {
   // The reference's layer3..layer8: the last block of each group of inverted residuals.
   const auto &l3 = f[3], &l4 = f[6], &l5 = f[10], &l6 = f[13], &l7 = f[16], &l8 = f[17];
   auto up = [&](const torch::Tensor& t, const torch::Tensor& like) { return ResizeLike(t, like, align_corners_); };
-  auto y7 = crp4->forward(Activation(conv8(l8) + conv7(l7)));
+  // conv(l) + y: the addition inside the convolution where it runs fused (ReLU6 after it).
+  auto y7 = crp4->forward(Activation(conv7->ForwardAct(l7, segtorch::Activation::kNone, conv8(l8))));
   y7 = up(conv_adapt4(y7), l6);
-  auto y5 = crp3->forward(Activation(conv5(l5) + conv6(l6) + y7));
+  auto y5 = crp3->forward(Activation(conv6->ForwardAct(l6, segtorch::Activation::kNone, conv5(l5)) + y7));
   y5 = up(conv_adapt3(y5), l4);
-  auto y4 = crp2->forward(Activation(conv4(l4) + y5));
+  auto y4 = crp2->forward(Activation(conv4->ForwardAct(l4, segtorch::Activation::kNone, y5)));
   y4 = up(conv_adapt2(y4), l3);
-  return crp1->forward(Activation(conv3(l3) + y4));
+  return crp1->forward(Activation(conv3->ForwardAct(l3, segtorch::Activation::kNone, y4)));
 }
 
 namespace {
