@@ -566,13 +566,16 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
   return torch::nn::Conv2dImpl::forward(input);
 }
 
-torch::Tensor Conv2dImpl::ForwardAct(const torch::Tensor& input, Activation act, const torch::Tensor& add) {
+torch::Tensor Conv2dImpl::FusedCall(const torch::Tensor& input, const torch::Tensor& add, Activation act) {
   if (pack_) {
     if (torch::Tensor y = TryFused(input, add, act); y.defined()) return y;
   }
-  if (Fp32WinogradApplies(input)) {
-    if (torch::Tensor y = RunFp32Winograd(input, add, act); y.defined()) return y;
-  }
+  if (Fp32WinogradApplies(input)) return RunFp32Winograd(input, add, act);
+  return torch::Tensor();
+}
+
+torch::Tensor Conv2dImpl::ForwardAct(const torch::Tensor& input, Activation act, const torch::Tensor& add) {
+  if (torch::Tensor y = FusedCall(input, add, act); y.defined()) return y;
   torch::Tensor y = forward(input);
   // Without gradients in place on the convolution's fresh output, where that keeps the type `y + add` has.
   const bool in_place = !at::GradMode::is_enabled();
@@ -584,13 +587,8 @@ torch::Tensor Conv2dImpl::ForwardAct(const torch::Tensor& input, Activation act,
 }
 
 torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tensor& x, Activation act, const torch::Tensor& add) {
-  if (bn.folded() && conv.prepacked()) {
-    torch::Tensor y = conv.TryFused(x, add, act);
-    if (y.defined()) return y;
-  }
-  if (bn.folded() && conv.Fp32WinogradApplies(x)) {
-    torch::Tensor y = conv.RunFp32Winograd(x, add, act);
-    if (y.defined()) return y;
+  if (bn.folded()) {
+    if (torch::Tensor y = conv.FusedCall(x, add, act); y.defined()) return y;
   }
   if (act == Activation::kNone || act == Activation::kReLU) return bn.ForwardAct(conv.forward(x), act == Activation::kReLU, add);
   torch::Tensor y = bn.ForwardAct(conv.forward(x), /*relu=*/false, add);

@@ -31,7 +31,6 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // libtorch that has the operators. The caller must call Prepack again (or Prepack(false)) whenever the
   // weight or bias changes. Calls must not overlap (one job at a time per model).
   bool Prepack(bool on);
-  bool prepacked() const { return pack_; }
 
   // Whether forward runs NNPACK's Winograd convolution for `input` (see WinogradGuard).
   bool WinogradApplies(const torch::Tensor& input) const;
@@ -54,8 +53,11 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // the convolution then stays plain). ReLU6 and hardswish only without `add`.
   torch::Tensor TryFused(const torch::Tensor& input, const torch::Tensor& add, Activation act);
 
-  // act(conv(input) [+ add]): one call where the convolution runs prepacked (TryFused) or by the fp32 Winograd, the
-  // addition and the activation in it; otherwise forward, then the addition and the activation.
+  // act(conv(input) [+ add]) as one call, the addition and the activation in it: prepacked (TryFused) or by the
+  // fp32 Winograd (RunFp32Winograd); an undefined tensor where neither applies.
+  torch::Tensor FusedCall(const torch::Tensor& input, const torch::Tensor& add, Activation act);
+
+  // act(conv(input) [+ add]): FusedCall where it applies; otherwise forward, then the addition and the activation.
   torch::Tensor ForwardAct(const torch::Tensor& input, Activation act, const torch::Tensor& add = torch::Tensor());
 
  private:
