@@ -13,12 +13,14 @@
 //   --switch labels:  SEGTORCH_FUSED_LABELS=0 / 1 (predict's labels in one pass, infer/labels.h)
 //   --switch winograd: SEGTORCH_WINOGRAD_FP32=0 / 1 (segtorch's fp32 Winograd F(4x4, 3x3) where 'auto' uses it,
 //                     predictions and training: blocks/conv2d.h)
+//   --switch winogradbf16: SEGTORCH_WINOGRAD_BF16=0 / 1 (predict's bf16 Winograd F(2x2, 3x3) on >= 256-channel 3x3 layers,
+//                     blocks/conv2d.h Bf16WinogradApplies)
 //   --switch fusedbn: SEGTORCH_FUSED_BN=0 / 1 (training batch norm + addition + ReLU as one node, blocks/batch_norm.h;
 //                     predictions are the control)
 //   --switch addon --off-addon PATH: two builds, PATH off and --addon on (e.g. a build configured with
 //                     -DSEGTORCH_PARALLEL_LOOPS=OFF against the default, whose parallel loops use OpenMP)
 // Prints a table with the CPU kind and writes bench/results/<switch>-<libtorch version>.json.
-//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|fusedbn|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
+//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|fusedbn|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
 //          [--no-train] [--addon path/segtorch.node]
 'use strict'
 const { spawnSync } = require('child_process')
@@ -36,6 +38,7 @@ const SWITCHES = {
   pool: { env: 'SEGTORCH_POOL_KERNEL', off: '0', on: '1' },
   labels: { env: 'SEGTORCH_FUSED_LABELS', off: '0', on: '1' },
   winograd: { env: 'SEGTORCH_WINOGRAD_FP32', off: '0', on: '1' },
+  winogradbf16: { env: 'SEGTORCH_WINOGRAD_BF16', off: '0', on: '1' },
   fusedbn: { env: 'SEGTORCH_FUSED_BN', off: '0', on: '1' },
   addon: { env: 'SEGTORCH_ADDON' } // off / on: --off-addon and --addon
 }

@@ -2,7 +2,7 @@
 import { binding } from './binding'
 import * as v from './validate'
 
-interface CpuFeatures { mkldnn: boolean, bf16: boolean, bf16Faster: 'yes' | 'light' | 'no', libtorch1: boolean, winograd: boolean, prepack: boolean, avx512: boolean, libtorch: string }
+interface CpuFeatures { mkldnn: boolean, bf16: boolean, bf16Faster: 'yes' | 'light' | 'no', libtorch1: boolean, winograd: boolean, prepack: boolean, avx512: boolean, amx: boolean, libtorch: string }
 let backendCache: CpuFeatures | undefined
 function cpuFeatures (): CpuFeatures {
   if (backendCache === undefined) {
@@ -15,6 +15,7 @@ function cpuFeatures (): CpuFeatures {
       winograd: b.winograd === true,
       prepack: b.prepack === true,
       avx512: b.cpu.isa !== 'AVX2' && b.cpu.isa !== 'other',
+      amx: b.cpu.isa === 'AMX',
       libtorch: b.libtorch
     }
   }
@@ -131,9 +132,10 @@ export function fp32WinogradLayout (channelsLast: unknown): 'channels-last' | 'n
 
 /**
  * What predict's winograd 'auto' means: in bf16 on a CPU, on where libtorch has oneDNN's prepacked
- * convolution (2.x), whose bf16 3x3 convolutions with 256 channels or more in and out then run
+ * convolution (2.x) and the CPU has no AMX, whose bf16 3x3 convolutions with 256 channels or more in and out then run
  * segtorch's Winograd F(2x2, 3x3) (measured on an AVX512-BF16 AMD EPYC, bench/README.md "bf16
- * Winograd"); in fp32 on a CPU with AVX-512, on: channels-last 3x3 convolutions with 64 channels or
+ * Winograd"; with AMX, oneDNN's direct bf16 convolutions on its tiles were faster: the Winograd took predictions
+ * 0.69-0.90x as fast, PSPNet 0.72x, RefineNet 0.69x, bench/README.md "AMX"); in fp32 on a CPU with AVX-512, on: channels-last 3x3 convolutions with 64 channels or
  * more in and out run segtorch's F(4x4, 3x3) (measured on an Intel AVX512-BF16 CPU without AMX, where
  * fp32 is 'auto' precision: 1.6-2.6x per layer, bench/README.md "fp32 Winograd"), with libtorch 2.x
  * (whose batched fp32 matrix product is MKL's; with Debian's 1.13 and OpenBLAS it ran slower); in fp32 on a CPU
@@ -143,7 +145,7 @@ export function fp32WinogradLayout (channelsLast: unknown): 'channels-last' | 'n
 export function autoWinograd (device: string, net: NetworkKind | undefined, precision: string): boolean {
   if (!device.startsWith('cpu')) return false
   const f = cpuFeatures()
-  if (precision === 'bf16') return f.prepack
+  if (precision === 'bf16') return f.prepack && !f.amx
   if (precision !== 'fp32') return false
   // libtorch 1.13's batched fp32 matrix product (through Debian's OpenBLAS) made it 0.55-0.69x as fast.
   if (f.avx512) return !f.libtorch1
@@ -153,7 +155,7 @@ export function autoWinograd (device: string, net: NetworkKind | undefined, prec
 /**
  * predict's winograd option. In bf16 on a CPU it means the bf16 Winograd F(2x2, 3x3) of prepacked
  * convolutions with 256 channels or more in and out (channels-last; libtorch 2.x): 'auto' is on there
- * unless compiled. In fp32 it means segtorch's F(4x4, 3x3) on channels-last convolutions and NNPACK's
+ * unless compiled or the CPU has AMX. In fp32 it means segtorch's F(4x4, 3x3) on channels-last convolutions and NNPACK's
  * on NCHW ones (fp32WinogradLayout): 'auto' (autoWinograd) gives way to an explicit fp32 (`exact`),
  * compiled graphs and an explicit layout other than the CPU's Winograd layout; true needs no compile
  * and, for NCHW, a libtorch with NNPACK. true is refused on other devices and precisions.

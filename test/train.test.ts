@@ -261,7 +261,8 @@ describe("'auto' precision and layout (README, Speed defaults)", () => {
       assert.strictEqual(autoChannelsLast('cpu', 'train', net), train, what)
       // What predict / evaluate resolve from no options; an explicit bf16 stays channels-last; an explicit fp32 is NCHW.
       // NNPACK's Winograd (libtorch 2.x with NNPACK, AVX2, fp32) takes the networks it measured faster on to NCHW;
-      // in bf16 ('auto' where the CPU has native bf16) the bf16 Winograd is on wherever libtorch prepacks, channels-last.
+      // in bf16 ('auto' where the CPU has native bf16) the bf16 Winograd is on wherever libtorch prepacks and the CPU has
+      // no AMX (whose direct bf16 convolutions were faster), channels-last.
       // 'auto' precision: bf16 where this CPU runs it faster (precisionFor, tested below on every kind).
       const bf16Predict = precisionFor(bf16FasterOn(b.cpu.isa, b.cpu.vendor), 'cpu', 'predict', net) === 'bf16'
       assert.strictEqual(autoPrecision('cpu', 'predict', net), bf16Predict ? 'bf16' : 'fp32', what)
@@ -270,7 +271,7 @@ describe("'auto' precision and layout (README, Speed defaults)", () => {
       const nnpack = b.winograd && !b.bf16 && (b.cpu.isa === 'AVX2' || b.cpu.isa === 'other') && ['upernet', 'dfn', 'unet', 'segnet', 'refinenet', 'deeplabv1', 'pspnet', 'fcn'].includes(arch)
       // segtorch's fp32 Winograd (a CPU with AVX-512, libtorch 2.x) for the networks that predict channels-last.
       const fp32Winograd = b.cpu.isa !== 'AVX2' && b.cpu.isa !== 'other' && !libtorch1 && predict
-      const winograd = bf16Predict ? b.prepack : nnpack || fp32Winograd
+      const winograd = bf16Predict ? b.prepack && b.cpu.isa !== 'AMX' : nnpack || fp32Winograd
       assert.strictEqual(resolvePredictOptions({}, 'predict options', [], 'cpu', net).channelsLast, predict && !nnpack, what)
       assert.strictEqual(resolvePredictOptions({}, 'predict options', [], 'cpu', net).winograd, winograd, what)
       assert.strictEqual(resolvePredictOptions({ precision: 'bf16' }, 'predict options', [], 'cpu', net).channelsLast, b.mkldnn, what)
