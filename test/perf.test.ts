@@ -256,6 +256,57 @@ describe('prepacked convolutions in predict', () => {
   })
 })
 
+// A residual addition whose addend the network gives up (ResNet's shortcut, RefineNet's RCU and CRP) is written
+// into that addend by oneDNN's sum post-op (mkldnn::_convolution_pointwise_) instead of a new tensor, from a shape's
+// second call on (its first runs the out-of-place addition: native/blocks/conv2d.cc RunPacked). The child
+// predicts each saved model three times per setting and profiles every prediction.
+describe('residual additions written in place', () => {
+  const cases: ModelOptions[] = [
+    { arch: 'fcn', backbone: 'resnet18', numClasses: 3 }, // basic blocks; layer1's first has no downsampling
+    { arch: 'fcn', backbone: 'resnet50', numClasses: 3 }, // bottlenecks
+    { arch: 'refinenet', backbone: 'resnet18', numClasses: 3 } // RCUs and CRPs
+  ]
+  const BF16: PredictionSetting = { precision: 'bf16', channelsLast: true, foldBatchNorm: true }
+  const WINOGRAD_FP32: PredictionSetting = { precision: 'fp32', winograd: true, channelsLast: true, foldBatchNorm: true }
+
+  it('give the out-of-place call\'s logits bit for bit, and leave the caller\'s input alone', async function () {
+    if (!backend().prepack) this.skip() // libtorch 1.x: no prepacked convolutions
+    const dir = tmpdir()
+    await savePredictionCases(dir, cases, 70, { prepare: async (model) => await warmStatistics(model, 3, 64), settings: [], size: [77, 93] })
+    const settings = [BF16, BF16, BF16, WINOGRAD_FP32, WINOGRAD_FP32, WINOGRAD_FP32]
+    const { logits } = runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'trace') }, settings)
+    const job = (f: string): number => Number(f.split('.').at(-2))
+    const traces = fs.readdirSync(dir).filter((f) => f.startsWith('trace')).sort((a, b) => job(a) - job(b))
+      .map((f) => fs.readFileSync(path.join(dir, f), 'utf8')).filter((t) => /convolution/.test(t))
+    assert.strictEqual(traces.length, cases.length * settings.length, 'one trace with convolutions per prediction')
+    const inPlace = /mkldnn::_convolution_pointwise_"/
+    for (const [k, options] of cases.entries()) {
+      const name = `${options.arch}/${options.backbone}`
+      for (const first of [0, 3]) {
+        const what = `${name} ${settings[first].precision}`
+        const at = k * settings.length + first
+        assert.doesNotMatch(traces[at], inPlace, `${what}: a shape's first call adds out of place`)
+        for (const later of [1, 2]) {
+          // In fp32 the fp32 Winograd takes the 3x3 convolutions (basic blocks' and RCUs' additions): only the
+          // bottlenecks' 1x1 convolutions add in place there.
+          if (first === 0 || options.backbone === 'resnet50') assert.match(traces[at + later], inPlace, `${what}: later calls add in place`)
+          assert.strictEqual(maxDiff(logits[at], logits[at + later]), 0, `${what}: call ${later + 1} against the first`)
+        }
+      }
+    }
+    // In this process: the caller's float32 input comes back unchanged from in-place predictions.
+    const model = await createModel(cases[0])
+    try {
+      const x = randomImages(1, 3, 64, 64, 71)
+      const before = x.dataSync().slice()
+      for (let i = 0; i < 3; i++) (await model.predict(x, { ...BF16, output: 'logits' })).dispose()
+      assert.strictEqual(maxDiff(before, x.dataSync()), 0)
+    } finally {
+      model.dispose()
+    }
+  })
+})
+
 // fp32 predictions under segtorch's Winograd F(4x4, 3x3) run the convolutions it does not take (1x1, strided,
 // depthwise, other kernels) prepacked, with the folded BatchNorm's residual addition and activation as oneDNN post-ops
 // (native/blocks/conv2d.cc PackedPathApplies; libtorch 2.x). Children predict the same saved models with the

@@ -134,7 +134,7 @@ export function program (): Command {
       const fp32Winograd = avx512
         ? (Number.parseInt(b.libtorch, 10) >= 2 ? "fp32: segtorch's F(4x4, 3x3), channels-last, predictions and training" : 'fp32: off with libtorch 1.x (measured slower)')
         : (b.winograd ? "fp32: NNPACK's F(6x6, 3x3) for eight networks' predictions (NCHW)" : 'fp32: off (this libtorch has no NNPACK)')
-      out(`winograd    auto = ${fp32Winograd}; ${b.prepack ? "bf16: segtorch's F(2x2, 3x3) in predictions" : 'bf16: off (no prepacked convolutions in this libtorch)'}`)
+      out(`winograd    auto = ${fp32Winograd}; ${!b.prepack ? 'bf16: off (no prepacked convolutions in this libtorch)' : b.cpu.isa === 'AMX' ? "bf16: off (AMX: oneDNN's direct convolutions measured faster)" : "bf16: segtorch's F(2x2, 3x3) in predictions"}`)
       out(`cpu         ${b.cpu.model || 'unknown'} (${b.cpu.isa})`)
       out(`blas        ${b.blas.name}${b.blas.path ? ` (${b.blas.path})` : ''}${b.blas.name === 'reference' ? ': the slow reference BLAS; apt-get install libopenblas0-openmp' : ''}`)
       out('')

@@ -33,7 +33,8 @@ class BasicBlockImpl : public nn::Module {
   torch::Tensor forward(torch::Tensor x) {
     torch::Tensor identity = downsample ? downsample->forward(x) : x;
     torch::Tensor out = ConvBnAct(*conv1, *bn1, x, /*relu=*/true);
-    return ConvBnAct(*conv2, *bn2, out, /*relu=*/true, identity);
+    x.reset();  // the identity holds the input alone now: the addition may write into it (ConvBnAct)
+    return ConvBnAct(*conv2, *bn2, out, /*relu=*/true, std::move(identity));
   }
   Conv2d conv1;
   BatchNorm2d bn1;
@@ -60,8 +61,9 @@ class BottleneckImpl : public nn::Module {
   torch::Tensor forward(torch::Tensor x) {
     torch::Tensor identity = downsample ? downsample->forward(x) : x;
     torch::Tensor out = ConvBnAct(*conv1, *bn1, x, /*relu=*/true);
+    x.reset();  // the identity holds the input alone now: the addition may write into it (ConvBnAct)
     out = ConvBnAct(*conv2, *bn2, out, /*relu=*/true);
-    return ConvBnAct(*conv3, *bn3, out, /*relu=*/true, identity);
+    return ConvBnAct(*conv3, *bn3, out, /*relu=*/true, std::move(identity));
   }
   Conv2d conv1;
   BatchNorm2d bn1;
@@ -161,7 +163,7 @@ torch::Tensor ResNetImpl::stem(torch::Tensor x) {
 
 std::vector<torch::Tensor> ResNetImpl::forward(torch::Tensor x) {
   x = stem(x);
-  auto c1 = layer1->forward(x);
+  auto c1 = layer1->forward(std::move(x));
   auto c2 = layer2->forward(c1);
   auto c3 = layer3->forward(c2);
   auto c4 = layer4->forward(c3);

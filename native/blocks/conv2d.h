@@ -51,16 +51,29 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // act(conv(x) [+ add]) as one prepacked oneDNN call (the addition and the activation as post-ops
   // of the convolution), or an undefined tensor where the prepacked path does not apply (or failed:
   // the convolution then stays plain). ReLU6 and hardswish only without `add`.
-  torch::Tensor TryFused(const torch::Tensor& input, const torch::Tensor& add, Activation act);
+  // `consume_add`: the caller gives `add` up (see ForwardAct's overload taking it by rvalue).
+  torch::Tensor TryFused(const torch::Tensor& input, const torch::Tensor& add, Activation act, bool consume_add = false);
 
   // act(conv(input) [+ add]) as one call, the addition and the activation in it: prepacked (TryFused) or by the
-  // fp32 Winograd (RunFp32Winograd); an undefined tensor where neither applies.
-  torch::Tensor FusedCall(const torch::Tensor& input, const torch::Tensor& add, Activation act);
+  // fp32 Winograd (RunFp32Winograd); an undefined tensor where neither applies (`add` then unchanged).
+  torch::Tensor FusedCall(const torch::Tensor& input, const torch::Tensor& add, Activation act, bool consume_add = false);
 
   // act(conv(input) [+ add]): FusedCall where it applies; otherwise forward, then the addition and the activation.
   torch::Tensor ForwardAct(const torch::Tensor& input, Activation act, const torch::Tensor& add = torch::Tensor());
+  // The same, with `add` given up by the caller (std::move): where nothing else holds its storage, the prepacked
+  // path may write the result into it (oneDNN's sum post-op, in place) instead of a new tensor: measured faster than
+  // the out-of-place addition (bench/README.md "AMX": ResNet-50's blocks 1.25x).
+  torch::Tensor ForwardAct(const torch::Tensor& input, Activation act, torch::Tensor&& add);
 
  private:
+  // The weight reordered for one input shape (EnsurePacked).
+  // `added`: the out-of-place binary call (conv + add) has run for this shape, so the in-place one (the sum written
+  // into a consumed addend, RunPacked) may: an error from oneDNN shows on a shape's first call, before any write.
+  struct Packed {
+    std::vector<int64_t> sizes;
+    torch::Tensor weight;
+    bool added = false;
+  };
   // In training, the convolution with the kernel taps that only meet padding cut off (their gradient:
   // exact zeros), where there are such taps; otherwise an undefined tensor.
   // In NCHW where `nchw` (TrainingNeedsNchw).
@@ -70,9 +83,11 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // Whether forward may run prepacked for `input`; the input in the weight's type.
   bool PackedPathApplies(const torch::Tensor& input) const;
   // TryFused's work, once the path applies; throws what the operators throw.
-  torch::Tensor RunPacked(const torch::Tensor& input, const torch::Tensor& add, Activation act);
+  torch::Tensor RunPacked(const torch::Tensor& input, const torch::Tensor& add, Activation act, bool consume_add);
   // The weight reordered for `input`'s shape (reordered now unless kept from an earlier call).
-  torch::Tensor EnsurePacked(const torch::Tensor& input);
+  Packed& EnsurePacked(const torch::Tensor& input);
+  // The body of both ForwardAct overloads.
+  torch::Tensor ForwardActImpl(const torch::Tensor& input, Activation act, const torch::Tensor& add, bool consume_add);
   // The shapes, types and layout Winograd4Convolution takes (Fp32WinogradApplies without the mode).
   bool Fp32WinogradShape(const torch::Tensor& input) const;
   // Whether RunPacked computes `input` by bf16 Winograd F(2x2, 3x3) (WinogradConvolution) instead of
@@ -86,7 +101,7 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   bool pack_ = false;
   // The weight reordered for the last two input shapes: opaque oneDNN tensors, not parameters or
   // buffers (never trained, saved or copied).
-  std::vector<std::pair<std::vector<int64_t>, torch::Tensor>> packed_;
+  std::vector<Packed> packed_;
   std::vector<int64_t> padding_;
 };
 TORCH_MODULE(Conv2d);
@@ -95,11 +110,16 @@ TORCH_MODULE(Conv2d);
 // folded into it (inference copies); otherwise the convolution, then BatchNorm2dImpl::ForwardAct (in
 // training on channels-last float32: the BN, the addition and a ReLU as one fused node; ReLU6 as
 // clamp(0, 6) and hardswish after it).
+// With `add` given up by the caller (std::move), the result may be written into it (Conv2dImpl::ForwardAct).
 torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tensor& x, Activation act,
                         const torch::Tensor& add = torch::Tensor());
+torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tensor& x, Activation act, torch::Tensor&& add);
 inline torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tensor& x, bool relu,
                                const torch::Tensor& add = torch::Tensor()) {
   return ConvBnAct(conv, bn, x, relu ? Activation::kReLU : Activation::kNone, add);
+}
+inline torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tensor& x, bool relu, torch::Tensor&& add) {
+  return ConvBnAct(conv, bn, x, relu ? Activation::kReLU : Activation::kNone, std::move(add));
 }
 
 // While a guard lives, this thread's convolutions keep their whole kernels under autograd: the cut of taps that

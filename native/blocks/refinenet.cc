@@ -20,7 +20,11 @@ RCUBlockImpl::RCUBlockImpl(int64_t channels, int64_t blocks) {
 
 torch::Tensor RCUBlockImpl::forward(torch::Tensor x) {
   // x + conv2(relu(conv1(relu(x)))): the inner ReLU and the addition inside the convolutions where they run fused.
-  for (auto& u : units_) x = u.second->ForwardAct(u.first->ForwardAct(x.relu(), Activation::kReLU), Activation::kNone, x);
+  // The addition may write into x (given up here: nothing else uses it afterwards).
+  for (auto& u : units_) {
+    torch::Tensor h = u.first->ForwardAct(x.relu(), Activation::kReLU);
+    x = u.second->ForwardAct(h, Activation::kNone, std::move(x));
+  }
   return x;
 }
 
@@ -39,7 +43,11 @@ torch::Tensor CRPBlockImpl::forward(torch::Tensor x) {
   // addition can go into its convolution (a post-op where it runs fused).
   torch::Tensor top = x;
   for (size_t i = 0; i < convs_.size(); ++i) {
-    if (i + 1 == convs_.size()) return convs_[i]->ForwardAct(MaxPool2d(top, 5, 1, 2), Activation::kNone, x);
+    if (i + 1 == convs_.size()) {
+      torch::Tensor pooled = MaxPool2d(top, 5, 1, 2);
+      top.reset();
+      return convs_[i]->ForwardAct(pooled, Activation::kNone, std::move(x));
+    }
     top = convs_[i](MaxPool2d(top, 5, 1, 2));
     x = x + top;
   }
