@@ -307,6 +307,45 @@ describe('residual additions written in place', () => {
   })
 })
 
+// Without gradients, a Sequential's conv [+ BN] + ReLU runs as one call (native/blocks/conv2d.h ForwardSequential):
+// the ReLU a oneDNN post-op of the prepacked convolution (or of the fp32 Winograd). U-Net's, SegNet's (VGG16-BN and
+// its decoder) and DFN's (ConvBnRelu, its refinement blocks) ReLUs all go into their convolutions.
+describe('conv + BN + ReLU sequences as one call in predictions', () => {
+  const cases: ModelOptions[] = [
+    { arch: 'unet', numClasses: 3, baseChannels: 8 },
+    { arch: 'segnet', numClasses: 3 },
+    { arch: 'dfn', backbone: 'resnet18', numClasses: 3 }
+  ]
+  const BF16: PredictionSetting = { precision: 'bf16', channelsLast: true, foldBatchNorm: true }
+  // fp32 without the Winograd: not prepacked, so the ReLU runs in place after the convolution (ForwardAct's other path).
+  const FP32: PredictionSetting = { precision: 'fp32', winograd: false, channelsLast: true, foldBatchNorm: true }
+
+  it('leave no separate ReLU in the profile where prepacked; the other path gives the exact fp32 logits', async function () {
+    if (!backend().prepack) this.skip() // libtorch 1.x: no prepacked convolutions (the ReLUs then run in place after them)
+    const dir = tmpdir()
+    const exact = await savePredictionCases(dir, cases, 80, {
+      prepare: async (model) => await warmStatistics(model, 3, 64), settings: [{ precision: 'fp32', channelsLast: false }], size: [77, 93]
+    })
+    const settings = [BF16, BF16, FP32]
+    const { logits } = runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'trace') }, settings)
+    const job = (f: string): number => Number(f.split('.').at(-2))
+    const traces = fs.readdirSync(dir).filter((f) => f.startsWith('trace')).sort((a, b) => job(a) - job(b))
+      .map((f) => (JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as Array<{ name: string }>).map((e) => e.name))
+      .filter((names) => names.some((n) => /convolution/.test(n)))
+    assert.strictEqual(traces.length, cases.length * settings.length, 'one trace with convolutions per prediction')
+    for (const [k, options] of cases.entries()) {
+      const name = `${options.arch}/${options.backbone ?? 'none'}`
+      const at = k * settings.length
+      // The first prediction folds (its trace holds the unfolded forward with gradients: ReLUs there); the second
+      // runs the folded, prepacked copy.
+      assert.ok(traces[at].some((n) => /relu|clamp_min/.test(n)), `${name}: the check can see ReLUs`)
+      assert.deepStrictEqual(traces[at + 1].filter((n) => /relu|clamp_min/.test(n)), [], `${name}: separate ReLUs in a bf16 prediction`)
+      const scale = Math.max(1, maxAbs(exact[k]))
+      assert.ok(maxDiff(logits[at + 2], exact[k]) / scale < 1e-5, `${name} fp32: ${maxDiff(logits[at + 2], exact[k])}`)
+    }
+  })
+})
+
 // fp32 predictions under segtorch's Winograd F(4x4, 3x3) run the convolutions it does not take (1x1, strided,
 // depthwise, other kernels) prepacked, with the folded BatchNorm's residual addition and activation as oneDNN post-ops
 // (native/blocks/conv2d.cc PackedPathApplies; libtorch 2.x). Children predict the same saved models with the

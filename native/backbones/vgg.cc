@@ -68,9 +68,7 @@ VGGImpl::VGGImpl(const VGGOptions& o) : output_stride_(o.output_stride()) {
 }
 
 torch::Tensor VGGImpl::block(int64_t i, torch::Tensor x) {
-  auto first = features->begin();
-  for (auto it = first + blocks_.at(i).first; it != first + blocks_.at(i).second; ++it) x = it->forward(x);
-  return x;
+  return ForwardSequential(features, std::move(x), blocks_.at(i).first, blocks_.at(i).second);
 }
 
 torch::Tensor VGGImpl::pool(int64_t i, torch::Tensor x) { return (features->begin() + pools_.at(i))->forward(x); }

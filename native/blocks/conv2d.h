@@ -211,6 +211,13 @@ bool Fp32WinogradEnabled();
 // (SEGTORCH_WINOGRAD_BF16=0: never, for measurements).
 bool Bf16WinogradEnabled();
 
+// Children [begin, end) of `s` applied to x in order. Without gradients (predictions) a segtorch::Conv2d followed by
+// a ReLU, or by a BatchNorm2d and a ReLU, runs as one call (ConvBnAct / Conv2dImpl::ForwardAct: the ReLU a oneDNN
+// post-op where the convolution runs prepacked; otherwise in place after it, as the ReLU module would). VGG's,
+// U-Net's and SegNet's conv [+ BN] + ReLU sequences: their separate ReLUs took 20-30 % of a bf16 prediction on an
+// AMX CPU (bench/README.md "AMX"). With gradients (training, the fold's trace) child by child, as Sequential's forward.
+torch::Tensor ForwardSequential(torch::nn::Sequential& s, torch::Tensor x, size_t begin = 0, size_t end = SIZE_MAX);
+
 // Prepack(on) on every segtorch::Conv2d below `net`; the number that run prepacked afterwards.
 int64_t PrepackConvolutions(torch::nn::Module& net, bool on);
 

@@ -40,6 +40,9 @@ class ConvBnReluImpl : public nn::Module {
     if (has_bn) bn = register_module("bn", BatchNorm2d(out));
   }
   torch::Tensor forward(torch::Tensor x) {
+    const segtorch::Activation act = has_relu_ ? segtorch::Activation::kReLU : segtorch::Activation::kNone;
+    // Predictions: one call (the ReLU a post-op where the convolution runs prepacked); training as before.
+    if (!at::GradMode::is_enabled()) return bn ? ConvBnAct(*conv, *bn, x, act) : conv->ForwardAct(x, act);
     x = conv(x);
     if (bn) x = bn(x);
     return has_relu_ ? x.relu_() : x;
@@ -62,6 +65,11 @@ class RefineResidualImpl : public nn::Module {
   }
   torch::Tensor forward(torch::Tensor x) {
     x = conv_1x1(x);
+    if (!at::GradMode::is_enabled()) {
+      // Predictions: act(conv_refine(.) + x) as one call, written into x where it runs prepacked.
+      torch::Tensor h = cbr(x);
+      return conv_refine->ForwardAct(h, has_relu_ ? segtorch::Activation::kReLU : segtorch::Activation::kNone, std::move(x));
+    }
     auto y = x + conv_refine(cbr(x));
     return has_relu_ ? y.relu_() : y;
   }

@@ -70,7 +70,7 @@ class SegNet : public SegmentationModel {
       // values, so it runs in float32 and casts back exactly.
       x = x.scalar_type() == torch::kFloat || x.is_cuda() ? torch::max_unpool2d(x, indices[i], sizes[i])
                                                           : torch::max_unpool2d(x.to(torch::kFloat), indices[i], sizes[i]).to(x.scalar_type());
-      x = dec_[i]->forward(x);
+      x = ForwardSequential(dec_[i], x);
     }
     SegOutput out;
     out.out = classifier_(x);

@@ -45,7 +45,7 @@ class UpImpl : public nn::Module {
     } else {
       x = up_transposed_(x);
     }
-    return conv_->forward(torch::cat({skip, x}, 1));
+    return ForwardSequential(conv_, torch::cat({skip, x}, 1));
   }
 
  private:
@@ -102,11 +102,11 @@ class UNet : public SegmentationModel {
   }
 
   SegOutput forward(const torch::Tensor& x) override {
-    auto x1 = inc_->forward(x);
-    auto x2 = down1_->forward(MaxPool2d(x1, 2, 2));
-    auto x3 = down2_->forward(MaxPool2d(x2, 2, 2));
-    auto x4 = drop_(down3_->forward(MaxPool2d(x3, 2, 2)));
-    auto x5 = drop_(down4_->forward(MaxPool2d(x4, 2, 2)));
+    auto x1 = ForwardSequential(inc_, x);
+    auto x2 = ForwardSequential(down1_, MaxPool2d(x1, 2, 2));
+    auto x3 = ForwardSequential(down2_, MaxPool2d(x2, 2, 2));
+    auto x4 = drop_(ForwardSequential(down3_, MaxPool2d(x3, 2, 2)));
+    auto x5 = drop_(ForwardSequential(down4_, MaxPool2d(x4, 2, 2)));
     auto y = up1_->forward(x5, x4);
     y = up2_->forward(y, x3);
     y = up3_->forward(y, x2);
