@@ -637,20 +637,20 @@ torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tens
   return ConvBnActImpl(conv, bn, x, act, add, /*consume_add=*/true);
 }
 
-torch::Tensor ForwardSequential(torch::nn::Sequential& s, torch::Tensor x, size_t begin, size_t end) {
-  end = std::min(end, s->size());
+torch::Tensor ForwardSequential(torch::nn::SequentialImpl& s, torch::Tensor x, size_t begin, size_t end) {
+  end = std::min(end, s.size());
   const bool fuse = !at::GradMode::is_enabled();
   for (size_t i = begin; i < end;) {
-    if (auto* conv = fuse ? s->ptr(i)->as<Conv2dImpl>() : nullptr) {
-      auto* bn = i + 1 < end ? s->ptr(i + 1)->as<BatchNorm2dImpl>() : nullptr;
+    if (auto* conv = fuse ? s.ptr(i)->as<Conv2dImpl>() : nullptr) {
+      auto* bn = i + 1 < end ? s.ptr(i + 1)->as<BatchNorm2dImpl>() : nullptr;
       const size_t relu = i + (bn != nullptr ? 2 : 1);
-      if (relu < end && s->ptr(relu)->as<torch::nn::ReLUImpl>() != nullptr) {
+      if (relu < end && s.ptr(relu)->as<torch::nn::ReLUImpl>() != nullptr) {
         x = bn != nullptr ? ConvBnAct(*conv, *bn, x, Activation::kReLU) : conv->ForwardAct(x, Activation::kReLU);
         i = relu + 1;
         continue;
       }
     }
-    x = (s->begin() + static_cast<std::ptrdiff_t>(i))->forward(x);
+    x = (s.begin() + static_cast<std::ptrdiff_t>(i))->forward(x);
     ++i;
   }
   return x;

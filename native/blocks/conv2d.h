@@ -216,7 +216,10 @@ bool Bf16WinogradEnabled();
 // post-op where the convolution runs prepacked; otherwise in place after it, as the ReLU module would). VGG's,
 // U-Net's and SegNet's conv [+ BN] + ReLU sequences: their separate ReLUs took 20-30 % of a bf16 prediction on an
 // AMX CPU (bench/README.md "AMX"). With gradients (training, the fold's trace) child by child, as Sequential's forward.
-torch::Tensor ForwardSequential(torch::nn::Sequential& s, torch::Tensor x, size_t begin = 0, size_t end = SIZE_MAX);
+torch::Tensor ForwardSequential(torch::nn::SequentialImpl& s, torch::Tensor x, size_t begin = 0, size_t end = SIZE_MAX);
+inline torch::Tensor ForwardSequential(torch::nn::Sequential& s, torch::Tensor x, size_t begin = 0, size_t end = SIZE_MAX) {
+  return ForwardSequential(*s, std::move(x), begin, end);
+}
 
 // Prepack(on) on every segtorch::Conv2d below `net`; the number that run prepacked afterwards.
 int64_t PrepackConvolutions(torch::nn::Module& net, bool on);

@@ -22,7 +22,7 @@ PPMImpl::PPMImpl(const PPMOptions& o) : options_(o) {
 
 torch::Tensor PPMImpl::forward(const torch::Tensor& x) {
   std::vector<torch::Tensor> out{x};
-  for (auto& b : branches_) out.push_back(ResizeLike(b->forward(x), x, options_.align_corners()));
+  for (auto& b : branches_) out.push_back(ResizeLike(ForwardSequential(b, x), x, options_.align_corners()));
   return CatChannels(out);
 }
 

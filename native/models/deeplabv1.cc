@@ -37,8 +37,9 @@ class DeepLabV1 : public SegmentationModel {
   SegOutput forward(const torch::Tensor& x) override {
     auto h = backbone_->forward(x).back();  // pool5, stride 8
     h = torch::avg_pool2d(h, 3, 1, 1);       // pool5a
-    h = drop6_(torch::relu(fc6_(h)));
-    h = drop7_(torch::relu(fc7_(h)));
+    // conv + ReLU as one call where the convolution runs prepacked (conv, then ReLU, otherwise).
+    h = drop6_(fc6_->ForwardAct(h, Activation::kReLU));
+    h = drop7_(fc7_->ForwardAct(h, Activation::kReLU));
     SegOutput out;
     SetLogits(out, fc8_(h), x);
     return out;

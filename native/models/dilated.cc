@@ -89,13 +89,15 @@ class Dilated : public SegmentationModel {
     const bool channels_last = h.dim() == 4 && !h.is_contiguous() && h.is_contiguous(at::MemoryFormat::ChannelsLast);
     const bool wanted = force_s2b_ >= 0 ? force_s2b_ == 1 : !CpuHasAvx512() && (grad || !channels_last);
     const bool s2b = h.is_cpu() && !Tracing() && wanted;
-    h = s2b ? ConvSpaceToBatch(h, fc6_->weight, fc6_->bias, fc6_->options.dilation()->at(0)) : fc6_(h);
-    h = drop6_(torch::relu(h));
-    h = drop7_(torch::relu(fc7_(h)));
+    // conv + ReLU as one call where the convolution runs prepacked (conv, then ReLU, otherwise).
+    h = s2b ? torch::relu(ConvSpaceToBatch(h, fc6_->weight, fc6_->bias, fc6_->options.dilation()->at(0)))
+            : fc6_->ForwardAct(h, Activation::kReLU);
+    h = drop6_(h);
+    h = drop7_(fc7_->ForwardAct(h, Activation::kReLU));
     h = final_(h);
     for (size_t i = 0; i < context_.size(); ++i) {
-      h = context_[i](h);
-      if (i + 1 < context_.size()) h = torch::relu(h);  // every layer but ctx_final is truncated
+      // every layer but ctx_final is truncated
+      h = context_[i]->ForwardAct(h, i + 1 < context_.size() ? Activation::kReLU : Activation::kNone);
     }
     SegOutput out;
     SetLogits(out, h, x);

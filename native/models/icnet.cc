@@ -32,7 +32,7 @@ class ConvBNReLUImpl : public nn::SequentialImpl {
     push_back(BatchNorm2d(out));
     push_back(nn::ReLU());
   }
-  torch::Tensor forward(torch::Tensor x) { return nn::SequentialImpl::forward(x); }
+  torch::Tensor forward(torch::Tensor x) { return ForwardSequential(*this, std::move(x)); }
 };
 TORCH_MODULE(ConvBNReLU);
 
