@@ -15,12 +15,14 @@
 //                     predictions and training: blocks/conv2d.h)
 //   --switch winogradbf16: SEGTORCH_WINOGRAD_BF16=0 / 1 (predict's bf16 Winograd F(2x2, 3x3) on >= 256-channel 3x3 layers,
 //                     blocks/conv2d.h Bf16WinogradApplies)
+//   --switch resize:  SEGTORCH_FAST_RESIZE=0 / 1 (predictions' bilinear resizes of channels-last maps by segtorch's kernel,
+//                     into their concatenation or addition: blocks/resize.h)
 //   --switch fusedbn: SEGTORCH_FUSED_BN=0 / 1 (training batch norm + addition + ReLU as one node, blocks/batch_norm.h;
 //                     predictions are the control)
 //   --switch addon --off-addon PATH: two builds, PATH off and --addon on (e.g. a build configured with
 //                     -DSEGTORCH_PARALLEL_LOOPS=OFF against the default, whose parallel loops use OpenMP)
 // Prints a table with the CPU kind and writes bench/results/<switch>-<libtorch version>.json.
-//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|fusedbn|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
+//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|resize|fusedbn|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
 //          [--no-train] [--addon path/segtorch.node]
 'use strict'
 const { spawnSync } = require('child_process')
@@ -39,6 +41,7 @@ const SWITCHES = {
   labels: { env: 'SEGTORCH_FUSED_LABELS', off: '0', on: '1' },
   winograd: { env: 'SEGTORCH_WINOGRAD_FP32', off: '0', on: '1' },
   winogradbf16: { env: 'SEGTORCH_WINOGRAD_BF16', off: '0', on: '1' },
+  resize: { env: 'SEGTORCH_FAST_RESIZE', off: '0', on: '1' },
   fusedbn: { env: 'SEGTORCH_FUSED_BN', off: '0', on: '1' },
   addon: { env: 'SEGTORCH_ADDON' } // off / on: --off-addon and --addon
 }

@@ -347,6 +347,55 @@ describe('conv + BN + ReLU sequences as one call in predictions', () => {
   })
 })
 
+// Without gradients on the CPU, bilinear resizes of channels-last maps run segtorch's kernel (native/blocks/resize.cc),
+// written straight into the concatenation (PSPNet's PPM, ASPP, UPerNet's FPN, DeepLab v3+'s decoder) or added as they
+// are computed (UPerNet's and RefineNet's top-down paths, ICNet's pyramid pooling). Children predict the same saved
+// models with it on and off (SEGTORCH_FAST_RESIZE=0: ATen's upsample_bilinear2d and cat), each profiled.
+describe('bilinear resizes into their concatenation or addition', () => {
+  const cases: ModelOptions[] = [
+    { arch: 'upernet', backbone: 'resnet18', numClasses: 3 },
+    { arch: 'pspnet', backbone: 'resnet18', numClasses: 3 },
+    { arch: 'deeplabv3plus', backbone: 'resnet18', numClasses: 3 },
+    { arch: 'refinenet', backbone: 'resnet18', numClasses: 3 }, // align_corners=True
+    { arch: 'icnet', backbone: 'resnet18', numClasses: 3 }
+  ]
+  const BF16: PredictionSetting = { precision: 'bf16', channelsLast: true, foldBatchNorm: true }
+  const FP32: PredictionSetting = { precision: 'fp32', winograd: false, channelsLast: true, foldBatchNorm: true }
+
+  it('give ATen\'s logits (fp32 1e-5; bf16 as close to fp32), with no upsample_bilinear2d or cat left in the profile', async function () {
+    const dir = tmpdir()
+    // Each setting twice: a model's first prediction folds its BatchNorms, with gradients (ATen's operators in its trace).
+    const settings = [FP32, BF16, FP32, BF16]
+    const exact = await savePredictionCases(dir, cases, 90, {
+      prepare: async (model) => await warmStatistics(model, 3, 64), settings: [{ precision: 'fp32', channelsLast: false }], size: [77, 93]
+    })
+    const fast = runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'trace') }, settings).logits
+    const traces = predictionTraces(dir)
+    const aten = runPredictionCases(dir, cases.length, { SEGTORCH_FAST_RESIZE: '0' }, settings).logits
+    assert.strictEqual(traces.length, cases.length * settings.length, 'one trace with convolutions per prediction')
+    const meanAbs = (a: ArrayLike<number>, t: ArrayLike<number>): number => {
+      let s = 0
+      for (let i = 0; i < a.length; i++) s += Math.abs(a[i] - t[i])
+      return s / a.length
+    }
+    for (const [k, options] of cases.entries()) {
+      const name = `${options.arch}/${options.backbone}`
+      const at = k * settings.length
+      const scale = Math.max(1, maxAbs(exact[k]))
+      assert.ok(maxDiff(fast[at], aten[at]) / scale < 1e-5, `${name} fp32: ${maxDiff(fast[at], aten[at])} from ATen's resize`)
+      assert.ok(maxDiff(fast[at], exact[k]) / scale < 1e-5, `${name} fp32: ${maxDiff(fast[at], exact[k])} from the contiguous fp32 path`)
+      const [ours, theirs] = [meanAbs(fast[at + 1], exact[k]), meanAbs(aten[at + 1], exact[k])]
+      assert.ok(ours <= 1.5 * theirs + 1e-6, `${name} bf16: mean error against fp32 ${ours} (ATen's resize: ${theirs})`)
+      assert.ok(traces[at].includes('aten::upsample_bilinear2d'), `${name}: the check can see ATen's resize`)
+      for (const s of [2, 3]) {
+        assert.deepStrictEqual([fast[at + s - 2], aten[at + s - 2]], [fast[at + s], aten[at + s]], `${name}: the same logits again`)
+        const names = traces[at + s]
+        assert.deepStrictEqual(names.filter((n) => /upsample_bilinear2d|^aten::cat$/.test(n)), [], `${name} ${settings[s].precision}: ATen's resize or cat ran`)
+      }
+    }
+  })
+})
+
 // fp32 predictions under segtorch's Winograd F(4x4, 3x3) run the convolutions it does not take (1x1, strided,
 // depthwise, other kernels) prepacked, with the folded BatchNorm's residual addition and activation as oneDNN post-ops
 // (native/blocks/conv2d.cc PackedPathApplies; libtorch 2.x). Children predict the same saved models with the

@@ -2,7 +2,6 @@
 #include "blocks/batch_norm.h"
 #include "blocks/conv2d.h"
 
-#include "blocks/concat.h"
 #include "blocks/conv_bn_relu.h"
 #include "blocks/resize.h"
 
@@ -31,8 +30,8 @@ torch::Tensor ASPPImpl::forward(const torch::Tensor& x) {
   std::vector<torch::Tensor> res;
   res.reserve(branches_.size());
   for (size_t i = 0; i + 1 < branches_.size(); ++i) res.push_back(branches_[i]->forward(x));
-  res.push_back(ResizeLike(branches_.back()->forward(x), x));
-  return project->forward(CatChannels(res));
+  res.push_back(branches_.back()->forward(x));
+  return project->forward(CatResized(res, x));
 }
 
 ASPPSumImpl::ASPPSumImpl(int64_t in_channels, int64_t num_classes, const std::vector<int64_t>& rates) {

@@ -2,7 +2,6 @@
 #include "blocks/batch_norm.h"
 #include "blocks/conv2d.h"
 
-#include "blocks/concat.h"
 #include "blocks/resize.h"
 
 namespace segtorch {
@@ -22,8 +21,8 @@ PPMImpl::PPMImpl(const PPMOptions& o) : options_(o) {
 
 torch::Tensor PPMImpl::forward(const torch::Tensor& x) {
   std::vector<torch::Tensor> out{x};
-  for (auto& b : branches_) out.push_back(ResizeLike(ForwardSequential(b, x), x, options_.align_corners()));
-  return CatChannels(out);
+  for (auto& b : branches_) out.push_back(ForwardSequential(b, x));
+  return CatResized(out, x, options_.align_corners());
 }
 
 }  // namespace segtorch

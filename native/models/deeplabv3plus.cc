@@ -25,7 +25,7 @@ class DecoderImpl : public nn::Module {
   }
   torch::Tensor forward(const torch::Tensor& encoded, const torch::Tensor& low_level) {
     auto low = feature_projection->forward(low_level);
-    auto x = torch::cat({ResizeLike(encoded, low), low}, 1);
+    auto x = CatResized({encoded, low}, low);
     return decoder_conv1->forward(decoder_conv0->forward(x));
   }
   nn::Sequential feature_projection{nullptr}, decoder_conv0{nullptr}, decoder_conv1{nullptr};

@@ -50,12 +50,11 @@ class UPerNet : public SegmentationModel {
     for (int i = 0; i < 3; ++i) lat[i] = ForwardSequential(laterals_[i], feats[i]);
     lat[3] = ForwardSequential(bottleneck_, ppm_->forward(feats[3]));
     // Top-down: each level plus the coarser one upsampled.
-    for (int i = 3; i > 0; --i) lat[i - 1] = lat[i - 1] + ResizeLike(lat[i], lat[i - 1]);
+    for (int i = 3; i > 0; --i) lat[i - 1] = AddResized(std::move(lat[i - 1]), lat[i]);
     std::vector<torch::Tensor> outs(4);
     for (int i = 0; i < 3; ++i) outs[i] = ForwardSequential(fpns_[i], lat[i]);
     outs[3] = lat[3];
-    for (int i = 1; i < 4; ++i) outs[i] = ResizeLike(outs[i], outs[0]);
-    auto fused = ForwardSequential(fpn_bottleneck_, torch::cat(outs, 1));
+    auto fused = ForwardSequential(fpn_bottleneck_, CatResized(outs, outs[0]));
     SegOutput out;
     SetLogits(out, conv_seg_(dropout_(fused)), x);
     if (aux_ && is_training()) out.aux.emplace_back("aux", ResizeOutput(aux_->forward(feats[2]), x));
