@@ -26,7 +26,11 @@ class GlobalConvModuleImpl : public nn::Module {
         conv_l2(register_module("conv_l2", Conv2d(nn::Conv2dOptions(out, out, {1, k}).padding({0, k / 2})))),
         conv_r1(register_module("conv_r1", Conv2d(nn::Conv2dOptions(in, out, {1, k}).padding({0, k / 2})))),
         conv_r2(register_module("conv_r2", Conv2d(nn::Conv2dOptions(out, out, {k, 1}).padding({k / 2, 0})))) {}
-  torch::Tensor forward(const torch::Tensor& x) { return conv_l2(conv_l1(x)) + conv_r2(conv_r1(x)); }
+  torch::Tensor forward(const torch::Tensor& x) {
+    // Predictions: the sum inside conv_r2 (written into the left branch where it runs prepacked).
+    if (!at::GradMode::is_enabled()) return conv_r2->ForwardAct(conv_r1(x), Activation::kNone, conv_l2(conv_l1(x)));
+    return conv_l2(conv_l1(x)) + conv_r2(conv_r1(x));
+  }
   Conv2d conv_l1, conv_l2, conv_r1, conv_r2;
 };
 TORCH_MODULE(GlobalConvModule);
@@ -36,7 +40,14 @@ class BoundaryRefineModuleImpl : public nn::Module {
   explicit BoundaryRefineModuleImpl(int64_t channels)
       : conv1(register_module("conv1", Conv2d(nn::Conv2dOptions(channels, channels, 3).padding(1)))),
         conv2(register_module("conv2", Conv2d(nn::Conv2dOptions(channels, channels, 3).padding(1)))) {}
-  torch::Tensor forward(const torch::Tensor& x) { return x + conv2(conv1(x).relu_()); }
+  torch::Tensor forward(torch::Tensor x) {
+    // Predictions: the ReLU and the addition inside the convolutions (x given up to the second where it runs prepacked).
+    if (!at::GradMode::is_enabled()) {
+      torch::Tensor h = conv1->ForwardAct(x, Activation::kReLU);
+      return conv2->ForwardAct(h, Activation::kNone, std::move(x));
+    }
+    return x + conv2(conv1(x).relu_());
+  }
   Conv2d conv1, conv2;
 };
 TORCH_MODULE(BoundaryRefineModule);
