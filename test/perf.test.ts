@@ -342,7 +342,17 @@ describe('conv + BN + ReLU sequences as one call in predictions', () => {
       assert.ok(traces[at].some((n) => /relu|clamp_min/.test(n)), `${name}: the check can see ReLUs`)
       assert.deepStrictEqual(traces[at + 1].filter((n) => /relu|clamp_min/.test(n)), [], `${name}: separate ReLUs in a bf16 prediction`)
       const scale = Math.max(1, maxAbs(exact[k]))
-      assert.ok(maxDiff(logits[at + 2], exact[k]) / scale < 1e-5, `${name} fp32: ${maxDiff(logits[at + 2], exact[k])}`)
+      if (options.arch === 'segnet') {
+        // Max unpooling: a near-tie in a pooling window (the folded BatchNorm rounds differently, ~3e-7) can pick the
+        // other position and move one value to a neighbouring pixel, whose change the convolutions after it spread
+        // over a few pixels (max difference 0.0104 in one of ~10 runs on 2026-12-05, 0 logits off in 21 others): at
+        // most 2 % of the logits may differ, the rest within 1e-5 (a wrong path differs nearly everywhere).
+        let off = 0
+        for (let i = 0; i < exact[k].length; i++) if (Math.abs(logits[at + 2][i] - exact[k][i]) / scale >= 1e-5) off++
+        assert.ok(off <= 0.02 * exact[k].length, `${name} fp32: ${off} of ${exact[k].length} logits differ`)
+      } else {
+        assert.ok(maxDiff(logits[at + 2], exact[k]) / scale < 1e-5, `${name} fp32: ${maxDiff(logits[at + 2], exact[k])}`)
+      }
     }
   })
 })

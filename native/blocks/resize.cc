@@ -97,7 +97,7 @@ at::Tensor CatResized(const std::vector<at::Tensor>& parts, const at::Tensor& li
     at::Tensor slice = out.narrow(1, offset, p.size(1));
     offset += p.size(1);
     const bool same = p.size(2) == like.size(2) && p.size(3) == like.size(3);
-    if (same || !ResizeBilinearInto(p, slice, align_corners)) slice.copy_(same ? p : ResizeLike(p, like, align_corners));
+    if (same ? !CopyPixels(p, slice) : !ResizeBilinearInto(p, slice, align_corners)) slice.copy_(same ? p : ResizeLike(p, like, align_corners));
   }
   return out;
 }

@@ -1,5 +1,6 @@
 #include "blocks/transposed_conv.h"
 
+#include "blocks/concat.h"
 #include "blocks/tracing.h"
 
 namespace segtorch {
@@ -18,22 +19,77 @@ SubpixelConvTranspose2dImpl::SubpixelConvTranspose2dImpl(const torch::nn::ConvTr
               o.groups() == 1;  // (padding_mode can only be zeros for transposed convolutions)
 }
 
-torch::Tensor SubpixelConvTranspose2dImpl::forward(const torch::Tensor& x) {
+bool SubpixelConvTranspose2dImpl::Subpixel(const torch::Tensor& x) const {
   // Traced, it stays one transposed convolution (ONNX ConvTranspose), except in bfloat16 on the CPU:
   // libtorch 1.13's CPU conv_transpose2d refuses bfloat16 (it checks the weight as a convolution's).
   bool traced_plain = Tracing() && !(x.scalar_type() == torch::kBFloat16 && x.device().is_cpu());
-  if (!subpixel_ || x.dim() != 4 || traced_plain) return torch::nn::ConvTranspose2dImpl::forward(x);
+  return subpixel_ && x.dim() == 4 && !traced_plain;
+}
+
+torch::Tensor SubpixelConvTranspose2dImpl::PhaseConv(const torch::Tensor& x, bool phases_last) {
   const int64_t s = stride_, in = weight.size(0), out = weight.size(1), k = weight.size(2), m = k / s;
-  // weight [in, out, m*s, m*s] -> [out, r1, r2, in, q1, q2] -> flipped over q -> [out*s*s, in, m, m]
-  torch::Tensor v = weight.reshape({in, out, m, s, m, s}).permute({1, 3, 5, 0, 2, 4});
+  // weight [in, out, m*s, m*s] -> [out, r1, r2, in, q1, q2] (phases last: [r1, r2, out, in, q1, q2]) -> flipped over q
+  // -> [out*s*s, in, m, m]
+  torch::Tensor v = weight.reshape({in, out, m, s, m, s}).permute(phases_last ? at::IntArrayRef{3, 5, 1, 0, 2, 4} : at::IntArrayRef{1, 3, 5, 0, 2, 4});
   if (m > 1) v = v.flip({4, 5});
   v = v.reshape({out * s * s, in, m, m});
-  torch::Tensor b = bias.defined() ? bias.repeat_interleave(s * s) : torch::Tensor();
-  torch::Tensor y = at::pixel_shuffle(at::conv2d(x, v, b, /*stride=*/1, /*padding=*/m - 1), s);
+  torch::Tensor b = !bias.defined() ? torch::Tensor() : phases_last ? bias.repeat({s * s}) : bias.repeat_interleave(s * s);
+  return at::conv2d(x, v, b, /*stride=*/1, /*padding=*/m - 1);
+}
+
+namespace {
+
+// y [N, s*s*C, H, W] channels-last with phase-major channels ((r1 * s + r2) * C + c) as the NHWC view
+// [N, H, s, W, s, C] of its depth-to-space [N, C, H*s, W*s].
+torch::Tensor PhasesNhwc(const torch::Tensor& y, int64_t s) {
+  const int64_t n = y.size(0), c = y.size(1) / (s * s), h = y.size(2), w = y.size(3);
+  return y.permute({0, 2, 3, 1}).view({n, h, w, s, s, c}).permute({0, 1, 3, 2, 4, 5});
+}
+
+}  // namespace
+
+torch::Tensor SubpixelConvTranspose2dImpl::forward(const torch::Tensor& x) {
+  if (!Subpixel(x)) return torch::nn::ConvTranspose2dImpl::forward(x);
+  const int64_t s = stride_, k = weight.size(2);
+  torch::Tensor y;
+  if (x.suggest_memory_format() == at::MemoryFormat::ChannelsLast) {
+    torch::Tensor phases = PhaseConv(x, /*phases_last=*/true);
+    if (phases.suggest_memory_format() == at::MemoryFormat::ChannelsLast) {
+      const int64_t n = phases.size(0), c = phases.size(1) / (s * s), h = phases.size(2), w = phases.size(3);
+      y = at::empty({n, c, h * s, w * s}, phases.options().memory_format(at::MemoryFormat::ChannelsLast));
+      // (Traced, by predict's compiled path: operators the tracer records, not segtorch's copy.)
+      if (torch::jit::tracer::isTracing() || !DepthToSpaceInto(phases, s, y)) y = PhasesNhwc(phases, s).reshape({n, h * s, w * s, c}).permute({0, 3, 1, 2});
+    } else {  // (a convolution that did not keep the layout: the phases as pixel_shuffle takes them)
+      y = at::pixel_shuffle(PhaseConv(x, /*phases_last=*/false), s);
+    }
+  } else {
+    y = at::pixel_shuffle(PhaseConv(x, /*phases_last=*/false), s);
+  }
   // Full output s*(H + m - 1) = (H - 1)*s + k; the padding crops p from each side.
   if (padding_ == 0) return y;
   const int64_t oh = (x.size(2) - 1) * s + k - 2 * padding_, ow = (x.size(3) - 1) * s + k - 2 * padding_;
   return y.narrow(2, padding_, oh).narrow(3, padding_, ow);
+}
+
+torch::Tensor SubpixelConvTranspose2dImpl::ForwardCat(const torch::Tensor& skip, const torch::Tensor& x) {
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  if (!at::GradMode::is_enabled() && !torch::jit::tracer::isTracing() && padding_ == 0 && Subpixel(x) && skip.dim() == 4 &&
+      x.suggest_memory_format() == cl && skip.suggest_memory_format() == cl) {
+    torch::Tensor phases = PhaseConv(x, /*phases_last=*/true);
+    const int64_t s = stride_, c = phases.size(1) / (s * s), cs = skip.size(1);
+    if (phases.suggest_memory_format() == cl && phases.scalar_type() == skip.scalar_type() && skip.size(0) == phases.size(0) &&
+        skip.size(2) == phases.size(2) * s && skip.size(3) == phases.size(3) * s) {
+      torch::Tensor out = at::empty({skip.size(0), cs + c, skip.size(2), skip.size(3)}, skip.options().memory_format(cl));
+      torch::Tensor first = out.narrow(1, 0, cs), second = out.narrow(1, cs, c);
+      if (!CopyPixels(skip, first)) first.copy_(skip);
+      if (!DepthToSpaceInto(phases, s, second)) {
+        torch::Tensor up = second.permute({0, 2, 3, 1});  // [N, H*s, W*s, C]
+        up.view({up.size(0), phases.size(2), s, phases.size(3), s, c}).copy_(PhasesNhwc(phases, s));
+      }
+      return out;
+    }
+  }
+  return torch::cat({skip, forward(x)}, 1);
 }
 
 }  // namespace segtorch

@@ -36,15 +36,12 @@ class UpImpl : public nn::Module {
     conv_ = register_module("conv", DoubleConv(in, out, bn));
   }
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& skip) {
-    if (bilinear_) {
-      x = F::interpolate(x, F::InterpolateFuncOptions()
-                                .size(std::vector<int64_t>{skip.size(2), skip.size(3)})
-                                .mode(torch::kBilinear)
-                                .align_corners(false));
-      x = up_conv_(x);
-    } else {
-      x = up_transposed_(x);
-    }
+    if (!bilinear_) return ForwardSequential(conv_, up_transposed_->ForwardCat(skip, x));
+    x = F::interpolate(x, F::InterpolateFuncOptions()
+                              .size(std::vector<int64_t>{skip.size(2), skip.size(3)})
+                              .mode(torch::kBilinear)
+                              .align_corners(false));
+    x = up_conv_(x);
     return ForwardSequential(conv_, torch::cat({skip, x}, 1));
   }
 

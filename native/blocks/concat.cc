@@ -1,0 +1,58 @@
+#include "blocks/concat.h"
+
+#include <ATen/Parallel.h>
+
+#include <cstring>
+
+namespace segtorch {
+
+namespace {
+
+// Both 4-D on the CPU, of one dtype, channels adjacent, not overlapping.
+bool PixelCopyApplies(const at::Tensor& src, const at::Tensor& dst) {
+  return src.dim() == 4 && dst.dim() == 4 && src.device().is_cpu() && dst.device().is_cpu() && src.scalar_type() == dst.scalar_type() &&
+         (src.stride(1) == 1 || src.size(1) == 1) && (dst.stride(1) == 1 || dst.size(1) == 1) && !src.is_alias_of(dst) &&
+         !(src.requires_grad() && at::GradMode::is_enabled());
+}
+
+}  // namespace
+
+bool CopyPixels(const at::Tensor& src, at::Tensor& dst) {
+  if (!PixelCopyApplies(src, dst) || src.sizes() != dst.sizes()) return false;
+  const int64_t N = src.size(0), C = src.size(1), H = src.size(2), W = src.size(3);
+  const size_t item = src.element_size(), bytes = static_cast<size_t>(C) * item;
+  const auto* s = static_cast<const char*>(src.data_ptr());
+  auto* d = static_cast<char*>(dst.data_ptr());
+  const int64_t sN = src.stride(0), sH = src.stride(2), sW = src.stride(3), dN = dst.stride(0), dH = dst.stride(2), dW = dst.stride(3);
+  at::parallel_for(0, N * H, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, W * C)), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t n = i / H, y = i % H;
+      const char* in = s + (n * sN + y * sH) * item;
+      char* out = d + (n * dN + y * dH) * item;
+      for (int64_t x = 0; x < W; ++x) std::memcpy(out + x * dW * item, in + x * sW * item, bytes);
+    }
+  });
+  return true;
+}
+
+bool DepthToSpaceInto(const at::Tensor& phases, int64_t s, at::Tensor& dst) {
+  if (s < 1 || !PixelCopyApplies(phases, dst) || phases.size(1) % (s * s) != 0) return false;
+  const int64_t N = phases.size(0), C = phases.size(1) / (s * s), H = phases.size(2), W = phases.size(3);
+  if (dst.size(0) != N || dst.size(1) != C || dst.size(2) != H * s || dst.size(3) != W * s) return false;
+  const size_t item = phases.element_size(), bytes = static_cast<size_t>(C) * item;
+  const auto* p = static_cast<const char*>(phases.data_ptr());
+  auto* d = static_cast<char*>(dst.data_ptr());
+  const int64_t pN = phases.stride(0), pH = phases.stride(2), pW = phases.stride(3), dN = dst.stride(0), dH = dst.stride(2), dW = dst.stride(3);
+  const int64_t OH = H * s, OW = W * s;
+  at::parallel_for(0, N * OH, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, OW * C)), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t n = i / OH, y = i % OH, h = y / s, r1 = y % s;
+      const char* in = p + (n * pN + h * pH + r1 * s * C) * item;
+      char* out = d + (n * dN + y * dH) * item;
+      for (int64_t x = 0; x < OW; ++x) std::memcpy(out + x * dW * item, in + ((x / s) * pW + (x % s) * C) * item, bytes);
+    }
+  });
+  return true;
+}
+
+}  // namespace segtorch
