@@ -30,7 +30,8 @@ torch::Tensor SubpixelConvTranspose2dImpl::PhaseConv(const torch::Tensor& x, boo
   const int64_t s = stride_, in = weight.size(0), out = weight.size(1), k = weight.size(2), m = k / s;
   // weight [in, out, m*s, m*s] -> [out, r1, r2, in, q1, q2] (phases last: [r1, r2, out, in, q1, q2]) -> flipped over q
   // -> [out*s*s, in, m, m]
-  torch::Tensor v = weight.reshape({in, out, m, s, m, s}).permute(phases_last ? at::IntArrayRef{3, 5, 1, 0, 2, 4} : at::IntArrayRef{1, 3, 5, 0, 2, 4});
+  const std::vector<int64_t> order = phases_last ? std::vector<int64_t>{3, 5, 1, 0, 2, 4} : std::vector<int64_t>{1, 3, 5, 0, 2, 4};
+  torch::Tensor v = weight.reshape({in, out, m, s, m, s}).permute(order);
   if (m > 1) v = v.flip({4, 5});
   v = v.reshape({out * s * s, in, m, m});
   torch::Tensor b = !bias.defined() ? torch::Tensor() : phases_last ? bias.repeat({s * s}) : bias.repeat_interleave(s * s);
