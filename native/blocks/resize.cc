@@ -21,9 +21,11 @@ bool FastResizeEnabled() {
   return enabled;
 }
 
-// Predictions on the CPU: no gradients, no tracer, the switch on.
+thread_local bool aten_resize = false;
+
+// Predictions on the CPU: no gradients, no tracer, the switch on, no AtenResizeScope.
 bool FastResizeHere(const at::Tensor& like) {
-  return FastResizeEnabled() && !at::GradMode::is_enabled() && !torch::jit::tracer::isTracing() && like.dim() == 4 &&
+  return FastResizeEnabled() && !aten_resize && !at::GradMode::is_enabled() && !torch::jit::tracer::isTracing() && like.dim() == 4 &&
          like.device().is_cpu();
 }
 
@@ -49,6 +51,9 @@ void RunResize(const at::Tensor& x, at::Tensor& out, bool align_corners, bool ac
 }
 
 }  // namespace
+
+AtenResizeScope::AtenResizeScope() : previous_(aten_resize) { aten_resize = true; }
+AtenResizeScope::~AtenResizeScope() { aten_resize = previous_; }
 
 bool ResizeBilinearInto(const at::Tensor& input, at::Tensor& out, bool align_corners, bool accumulate) {
   if (!FastResizeHere(out) || input.dim() != 4 || !input.device().is_cpu()) return false;

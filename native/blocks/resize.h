@@ -17,6 +17,20 @@ namespace segtorch {
 // 14 ms of a 250 ms prediction).
 bool ResizeBilinearInto(const at::Tensor& x, at::Tensor& out, bool align_corners, bool accumulate = false);
 
+// Within its scope this thread's resizes take ATen's operator, as a traced graph does: the export's
+// check of its size-independent graph against the network (1e-4) would otherwise compare the two
+// kernels' bf16 roundings (libtorch 1.13's bf16 upsample_bilinear2d rounds otherwise: 0.2-1 %).
+class AtenResizeScope {
+ public:
+  AtenResizeScope();
+  ~AtenResizeScope();
+  AtenResizeScope(const AtenResizeScope&) = delete;
+  AtenResizeScope& operator=(const AtenResizeScope&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // x [N,C,h,w] -> [N,C,height,width], bilinear. align_corners=false unless a reference
 // implementation (e.g. RefineNet's, DFN's, Caffe's Interp in ICNet) uses true.
 at::Tensor ResizeBilinear(const at::Tensor& x, int64_t height, int64_t width, bool align_corners = false);

@@ -21,6 +21,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "base/errors.h"
+#include "blocks/resize.h"
 #include "infer/folded_net.h"
 #include "io/module_state.h"
 
@@ -372,6 +373,7 @@ std::shared_ptr<Graph> WithPadding(Graph& body, int64_t k) {
 at::Tensor Reference(SegmentationModel& net, const at::Tensor& x, int64_t k, at::ScalarType dtype) {
   int64_t h = x.size(2), w = x.size(3), ph = (k - h % k) % k, pw = (k - w % k) % k;
   at::Tensor xp = at::constant_pad_nd(x, {0, pw, 0, ph}, 0);
+  AtenResizeScope aten_resize;  // the traced graph's resizes
   return Forward(net, xp, dtype).narrow(2, 0, h).narrow(3, 0, w);
 }
 
