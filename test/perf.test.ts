@@ -313,12 +313,14 @@ describe('residual additions written in place', () => {
 
 // Without gradients, a Sequential's conv [+ BN] + ReLU runs as one call (native/blocks/conv2d.h ForwardSequential):
 // the ReLU a oneDNN post-op of the prepacked convolution (or of the fp32 Winograd). U-Net's, SegNet's (VGG16-BN and
-// its decoder) and DFN's (ConvBnRelu, its refinement blocks) ReLUs all go into their convolutions.
+// its decoder), DFN's (ConvBnRelu, its refinement blocks) and GCN's (boundary refinement) ReLUs all go into their
+// convolutions; U-Net's and GCN's channels-last fp32 predictions also check the sub-pixel deconvolution's depth-to-space.
 describe('conv + BN + ReLU sequences as one call in predictions', () => {
   const cases: ModelOptions[] = [
     { arch: 'unet', numClasses: 3, baseChannels: 8 },
     { arch: 'segnet', numClasses: 3 },
-    { arch: 'dfn', backbone: 'resnet18', numClasses: 3 }
+    { arch: 'dfn', backbone: 'resnet18', numClasses: 3 },
+    { arch: 'gcn', backbone: 'resnet18', numClasses: 3 } // boundary refinement; its sub-pixel deconvolutions' depth-to-space
   ]
   const BF16: PredictionSetting = { precision: 'bf16', channelsLast: true, foldBatchNorm: true }
   // fp32 without the Winograd: not prepacked, so the ReLU runs in place after the convolution (ForwardAct's other path).
