@@ -16,6 +16,13 @@ function maxDiff (a: ArrayLike<number>, b: ArrayLike<number>): number {
   return d
 }
 
+/** The mean absolute difference of a and t. */
+function meanAbs (a: ArrayLike<number>, t: ArrayLike<number>): number {
+  let s = 0
+  for (let i = 0; i < a.length; i++) s += Math.abs(a[i] - t[i])
+  return s / a.length
+}
+
 const FP32 = { precision: 'fp32', output: 'logits' } as const
 
 /** Moves the BN running statistics away from their initial 0 / 1 so that folding has work to do. */
@@ -246,11 +253,6 @@ describe('prepacked convolutions in predict', () => {
     // bf16: both paths round differently (the fused path rounds once where the plain one rounds
     // the convolution's output before the addition), so each is compared with fp32: the prepacked
     // path's mean error must be no larger than about the plain path's.
-    const meanAbs = (a: ArrayLike<number>, t: ArrayLike<number>): number => {
-      let s = 0
-      for (let i = 0; i < a.length; i++) s += Math.abs(a[i] - t[i])
-      return s / a.length
-    }
     for (const [k, options] of cases.entries()) {
       const name = `${options.arch}/${options.backbone}`
       const [a32, t32, a16, t16] = [ours[2 * k], theirs.logits[2 * k], ours[2 * k + 1], theirs.logits[2 * k + 1]]
@@ -385,11 +387,6 @@ describe('bilinear resizes into their concatenation or addition', () => {
     const traces = predictionTraces(dir)
     const aten = runPredictionCases(dir, cases.length, { SEGTORCH_FAST_RESIZE: '0' }, settings).logits
     assert.strictEqual(traces.length, cases.length * settings.length, 'one trace with convolutions per prediction')
-    const meanAbs = (a: ArrayLike<number>, t: ArrayLike<number>): number => {
-      let s = 0
-      for (let i = 0; i < a.length; i++) s += Math.abs(a[i] - t[i])
-      return s / a.length
-    }
     for (const [k, options] of cases.entries()) {
       const name = `${options.arch}/${options.backbone}`
       const at = k * settings.length

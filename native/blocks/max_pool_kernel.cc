@@ -4,17 +4,14 @@
 #include <cstring>
 #include <limits>
 
+#include "base/bf16_bits.h"
+
 namespace segtorch {
 
 namespace {
 
 inline float Load(float v) { return v; }
-inline float Load(uint16_t v) {
-  uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
+inline float Load(uint16_t v) { return BFloat16BitsToFloat(v); }
 inline void Store(float v, float* out) { *out = v; }
 inline void Store(float v, uint16_t* out) {
   uint32_t bits;

@@ -1,27 +1,15 @@
 #include "blocks/resize_kernel.h"
 
-#include <cstring>
+#include "base/bf16_bits.h"
 
 namespace segtorch {
 
 namespace {
 
 inline float Load(float v) { return v; }
-inline float Load(uint16_t b) {
-  uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
+inline float Load(uint16_t b) { return BFloat16BitsToFloat(b); }
 inline void Store(float f, float* out) { *out = f; }
-// Round to nearest even, NaN kept a (quiet) NaN: what ATen's float -> bfloat16 conversion gives.
-inline void Store(float f, uint16_t* out) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  *out = f != f ? static_cast<uint16_t>(0x7FC0u) : static_cast<uint16_t>(rounded);
-}
+inline void Store(float f, uint16_t* out) { *out = FloatToBFloat16Bits(f); }
 
 template <bool kAccumulate, typename T>
 inline void Row(const T* __restrict r0, const T* __restrict r1, float h0, float h1, const ResizeRow& row, T* __restrict out) {

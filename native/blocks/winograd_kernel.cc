@@ -2,24 +2,14 @@
 
 #include <cstring>
 
+#include "base/bf16_bits.h"
+
 namespace segtorch {
 
 namespace {
 
-inline float Load(uint16_t b) {
-  uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-// Round to nearest even, NaN kept a (quiet) NaN: what ATen's float -> bfloat16 conversion gives.
-inline uint16_t Store(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  return f != f ? static_cast<uint16_t>(0x7FC0u) : static_cast<uint16_t>(rounded);
-}
+inline float Load(uint16_t b) { return BFloat16BitsToFloat(b); }
+inline uint16_t Store(float f) { return FloatToBFloat16Bits(f); }
 
 // The tile positions of rows [begin, end) of a chunk (row r = (n * th + ty) * d + py, tile p numbered from the
 // chunk's first row), F(kM x kM, 3x3): fn(p, n, y0, x0) with (y0, x0) the tile's first output pixel in image n;
