@@ -17,24 +17,6 @@ bool PixelCopyApplies(const at::Tensor& src, const at::Tensor& dst) {
 
 }  // namespace
 
-bool CopyPixels(const at::Tensor& src, at::Tensor& dst) {
-  if (!PixelCopyApplies(src, dst) || src.sizes() != dst.sizes()) return false;
-  const int64_t N = src.size(0), C = src.size(1), H = src.size(2), W = src.size(3);
-  const size_t item = src.element_size(), bytes = static_cast<size_t>(C) * item;
-  const auto* s = static_cast<const char*>(src.data_ptr());
-  auto* d = static_cast<char*>(dst.data_ptr());
-  const int64_t sN = src.stride(0), sH = src.stride(2), sW = src.stride(3), dN = dst.stride(0), dH = dst.stride(2), dW = dst.stride(3);
-  at::parallel_for(0, N * H, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, W * C)), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t n = i / H, y = i % H;
-      const char* in = s + (n * sN + y * sH) * item;
-      char* out = d + (n * dN + y * dH) * item;
-      for (int64_t x = 0; x < W; ++x) std::memcpy(out + x * dW * item, in + x * sW * item, bytes);
-    }
-  });
-  return true;
-}
-
 bool DepthToSpaceInto(const at::Tensor& phases, int64_t s, at::Tensor& dst) {
   if (s < 1 || !PixelCopyApplies(phases, dst) || phases.size(1) % (s * s) != 0) return false;
   const int64_t N = phases.size(0), C = phases.size(1) / (s * s), H = phases.size(2), W = phases.size(3);

@@ -26,15 +26,14 @@ inline at::Tensor CatChannels(const std::vector<at::Tensor>& parts) {
 
 namespace segtorch {
 
-// dst.copy_(src) for 4-D CPU tensors of one dtype whose channels are adjacent in memory (stride(1) == 1:
-// channels-last, or a channel slice of a channels-last tensor): one memcpy per pixel, rows in
-// parallel (ATen's copy into a channel slice went element by element). False, dst untouched, where
-// that does not hold.
-bool CopyPixels(const at::Tensor& src, at::Tensor& dst);
-
-// dst [N, C, H * s, W * s] (channels adjacent, as CopyPixels) = the depth-to-space of phases [N, s * s * C, H, W]
-// (channels-last, phase-major channels (r1 * s + r2) * C + c): dst[n, c, h * s + r1, w * s + r2] =
-// phases[n, (r1 * s + r2) * C + c, h, w]. False, dst untouched, where the layouts or dtypes do not allow it.
+// dst [N, C, H * s, W * s] = the depth-to-space of phases [N, s * s * C, H, W] (phase-major channels
+// (r1 * s + r2) * C + c): dst[n, c, h * s + r1, w * s + r2] = phases[n, (r1 * s + r2) * C + c, h, w], for 4-D
+// CPU tensors of one dtype whose channels are adjacent in memory (stride(1) == 1: channels-last, or a
+// channel slice of a channels-last tensor): one memcpy per pixel, rows in parallel (ATen's copy into a
+// channel slice went element by element). False, dst untouched, where that does not hold.
 bool DepthToSpaceInto(const at::Tensor& phases, int64_t s, at::Tensor& dst);
+
+// dst.copy_(src) the same way (the depth-to-space with s = 1).
+inline bool CopyPixels(const at::Tensor& src, at::Tensor& dst) { return DepthToSpaceInto(src, 1, dst); }
 
 }  // namespace segtorch

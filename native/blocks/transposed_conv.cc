@@ -40,11 +40,30 @@ torch::Tensor SubpixelConvTranspose2dImpl::PhaseConv(const torch::Tensor& x, boo
 
 namespace {
 
-// y [N, s*s*C, H, W] channels-last with phase-major channels ((r1 * s + r2) * C + c) as the NHWC view
-// [N, H, s, W, s, C] of its depth-to-space [N, C, H*s, W*s].
+// y [N, s*s*C, H, W] with phase-major channels ((r1 * s + r2) * C + c) as the NHWC tensor [N, H, s, W, s, C] of its
+// depth-to-space [N, C, H*s, W*s] (a view where y is channels-last).
 torch::Tensor PhasesNhwc(const torch::Tensor& y, int64_t s) {
   const int64_t n = y.size(0), c = y.size(1) / (s * s), h = y.size(2), w = y.size(3);
-  return y.permute({0, 2, 3, 1}).view({n, h, w, s, s, c}).permute({0, 1, 3, 2, 4, 5});
+  return y.permute({0, 2, 3, 1}).reshape({n, h, w, s, s, c}).permute({0, 1, 3, 2, 4, 5});
+}
+
+// dst (its channels adjacent) = the depth-to-space of phase-major `phases`: segtorch's copy, else one ATen copy.
+void PlacePhases(const torch::Tensor& phases, int64_t s, torch::Tensor& dst) {
+  if (DepthToSpaceInto(phases, s, dst)) return;
+  torch::Tensor up = dst.permute({0, 2, 3, 1});  // [N, H*s, W*s, C]
+  up.view({up.size(0), phases.size(2), s, phases.size(3), s, up.size(3)}).copy_(PhasesNhwc(phases, s));
+}
+
+// The depth-to-space [N, C, H*s, W*s] of phase-major `phases`, channels-last. With gradients or traced (predict's
+// compiled path): operators autograd and the tracer record.
+torch::Tensor FromPhases(const torch::Tensor& phases, int64_t s) {
+  const int64_t n = phases.size(0), c = phases.size(1) / (s * s), h = phases.size(2), w = phases.size(3);
+  if (at::GradMode::is_enabled() || torch::jit::tracer::isTracing()) {
+    return PhasesNhwc(phases, s).reshape({n, h * s, w * s, c}).permute({0, 3, 1, 2});
+  }
+  torch::Tensor y = at::empty({n, c, h * s, w * s}, phases.options().memory_format(at::MemoryFormat::ChannelsLast));
+  PlacePhases(phases, s, y);
+  return y;
 }
 
 }  // namespace
@@ -52,20 +71,8 @@ torch::Tensor PhasesNhwc(const torch::Tensor& y, int64_t s) {
 torch::Tensor SubpixelConvTranspose2dImpl::forward(const torch::Tensor& x) {
   if (!Subpixel(x)) return torch::nn::ConvTranspose2dImpl::forward(x);
   const int64_t s = stride_, k = weight.size(2);
-  torch::Tensor y;
-  if (x.suggest_memory_format() == at::MemoryFormat::ChannelsLast) {
-    torch::Tensor phases = PhaseConv(x, /*phases_last=*/true);
-    if (phases.suggest_memory_format() == at::MemoryFormat::ChannelsLast) {
-      const int64_t n = phases.size(0), c = phases.size(1) / (s * s), h = phases.size(2), w = phases.size(3);
-      y = at::empty({n, c, h * s, w * s}, phases.options().memory_format(at::MemoryFormat::ChannelsLast));
-      // (Traced, by predict's compiled path: operators the tracer records, not segtorch's copy.)
-      if (torch::jit::tracer::isTracing() || !DepthToSpaceInto(phases, s, y)) y = PhasesNhwc(phases, s).reshape({n, h * s, w * s, c}).permute({0, 3, 1, 2});
-    } else {  // (a convolution that did not keep the layout: the phases as pixel_shuffle takes them)
-      y = at::pixel_shuffle(PhaseConv(x, /*phases_last=*/false), s);
-    }
-  } else {
-    y = at::pixel_shuffle(PhaseConv(x, /*phases_last=*/false), s);
-  }
+  torch::Tensor y = x.suggest_memory_format() == at::MemoryFormat::ChannelsLast ? FromPhases(PhaseConv(x, /*phases_last=*/true), s)
+                                                                                : at::pixel_shuffle(PhaseConv(x, /*phases_last=*/false), s);
   // Full output s*(H + m - 1) = (H - 1)*s + k; the padding crops p from each side.
   if (padding_ == 0) return y;
   const int64_t oh = (x.size(2) - 1) * s + k - 2 * padding_, ow = (x.size(3) - 1) * s + k - 2 * padding_;
@@ -74,23 +81,22 @@ torch::Tensor SubpixelConvTranspose2dImpl::forward(const torch::Tensor& x) {
 
 torch::Tensor SubpixelConvTranspose2dImpl::ForwardCat(const torch::Tensor& skip, const torch::Tensor& x) {
   const auto cl = at::MemoryFormat::ChannelsLast;
-  if (!at::GradMode::is_enabled() && !torch::jit::tracer::isTracing() && padding_ == 0 && Subpixel(x) && skip.dim() == 4 &&
-      x.suggest_memory_format() == cl && skip.suggest_memory_format() == cl) {
-    torch::Tensor phases = PhaseConv(x, /*phases_last=*/true);
-    const int64_t s = stride_, c = phases.size(1) / (s * s), cs = skip.size(1);
-    if (phases.suggest_memory_format() == cl && phases.scalar_type() == skip.scalar_type() && skip.size(0) == phases.size(0) &&
-        skip.size(2) == phases.size(2) * s && skip.size(3) == phases.size(3) * s) {
-      torch::Tensor out = at::empty({skip.size(0), cs + c, skip.size(2), skip.size(3)}, skip.options().memory_format(cl));
-      torch::Tensor first = out.narrow(1, 0, cs), second = out.narrow(1, cs, c);
-      if (!CopyPixels(skip, first)) first.copy_(skip);
-      if (!DepthToSpaceInto(phases, s, second)) {
-        torch::Tensor up = second.permute({0, 2, 3, 1});  // [N, H*s, W*s, C]
-        up.view({up.size(0), phases.size(2), s, phases.size(3), s, c}).copy_(PhasesNhwc(phases, s));
-      }
-      return out;
-    }
+  if (at::GradMode::is_enabled() || torch::jit::tracer::isTracing() || padding_ != 0 || !Subpixel(x) || skip.dim() != 4 ||
+      x.suggest_memory_format() != cl || skip.suggest_memory_format() != cl) {
+    return torch::cat({skip, forward(x)}, 1);
   }
-  return torch::cat({skip, forward(x)}, 1);
+  const int64_t s = stride_;
+  torch::Tensor phases = PhaseConv(x, /*phases_last=*/true);
+  const int64_t c = phases.size(1) / (s * s), cs = skip.size(1);
+  if (phases.scalar_type() != skip.scalar_type() || skip.size(0) != phases.size(0) || skip.size(2) != phases.size(2) * s ||
+      skip.size(3) != phases.size(3) * s) {
+    return torch::cat({skip, FromPhases(phases, s)}, 1);  // (ATen's error where the sizes disagree)
+  }
+  torch::Tensor out = at::empty({skip.size(0), cs + c, skip.size(2), skip.size(3)}, skip.options().memory_format(cl));
+  torch::Tensor first = out.narrow(1, 0, cs), second = out.narrow(1, cs, c);
+  if (!CopyPixels(skip, first)) first.copy_(skip);
+  PlacePhases(phases, s, second);
+  return out;
 }
 
 }  // namespace segtorch
