@@ -442,7 +442,7 @@ torch::Tensor Conv2dImpl::RunPacked(const torch::Tensor& input, const torch::Ten
   // from oneDNN would come before the addend is written, but not leave it half-written on a later call).
   const int64_t holders = converted ? 1 : 2;
   const bool in_place = entry.added && (converted || consume_add) && PointwiseBinaryInPlaceOp() != nullptr &&
-                        other.use_count() == holders && other.storage().use_count() == 1 && !other.is_same(x) &&
+                        static_cast<int64_t>(other.use_count()) == holders && other.storage().use_count() == 1 && !other.is_same(x) &&
                         other.storage().data() != x.storage().data() && other.is_contiguous(x.suggest_memory_format()) &&
                         !other.requires_grad();
   const c10::IValue tail[] = {c10::IValue(packed), b, c10::IValue(padding_), c10::IValue(Ints(st)), c10::IValue(Ints(dl)),
@@ -520,7 +520,36 @@ bool Conv2dImpl::TrainingNeedsNchw(const torch::Tensor& input) const {
          weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
 }
 
-torch::Tensor Conv2dImpl::TrainingWithoutDeadTaps(const torch::Tensor& input, bool nchw) {
+bool Conv2dImpl::TrainingSplitsBias(const torch::Tensor& input) const {
+  // oneDNN 3.13 in libtorch 2.15 corrupts the heap on CPUs with AMX when it computes the bias gradient
+  // of a bf16 convolution with more than 2048 input and fewer than 16 output channels (brgconv_bwd_w,
+  // any kernel size, dilation, layout, 2 threads or more; "free(): invalid pointer" or "corrupted
+  // double-linked list" at the step's end): a classifier after VGG's 4096-channel fc7 (FCN-VGG,
+  // dilated, DeepLab v1 with a large fcChannels) and a handful of classes. The same convolution
+  // without a bias never did (scripts/repro/onednn-amx-bwd-w.cc, bench/README.md). Such a layer adds
+  // its bias after the convolution in training: the same sum; fewer than 16 channels, no measurable
+  // cost. Every CPU and libtorch alike, so that CI's runs check the path the affected ones take.
+  if (!bias.defined() || !bias.requires_grad() || !at::GradMode::is_enabled() || input.dim() != 4 || !input.is_cpu() ||
+      torch::jit::tracer::isTracing()) {
+    return false;
+  }
+  return options.groups() == 1 && input.size(1) > 2048 && options.out_channels() < 16 && ZeroPadding(options) != nullptr;
+}
+
+torch::Tensor Conv2dImpl::TrainingSplitBias(const torch::Tensor& input, bool nchw) {
+  torch::Tensor y = TrainingWithoutDeadTaps(input, nchw, torch::Tensor());
+  if (!y.defined()) {
+    const auto& pad = **ZeroPadding(options);
+    const auto& st = *options.stride();
+    const auto& dl = *options.dilation();
+    y = at::conv2d(nchw ? input.contiguous() : input, nchw ? weight.contiguous() : weight, torch::Tensor(), {st[0], st[1]},
+                   {pad[0], pad[1]}, {dl[0], dl[1]}, 1);
+  }
+  // In the convolution's type (bf16 under autocast), as the bias would have been added inside it.
+  return y + bias.to(y.scalar_type()).view({1, -1, 1, 1});
+}
+
+torch::Tensor Conv2dImpl::TrainingWithoutDeadTaps(const torch::Tensor& input, bool nchw, const torch::Tensor& b) {
   // oneDNN's bf16 weight gradient (libtorch 1.13 and 2.15) leaves the taps of a kernel row that only
   // ever meets padding unwritten: a 7x7 convolution (FCN's fc6) on a 2x2 map got garbage there, up to
   // 1.8e37, whenever the gradient's memory had held other data (bench/README.md, "bf16 Winograd").
@@ -549,12 +578,13 @@ torch::Tensor Conv2dImpl::TrainingWithoutDeadTaps(const torch::Tensor& input, bo
   const int64_t left = (**pad)[1] - w.first * dl[1], right = (**pad)[1] - (kw - 1 - w.second) * dl[1];
   torch::Tensor x = at::constant_pad_nd(nchw ? input.contiguous() : input, {left, right, top, bottom}, 0);
   const std::vector<int64_t> stride{st[0], st[1]}, dilation{dl[0], dl[1]}, zero{0, 0};
-  return at::conv2d(x, k, bias, stride, zero, dilation, options.groups());
+  return at::conv2d(x, k, b, stride, zero, dilation, options.groups());
 }
 
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
   const bool nchw = TrainingNeedsNchw(input);
-  if (torch::Tensor y = TrainingWithoutDeadTaps(input, nchw); y.defined()) return y;
+  if (TrainingSplitsBias(input)) return TrainingSplitBias(input, nchw);
+  if (torch::Tensor y = TrainingWithoutDeadTaps(input, nchw, bias); y.defined()) return y;
   if (pack_) {
     torch::Tensor y = TryFused(input, torch::Tensor(), Activation::kNone);
     if (y.defined()) return y;

@@ -76,8 +76,12 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   };
   // In training, the convolution with the kernel taps that only meet padding cut off (their gradient:
   // exact zeros), where there are such taps; otherwise an undefined tensor.
-  // In NCHW where `nchw` (TrainingNeedsNchw).
-  torch::Tensor TrainingWithoutDeadTaps(const torch::Tensor& input, bool nchw);
+  // In NCHW where `nchw` (TrainingNeedsNchw); `b`: the bias it adds (undefined: none).
+  torch::Tensor TrainingWithoutDeadTaps(const torch::Tensor& input, bool nchw, const torch::Tensor& b);
+  // Whether a training convolution must add its bias after the convolution to avoid a oneDNN heap
+  // corruption (see conv2d.cc), and that forward.
+  bool TrainingSplitsBias(const torch::Tensor& input) const;
+  torch::Tensor TrainingSplitBias(const torch::Tensor& input, bool nchw);
   // Whether a training convolution must run in NCHW to avoid a oneDNN crash (see conv2d.cc).
   bool TrainingNeedsNchw(const torch::Tensor& input) const;
   // Whether forward may run prepacked for `input`; the input in the weight's type.

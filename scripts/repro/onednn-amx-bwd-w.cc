@@ -5,7 +5,11 @@
 //       -o repro -L$LT/lib -Wl,--no-as-needed -ltorch_cpu -lc10 -Wl,-rpath,$LT/lib
 //   OMP_NUM_THREADS=2 ./repro              # aborts: "corrupted double-linked list" or similar
 //   ONEDNN_MAX_CPU_ISA=AVX10_1_512 OMP_NUM_THREADS=2 ./repro   # completes
-// (libtorch 1.13 and fp32 are not affected; 2048 input channels or >= 16 outputs are not either.)
+// (libtorch 1.13 and fp32 are not affected; 2048 input channels or >= 16 outputs are not either, nor is
+// the same convolution without a bias: the corruption comes with the bias gradient. Any kernel size and
+// dilation crashes alike: 2049-8192 inputs, 1-15 outputs, 3x3 and 7x7, NCHW and channels-last, 2 and
+// 4 threads; 1 thread completes. segtorch adds such a layer's bias after the convolution in training,
+// blocks/conv2d.cc TrainingSplitsBias.)
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 

@@ -74,6 +74,30 @@ describe('architecture dilated', () => {
     }
   })
 
+  it('trains a classifier of more than 2048 channels into fewer than 16 classes in bf16 (oneDNN corrupted the heap)', async () => {
+    // libtorch 2.15's oneDNN corrupts the heap on AMX CPUs computing the bias gradient of a bf16 convolution
+    // with > 2048 input and < 16 output channels: fc7's 4096 channels into a few classes ("corrupted
+    // double-linked list", the process aborted at the second step of each of these three on an AMX Xeon).
+    // Such a layer adds its bias after the convolution in training (blocks/conv2d.cc TrainingSplitsBias):
+    // every parameter gets a finite gradient and the steps run, in bf16 where the CPU has it (the crashing
+    // kernel), fp32 elsewhere (the same split path).
+    const precision = backend().bf16 ? 'bf16' : 'fp32'
+    for (const [arch, backbone] of [['dilated', undefined], ['fcn', 'vgg16'], ['deeplabv1', undefined]] as const) {
+      const m = await createModel({ arch, backbone, numClasses: 3, fcChannels: 2064 })
+      try {
+        const x = randomImages(2, 3, 64, 64, 3)
+        const y = randomMasks(2, 64, 64, 3, 4)
+        assert.deepStrictEqual(await m.checkGradients(x, y, { precision, channelsLast: true }), [], arch)
+        for (let i = 0; i < 3; i++) {
+          const r = await m.trainStep(x, y, { optimizer: { type: 'sgd', lr: 0.01, momentum: 0.9 }, precision, channelsLast: true })
+          assert.ok(Number.isFinite(r.loss) && r.updated, `${arch}: ${JSON.stringify(r)}`)
+        }
+      } finally {
+        m.dispose()
+      }
+    }
+  })
+
   it('gives the same fc6 by space-to-batch and by the dilated kernel, NCHW and channels-last', async () => {
     // Without AVX-512, fc6 runs on the CPU as an undilated convolution over the 4 x 4 phase-subsampled
     // map for NCHW inputs and whenever gradients may be asked for; with AVX-512 always as the dilated
