@@ -262,8 +262,7 @@ bool Fp32WinogradTrainingEnabled() {
 }
 }  // namespace
 
-WinogradTrainingGuard::WinogradTrainingGuard(bool on) : previous_(winograd_train_on) { winograd_train_on = on; }
-WinogradTrainingGuard::~WinogradTrainingGuard() { winograd_train_on = previous_; }
+WinogradTrainingGuard::WinogradTrainingGuard(bool on) : ThreadFlagScope(winograd_train_on, on) {}
 
 bool Conv2dImpl::Fp32WinogradShape(const torch::Tensor& input) const {
   if (!Fp32WinogradEnabled() || input.dim() != 4 || !input.is_cpu() || input.scalar_type() != at::kFloat || !weight.defined() ||
@@ -467,10 +466,8 @@ bool WinogradAvailable() {
   return available;
 }
 
-WinogradGuard::WinogradGuard(bool on) : previous_(winograd_on) { winograd_on = on; }
-WinogradGuard::~WinogradGuard() { winograd_on = previous_; }
-WholeKernelGuard::WholeKernelGuard() : previous_(whole_kernels) { whole_kernels = true; }
-WholeKernelGuard::~WholeKernelGuard() { whole_kernels = previous_; }
+WinogradGuard::WinogradGuard(bool on) : ThreadFlagScope(winograd_on, on) {}
+WholeKernelGuard::WholeKernelGuard() : ThreadFlagScope(whole_kernels, true) {}
 
 bool Conv2dImpl::WinogradApplies(const torch::Tensor& input) const {
   if (!winograd_on || !WinogradAvailable() || input.dim() != 4 || !input.is_cpu() || input.scalar_type() != at::kFloat || !input.is_contiguous() ||

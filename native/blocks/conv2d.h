@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/thread_flag.h"
 #include "blocks/batch_norm.h"
 
 namespace segtorch {
@@ -131,15 +132,9 @@ inline torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torc
 // FindFoldPairs (infer/fold.h), which knows a convolution by its weight's node in the autograd graph: a cut kernel
 // hides it, and the BatchNorm after it went unfolded (LR-ASPP's 5x5 depthwise convolutions with dilation 2, and
 // DeepLab v3's ASPP at rates 12-36, on the 64 x 64 example the pairs are found with).
-class WholeKernelGuard {
+class WholeKernelGuard : public ThreadFlagScope {
  public:
   WholeKernelGuard();
-  ~WholeKernelGuard();
-  WholeKernelGuard(const WholeKernelGuard&) = delete;
-  WholeKernelGuard& operator=(const WholeKernelGuard&) = delete;
-
- private:
-  bool previous_;
 };
 
 // While a guard with on = true lives, this thread's fp32 3x3 convolutions (stride 1, padding 1, groups 1,
@@ -148,29 +143,17 @@ class WholeKernelGuard {
 // (a no-op where libtorch has no NNPACK: Debian's 1.13), its channels-last fp32 ones
 // Winograd4Convolution (Conv2dImpl::Fp32WinogradApplies), and its prepacked bf16 ones with 256 channels
 // or more in and out WinogradConvolution: predict's `winograd` option.
-class WinogradGuard {
+class WinogradGuard : public ThreadFlagScope {
  public:
   explicit WinogradGuard(bool on);
-  ~WinogradGuard();
-  WinogradGuard(const WinogradGuard&) = delete;
-  WinogradGuard& operator=(const WinogradGuard&) = delete;
-
- private:
-  bool previous_;
 };
 
 // While a guard with on = true lives, this thread's fp32 channels-last 3x3 convolutions with gradients
 // (Conv2dImpl::Fp32WinogradTrainingApplies) run their forward and input gradient by Winograd4Convolution
 // (SEGTORCH_WINOGRAD_TRAIN=1: always, for measurements).
-class WinogradTrainingGuard {
+class WinogradTrainingGuard : public ThreadFlagScope {
  public:
   explicit WinogradTrainingGuard(bool on);
-  ~WinogradTrainingGuard();
-  WinogradTrainingGuard(const WinogradTrainingGuard&) = delete;
-  WinogradTrainingGuard& operator=(const WinogradTrainingGuard&) = delete;
-
- private:
-  bool previous_;
 };
 
 // Whether this libtorch has NNPACK (PyPI's torch 2.x does; Debian's 1.13 does not).

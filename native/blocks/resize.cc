@@ -52,8 +52,7 @@ void RunResize(const at::Tensor& x, at::Tensor& out, bool align_corners, bool ac
 
 }  // namespace
 
-AtenResizeScope::AtenResizeScope() : previous_(aten_resize) { aten_resize = true; }
-AtenResizeScope::~AtenResizeScope() { aten_resize = previous_; }
+AtenResizeScope::AtenResizeScope() : ThreadFlagScope(aten_resize, true) {}
 
 bool ResizeBilinearInto(const at::Tensor& input, at::Tensor& out, bool align_corners, bool accumulate) {
   if (!FastResizeHere(out) || input.dim() != 4 || !input.device().is_cpu()) return false;

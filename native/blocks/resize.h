@@ -5,6 +5,8 @@
 
 #include <vector>
 
+#include "base/thread_flag.h"
+
 namespace segtorch {
 
 // Writes x [N, C, h, w] resized bilinearly (ATen's upsample_bilinear2d: same taps and weights) to
@@ -20,15 +22,9 @@ bool ResizeBilinearInto(const at::Tensor& x, at::Tensor& out, bool align_corners
 // Within its scope this thread's resizes take ATen's operator, as a traced graph does: the export's
 // check of its size-independent graph against the network (1e-4) would otherwise compare the two
 // kernels' bf16 roundings (libtorch 1.13's bf16 upsample_bilinear2d rounds otherwise: 0.2-1 %).
-class AtenResizeScope {
+class AtenResizeScope : public ThreadFlagScope {
  public:
   AtenResizeScope();
-  ~AtenResizeScope();
-  AtenResizeScope(const AtenResizeScope&) = delete;
-  AtenResizeScope& operator=(const AtenResizeScope&) = delete;
-
- private:
-  bool previous_;
 };
 
 // x [N,C,h,w] -> [N,C,height,width], bilinear. align_corners=false unless a reference

@@ -9,15 +9,15 @@
 #include <stdexcept>
 
 #include "base/errors.h"
+#include "base/thread_flag.h"
 
 namespace segtorch {
 
 namespace {
 thread_local bool g_fixed_size = false;
 
-struct FixedSizeGuard {
-  FixedSizeGuard() { g_fixed_size = true; }
-  ~FixedSizeGuard() { g_fixed_size = false; }
+struct FixedSizeGuard : ThreadFlagScope {
+  FixedSizeGuard() : ThreadFlagScope(g_fixed_size, true) {}
 };
 }  // namespace
 

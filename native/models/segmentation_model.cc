@@ -39,8 +39,7 @@ torch::Tensor ResizeOutput(const torch::Tensor& x, const torch::Tensor& like, bo
   return ResizeLike(x, like, align_corners);
 }
 
-DeferFinalResize::DeferFinalResize() : previous_(defer_final_resize) { defer_final_resize = true; }
-DeferFinalResize::~DeferFinalResize() { defer_final_resize = previous_; }
+DeferFinalResize::DeferFinalResize() : ThreadFlagScope(defer_final_resize, true) {}
 
 void SetLogits(SegOutput& out, const torch::Tensor& logits, const torch::Tensor& x, bool align_corners) {
   if (defer_final_resize && (logits.size(2) != x.size(2) || logits.size(3) != x.size(3))) {

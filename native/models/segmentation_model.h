@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "base/thread_flag.h"
+
 namespace segtorch {
 
 struct ModelConfig {
@@ -69,15 +71,9 @@ torch::Tensor ResizeOutput(const torch::Tensor& x, const torch::Tensor& like, bo
 void ApplyDeferredResize(SegOutput& out);
 
 // While one lives, SetLogits on this thread defers the final resize.
-class DeferFinalResize {
+class DeferFinalResize : public ThreadFlagScope {
  public:
   DeferFinalResize();
-  ~DeferFinalResize();
-  DeferFinalResize(const DeferFinalResize&) = delete;
-  DeferFinalResize& operator=(const DeferFinalResize&) = delete;
-
- private:
-  bool previous_;
 };
 
 class SegmentationModel : public torch::nn::Module {
