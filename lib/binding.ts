@@ -94,7 +94,7 @@ export interface Binding {
    * (blocks/batch_norm.cc) or libtorch's (fused false): y, dx, dweight, dbias, [dadd,] running mean and var, and
    * whether the fused node ran, flattened into one float32 tensor.
    */
-  _batchNormTrain(x: NativeTensor, weight: NativeTensor, bias: NativeTensor, add: NativeTensor | null, dy: NativeTensor, relu: boolean, fused: boolean): Promise<NativeTensor>
+  _batchNormTrain(x: NativeTensor, weight: NativeTensor, bias: NativeTensor, add: NativeTensor | null, dy: NativeTensor, relu: boolean, fused: boolean, bf16?: boolean): Promise<NativeTensor>
   metricsFromConfusion(confusion: NativeTensor): import('./train').Metrics
   augmentBatch(images: NativeTensor | NativeTensor[], masks: NativeTensor | NativeTensor[] | undefined, depth: NativeTensor | NativeTensor[] | undefined,
     options: Record<string, unknown>, seed: number): Promise<{ images: NativeTensor, masks?: NativeTensor, depth?: NativeTensor }>

@@ -11,8 +11,8 @@ import { maxRelDiff, profiledTraining, ProfiledRun, rng, tmpdir } from './helper
 // Plain SGD at lr 0.01: with momentum 0.9 at lr 0.05 these tiny-batch networks are chaotic in libtorch itself
 // (measured on U-Net, 60 random initialisations: libtorch's own batch norm on 1 thread against 2 threads moved
 // the third loss by up to 4 %, and one run in 60 of this test failed a 3 % bound on it).
-function run (file: string, fused: boolean, channelsLast: boolean): ProfiledRun {
-  return profiledTraining(file, { channelsLast, env: { SEGTORCH_FUSED_BN: fused ? '1' : '0' }, fit: { optimizer: { type: 'sgd', lr: 0.01, momentum: 0 } } })
+function run (file: string, fused: boolean, channelsLast: boolean, precision: 'fp32' | 'bf16' = 'fp32'): ProfiledRun {
+  return profiledTraining(file, { channelsLast, env: { SEGTORCH_FUSED_BN: fused ? '1' : '0' }, fit: { optimizer: { type: 'sgd', lr: 0.01, momentum: 0 }, precision } })
 }
 
 interface Case { n: number, c: number, h: number, w: number, relu: boolean, add: boolean }
@@ -119,6 +119,72 @@ describe('fused training batch norm (+ addition + ReLU): one node against float6
   }
 })
 
+/** The nearest bfloat16 values (round to nearest even), as float32. */
+function toBf16 (v: Float32Array): Float32Array {
+  const out = new Float32Array(v.length)
+  const bits = new Uint32Array(out.buffer)
+  const src = new Uint32Array(new Float32Array(v).buffer)
+  for (let i = 0; i < v.length; i++) {
+    const u = src[i]
+    bits[i] = ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) << 16
+  }
+  return out
+}
+
+describe('fused training batch norm on bfloat16 (bf16 autocast training): one node against float64 and libtorch', () => {
+  const NAMES = ['y', 'dx', 'dweight', 'dbias', 'dadd', 'running mean', 'running var']
+  const cases: Case[] = [
+    { n: 2, c: 64, h: 20, w: 20, relu: true, add: false },
+    { n: 2, c: 64, h: 10, w: 10, relu: true, add: true },
+    { n: 4, c: 256, h: 8, w: 8, relu: false, add: false },
+    { n: 2, c: 3, h: 5, w: 7, relu: false, add: true },
+    { n: 2, c: 2048, h: 3, w: 3, relu: true, add: true },
+    { n: 3, c: 17, h: 1, w: 1, relu: true, add: false },
+    { n: 2, c: 96, h: 33, w: 31, relu: true, add: true }
+  ]
+  for (const k of cases) {
+    const what = `${k.n}x${k.c}x${k.h}x${k.w}${k.add ? ' + add' : ''}${k.relu ? ', ReLU' : ''}`
+    it(`${what}: every output and gradient as close to the float64 result as libtorch's bf16 batch norm, addition and ReLU`, async () => {
+      const r = rng(k.c * 37 + k.h)
+      const size = k.n * k.c * k.h * k.w
+      // bf16 inputs (what a bf16 convolution gives), so that float64 sees the same values.
+      const x = toBf16(new Float32Array(size).map(() => 5 + 3 * (r() * 2 - 1)))
+      const wt = new Float32Array(k.c).map(() => (r() < 0.2 ? -1 : 1) * (0.5 + r()))
+      const bs = new Float32Array(k.c).map(() => r() - 0.5)
+      const add = k.add ? toBf16(new Float32Array(size).map(() => r() * 2 - 1)) : null
+      const dy = toBf16(new Float32Array(size).map(() => r() * 2 - 1))
+      // No gradient where the output is within bf16 rounding of 0 (either side of ReLU's mask is right there).
+      if (k.relu) {
+        const z = reference({ ...k, relu: false }, x, wt, bs, add, new Float32Array(size))[0]
+        for (let i = 0; i < size; i++) if (Math.abs(z[i]) < 3e-2) dy[i] = 0
+      }
+      const ref = reference(k, x, wt, bs, add, dy)
+      const shape = [k.n, k.c, k.h, k.w] as const
+      const run = async (fused: boolean): Promise<Float32Array[]> => {
+        const out = await binding._batchNormTrain(tensor(x, shape)._native(), tensor(wt, [k.c])._native(), tensor(bs, [k.c])._native(),
+          add ? tensor(add, shape)._native() : null, tensor(dy, shape)._native(), k.relu, fused, true)
+        return split(Tensor.fromNative(out).dataSync() as Float32Array, k)
+      }
+      const fused = await run(true)
+      const plain = await run(false)
+      assert.strictEqual(fused[fused.length - 1][0], 1, 'the fused node ran')
+      assert.strictEqual(plain[plain.length - 1][0], 0)
+      const names = NAMES.filter((nm) => k.add || nm !== 'dadd')
+      for (let p = 0; p < ref.length; p++) {
+        let scale = 0; let errF = 0; let errP = 0
+        for (let i = 0; i < ref[p].length; i++) {
+          scale = Math.max(scale, Math.abs(ref[p][i]))
+          errF = Math.max(errF, Math.abs(fused[p][i] - ref[p][i]))
+          errP = Math.max(errP, Math.abs(plain[p][i] - ref[p][i]))
+        }
+        // bf16 outputs and input gradients: one rounding (2^-9 of the value) where libtorch rounds once or
+        // twice; the float ones (weight and bias gradients, statistics) to float rounding of sums of bf16 values.
+        assert.ok(errF <= Math.max(1e-5 * scale, 2 ** -8 * scale, 1.5 * errP), `${names[p]}: error ${errF} of ${scale} (libtorch's ${errP})`)
+      }
+    })
+  }
+})
+
 describe('fused training batch norm in whole networks', function () {
   this.timeout(300000)
   const files: Record<string, string> = {}
@@ -155,6 +221,21 @@ describe('fused training batch norm in whole networks', function () {
       // same; the third loss moved by at most 1.1 % in 40 U-Nets). The node itself is checked exactly above.
       assert.ok(Math.abs(fused.losses[0] - plain.losses[0]) < 1e-5 * Math.abs(plain.losses[0]), `first loss ${fused.losses[0]} against ${plain.losses[0]}`)
       assert.ok(Math.abs(fused.losses[1] - plain.losses[1]) < 1e-3 * Math.abs(plain.losses[1]), `second loss ${fused.losses[1]} against ${plain.losses[1]}`)
+      assert.ok(maxRelDiff(fused.losses, plain.losses) < 5e-2, `losses ${fused.losses} against ${plain.losses}`)
+      assert.notStrictEqual(fused.losses[0], fused.losses[2], 'the steps trained')
+    })
+  }
+
+  for (const name of ['fcn', 'unet']) {
+    it(`${name}: the fused node runs in bf16 autocast training too and trains as libtorch's bf16 batch norm does (3 SGD steps)`, () => {
+      const fused = run(files[name], true, true, 'bf16')
+      const plain = run(files[name], false, true, 'bf16')
+      assert.match(fused.trace, /BatchNormActTrain/)
+      assert.doesNotMatch(fused.trace, /native_batch_norm/, 'a bf16 training batch norm fell back to libtorch\'s')
+      assert.match(plain.trace, /native_batch_norm_backward/)
+      // bf16 activations: the two paths round differently (one rounding of BN + addition, libtorch's two), so
+      // the losses agree to bf16's precision, not float's.
+      assert.ok(Math.abs(fused.losses[0] - plain.losses[0]) < 1e-2 * Math.abs(plain.losses[0]), `first loss ${fused.losses[0]} against ${plain.losses[0]}`)
       assert.ok(maxRelDiff(fused.losses, plain.losses) < 5e-2, `losses ${fused.losses} against ${plain.losses}`)
       assert.notStrictEqual(fused.losses[0], fused.losses[2], 'the steps trained')
     })

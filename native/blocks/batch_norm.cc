@@ -8,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "base/bf16_bits.h"
 #include "base/env.h"
 #include "blocks/batch_norm_kernel.h"
 
@@ -44,18 +45,55 @@ void ForRows(int64_t rows, int64_t c, const F& f) {
   at::parallel_for(0, rows, std::max<int64_t>(1, kBatchNormPartElements / c), f);
 }
 
-// Training batch norm of a channels-last float32 batch, plus `add` (empty: none) and ReLU where `relu`,
-// as one autograd node: the batch statistics in one pass over the input (shifted by its first pixel's
-// values, so that the variance does not cancel), the output in a second; the backward in two passes
-// (ReLU's mask, the two per-channel sums; then the input gradient). Updates the running statistics as
-// torch::batch_norm does (the unbiased variance).
+// The elements of a float32 (T = float) or bfloat16 (T = uint16_t, its bits) tensor whose type was checked.
+template <class T>
+T* Elements(const torch::Tensor& t) {
+  return static_cast<T*>(t.data_ptr());
+}
+
+inline float ToFloat(float v) { return v; }
+inline float ToFloat(uint16_t v) { return BFloat16BitsToFloat(v); }
+
+// Training batch norm of a channels-last float32 or bfloat16 batch (bf16 autocast: the convolution's
+// output; weight, bias and statistics float32), plus `add` (empty: none; the input's type) and ReLU
+// where `relu`, as one autograd node: the batch statistics in one pass over the input (shifted by its
+// first pixel's values, so that the variance does not cancel), the output in a second; the backward
+// in two passes (ReLU's mask, the two per-channel sums; then the input gradient). Computed in float;
+// bfloat16 outputs and gradients rounded once each (libtorch rounds the batch norm's output, then the
+// sum with `add`). Updates the running statistics as torch::batch_norm does (the unbiased variance).
 struct BatchNormActTrain : public torch::autograd::Function<BatchNormActTrain> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
                                const torch::Tensor& bias, const torch::Tensor& add, torch::Tensor running_mean,
                                torch::Tensor running_var, double momentum, double eps, bool relu) {
+    torch::Tensor y = x.scalar_type() == at::kBFloat16
+                          ? Forward<uint16_t>(x, weight, bias, add, running_mean, running_var, momentum, eps, relu, ctx)
+                          : Forward<float>(x, weight, bias, add, running_mean, running_var, momentum, eps, relu, ctx);
+    ctx->saved_data["add"] = add.numel() > 0;
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    torch::autograd::variable_list out(9);
+    if (!grads[0].defined()) return out;
+    const torch::Tensor dy = grads[0].to(saved[0].scalar_type()).contiguous(at::MemoryFormat::ChannelsLast);
+    if (dy.scalar_type() == at::kBFloat16) {
+      Backward<uint16_t>(ctx, saved, dy, out);
+    } else {
+      Backward<float>(ctx, saved, dy, out);
+    }
+    return out;
+  }
+
+ private:
+  template <class T>
+  static torch::Tensor Forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, const torch::Tensor& add,
+                               torch::Tensor& running_mean, torch::Tensor& running_var, double momentum, double eps, bool relu,
+                               torch::autograd::AutogradContext* ctx) {
     const int64_t c = x.size(1), rows = x.numel() / c;
-    const float* xp = x.data_ptr<float>();
-    const std::vector<float> shift_in(xp, xp + c);  // the first pixel
+    const T* xp = Elements<T>(x);
+    std::vector<float> shift_in(static_cast<size_t>(c));  // the first pixel
+    for (int64_t j = 0; j < c; ++j) shift_in[j] = ToFloat(xp[j]);
     const std::vector<double> sums = ChannelSums(rows, c, [&](int64_t begin, int64_t end, float* scratch, double* sum, double* sumsq) {
       BatchNormStatsRows(xp, shift_in.data(), scratch, sum, sumsq, c, begin, end);
     });
@@ -84,29 +122,27 @@ struct BatchNormActTrain : public torch::autograd::Function<BatchNormActTrain> {
       running_var.mul_(1.0 - momentum).add_(batch_var, momentum * unbias);
     }
     torch::Tensor y = at::empty_like(x, at::MemoryFormat::ChannelsLast);
-    const float* ap = add.numel() > 0 ? add.data_ptr<float>() : nullptr;
-    float* yp = y.data_ptr<float>();
+    const T* ap = add.numel() > 0 ? Elements<T>(add) : nullptr;
+    T* yp = Elements<T>(y);
     ForRows(rows, c, [&](int64_t begin, int64_t end) { BatchNormForwardRows(xp, ap, scale.data(), shift.data(), relu, yp, c, begin, end); });
-    ctx->save_for_backward({x, weight, mean, invstd, relu ? y : at::empty({0}, fopt)});
-    ctx->saved_data["add"] = add.numel() > 0;
+    ctx->save_for_backward({x, weight, mean, invstd, relu ? y : at::empty({0}, x.options())});
     return y;
   }
 
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
+  template <class T>
+  static void Backward(torch::autograd::AutogradContext* ctx, const torch::autograd::variable_list& saved, const torch::Tensor& dy,
+                       torch::autograd::variable_list& out) {
     const torch::Tensor &x = saved[0], &weight = saved[1], &mean = saved[2], &invstd = saved[3], &y = saved[4];
     const bool has_add = ctx->saved_data["add"].toBool();
-    torch::autograd::variable_list out(9);
-    if (!grads[0].defined()) return out;
-    const torch::Tensor dy = grads[0].contiguous(at::MemoryFormat::ChannelsLast);
     const int64_t c = x.size(1), rows = x.numel() / c;
-    const float *dyp = dy.data_ptr<float>(), *xp = x.data_ptr<float>(), *mp = mean.data_ptr<float>();
-    const float* yp = y.numel() > 0 ? y.data_ptr<float>() : nullptr;
+    const T *dyp = Elements<T>(dy), *xp = Elements<T>(x);
+    const float* mp = mean.data_ptr<float>();
+    const T* yp = y.numel() > 0 ? Elements<T>(y) : nullptr;
     torch::Tensor g;  // ReLU's gradient, written out for `add`'s gradient
-    float* gp = nullptr;
+    T* gp = nullptr;
     if (has_add && ctx->needs_input_grad(3)) {
       g = yp == nullptr ? dy : at::empty_like(dy, at::MemoryFormat::ChannelsLast);
-      if (yp != nullptr) gp = g.data_ptr<float>();
+      if (yp != nullptr) gp = Elements<T>(g);
     }
     const std::vector<double> sums = ChannelSums(rows, c, [&](int64_t begin, int64_t end, float* scratch, double* sum_g, double* sum_gx) {
       BatchNormBackwardReduceRows(dyp, yp, xp, mp, gp, scratch, sum_g, sum_gx, c, begin, end);
@@ -132,7 +168,7 @@ struct BatchNormActTrain : public torch::autograd::Function<BatchNormActTrain> {
         k[j] = static_cast<float>(-aj * s[j] / n);
       }
       torch::Tensor dx = at::empty_like(x, at::MemoryFormat::ChannelsLast);
-      float* dxp = dx.data_ptr<float>();
+      T* dxp = Elements<T>(dx);
       ForRows(rows, c, [&](int64_t begin, int64_t end) {
         BatchNormBackwardInputRows(dyp, yp, xp, mp, a.data(), b.data(), k.data(), dxp, c, begin, end);
       });
@@ -141,7 +177,6 @@ struct BatchNormActTrain : public torch::autograd::Function<BatchNormActTrain> {
     if (ctx->needs_input_grad(1)) out[1] = sum_gx * invstd;
     if (ctx->needs_input_grad(2)) out[2] = sum_g;
     if (g.defined()) out[3] = g;
-    return out;
   }
 };
 
@@ -149,6 +184,11 @@ struct BatchNormActTrain : public torch::autograd::Function<BatchNormActTrain> {
 
 bool FusedBatchNormEnabled() {
   static const bool on = EnvSwitch("SEGTORCH_FUSED_BN", true);
+  return on;
+}
+
+bool FusedBatchNormBf16Enabled() {
+  static const bool on = EnvSwitch("SEGTORCH_FUSED_BN_BF16", true);
   return on;
 }
 
@@ -179,14 +219,18 @@ bool BatchNorm2dImpl::FusedApplies(const torch::Tensor& input, const torch::Tens
       !running_var.defined()) {
     return false;
   }
-  for (const auto* t : {&input, &weight, &bias, &running_mean, &running_var}) {
+  // Weight, bias and statistics float32; the input float32 or bfloat16 (bf16 autocast's convolutions).
+  for (const auto* t : {&weight, &bias, &running_mean, &running_var}) {
     if (!t->is_cpu() || t->scalar_type() != at::kFloat) return false;
+  }
+  if (!input.is_cpu() || (input.scalar_type() != at::kFloat && (input.scalar_type() != at::kBFloat16 || !FusedBatchNormBf16Enabled()))) {
+    return false;
   }
   if (!weight.is_contiguous() || !bias.is_contiguous() || input.size(1) != weight.numel() || input.numel() == 0 ||
       input.numel() / input.size(1) < 2 || !input.is_contiguous(at::MemoryFormat::ChannelsLast)) {
     return false;
   }
-  return !add.defined() || (add.is_cpu() && add.scalar_type() == at::kFloat && add.sizes() == input.sizes());
+  return !add.defined() || (add.is_cpu() && add.scalar_type() == input.scalar_type() && add.sizes() == input.sizes());
 }
 
 torch::Tensor BatchNorm2dImpl::Finish(torch::Tensor y, bool relu, const torch::Tensor& add) {

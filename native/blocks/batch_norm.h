@@ -94,5 +94,8 @@ TORCH_MODULE(BatchNorm2d);
 // Whether BatchNorm2dImpl::ForwardAct may run its fused training node (SEGTORCH_FUSED_BN=0: never, for
 // measurements).
 bool FusedBatchNormEnabled();
+// Whether that node also takes bfloat16 inputs (bf16 autocast training; SEGTORCH_FUSED_BN_BF16=0: never, for
+// measurements: bf16 then keeps libtorch's batch norm, addition and ReLU).
+bool FusedBatchNormBf16Enabled();
 
 }  // namespace segtorch

@@ -193,18 +193,19 @@ Napi::Value MaxPool2dJs(const Napi::CallbackInfo& info) {
   }, TensorResultToJs);
 }
 
-// _batchNormTrain(x float32 [N,C,H,W], weight [C], bias [C], add [N,C,H,W] or null, dy [N,C,H,W], relu, fused)
+// _batchNormTrain(x float32 [N,C,H,W], weight [C], bias [C], add [N,C,H,W] or null, dy [N,C,H,W], relu, fused, bf16)
 // -> Promise<float32>: for tests only: one training forward and backward of bn(x) [+ add] [then ReLU],
 // channels-last, with fresh running statistics (0 and 1, momentum 0.1): BatchNorm2dImpl::ForwardAct (fused
-// true) or torch::batch_norm + add + relu_ (false). Back as one vector: y, dx, dweight, dbias, dadd (where
-// add is given), running mean, running var, then 1 where the fused node ran, else 0.
+// true) or torch::batch_norm + add + relu_ (false); x, add and dy in bfloat16 where bf16 (as bf16 autocast's
+// convolutions give them; weight, bias and statistics float32). Back as one float32 vector: y, dx, dweight,
+// dbias, dadd (where add is given), running mean, running var, then 1 where the fused node ran, else 0.
 Napi::Value BatchNormTrainJs(const Napi::CallbackInfo& info) {
   return RunAsync(info, SharedExecutor, [&](Job& job) {
     at::Tensor x = TensorFromJs(info[0], &job), w = TensorFromJs(info[1], &job), b = TensorFromJs(info[2], &job);
     at::Tensor add = info[3].IsNull() || info[3].IsUndefined() ? at::Tensor() : TensorFromJs(info[3], &job);
     at::Tensor dy = TensorFromJs(info[4], &job);
-    const bool relu = info[5].ToBoolean(), fused = info[6].ToBoolean();
-    return [x, w, b, add, dy, relu, fused]() {
+    const bool relu = info[5].ToBoolean(), fused = info[6].ToBoolean(), bf16 = info.Length() > 7 && info[7].ToBoolean();
+    return [x, w, b, add, dy, relu, fused, bf16]() {
       if (x.dim() != 4 || w.dim() != 1 || w.size(0) != x.size(1) || !b.sizes().equals(w.sizes()) || !dy.sizes().equals(x.sizes()) ||
           (add.defined() && !add.sizes().equals(x.sizes()))) {
         ThrowRange("Expected x and dy [N, C, H, W], weight and bias [C], add null or x's shape");
@@ -218,8 +219,9 @@ Napi::Value BatchNormTrainJs(const Napi::CallbackInfo& info) {
         bn->weight.copy_(w.to(at::kFloat));
         bn->bias.copy_(b.to(at::kFloat));
       }
-      at::Tensor xi = x.to(at::kFloat).contiguous(cl).requires_grad_();
-      at::Tensor ai = add.defined() ? add.to(at::kFloat).contiguous(cl).requires_grad_() : at::Tensor();
+      const auto type = bf16 ? at::kBFloat16 : at::kFloat;
+      at::Tensor xi = x.to(type).contiguous(cl).requires_grad_();
+      at::Tensor ai = add.defined() ? add.to(type).contiguous(cl).requires_grad_() : at::Tensor();
       at::Tensor y;
       if (fused) {
         y = bn->ForwardAct(xi, relu, ai);
@@ -229,10 +231,10 @@ Napi::Value BatchNormTrainJs(const Napi::CallbackInfo& info) {
         if (relu) y = y.relu();
       }
       const bool ran = y.grad_fn() != nullptr && y.grad_fn()->name().find("BatchNormActTrain") != std::string::npos;
-      y.backward(dy.to(at::kFloat).contiguous(cl));
-      std::vector<at::Tensor> parts{y.detach().contiguous().flatten(), xi.grad().contiguous().flatten(), bn->weight.grad().flatten(),
-                                    bn->bias.grad().flatten()};
-      if (ai.defined()) parts.push_back(ai.grad().contiguous().flatten());
+      y.backward(dy.to(type).contiguous(cl));
+      std::vector<at::Tensor> parts{y.detach().to(at::kFloat).contiguous().flatten(), xi.grad().to(at::kFloat).contiguous().flatten(),
+                                    bn->weight.grad().flatten(), bn->bias.grad().flatten()};
+      if (ai.defined()) parts.push_back(ai.grad().to(at::kFloat).contiguous().flatten());
       parts.push_back(bn->running_mean.detach().flatten());
       parts.push_back(bn->running_var.detach().flatten());
       parts.push_back(at::full({1}, ran ? 1.0f : 0.0f));
