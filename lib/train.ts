@@ -153,6 +153,11 @@ export interface StepResult {
   updated: boolean
   /** fp16: the update was skipped because gradients overflowed. */
   skipped: boolean
+  /**
+   * With `clipGradNorm` > 0, on the steps that update: the gradients' global L2 norm before clipping (what
+   * PyTorch's `clip_grad_norm_` returns); they were scaled by clipGradNorm / (gradNorm + 1e-6) where that is below 1.
+   */
+  gradNorm?: number
 }
 
 export const STEP_KEYS = ['ignoreIndex', 'optimizer', 'auxWeight', 'loss', 'lossOptions', 'headLrMultiplier', 'noDecayOnNormAndBias',

@@ -77,6 +77,43 @@ describe('training engine', () => {
     assert.ok(out.dataSync().every(Number.isFinite))
   })
 
+  it('clipGradNorm: reports the global gradient norm, scales the update by clipGradNorm / norm below 1, leaves it alone above', async () => {
+    // A network without dropout (the same gradient in every run of the same weights), plain SGD in fp32: a
+    // clipped step is the unclipped one at lr x clipGradNorm / (norm + 1e-6).
+    const file = path.join(tmpdir(), 'clip.segtorch')
+    const init = await createModel({ arch: 'unet', numClasses: 3, baseChannels: 8, batchNorm: true, dropout: 0 })
+    await init.save(file)
+    init.dispose()
+    const x = randomImages(2, 3, 32, 32, 11)
+    const y = randomMasks(2, 32, 32, 3, 12)
+    const step = async (lr: number, clipGradNorm: number): Promise<{ norm: number | undefined, out: Float32Array }> => {
+      const m = await loadModel(file)
+      try {
+        const r = await m.trainStep(x, y, { optimizer: { type: 'sgd', lr, momentum: 0 }, precision: 'fp32', clipGradNorm })
+        await m.eval()
+        return { norm: r.gradNorm, out: (await m.forward(x)).dataSync() as Float32Array }
+      } finally {
+        m.dispose()
+      }
+    }
+    const plain = await step(0.1, 0)
+    assert.strictEqual(plain.norm, undefined, 'no norm without clipping')
+    const loose = await step(0.1, 1e9)
+    const norm = loose.norm as number
+    assert.ok(Number.isFinite(norm) && norm > 0, `gradNorm ${norm}`)
+    assert.deepStrictEqual(loose.out, plain.out, 'a norm below clipGradNorm leaves the update as it was')
+    const clipped = await step(0.1, norm / 4)
+    assert.ok(Math.abs((clipped.norm as number) - norm) <= 1e-6 * norm, `the norm before clipping: ${clipped.norm} against ${norm}`)
+    const scaled = await step(0.1 * (norm / 4) / (norm + 1e-6), 0)
+    let err = 0; let scale = 0; let moved = 0
+    for (let i = 0; i < scaled.out.length; i++) {
+      err = Math.max(err, Math.abs(clipped.out[i] - scaled.out[i]))
+      scale = Math.max(scale, Math.abs(scaled.out[i]))
+      moved = Math.max(moved, Math.abs(plain.out[i] - scaled.out[i]))
+    }
+    assert.ok(err <= 1e-4 * scale && moved > 100 * err, `clipped against scaled-lr logits: ${err} of ${scale} (the unclipped step moved them by ${moved})`)
+  })
+
   it('refuses fp16 on the CPU and bad options', async () => {
     const x = randomImages(2, 3, 32, 32)
     const y = randomMasks(2, 32, 32, 3)

@@ -207,6 +207,7 @@ Napi::Value ModelWrap::TrainStep(const Napi::CallbackInfo& info) {
       o.Set("lrs", lrs);
       o.Set("updated", result->updated);
       o.Set("skipped", result->skipped);
+      if (result->grad_norm >= 0) o.Set("gradNorm", result->grad_norm);
       Napi::Object parts = Napi::Object::New(env);
       for (auto& p : result->parts) parts.Set(p.first, p.second);
       o.Set("parts", parts);

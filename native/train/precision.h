@@ -75,6 +75,28 @@ inline bool GradientsFinite(const std::vector<torch::Tensor>& params) {
   return sums.empty() || torch::isfinite(torch::stack(sums).sum()).item<bool>();
 }
 
+// The global L2 norm of the gradients (parameters without one are skipped), as clip_grad_norm_ computes
+// it: the norm of the per-parameter norms, in float. One host sync. NaN or inf where a gradient is not
+// finite (or a square leaves float's range).
+inline double GradientNorm(const std::vector<torch::Tensor>& params) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> norms;
+  for (const auto& p : params)
+    if (p.grad().defined()) norms.push_back(p.grad().norm(2).to(torch::kFloat));
+  return norms.empty() ? 0.0 : torch::stack(norms).norm(2).item<double>();
+}
+
+// clip_grad_norm_ with the norm computed (GradientNorm): every gradient times max_norm / (norm + 1e-6)
+// where that is below 1. libtorch multiplies by the coefficient clamped to 1 in every case, i.e. by
+// exactly 1 where nothing is clipped: that pass is skipped here (the same result).
+inline void ClipGradients(const std::vector<torch::Tensor>& params, double max_norm, double norm) {
+  const double coef = max_norm / (norm + 1e-6);
+  if (!(coef < 1.0)) return;
+  torch::NoGradGuard no_grad;
+  for (const auto& p : params)
+    if (p.grad().defined()) p.grad().mul_(coef);
+}
+
 // Dynamic loss scaling for fp16 (as torch.cuda.amp.GradScaler): scale the loss, unscale the
 // gradients, skip the step and halve the scale when any gradient is inf/NaN, double it after
 // `growth_interval` good steps.

@@ -129,14 +129,23 @@ StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& 
       // with them would ruin every weight, so the step stops as for a non-finite loss (fp16: the
       // loss scaler skips the update instead, as GradScaler does). Data parallel over 2 or more
       // processes: each rank checked its own gradients before the exchange (ReduceGradients threw).
-      if (!fp16 && !(state.parallel && state.parallel->WorldSize() > 1) && !GradientsFinite(params)) {
+      // With clipping (fp32 / bf16), the gradients' global norm is that check too: one read of every
+      // gradient instead of two (a non-finite gradient, or one whose square leaves float's range, makes
+      // it non-finite); -1: not computed.
+      const bool clip = o.clip_grad_norm > 0;
+      const double norm = clip && !fp16 ? GradientNorm(params) : -1.0;
+      const bool checked = state.parallel && state.parallel->WorldSize() > 1;
+      if (!fp16 && !checked && !(clip ? std::isfinite(norm) : GradientsFinite(params))) {
         ClearGradients(net);
         ThrowError("training step " + std::to_string(state.steps + 1) + " produced non-finite gradients from a finite loss (" +
                    std::to_string(result.loss) + "); the weights were not updated. Lower the learning rate, clip the gradients (clipGradNorm) or check the data.");
       }
       bool ok = fp16 ? state.scaler.UnscaleAndCheck(params) : true;
       if (ok) {
-        if (o.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(params, o.clip_grad_norm);
+        if (clip) {
+          result.grad_norm = norm >= 0 ? norm : GradientNorm(params);
+          ClipGradients(params, o.clip_grad_norm, result.grad_norm);
+        }
         double factor = LrFactor(o.schedule, state.steps);
         state.optimizer.SetLearningRates(factor);
         result.lr = base_lrs.empty() ? 0 : base_lrs[0] * factor;

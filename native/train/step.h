@@ -52,6 +52,7 @@ struct StepResult {
   std::vector<double> lrs; // every parameter group's (backbone [, no-decay], head [, no-decay])
   bool updated = false;    // this call applied an optimizer update
   bool skipped = false;    // fp16: the update was skipped (inf/NaN gradients); other precisions throw
+  double grad_norm = -1;   // with clipping: the gradients' global L2 norm before it (-1: not computed)
 };
 
 // Data-parallel training (dist/data_parallel.h implements it over a process group): what the step
