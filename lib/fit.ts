@@ -37,6 +37,8 @@ export interface StepInfo {
   imagesPerSecond: number
   /** This process's rank (0 unless training is distributed). */
   rank: number
+  /** With clipGradNorm > 0: the gradients' global L2 norm before clipping (StepResult.gradNorm). */
+  gradNorm?: number
 }
 
 export interface Evaluation extends Metrics {
@@ -353,7 +355,7 @@ export async function fit (model: Model, data: BatchSource, options?: FitOptions
       lr = r.lr
       for (const [k, val] of Object.entries(r.parts)) parts[k] = (parts[k] ?? 0) + val
       const now = performance.now()
-      if (o.onStep) await o.onStep({ epoch, step: r.step, batch: index - 1, loss: r.loss, parts: r.parts, lr: r.lr, imagesPerSecond: b.images.shape[0] / ((now - last) / 1000), rank })
+      if (o.onStep) await o.onStep({ epoch, step: r.step, batch: index - 1, loss: r.loss, parts: r.parts, lr: r.lr, imagesPerSecond: b.images.shape[0] / ((now - last) / 1000), rank, ...(r.gradNorm !== undefined ? { gradNorm: r.gradNorm } : {}) })
       last = now
       // After onStep, so that an abort from it stops every rank after this step, as on one process.
       if (agreeEachStep) {

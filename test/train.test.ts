@@ -102,6 +102,15 @@ describe('training engine', () => {
     const norm = loose.norm as number
     assert.ok(Number.isFinite(norm) && norm > 0, `gradNorm ${norm}`)
     assert.deepStrictEqual(loose.out, plain.out, 'a norm below clipGradNorm leaves the update as it was')
+    // fit's onStep reports it too.
+    const seen: Array<number | undefined> = []
+    const f = await loadModel(file)
+    try {
+      await f.fit([{ images: x, masks: y }], { epochs: 1, optimizer: { type: 'sgd', lr: 0.1, momentum: 0 }, precision: 'fp32', clipGradNorm: 1e9, onStep: (st) => { seen.push(st.gradNorm) } })
+    } finally {
+      f.dispose()
+    }
+    assert.ok(seen.length === 1 && Math.abs((seen[0] as number) - norm) <= 1e-6 * norm, `onStep's gradNorm ${seen[0]} against ${norm}`)
     const clipped = await step(0.1, norm / 4)
     assert.ok(Math.abs((clipped.norm as number) - norm) <= 1e-6 * norm, `the norm before clipping: ${clipped.norm} against ${norm}`)
     const scaled = await step(0.1 * (norm / 4) / (norm + 1e-6), 0)
