@@ -64,61 +64,6 @@ function split (v: Float32Array, k: Case): Float32Array[] {
   return out
 }
 
-describe('fused training batch norm (+ addition + ReLU): one node against float64 and libtorch', () => {
-  const NAMES = ['y', 'dx', 'dweight', 'dbias', 'dadd', 'running mean', 'running var']
-  const cases: Case[] = [
-    { n: 2, c: 64, h: 20, w: 20, relu: true, add: false },
-    { n: 2, c: 64, h: 10, w: 10, relu: true, add: true },
-    { n: 4, c: 256, h: 8, w: 8, relu: false, add: false },
-    { n: 2, c: 3, h: 5, w: 7, relu: false, add: true },
-    { n: 2, c: 2048, h: 3, w: 3, relu: true, add: true },
-    { n: 3, c: 17, h: 1, w: 1, relu: true, add: false },
-    { n: 1, c: 5, h: 1, w: 2, relu: false, add: false },
-    { n: 2, c: 96, h: 33, w: 31, relu: true, add: false }
-  ]
-  for (const k of cases) {
-    const what = `${k.n}x${k.c}x${k.h}x${k.w}${k.add ? ' + add' : ''}${k.relu ? ', ReLU' : ''}`
-    it(`${what}: every output and gradient to float rounding of the float64 result, as libtorch's`, async () => {
-      const r = rng(k.c * 31 + k.h)
-      const size = k.n * k.c * k.h * k.w
-      // Inputs far from zero mean (the variance must not cancel), weights of both signs.
-      const x = new Float32Array(size).map(() => 5 + 3 * (r() * 2 - 1))
-      const wt = new Float32Array(k.c).map(() => (r() < 0.2 ? -1 : 1) * (0.5 + r()))
-      const bs = new Float32Array(k.c).map(() => r() - 0.5)
-      const add = k.add ? new Float32Array(size).map(() => r() * 2 - 1) : null
-      const dy = new Float32Array(size).map(() => r() * 2 - 1)
-      // ReLU's mask may flip where the output is within rounding of 0: no gradient comes back there, so
-      // that the comparison does not depend on which side of 0 float rounding put it.
-      if (k.relu) {
-        const z = reference({ ...k, relu: false }, x, wt, bs, add, new Float32Array(size))[0]
-        for (let i = 0; i < size; i++) if (Math.abs(z[i]) < 1e-3) dy[i] = 0
-      }
-      const ref = reference(k, x, wt, bs, add, dy)
-      const shape = [k.n, k.c, k.h, k.w] as const
-      const run = async (fused: boolean): Promise<Float32Array[]> => {
-        const out = await binding._batchNormTrain(tensor(x, shape)._native(), tensor(wt, [k.c])._native(), tensor(bs, [k.c])._native(),
-          add ? tensor(add, shape)._native() : null, tensor(dy, shape)._native(), k.relu, fused)
-        return split(Tensor.fromNative(out).dataSync() as Float32Array, k)
-      }
-      const fused = await run(true)
-      const plain = await run(false)
-      assert.strictEqual(fused[fused.length - 1][0], 1, 'the fused node ran')
-      assert.strictEqual(plain[plain.length - 1][0], 0)
-      const names = NAMES.filter((nm) => k.add || nm !== 'dadd')
-      for (let p = 0; p < ref.length; p++) {
-        let scale = 0; let errF = 0; let errP = 0
-        for (let i = 0; i < ref[p].length; i++) {
-          scale = Math.max(scale, Math.abs(ref[p][i]))
-          errF = Math.max(errF, Math.abs(fused[p][i] - ref[p][i]))
-          errP = Math.max(errP, Math.abs(plain[p][i] - ref[p][i]))
-        }
-        // libtorch's float32 result, for scale: the fused node must be within 4x its error (and 1e-5).
-        assert.ok(errF <= Math.max(1e-5 * scale, 4 * errP), `${names[p]}: error ${errF} of ${scale} (libtorch's ${errP})`)
-      }
-    })
-  }
-})
-
 /** The nearest bfloat16 values (round to nearest even), as float32. */
 function toBf16 (v: Float32Array): Float32Array {
   const out = new Float32Array(v.length)
@@ -131,56 +76,81 @@ function toBf16 (v: Float32Array): Float32Array {
   return out
 }
 
+const NAMES = ['y', 'dx', 'dweight', 'dbias', 'dadd', 'running mean', 'running var']
+
+/**
+ * One case through the fused node and through libtorch's batch norm + add + ReLU, each output and gradient
+ * compared with float64. bf16: x, add and dy in bfloat16 (as bf16 autocast's convolutions give them; float64
+ * sees the same rounded values), weight, bias and statistics float32.
+ */
+async function checkAgainstFloat64 (k: Case, bf16: boolean): Promise<void> {
+  const r = rng(k.c * (bf16 ? 37 : 31) + k.h)
+  const size = k.n * k.c * k.h * k.w
+  const round = bf16 ? toBf16 : (v: Float32Array) => v
+  // Inputs far from zero mean (the variance must not cancel), weights of both signs.
+  const x = round(new Float32Array(size).map(() => 5 + 3 * (r() * 2 - 1)))
+  const wt = new Float32Array(k.c).map(() => (r() < 0.2 ? -1 : 1) * (0.5 + r()))
+  const bs = new Float32Array(k.c).map(() => r() - 0.5)
+  const add = k.add ? round(new Float32Array(size).map(() => r() * 2 - 1)) : null
+  const dy = round(new Float32Array(size).map(() => r() * 2 - 1))
+  // ReLU's mask may flip where the output is within rounding of 0 (float's, or bf16's): no gradient comes back
+  // there, so that the comparison does not depend on which side of 0 rounding put it.
+  if (k.relu) {
+    const z = reference({ ...k, relu: false }, x, wt, bs, add, new Float32Array(size))[0]
+    for (let i = 0; i < size; i++) if (Math.abs(z[i]) < (bf16 ? 3e-2 : 1e-3)) dy[i] = 0
+  }
+  const ref = reference(k, x, wt, bs, add, dy)
+  const shape = [k.n, k.c, k.h, k.w] as const
+  const run = async (fused: boolean): Promise<Float32Array[]> => {
+    const out = await binding._batchNormTrain(tensor(x, shape)._native(), tensor(wt, [k.c])._native(), tensor(bs, [k.c])._native(),
+      add ? tensor(add, shape)._native() : null, tensor(dy, shape)._native(), k.relu, fused, bf16)
+    return split(Tensor.fromNative(out).dataSync() as Float32Array, k)
+  }
+  const fused = await run(true)
+  const plain = await run(false)
+  assert.strictEqual(fused[fused.length - 1][0], 1, 'the fused node ran')
+  assert.strictEqual(plain[plain.length - 1][0], 0)
+  const names = NAMES.filter((nm) => k.add || nm !== 'dadd')
+  for (let p = 0; p < ref.length; p++) {
+    let scale = 0; let errF = 0; let errP = 0
+    for (let i = 0; i < ref[p].length; i++) {
+      scale = Math.max(scale, Math.abs(ref[p][i]))
+      errF = Math.max(errF, Math.abs(fused[p][i] - ref[p][i]))
+      errP = Math.max(errP, Math.abs(plain[p][i] - ref[p][i]))
+    }
+    // float32: libtorch's result, for scale: the fused node within 4x its error (and 1e-5). bf16: outputs and
+    // input gradients rounded once (2^-9 of the value) where libtorch rounds once or twice; the float32 ones
+    // (weight and bias gradients, statistics) to float rounding of sums of bf16 values.
+    const bound = bf16 ? Math.max(1e-5 * scale, 2 ** -8 * scale, 1.5 * errP) : Math.max(1e-5 * scale, 4 * errP)
+    assert.ok(errF <= bound, `${names[p]}: error ${errF} of ${scale} (libtorch's ${errP})`)
+  }
+}
+
+const describeCase = (k: Case): string => `${k.n}x${k.c}x${k.h}x${k.w}${k.add ? ' + add' : ''}${k.relu ? ', ReLU' : ''}`
+
+const CASES: Case[] = [
+  { n: 2, c: 64, h: 20, w: 20, relu: true, add: false },
+  { n: 2, c: 64, h: 10, w: 10, relu: true, add: true },
+  { n: 4, c: 256, h: 8, w: 8, relu: false, add: false },
+  { n: 2, c: 3, h: 5, w: 7, relu: false, add: true },
+  { n: 2, c: 2048, h: 3, w: 3, relu: true, add: true },
+  { n: 3, c: 17, h: 1, w: 1, relu: true, add: false },
+  { n: 1, c: 5, h: 1, w: 2, relu: false, add: false },
+  { n: 2, c: 96, h: 33, w: 31, relu: true, add: false }
+]
+
+describe('fused training batch norm (+ addition + ReLU): one node against float64 and libtorch', () => {
+  for (const k of CASES) {
+    it(`${describeCase(k)}: every output and gradient to float rounding of the float64 result, as libtorch's`, async () => {
+      await checkAgainstFloat64(k, false)
+    })
+  }
+})
+
 describe('fused training batch norm on bfloat16 (bf16 autocast training): one node against float64 and libtorch', () => {
-  const NAMES = ['y', 'dx', 'dweight', 'dbias', 'dadd', 'running mean', 'running var']
-  const cases: Case[] = [
-    { n: 2, c: 64, h: 20, w: 20, relu: true, add: false },
-    { n: 2, c: 64, h: 10, w: 10, relu: true, add: true },
-    { n: 4, c: 256, h: 8, w: 8, relu: false, add: false },
-    { n: 2, c: 3, h: 5, w: 7, relu: false, add: true },
-    { n: 2, c: 2048, h: 3, w: 3, relu: true, add: true },
-    { n: 3, c: 17, h: 1, w: 1, relu: true, add: false },
-    { n: 2, c: 96, h: 33, w: 31, relu: true, add: true }
-  ]
-  for (const k of cases) {
-    const what = `${k.n}x${k.c}x${k.h}x${k.w}${k.add ? ' + add' : ''}${k.relu ? ', ReLU' : ''}`
-    it(`${what}: every output and gradient as close to the float64 result as libtorch's bf16 batch norm, addition and ReLU`, async () => {
-      const r = rng(k.c * 37 + k.h)
-      const size = k.n * k.c * k.h * k.w
-      // bf16 inputs (what a bf16 convolution gives), so that float64 sees the same values.
-      const x = toBf16(new Float32Array(size).map(() => 5 + 3 * (r() * 2 - 1)))
-      const wt = new Float32Array(k.c).map(() => (r() < 0.2 ? -1 : 1) * (0.5 + r()))
-      const bs = new Float32Array(k.c).map(() => r() - 0.5)
-      const add = k.add ? toBf16(new Float32Array(size).map(() => r() * 2 - 1)) : null
-      const dy = toBf16(new Float32Array(size).map(() => r() * 2 - 1))
-      // No gradient where the output is within bf16 rounding of 0 (either side of ReLU's mask is right there).
-      if (k.relu) {
-        const z = reference({ ...k, relu: false }, x, wt, bs, add, new Float32Array(size))[0]
-        for (let i = 0; i < size; i++) if (Math.abs(z[i]) < 3e-2) dy[i] = 0
-      }
-      const ref = reference(k, x, wt, bs, add, dy)
-      const shape = [k.n, k.c, k.h, k.w] as const
-      const run = async (fused: boolean): Promise<Float32Array[]> => {
-        const out = await binding._batchNormTrain(tensor(x, shape)._native(), tensor(wt, [k.c])._native(), tensor(bs, [k.c])._native(),
-          add ? tensor(add, shape)._native() : null, tensor(dy, shape)._native(), k.relu, fused, true)
-        return split(Tensor.fromNative(out).dataSync() as Float32Array, k)
-      }
-      const fused = await run(true)
-      const plain = await run(false)
-      assert.strictEqual(fused[fused.length - 1][0], 1, 'the fused node ran')
-      assert.strictEqual(plain[plain.length - 1][0], 0)
-      const names = NAMES.filter((nm) => k.add || nm !== 'dadd')
-      for (let p = 0; p < ref.length; p++) {
-        let scale = 0; let errF = 0; let errP = 0
-        for (let i = 0; i < ref[p].length; i++) {
-          scale = Math.max(scale, Math.abs(ref[p][i]))
-          errF = Math.max(errF, Math.abs(fused[p][i] - ref[p][i]))
-          errP = Math.max(errP, Math.abs(plain[p][i] - ref[p][i]))
-        }
-        // bf16 outputs and input gradients: one rounding (2^-9 of the value) where libtorch rounds once or
-        // twice; the float ones (weight and bias gradients, statistics) to float rounding of sums of bf16 values.
-        assert.ok(errF <= Math.max(1e-5 * scale, 2 ** -8 * scale, 1.5 * errP), `${names[p]}: error ${errF} of ${scale} (libtorch's ${errP})`)
-      }
+  for (const k of [...CASES, { n: 2, c: 96, h: 33, w: 31, relu: true, add: true }]) {
+    it(`${describeCase(k)}: every output and gradient as close to the float64 result as libtorch's bf16 batch norm, addition and ReLU`, async () => {
+      await checkAgainstFloat64(k, true)
     })
   }
 })
