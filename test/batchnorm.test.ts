@@ -181,6 +181,8 @@ describe('fused training batch norm in whole networks', function () {
       assert.match(fused.trace, /segtorch::batch_norm_act/)
       assert.match(fused.trace, /BatchNormActTrain/)
       assert.doesNotMatch(fused.trace, /native_batch_norm/, 'a training batch norm fell back to libtorch\'s')
+      // Every ReLU after a batch norm runs inside the node (Sequentials' conv + BN + ReLU too: ForwardSequential).
+      assert.doesNotMatch(fused.trace, /threshold_backward/, 'a ReLU after a batch norm ran on its own')
       assert.match(plain.trace, /native_batch_norm_backward/)
       assert.doesNotMatch(plain.trace, /BatchNormActTrain/)
       // The first loss is the same forward to float rounding; the second follows one step along the first

@@ -666,9 +666,8 @@ torch::Tensor ConvBnAct(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::Tens
 
 torch::Tensor ForwardSequential(torch::nn::SequentialImpl& s, torch::Tensor x, size_t begin, size_t end) {
   end = std::min(end, s.size());
-  const bool fuse = !at::GradMode::is_enabled();
   for (size_t i = begin; i < end;) {
-    if (auto* conv = fuse ? s.ptr(i)->as<Conv2dImpl>() : nullptr) {
+    if (auto* conv = s.ptr(i)->as<Conv2dImpl>()) {
       auto* bn = i + 1 < end ? s.ptr(i + 1)->as<BatchNorm2dImpl>() : nullptr;
       const size_t relu = i + (bn != nullptr ? 2 : 1);
       if (relu < end && s.ptr(relu)->as<torch::nn::ReLUImpl>() != nullptr) {

@@ -198,11 +198,13 @@ bool Fp32WinogradEnabled();
 // (SEGTORCH_WINOGRAD_BF16=0: never, for measurements).
 bool Bf16WinogradEnabled();
 
-// Children [begin, end) of `s` applied to x in order. Without gradients (predictions) a segtorch::Conv2d followed by
-// a ReLU, or by a BatchNorm2d and a ReLU, runs as one call (ConvBnAct / Conv2dImpl::ForwardAct: the ReLU a oneDNN
-// post-op where the convolution runs prepacked; otherwise in place after it, as the ReLU module would). VGG's,
-// U-Net's and SegNet's conv [+ BN] + ReLU sequences: their separate ReLUs took 20-30 % of a bf16 prediction on an
-// AMX CPU (bench/README.md "AMX"). With gradients (training, the fold's trace) child by child, as Sequential's forward.
+// Children [begin, end) of `s` applied to x in order. A segtorch::Conv2d followed by a ReLU, or by a BatchNorm2d and a
+// ReLU, runs as one call (ConvBnAct / Conv2dImpl::ForwardAct). Without gradients (predictions) the ReLU is a oneDNN
+// post-op where the convolution runs prepacked (otherwise in place after it, as the ReLU module would): VGG's, U-Net's
+// and SegNet's conv [+ BN] + ReLU sequences, whose separate ReLUs took 20-30 % of a bf16 prediction on an AMX CPU
+// (bench/README.md "AMX"). In training the ReLU joins the batch norm's fused node (BatchNorm2dImpl::ForwardAct: its
+// mask and gradient inside the node's two passes), where the module-by-module forward ran it, and its gradient, as
+// two more passes (SegNet's bf16 step: 112 of 1060 ms on the AMX CPU); elsewhere in place after the batch norm.
 torch::Tensor ForwardSequential(torch::nn::SequentialImpl& s, torch::Tensor x, size_t begin = 0, size_t end = SIZE_MAX);
 inline torch::Tensor ForwardSequential(torch::nn::Sequential& s, torch::Tensor x, size_t begin = 0, size_t end = SIZE_MAX) {
   return ForwardSequential(*s, std::move(x), begin, end);

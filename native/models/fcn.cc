@@ -24,8 +24,8 @@ class FCNResNet : public SegmentationModel {
   SegOutput forward(const torch::Tensor& x) override {
     auto feats = backbone_->forward(x);
     SegOutput out;
-    SetLogits(out, classifier_->forward(feats[3]), x);
-    if (aux_classifier_ && is_training()) out.aux.emplace_back("aux", ResizeOutput(aux_classifier_->forward(feats[2]), x));
+    SetLogits(out, ForwardSequential(classifier_, feats[3]), x);
+    if (aux_classifier_ && is_training()) out.aux.emplace_back("aux", ResizeOutput(ForwardSequential(aux_classifier_, feats[2]), x));
     return out;
   }
 
