@@ -20,10 +20,12 @@
 //   --switch fusedbn: SEGTORCH_FUSED_BN=0 / 1 (training batch norm + addition + ReLU as one node, blocks/batch_norm.h;
 //                     predictions are the control)
 //   --switch fusedbnbf16: SEGTORCH_FUSED_BN_BF16=0 / 1 (that node for bf16 autocast training's bfloat16 activations too)
+//   --switch fusedopt: SEGTORCH_FUSED_OPTIMIZER=0 / 1 (the optimizers' one-pass updates, train/optimizer.cc: SGD,
+//                     the training steps' optimizer here, with clipping's scaling folded in; Adam / AdamW)
 //   --switch addon --off-addon PATH: two builds, PATH off and --addon on (e.g. a build configured with
 //                     -DSEGTORCH_PARALLEL_LOOPS=OFF against the default, whose parallel loops use OpenMP)
 // Prints a table with the CPU kind and writes bench/results/<switch>-<libtorch version>.json.
-//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|resize|fusedbn|fusedbnbf16|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
+//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|resize|fusedbn|fusedbnbf16|fusedopt|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
 //          [--no-train] [--addon path/segtorch.node]
 'use strict'
 const { spawnSync } = require('child_process')
@@ -45,6 +47,7 @@ const SWITCHES = {
   resize: { env: 'SEGTORCH_FAST_RESIZE', off: '0', on: '1' },
   fusedbn: { env: 'SEGTORCH_FUSED_BN', off: '0', on: '1' },
   fusedbnbf16: { env: 'SEGTORCH_FUSED_BN_BF16', off: '0', on: '1' },
+  fusedopt: { env: 'SEGTORCH_FUSED_OPTIMIZER', off: '0', on: '1' },
   addon: { env: 'SEGTORCH_ADDON' } // off / on: --off-addon and --addon
 }
 

@@ -1,7 +1,7 @@
 // The loops of blocks/batch_norm.cc's training batch norm (+ addition + ReLU) on channels-last
 // float32 or bfloat16 images seen as rows of C channels (row r, channel j at r * C + j), on plain arrays (no
 // libtorch header): compiled for AVX-512, AVX2 and baseline x86-64 and chosen at load time by the CPU
-// (GCC's target_clones, as train/adam_kernel.cc). Each function takes rows [begin, end). Each has a
+// (GCC's target_clones, as train/optimizer_kernel.cc). Each function takes rows [begin, end). Each has a
 // bfloat16 overload (the tensors' elements as their 16 bits; means, scales, sums in float): computed in
 // float, each output rounded once to nearest even.
 #pragma once

@@ -1,7 +1,7 @@
 // The inner loops of blocks/max_pool.cc's 2-D max pooling of contiguous (NCHW) planes and of
 // channels-last images, on plain
 // arrays (no libtorch header): compiled for AVX-512, AVX2 and baseline x86-64 and chosen at load
-// time by the CPU (GCC's target_clones, as train/adam_kernel.cc), so that the prebuilt addon uses
+// time by the CPU (GCC's target_clones, as train/optimizer_kernel.cc), so that the prebuilt addon uses
 // the wide registers the CPU has.
 #pragma once
 #include <cstdint>

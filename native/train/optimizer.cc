@@ -9,7 +9,7 @@
 
 #include "base/errors.h"
 #include "io/module_state.h"
-#include "train/adam_kernel.h"
+#include "train/optimizer_kernel.h"
 
 namespace segtorch {
 
@@ -76,7 +76,7 @@ bool SameLayout(const torch::Tensor& t, const torch::Tensor& p) {
 }
 
 template <typename Options, typename State>
-bool FusedAdamStep(torch::optim::Optimizer& opt, bool decoupled) {
+bool FusedAdamStep(torch::optim::Optimizer& opt, bool decoupled, float grad_scale) {
   auto& state = opt.state();
   for (auto& group : opt.param_groups()) {
     if (static_cast<Options&>(group.options()).amsgrad()) return false;
@@ -131,12 +131,77 @@ bool FusedAdamStep(torch::optim::Optimizer& opt, bool decoupled) {
       const double wd = o.weight_decay();
       k.decay = wd == 0 ? 0 : decoupled ? 2 : 1;
       k.decay_factor = static_cast<float>(decoupled ? 1 - o.lr() * wd : wd);
+      k.grad_scale = grad_scale;
       float* pp = p.data_ptr<float>();
       const float* gp = g.data_ptr<float>();
       float* m = s.exp_avg().template data_ptr<float>();
       float* v = s.exp_avg_sq().template data_ptr<float>();
       at::parallel_for(0, p.numel(), 32768, [&](int64_t begin, int64_t end) {
         AdamUpdate(pp + begin, gp + begin, m + begin, v + begin, end - begin, k);
+      });
+    }
+  }
+  return true;
+}
+
+// SGD (momentum, L2 weight decay, Nesterov; dampening 0, as segtorch sets it) in one pass over each
+// parameter, in libtorch's order of operations: its step makes up to four passes (buf * momentum,
+// + d, p + -lr * buf; a fifth with weight decay), and clipping's scaling one more, which this pass
+// folds in. The same conditions as FusedAdamStep; false (nothing done) otherwise.
+bool FusedSgdStep(torch::optim::SGD& opt, float grad_scale) {
+  auto& state = opt.state();
+  for (auto& group : opt.param_groups()) {
+    if (static_cast<torch::optim::SGDOptions&>(group.options()).dampening() != 0) return false;
+    for (const auto& p : group.params()) {
+      const auto& g = p.grad();
+      if (!g.defined()) continue;
+      if (!SameLayout(p, p) || !SameLayout(g, p)) return false;
+      auto it = state.find(StateKey(state, p));
+      if (it != state.end()) {
+        auto* s = dynamic_cast<torch::optim::SGDParamState*>(it->second.get());
+        if (s == nullptr) return false;
+        const auto& b = s->momentum_buffer();
+        if (b.defined() && !(b.device().is_cpu() && b.scalar_type() == at::kFloat && b.sizes() == p.sizes())) return false;
+      }
+    }
+  }
+  at::NoGradGuard no_grad;
+  for (auto& group : opt.param_groups()) {
+    auto& o = static_cast<torch::optim::SGDOptions&>(group.options());
+    for (const auto& p : group.params()) {
+      const auto& g = p.grad();
+      if (!g.defined()) continue;
+      // Scalars as ATen's float kernels take them (a double scalar becomes a float operand).
+      SgdScalars k;
+      k.grad_scale = grad_scale;
+      k.weight_decay = static_cast<float>(o.weight_decay());
+      k.momentum = static_cast<float>(o.momentum());
+      k.neg_lr = static_cast<float>(-1 * o.lr());
+      k.nesterov = o.nesterov();
+      float* buf = nullptr;
+      if (o.momentum() != 0) {
+        auto key = StateKey(state, p);
+        auto it = state.find(key);
+        if (it == state.end()) {
+          // libtorch clones the first gradient (p's layout); here the pass writes it.
+          auto fresh = std::make_unique<torch::optim::SGDParamState>();
+          fresh->momentum_buffer(at::empty_like(p, at::MemoryFormat::Preserve));
+          it = state.emplace(key, std::move(fresh)).first;
+          k.first = true;
+        }
+        auto& s = static_cast<torch::optim::SGDParamState&>(*it->second);
+        if (!s.momentum_buffer().defined()) {
+          s.momentum_buffer(at::empty_like(p, at::MemoryFormat::Preserve));
+          k.first = true;
+        } else if (!SameLayout(s.momentum_buffer(), p)) {
+          s.momentum_buffer(at::empty_like(p).copy_(s.momentum_buffer()));
+        }
+        buf = s.momentum_buffer().data_ptr<float>();
+      }
+      float* pp = p.data_ptr<float>();
+      const float* gp = g.data_ptr<float>();
+      at::parallel_for(0, p.numel(), 32768, [&](int64_t begin, int64_t end) {
+        SgdUpdate(pp + begin, gp + begin, buf == nullptr ? nullptr : buf + begin, end - begin, k);
       });
     }
   }
@@ -204,18 +269,28 @@ void GroupedOptimizer::Ensure(torch::nn::Module& net, const OptimizerOptions& o,
   }
 }
 
-void GroupedOptimizer::Step() {
+void GroupedOptimizer::Step(double grad_scale) {
   // SEGTORCH_FUSED_OPTIMIZER=0: libtorch's own step (test/optimizer.test.ts compares the two).
   static const bool fused = [] {
     const char* v = std::getenv("SEGTORCH_FUSED_OPTIMIZER");
     return v == nullptr || std::string(v) != "0";
   }();
+  // The scale as ATen's mul_ takes a double scalar on float tensors (a float operand).
+  const float scale = static_cast<float>(grad_scale);
   if (fused) {
     if (auto* adamw = dynamic_cast<torch::optim::AdamW*>(optimizer_.get())) {
-      if (FusedAdamStep<torch::optim::AdamWOptions, torch::optim::AdamWParamState>(*adamw, true)) return;
+      if (FusedAdamStep<torch::optim::AdamWOptions, torch::optim::AdamWParamState>(*adamw, true, scale)) return;
     } else if (auto* adam = dynamic_cast<torch::optim::Adam*>(optimizer_.get())) {
-      if (FusedAdamStep<torch::optim::AdamOptions, torch::optim::AdamParamState>(*adam, false)) return;
+      if (FusedAdamStep<torch::optim::AdamOptions, torch::optim::AdamParamState>(*adam, false, scale)) return;
+    } else if (auto* sgd = dynamic_cast<torch::optim::SGD*>(optimizer_.get())) {
+      if (FusedSgdStep(*sgd, scale)) return;
     }
+  }
+  if (grad_scale != 1.0) {
+    torch::NoGradGuard no_grad;
+    for (const auto& group : optimizer_->param_groups())
+      for (const auto& p : group.params())
+        if (p.grad().defined()) p.grad().mul_(grad_scale);
   }
   optimizer_->step();
 }

@@ -30,9 +30,10 @@ class GroupedOptimizer {
   void Ensure(torch::nn::Module& net, const OptimizerOptions& o, double head_lr_multiplier, bool no_decay_norm_bias);
   // Every group's learning rate = its base rate x factor (the schedule's).
   void SetLearningRates(double factor);
-  // Adam / AdamW: one fused pass per parameter on the CPU (libtorch's step where it does not apply:
-  // other devices and dtypes); SGD: libtorch's (a fused SGD saves under 1 % of a step: bench/README).
-  void Step();
+  // Adam / AdamW / SGD: one fused pass per parameter on the CPU (libtorch's step where it does not
+  // apply: other devices and dtypes, amsgrad, dampening). Every gradient is taken times grad_scale
+  // (clipping's coefficient: ClipCoefficient), folded into that pass (a pass of its own otherwise).
+  void Step(double grad_scale = 1.0);
   // Per group, before the schedule factor (backbone [, no-decay], head [, no-decay]).
   const std::vector<double>& base_lrs() const { return group_base_lr_; }
   bool built() const { return optimizer_ != nullptr; }

@@ -86,15 +86,13 @@ inline double GradientNorm(const std::vector<torch::Tensor>& params) {
   return norms.empty() ? 0.0 : torch::stack(norms).norm(2).item<double>();
 }
 
-// clip_grad_norm_ with the norm computed (GradientNorm): every gradient times max_norm / (norm + 1e-6)
-// where that is below 1. libtorch multiplies by the coefficient clamped to 1 in every case, i.e. by
-// exactly 1 where nothing is clipped: that pass is skipped here (the same result).
-inline void ClipGradients(const std::vector<torch::Tensor>& params, double max_norm, double norm) {
+// clip_grad_norm_'s coefficient for the norm computed (GradientNorm): every gradient is to be taken
+// times max_norm / (norm + 1e-6) where that is below 1. libtorch multiplies by the coefficient clamped
+// to 1 in every case, i.e. by exactly 1 where nothing is clipped: 1 is returned there and no pass is
+// made. The optimizer's step applies it (GroupedOptimizer::Step: inside its fused pass).
+inline double ClipCoefficient(double max_norm, double norm) {
   const double coef = max_norm / (norm + 1e-6);
-  if (!(coef < 1.0)) return;
-  torch::NoGradGuard no_grad;
-  for (const auto& p : params)
-    if (p.grad().defined()) p.grad().mul_(coef);
+  return coef < 1.0 ? coef : 1.0;
 }
 
 // Dynamic loss scaling for fp16 (as torch.cuda.amp.GradScaler): scale the loss, unscale the

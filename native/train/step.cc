@@ -142,9 +142,10 @@ StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& 
       }
       bool ok = fp16 ? state.scaler.UnscaleAndCheck(params) : true;
       if (ok) {
+        double grad_scale = 1.0;
         if (clip) {
           result.grad_norm = norm >= 0 ? norm : GradientNorm(params);
-          ClipGradients(params, o.clip_grad_norm, result.grad_norm);
+          grad_scale = ClipCoefficient(o.clip_grad_norm, result.grad_norm);
         }
         double factor = LrFactor(o.schedule, state.steps);
         state.optimizer.SetLearningRates(factor);
@@ -152,7 +153,7 @@ StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& 
         for (double b : base_lrs) result.lrs.push_back(b * factor);
         {
           RECORD_USER_SCOPE("segtorch::optimizer_step");
-          state.optimizer.Step();
+          state.optimizer.Step(grad_scale);
         }
         ++state.steps;
         result.updated = true;
