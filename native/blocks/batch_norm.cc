@@ -169,8 +169,11 @@ struct BatchNormActTrain : public torch::autograd::Function<BatchNormActTrain> {
       }
       torch::Tensor dx = at::empty_like(x, at::MemoryFormat::ChannelsLast);
       T* dxp = Elements<T>(dx);
+      // Where the first pass wrote ReLU's gradient out (for `add`), this one reads it instead of dy and y.
+      const T* gin = gp != nullptr ? gp : dyp;
+      const T* ymask = gp != nullptr ? nullptr : yp;
       ForRows(rows, c, [&](int64_t begin, int64_t end) {
-        BatchNormBackwardInputRows(dyp, yp, xp, mp, a.data(), b.data(), k.data(), dxp, c, begin, end);
+        BatchNormBackwardInputRows(gin, ymask, xp, mp, a.data(), b.data(), k.data(), dxp, c, begin, end);
       });
       out[0] = dx;
     }
