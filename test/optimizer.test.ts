@@ -142,3 +142,93 @@ describe('fused Adam / AdamW / SGD (against libtorch\'s step)', function () {
     assert.ok(maxRelDiff(viaFused.out, straight.out) < 1e-5)
   })
 })
+
+// bf16 autocast training on the CPU: the optimizer's pass writes the convolution weights' bf16 copies
+// and the next forward takes them instead of autocast's cast (blocks/bf16_weights.h). The copies hold
+// what the cast gives, so a run with them is bit for bit a run without (SEGTORCH_BF16_WEIGHTS=0); a
+// weight written since (a state dict loaded mid-run) makes its copy stale, and the cast is used.
+const COPIES_CHILD = `
+  const st = require(${JSON.stringify(path.join(ROOT, 'lib'))});
+  const { binding } = require(${JSON.stringify(path.join(ROOT, 'lib', 'binding'))});
+  (async () => {
+    const c = JSON.parse(process.argv[1]);
+    const m = await st.loadModel(c.file);
+    await m._native().seed(7);
+    const n = 2, s = 32;
+    const x = st.tensor(new Float32Array(n * 3 * s * s).map((_, i) => Math.sin(i * 0.37)), [n, 3, s, s]);
+    const y = st.tensor(new Uint8Array(n * s * s).map((_, i) => (i % s) < s / 2 ? 1 : 0), [n, s, s]);
+    const o = { precision: 'bf16', optimizer: c.optimizer, clipGradNorm: c.clip || 0 };
+    const losses = [], stats = [];
+    for (let i = 0; i < c.steps; i++) {
+      if (c.reload && i === c.reloadAt) await m.loadStateDict(c.reload);
+      losses.push((await m.trainStep(x, y, o)).loss);
+      stats.push(binding._bf16WeightStats());
+    }
+    await m.eval();
+    const f = await m.forward(x);
+    console.log(JSON.stringify({ losses, stats, out: Array.from(f.dataSync()) }));
+  })().catch((e) => { console.error(e); process.exit(1) });`
+
+interface CopiesRun { losses: number[], stats: Array<{ copies: number, used: number, stale: number }>, out: number[] }
+
+function runCopies (config: Record<string, unknown>, copies: boolean): CopiesRun {
+  const r = spawnSync(process.execPath, ['-r', CHILD_REGISTER, '-e', COPIES_CHILD, JSON.stringify(config)], {
+    cwd: ROOT, encoding: 'utf8', env: { ...process.env, SEGTORCH_BF16_WEIGHTS: copies ? '1' : '0' }
+  })
+  assert.strictEqual(r.status, 0, r.stderr)
+  return JSON.parse(r.stdout.trim().split('\n').pop() as string) as CopiesRun
+}
+
+describe('bf16 weight copies kept by the optimizer (bf16 autocast training)', function () {
+  this.timeout(300000)
+  let dir = ''
+  let fcn = ''
+  let other = ''
+  let convs = 0
+  before(async () => {
+    dir = tmpdir()
+    fcn = path.join(dir, 'fcn.segtorch')
+    const m = await createModel({ arch: 'fcn', backbone: 'resnet18', numClasses: 2, outputStride: 16 })
+    await m.save(fcn)
+    convs = Object.values(await m.stateDictShapes()).filter((s) => s.length === 4).length
+    m.dispose()
+    other = path.join(dir, 'other.pt')
+    const o = await createModel({ arch: 'fcn', backbone: 'resnet18', numClasses: 2, outputStride: 16 })
+    await o.saveStateDict(other)
+    o.dispose()
+  })
+
+  const cases: Array<[string, Record<string, unknown>]> = [
+    ['SGD with momentum', { optimizer: { type: 'sgd', lr: 0.01, momentum: 0.9 } }],
+    ['AdamW, clipped', { optimizer: { type: 'adamw', lr: 1e-3 }, clip: 0.05 }]
+  ]
+  for (const [name, c] of cases) {
+    it(`${name}: the same losses and weights bit for bit as autocast's casts, the copies taken from the second step`, () => {
+      const config = { file: fcn, steps: 4, ...c }
+      const on = runCopies(config, true)
+      const off = runCopies(config, false)
+      assert.deepStrictEqual(on.losses, off.losses)
+      assert.deepStrictEqual(on.out, off.out)
+      // Every convolution weight has a copy after the first update; steps 2-4 each took them all.
+      assert.strictEqual(on.stats[0].used, 0)
+      assert.strictEqual(on.stats[3].copies, convs)
+      assert.strictEqual(on.stats[3].used, 3 * convs)
+      assert.strictEqual(on.stats[3].stale, 0)
+      assert.deepStrictEqual(off.stats[3], { copies: 0, used: 0, stale: 0 })
+      assert.ok(on.losses[3] !== on.losses[0])
+    })
+  }
+
+  it('a state dict loaded between steps makes the copies stale: that step casts the loaded weights', () => {
+    const config = { file: fcn, steps: 4, reload: other, reloadAt: 2, optimizer: { type: 'sgd', lr: 0.01, momentum: 0.9 } }
+    const on = runCopies(config, true)
+    const off = runCopies(config, false)
+    assert.deepStrictEqual(on.losses, off.losses)
+    assert.deepStrictEqual(on.out, off.out)
+    assert.strictEqual(on.stats[2].stale - on.stats[1].stale, convs) // the step after the load
+    assert.strictEqual(on.stats[3].used - on.stats[2].used, convs) // and the copies again after its update
+    // Without the copies' check the third step would have run the old weights: a different loss.
+    const straight = runCopies({ ...config, reload: undefined }, true)
+    assert.notStrictEqual(straight.losses[2], on.losses[2])
+  })
+})

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "base/errors.h"
+#include "blocks/bf16_weights.h"
 
 namespace segtorch {
 
@@ -38,6 +39,8 @@ torch::Tensor TrainingLoss(SegmentationModel& net, const RunFn& run, const torch
   {
     at::ScalarType type = AutocastType(o.precision);
     AutocastGuard guard(x.device(), type == at::kFloat ? at::kBFloat16 : type, type != at::kFloat);
+    // The convolutions take the weights' bf16 copies that the optimizer keeps (blocks/bf16_weights.h).
+    Bf16WeightScope copies(type == at::kBFloat16 && x.device().is_cpu());
     out = run(x);
   }
   LossOptions lo = o.loss_options;
@@ -153,7 +156,9 @@ StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& 
         for (double b : base_lrs) result.lrs.push_back(b * factor);
         {
           RECORD_USER_SCOPE("segtorch::optimizer_step");
-          state.optimizer.Step(grad_scale);
+          // bf16 autocast on the CPU: the step also writes the convolution weights' bf16 copies.
+          const bool copies = AutocastType(o.precision) == at::kBFloat16 && x.device().is_cpu() && Bf16WeightCopiesEnabled();
+          state.optimizer.Step(grad_scale, copies);
         }
         ++state.steps;
         result.updated = true;
