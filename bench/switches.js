@@ -22,12 +22,10 @@
 //   --switch fusedbnbf16: SEGTORCH_FUSED_BN_BF16=0 / 1 (that node for bf16 autocast training's bfloat16 activations too)
 //   --switch fusedopt: SEGTORCH_FUSED_OPTIMIZER=0 / 1 (the optimizers' one-pass updates, train/optimizer.cc: SGD,
 //                     the training steps' optimizer here, with clipping's scaling folded in; Adam / AdamW)
-//   --switch bf16weights: SEGTORCH_BF16_WEIGHTS=0 / 1 (bf16 training's convolution weights as bf16 copies the optimizer
-//                     keeps, blocks/bf16_weights.h, instead of autocast's cast at every forward)
 //   --switch addon --off-addon PATH: two builds, PATH off and --addon on (e.g. a build configured with
 //                     -DSEGTORCH_PARALLEL_LOOPS=OFF against the default, whose parallel loops use OpenMP)
 // Prints a table with the CPU kind and writes bench/results/<switch>-<libtorch version>.json.
-//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|resize|fusedbn|fusedbnbf16|fusedopt|bf16weights|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
+//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|resize|fusedbn|fusedbnbf16|fusedopt|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
 //          [--no-train] [--addon path/segtorch.node]
 'use strict'
 const { spawnSync } = require('child_process')
@@ -50,7 +48,6 @@ const SWITCHES = {
   fusedbn: { env: 'SEGTORCH_FUSED_BN', off: '0', on: '1' },
   fusedbnbf16: { env: 'SEGTORCH_FUSED_BN_BF16', off: '0', on: '1' },
   fusedopt: { env: 'SEGTORCH_FUSED_OPTIMIZER', off: '0', on: '1' },
-  bf16weights: { env: 'SEGTORCH_BF16_WEIGHTS', off: '0', on: '1' },
   addon: { env: 'SEGTORCH_ADDON' } // off / on: --off-addon and --addon
 }
 

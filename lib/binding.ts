@@ -94,8 +94,6 @@ export interface Binding {
    * (blocks/batch_norm.cc) or libtorch's (fused false): y, dx, dweight, dbias, [dadd,] running mean and var, and
    * whether the fused node ran, flattened into one float32 tensor.
    */
-  /** Test hook: bf16 weight copies held, and forwards that took one / found one stale (blocks/bf16_weights.h). */
-  _bf16WeightStats(): { copies: number, used: number, stale: number }
   _batchNormTrain(x: NativeTensor, weight: NativeTensor, bias: NativeTensor, add: NativeTensor | null, dy: NativeTensor, relu: boolean, fused: boolean, bf16?: boolean): Promise<NativeTensor>
   metricsFromConfusion(confusion: NativeTensor): import('./train').Metrics
   augmentBatch(images: NativeTensor | NativeTensor[], masks: NativeTensor | NativeTensor[] | undefined, depth: NativeTensor | NativeTensor[] | undefined,

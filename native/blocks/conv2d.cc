@@ -1,5 +1,4 @@
 #include "blocks/conv2d.h"
-#include "blocks/bf16_weights.h"
 #include "blocks/winograd_kernel.h"
 #include "base/env.h"
 
@@ -540,8 +539,7 @@ torch::Tensor Conv2dImpl::TrainingSplitBias(const torch::Tensor& input, bool nch
     const auto& pad = **ZeroPadding(options);
     const auto& st = *options.stride();
     const auto& dl = *options.dilation();
-    const torch::Tensor w = TrainingWeight(weight);
-    y = at::conv2d(nchw ? input.contiguous() : input, nchw ? w.contiguous() : w, torch::Tensor(), {st[0], st[1]},
+    y = at::conv2d(nchw ? input.contiguous() : input, nchw ? weight.contiguous() : weight, torch::Tensor(), {st[0], st[1]},
                    {pad[0], pad[1]}, {dl[0], dl[1]}, 1);
   }
   // In the convolution's type (bf16 under autocast), as the bias would have been added inside it.
@@ -570,7 +568,7 @@ torch::Tensor Conv2dImpl::TrainingWithoutDeadTaps(const torch::Tensor& input, bo
   if ((h.first == 0 && h.second == kh - 1 && w.first == 0 && w.second == kw - 1) || h.second < h.first || w.second < w.first) {
     return torch::Tensor();
   }
-  torch::Tensor k = TrainingWeight(weight).narrow(2, h.first, h.second - h.first + 1).narrow(3, w.first, w.second - w.first + 1);
+  torch::Tensor k = weight.narrow(2, h.first, h.second - h.first + 1).narrow(3, w.first, w.second - w.first + 1);
   if (nchw) k = k.contiguous();
   // Padding before / after each dimension for the taps kept (negative: rows or columns cropped).
   const int64_t top = (**pad)[0] - h.first * dl[0], bottom = (**pad)[0] - (kh - 1 - h.second) * dl[0];
@@ -611,10 +609,8 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
       // NNPACK refused (its workspace could not be allocated, or a shape it does not take): oneDNN below.
     }
   }
-  // bf16 autocast training: the weight's bf16 copy where the optimizer keeps one (blocks/bf16_weights.h).
-  const torch::Tensor w = TrainingWeight(weight);
-  if (nchw) return _conv_forward(input.contiguous(), w.contiguous());
-  return _conv_forward(input, w);
+  if (nchw) return _conv_forward(input.contiguous(), weight.contiguous());
+  return torch::nn::Conv2dImpl::forward(input);
 }
 
 torch::Tensor Conv2dImpl::FusedCall(const torch::Tensor& input, const torch::Tensor& add, Activation act, bool consume_add) {

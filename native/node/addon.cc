@@ -17,7 +17,6 @@
 #include "core/segmenter.h"
 #include "data/augment.h"
 #include "blocks/batch_norm.h"
-#include "blocks/bf16_weights.h"
 #include "blocks/conv2d.h"
 #include "blocks/max_pool.h"
 #include "infer/crf.h"
@@ -75,15 +74,6 @@ Napi::Value CpuMemoryStats(const Napi::CallbackInfo& info) {
   o.Set("inUseBytes", static_cast<double>(st.in_use_bytes));
   o.Set("hits", static_cast<double>(st.hits));
   o.Set("misses", static_cast<double>(st.misses));
-  return o;
-}
-
-Napi::Value Bf16WeightStatsJs(const Napi::CallbackInfo& info) {
-  Bf16WeightStats st = GetBf16WeightStats();
-  Napi::Object o = Napi::Object::New(info.Env());
-  o.Set("copies", static_cast<double>(st.copies));
-  o.Set("used", static_cast<double>(st.used));
-  o.Set("stale", static_cast<double>(st.stale));
   return o;
 }
 
@@ -344,7 +334,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("crf", Napi::Function::New<CrfJs>(env, "crf"));
   exports.Set("_maxPool2d", Napi::Function::New<MaxPool2dJs>(env, "_maxPool2d"));
   exports.Set("_batchNormTrain", Napi::Function::New<BatchNormTrainJs>(env, "_batchNormTrain"));
-  exports.Set("_bf16WeightStats", Napi::Function::New<Bf16WeightStatsJs>(env, "_bf16WeightStats"));
   exports.Set("augmentBatch", Napi::Function::New<AugmentBatchJs>(env, "augmentBatch"));
   exports.Set("distAvailable", Napi::Function::New<DistAvailable>(env, "distAvailable"));
   exports.Set("distInit", Napi::Function::New<DistInit>(env, "distInit"));

@@ -10,7 +10,6 @@
 #include "base/errors.h"
 #include "io/module_state.h"
 #include "train/optimizer_kernel.h"
-#include "blocks/bf16_weights.h"
 
 namespace segtorch {
 
@@ -76,14 +75,8 @@ bool SameLayout(const torch::Tensor& t, const torch::Tensor& p) {
   return true;
 }
 
-// The bf16 copy of a convolution weight (4-D) to write in its update's pass, or null.
-uint16_t* CopyFor(const torch::Tensor& p, bool copies) {
-  if (!copies || p.dim() != 4) return nullptr;
-  return reinterpret_cast<uint16_t*>(Bf16CopyToWrite(p).data_ptr<at::BFloat16>());
-}
-
 template <typename Options, typename State>
-bool FusedAdamStep(torch::optim::Optimizer& opt, bool decoupled, float grad_scale, bool copies) {
+bool FusedAdamStep(torch::optim::Optimizer& opt, bool decoupled, float grad_scale) {
   auto& state = opt.state();
   for (auto& group : opt.param_groups()) {
     if (static_cast<Options&>(group.options()).amsgrad()) return false;
@@ -143,9 +136,8 @@ bool FusedAdamStep(torch::optim::Optimizer& opt, bool decoupled, float grad_scal
       const float* gp = g.data_ptr<float>();
       float* m = s.exp_avg().template data_ptr<float>();
       float* v = s.exp_avg_sq().template data_ptr<float>();
-      uint16_t* cp = CopyFor(p, copies);
       at::parallel_for(0, p.numel(), 32768, [&](int64_t begin, int64_t end) {
-        AdamUpdate(pp + begin, gp + begin, m + begin, v + begin, cp == nullptr ? nullptr : cp + begin, end - begin, k);
+        AdamUpdate(pp + begin, gp + begin, m + begin, v + begin, end - begin, k);
       });
     }
   }
@@ -156,7 +148,7 @@ bool FusedAdamStep(torch::optim::Optimizer& opt, bool decoupled, float grad_scal
 // parameter, in libtorch's order of operations: its step makes up to four passes (buf * momentum,
 // + d, p + -lr * buf; a fifth with weight decay), and clipping's scaling one more, which this pass
 // folds in. The same conditions as FusedAdamStep; false (nothing done) otherwise.
-bool FusedSgdStep(torch::optim::SGD& opt, float grad_scale, bool copies) {
+bool FusedSgdStep(torch::optim::SGD& opt, float grad_scale) {
   auto& state = opt.state();
   for (auto& group : opt.param_groups()) {
     if (static_cast<torch::optim::SGDOptions&>(group.options()).dampening() != 0) return false;
@@ -208,9 +200,8 @@ bool FusedSgdStep(torch::optim::SGD& opt, float grad_scale, bool copies) {
       }
       float* pp = p.data_ptr<float>();
       const float* gp = g.data_ptr<float>();
-      uint16_t* cp = CopyFor(p, copies);
       at::parallel_for(0, p.numel(), 32768, [&](int64_t begin, int64_t end) {
-        SgdUpdate(pp + begin, gp + begin, buf == nullptr ? nullptr : buf + begin, cp == nullptr ? nullptr : cp + begin, end - begin, k);
+        SgdUpdate(pp + begin, gp + begin, buf == nullptr ? nullptr : buf + begin, end - begin, k);
       });
     }
   }
@@ -225,7 +216,6 @@ void GroupedOptimizer::Ensure(torch::nn::Module& net, const OptimizerOptions& o,
   bool grouped = head_lr_multiplier != 1.0 || no_decay_norm_bias;
   std::string signature = o.type + (grouped ? "/groups:" + std::to_string(head_lr_multiplier) + (no_decay_norm_bias ? "/nodecay" : "") : "");
   if (!optimizer_ || signature_ != signature) {
-    DropCopies();
     // Groups: backbone / head (head lr x multiplier), each split into decay / no-decay.
     std::vector<std::vector<torch::Tensor>> params(4);
     for (const auto& kv : net.named_parameters()) {
@@ -279,18 +269,7 @@ void GroupedOptimizer::Ensure(torch::nn::Module& net, const OptimizerOptions& o,
   }
 }
 
-GroupedOptimizer::~GroupedOptimizer() { DropCopies(); }
-
-void GroupedOptimizer::DropCopies() {
-  if (!has_copies_ || !optimizer_) return;
-  std::vector<torch::Tensor> params;
-  for (const auto& group : optimizer_->param_groups())
-    for (const auto& p : group.params()) params.push_back(p);
-  DropBf16Copies(params);
-  has_copies_ = false;
-}
-
-void GroupedOptimizer::Step(double grad_scale, bool bf16_copies) {
+void GroupedOptimizer::Step(double grad_scale) {
   // SEGTORCH_FUSED_OPTIMIZER=0: libtorch's own step (test/optimizer.test.ts compares the two).
   static const bool fused = [] {
     const char* v = std::getenv("SEGTORCH_FUSED_OPTIMIZER");
@@ -298,22 +277,15 @@ void GroupedOptimizer::Step(double grad_scale, bool bf16_copies) {
   }();
   // The scale as ATen's mul_ takes a double scalar on float tensors (a float operand).
   const float scale = static_cast<float>(grad_scale);
-  if (!bf16_copies) DropCopies();
   if (fused) {
-    bool done = false;
     if (auto* adamw = dynamic_cast<torch::optim::AdamW*>(optimizer_.get())) {
-      done = FusedAdamStep<torch::optim::AdamWOptions, torch::optim::AdamWParamState>(*adamw, true, scale, bf16_copies);
+      if (FusedAdamStep<torch::optim::AdamWOptions, torch::optim::AdamWParamState>(*adamw, true, scale)) return;
     } else if (auto* adam = dynamic_cast<torch::optim::Adam*>(optimizer_.get())) {
-      done = FusedAdamStep<torch::optim::AdamOptions, torch::optim::AdamParamState>(*adam, false, scale, bf16_copies);
+      if (FusedAdamStep<torch::optim::AdamOptions, torch::optim::AdamParamState>(*adam, false, scale)) return;
     } else if (auto* sgd = dynamic_cast<torch::optim::SGD*>(optimizer_.get())) {
-      done = FusedSgdStep(*sgd, scale, bf16_copies);
-    }
-    if (done) {
-      has_copies_ = has_copies_ || bf16_copies;
-      return;
+      if (FusedSgdStep(*sgd, scale)) return;
     }
   }
-  DropCopies();  // libtorch's step below writes the weights without them
   if (grad_scale != 1.0) {
     torch::NoGradGuard no_grad;
     for (const auto& group : optimizer_->param_groups())
@@ -331,7 +303,6 @@ void GroupedOptimizer::SetLearningRates(double factor) {
 }
 
 void GroupedOptimizer::Reset(std::map<std::string, torch::Tensor> pending, std::string pending_signature) {
-  DropCopies();
   optimizer_.reset();
   signature_.clear();
   pending_ = std::move(pending);

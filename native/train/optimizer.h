@@ -33,13 +33,7 @@ class GroupedOptimizer {
   // Adam / AdamW / SGD: one fused pass per parameter on the CPU (libtorch's step where it does not
   // apply: other devices and dtypes, amsgrad, dampening). Every gradient is taken times grad_scale
   // (clipping's coefficient: ClipCoefficient), folded into that pass (a pass of its own otherwise).
-  // bf16_copies: the pass also writes the bf16 copies of the 4-D weights (blocks/bf16_weights.h) for
-  // the next bf16 autocast forward; otherwise any copies are dropped.
-  void Step(double grad_scale = 1.0, bool bf16_copies = false);
-  GroupedOptimizer() = default;
-  GroupedOptimizer(const GroupedOptimizer&) = delete;
-  GroupedOptimizer& operator=(const GroupedOptimizer&) = delete;
-  ~GroupedOptimizer();
+  void Step(double grad_scale = 1.0);
   // Per group, before the schedule factor (backbone [, no-decay], head [, no-decay]).
   const std::vector<double>& base_lrs() const { return group_base_lr_; }
   bool built() const { return optimizer_ != nullptr; }
@@ -55,11 +49,7 @@ class GroupedOptimizer {
   // Checked against the parameters before anything is applied.
   void Restore(const std::map<std::string, torch::Tensor>& saved);
 
-  // Drops the bf16 copies of this optimizer's parameters, if any.
-  void DropCopies();
-
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
-  bool has_copies_ = false;
   std::string signature_;
   std::vector<double> group_base_lr_;
   struct GroupKind {

@@ -2,17 +2,15 @@
 
 #include <cmath>
 
-#include "base/bf16_bits.h"
-
 namespace segtorch {
 
 namespace {
 // libtorch's Adam::step in one pass, in its order of operations: (grad + wd * p, or p * (1 - lr * wd)),
 // m = m * beta1 + (1 - beta1) * g, v = v * beta2 + (1 - beta2) * g * g,
 // p += -(lr / bias_correction1) * m / (sqrt(v) / sqrt(bias_correction2) + eps).
-template <int Decay, bool Copy>
-inline void Update(float* __restrict p, const float* __restrict g, float* __restrict m, float* __restrict v,
-                   uint16_t* __restrict copy, int64_t n, const AdamScalars& s) {
+template <int Decay>
+inline void Update(float* __restrict p, const float* __restrict g, float* __restrict m, float* __restrict v, int64_t n,
+                   const AdamScalars& s) {
   const float b1 = s.beta1, c1 = s.one_minus_beta1, b2 = s.beta2, c2 = s.one_minus_beta2;
   const float sq = s.sqrt_bias_correction2, eps = s.eps, step = s.neg_step_size, f = s.decay_factor;
   const float scale = s.grad_scale;
@@ -28,18 +26,15 @@ inline void Update(float* __restrict p, const float* __restrict g, float* __rest
     float denom = std::sqrt(vi) / sq + eps;
     m[i] = mi;
     v[i] = vi;
-    const float out = pi + step * (mi / denom);
-    p[i] = out;
-    if (Copy) copy[i] = FloatToBFloat16Bits(out);
+    p[i] = pi + step * (mi / denom);
   }
 }
 
 // libtorch's SGD::step (dampening 0) in one pass, in its order of operations:
 // d = grad (+ wd * p); buf = d on first use, else buf * momentum + d; d = buf (nesterov: d + momentum * buf);
 // p += -lr * d. Momentum 0: no buffer, p += -lr * d. Mom: 0 none, 1 first use, 2 later.
-template <bool Decay, int Mom, bool Nesterov, bool Copy>
-inline void Sgd(float* __restrict p, const float* __restrict g, float* __restrict buf, uint16_t* __restrict copy, int64_t n,
-                const SgdScalars& s) {
+template <bool Decay, int Mom, bool Nesterov>
+inline void Sgd(float* __restrict p, const float* __restrict g, float* __restrict buf, int64_t n, const SgdScalars& s) {
   const float scale = s.grad_scale, wd = s.weight_decay, mom = s.momentum, neg_lr = s.neg_lr;
   for (int64_t i = 0; i < n; ++i) {
     const float pi = p[i];
@@ -51,54 +46,39 @@ inline void Sgd(float* __restrict p, const float* __restrict g, float* __restric
       buf[i] = b;
       d = Nesterov ? d + mom * b : b;
     }
-    const float out = pi + neg_lr * d;
-    p[i] = out;
-    if (Copy) copy[i] = FloatToBFloat16Bits(out);
+    p[i] = pi + neg_lr * d;
   }
 }
 
-template <bool Decay, bool Copy>
-inline void SgdMomentum(float* p, const float* g, float* buf, uint16_t* copy, int64_t n, const SgdScalars& s) {
-  if (s.momentum == 0) return Sgd<Decay, 0, false, Copy>(p, g, buf, copy, n, s);
-  if (s.first) {
-    return s.nesterov ? Sgd<Decay, 1, true, Copy>(p, g, buf, copy, n, s) : Sgd<Decay, 1, false, Copy>(p, g, buf, copy, n, s);
-  }
-  return s.nesterov ? Sgd<Decay, 2, true, Copy>(p, g, buf, copy, n, s) : Sgd<Decay, 2, false, Copy>(p, g, buf, copy, n, s);
-}
-
-template <bool Copy>
-inline void Adam(float* p, const float* g, float* m, float* v, uint16_t* copy, int64_t n, const AdamScalars& s) {
-  if (s.decay == 1) {
-    Update<1, Copy>(p, g, m, v, copy, n, s);
-  } else if (s.decay == 2) {
-    Update<2, Copy>(p, g, m, v, copy, n, s);
-  } else {
-    Update<0, Copy>(p, g, m, v, copy, n, s);
-  }
+template <bool Decay>
+inline void SgdMomentum(float* p, const float* g, float* buf, int64_t n, const SgdScalars& s) {
+  if (s.momentum == 0) return Sgd<Decay, 0, false>(p, g, buf, n, s);
+  if (s.first) return s.nesterov ? Sgd<Decay, 1, true>(p, g, buf, n, s) : Sgd<Decay, 1, false>(p, g, buf, n, s);
+  return s.nesterov ? Sgd<Decay, 2, true>(p, g, buf, n, s) : Sgd<Decay, 2, false>(p, g, buf, n, s);
 }
 }  // namespace
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
-void AdamUpdate(float* p, const float* g, float* m, float* v, uint16_t* copy, int64_t n, const AdamScalars& s) {
-  if (copy != nullptr) {
-    Adam<true>(p, g, m, v, copy, n, s);
+void AdamUpdate(float* p, const float* g, float* m, float* v, int64_t n, const AdamScalars& s) {
+  if (s.decay == 1) {
+    Update<1>(p, g, m, v, n, s);
+  } else if (s.decay == 2) {
+    Update<2>(p, g, m, v, n, s);
   } else {
-    Adam<false>(p, g, m, v, copy, n, s);
+    Update<0>(p, g, m, v, n, s);
   }
 }
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
-void SgdUpdate(float* p, const float* g, float* buf, uint16_t* copy, int64_t n, const SgdScalars& s) {
-  if (copy != nullptr) {
-    if (s.weight_decay != 0) SgdMomentum<true, true>(p, g, buf, copy, n, s);
-    else SgdMomentum<false, true>(p, g, buf, copy, n, s);
+void SgdUpdate(float* p, const float* g, float* buf, int64_t n, const SgdScalars& s) {
+  if (s.weight_decay != 0) {
+    SgdMomentum<true>(p, g, buf, n, s);
   } else {
-    if (s.weight_decay != 0) SgdMomentum<true, false>(p, g, buf, copy, n, s);
-    else SgdMomentum<false, false>(p, g, buf, copy, n, s);
+    SgdMomentum<false>(p, g, buf, n, s);
   }
 }
 

@@ -17,9 +17,8 @@ struct AdamScalars {
   float grad_scale = 1;
 };
 
-// Elements [0, n) of p, g, m (exp_avg), v (exp_avg_sq): p, m, v updated in place; where `copy` is
-// not null, the updated p's bf16 bits written to it too (rounded to nearest even, as ATen casts).
-void AdamUpdate(float* p, const float* g, float* m, float* v, uint16_t* copy, int64_t n, const AdamScalars& s);
+// Elements [0, n) of p, g, m (exp_avg), v (exp_avg_sq): p, m, v updated in place.
+void AdamUpdate(float* p, const float* g, float* m, float* v, int64_t n, const AdamScalars& s);
 
 struct SgdScalars {
   float grad_scale = 1;    // as AdamScalars::grad_scale
@@ -32,7 +31,7 @@ struct SgdScalars {
 };
 
 // Elements [0, n) of p, g and buf (the momentum buffer; unused without momentum): p and buf updated
-// in place; `copy` as AdamUpdate's.
-void SgdUpdate(float* p, const float* g, float* buf, uint16_t* copy, int64_t n, const SgdScalars& s);
+// in place.
+void SgdUpdate(float* p, const float* g, float* buf, int64_t n, const SgdScalars& s);
 
 }  // namespace segtorch

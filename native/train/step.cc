@@ -6,7 +6,6 @@
 #include <cstdlib>
 
 #include "base/errors.h"
-#include "blocks/bf16_weights.h"
 
 namespace segtorch {
 
@@ -39,8 +38,6 @@ torch::Tensor TrainingLoss(SegmentationModel& net, const RunFn& run, const torch
   {
     at::ScalarType type = AutocastType(o.precision);
     AutocastGuard guard(x.device(), type == at::kFloat ? at::kBFloat16 : type, type != at::kFloat);
-    // The convolutions take the weights' bf16 copies that the optimizer keeps (blocks/bf16_weights.h).
-    Bf16WeightScope copies(type == at::kBFloat16 && x.device().is_cpu());
     out = run(x);
   }
   LossOptions lo = o.loss_options;
@@ -156,9 +153,7 @@ StepResult TrainStep(TrainingState& state, SegmentationModel& net, const RunFn& 
         for (double b : base_lrs) result.lrs.push_back(b * factor);
         {
           RECORD_USER_SCOPE("segtorch::optimizer_step");
-          // bf16 autocast on the CPU: the step also writes the convolution weights' bf16 copies.
-          const bool copies = AutocastType(o.precision) == at::kBFloat16 && x.device().is_cpu() && Bf16WeightCopiesEnabled();
-          state.optimizer.Step(grad_scale, copies);
+          state.optimizer.Step(grad_scale);
         }
         ++state.steps;
         result.updated = true;
