@@ -54,13 +54,6 @@ std::unique_ptr<torch::optim::OptimizerParamState> MakeAdamState(const torch::Te
   return s;
 }
 
-// Adam / AdamW in one pass over each parameter (bench/optimizer_levers.py: libtorch's step runs
-// about ten ATen operations per parameter, each a pass over memory; PyTorch 2.15's for-loop AdamW
-// took 40 ms per step on ICNet's 24.6 M values where its fused kernel took 11). The arithmetic is
-// libtorch's, in the same order and in float, so results agree with optimizer->step() to float
-// rounding (test/optimizer.test.ts compares them after two steps and across a checkpoint). Only for
-// dense float32 CPU parameters with gradients of their layout, without amsgrad; returns false
-// (nothing done) otherwise, and the caller runs libtorch's step.
 // t can be updated element by element in memory order alongside p: a dense float32 CPU tensor of
 // p's sizes and strides (any layout: channels-last weights too; strides of size-1 dimensions do not
 // matter, a 1x1 convolution's channels-last weight and its gradient may differ there).
@@ -75,28 +68,47 @@ bool SameLayout(const torch::Tensor& t, const torch::Tensor& p) {
   return true;
 }
 
+// A state tensor the fused passes can use for p: float32 on the CPU, p's sizes (another layout is
+// copied into p's before the pass; other dtypes or devices go to libtorch's step).
+bool UsableState(const torch::Tensor& t, const torch::Tensor& p) {
+  return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat && t.sizes() == p.sizes();
+}
+
+// Every parameter with a gradient can take a fused pass: one pass in memory order over its tensors
+// (element i of one is element i of the others), and its state, if any (`state_ok(state, p)`), usable.
+template <typename StateOk>
+bool AllFusable(torch::optim::Optimizer& opt, const StateOk& state_ok) {
+  auto& state = opt.state();
+  for (auto& group : opt.param_groups()) {
+    for (const auto& p : group.params()) {
+      const auto& g = p.grad();
+      if (!g.defined()) continue;
+      if (!SameLayout(p, p) || !SameLayout(g, p)) return false;
+      auto it = state.find(StateKey(state, p));
+      if (it != state.end() && !state_ok(it->second.get(), p)) return false;
+    }
+  }
+  return true;
+}
+
+// Adam / AdamW in one pass over each parameter (bench/optimizer_levers.py: libtorch's step runs
+// about ten ATen operations per parameter, each a pass over memory; PyTorch 2.15's for-loop AdamW
+// took 40 ms per step on ICNet's 24.6 M values where its fused kernel took 11). The arithmetic is
+// libtorch's, in the same order and in float, so results agree with optimizer->step() to float
+// rounding (test/optimizer.test.ts compares them after two steps and across a checkpoint). Only for
+// dense float32 CPU parameters with gradients of their layout, without amsgrad; returns false
+// (nothing done) otherwise, and the caller runs libtorch's step.
 template <typename Options, typename State>
 bool FusedAdamStep(torch::optim::Optimizer& opt, bool decoupled, float grad_scale) {
   auto& state = opt.state();
   for (auto& group : opt.param_groups()) {
     if (static_cast<Options&>(group.options()).amsgrad()) return false;
-    for (const auto& p : group.params()) {
-      const auto& g = p.grad();
-      if (!g.defined()) continue;
-      // One pass in memory order over the four tensors: element i of one is element i of the others.
-      if (!SameLayout(p, p) || !SameLayout(g, p)) return false;
-      auto it = state.find(StateKey(state, p));
-      if (it != state.end()) {
-        // Moments in another layout (restored from a checkpoint as contiguous tensors) are copied
-        // into the parameter's layout below; other dtypes or devices go to libtorch's step.
-        auto* s = dynamic_cast<State*>(it->second.get());
-        auto usable = [&p](const torch::Tensor& t) {
-          return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat && t.sizes() == p.sizes();
-        };
-        if (s == nullptr || !usable(s->exp_avg()) || !usable(s->exp_avg_sq())) return false;
-      }
-    }
   }
+  const bool fusable = AllFusable(opt, [](torch::optim::OptimizerParamState* st, const torch::Tensor& p) {
+    auto* s = dynamic_cast<State*>(st);
+    return s != nullptr && UsableState(s->exp_avg(), p) && UsableState(s->exp_avg_sq(), p);
+  });
+  if (!fusable) return false;
   at::NoGradGuard no_grad;
   for (auto& group : opt.param_groups()) {
     auto& o = static_cast<Options&>(group.options());
@@ -152,19 +164,12 @@ bool FusedSgdStep(torch::optim::SGD& opt, float grad_scale) {
   auto& state = opt.state();
   for (auto& group : opt.param_groups()) {
     if (static_cast<torch::optim::SGDOptions&>(group.options()).dampening() != 0) return false;
-    for (const auto& p : group.params()) {
-      const auto& g = p.grad();
-      if (!g.defined()) continue;
-      if (!SameLayout(p, p) || !SameLayout(g, p)) return false;
-      auto it = state.find(StateKey(state, p));
-      if (it != state.end()) {
-        auto* s = dynamic_cast<torch::optim::SGDParamState*>(it->second.get());
-        if (s == nullptr) return false;
-        const auto& b = s->momentum_buffer();
-        if (b.defined() && !(b.device().is_cpu() && b.scalar_type() == at::kFloat && b.sizes() == p.sizes())) return false;
-      }
-    }
   }
+  const bool fusable = AllFusable(opt, [](torch::optim::OptimizerParamState* st, const torch::Tensor& p) {
+    auto* s = dynamic_cast<torch::optim::SGDParamState*>(st);
+    return s != nullptr && (!s->momentum_buffer().defined() || UsableState(s->momentum_buffer(), p));
+  });
+  if (!fusable) return false;
   at::NoGradGuard no_grad;
   for (auto& group : opt.param_groups()) {
     auto& o = static_cast<torch::optim::SGDOptions&>(group.options());
