@@ -157,9 +157,9 @@ bool FusedAdamStep(torch::optim::Optimizer& opt, bool decoupled, float grad_scal
 }
 
 // SGD (momentum, L2 weight decay, Nesterov; dampening 0, as segtorch sets it) in one pass over each
-// parameter, in libtorch's order of operations: its step makes up to four passes (buf * momentum,
-// + d, p + -lr * buf; a fifth with weight decay), and clipping's scaling one more, which this pass
-// folds in. The same conditions as FusedAdamStep; false (nothing done) otherwise.
+// parameter, in libtorch's order of operations: its step makes three passes (buf * momentum, + d,
+// p + -lr * buf; one more with weight decay, one more with Nesterov), and clipping's scaling one more,
+// which this pass folds in. The same conditions as FusedAdamStep; false (nothing done) otherwise.
 bool FusedSgdStep(torch::optim::SGD& opt, float grad_scale) {
   auto& state = opt.state();
   for (auto& group : opt.param_groups()) {
