@@ -74,6 +74,12 @@ bool UsableState(const torch::Tensor& t, const torch::Tensor& p) {
   return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat && t.sizes() == p.sizes();
 }
 
+// A usable state tensor in p's layout: itself, or (restored from a checkpoint as a contiguous tensor)
+// a copy in p's strides, so that the pass walks it with p.
+torch::Tensor InLayoutOf(const torch::Tensor& t, const torch::Tensor& p) {
+  return SameLayout(t, p) ? t : at::empty_like(p).copy_(t);
+}
+
 // Every parameter with a gradient can take a fused pass: one pass in memory order over its tensors
 // (element i of one is element i of the others), and its state, if any (`state_ok(state, p)`), usable.
 template <typename StateOk>
@@ -125,8 +131,8 @@ bool FusedAdamStep(torch::optim::Optimizer& opt, bool decoupled, float grad_scal
         it = state.emplace(key, std::move(fresh)).first;
       }
       auto& s = static_cast<State&>(*it->second);
-      if (!SameLayout(s.exp_avg(), p)) s.exp_avg(at::empty_like(p).copy_(s.exp_avg()));
-      if (!SameLayout(s.exp_avg_sq(), p)) s.exp_avg_sq(at::empty_like(p).copy_(s.exp_avg_sq()));
+      s.exp_avg(InLayoutOf(s.exp_avg(), p));
+      s.exp_avg_sq(InLayoutOf(s.exp_avg_sq(), p));
       s.step(s.step() + 1);
       const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());
       const double bc1 = 1 - std::pow(beta1, static_cast<double>(s.step()));
@@ -187,19 +193,14 @@ bool FusedSgdStep(torch::optim::SGD& opt, float grad_scale) {
       if (o.momentum() != 0) {
         auto key = StateKey(state, p);
         auto it = state.find(key);
-        if (it == state.end()) {
-          // libtorch clones the first gradient (p's layout); here the pass writes it.
-          auto fresh = std::make_unique<torch::optim::SGDParamState>();
-          fresh->momentum_buffer(at::empty_like(p, at::MemoryFormat::Preserve));
-          it = state.emplace(key, std::move(fresh)).first;
-          k.first = true;
-        }
+        if (it == state.end()) it = state.emplace(key, std::make_unique<torch::optim::SGDParamState>()).first;
         auto& s = static_cast<torch::optim::SGDParamState&>(*it->second);
         if (!s.momentum_buffer().defined()) {
+          // libtorch clones the first gradient (p's layout); here the pass writes it.
           s.momentum_buffer(at::empty_like(p, at::MemoryFormat::Preserve));
           k.first = true;
-        } else if (!SameLayout(s.momentum_buffer(), p)) {
-          s.momentum_buffer(at::empty_like(p).copy_(s.momentum_buffer()));
+        } else {
+          s.momentum_buffer(InLayoutOf(s.momentum_buffer(), p));
         }
         buf = s.momentum_buffer().data_ptr<float>();
       }
