@@ -138,9 +138,12 @@ inline void BackwardInputRows(const T* dy, const T* y, const T* x, const float* 
 }  // namespace
 
 // float: AVX-512F suffices; bfloat16: x86-64-v4 (AVX-512BW) for the 16-bit lanes' widening and rounding.
+// `flatten`: the row loops must be inlined into each clone to be compiled for its instruction set; a
+// helper the inliner leaves out of line (it did, for a fifth row variant of the backward's reduction)
+// is compiled for the default target: scalar SSE, 2-5x slower.
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-#define SEGTORCH_BN_CLONES_F32 __attribute__((target_clones("avx512f", "avx2", "default")))
-#define SEGTORCH_BN_CLONES_BF16 __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#define SEGTORCH_BN_CLONES_F32 __attribute__((target_clones("avx512f", "avx2", "default"), flatten))
+#define SEGTORCH_BN_CLONES_BF16 __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"), flatten))
 #else
 #define SEGTORCH_BN_CLONES_F32
 #define SEGTORCH_BN_CLONES_BF16

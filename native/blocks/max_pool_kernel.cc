@@ -144,28 +144,28 @@ inline void SameRowsChannelsLast(const I* __restrict in, I* __restrict out, I* _
 }  // namespace
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "avx2", "default"), flatten))
 #endif
 void MaxPoolRowFloat(const float* in, float* out, float* scratch, int64_t row, const MaxPoolShape& s) {
   Row(in, out, scratch, row, s);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "avx2", "default"), flatten))
 #endif
 void MaxPoolRowBFloat16(const uint16_t* in, uint16_t* out, float* scratch, int64_t row, const MaxPoolShape& s) {
   Row(in, out, scratch, row, s);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"), flatten))
 #endif
 void MaxPoolSameRowsChannelsLastFloat(const float* in, float* out, int32_t* scratch, int64_t r0, int64_t r1, const MaxPoolShape& s) {
   SameRowsChannelsLast(reinterpret_cast<const int32_t*>(in), reinterpret_cast<int32_t*>(out), scratch, r0, r1, s);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"), flatten))
 #endif
 void MaxPoolSameRowsChannelsLastBFloat16(const uint16_t* in, uint16_t* out, int32_t* scratch, int64_t r0, int64_t r1, const MaxPoolShape& s) {
   SameRowsChannelsLast(reinterpret_cast<const int16_t*>(in), reinterpret_cast<int16_t*>(out), reinterpret_cast<int16_t*>(scratch), r0, r1, s);

@@ -32,7 +32,7 @@ inline void Row(const T* __restrict r0, const T* __restrict r1, float h0, float 
 }  // namespace
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "avx2", "default"), flatten))
 #endif
 void ResizeRowFloat(const float* r0, const float* r1, float h0, float h1, const ResizeRow& row, float* out, bool accumulate) {
   if (accumulate) {
@@ -43,7 +43,7 @@ void ResizeRowFloat(const float* r0, const float* r1, float h0, float h1, const 
 }
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"), flatten))
 #endif
 void ResizeRowBFloat16(const uint16_t* r0, const uint16_t* r1, float h0, float h1, const ResizeRow& row, uint16_t* out, bool accumulate) {
   if (accumulate) {

@@ -350,7 +350,7 @@ void KernelRows(const float* w, int64_t s_out, int64_t s_in, bool flip, int64_t 
 }  // namespace
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "avx2", "default"), flatten))
 #endif
 void WinogradInputRows(const uint16_t* x, int64_t sN, int64_t sH, int64_t sW, const uint16_t* zeros, uint16_t* v,
                        const WinogradShape& s, int64_t first, int64_t count, int64_t begin, int64_t end) {
@@ -358,7 +358,7 @@ void WinogradInputRows(const uint16_t* x, int64_t sN, int64_t sH, int64_t sW, co
 }
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "avx2", "default"), flatten))
 #endif
 void WinogradOutputRows(const uint16_t* m, const float* bias, const uint16_t* add, const uint16_t* zeros, WinogradAct act,
                         uint16_t* scratch, uint16_t* y, const WinogradShape& s, int64_t first, int64_t count, int64_t begin,
@@ -372,7 +372,7 @@ void WinogradOutputRows(const uint16_t* m, const float* bias, const uint16_t* ad
 }
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "avx2", "default"), flatten))
 #endif
 void Winograd4InputRows(const float* x, int64_t sN, int64_t sH, int64_t sW, const float* zeros, float* v, const WinogradShape& s,
                         int64_t first, int64_t count, int64_t begin, int64_t end) {
@@ -380,7 +380,7 @@ void Winograd4InputRows(const float* x, int64_t sN, int64_t sH, int64_t sW, cons
 }
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "avx2", "default"), flatten))
 #endif
 void Winograd4OutputRows(const float* m, const float* bias, const float* add, const float* zeros, WinogradAct act, float* scratch,
                          float* y, const WinogradShape& s, int64_t first, int64_t count, int64_t begin, int64_t end) {
@@ -394,7 +394,7 @@ void Winograd4OutputRows(const float* m, const float* bias, const float* add, co
 }
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "avx2", "default"), flatten))
 #endif
 void Winograd4KernelRows(const float* w, int64_t s_out, int64_t s_in, bool flip, int64_t n_out, int64_t n_in, float* u, int64_t begin,
                          int64_t end) {

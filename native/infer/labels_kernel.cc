@@ -28,7 +28,7 @@ inline void Row(const float* r0, const float* r1, float l0, float l1, int64_t K,
 }  // namespace
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "avx2", "default"), flatten))
 #endif
 void ArgmaxRow(const float* r0, const float* r1, float l0, float l1, bool one_row, int64_t K, int64_t W, float* best,
                int32_t* label) {

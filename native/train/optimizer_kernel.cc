@@ -59,7 +59,7 @@ inline void SgdMomentum(float* p, const float* g, float* buf, int64_t n, const S
 }  // namespace
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "avx2", "default"), flatten))
 #endif
 void AdamUpdate(float* p, const float* g, float* m, float* v, int64_t n, const AdamScalars& s) {
   if (s.decay == 1) {
@@ -72,7 +72,7 @@ void AdamUpdate(float* p, const float* g, float* m, float* v, int64_t n, const A
 }
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "avx2", "default"), flatten))
 #endif
 void SgdUpdate(float* p, const float* g, float* buf, int64_t n, const SgdScalars& s) {
   if (s.weight_decay != 0) {
