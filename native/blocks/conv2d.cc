@@ -1,7 +1,9 @@
 #include "blocks/conv2d.h"
 #include "blocks/winograd_kernel.h"
+#include "base/cpu.h"
 #include "base/env.h"
 
+#include <ATen/autocast_mode.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/version.h>
 
@@ -256,6 +258,76 @@ struct Winograd4Train : public torch::autograd::Function<Winograd4Train> {
   }
 };
 
+// -1: the rule; 0 / 1: GemmConvGuard's never / always.
+thread_local int gemm_conv_forced = -1;
+
+bool CpuAutocastBf16() {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return at::autocast::is_autocast_enabled(at::kCPU) && at::autocast::get_autocast_dtype(at::kCPU) == at::kBFloat16;
+#else
+  return at::autocast::is_cpu_enabled() && at::autocast::get_autocast_cpu_dtype() == at::kBFloat16;
+#endif
+}
+
+// The im2col rows of a stride-1 convolution of a channels-last input: [N Ho Wo, kh kw C], one row per
+// output pixel holding its taps (zero padding included) in a channels-last weight's order (kh, kw, C).
+torch::Tensor Im2colRows(const torch::Tensor& x, int64_t kh, int64_t kw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+  const int64_t N = x.size(0), C = x.size(1), Ho = x.size(2) + 2 * ph - dh * (kh - 1), Wo = x.size(3) + 2 * pw - dw * (kw - 1);
+  const torch::Tensor xp = at::constant_pad_nd(x.permute({0, 2, 3, 1}), {0, 0, pw, pw, ph, ph}, 0).contiguous();  // [N, Hp, Wp, C]
+  const auto s = xp.strides();
+  return xp.as_strided({N, Ho, Wo, kh, kw, C}, {s[0], s[1], s[2], dh * s[1], dw * s[2], s[3]}).reshape({N * Ho * Wo, kh * kw * C});
+}
+
+// A stride-1, groups-1 convolution as matrix products (Conv2dImpl::GemmTrainingApplies): y = cols W^T with
+// cols the im2col rows and W the weight as [K, kh kw C]; dW = dY^T cols; dcols = dY W, whose rows are
+// added back to the input's pixels they came from (col2im) in float; db = the sum of dY. Inputs in the
+// convolution's type (autocast's casts are made before); outputs channels-last.
+struct GemmConvTrain : public torch::autograd::Function<GemmConvTrain> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input, const torch::Tensor& weight,
+                               const torch::Tensor& bias, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+    const int64_t N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
+    const int64_t K = weight.size(0), kh = weight.size(2), kw = weight.size(3);
+    const int64_t Ho = H + 2 * ph - dh * (kh - 1), Wo = W + 2 * pw - dw * (kw - 1);
+    const torch::Tensor cols = Im2colRows(input.contiguous(at::MemoryFormat::ChannelsLast), kh, kw, ph, pw, dh, dw);
+    const torch::Tensor wm = weight.permute({0, 2, 3, 1}).reshape({K, kh * kw * C});
+    // The bias inside the product's accumulation (one rounding), as oneDNN adds it.
+    const torch::Tensor y = bias.numel() > 0 ? at::addmm(bias, cols, wm.t()) : at::mm(cols, wm.t());
+    ctx->save_for_backward({cols, weight});
+    ctx->saved_data["shape"] = std::vector<int64_t>{N, C, H, W, ph, pw, dh, dw};
+    ctx->saved_data["bias"] = bias.numel() > 0;
+    return y.view({N, Ho, Wo, K}).permute({0, 3, 1, 2});
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &cols = saved[0], &weight = saved[1];
+    const auto shape = ctx->saved_data["shape"].toIntVector();
+    const int64_t N = shape[0], C = shape[1], H = shape[2], W = shape[3], ph = shape[4], pw = shape[5], dh = shape[6], dw = shape[7];
+    const int64_t K = weight.size(0), kh = weight.size(2), kw = weight.size(3);
+    const int64_t Ho = H + 2 * ph - dh * (kh - 1), Wo = W + 2 * pw - dw * (kw - 1);
+    torch::autograd::variable_list out(7);
+    if (!grads[0].defined()) return out;
+    // [N Ho Wo, K]: a view of a channels-last gradient.
+    const torch::Tensor g = grads[0].to(cols.scalar_type()).contiguous(at::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1}).reshape({N * Ho * Wo, K});
+    if (ctx->needs_input_grad(1)) {
+      // dY^T made contiguous first: the product with a transposed left operand ran 1.6x slower (bench/README.md).
+      out[1] = at::mm(g.t().contiguous(), cols).view({K, kh, kw, C}).permute({0, 3, 1, 2});
+    }
+    if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) out[2] = g.sum(0);
+    if (ctx->needs_input_grad(0)) {
+      const torch::Tensor dcols = at::mm(g, weight.permute({0, 2, 3, 1}).reshape({K, kh * kw * C})).view({N, Ho, Wo, kh, kw, C});
+      torch::Tensor acc = at::zeros({N, H + 2 * ph, W + 2 * pw, C}, cols.options().dtype(at::kFloat));
+      for (int64_t i = 0; i < kh; ++i) {
+        for (int64_t j = 0; j < kw; ++j) {
+          acc.slice(1, i * dh, i * dh + Ho).slice(2, j * dw, j * dw + Wo).add_(dcols.select(3, i).select(3, j));
+        }
+      }
+      out[0] = acc.slice(1, ph, ph + H).slice(2, pw, pw + W).to(cols.scalar_type()).permute({0, 3, 1, 2});
+    }
+    return out;
+  }
+};
+
 bool Fp32WinogradTrainingEnabled() {
   static const bool forced = EnvSwitch("SEGTORCH_WINOGRAD_TRAIN", false);
   return forced || winograd_train_on;
@@ -263,6 +335,43 @@ bool Fp32WinogradTrainingEnabled() {
 }  // namespace
 
 WinogradTrainingGuard::WinogradTrainingGuard(bool on) : ThreadFlagScope(winograd_train_on, on) {}
+
+GemmConvGuard::GemmConvGuard(bool on) : previous_(gemm_conv_forced) { gemm_conv_forced = on ? 1 : 0; }
+GemmConvGuard::~GemmConvGuard() { gemm_conv_forced = previous_; }
+
+bool Conv2dImpl::GemmTrainingApplies(const torch::Tensor& input) const {
+  static const long env = EnvInteger("SEGTORCH_GEMM_CONV", -1, 0, 1);
+  const long mode = gemm_conv_forced >= 0 ? gemm_conv_forced : env;
+  if (mode == 0 || !at::GradMode::is_enabled() || !weight.requires_grad() || input.dim() != 4 || !input.is_cpu() ||
+      !weight.device().is_cpu() || torch::jit::tracer::isTracing() || options.groups() != 1 || ZeroPadding(options) == nullptr) {
+    return false;
+  }
+  const auto type = input.scalar_type();
+  if ((type != at::kFloat && type != at::kBFloat16) || weight.scalar_type() != at::kFloat || (bias.defined() && bias.scalar_type() != at::kFloat)) {
+    return false;
+  }
+  const auto& st = *options.stride();
+  const auto& dl = *options.dilation();
+  const auto& pad = **ZeroPadding(options);
+  const int64_t kh = weight.size(2), kw = weight.size(3);
+  if (st[0] != 1 || st[1] != 1 || kh * kw < 49 || weight.size(0) < 256 || weight.size(1) < 256 || input.size(1) != weight.size(1) ||
+      input.size(2) + 2 * pad[0] - dl[0] * (kh - 1) < 1 || input.size(3) + 2 * pad[1] - dl[1] * (kw - 1) < 1) {
+    return false;  // (a shape without output: the convolution's own error)
+  }
+  if (mode == 1) return true;
+  static const bool amx = Cpu().isa == "AMX";
+  return amx && (type == at::kBFloat16 || CpuAutocastBf16());
+}
+
+torch::Tensor Conv2dImpl::GemmTraining(const torch::Tensor& input) {
+  // The convolution's type: bf16 under CPU bf16 autocast (its casts made here, as autocast would make
+  // them: the weight's gradient comes back to float through the cast), else the input's.
+  const at::ScalarType type = input.scalar_type() == at::kBFloat16 || CpuAutocastBf16() ? at::kBFloat16 : at::kFloat;
+  const auto& pad = **ZeroPadding(options);
+  const auto& dl = *options.dilation();
+  return GemmConvTrain::apply(input.to(type), weight.to(type), bias.defined() ? bias.to(type) : at::empty({0}, weight.options().dtype(type)),
+                              pad[0], pad[1], dl[0], dl[1]);
+}
 
 bool Conv2dImpl::Fp32WinogradShape(const torch::Tensor& input) const {
   if (!Fp32WinogradEnabled() || input.dim() != 4 || !input.is_cpu() || input.scalar_type() != at::kFloat || !weight.defined() ||
@@ -582,6 +691,7 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
   const bool nchw = TrainingNeedsNchw(input);
   if (TrainingSplitsBias(input)) return TrainingSplitBias(input, nchw);
   if (torch::Tensor y = TrainingWithoutDeadTaps(input, nchw, bias); y.defined()) return y;
+  if (GemmTrainingApplies(input)) return GemmTraining(input);
   if (pack_) {
     torch::Tensor y = TryFused(input, torch::Tensor(), Activation::kNone);
     if (y.defined()) return y;

@@ -45,6 +45,16 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // changes; undefined where `add` is not the output's shape.
   torch::Tensor RunFp32Winograd(const torch::Tensor& input, const torch::Tensor& add, Activation act);
 
+  // Whether forward computes `input` with gradients by matrix products (GemmConvTrain in conv2d.cc:
+  // im2col rows times the weight forward, the weight's and the input's gradients as two more products):
+  // stride 1, zero padding, groups 1, a kernel of 49 taps or more, 256 channels or more in and out (the 7 x 7
+  // 512 -> 4096 fc6 of the dilated network and of FCN-VGG), with gradients, not traced, where the
+  // convolution runs in bf16 on a CPU with AMX (where oneDNN's kernels for it measured 2-5x slower than the
+  // products; bench/README.md). SEGTORCH_GEMM_CONV=0 / 1: never / whenever the shape fits (measurements);
+  // a GemmConvGuard overrides both.
+  bool GemmTrainingApplies(const torch::Tensor& input) const;
+  torch::Tensor GemmTraining(const torch::Tensor& input);
+
   // Whether forward computes `input` with gradients by Winograd4Convolution (forward and input gradient;
   // oneDNN's weight gradient) under a WinogradTrainingGuard: Fp32WinogradApplies's shapes, with gradients.
   bool Fp32WinogradTrainingApplies(const torch::Tensor& input) const;
@@ -154,6 +164,20 @@ class WinogradGuard : public ThreadFlagScope {
 class WinogradTrainingGuard : public ThreadFlagScope {
  public:
   explicit WinogradTrainingGuard(bool on);
+};
+
+// While a guard lives, this thread's training convolutions that GemmConvTrainingShape takes run by matrix
+// products (Conv2dImpl::GemmTrainingApplies) whatever the CPU and type (on = true) or never (on = false),
+// instead of the rule: for tests, which compare both ways in one process.
+class GemmConvGuard {
+ public:
+  explicit GemmConvGuard(bool on);
+  ~GemmConvGuard();
+  GemmConvGuard(const GemmConvGuard&) = delete;
+  GemmConvGuard& operator=(const GemmConvGuard&) = delete;
+
+ private:
+  int previous_;
 };
 
 // Whether this libtorch has NNPACK (PyPI's torch 2.x does; Debian's 1.13 does not).

@@ -22,6 +22,7 @@
 #include "infer/crf.h"
 #include "infer/folded_net.h"
 #include "train/losses.h"
+#include "train/precision.h"
 #include "train/metrics.h"
 
 namespace segtorch {
@@ -243,6 +244,50 @@ Napi::Value BatchNormTrainJs(const Napi::CallbackInfo& info) {
   }, TensorResultToJs);
 }
 
+// _convTrain(x float32 [N,C,H,W], weight [K,C,kh,kw], bias [K] or null, dy [N,K,Ho,Wo], padding, dilation, gemm, bf16)
+// -> Promise<float32>: for tests only: one training forward and backward of segtorch's Conv2d (stride 1, groups 1),
+// channels-last, by matrix products (gemm true: a GemmConvGuard on, any CPU and type) or never by them (false:
+// oneDNN's), under CPU bf16 autocast where bf16. Back as one float32 vector: y, dx, dweight, dbias (where a bias
+// is given), then 1 where the products ran, else 0.
+Napi::Value ConvTrainJs(const Napi::CallbackInfo& info) {
+  return RunAsync(info, SharedExecutor, [&](Job& job) {
+    at::Tensor x = TensorFromJs(info[0], &job), w = TensorFromJs(info[1], &job);
+    at::Tensor b = info[2].IsNull() || info[2].IsUndefined() ? at::Tensor() : TensorFromJs(info[2], &job);
+    at::Tensor dy = TensorFromJs(info[3], &job);
+    const int64_t pad = info[4].ToNumber().Int64Value(), dil = info[5].ToNumber().Int64Value();
+    const bool gemm = info[6].ToBoolean(), bf16 = info[7].ToBoolean();
+    return [x, w, b, dy, pad, dil, gemm, bf16]() {
+      if (x.dim() != 4 || w.dim() != 4 || w.size(1) != x.size(1) || (b.defined() && (b.dim() != 1 || b.size(0) != w.size(0))) ||
+          dy.dim() != 4 || pad < 0 || dil < 1) {
+        ThrowRange("Expected x [N, C, H, W], weight [K, C, kh, kw], bias null or [K], dy the output's shape, padding >= 0, dilation >= 1");
+      }
+      torch::AutoGradMode grad(true);
+      const auto cl = at::MemoryFormat::ChannelsLast;
+      Conv2d conv(torch::nn::Conv2dOptions(x.size(1), w.size(0), {w.size(2), w.size(3)}).padding(pad).dilation(dil).bias(b.defined()));
+      {
+        torch::NoGradGuard no_grad;
+        conv->weight.set_data(w.to(at::kFloat).contiguous(cl));
+        if (b.defined()) conv->bias.copy_(b.to(at::kFloat));
+      }
+      at::Tensor xi = x.to(at::kFloat).contiguous(cl).requires_grad_();
+      at::Tensor y;
+      {
+        GemmConvGuard guard(gemm);
+        AutocastGuard autocast(torch::kCPU, at::kBFloat16, bf16);
+        y = conv->forward(xi);
+      }
+      const bool ran = y.grad_fn() != nullptr && y.grad_fn()->name().find("GemmConvTrain") != std::string::npos;
+      if (!y.sizes().equals(dy.sizes())) ThrowRange("Expected dy the output's shape");
+      y.backward(dy.to(y.scalar_type()).contiguous(cl));
+      std::vector<at::Tensor> parts{y.detach().to(at::kFloat).contiguous().flatten(), xi.grad().to(at::kFloat).contiguous().flatten(),
+                                    conv->weight.grad().contiguous().flatten()};
+      if (b.defined()) parts.push_back(conv->bias.grad().flatten());
+      parts.push_back(at::full({1}, ran ? 1.0f : 0.0f));
+      return at::cat(parts);
+    };
+  }, TensorResultToJs);
+}
+
 // metricsFromConfusion(confusion int64 [K,K]) -> metrics (synchronous: K x K is small)
 Napi::Value MetricsFromConfusion(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -334,6 +379,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("crf", Napi::Function::New<CrfJs>(env, "crf"));
   exports.Set("_maxPool2d", Napi::Function::New<MaxPool2dJs>(env, "_maxPool2d"));
   exports.Set("_batchNormTrain", Napi::Function::New<BatchNormTrainJs>(env, "_batchNormTrain"));
+  exports.Set("_convTrain", Napi::Function::New<ConvTrainJs>(env, "_convTrain"));
   exports.Set("augmentBatch", Napi::Function::New<AugmentBatchJs>(env, "augmentBatch"));
   exports.Set("distAvailable", Napi::Function::New<DistAvailable>(env, "distAvailable"));
   exports.Set("distInit", Napi::Function::New<DistInit>(env, "distInit"));
