@@ -96,6 +96,7 @@ export interface Binding {
    */
   _batchNormTrain(x: NativeTensor, weight: NativeTensor, bias: NativeTensor, add: NativeTensor | null, dy: NativeTensor, relu: boolean, fused: boolean, bf16?: boolean): Promise<NativeTensor>
   _convTrain(x: NativeTensor, weight: NativeTensor, bias: NativeTensor | null, dy: NativeTensor, padding: number, dilation: number, gemm: boolean, bf16: boolean): Promise<NativeTensor>
+  _dropoutTrain(x: NativeTensor, dy: NativeTensor, p: number, bf16: boolean, channelsLast: boolean, seed: number): Promise<NativeTensor>
   metricsFromConfusion(confusion: NativeTensor): import('./train').Metrics
   augmentBatch(images: NativeTensor | NativeTensor[], masks: NativeTensor | NativeTensor[] | undefined, depth: NativeTensor | NativeTensor[] | undefined,
     options: Record<string, unknown>, seed: number): Promise<{ images: NativeTensor, masks?: NativeTensor, depth?: NativeTensor }>

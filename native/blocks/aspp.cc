@@ -31,7 +31,7 @@ torch::Tensor ASPPImpl::forward(const torch::Tensor& x) {
   res.reserve(branches_.size());
   for (size_t i = 0; i + 1 < branches_.size(); ++i) res.push_back(branches_[i]->forward(x));
   res.push_back(branches_.back()->forward(x));
-  return project->forward(CatResized(res, x));
+  return ForwardSequential(*project, CatResized(res, x));
 }
 
 ASPPSumImpl::ASPPSumImpl(int64_t in_channels, int64_t num_classes, const std::vector<int64_t>& rates) {

@@ -1,4 +1,5 @@
 #include "blocks/conv2d.h"
+#include "blocks/dropout.h"
 #include "blocks/winograd_kernel.h"
 #include "base/cpu.h"
 #include "base/env.h"
@@ -786,7 +787,11 @@ torch::Tensor ForwardSequential(torch::nn::SequentialImpl& s, torch::Tensor x, s
         continue;
       }
     }
-    x = (s.begin() + static_cast<std::ptrdiff_t>(i))->forward(x);
+    if (auto* drop = s.ptr(i)->as<torch::nn::DropoutImpl>()) {
+      x = Dropout(*drop, x);  // the one-pass training dropout (blocks/dropout.h)
+    } else {
+      x = (s.begin() + static_cast<std::ptrdiff_t>(i))->forward(x);
+    }
     ++i;
   }
   return x;

@@ -3,6 +3,7 @@
 #include "backbones/vgg.h"
 #include "base/errors.h"
 #include "blocks/conv2d.h"
+#include "blocks/dropout.h"
 
 namespace segtorch {
 
@@ -38,8 +39,8 @@ class DeepLabV1 : public SegmentationModel {
     auto h = backbone_->forward(x).back();  // pool5, stride 8
     h = torch::avg_pool2d(h, 3, 1, 1);       // pool5a
     // conv + ReLU as one call where the convolution runs prepacked (conv, then ReLU, otherwise).
-    h = drop6_(fc6_->ForwardAct(h, Activation::kReLU));
-    h = drop7_(fc7_->ForwardAct(h, Activation::kReLU));
+    h = Dropout(*drop6_, fc6_->ForwardAct(h, Activation::kReLU));
+    h = Dropout(*drop7_, fc7_->ForwardAct(h, Activation::kReLU));
     SegOutput out;
     SetLogits(out, fc8_(h), x);
     return out;

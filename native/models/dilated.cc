@@ -6,6 +6,7 @@
 #include "base/cpu.h"
 #include "base/errors.h"
 #include "blocks/conv2d.h"
+#include "blocks/dropout.h"
 #include "blocks/space_to_batch.h"
 #include "blocks/tracing.h"
 
@@ -92,8 +93,8 @@ class Dilated : public SegmentationModel {
     // conv + ReLU as one call where the convolution runs prepacked (conv, then ReLU, otherwise).
     h = s2b ? torch::relu(ConvSpaceToBatch(h, fc6_->weight, fc6_->bias, fc6_->options.dilation()->at(0)))
             : fc6_->ForwardAct(h, Activation::kReLU);
-    h = drop6_(h);
-    h = drop7_(fc7_->ForwardAct(h, Activation::kReLU));
+    h = Dropout(*drop6_, h);
+    h = Dropout(*drop7_, fc7_->ForwardAct(h, Activation::kReLU));
     h = final_(h);
     for (size_t i = 0; i < context_.size(); ++i) {
       // every layer but ctx_final is truncated

@@ -4,6 +4,7 @@
 #include "backbones/vgg.h"
 #include "base/errors.h"
 #include "blocks/conv2d.h"
+#include "blocks/dropout.h"
 #include "blocks/heads.h"
 #include "blocks/transposed_conv.h"
 
@@ -118,8 +119,8 @@ class FCNVGG : public SegmentationModel {
 
   SegOutput forward(const torch::Tensor& x) override {
     auto feats = backbone_->forward(x);  // pool1..pool5
-    auto h = drop6_(torch::relu(fc6_(feats[4])));
-    h = drop7_(torch::relu(fc7_(h)));
+    auto h = Dropout(*drop6_, torch::relu(fc6_(feats[4])));
+    h = Dropout(*drop7_, torch::relu(fc7_(h)));
     auto score = score_fr_(h);
     SegOutput out;
     if (variant_ == "32s") {

@@ -1,6 +1,7 @@
 #include "models/unet.h"
 #include "blocks/batch_norm.h"
 #include "blocks/conv2d.h"
+#include "blocks/dropout.h"
 #include "blocks/max_pool.h"
 #include "blocks/transposed_conv.h"
 
@@ -102,8 +103,8 @@ class UNet : public SegmentationModel {
     auto x1 = ForwardSequential(inc_, x);
     auto x2 = ForwardSequential(down1_, MaxPool2d(x1, 2, 2));
     auto x3 = ForwardSequential(down2_, MaxPool2d(x2, 2, 2));
-    auto x4 = drop_(ForwardSequential(down3_, MaxPool2d(x3, 2, 2)));
-    auto x5 = drop_(ForwardSequential(down4_, MaxPool2d(x4, 2, 2)));
+    auto x4 = Dropout(*drop_, ForwardSequential(down3_, MaxPool2d(x3, 2, 2)));
+    auto x5 = Dropout(*drop_, ForwardSequential(down4_, MaxPool2d(x4, 2, 2)));
     auto y = up1_->forward(x5, x4);
     y = up2_->forward(y, x3);
     y = up3_->forward(y, x2);

@@ -18,6 +18,7 @@
 #include "data/augment.h"
 #include "blocks/batch_norm.h"
 #include "blocks/conv2d.h"
+#include "blocks/dropout.h"
 #include "blocks/max_pool.h"
 #include "infer/crf.h"
 #include "infer/folded_net.h"
@@ -288,6 +289,34 @@ Napi::Value ConvTrainJs(const Napi::CallbackInfo& info) {
   }, TensorResultToJs);
 }
 
+// _dropoutTrain(x float32 [N,C,H,W], dy (x's shape), p, bf16, channelsLast, seed) -> Promise<float32>: for tests only:
+// one training forward and backward of nn::Dropout(p) through segtorch's Dropout (blocks/dropout.h) after
+// torch::manual_seed(seed), x and dy in bfloat16 where bf16. Back as one float32 vector: y, dx (NCHW order), then 1
+// where the one-pass dropout ran, else 0.
+Napi::Value DropoutTrainJs(const Napi::CallbackInfo& info) {
+  return RunAsync(info, SharedExecutor, [&](Job& job) {
+    at::Tensor x = TensorFromJs(info[0], &job), dy = TensorFromJs(info[1], &job);
+    const double p = info[2].ToNumber().DoubleValue();
+    const bool bf16 = info[3].ToBoolean(), cl = info[4].ToBoolean();
+    const int64_t seed = info[5].ToNumber().Int64Value();
+    return [x, dy, p, bf16, cl, seed]() {
+      if (x.dim() != 4 || !dy.sizes().equals(x.sizes()) || !(p >= 0 && p <= 1)) ThrowRange("Expected x and dy [N, C, H, W] and p in [0, 1]");
+      torch::AutoGradMode grad(true);
+      torch::manual_seed(static_cast<uint64_t>(seed));
+      const auto type = bf16 ? at::kBFloat16 : at::kFloat;
+      const auto format = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+      at::Tensor xi = x.to(type).contiguous(format).requires_grad_();
+      torch::nn::Dropout drop(p);
+      drop->train();
+      at::Tensor y = Dropout(*drop, xi);
+      const bool ran = y.grad_fn() != nullptr && y.grad_fn()->name().find("DropoutTrain") != std::string::npos;
+      y.backward(dy.to(type).contiguous(format));
+      return at::cat({y.detach().to(at::kFloat).contiguous().flatten(), xi.grad().to(at::kFloat).contiguous().flatten(),
+                      at::full({1}, ran ? 1.0f : 0.0f)});
+    };
+  }, TensorResultToJs);
+}
+
 // metricsFromConfusion(confusion int64 [K,K]) -> metrics (synchronous: K x K is small)
 Napi::Value MetricsFromConfusion(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -380,6 +409,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("_maxPool2d", Napi::Function::New<MaxPool2dJs>(env, "_maxPool2d"));
   exports.Set("_batchNormTrain", Napi::Function::New<BatchNormTrainJs>(env, "_batchNormTrain"));
   exports.Set("_convTrain", Napi::Function::New<ConvTrainJs>(env, "_convTrain"));
+  exports.Set("_dropoutTrain", Napi::Function::New<DropoutTrainJs>(env, "_dropoutTrain"));
   exports.Set("augmentBatch", Napi::Function::New<AugmentBatchJs>(env, "augmentBatch"));
   exports.Set("distAvailable", Napi::Function::New<DistAvailable>(env, "distAvailable"));
   exports.Set("distInit", Napi::Function::New<DistInit>(env, "distInit"));
