@@ -22,9 +22,9 @@ class ConvBNReLU6Impl : public nn::SequentialImpl {
     push_back(Conv2d(
         nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).dilation(dilation).groups(groups).bias(false)));
     push_back(BatchNorm2d(out));
-    // ReLU6 as clamp(0, 6): the same function, but libtorch 1.13's hardtanh backward has no bf16
-    // CPU kernel, and bf16 autocast is the default on CPUs with native bf16.
-    push_back(nn::Functional([](const torch::Tensor& x) { return x.clamp(0, 6); }));
+    // ReLU6 (blocks/conv2d.h Relu6: hardtanh on libtorch 2.x, clamp on 1.13, whose hardtanh backward has
+    // no bf16 CPU kernel).
+    push_back(nn::Functional([](const torch::Tensor& x) { return Relu6(x); }));
   }
   // The children's arithmetic in turn, or one oneDNN call with the folded BN and the ReLU6 as a
   // post-op where predict's copy prepacks the convolution (blocks/conv2d.h).

@@ -740,6 +740,14 @@ torch::Tensor Conv2dImpl::ForwardAct(const torch::Tensor& input, Activation act,
   return ForwardActImpl(input, act, add, /*consume_add=*/true);
 }
 
+torch::Tensor Relu6(const torch::Tensor& y) {
+#if TORCH_VERSION_MAJOR >= 2
+  return at::hardtanh(y, 0, 6);
+#else
+  return y.clamp(0, 6);
+#endif
+}
+
 torch::Tensor Conv2dImpl::ForwardActImpl(const torch::Tensor& input, Activation act, const torch::Tensor& add, bool consume_add) {
   if (torch::Tensor y = FusedCall(input, add, act, consume_add); y.defined()) return y;
   torch::Tensor y = forward(input);
@@ -747,7 +755,7 @@ torch::Tensor Conv2dImpl::ForwardActImpl(const torch::Tensor& input, Activation 
   const bool in_place = !at::GradMode::is_enabled();
   if (add.defined()) y = in_place && add.scalar_type() == y.scalar_type() ? y.add_(add) : y + add;
   if (act == Activation::kReLU) return in_place ? y.relu_() : y.relu();
-  if (act == Activation::kReLU6) return y.clamp(0, 6);
+  if (act == Activation::kReLU6) return Relu6(y);
   if (act == Activation::kHardSwish) return at::hardswish(y);
   return y;
 }
@@ -760,8 +768,7 @@ torch::Tensor ConvBnActImpl(Conv2dImpl& conv, BatchNorm2dImpl& bn, const torch::
   }
   if (act == Activation::kNone || act == Activation::kReLU) return bn.ForwardAct(conv.forward(x), act == Activation::kReLU, add);
   torch::Tensor y = bn.ForwardAct(conv.forward(x), /*relu=*/false, add);
-  // clamp rather than hardtanh: libtorch 1.13's hardtanh backward has no bf16 CPU kernel.
-  if (act == Activation::kReLU6) return y.clamp(0, 6);
+  if (act == Activation::kReLU6) return Relu6(y);
   if (act == Activation::kHardSwish) return at::hardswish(y);
   return y;
 }

@@ -166,7 +166,14 @@ class WinogradTrainingGuard : public ThreadFlagScope {
   explicit WinogradTrainingGuard(bool on);
 };
 
-// While a guard lives, this thread's training convolutions that GemmConvTrainingShape takes run by matrix
+// ReLU6, min(max(y, 0), 6). libtorch 2.x: hardtanh(y, 0, 6), torch.nn.ReLU6's, whose backward is one pass
+// (forward + backward of a 4 x 96 x 128 x 128 bf16 map, PyTorch 2.15 on the AMX Xeon: 13 ms against clamp's 67,
+// whose backward builds two comparisons, their conjunction and a where); libtorch 1.13: clamp(y, 0, 6), as its
+// hardtanh backward has no bf16 CPU kernel. The gradients differ only at exactly 0 and 6 (hardtanh's passes
+// none there, clamp's passes it).
+torch::Tensor Relu6(const torch::Tensor& y);
+
+// While a guard lives, this thread's training convolutions of Conv2dImpl::GemmTrainingApplies's shapes run by matrix
 // products (Conv2dImpl::GemmTrainingApplies) whatever the CPU and type (on = true) or never (on = false),
 // instead of the rule: for tests, which compare both ways in one process.
 class GemmConvGuard {
