@@ -3,8 +3,8 @@
 #include "blocks/winograd_kernel.h"
 #include "base/cpu.h"
 #include "base/env.h"
+#include "train/precision.h"
 
-#include <ATen/autocast_mode.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/version.h>
 
@@ -262,18 +262,13 @@ struct Winograd4Train : public torch::autograd::Function<Winograd4Train> {
 // -1: the rule; 0 / 1: GemmConvGuard's never / always.
 thread_local int gemm_conv_forced = -1;
 
-bool CpuAutocastBf16() {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-  return at::autocast::is_autocast_enabled(at::kCPU) && at::autocast::get_autocast_dtype(at::kCPU) == at::kBFloat16;
-#else
-  return at::autocast::is_cpu_enabled() && at::autocast::get_autocast_cpu_dtype() == at::kBFloat16;
-#endif
-}
+// A stride-1 convolution's output size along one dimension.
+int64_t StrideOneOutput(int64_t in, int64_t k, int64_t pad, int64_t dil) { return in + 2 * pad - dil * (k - 1); }
 
 // The im2col rows of a stride-1 convolution of a channels-last input: [N Ho Wo, kh kw C], one row per
 // output pixel holding its taps (zero padding included) in a channels-last weight's order (kh, kw, C).
 torch::Tensor Im2colRows(const torch::Tensor& x, int64_t kh, int64_t kw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
-  const int64_t N = x.size(0), C = x.size(1), Ho = x.size(2) + 2 * ph - dh * (kh - 1), Wo = x.size(3) + 2 * pw - dw * (kw - 1);
+  const int64_t N = x.size(0), C = x.size(1), Ho = StrideOneOutput(x.size(2), kh, ph, dh), Wo = StrideOneOutput(x.size(3), kw, pw, dw);
   const torch::Tensor xp = at::constant_pad_nd(x.permute({0, 2, 3, 1}), {0, 0, pw, pw, ph, ph}, 0).contiguous();  // [N, Hp, Wp, C]
   const auto s = xp.strides();
   return xp.as_strided({N, Ho, Wo, kh, kw, C}, {s[0], s[1], s[2], dh * s[1], dw * s[2], s[3]}).reshape({N * Ho * Wo, kh * kw * C});
@@ -288,7 +283,7 @@ struct GemmConvTrain : public torch::autograd::Function<GemmConvTrain> {
                                const torch::Tensor& bias, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
     const int64_t N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
     const int64_t K = weight.size(0), kh = weight.size(2), kw = weight.size(3);
-    const int64_t Ho = H + 2 * ph - dh * (kh - 1), Wo = W + 2 * pw - dw * (kw - 1);
+    const int64_t Ho = StrideOneOutput(H, kh, ph, dh), Wo = StrideOneOutput(W, kw, pw, dw);
     const torch::Tensor cols = Im2colRows(input.contiguous(at::MemoryFormat::ChannelsLast), kh, kw, ph, pw, dh, dw);
     const torch::Tensor wm = weight.permute({0, 2, 3, 1}).reshape({K, kh * kw * C});
     // The bias inside the product's accumulation (one rounding), as oneDNN adds it.
@@ -305,7 +300,7 @@ struct GemmConvTrain : public torch::autograd::Function<GemmConvTrain> {
     const auto shape = ctx->saved_data["shape"].toIntVector();
     const int64_t N = shape[0], C = shape[1], H = shape[2], W = shape[3], ph = shape[4], pw = shape[5], dh = shape[6], dw = shape[7];
     const int64_t K = weight.size(0), kh = weight.size(2), kw = weight.size(3);
-    const int64_t Ho = H + 2 * ph - dh * (kh - 1), Wo = W + 2 * pw - dw * (kw - 1);
+    const int64_t Ho = StrideOneOutput(H, kh, ph, dh), Wo = StrideOneOutput(W, kw, pw, dw);
     torch::autograd::variable_list out(7);
     if (!grads[0].defined()) return out;
     // [N Ho Wo, K]: a view of a channels-last gradient.
@@ -356,18 +351,18 @@ bool Conv2dImpl::GemmTrainingApplies(const torch::Tensor& input) const {
   const auto& pad = **ZeroPadding(options);
   const int64_t kh = weight.size(2), kw = weight.size(3);
   if (st[0] != 1 || st[1] != 1 || kh * kw < 49 || weight.size(0) < 256 || weight.size(1) < 256 || input.size(1) != weight.size(1) ||
-      input.size(2) + 2 * pad[0] - dl[0] * (kh - 1) < 1 || input.size(3) + 2 * pad[1] - dl[1] * (kw - 1) < 1) {
+      StrideOneOutput(input.size(2), kh, pad[0], dl[0]) < 1 || StrideOneOutput(input.size(3), kw, pad[1], dl[1]) < 1) {
     return false;  // (a shape without output: the convolution's own error)
   }
   if (mode == 1) return true;
   static const bool amx = Cpu().isa == "AMX";
-  return amx && (type == at::kBFloat16 || CpuAutocastBf16());
+  return amx && (type == at::kBFloat16 || CpuAutocastIs(at::kBFloat16));
 }
 
 torch::Tensor Conv2dImpl::GemmTraining(const torch::Tensor& input) {
   // The convolution's type: bf16 under CPU bf16 autocast (its casts made here, as autocast would make
   // them: the weight's gradient comes back to float through the cast), else the input's.
-  const at::ScalarType type = input.scalar_type() == at::kBFloat16 || CpuAutocastBf16() ? at::kBFloat16 : at::kFloat;
+  const at::ScalarType type = input.scalar_type() == at::kBFloat16 || CpuAutocastIs(at::kBFloat16) ? at::kBFloat16 : at::kFloat;
   const auto& pad = **ZeroPadding(options);
   const auto& dl = *options.dilation();
   return GemmConvTrain::apply(input.to(type), weight.to(type), bias.defined() ? bias.to(type) : at::empty({0}, weight.options().dtype(type)),

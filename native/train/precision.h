@@ -63,6 +63,15 @@ class AutocastGuard {
   at::ScalarType prev_dtype_ = at::kFloat;
 };
 
+// Whether CPU autocast is on for this thread with `dtype` (libtorch 1.13's and 2.x's API, as AutocastGuard).
+inline bool CpuAutocastIs(at::ScalarType dtype) {
+#ifdef SEGTORCH_AUTOCAST_BY_DEVICE
+  return at::autocast::is_autocast_enabled(at::kCPU) && at::autocast::get_autocast_dtype(at::kCPU) == dtype;
+#else
+  return at::autocast::is_cpu_enabled() && at::autocast::get_autocast_cpu_dtype() == dtype;
+#endif
+}
+
 // Every gradient is finite: the sum of each is (a NaN or inf makes it NaN or inf; finite values
 // whose sum leaves float's range count as overflowing too). One host sync for all of them; a
 // sum reads each gradient once without allocating: 6 ms for FCN-ResNet50's 33 M parameters on 2
