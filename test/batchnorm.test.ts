@@ -2,7 +2,7 @@ import * as assert from 'assert'
 import * as path from 'path'
 import { createModel, tensor, Tensor } from '../lib'
 import { binding } from '../lib/binding'
-import { maxRelDiff, profiledTraining, ProfiledRun, rng, tmpdir } from './helpers'
+import { maxRelDiff, profiledTraining, ProfiledRun, rng, tmpdir, toBf16 } from './helpers'
 
 // Training batch norm on channels-last float32 runs segtorch's fused node (BatchNormActTrain in
 // native/blocks/batch_norm.cc: BN [+ the residual addition] [+ ReLU] in two passes forward and two backward);
@@ -61,18 +61,6 @@ function split (v: Float32Array, k: Case): Float32Array[] {
   let o = 0
   for (const l of lengths) { out.push(v.subarray(o, o + l)); o += l }
   assert.strictEqual(o, v.length)
-  return out
-}
-
-/** The nearest bfloat16 values (round to nearest even), as float32. */
-function toBf16 (v: Float32Array): Float32Array {
-  const out = new Float32Array(v.length)
-  const bits = new Uint32Array(out.buffer)
-  const src = new Uint32Array(new Float32Array(v).buffer)
-  for (let i = 0; i < v.length; i++) {
-    const u = src[i]
-    bits[i] = ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) << 16
-  }
   return out
 }
 

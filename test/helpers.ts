@@ -134,6 +134,18 @@ export function runPredictionCases (dir: string, n: number, env: Record<string, 
 }
 
 /** The largest |value| of `a` (0 when empty). */
+/** The nearest bfloat16 values (round to nearest even), as float32. */
+export function toBf16 (v: Float32Array): Float32Array {
+  const out = new Float32Array(v.length)
+  const bits = new Uint32Array(out.buffer)
+  const src = new Uint32Array(new Float32Array(v).buffer)
+  for (let i = 0; i < v.length; i++) {
+    const u = src[i]
+    bits[i] = ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) << 16
+  }
+  return out
+}
+
 export function maxAbs (a: ArrayLike<number>): number {
   let m = 0
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]))

@@ -1,4 +1,5 @@
 #include "blocks/conv2d.h"
+#include "blocks/depthwise.h"
 #include "blocks/dropout.h"
 #include "blocks/winograd_kernel.h"
 #include "base/cpu.h"
@@ -259,8 +260,15 @@ struct Winograd4Train : public torch::autograd::Function<Winograd4Train> {
   }
 };
 
-// -1: the rule; 0 / 1: GemmConvGuard's never / always.
-thread_local int gemm_conv_forced = -1;
+// ConvTrainPathGuard's path for this thread.
+thread_local ConvTrainPath conv_train_path = ConvTrainPath::kRule;
+
+// The mode a path's Applies follows: -1 the rule, 0 never, 1 wherever the shape fits (the guard's, else the
+// environment variable's).
+int ConvPathMode(ConvTrainPath path, long env) {
+  if (conv_train_path == ConvTrainPath::kRule) return static_cast<int>(env);
+  return conv_train_path == path ? 1 : 0;
+}
 
 // A stride-1 convolution's output size along one dimension.
 int64_t StrideOneOutput(int64_t in, int64_t k, int64_t pad, int64_t dil) { return in + 2 * pad - dil * (k - 1); }
@@ -332,12 +340,12 @@ bool Fp32WinogradTrainingEnabled() {
 
 WinogradTrainingGuard::WinogradTrainingGuard(bool on) : ThreadFlagScope(winograd_train_on, on) {}
 
-GemmConvGuard::GemmConvGuard(bool on) : previous_(gemm_conv_forced) { gemm_conv_forced = on ? 1 : 0; }
-GemmConvGuard::~GemmConvGuard() { gemm_conv_forced = previous_; }
+ConvTrainPathGuard::ConvTrainPathGuard(ConvTrainPath path) : previous_(conv_train_path) { conv_train_path = path; }
+ConvTrainPathGuard::~ConvTrainPathGuard() { conv_train_path = previous_; }
 
 bool Conv2dImpl::GemmTrainingApplies(const torch::Tensor& input) const {
   static const long env = EnvInteger("SEGTORCH_GEMM_CONV", -1, 0, 1);
-  const long mode = gemm_conv_forced >= 0 ? gemm_conv_forced : env;
+  const int mode = ConvPathMode(ConvTrainPath::kGemm, env);
   if (mode == 0 || !at::GradMode::is_enabled() || !weight.requires_grad() || input.dim() != 4 || !input.is_cpu() ||
       !weight.device().is_cpu() || torch::jit::tracer::isTracing() || options.groups() != 1 || ZeroPadding(options) == nullptr) {
     return false;
@@ -367,6 +375,37 @@ torch::Tensor Conv2dImpl::GemmTraining(const torch::Tensor& input) {
   const auto& dl = *options.dilation();
   return GemmConvTrain::apply(input.to(type), weight.to(type), bias.defined() ? bias.to(type) : at::empty({0}, weight.options().dtype(type)),
                               pad[0], pad[1], dl[0], dl[1]);
+}
+
+bool Conv2dImpl::DepthwiseTrainingApplies(const torch::Tensor& input) const {
+  static const long env = EnvInteger("SEGTORCH_DEPTHWISE", -1, 0, 1);
+  const int mode = ConvPathMode(ConvTrainPath::kDepthwise, env);
+  if (mode == 0 || !at::GradMode::is_enabled() || !(weight.requires_grad() || input.requires_grad()) || input.dim() != 4 ||
+      torch::jit::tracer::isTracing() || options.groups() != options.in_channels() || options.out_channels() != options.in_channels() ||
+      ZeroPadding(options) == nullptr) {
+    return false;
+  }
+  const auto& st = *options.stride();
+  const auto& dl = *options.dilation();
+  const auto& pad = **ZeroPadding(options);
+  if (!DepthwiseTakes(input, weight, bias, {st[0], st[1], pad[0], pad[1], dl[0], dl[1]})) return false;
+  if (mode == 1) return true;
+  // Where oneDNN's kernels measured slower (AMX, PyPI torch 2.15, bench/README.md "Depthwise convolutions"): in bf16
+  // any stride, kernel or dilation beyond 1, 3 x 3 and 1 (its backward 3-30x slower there; 3 x 3 stride 1 ran
+  // 1.1-1.5x faster than these loops); in float32 kernels beyond 3 x 3 and dilations (1.1-2x).
+  if (!input.is_contiguous(at::MemoryFormat::ChannelsLast)) return false;
+  const bool beyond_3x3 = weight.size(2) > 3 || weight.size(3) > 3, dilated = dl[0] > 1 || dl[1] > 1;
+  if (input.scalar_type() == at::kBFloat16 || CpuAutocastIs(at::kBFloat16)) return beyond_3x3 || dilated || st[0] > 1 || st[1] > 1;
+  return beyond_3x3 || dilated;
+}
+
+torch::Tensor Conv2dImpl::DepthwiseTraining(const torch::Tensor& input) {
+  // bf16 under CPU bf16 autocast (the input cast here, as autocast would; the weight stays float32, read exactly).
+  const bool bf16 = input.scalar_type() == at::kBFloat16 || CpuAutocastIs(at::kBFloat16);
+  const auto& st = *options.stride();
+  const auto& dl = *options.dilation();
+  const auto& pad = **ZeroPadding(options);
+  return DepthwiseConvolution(bf16 ? input.to(at::kBFloat16) : input, weight, bias, {st[0], st[1], pad[0], pad[1], dl[0], dl[1]});
 }
 
 bool Conv2dImpl::Fp32WinogradShape(const torch::Tensor& input) const {
@@ -684,6 +723,7 @@ torch::Tensor Conv2dImpl::TrainingWithoutDeadTaps(const torch::Tensor& input, bo
 }
 
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
+  if (DepthwiseTrainingApplies(input)) return DepthwiseTraining(input);
   const bool nchw = TrainingNeedsNchw(input);
   if (TrainingSplitsBias(input)) return TrainingSplitBias(input, nchw);
   if (torch::Tensor y = TrainingWithoutDeadTaps(input, nchw, bias); y.defined()) return y;

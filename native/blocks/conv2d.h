@@ -51,9 +51,16 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // 512 -> 4096 fc6 of the dilated network and of FCN-VGG), with gradients, not traced, where the
   // convolution runs in bf16 on a CPU with AMX (where oneDNN's kernels for it measured 2-5x slower than the
   // products; bench/README.md). SEGTORCH_GEMM_CONV=0 / 1: never / whenever the shape fits (measurements);
-  // a GemmConvGuard overrides both.
+  // a ConvTrainPathGuard overrides both.
   bool GemmTrainingApplies(const torch::Tensor& input) const;
   torch::Tensor GemmTraining(const torch::Tensor& input);
+
+  // Whether forward computes `input` with gradients by segtorch's depthwise loops (blocks/depthwise.h): one
+  // channel per group, zero padding, with gradients, not traced, a channels-last input in bf16 or float32 (or
+  // float32 under CPU bf16 autocast: cast to bf16 first, as autocast would). SEGTORCH_DEPTHWISE=0 / 1: never /
+  // whenever the shape fits, any layout (measurements); a ConvTrainPathGuard overrides both.
+  bool DepthwiseTrainingApplies(const torch::Tensor& input) const;
+  torch::Tensor DepthwiseTraining(const torch::Tensor& input);
 
   // Whether forward computes `input` with gradients by Winograd4Convolution (forward and input gradient;
   // oneDNN's weight gradient) under a WinogradTrainingGuard: Fp32WinogradApplies's shapes, with gradients.
@@ -173,18 +180,19 @@ class WinogradTrainingGuard : public ThreadFlagScope {
 // none there, clamp's passes it).
 torch::Tensor Relu6(const torch::Tensor& y);
 
-// While a guard lives, this thread's training convolutions of Conv2dImpl::GemmTrainingApplies's shapes run by matrix
-// products (Conv2dImpl::GemmTrainingApplies) whatever the CPU and type (on = true) or never (on = false),
-// instead of the rule: for tests, which compare both ways in one process.
-class GemmConvGuard {
+// The path a training convolution takes: the rules' (kRule), or for tests, which compare the paths in one process,
+// oneDNN's always, or the matrix products (GemmTrainingApplies) / the depthwise loops (DepthwiseTrainingApplies)
+// wherever the shape fits, whatever the CPU and type. A ConvTrainPathGuard sets it for this thread while it lives.
+enum class ConvTrainPath { kRule, kOneDnn, kGemm, kDepthwise };
+class ConvTrainPathGuard {
  public:
-  explicit GemmConvGuard(bool on);
-  ~GemmConvGuard();
-  GemmConvGuard(const GemmConvGuard&) = delete;
-  GemmConvGuard& operator=(const GemmConvGuard&) = delete;
+  explicit ConvTrainPathGuard(ConvTrainPath path);
+  ~ConvTrainPathGuard();
+  ConvTrainPathGuard(const ConvTrainPathGuard&) = delete;
+  ConvTrainPathGuard& operator=(const ConvTrainPathGuard&) = delete;
 
  private:
-  int previous_;
+  ConvTrainPath previous_;
 };
 
 // Whether this libtorch has NNPACK (PyPI's torch 2.x does; Debian's 1.13 does not).

@@ -245,26 +245,39 @@ Napi::Value BatchNormTrainJs(const Napi::CallbackInfo& info) {
   }, TensorResultToJs);
 }
 
-// _convTrain(x float32 [N,C,H,W], weight [K,C,kh,kw], bias [K] or null, dy [N,K,Ho,Wo], padding, dilation, gemm, bf16)
-// -> Promise<float32>: for tests only: one training forward and backward of segtorch's Conv2d (stride 1, groups 1),
-// channels-last, by matrix products (gemm true: a GemmConvGuard on, any CPU and type) or never by them (false:
-// oneDNN's), under CPU bf16 autocast where bf16. Back as one float32 vector: y, dx, dweight, dbias (where a bias
-// is given), then 1 where the products ran, else 0.
+// _convTrain(x float32 [N,C,H,W], weight [K,C/groups,kh,kw], bias [K] or null, dy [N,K,Ho,Wo],
+// { stride, padding, dilation, groups, path: 'rule' | 'onednn' | 'gemm' | 'depthwise', bf16 }) -> Promise<float32>:
+// for tests only: one training forward and backward of segtorch's Conv2d, channels-last, by the rules' path or the
+// path named wherever the shape fits, whatever the CPU and type (a ConvTrainPathGuard: oneDNN's convolution, the
+// matrix products of GemmConvTrain, the depthwise loops of blocks/depthwise.h), under CPU bf16 autocast where bf16.
+// Back as one float32 vector: y, dx, dweight, dbias (where a bias is given), then the path that ran: 0 oneDNN's
+// (libtorch's convolution), 1 the matrix products, 2 the depthwise loops.
 Napi::Value ConvTrainJs(const Napi::CallbackInfo& info) {
   return RunAsync(info, SharedExecutor, [&](Job& job) {
     at::Tensor x = TensorFromJs(info[0], &job), w = TensorFromJs(info[1], &job);
     at::Tensor b = info[2].IsNull() || info[2].IsUndefined() ? at::Tensor() : TensorFromJs(info[2], &job);
     at::Tensor dy = TensorFromJs(info[3], &job);
-    const int64_t pad = info[4].ToNumber().Int64Value(), dil = info[5].ToNumber().Int64Value();
-    const bool gemm = info[6].ToBoolean(), bf16 = info[7].ToBoolean();
-    return [x, w, b, dy, pad, dil, gemm, bf16]() {
-      if (x.dim() != 4 || w.dim() != 4 || w.size(1) != x.size(1) || (b.defined() && (b.dim() != 1 || b.size(0) != w.size(0))) ||
-          dy.dim() != 4 || pad < 0 || dil < 1) {
-        ThrowRange("Expected x [N, C, H, W], weight [K, C, kh, kw], bias null or [K], dy the output's shape, padding >= 0, dilation >= 1");
+    if (!info[4].IsObject()) ThrowType("Expected options { stride, padding, dilation, groups, path, bf16 }");
+    const Napi::Object o = info[4].As<Napi::Object>();
+    auto number = [&](const char* key) { return o.Get(key).ToNumber().Int64Value(); };
+    const int64_t stride = number("stride"), pad = number("padding"), dil = number("dilation"), groups = number("groups");
+    const std::string path_name = o.Get("path").ToString().Utf8Value();
+    const bool bf16 = o.Get("bf16").ToBoolean();
+    const ConvTrainPath path = path_name == "gemm"        ? ConvTrainPath::kGemm
+                               : path_name == "depthwise" ? ConvTrainPath::kDepthwise
+                               : path_name == "rule"      ? ConvTrainPath::kRule
+                                                          : ConvTrainPath::kOneDnn;
+    return [x, w, b, dy, stride, pad, dil, groups, path, bf16]() {
+      if (x.dim() != 4 || w.dim() != 4 || groups < 1 || x.size(1) % groups != 0 || w.size(0) % groups != 0 ||
+          w.size(1) * groups != x.size(1) || (b.defined() && (b.dim() != 1 || b.size(0) != w.size(0))) || dy.dim() != 4 ||
+          stride < 1 || pad < 0 || dil < 1) {
+        ThrowRange("Expected x [N, C, H, W], weight [K, C / groups, kh, kw], bias null or [K], dy the output's shape, stride >= 1, "
+                   "padding >= 0, dilation >= 1");
       }
       torch::AutoGradMode grad(true);
       const auto cl = at::MemoryFormat::ChannelsLast;
-      Conv2d conv(torch::nn::Conv2dOptions(x.size(1), w.size(0), {w.size(2), w.size(3)}).padding(pad).dilation(dil).bias(b.defined()));
+      Conv2d conv(torch::nn::Conv2dOptions(x.size(1), w.size(0), {w.size(2), w.size(3)})
+                      .stride(stride).padding(pad).dilation(dil).groups(groups).bias(b.defined()));
       {
         torch::NoGradGuard no_grad;
         conv->weight.set_data(w.to(at::kFloat).contiguous(cl));
@@ -273,17 +286,18 @@ Napi::Value ConvTrainJs(const Napi::CallbackInfo& info) {
       at::Tensor xi = x.to(at::kFloat).contiguous(cl).requires_grad_();
       at::Tensor y;
       {
-        GemmConvGuard guard(gemm);
+        ConvTrainPathGuard guard(path);
         AutocastGuard autocast(torch::kCPU, at::kBFloat16, bf16);
         y = conv->forward(xi);
       }
-      const bool ran = y.grad_fn() != nullptr && y.grad_fn()->name().find("GemmConvTrain") != std::string::npos;
+      const std::string node = y.grad_fn() != nullptr ? y.grad_fn()->name() : "";
+      const float ran = node.find("GemmConvTrain") != std::string::npos ? 1.0f : node.find("DepthwiseTrain") != std::string::npos ? 2.0f : 0.0f;
       if (!y.sizes().equals(dy.sizes())) ThrowRange("Expected dy the output's shape");
       y.backward(dy.to(y.scalar_type()).contiguous(cl));
       std::vector<at::Tensor> parts{y.detach().to(at::kFloat).contiguous().flatten(), xi.grad().to(at::kFloat).contiguous().flatten(),
                                     conv->weight.grad().contiguous().flatten()};
       if (b.defined()) parts.push_back(conv->bias.grad().flatten());
-      parts.push_back(at::full({1}, ran ? 1.0f : 0.0f));
+      parts.push_back(at::full({1}, ran));
       return at::cat(parts);
     };
   }, TensorResultToJs);
