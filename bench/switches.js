@@ -25,10 +25,12 @@
 //   --switch gemmconv: SEGTORCH_GEMM_CONV=0 / default (training convolutions by matrix products: the 7x7
 //                     channel-rich fc6 layers in bf16 on AMX CPUs, blocks/conv2d.cc GemmTrainingApplies)
 //   --switch fastdropout: SEGTORCH_FAST_DROPOUT=0 / 1 (training dropout in one pass each way, blocks/dropout.h)
+//   --switch depthwise: SEGTORCH_DEPTHWISE=0 / default (training depthwise convolutions by segtorch's loops where
+//     the rule takes them, blocks/depthwise.h)
 //   --switch addon --off-addon PATH: two builds, PATH off and --addon on (e.g. a build configured with
 //                     -DSEGTORCH_PARALLEL_LOOPS=OFF against the default, whose parallel loops use OpenMP)
 // Prints a table with the CPU kind and writes bench/results/<switch>-<libtorch version>.json.
-//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|resize|fusedbn|fusedbnbf16|fusedopt|gemmconv|fastdropout|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
+//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|resize|fusedbn|fusedbnbf16|fusedopt|gemmconv|fastdropout|depthwise|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
 //          [--no-train] [--addon path/segtorch.node]
 'use strict'
 const { spawnSync } = require('child_process')
@@ -53,6 +55,7 @@ const SWITCHES = {
   fusedopt: { env: 'SEGTORCH_FUSED_OPTIMIZER', off: '0', on: '1' },
   gemmconv: { env: 'SEGTORCH_GEMM_CONV', off: '0', on: undefined }, // undefined: the default rule
   fastdropout: { env: 'SEGTORCH_FAST_DROPOUT', off: '0', on: '1' },
+  depthwise: { env: 'SEGTORCH_DEPTHWISE', off: '0', on: undefined }, // undefined: the default rule
   addon: { env: 'SEGTORCH_ADDON' } // off / on: --off-addon and --addon
 }
 
