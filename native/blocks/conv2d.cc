@@ -294,12 +294,20 @@ struct GemmConvTrain : public torch::autograd::Function<GemmConvTrain> {
     const int64_t Ho = StrideOneOutput(H, kh, ph, dh), Wo = StrideOneOutput(W, kw, pw, dw);
     const torch::Tensor cols = Im2colRows(input.contiguous(at::MemoryFormat::ChannelsLast), kh, kw, ph, pw, dh, dw);
     const torch::Tensor wm = weight.permute({0, 2, 3, 1}).reshape({K, kh * kw * C});
-    // The bias inside the product's accumulation (one rounding), as oneDNN adds it.
-    const torch::Tensor y = bias.numel() > 0 ? at::addmm(bias, cols, wm.t()) : at::mm(cols, wm.t());
+    // The output channels-last, the products written into its [N Ho Wo, K] view: returned as a tensor of its own (a
+    // view made here could not be modified in place afterwards, as a ReLU or a residual addition may). The bias inside
+    // the product's accumulation (one rounding), as oneDNN adds it.
+    torch::Tensor y = at::empty({N, K, Ho, Wo}, cols.options().memory_format(at::MemoryFormat::ChannelsLast));
+    torch::Tensor rows = y.permute({0, 2, 3, 1}).view({N * Ho * Wo, K});
+    if (bias.numel() > 0) {
+      at::addmm_out(rows, bias, cols, wm.t());
+    } else {
+      at::mm_out(rows, cols, wm.t());
+    }
     ctx->save_for_backward({cols, weight});
     ctx->saved_data["shape"] = std::vector<int64_t>{N, C, H, W, ph, pw, dh, dw};
     ctx->saved_data["bias"] = bias.numel() > 0;
-    return y.view({N, Ho, Wo, K}).permute({0, 3, 1, 2});
+    return y;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
@@ -358,8 +366,10 @@ bool Conv2dImpl::GemmTrainingApplies(const torch::Tensor& input) const {
   const auto& dl = *options.dilation();
   const auto& pad = **ZeroPadding(options);
   const int64_t kh = weight.size(2), kw = weight.size(3);
-  if (st[0] != 1 || st[1] != 1 || kh * kw < 49 || weight.size(0) < 256 || weight.size(1) < 256 || input.size(1) != weight.size(1) ||
-      StrideOneOutput(input.size(2), kh, pad[0], dl[0]) < 1 || StrideOneOutput(input.size(3), kw, pad[1], dl[1]) < 1) {
+  const int64_t ho = StrideOneOutput(input.size(2), kh, pad[0], dl[0]), wo = StrideOneOutput(input.size(3), kw, pad[1], dl[1]);
+  // Large kernels, or few output pixels (the products' rows): 512 or fewer.
+  const bool shape = kh * kw >= 49 || input.size(0) * ho * wo <= 512;
+  if (st[0] != 1 || st[1] != 1 || !shape || weight.size(0) < 256 || weight.size(1) < 256 || input.size(1) != weight.size(1) || ho < 1 || wo < 1) {
     return false;  // (a shape without output: the convolution's own error)
   }
   if (mode == 1) return true;

@@ -47,11 +47,12 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
 
   // Whether forward computes `input` with gradients by matrix products (GemmConvTrain in conv2d.cc:
   // im2col rows times the weight forward, the weight's and the input's gradients as two more products):
-  // stride 1, zero padding, groups 1, a kernel of 49 taps or more, 256 channels or more in and out (the 7 x 7
-  // 512 -> 4096 fc6 of the dilated network and of FCN-VGG), with gradients, not traced, where the
-  // convolution runs in bf16 on a CPU with AMX (where oneDNN's kernels for it measured 2-5x slower than the
-  // products; bench/README.md). SEGTORCH_GEMM_CONV=0 / 1: never / whenever the shape fits (measurements);
-  // a ConvTrainPathGuard overrides both.
+  // stride 1, zero padding, groups 1, 256 channels or more in and out, and a kernel of 49 taps or more (the 7 x 7
+  // 512 -> 4096 fc6 of the dilated network and of FCN-VGG) or 512 output pixels or fewer in the batch (a ResNet's
+  // last stages on 8 x 8 maps: ICNet's low branch, the output-stride-32 networks at 256 x 256), with gradients, not
+  // traced, where the convolution runs in bf16 on a CPU with AMX (where oneDNN's kernels for them measured 1.5-12x
+  // slower than the products; bench/README.md). SEGTORCH_GEMM_CONV=0 / 1: never / whenever the shape fits
+  // (measurements); a ConvTrainPathGuard overrides both.
   bool GemmTrainingApplies(const torch::Tensor& input) const;
   torch::Tensor GemmTraining(const torch::Tensor& input);
 

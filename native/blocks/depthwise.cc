@@ -1,6 +1,7 @@
 #include "blocks/depthwise.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <vector>
@@ -152,6 +153,7 @@ bool DepthwiseTakes(const torch::Tensor& input, const torch::Tensor& weight, con
 
 torch::Tensor DepthwiseConvolution(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,
                                    const DepthwiseParams& p) {
+  RECORD_USER_SCOPE("segtorch::depthwise_conv");  // named in SEGTORCH_PROFILE's traces (its backward: DepthwiseTrain)
   return DepthwiseTrain::apply(input, weight, bias.defined() ? bias : at::empty({0}, weight.options()),
                                std::vector<int64_t>{p.sh, p.sw, p.ph, p.pw, p.dh, p.dw});
 }

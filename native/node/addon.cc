@@ -291,6 +291,9 @@ Napi::Value ConvTrainJs(const Napi::CallbackInfo& info) {
         y = conv->forward(xi);
       }
       const std::string node = y.grad_fn() != nullptr ? y.grad_fn()->name() : "";
+      // Modified in place as a ReLU or a residual addition may do after any convolution (autograd refuses that for a
+      // view made inside a custom function): exact, y * 1.
+      y.mul_(1);
       const float ran = node.find("GemmConvTrain") != std::string::npos ? 1.0f : node.find("DepthwiseTrain") != std::string::npos ? 2.0f : 0.0f;
       if (!y.sizes().equals(dy.sizes())) ThrowRange("Expected dy the output's shape");
       y.backward(dy.to(y.scalar_type()).contiguous(cl));
