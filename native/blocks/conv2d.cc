@@ -277,6 +277,8 @@ int64_t StrideOneOutput(int64_t in, int64_t k, int64_t pad, int64_t dil) { retur
 // output pixel holding its taps (zero padding included) in a channels-last weight's order (kh, kw, C).
 torch::Tensor Im2colRows(const torch::Tensor& x, int64_t kh, int64_t kw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
   const int64_t N = x.size(0), C = x.size(1), Ho = StrideOneOutput(x.size(2), kh, ph, dh), Wo = StrideOneOutput(x.size(3), kw, pw, dw);
+  // A 1 x 1 kernel without padding: the rows are the input's pixels themselves (a view of a channels-last input).
+  if (kh == 1 && kw == 1 && ph == 0 && pw == 0) return x.permute({0, 2, 3, 1}).reshape({N * Ho * Wo, C});
   const torch::Tensor xp = at::constant_pad_nd(x.permute({0, 2, 3, 1}), {0, 0, pw, pw, ph, ph}, 0).contiguous();  // [N, Hp, Wp, C]
   const auto s = xp.strides();
   return xp.as_strided({N, Ho, Wo, kh, kw, C}, {s[0], s[1], s[2], dh * s[1], dw * s[2], s[3]}).reshape({N * Ho * Wo, kh * kw * C});
@@ -327,14 +329,21 @@ struct GemmConvTrain : public torch::autograd::Function<GemmConvTrain> {
     }
     if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) out[2] = g.sum(0);
     if (ctx->needs_input_grad(0)) {
-      const torch::Tensor dcols = at::mm(g, weight.permute({0, 2, 3, 1}).reshape({K, kh * kw * C})).view({N, Ho, Wo, kh, kw, C});
-      torch::Tensor acc = at::zeros({N, H + 2 * ph, W + 2 * pw, C}, cols.options().dtype(at::kFloat));
-      for (int64_t i = 0; i < kh; ++i) {
-        for (int64_t j = 0; j < kw; ++j) {
-          acc.slice(1, i * dh, i * dh + Ho).slice(2, j * dw, j * dw + Wo).add_(dcols.select(3, i).select(3, j));
+      const torch::Tensor dcols = at::mm(g, weight.permute({0, 2, 3, 1}).reshape({K, kh * kw * C}));
+      if (kh == 1 && kw == 1 && ph == 0 && pw == 0) {
+        // One tap per pixel: the product is the input's gradient (one rounding, as the general case's).
+        out[0] = dcols.view({N, H, W, C}).permute({0, 3, 1, 2});
+      } else {
+        // In float once (not slice by slice inside each addition), then each tap's rows added back to its pixels.
+        const torch::Tensor taps = dcols.to(at::kFloat).view({N, Ho, Wo, kh, kw, C});
+        torch::Tensor acc = at::zeros({N, H + 2 * ph, W + 2 * pw, C}, cols.options().dtype(at::kFloat));
+        for (int64_t i = 0; i < kh; ++i) {
+          for (int64_t j = 0; j < kw; ++j) {
+            acc.slice(1, i * dh, i * dh + Ho).slice(2, j * dw, j * dw + Wo).add_(taps.select(3, i).select(3, j));
+          }
         }
+        out[0] = acc.slice(1, ph, ph + H).slice(2, pw, pw + W).to(cols.scalar_type()).permute({0, 3, 1, 2});
       }
-      out[0] = acc.slice(1, ph, ph + H).slice(2, pw, pw + W).to(cols.scalar_type()).permute({0, 3, 1, 2});
     }
     return out;
   }
