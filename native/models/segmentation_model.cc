@@ -34,7 +34,7 @@ struct ToNchw : public torch::autograd::Function<ToNchw> {
 
 torch::Tensor ResizeOutput(const torch::Tensor& x, const torch::Tensor& like, bool align_corners) {
   if (at::GradMode::is_enabled() && !torch::jit::tracer::isTracing() && (x.size(2) != like.size(2) || x.size(3) != like.size(3))) {
-    return ResizeBilinear(x.is_contiguous() ? x : ToNchw::apply(x), like.size(2), like.size(3), align_corners);
+    return ResizeBilinearTrain(x.is_contiguous() ? x : ToNchw::apply(x), like.size(2), like.size(3), align_corners);
   }
   return ResizeLike(x, like, align_corners);
 }

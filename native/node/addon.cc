@@ -20,6 +20,7 @@
 #include "blocks/conv2d.h"
 #include "blocks/dropout.h"
 #include "blocks/max_pool.h"
+#include "blocks/resize.h"
 #include "infer/crf.h"
 #include "infer/folded_net.h"
 #include "train/losses.h"
@@ -334,6 +335,36 @@ Napi::Value DropoutTrainJs(const Napi::CallbackInfo& info) {
   }, TensorResultToJs);
 }
 
+// _resizeTrain(x float32 [N,C,h,w], dy float32 [N,C,H,W], alignCorners, bf16, aten) -> Promise<float32>: for tests only:
+// training's bilinear resize of NCHW logits (blocks/resize.h ResizeBilinearTrain) forward and backward, x and dy in
+// bfloat16 where bf16; by ATen's operator where aten (an AtenResizeScope). Back as one float32 vector: y, dx (NCHW),
+// then 1 where segtorch's loops ran, else 0.
+Napi::Value ResizeTrainJs(const Napi::CallbackInfo& info) {
+  return RunAsync(info, SharedExecutor, [&](Job& job) {
+    at::Tensor x = TensorFromJs(info[0], &job), dy = TensorFromJs(info[1], &job);
+    const bool align = info[2].ToBoolean(), bf16 = info[3].ToBoolean(), aten = info[4].ToBoolean();
+    return [x, dy, align, bf16, aten]() {
+      if (x.dim() != 4 || dy.dim() != 4 || dy.size(0) != x.size(0) || dy.size(1) != x.size(1)) {
+        ThrowRange("Expected x [N, C, h, w] and dy [N, C, H, W]");
+      }
+      torch::AutoGradMode grad(true);
+      const auto type = bf16 ? at::kBFloat16 : at::kFloat;
+      at::Tensor xi = x.to(type).contiguous().requires_grad_();
+      at::Tensor y;
+      if (aten) {
+        AtenResizeScope scope;
+        y = ResizeBilinearTrain(xi, dy.size(2), dy.size(3), align);
+      } else {
+        y = ResizeBilinearTrain(xi, dy.size(2), dy.size(3), align);
+      }
+      const bool ran = y.grad_fn() != nullptr && y.grad_fn()->name().find("ResizeTrain") != std::string::npos;
+      y.backward(dy.to(type).contiguous());
+      return at::cat({y.detach().to(at::kFloat).contiguous().flatten(), xi.grad().to(at::kFloat).contiguous().flatten(),
+                      at::full({1}, ran ? 1.0f : 0.0f)});
+    };
+  }, TensorResultToJs);
+}
+
 // metricsFromConfusion(confusion int64 [K,K]) -> metrics (synchronous: K x K is small)
 Napi::Value MetricsFromConfusion(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -427,6 +458,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("_batchNormTrain", Napi::Function::New<BatchNormTrainJs>(env, "_batchNormTrain"));
   exports.Set("_convTrain", Napi::Function::New<ConvTrainJs>(env, "_convTrain"));
   exports.Set("_dropoutTrain", Napi::Function::New<DropoutTrainJs>(env, "_dropoutTrain"));
+  exports.Set("_resizeTrain", Napi::Function::New<ResizeTrainJs>(env, "_resizeTrain"));
   exports.Set("augmentBatch", Napi::Function::New<AugmentBatchJs>(env, "augmentBatch"));
   exports.Set("distAvailable", Napi::Function::New<DistAvailable>(env, "distAvailable"));
   exports.Set("distInit", Napi::Function::New<DistInit>(env, "distInit"));
