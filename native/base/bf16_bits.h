@@ -21,4 +21,11 @@ inline uint16_t FloatToBFloat16Bits(float f) {
   return f != f ? static_cast<uint16_t>(0x7FC0u) : static_cast<uint16_t>(rounded);
 }
 
+// A float32 or bfloat16 (its 16 bits) element read as float, and a float written as either (bfloat16 rounded once,
+// to nearest even): for the kernels' templates over both types.
+inline float LoadFloat(float v) { return v; }
+inline float LoadFloat(uint16_t v) { return BFloat16BitsToFloat(v); }
+inline void StoreFloat(float v, float* out) { *out = v; }
+inline void StoreFloat(float v, uint16_t* out) { *out = FloatToBFloat16Bits(v); }
+
 }  // namespace segtorch

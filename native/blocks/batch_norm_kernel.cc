@@ -12,18 +12,12 @@ namespace {
 // cost nothing.
 constexpr int64_t kStatsBlockRows = 64;
 
-// Elements as float: float itself, or bfloat16 as its 16 bits (widened exactly; stored rounded to
-// nearest even, once per output: base/bf16_bits.h).
-inline float Load(float v) { return v; }
-inline float Load(uint16_t v) { return BFloat16BitsToFloat(v); }
-inline void Store(float v, float* out) { *out = v; }
-inline void Store(float v, uint16_t* out) { *out = FloatToBFloat16Bits(v); }
 
 // The loops over one row's channels, each a function of restrict pointers so that GCC vectorises them.
 template <class T>
 inline void StatsRow(const T* __restrict x, const float* __restrict shift, float* __restrict s, float* __restrict q, int64_t c) {
   for (int64_t j = 0; j < c; ++j) {
-    const float v = Load(x[j]) - shift[j];
+    const float v = LoadFloat(x[j]) - shift[j];
     s[j] += v;
     q[j] += v * v;
   }
@@ -33,10 +27,10 @@ template <bool Relu, bool Add, class T>
 inline void ForwardRow(const T* __restrict x, const T* __restrict add, const float* __restrict scale,
                        const float* __restrict shift, T* __restrict y, int64_t c) {
   for (int64_t j = 0; j < c; ++j) {
-    float v = Load(x[j]) * scale[j] + shift[j];
-    if (Add) v += Load(add[j]);
+    float v = LoadFloat(x[j]) * scale[j] + shift[j];
+    if (Add) v += LoadFloat(add[j]);
     if (Relu) v = v < 0.0f ? 0.0f : v;
-    Store(v, y + j);
+    StoreFloat(v, y + j);
   }
 }
 
@@ -47,11 +41,11 @@ template <bool Relu, bool Out, class T>
 inline void ReduceRow(const T* __restrict dy, const T* __restrict y, const T* __restrict x, const float* __restrict mean,
                       T* __restrict g_out, float* __restrict s, float* __restrict q, int64_t c) {
   for (int64_t j = 0; j < c; ++j) {
-    const float d = Load(dy[j]);
-    const float g = Relu ? Masked(d, Load(y[j])) : d;
-    if (Out) Store(g, g_out + j);  // exact: g is dy or 0
+    const float d = LoadFloat(dy[j]);
+    const float g = Relu ? Masked(d, LoadFloat(y[j])) : d;
+    if (Out) StoreFloat(g, g_out + j);  // exact: g is dy or 0
     s[j] += g;
-    q[j] += g * (Load(x[j]) - mean[j]);
+    q[j] += g * (LoadFloat(x[j]) - mean[j]);
   }
 }
 
@@ -59,9 +53,9 @@ template <bool Relu, class T>
 inline void InputRow(const T* __restrict dy, const T* __restrict y, const T* __restrict x, const float* __restrict mean,
                      const float* __restrict a, const float* __restrict b, const float* __restrict k, T* __restrict dx, int64_t c) {
   for (int64_t j = 0; j < c; ++j) {
-    const float d = Load(dy[j]);
-    const float g = Relu ? Masked(d, Load(y[j])) : d;
-    Store(a[j] * g + b[j] * (Load(x[j]) - mean[j]) + k[j], dx + j);
+    const float d = LoadFloat(dy[j]);
+    const float g = Relu ? Masked(d, LoadFloat(y[j])) : d;
+    StoreFloat(a[j] * g + b[j] * (LoadFloat(x[j]) - mean[j]) + k[j], dx + j);
   }
 }
 

@@ -18,10 +18,6 @@ namespace {
 // stay in the L1 cache while a row's pixels go by: 25 taps x 64 floats = 6.4 KB.
 constexpr int64_t kChannelBlock = 64;
 
-inline float Widen(float v) { return v; }
-inline float Widen(uint16_t v) { return BFloat16BitsToFloat(v); }
-inline void Narrow(float v, float* out) { *out = v; }
-inline void Narrow(float v, uint16_t* out) { *out = FloatToBFloat16Bits(v); }
 
 template <class T>
 void Forward(const T* x, const float* wt, const float* bias, T* y, const DepthwiseShape& s, int64_t begin, int64_t end, float* acc) {
@@ -40,11 +36,11 @@ void Forward(const T* x, const float* wt, const float* bias, T* y, const Depthwi
             if (iw < 0 || iw >= s.W) continue;
             const T* xp = x + ((n * s.H + ih) * s.W + iw) * C + c0;
             const float* wp = wt + (i * s.KW + j) * C + c0;
-            for (int64_t c = 0; c < cn; ++c) acc[c] += wp[c] * Widen(xp[c]);
+            for (int64_t c = 0; c < cn; ++c) acc[c] += wp[c] * LoadFloat(xp[c]);
           }
         }
         T* yp = y + ((n * s.OH + oh) * s.OW + ow) * C + c0;
-        for (int64_t c = 0; c < cn; ++c) Narrow(acc[c], yp + c);
+        for (int64_t c = 0; c < cn; ++c) StoreFloat(acc[c], yp + c);
       }
     }
   }
@@ -75,11 +71,11 @@ void InputGrad(const T* dy, const float* wt, T* dx, const DepthwiseShape& s, int
             if (ow < 0) continue;
             const T* gp = dy + ((n * s.OH + oh) * s.OW + ow) * C + c0;
             const float* wp = wt + (i * s.KW + j) * C + c0;
-            for (int64_t c = 0; c < cn; ++c) acc[c] += wp[c] * Widen(gp[c]);
+            for (int64_t c = 0; c < cn; ++c) acc[c] += wp[c] * LoadFloat(gp[c]);
           }
         }
         T* xp = dx + ((n * s.H + ih) * s.W + iw) * C + c0;
-        for (int64_t c = 0; c < cn; ++c) Narrow(acc[c], xp + c);
+        for (int64_t c = 0; c < cn; ++c) StoreFloat(acc[c], xp + c);
       }
     }
   }
@@ -94,7 +90,7 @@ void WeightGrad(const T* x, const T* dy, const DepthwiseShape& s, int64_t begin,
       const int64_t cn = std::min(kChannelBlock, C - c0);
       for (int64_t ow = 0; ow < s.OW; ++ow) {
         const T* gp = dy + ((n * s.OH + oh) * s.OW + ow) * C + c0;
-        for (int64_t c = 0; c < cn; ++c) g[c] = Widen(gp[c]);
+        for (int64_t c = 0; c < cn; ++c) g[c] = LoadFloat(gp[c]);
         if (part_bias != nullptr) {
           for (int64_t c = 0; c < cn; ++c) part_bias[c0 + c] += g[c];
         }
@@ -106,7 +102,7 @@ void WeightGrad(const T* x, const T* dy, const DepthwiseShape& s, int64_t begin,
             if (iw < 0 || iw >= s.W) continue;
             const T* xp = x + ((n * s.H + ih) * s.W + iw) * C + c0;
             float* pp = part + (i * s.KW + j) * C + c0;
-            for (int64_t c = 0; c < cn; ++c) pp[c] += g[c] * Widen(xp[c]);
+            for (int64_t c = 0; c < cn; ++c) pp[c] += g[c] * LoadFloat(xp[c]);
           }
         }
       }

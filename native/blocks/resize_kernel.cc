@@ -6,10 +6,6 @@ namespace segtorch {
 
 namespace {
 
-inline float Load(float v) { return v; }
-inline float Load(uint16_t b) { return BFloat16BitsToFloat(b); }
-inline void Store(float f, float* out) { *out = f; }
-inline void Store(float f, uint16_t* out) { *out = FloatToBFloat16Bits(f); }
 
 template <bool kAccumulate, typename T>
 inline void Row(const T* __restrict r0, const T* __restrict r1, float h0, float h1, const ResizeRow& row, T* __restrict out) {
@@ -22,9 +18,9 @@ inline void Row(const T* __restrict r0, const T* __restrict r1, float h0, float 
     const T* e = r1 + row.x1[j];
     T* o = out + j * row.out_stride;
     for (int64_t k = 0; k < c; ++k) {
-      float v = w00 * Load(a[k]) + w01 * Load(b[k]) + w10 * Load(d[k]) + w11 * Load(e[k]);
-      if (kAccumulate) v += Load(o[k]);
-      Store(v, o + k);
+      float v = w00 * LoadFloat(a[k]) + w01 * LoadFloat(b[k]) + w10 * LoadFloat(d[k]) + w11 * LoadFloat(e[k]);
+      if (kAccumulate) v += LoadFloat(o[k]);
+      StoreFloat(v, o + k);
     }
   }
 }
@@ -64,14 +60,14 @@ inline void Plane(const T* __restrict in, T* __restrict out, const PlaneShape& s
   for (int64_t y = 0; y < s.h; ++y) {
     const T* r = in + y * s.w;
     float* t = tmp + y * s.W;
-    for (int64_t j = 0; j < s.W; ++j) t[j] = tx.l0[j] * Load(r[tx.i0[j]]) + tx.l1[j] * Load(r[tx.i1[j]]);
+    for (int64_t j = 0; j < s.W; ++j) t[j] = tx.l0[j] * LoadFloat(r[tx.i0[j]]) + tx.l1[j] * LoadFloat(r[tx.i1[j]]);
   }
   for (int64_t i = 0; i < s.H; ++i) {
     const float* a = tmp + ty.i0[i] * s.W;
     const float* b = tmp + ty.i1[i] * s.W;
     const float h0 = ty.l0[i], h1 = ty.l1[i];
     T* o = out + i * s.W;
-    for (int64_t j = 0; j < s.W; ++j) Store(h0 * a[j] + h1 * b[j], o + j);
+    for (int64_t j = 0; j < s.W; ++j) StoreFloat(h0 * a[j] + h1 * b[j], o + j);
   }
 }
 
@@ -84,8 +80,8 @@ inline void PlaneBackward(const T* __restrict g, T* __restrict dx, const PlaneSh
     float* b = tmp + ty.i1[i] * s.W;
     const float h0 = ty.l0[i], h1 = ty.l1[i];
     const T* r = g + i * s.W;
-    for (int64_t j = 0; j < s.W; ++j) a[j] += h0 * Load(r[j]);
-    for (int64_t j = 0; j < s.W; ++j) b[j] += h1 * Load(r[j]);
+    for (int64_t j = 0; j < s.W; ++j) a[j] += h0 * LoadFloat(r[j]);
+    for (int64_t j = 0; j < s.W; ++j) b[j] += h1 * LoadFloat(r[j]);
   }
   for (int64_t y = 0; y < s.h; ++y) {
     const float* t = tmp + y * s.W;
@@ -95,7 +91,7 @@ inline void PlaneBackward(const T* __restrict g, T* __restrict dx, const PlaneSh
       float v = 0.0f;
       for (int64_t j = q[0]; j < q[1]; ++j) v += tx.l0[j] * t[j];
       for (int64_t j = q[2]; j < q[3]; ++j) v += tx.l1[j] * t[j];
-      Store(v, o + x);
+      StoreFloat(v, o + x);
     }
   }
 }
