@@ -19,6 +19,19 @@ namespace {
 constexpr int64_t kChannelBlock = 64;
 
 
+// fn(tap, ih, iw) for each tap of output pixel (oh, ow) that lands inside the input (not on padding).
+template <class Fn>
+inline void ForEachInputTap(const DepthwiseShape& s, int64_t oh, int64_t ow, Fn&& fn) {
+  for (int64_t i = 0; i < s.KH; ++i) {
+    const int64_t ih = oh * s.sh - s.ph + i * s.dh;
+    if (ih < 0 || ih >= s.H) continue;
+    for (int64_t j = 0; j < s.KW; ++j) {
+      const int64_t iw = ow * s.sw - s.pw + j * s.dw;
+      if (iw >= 0 && iw < s.W) fn(i * s.KW + j, ih, iw);
+    }
+  }
+}
+
 template <class T>
 void Forward(const T* x, const float* wt, const float* bias, T* y, const DepthwiseShape& s, int64_t begin, int64_t end, float* acc) {
   const int64_t C = s.C;
@@ -28,17 +41,11 @@ void Forward(const T* x, const float* wt, const float* bias, T* y, const Depthwi
       const int64_t cn = std::min(kChannelBlock, C - c0);
       for (int64_t ow = 0; ow < s.OW; ++ow) {
         for (int64_t c = 0; c < cn; ++c) acc[c] = bias != nullptr ? bias[c0 + c] : 0.0f;
-        for (int64_t i = 0; i < s.KH; ++i) {
-          const int64_t ih = oh * s.sh - s.ph + i * s.dh;
-          if (ih < 0 || ih >= s.H) continue;
-          for (int64_t j = 0; j < s.KW; ++j) {
-            const int64_t iw = ow * s.sw - s.pw + j * s.dw;
-            if (iw < 0 || iw >= s.W) continue;
-            const T* xp = x + ((n * s.H + ih) * s.W + iw) * C + c0;
-            const float* wp = wt + (i * s.KW + j) * C + c0;
-            for (int64_t c = 0; c < cn; ++c) acc[c] += wp[c] * LoadFloat(xp[c]);
-          }
-        }
+        ForEachInputTap(s, oh, ow, [&](int64_t tap, int64_t ih, int64_t iw) {
+          const T* xp = x + ((n * s.H + ih) * s.W + iw) * C + c0;
+          const float* wp = wt + tap * C + c0;
+          for (int64_t c = 0; c < cn; ++c) acc[c] += wp[c] * LoadFloat(xp[c]);
+        });
         T* yp = y + ((n * s.OH + oh) * s.OW + ow) * C + c0;
         for (int64_t c = 0; c < cn; ++c) StoreFloat(acc[c], yp + c);
       }
@@ -94,17 +101,11 @@ void WeightGrad(const T* x, const T* dy, const DepthwiseShape& s, int64_t begin,
         if (part_bias != nullptr) {
           for (int64_t c = 0; c < cn; ++c) part_bias[c0 + c] += g[c];
         }
-        for (int64_t i = 0; i < s.KH; ++i) {
-          const int64_t ih = oh * s.sh - s.ph + i * s.dh;
-          if (ih < 0 || ih >= s.H) continue;
-          for (int64_t j = 0; j < s.KW; ++j) {
-            const int64_t iw = ow * s.sw - s.pw + j * s.dw;
-            if (iw < 0 || iw >= s.W) continue;
-            const T* xp = x + ((n * s.H + ih) * s.W + iw) * C + c0;
-            float* pp = part + (i * s.KW + j) * C + c0;
-            for (int64_t c = 0; c < cn; ++c) pp[c] += g[c] * LoadFloat(xp[c]);
-          }
-        }
+        ForEachInputTap(s, oh, ow, [&](int64_t tap, int64_t ih, int64_t iw) {
+          const T* xp = x + ((n * s.H + ih) * s.W + iw) * C + c0;
+          float* pp = part + tap * C + c0;
+          for (int64_t c = 0; c < cn; ++c) pp[c] += g[c] * LoadFloat(xp[c]);
+        });
       }
     }
   }
