@@ -30,7 +30,9 @@
 //   --switch addon --off-addon PATH: two builds, PATH off and --addon on (e.g. a build configured with
 //                     -DSEGTORCH_PARALLEL_LOOPS=OFF against the default, whose parallel loops use OpenMP)
 // Prints a table with the CPU kind and writes bench/results/<switch>-<libtorch version>.json.
-//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|resize|fusedbn|fusedbnbf16|fusedopt|gemmconv|fastdropout|depthwise|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
+//   --switch taps: SEGTORCH_TAP_CONV=0 / default (convolutions as the taps' matrix products where the rule takes
+//     them, blocks/tap_conv.h: ASPP's channel-rich dilated branches on AMX)
+//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|resize|fusedbn|fusedbnbf16|fusedopt|gemmconv|fastdropout|depthwise|taps|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
 //          [--no-train] [--addon path/segtorch.node]
 'use strict'
 const { spawnSync } = require('child_process')
@@ -56,6 +58,7 @@ const SWITCHES = {
   gemmconv: { env: 'SEGTORCH_GEMM_CONV', off: '0', on: undefined }, // undefined: the default rule
   fastdropout: { env: 'SEGTORCH_FAST_DROPOUT', off: '0', on: '1' },
   depthwise: { env: 'SEGTORCH_DEPTHWISE', off: '0', on: undefined }, // undefined: the default rule
+  taps: { env: 'SEGTORCH_TAP_CONV', off: '0', on: undefined },
   addon: { env: 'SEGTORCH_ADDON' } // off / on: --off-addon and --addon
 }
 

@@ -95,7 +95,7 @@ export interface Binding {
    * whether the fused node ran, flattened into one float32 tensor.
    */
   _batchNormTrain(x: NativeTensor, weight: NativeTensor, bias: NativeTensor, add: NativeTensor | null, dy: NativeTensor, relu: boolean, fused: boolean, bf16?: boolean): Promise<NativeTensor>
-  _convTrain(x: NativeTensor, weight: NativeTensor, bias: NativeTensor | null, dy: NativeTensor, options: { stride: number, padding: number, dilation: number, groups: number, path: 'rule' | 'onednn' | 'gemm' | 'depthwise', bf16: boolean }): Promise<NativeTensor>
+  _convTrain(x: NativeTensor, weight: NativeTensor, bias: NativeTensor | null, dy: NativeTensor, options: { stride: number, padding: number, dilation: number, groups: number, path: 'rule' | 'onednn' | 'gemm' | 'depthwise' | 'taps', bf16: boolean, infer?: boolean }): Promise<NativeTensor>
   _dropoutTrain(x: NativeTensor, dy: NativeTensor, p: number, bf16: boolean, channelsLast: boolean, seed: number): Promise<NativeTensor>
   _resizeTrain(x: NativeTensor, dy: NativeTensor, alignCorners: boolean, bf16: boolean, aten: boolean): Promise<NativeTensor>
   metricsFromConfusion(confusion: NativeTensor): import('./train').Metrics

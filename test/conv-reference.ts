@@ -1,14 +1,14 @@
 // The training convolutions' shared check (test/gemmconv.test.ts, test/depthwise.test.ts): one forward and backward of
 // segtorch's Conv2d through binding._convTrain on a path forced wherever the shape fits (oneDNN's, the matrix products,
-// the depthwise loops), against a float64 reference computed here.
+// the depthwise loops, the taps' products), against a float64 reference computed here.
 import * as assert from 'assert'
 import { tensor, Tensor } from '../lib'
 import { binding } from '../lib/binding'
 import { rng, toBf16 } from './helpers'
 
 export interface ConvCase { n: number, c: number, h: number, w: number, k: number, kh: number, kw: number, stride: number, pad: number, dil: number, groups: number, bias: boolean }
-export type ConvPath = 'onednn' | 'gemm' | 'depthwise'
-const PATHS: ConvPath[] = ['onednn', 'gemm', 'depthwise']
+export type ConvPath = 'onednn' | 'gemm' | 'depthwise' | 'taps'
+const PATHS: ConvPath[] = ['onednn', 'gemm', 'depthwise', 'taps']
 
 export function outputSize (k: ConvCase): [number, number] {
   return [Math.floor((k.h + 2 * k.pad - k.dil * (k.kh - 1) - 1) / k.stride) + 1, Math.floor((k.w + 2 * k.pad - k.dil * (k.kw - 1) - 1) / k.stride) + 1]
@@ -94,4 +94,16 @@ export const GRADIENT_NAMES = ['y', 'dx', 'dweight', 'dbias']
 export function referenceFor (k: ConvCase, d: ConvData, bf16: boolean, roundWeight: boolean): Float64Array[] {
   if (!bf16) return convReference(k, d.x, d.wt, d.b, d.dy)
   return convReference(k, toBf16(d.x), roundWeight ? toBf16(d.wt) : d.wt, d.b && (roundWeight ? toBf16(d.b) : d.b), toBf16(d.dy))
+}
+
+/** relu(conv(x) + dy) without gradients (dy as the addend) from the path named (or the rules'), the weight, bias and x
+ *  in bf16 where bf16 (an inference copy's), and whether the taps ran. */
+export async function convInfer (k: ConvCase, d: ConvData, path: ConvPath | 'rule', bf16: boolean): Promise<{ y: Float32Array, ran: ConvPath }> {
+  const [ho, wo] = outputSize(k)
+  const out = await binding._convTrain(tensor(d.x, [k.n, k.c, k.h, k.w])._native(), tensor(d.wt, [k.k, k.c / k.groups, k.kh, k.kw])._native(),
+    d.b ? tensor(d.b, [k.k])._native() : null, tensor(d.dy, [k.n, k.k, ho, wo])._native(),
+    { stride: k.stride, padding: k.pad, dilation: k.dil, groups: k.groups, path, bf16, infer: true })
+  const v = Tensor.fromNative(out).dataSync() as Float32Array
+  assert.strictEqual(v.length, k.n * k.k * ho * wo + 1)
+  return { y: v.subarray(0, v.length - 1), ran: PATHS[v[v.length - 1]] }
 }

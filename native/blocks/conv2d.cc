@@ -1,6 +1,7 @@
 #include "blocks/conv2d.h"
 #include "blocks/depthwise.h"
 #include "blocks/dropout.h"
+#include "blocks/tap_conv.h"
 #include "blocks/winograd_kernel.h"
 #include "base/cpu.h"
 #include "base/env.h"
@@ -396,6 +397,67 @@ torch::Tensor Conv2dImpl::GemmTraining(const torch::Tensor& input) {
                               pad[0], pad[1], dl[0], dl[1]);
 }
 
+bool Conv2dImpl::TapApplies(const torch::Tensor& input) const {
+  static const long env = EnvInteger("SEGTORCH_TAP_CONV", -1, 0, 1);
+  const int mode = ConvPathMode(ConvTrainPath::kTaps, env);
+  if (mode == 0 || whole_kernels || input.dim() != 4 || !input.is_cpu() || !weight.device().is_cpu() || torch::jit::tracer::isTracing() ||
+      options.groups() != 1 || ZeroPadding(options) == nullptr || input.size(1) != weight.size(1)) {
+    return false;
+  }
+  const auto type = input.scalar_type(), wtype = weight.scalar_type();
+  if ((type != at::kFloat && type != at::kBFloat16) || (wtype != at::kFloat && wtype != at::kBFloat16) ||
+      (bias.defined() && bias.scalar_type() != wtype)) {
+    return false;
+  }
+  const auto& st = *options.stride();
+  const auto& dl = *options.dilation();
+  const auto& pad = **ZeroPadding(options);
+  if (st[0] != 1 || st[1] != 1 || !TapConvHasOutput(input.size(2), input.size(3), weight.size(2), weight.size(3), {pad[0], pad[1], dl[0], dl[1]})) {
+    return false;  // (a shape without output: the convolution's own error)
+  }
+  if (mode == 1) return true;
+#if TORCH_VERSION_MAJOR >= 2
+  static const bool amx = Cpu().isa == "AMX";
+  const bool bf16 = type == at::kBFloat16 || (at::GradMode::is_enabled() && CpuAutocastIs(at::kBFloat16));
+  return amx && bf16 && input.size(1) > 1024 && std::max(dl[0], dl[1]) >= 3;
+#else
+  return false;  // oneDNN 2.x (Debian's 1.13) ran these shapes at full speed
+#endif
+}
+
+torch::Tensor Conv2dImpl::TapForward(const torch::Tensor& input, const torch::Tensor& add, Activation act) {
+  const auto& pad = **ZeroPadding(options);
+  const auto& dl = *options.dilation();
+  const TapConvParams p{pad[0], pad[1], dl[0], dl[1]};
+  torch::Tensor y;
+  if (at::GradMode::is_enabled() && (weight.requires_grad() || input.requires_grad() || (bias.defined() && bias.requires_grad()))) {
+    // The convolution's type: bf16 under CPU bf16 autocast (its casts made here, as autocast would make them: the
+    // weight's gradient comes back to float through the cast), else the input's.
+    const at::ScalarType type = input.scalar_type() == at::kBFloat16 || CpuAutocastIs(at::kBFloat16) ? at::kBFloat16 : at::kFloat;
+    y = TapConvolutionTrain(input.to(type), weight.to(type), bias.defined() ? bias.to(type) : torch::Tensor(), p);
+    if (add.defined()) y = y + add;
+  } else {
+    // Inference: in the weight's type (an inference copy's), the kernel's taps made again whenever the weight's storage
+    // or version changes.
+    const void* data = weight.data_ptr();
+    if (!tap_kernel_.defined() || tap_data_ != data || tap_version_ != weight._version()) {
+      tap_kernel_ = TapKernel(weight.detach(), weight.scalar_type());
+      tap_data_ = data;
+      tap_version_ = weight._version();
+    }
+    const torch::Tensor x = input.scalar_type() == weight.scalar_type() ? input : input.to(weight.scalar_type());
+    const bool shaped = !add.defined() || add.sizes().equals({x.size(0), weight.size(0), StrideOneOutput(x.size(2), weight.size(2), p.ph, p.dh),
+                                                               StrideOneOutput(x.size(3), weight.size(3), p.pw, p.dw)});
+    y = TapConvolution(x, tap_kernel_, weight.size(2), weight.size(3), p, bias, shaped ? add : torch::Tensor(), act == Activation::kReLU && shaped);
+    if (!shaped) y = y + add;
+    if (act == Activation::kReLU && shaped) return y;
+  }
+  if (act == Activation::kReLU) return y.relu();
+  if (act == Activation::kReLU6) return Relu6(y);
+  if (act == Activation::kHardSwish) return at::hardswish(y);
+  return y;
+}
+
 bool Conv2dImpl::DepthwiseTrainingApplies(const torch::Tensor& input) const {
   static const long env = EnvInteger("SEGTORCH_DEPTHWISE", -1, 0, 1);
   const int mode = ConvPathMode(ConvTrainPath::kDepthwise, env);
@@ -743,6 +805,7 @@ torch::Tensor Conv2dImpl::TrainingWithoutDeadTaps(const torch::Tensor& input, bo
 
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
   if (DepthwiseTrainingApplies(input)) return DepthwiseTraining(input);
+  if (TapApplies(input)) return TapForward(input, torch::Tensor(), Activation::kNone);
   const bool nchw = TrainingNeedsNchw(input);
   if (TrainingSplitsBias(input)) return TrainingSplitBias(input, nchw);
   if (torch::Tensor y = TrainingWithoutDeadTaps(input, nchw, bias); y.defined()) return y;
@@ -779,6 +842,7 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& input) {
 }
 
 torch::Tensor Conv2dImpl::FusedCall(const torch::Tensor& input, const torch::Tensor& add, Activation act, bool consume_add) {
+  if (InferenceOnly() && TapApplies(input)) return TapForward(input, add, act);
   if (pack_) {
     if (torch::Tensor y = TryFused(input, add, act, consume_add); y.defined()) return y;
   }

@@ -63,6 +63,17 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   bool DepthwiseTrainingApplies(const torch::Tensor& input) const;
   torch::Tensor DepthwiseTraining(const torch::Tensor& input);
 
+  // Whether forward (and FusedCall, without gradients) computes `input` as a sum over the kernel's taps of matrix
+  // products on the output pixels each tap reaches (blocks/tap_conv.h): stride 1, zero padding, groups 1, float32 or
+  // bf16, on the CPU, not traced, not under a WholeKernelGuard; with gradients or without. The rule: libtorch 2.x on a
+  // CPU with AMX, in bf16 (or float32 under bf16 autocast), more than 1024 input channels and a dilation of 3 or more
+  // (where oneDNN 3.x's convolution measured 5-30x slower, bench/README.md "ASPP"). SEGTORCH_TAP_CONV=0 / 1: never /
+  // whenever the shape fits (measurements); a ConvTrainPathGuard overrides both.
+  bool TapApplies(const torch::Tensor& input) const;
+  // act(conv(input) [+ add]) by the taps: recorded for autograd where gradients are on (`add` and `act` then applied
+  // after), else in one pass over the float sums (the kernel's taps kept until the weight changes).
+  torch::Tensor TapForward(const torch::Tensor& input, const torch::Tensor& add, Activation act);
+
   // Whether forward computes `input` with gradients by Winograd4Convolution (forward and input gradient;
   // oneDNN's weight gradient) under a WinogradTrainingGuard: Fp32WinogradApplies's shapes, with gradients.
   bool Fp32WinogradTrainingApplies(const torch::Tensor& input) const;
@@ -117,6 +128,9 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // oneDNN's direct convolution: 3x3, stride 1, padding = dilation, 256 channels or more in and out, a
   // map at least 8 dilations high and wide.
   bool Bf16WinogradApplies(const torch::Tensor& input) const;
+  torch::Tensor tap_kernel_;  // TapKernel(weight) for inference, for tap_data_ at tap_version_
+  const void* tap_data_ = nullptr;
+  int64_t tap_version_ = -1;
   torch::Tensor winograd_kernel_;  // the weight's Winograd transform [16, C, K] (bf16), made once per Prepack
   torch::Tensor winograd4_kernel_;  // the fp32 weight's F(4x4, 3x3) transform [36, C, K], for winograd4_data_ at winograd4_version_
   const void* winograd4_data_ = nullptr;
@@ -182,9 +196,10 @@ class WinogradTrainingGuard : public ThreadFlagScope {
 torch::Tensor Relu6(const torch::Tensor& y);
 
 // The path a training convolution takes: the rules' (kRule), or for tests, which compare the paths in one process,
-// oneDNN's always, or the matrix products (GemmTrainingApplies) / the depthwise loops (DepthwiseTrainingApplies)
-// wherever the shape fits, whatever the CPU and type. A ConvTrainPathGuard sets it for this thread while it lives.
-enum class ConvTrainPath { kRule, kOneDnn, kGemm, kDepthwise };
+// oneDNN's always, or the matrix products (GemmTrainingApplies) / the depthwise loops (DepthwiseTrainingApplies) /
+// the taps' products (TapApplies, which also sets the path of convolutions without gradients) wherever the shape
+// fits, whatever the CPU and type. A ConvTrainPathGuard sets it for this thread while it lives.
+enum class ConvTrainPath { kRule, kOneDnn, kGemm, kDepthwise, kTaps };
 class ConvTrainPathGuard {
  public:
   explicit ConvTrainPathGuard(ConvTrainPath path);

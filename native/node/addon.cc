@@ -247,12 +247,14 @@ Napi::Value BatchNormTrainJs(const Napi::CallbackInfo& info) {
 }
 
 // _convTrain(x float32 [N,C,H,W], weight [K,C/groups,kh,kw], bias [K] or null, dy [N,K,Ho,Wo],
-// { stride, padding, dilation, groups, path: 'rule' | 'onednn' | 'gemm' | 'depthwise', bf16 }) -> Promise<float32>:
-// for tests only: one training forward and backward of segtorch's Conv2d, channels-last, by the rules' path or the
-// path named wherever the shape fits, whatever the CPU and type (a ConvTrainPathGuard: oneDNN's convolution, the
-// matrix products of GemmConvTrain, the depthwise loops of blocks/depthwise.h), under CPU bf16 autocast where bf16.
-// Back as one float32 vector: y, dx, dweight, dbias (where a bias is given), then the path that ran: 0 oneDNN's
-// (libtorch's convolution), 1 the matrix products, 2 the depthwise loops.
+// { stride, padding, dilation, groups, path: 'rule' | 'onednn' | 'gemm' | 'depthwise' | 'taps', bf16, infer }) ->
+// Promise<float32>: for tests only: one training forward and backward of segtorch's Conv2d, channels-last, by the
+// rules' path or the path named wherever the shape fits, whatever the CPU and type (a ConvTrainPathGuard: oneDNN's
+// convolution, the matrix products of GemmConvTrain, the depthwise loops of blocks/depthwise.h, the taps' products of
+// blocks/tap_conv.h), under CPU bf16 autocast where bf16. Back as one float32 vector: y, dx, dweight, dbias (where a
+// bias is given), then the path that ran: 0 oneDNN's (libtorch's convolution), 1 the matrix products, 2 the depthwise
+// loops, 3 the taps. With infer: relu(conv(x) + dy) without gradients instead (dy as the addend; the weight, the bias
+// and x in bf16 where bf16, as an inference copy's), through ForwardAct: y, then the path (3 the taps, else 0).
 Napi::Value ConvTrainJs(const Napi::CallbackInfo& info) {
   return RunAsync(info, SharedExecutor, [&](Job& job) {
     at::Tensor x = TensorFromJs(info[0], &job), w = TensorFromJs(info[1], &job);
@@ -263,12 +265,13 @@ Napi::Value ConvTrainJs(const Napi::CallbackInfo& info) {
     auto number = [&](const char* key) { return o.Get(key).ToNumber().Int64Value(); };
     const int64_t stride = number("stride"), pad = number("padding"), dil = number("dilation"), groups = number("groups");
     const std::string path_name = o.Get("path").ToString().Utf8Value();
-    const bool bf16 = o.Get("bf16").ToBoolean();
+    const bool bf16 = o.Get("bf16").ToBoolean(), infer = o.Get("infer").ToBoolean();
     const ConvTrainPath path = path_name == "gemm"        ? ConvTrainPath::kGemm
                                : path_name == "depthwise" ? ConvTrainPath::kDepthwise
+                               : path_name == "taps"      ? ConvTrainPath::kTaps
                                : path_name == "rule"      ? ConvTrainPath::kRule
                                                           : ConvTrainPath::kOneDnn;
-    return [x, w, b, dy, stride, pad, dil, groups, path, bf16]() {
+    return [x, w, b, dy, stride, pad, dil, groups, path, bf16, infer]() {
       if (x.dim() != 4 || w.dim() != 4 || groups < 1 || x.size(1) % groups != 0 || w.size(0) % groups != 0 ||
           w.size(1) * groups != x.size(1) || (b.defined() && (b.dim() != 1 || b.size(0) != w.size(0))) || dy.dim() != 4 ||
           stride < 1 || pad < 0 || dil < 1) {
@@ -284,6 +287,18 @@ Napi::Value ConvTrainJs(const Napi::CallbackInfo& info) {
         conv->weight.set_data(w.to(at::kFloat).contiguous(cl));
         if (b.defined()) conv->bias.copy_(b.to(at::kFloat));
       }
+      if (infer) {
+        torch::NoGradGuard no_grad;
+        const auto type = bf16 ? at::kBFloat16 : at::kFloat;
+        conv->to(type);
+        conv->Prepack(true);
+        ConvTrainPathGuard guard(path);
+        at::Tensor add = dy.to(type).contiguous(cl);
+        const bool taps = conv->TapApplies(x.to(type).contiguous(cl));
+        at::Tensor y = conv->ForwardAct(x.to(type).contiguous(cl), Activation::kReLU, add);
+        if (!y.sizes().equals(dy.sizes())) ThrowRange("Expected dy the output's shape");
+        return at::cat({y.to(at::kFloat).contiguous().flatten(), at::full({1}, taps ? 3.0f : 0.0f)});
+      }
       at::Tensor xi = x.to(at::kFloat).contiguous(cl).requires_grad_();
       at::Tensor y;
       {
@@ -295,7 +310,10 @@ Napi::Value ConvTrainJs(const Napi::CallbackInfo& info) {
       // Modified in place as a ReLU or a residual addition may do after any convolution (autograd refuses that for a
       // view made inside a custom function): exact, y * 1.
       y.mul_(1);
-      const float ran = node.find("GemmConvTrain") != std::string::npos ? 1.0f : node.find("DepthwiseTrain") != std::string::npos ? 2.0f : 0.0f;
+      const float ran = node.find("GemmConvTrain") != std::string::npos    ? 1.0f
+                        : node.find("DepthwiseTrain") != std::string::npos ? 2.0f
+                        : node.find("TapConvTrain") != std::string::npos   ? 3.0f
+                                                                           : 0.0f;
       if (!y.sizes().equals(dy.sizes())) ThrowRange("Expected dy the output's shape");
       y.backward(dy.to(y.scalar_type()).contiguous(cl));
       std::vector<at::Tensor> parts{y.detach().to(at::kFloat).contiguous().flatten(), xi.grad().to(at::kFloat).contiguous().flatten(),

@@ -1,0 +1,104 @@
+// Convolutions as a sum over the kernel's taps of matrix products on the output pixels each tap reaches
+// (blocks/tap_conv.h). On CPUs with AMX and libtorch 2.x, bf16 convolutions with more than 1024 input channels and
+// a dilation of 3 or more (ASPP's branches) run this way in training and in predictions; here the path is forced
+// (binding._convTrain's path 'taps') so that every CPU checks it against oneDNN's convolution and against a float64
+// reference: outputs, input, weight and bias gradients, and relu(conv + addend) without gradients; taps that reach
+// only padding (their weight gradient exactly zero), padding unlike the dilation, larger kernels; and the rule.
+import * as assert from 'assert'
+import { backend } from '../lib'
+import { ConvCase, convData, convInfer, convReference, convTrain, GRADIENT_NAMES, referenceFor, relErr } from './conv-reference'
+import { toBf16 } from './helpers'
+
+function conv (n: number, c: number, h: number, w: number, k: number, kh: number, pad: number, dil: number, bias: boolean): ConvCase {
+  return { n, c, h, w, k, kh, kw: kh, stride: 1, pad, dil, groups: 1, bias }
+}
+
+async function checkTraining (k: ConvCase, bf16: boolean): Promise<void> {
+  const d = convData(k, k.c * 5 + k.h * 3 + k.dil + (bf16 ? 1 : 0))
+  // bf16 autocast rounds the weight and bias for both paths.
+  const ref = referenceFor(k, d, bf16, true)
+  const taps = await convTrain(k, d, 'taps', bf16)
+  const onednn = await convTrain(k, d, 'onednn', bf16)
+  assert.strictEqual(taps.ran, 'taps')
+  assert.strictEqual(onednn.ran, 'onednn')
+  for (let p = 0; p < ref.length; p++) {
+    const e = relErr(taps.parts[p], ref[p]); const eo = relErr(onednn.parts[p], ref[p])
+    const what = `${GRADIENT_NAMES[p]}: taps ${e.toExponential(2)}, oneDNN ${eo.toExponential(2)}`
+    // bf16: each tap's product rounded once, then summed in float and rounded again: within 2^-7 relative, and within
+    // twice oneDNN's own error. float32: float sums.
+    assert.ok(bf16 ? e < 8e-3 && e <= 2 * eo + 1e-3 : e < 2e-6, what)
+  }
+  // A tap that reaches only padding gets an exact zero.
+  const dw = taps.parts[2]
+  for (let o = 0; o < k.k; o++) {
+    for (let c = 0; c < k.c; c++) {
+      for (let i = 0; i < k.kh; i++) {
+        for (let j = 0; j < k.kw; j++) {
+          const rowDead = i * k.dil - k.pad > k.h - 1 || (outRows(k) - 1) + i * k.dil - k.pad < 0
+          const colDead = j * k.dil - k.pad > k.w - 1 || (outCols(k) - 1) + j * k.dil - k.pad < 0
+          if (rowDead || colDead) assert.strictEqual(dw[((o * k.c + c) * k.kh + i) * k.kw + j], 0)
+        }
+      }
+    }
+  }
+}
+
+const outRows = (k: ConvCase): number => k.h + 2 * k.pad - k.dil * (k.kh - 1)
+const outCols = (k: ConvCase): number => k.w + 2 * k.pad - k.dil * (k.kw - 1)
+
+async function checkInference (k: ConvCase, bf16: boolean): Promise<void> {
+  const d = convData(k, k.c * 11 + k.h + k.dil + (bf16 ? 1 : 0))
+  // The inference copy's values: weight, bias, x and the addend in bf16 where bf16.
+  const r = bf16 ? (a: Float32Array): Float32Array => toBf16(a) : (a: Float32Array): Float32Array => a
+  const ref = convReference(k, r(d.x), r(d.wt), d.b && r(d.b), d.dy)[0]
+  const add = r(d.dy)
+  for (let i = 0; i < ref.length; i++) ref[i] = Math.max(0, ref[i] + add[i])
+  const taps = await convInfer(k, d, 'taps', bf16)
+  const onednn = await convInfer(k, d, 'onednn', bf16)
+  assert.strictEqual(taps.ran, 'taps')
+  assert.strictEqual(onednn.ran, 'onednn')
+  const e = relErr(taps.y, ref); const eo = relErr(onednn.y, ref)
+  const what = `relu(conv + add): taps ${e.toExponential(2)}, oneDNN ${eo.toExponential(2)}`
+  assert.ok(bf16 ? e < 8e-3 && e <= 2 * eo + 1e-3 : e < 2e-6, what)
+}
+
+describe('convolutions by the taps\' matrix products (ASPP\'s channel-rich dilated branches on AMX)', function () {
+  this.timeout(120000)
+  const cases: Array<[string, ConvCase]> = [
+    ['3 x 3, dilation 5 on 13 x 17, bias: some taps reach padding only for some pixels', conv(2, 24, 13, 17, 20, 3, 5, 5, true)],
+    ['3 x 3, dilation 12 on 9 x 10: only the centre tap reaches the map', conv(2, 16, 9, 10, 12, 3, 12, 12, false)],
+    ['3 x 3, padding 2, dilation 3, no bias: padding unlike the dilation', conv(1, 20, 11, 8, 18, 3, 2, 3, false)],
+    ['5 x 5, padding 4, dilation 2, bias', conv(2, 12, 10, 9, 16, 5, 4, 2, true)],
+    ['3 x 3 without padding, dilation 2', conv(1, 16, 12, 13, 8, 3, 0, 2, true)]
+  ]
+  for (const bf16 of [false, true]) {
+    const t = bf16 ? 'bf16 autocast' : 'float32'
+    for (const [name, k] of cases) {
+      it(`training, ${t}: ${name}: outputs and gradients as a float64 reference`, async () => { await checkTraining(k, bf16) })
+    }
+  }
+  for (const bf16 of [false, true]) {
+    const t = bf16 ? 'bf16' : 'float32'
+    for (const [name, k] of cases.slice(0, 4)) {
+      it(`predictions, ${t}: ${name}: relu(conv + addend) as a float64 reference`, async () => { await checkInference(k, bf16) })
+    }
+  }
+
+  it('the rule: bf16 with more than 1024 input channels and a dilation of 3 or more, on AMX with libtorch 2.x only', async () => {
+    const b = backend()
+    const on = b.cpu.isa === 'AMX' && Number(b.libtorch.split('.')[0]) >= 2
+    const expect: Array<[ConvCase, boolean, string]> = [
+      [conv(1, 1040, 7, 7, 16, 3, 3, 3, false), true, on ? 'taps' : 'onednn'],
+      [conv(1, 1040, 7, 7, 16, 3, 3, 3, false), false, 'onednn'],
+      [conv(1, 1024, 7, 7, 16, 3, 3, 3, false), true, 'onednn'],
+      [conv(1, 1040, 7, 7, 16, 3, 2, 2, false), true, 'onednn']
+    ]
+    for (const [k, bf16, path] of expect) {
+      const d = convData(k, 5)
+      const r = await convTrain(k, d, 'rule', bf16)
+      assert.strictEqual(r.ran, path, `training: ${k.c} channels, dilation ${k.dil}, ${bf16 ? 'bf16' : 'float32'}`)
+      const p = await convInfer(k, d, 'rule', bf16)
+      assert.strictEqual(p.ran, path, `predictions: ${k.c} channels, dilation ${k.dil}, ${bf16 ? 'bf16' : 'float32'}`)
+    }
+  })
+})
