@@ -441,6 +441,32 @@ describe('fused fp32 convolutions beside the fp32 Winograd', () => {
   })
 })
 
+describe('kernel transforms kept between predictions', () => {
+  it('are made again after a training step: the fp32 Winograd\'s predictions use the step\'s weights, folded or not', async () => {
+    // The fp32 Winograd keeps each convolution's kernel transform between calls. A training step's one-pass optimizer
+    // writes the weights in place without a version bump, and the inference copy's weights are written under
+    // inference mode: a prediction after a step ran with the old transforms (2.6 % off the logits, an Intel CPU with
+    // AMX, PyPI torch 2.15). Where the fp32 Winograd does not run, both sides below are the plain path.
+    const model = await createModel({ arch: 'fcn', backbone: 'resnet18', numClasses: 3 })
+    try {
+      const x = randomImages(2, 3, 96, 96, 31)
+      const y = randomMasks(2, 96, 96, 3, 32)
+      const scale = (a: ArrayLike<number>): number => Math.max(1, maxAbs(a))
+      for (const foldBatchNorm of [false, true]) {
+        const o = { precision: 'fp32', output: 'logits', channelsLast: true, foldBatchNorm } as const
+        const before = (await model.predict(x, { ...o, winograd: true })).dataSync()
+        await model.trainStep(x, y, { precision: 'fp32', optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 } })
+        const winograd = (await model.predict(x, { ...o, winograd: true })).dataSync()
+        const plain = (await model.predict(x, { ...o, winograd: false })).dataSync()
+        assert.ok(maxDiff(winograd, before) / scale(before) > 1e-3, `foldBatchNorm ${foldBatchNorm}: the step moved the logits`)
+        assert.ok(maxDiff(winograd, plain) / scale(plain) < 1e-4, `foldBatchNorm ${foldBatchNorm}: Winograd ${maxDiff(winograd, plain)} from the plain path`)
+      }
+    } finally {
+      model.dispose()
+    }
+  })
+})
+
 // The cache of large CPU blocks (native/base/alloc_budget.cc): freed blocks of 128 KiB or more are
 // kept for reuse instead of being returned to glibc, which would page-fault them in again.
 describe('CPU block cache', () => {

@@ -5,9 +5,12 @@
 // reference: outputs, input, weight and bias gradients, and relu(conv + addend) without gradients; taps that reach
 // only padding (their weight gradient exactly zero), padding unlike the dilation, larger kernels; and the rule.
 import * as assert from 'assert'
-import { backend } from '../lib'
+import { spawnSync } from 'child_process'
+import * as fs from 'fs'
+import * as path from 'path'
+import { backend, createModel } from '../lib'
 import { ConvCase, convData, convInfer, convReference, convTrain, GRADIENT_NAMES, referenceFor, relErr } from './conv-reference'
-import { toBf16 } from './helpers'
+import { CHILD_REGISTER, randomImages, randomMasks, ROOT, tmpdir, toBf16 } from './helpers'
 
 function conv (n: number, c: number, h: number, w: number, k: number, kh: number, pad: number, dil: number, bias: boolean): ConvCase {
   return { n, c, h, w, k, kh, kw: kh, stride: 1, pad, dil, groups: 1, bias }
@@ -99,6 +102,54 @@ describe('convolutions by the taps\' matrix products (ASPP\'s channel-rich dilat
       assert.strictEqual(r.ran, path, `training: ${k.c} channels, dilation ${k.dil}, ${bf16 ? 'bf16' : 'float32'}`)
       const p = await convInfer(k, d, 'rule', bf16)
       assert.strictEqual(p.ran, path, `predictions: ${k.c} channels, dilation ${k.dil}, ${bf16 ? 'bf16' : 'float32'}`)
+    }
+  })
+
+  it('a whole DeepLab v3 with every eligible convolution by the taps (SEGTORCH_TAP_CONV=1): the same fp32 logits, loss and step', async () => {
+    // The forced path takes every stride-1 ungrouped convolution of the network (the backbone's 3 x 3 and 1 x 1 ones
+    // too), not only ASPP's: in a child process, as the variable is read once. The same seed for ASPP's dropout.
+    const model = await createModel({ arch: 'deeplabv3', backbone: 'resnet18', numClasses: 3, outputStride: 8 })
+    const dir = tmpdir()
+    try {
+      const x = randomImages(2, 3, 67, 75, 21)
+      const y = randomMasks(2, 67, 75, 3, 22)
+      await model.save(path.join(dir, 'm.segtorch'))
+      fs.writeFileSync(path.join(dir, 'in.json'), JSON.stringify({ x: Array.from(x.dataSync()), y: Array.from(y.dataSync()) }))
+      const script = `
+        const fs = require('fs')
+        const { loadModel, tensor } = require(${JSON.stringify(path.join(ROOT, 'lib'))})
+        ;(async () => {
+          const dir = process.argv[1]
+          const m = await loadModel(dir + '/m.segtorch')
+          const d = JSON.parse(fs.readFileSync(dir + '/in.json', 'utf8'))
+          const x = tensor(Float32Array.from(d.x), [2, 3, 67, 75]), y = tensor(Uint8Array.from(d.y), [2, 67, 75])
+          const before = (await m.predict(x, { precision: 'fp32', output: 'logits' })).dataSync()
+          await m._native().seed(7)
+          const step = await m.trainStep(x, y, { precision: 'fp32', optimizer: { type: 'sgd', lr: 0.05, momentum: 0 } })
+          const after = (await m.predict(x, { precision: 'fp32', output: 'logits' })).dataSync()
+          fs.writeFileSync(dir + '/out-' + process.argv[2] + '.json', JSON.stringify({ before: Array.from(before), loss: step.loss, after: Array.from(after) }))
+        })().catch((e) => { console.error(e); process.exit(1) })`
+      const runs: Record<string, { before: number[], loss: number, after: number[] }> = {}
+      for (const mode of ['0', '1']) {
+        const child = spawnSync(process.execPath, ['-r', CHILD_REGISTER, '-e', script, dir, mode],
+          { cwd: ROOT, encoding: 'utf8', env: { ...process.env, SEGTORCH_TAP_CONV: mode } })
+        assert.strictEqual(child.status, 0, child.stderr)
+        runs[mode] = JSON.parse(fs.readFileSync(path.join(dir, `out-${mode}.json`), 'utf8'))
+      }
+      const rel = (a: number[], b: number[]): number => {
+        let d = 0; let m = 0
+        for (let i = 0; i < a.length; i++) { d = Math.max(d, Math.abs(a[i] - b[i])); m = Math.max(m, Math.abs(b[i])) }
+        return d / m
+      }
+      const [off, on] = [runs['0'], runs['1']]
+      assert.ok(rel(on.before, off.before) < 1e-4, `logits before the step: ${rel(on.before, off.before)}`)
+      assert.ok(Math.abs(on.loss - off.loss) < 1e-5 * Math.abs(off.loss), `loss ${on.loss} against ${off.loss}`)
+      assert.ok(rel(on.after, off.after) < 1e-3, `logits after the step: ${rel(on.after, off.after)}`)
+      // The step changed the logits (the comparison above is not of two unchanged models).
+      assert.ok(rel(off.after, off.before) > 1e-2, `the step moved the logits by ${rel(off.after, off.before)}`)
+    } finally {
+      model.dispose()
+      fs.rmSync(dir, { recursive: true, force: true })
     }
   })
 })

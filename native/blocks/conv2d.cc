@@ -397,6 +397,16 @@ torch::Tensor Conv2dImpl::GemmTraining(const torch::Tensor& input) {
                               pad[0], pad[1], dl[0], dl[1]);
 }
 
+bool Conv2dImpl::WeightStamp::Matches(const torch::Tensor& w) const {
+  return storage && w.storage().unsafeGetStorageImpl() == storage.unsafeGetStorageImpl() && w.data_ptr() == data && w._version() == version;
+}
+
+void Conv2dImpl::WeightStamp::Set(const torch::Tensor& w) {
+  storage = w.storage();
+  data = w.data_ptr();
+  version = w._version();
+}
+
 bool Conv2dImpl::TapApplies(const torch::Tensor& input) const {
   static const long env = EnvInteger("SEGTORCH_TAP_CONV", -1, 0, 1);
   const int mode = ConvPathMode(ConvTrainPath::kTaps, env);
@@ -437,18 +447,24 @@ torch::Tensor Conv2dImpl::TapForward(const torch::Tensor& input, const torch::Te
     y = TapConvolutionTrain(input.to(type), weight.to(type), bias.defined() ? bias.to(type) : torch::Tensor(), p);
     if (add.defined()) y = y + add;
   } else {
-    // Inference: in the weight's type (an inference copy's), the kernel's taps made again whenever the weight's storage
-    // or version changes.
-    const void* data = weight.data_ptr();
-    if (!tap_kernel_.defined() || tap_data_ != data || tap_version_ != weight._version()) {
-      tap_kernel_ = TapKernel(weight.detach(), weight.scalar_type());
-      tap_data_ = data;
-      tap_version_ = weight._version();
+    // Without gradients: in the weight's type (an inference copy's). Under inference mode (predict, which drops what
+    // its networks' convolutions keep whenever the weights may have changed) the kernel's taps are kept between calls
+    // (made again whenever the weight's storage or version changes); otherwise (a validation loss between training
+    // steps, whose optimizer writes the weights in place) made for the call.
+    torch::Tensor kernel;
+    if (c10::InferenceMode::is_enabled()) {
+      if (!tap_kernel_.defined() || !tap_stamp_.Matches(weight)) {
+        tap_kernel_ = TapKernel(weight.detach(), weight.scalar_type());
+        tap_stamp_.Set(weight);
+      }
+      kernel = tap_kernel_;
+    } else {
+      kernel = TapKernel(weight.detach(), weight.scalar_type());
     }
     const torch::Tensor x = input.scalar_type() == weight.scalar_type() ? input : input.to(weight.scalar_type());
     const bool shaped = !add.defined() || add.sizes().equals({x.size(0), weight.size(0), StrideOneOutput(x.size(2), weight.size(2), p.ph, p.dh),
                                                                StrideOneOutput(x.size(3), weight.size(3), p.pw, p.dw)});
-    y = TapConvolution(x, tap_kernel_, weight.size(2), weight.size(3), p, bias, shaped ? add : torch::Tensor(), act == Activation::kReLU && shaped);
+    y = TapConvolution(x, kernel, weight.size(2), weight.size(3), p, bias, shaped ? add : torch::Tensor(), act == Activation::kReLU && shaped);
     if (!shaped) y = y + add;
     if (act == Activation::kReLU && shaped) return y;
   }
@@ -518,13 +534,11 @@ torch::Tensor Conv2dImpl::RunFp32Winograd(const torch::Tensor& input, const torc
   }
   static const bool keep = EnvSwitch("SEGTORCH_WINOGRAD_KEEP", true);
   if (!keep) return Winograd4Convolution(input, Winograd4Kernel(weight), bias, (*options.dilation())[0], add, act);
-  // The kernel's transform, made again whenever the weight's storage or version changes.
-  const void* data = weight.data_ptr();
-  const int64_t version = weight._version();
-  if (!winograd4_kernel_.defined() || winograd4_data_ != data || winograd4_version_ != version) {
+  // The kernel's transform, made again whenever the weight's storage or version changes (and dropped by predict
+  // whenever the weights may have changed: Prepack(false), see WeightStamp).
+  if (!winograd4_kernel_.defined() || !winograd4_stamp_.Matches(weight)) {
     winograd4_kernel_ = Winograd4Kernel(weight.detach());
-    winograd4_data_ = data;
-    winograd4_version_ = version;
+    winograd4_stamp_.Set(weight);
   }
   return Winograd4Convolution(input, winograd4_kernel_, bias, (*options.dilation())[0], add, act);
 }
@@ -544,7 +558,10 @@ bool Conv2dImpl::Bf16WinogradApplies(const torch::Tensor& input) const {
 }
 
 bool Conv2dImpl::Prepack(bool on) {
+  // The weight changed (or its type or layout): every transform kept goes, and the storage the stamps hold with it.
   winograd_kernel_ = torch::Tensor();
+  tap_kernel_ = winograd4_kernel_ = torch::Tensor();
+  tap_stamp_ = winograd4_stamp_ = WeightStamp();
   packed_.clear();
   pack_ = false;
   if (!on || !PrepackedConvolutionAvailable()) return false;

@@ -128,13 +128,22 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // oneDNN's direct convolution: 3x3, stride 1, padding = dilation, 256 channels or more in and out, a
   // map at least 8 dilations high and wide.
   bool Bf16WinogradApplies(const torch::Tensor& input) const;
-  torch::Tensor tap_kernel_;  // TapKernel(weight) for inference, for tap_data_ at tap_version_
-  const void* tap_data_ = nullptr;
-  int64_t tap_version_ = -1;
+  // What a kernel transform kept between calls was made from: the weight's storage (held, so that its memory cannot
+  // come back as another weight's: an inference copy's weights are replaced after each training step, and the new
+  // ones took the old one's address and version number, which alone had served as the key), where its data begins
+  // and its version (in-place changes).
+  struct WeightStamp {
+    c10::Storage storage;
+    const void* data = nullptr;
+    int64_t version = -1;
+    bool Matches(const torch::Tensor& w) const;
+    void Set(const torch::Tensor& w);
+  };
+  torch::Tensor tap_kernel_;  // TapKernel(weight) for inference, made from tap_stamp_
+  WeightStamp tap_stamp_;
   torch::Tensor winograd_kernel_;  // the weight's Winograd transform [16, C, K] (bf16), made once per Prepack
-  torch::Tensor winograd4_kernel_;  // the fp32 weight's F(4x4, 3x3) transform [36, C, K], for winograd4_data_ at winograd4_version_
-  const void* winograd4_data_ = nullptr;
-  int64_t winograd4_version_ = -1;
+  torch::Tensor winograd4_kernel_;  // the fp32 weight's F(4x4, 3x3) transform [36, C, K], made from winograd4_stamp_
+  WeightStamp winograd4_stamp_;
   bool pack_ = false;
   // The weight reordered for the last two input shapes: opaque oneDNN tensors, not parameters or
   // buffers (never trained, saved or copied).

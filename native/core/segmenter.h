@@ -115,6 +115,10 @@ class Segmenter {
   // Part of WeightsVersion: calls that may change weights or BN statistics without bumping tensor
   // versions (set_data(); libtorch 1.13 batch_norm updates running stats behind autograd's back).
   int64_t changes_ = 0;
+  // WeightsVersion when predict last ran the network itself (no fold) and its convolutions dropped the kernel
+  // transforms they keep between calls (the fp32 Winograd's, the taps'): made from the weights of that time, which a
+  // training step's one-pass optimizer update rewrites in place without a version bump.
+  int64_t eager_version_ = -1;
   FoldedNet folded_;  // what predict runs with foldBatchNorm
   CompiledNet compiled_;  // what predict runs with compile
   std::shared_ptr<const ExportGraph> export_;  // the last export, for export_key_

@@ -85,9 +85,12 @@ SegmentationModel& FoldedNet::Get(const ModelConfig& config, SegmentationModel& 
     for (const auto& pair : pairs_) pair.conv->weight.set_data(pair.conv->weight.data().contiguous(format));
     channels_last_ = channels_last;
   }
-  // The reordered weights are copies: made again after any change of the weights, type or layout.
+  // The reordered weights are copies: made again after any change of the weights, type or layout. Prepack(false) also
+  // drops the kernel transforms the convolutions keep between calls (the fp32 Winograd's, the taps'): the weights are
+  // written here in place, and under inference mode that leaves their version number as it was (a prediction after a
+  // training step ran the fp32 Winograd with the step's old weights: 2.6 % off the logits).
   if (changed || pack != prepacked_) {
-    if (pack || prepacked_) PrepackConvolutions(*folded_, pack);
+    PrepackConvolutions(*folded_, pack);
     prepacked_ = pack;
   }
   return *folded_;
