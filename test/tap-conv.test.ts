@@ -90,18 +90,22 @@ describe('convolutions by the taps\' matrix products (ASPP\'s channel-rich dilat
   it('the rule: bf16 with more than 1024 input channels and a dilation of 3 or more, on AMX with libtorch 2.x only', async () => {
     const b = backend()
     const on = b.cpu.isa === 'AMX' && Number(b.libtorch.split('.')[0]) >= 2
-    const expect: Array<[ConvCase, boolean, string]> = [
-      [conv(1, 1040, 7, 7, 16, 3, 3, 3, false), true, on ? 'taps' : 'onednn'],
-      [conv(1, 1040, 7, 7, 16, 3, 3, 3, false), false, 'onednn'],
-      [conv(1, 1024, 7, 7, 16, 3, 3, 3, false), true, 'onednn'],
-      [conv(1, 1040, 7, 7, 16, 3, 2, 2, false), true, 'onednn']
+    const taps = on ? 'taps' : 'onednn'
+    // [case, bf16, training's path, predictions' path]
+    const expect: Array<[ConvCase, boolean, string, string]> = [
+      [conv(1, 1040, 7, 7, 64, 3, 3, 3, false), true, taps, taps],
+      // Fewer than 64 outputs: in training only from rate 12.
+      [conv(1, 1040, 7, 7, 16, 3, 3, 3, false), true, 'onednn', taps],
+      [conv(1, 1040, 7, 7, 16, 3, 12, 12, false), true, taps, taps],
+      [conv(1, 1040, 7, 7, 64, 3, 3, 3, false), false, 'onednn', 'onednn'],
+      [conv(1, 1024, 7, 7, 64, 3, 3, 3, false), true, 'onednn', 'onednn'],
+      [conv(1, 1040, 7, 7, 64, 3, 2, 2, false), true, 'onednn', 'onednn']
     ]
-    for (const [k, bf16, path] of expect) {
+    for (const [k, bf16, trainPath, inferPath] of expect) {
       const d = convData(k, 5)
-      const r = await convTrain(k, d, 'rule', bf16)
-      assert.strictEqual(r.ran, path, `training: ${k.c} channels, dilation ${k.dil}, ${bf16 ? 'bf16' : 'float32'}`)
-      const p = await convInfer(k, d, 'rule', bf16)
-      assert.strictEqual(p.ran, path, `predictions: ${k.c} channels, dilation ${k.dil}, ${bf16 ? 'bf16' : 'float32'}`)
+      const what = `${k.c} -> ${k.k} channels, dilation ${k.dil}, ${bf16 ? 'bf16' : 'float32'}`
+      assert.strictEqual((await convTrain(k, d, 'rule', bf16)).ran, trainPath, `training: ${what}`)
+      assert.strictEqual((await convInfer(k, d, 'rule', bf16)).ran, inferPath, `predictions: ${what}`)
     }
   })
 

@@ -67,7 +67,8 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // products on the output pixels each tap reaches (blocks/tap_conv.h): stride 1, zero padding, groups 1, float32 or
   // bf16, on the CPU, not traced, not under a WholeKernelGuard; with gradients or without. The rule: libtorch 2.x on a
   // CPU with AMX, in bf16 (or float32 under bf16 autocast), more than 1024 input channels and a dilation of 3 or more
-  // (where oneDNN 3.x's convolution measured 5-30x slower, bench/README.md "ASPP"). SEGTORCH_TAP_CONV=0 / 1: never /
+  // (where oneDNN 3.x's convolution measured 5-18x slower, bench/README.md "ASPP"), in training with 64 output
+  // channels or more or a dilation of 12 or more (fewer at small rates measured 0.81-0.95x). SEGTORCH_TAP_CONV=0 / 1: never /
   // whenever the shape fits (measurements); a ConvTrainPathGuard overrides both.
   bool TapApplies(const torch::Tensor& input) const;
   // act(conv(input) [+ add]) by the taps: recorded for autograd where gradients are on (`add` and `act` then applied
