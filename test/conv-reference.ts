@@ -89,6 +89,16 @@ export async function convTrain (k: ConvCase, d: ConvData, path: ConvPath | 'rul
 
 export const GRADIENT_NAMES = ['y', 'dx', 'dweight', 'dbias']
 
+/** Each result of a path (`label`) against the float64 reference: in bf16 one rounding of each result (2^-8 relative at
+ *  most), so within 8e-3 and within twice oneDNN's own error (+ 1e-3); in float32 within `fp32Bound`. */
+export function assertNearReference (ours: Float32Array[], onednn: Float32Array[], ref: Float64Array[], bf16: boolean, fp32Bound: number, label: string): void {
+  for (let p = 0; p < ref.length; p++) {
+    const e = relErr(ours[p], ref[p]); const eo = relErr(onednn[p], ref[p])
+    const what = `${GRADIENT_NAMES[p]}: ${label} ${e.toExponential(2)}, oneDNN ${eo.toExponential(2)}`
+    assert.ok(bf16 ? e < 8e-3 && e <= 2 * eo + 1e-3 : e < fp32Bound, what)
+  }
+}
+
 /** The float64 reference from the values a path computes with: bf16 autocast rounds x, the weight (where roundWeight)
  *  and the bias, and the output gradient arrives in bf16. */
 export function referenceFor (k: ConvCase, d: ConvData, bf16: boolean, roundWeight: boolean): Float64Array[] {

@@ -7,7 +7,7 @@
 import * as assert from 'assert'
 import { tensor } from '../lib'
 import { binding } from '../lib/binding'
-import { ConvCase, convData, convTrain, GRADIENT_NAMES, referenceFor, relErr } from './conv-reference'
+import { assertNearReference, ConvCase, convData, convTrain, referenceFor } from './conv-reference'
 
 async function check (k: ConvCase, bf16: boolean): Promise<void> {
   const d = convData(k, k.c * 7 + k.h + (bf16 ? 1 : 0))
@@ -17,16 +17,7 @@ async function check (k: ConvCase, bf16: boolean): Promise<void> {
   const onednn = await convTrain(k, d, 'onednn', bf16)
   assert.strictEqual(gemm.ran, 'gemm')
   assert.strictEqual(onednn.ran, 'onednn')
-  for (let p = 0; p < ref.length; p++) {
-    const eg = relErr(gemm.parts[p], ref[p]); const eo = relErr(onednn.parts[p], ref[p])
-    if (bf16) {
-      // One bf16 rounding of each result (2^-8 relative at most): the products' error within that and within
-      // twice oneDNN's own.
-      assert.ok(eg < 8e-3 && eg <= 2 * eo + 1e-3, `${GRADIENT_NAMES[p]}: products ${eg.toExponential(2)}, oneDNN ${eo.toExponential(2)}`)
-    } else {
-      assert.ok(eg < 2e-5, `${GRADIENT_NAMES[p]}: products ${eg.toExponential(2)}, oneDNN ${eo.toExponential(2)}`)
-    }
-  }
+  assertNearReference(gemm.parts, onednn.parts, ref, bf16, 2e-5, 'products')
 }
 
 describe('training convolutions by matrix products (the 7 x 7 channel-rich layers and small maps on AMX)', function () {

@@ -9,7 +9,7 @@ import { spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as path from 'path'
 import { backend, createModel } from '../lib'
-import { ConvCase, convData, convInfer, convReference, convTrain, GRADIENT_NAMES, referenceFor, relErr } from './conv-reference'
+import { assertNearReference, ConvCase, convData, convInfer, convReference, convTrain, referenceFor, relErr } from './conv-reference'
 import { CHILD_REGISTER, randomImages, randomMasks, ROOT, tmpdir, toBf16 } from './helpers'
 
 function conv (n: number, c: number, h: number, w: number, k: number, kh: number, pad: number, dil: number, bias: boolean): ConvCase {
@@ -24,13 +24,8 @@ async function checkTraining (k: ConvCase, bf16: boolean): Promise<void> {
   const onednn = await convTrain(k, d, 'onednn', bf16)
   assert.strictEqual(taps.ran, 'taps')
   assert.strictEqual(onednn.ran, 'onednn')
-  for (let p = 0; p < ref.length; p++) {
-    const e = relErr(taps.parts[p], ref[p]); const eo = relErr(onednn.parts[p], ref[p])
-    const what = `${GRADIENT_NAMES[p]}: taps ${e.toExponential(2)}, oneDNN ${eo.toExponential(2)}`
-    // bf16: each tap's product rounded once, then summed in float and rounded again: within 2^-7 relative, and within
-    // twice oneDNN's own error. float32: float sums.
-    assert.ok(bf16 ? e < 8e-3 && e <= 2 * eo + 1e-3 : e < 2e-6, what)
-  }
+  // float32: float sums.
+  assertNearReference(taps.parts, onednn.parts, ref, bf16, 2e-6, 'taps')
   // A tap that reaches only padding gets an exact zero.
   const dw = taps.parts[2]
   for (let o = 0; o < k.k; o++) {
