@@ -1,4 +1,5 @@
 #include "blocks/conv2d.h"
+#include "blocks/conv_shape.h"
 #include "blocks/depthwise.h"
 #include "blocks/dropout.h"
 #include "blocks/tap_conv.h"
@@ -271,13 +272,10 @@ int ConvPathMode(ConvTrainPath path, long env) {
   return conv_train_path == path ? 1 : 0;
 }
 
-// A stride-1 convolution's output size along one dimension.
-int64_t StrideOneOutput(int64_t in, int64_t k, int64_t pad, int64_t dil) { return in + 2 * pad - dil * (k - 1); }
-
 // The im2col rows of a stride-1 convolution of a channels-last input: [N Ho Wo, kh kw C], one row per
 // output pixel holding its taps (zero padding included) in a channels-last weight's order (kh, kw, C).
 torch::Tensor Im2colRows(const torch::Tensor& x, int64_t kh, int64_t kw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
-  const int64_t N = x.size(0), C = x.size(1), Ho = StrideOneOutput(x.size(2), kh, ph, dh), Wo = StrideOneOutput(x.size(3), kw, pw, dw);
+  const int64_t N = x.size(0), C = x.size(1), Ho = ConvOutputSize(x.size(2), kh, ph, dh), Wo = ConvOutputSize(x.size(3), kw, pw, dw);
   // A 1 x 1 kernel without padding: the rows are the input's pixels themselves (a view of a channels-last input).
   if (kh == 1 && kw == 1 && ph == 0 && pw == 0) return x.permute({0, 2, 3, 1}).reshape({N * Ho * Wo, C});
   const torch::Tensor xp = at::constant_pad_nd(x.permute({0, 2, 3, 1}), {0, 0, pw, pw, ph, ph}, 0).contiguous();  // [N, Hp, Wp, C]
@@ -294,7 +292,7 @@ struct GemmConvTrain : public torch::autograd::Function<GemmConvTrain> {
                                const torch::Tensor& bias, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
     const int64_t N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
     const int64_t K = weight.size(0), kh = weight.size(2), kw = weight.size(3);
-    const int64_t Ho = StrideOneOutput(H, kh, ph, dh), Wo = StrideOneOutput(W, kw, pw, dw);
+    const int64_t Ho = ConvOutputSize(H, kh, ph, dh), Wo = ConvOutputSize(W, kw, pw, dw);
     const torch::Tensor cols = Im2colRows(input.contiguous(at::MemoryFormat::ChannelsLast), kh, kw, ph, pw, dh, dw);
     const torch::Tensor wm = weight.permute({0, 2, 3, 1}).reshape({K, kh * kw * C});
     // The output channels-last, the products written into its [N Ho Wo, K] view: returned as a tensor of its own (a
@@ -319,7 +317,7 @@ struct GemmConvTrain : public torch::autograd::Function<GemmConvTrain> {
     const auto shape = ctx->saved_data["shape"].toIntVector();
     const int64_t N = shape[0], C = shape[1], H = shape[2], W = shape[3], ph = shape[4], pw = shape[5], dh = shape[6], dw = shape[7];
     const int64_t K = weight.size(0), kh = weight.size(2), kw = weight.size(3);
-    const int64_t Ho = StrideOneOutput(H, kh, ph, dh), Wo = StrideOneOutput(W, kw, pw, dw);
+    const int64_t Ho = ConvOutputSize(H, kh, ph, dh), Wo = ConvOutputSize(W, kw, pw, dw);
     torch::autograd::variable_list out(7);
     if (!grads[0].defined()) return out;
     // [N Ho Wo, K]: a view of a channels-last gradient.
@@ -376,7 +374,7 @@ bool Conv2dImpl::GemmTrainingApplies(const torch::Tensor& input) const {
   const auto& dl = *options.dilation();
   const auto& pad = **ZeroPadding(options);
   const int64_t kh = weight.size(2), kw = weight.size(3);
-  const int64_t ho = StrideOneOutput(input.size(2), kh, pad[0], dl[0]), wo = StrideOneOutput(input.size(3), kw, pad[1], dl[1]);
+  const int64_t ho = ConvOutputSize(input.size(2), kh, pad[0], dl[0]), wo = ConvOutputSize(input.size(3), kw, pad[1], dl[1]);
   // Large kernels, or few output pixels (the products' rows): 512 or fewer.
   const bool shape = kh * kw >= 49 || input.size(0) * ho * wo <= 512;
   if (st[0] != 1 || st[1] != 1 || !shape || weight.size(0) < 256 || weight.size(1) < 256 || input.size(1) != weight.size(1) || ho < 1 || wo < 1) {
@@ -468,8 +466,8 @@ torch::Tensor Conv2dImpl::TapForward(const torch::Tensor& input, const torch::Te
       kernel = TapKernel(weight.detach(), weight.scalar_type());
     }
     const torch::Tensor x = input.scalar_type() == weight.scalar_type() ? input : input.to(weight.scalar_type());
-    const bool shaped = !add.defined() || add.sizes().equals({x.size(0), weight.size(0), StrideOneOutput(x.size(2), weight.size(2), p.ph, p.dh),
-                                                               StrideOneOutput(x.size(3), weight.size(3), p.pw, p.dw)});
+    const bool shaped = !add.defined() || add.sizes().equals({x.size(0), weight.size(0), ConvOutputSize(x.size(2), weight.size(2), p.ph, p.dh),
+                                                               ConvOutputSize(x.size(3), weight.size(3), p.pw, p.dw)});
     y = TapConvolution(x, kernel, weight.size(2), weight.size(3), p, bias, shaped ? add : torch::Tensor(), act == Activation::kReLU && shaped);
     if (!shaped) y = y + add;
     if (act == Activation::kReLU && shaped) return y;
@@ -651,7 +649,7 @@ torch::Tensor Conv2dImpl::RunPacked(const torch::Tensor& input, const torch::Ten
     // The addend must be the output's shape (on the CPU).
     if (add.dim() != 4 || !add.device().is_cpu() || add.size(0) != x.size(0) || add.size(1) != k[0]) return torch::Tensor();
     for (int d = 0; d < 2; ++d) {
-      const int64_t out = (x.size(2 + d) + 2 * padding_[d] - dl[d] * (k[2 + d] - 1) - 1) / st[d] + 1;
+      const int64_t out = ConvOutputSize(x.size(2 + d), k[2 + d], padding_[d], dl[d], st[d]);
       if (add.size(2 + d) != out) return torch::Tensor();
     }
   }
@@ -735,7 +733,7 @@ namespace {
 // The kernel taps [first, last] of one dimension that reach the input (not only its zero padding) for
 // some output position.
 std::pair<int64_t, int64_t> ReachableTaps(int64_t n, int64_t k, int64_t s, int64_t p, int64_t d) {
-  const int64_t m = (n + 2 * p - d * (k - 1) - 1) / s + 1;
+  const int64_t m = ConvOutputSize(n, k, p, d, s);
   int64_t first = k, last = -1;
   for (int64_t j = 0; j < k; ++j) {
     if (j * d - p <= n - 1 && (m - 1) * s + j * d - p >= 0) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "blocks/conv_shape.h"
 #include "blocks/depthwise_kernel.h"
 
 namespace segtorch {
@@ -29,8 +30,8 @@ DepthwiseShape DwShape(const torch::Tensor& x, const torch::Tensor& weight, cons
   s.pw = p.pw;
   s.dh = p.dh;
   s.dw = p.dw;
-  s.OH = (s.H + 2 * p.ph - p.dh * (s.KH - 1) - 1) / p.sh + 1;
-  s.OW = (s.W + 2 * p.pw - p.dw * (s.KW - 1) - 1) / p.sw + 1;
+  s.OH = ConvOutputSize(s.H, s.KH, p.ph, p.dh, p.sh);
+  s.OW = ConvOutputSize(s.W, s.KW, p.pw, p.dw, p.sw);
   return s;
 }
 

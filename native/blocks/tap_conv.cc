@@ -1,5 +1,7 @@
 #include "blocks/tap_conv.h"
 
+#include "blocks/conv_shape.h"
+
 #include <algorithm>
 #include <vector>
 
@@ -13,10 +15,8 @@ struct TapRect {
   int64_t t, oy, ox, rows, cols, iy, ix;
 };
 
-int64_t OutputSize(int64_t in, int64_t k, int64_t pad, int64_t dil) { return in + 2 * pad - dil * (k - 1); }
-
 std::vector<TapRect> TapRects(int64_t H, int64_t W, int64_t kh, int64_t kw, const TapConvParams& p) {
-  const int64_t Ho = OutputSize(H, kh, p.ph, p.dh), Wo = OutputSize(W, kw, p.pw, p.dw);
+  const int64_t Ho = ConvOutputSize(H, kh, p.ph, p.dh), Wo = ConvOutputSize(W, kw, p.pw, p.dw);
   std::vector<TapRect> rects;
   for (int64_t i = 0; i < kh; ++i) {
     // Output row oy reads input row oy - ph + i dh: in [0, H) for oy in [ph - i dh, H + ph - i dh).
@@ -74,7 +74,7 @@ torch::Tensor SumTaps(const torch::Tensor& src, const std::vector<TapRect>& rect
 torch::Tensor ForwardSums(const torch::Tensor& x, const torch::Tensor& taps, int64_t kh, int64_t kw, const TapConvParams& p) {
   const int64_t H = x.size(2), W = x.size(3);
   const torch::Tensor xh = x.contiguous(at::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1});
-  return SumTaps(xh, TapRects(H, W, kh, kw, p), /*by_output=*/true, OutputSize(H, kh, p.ph, p.dh), OutputSize(W, kw, p.pw, p.dw),
+  return SumTaps(xh, TapRects(H, W, kh, kw, p), /*by_output=*/true, ConvOutputSize(H, kh, p.ph, p.dh), ConvOutputSize(W, kw, p.pw, p.dw),
                  taps.size(2), [&](int64_t t) { return taps[t]; });
 }
 
@@ -131,7 +131,7 @@ struct TapConvTrain : public torch::autograd::Function<TapConvTrain> {
 }  // namespace
 
 bool TapConvHasOutput(int64_t h, int64_t w, int64_t kh, int64_t kw, const TapConvParams& p) {
-  return OutputSize(h, kh, p.ph, p.dh) >= 1 && OutputSize(w, kw, p.pw, p.dw) >= 1;
+  return ConvOutputSize(h, kh, p.ph, p.dh) >= 1 && ConvOutputSize(w, kw, p.pw, p.dw) >= 1;
 }
 
 torch::Tensor TapKernel(const torch::Tensor& weight, at::ScalarType type) {
