@@ -32,7 +32,9 @@
 // Prints a table with the CPU kind and writes bench/results/<switch>-<libtorch version>.json.
 //   --switch taps: SEGTORCH_TAP_CONV=0 / default (convolutions as the taps' matrix products where the rule takes
 //     them, blocks/tap_conv.h: ASPP's channel-rich dilated branches on AMX)
-//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|resize|fusedbn|fusedbnbf16|fusedopt|gemmconv|fastdropout|depthwise|taps|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
+//   --switch ppmsplit: SEGTORCH_PPM_SPLIT=0 / default (the head convolution after the pyramid pooling split by its
+//     input channels in predictions where the rule takes it, blocks/ppm.h ForwardHead: PSPNet's, UPerNet's)
+//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|resize|fusedbn|fusedbnbf16|fusedopt|gemmconv|fastdropout|depthwise|taps|ppmsplit|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
 //          [--no-train] [--addon path/segtorch.node]
 'use strict'
 const { spawnSync } = require('child_process')
@@ -59,6 +61,7 @@ const SWITCHES = {
   fastdropout: { env: 'SEGTORCH_FAST_DROPOUT', off: '0', on: '1' },
   depthwise: { env: 'SEGTORCH_DEPTHWISE', off: '0', on: undefined }, // undefined: the default rule
   taps: { env: 'SEGTORCH_TAP_CONV', off: '0', on: undefined },
+  ppmsplit: { env: 'SEGTORCH_PPM_SPLIT', off: '0', on: undefined },
   addon: { env: 'SEGTORCH_ADDON' } // off / on: --off-addon and --addon
 }
 

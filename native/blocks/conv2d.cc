@@ -395,11 +395,11 @@ torch::Tensor Conv2dImpl::GemmTraining(const torch::Tensor& input) {
                               pad[0], pad[1], dl[0], dl[1]);
 }
 
-bool Conv2dImpl::WeightStamp::Matches(const torch::Tensor& w) const {
+bool WeightStamp::Matches(const torch::Tensor& w) const {
   return storage && w.storage().unsafeGetStorageImpl() == storage.unsafeGetStorageImpl() && w.data_ptr() == data && w._version() == version;
 }
 
-void Conv2dImpl::WeightStamp::Set(const torch::Tensor& w) {
+void WeightStamp::Set(const torch::Tensor& w) {
   storage = w.storage();
   data = w.data_ptr();
   version = w._version();
@@ -559,6 +559,14 @@ bool Conv2dImpl::Bf16WinogradApplies(const torch::Tensor& input) const {
          padding_[1] == dl[1] && input.size(1) >= 256 && weight.size(0) >= 256 && input.size(2) >= 8 * dl[0] &&
          input.size(3) >= 8 * dl[0] &&
          input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+}
+
+bool Conv2dImpl::ZeroPaddingValues(int64_t* ph, int64_t* pw) const {
+  const auto* pad = ZeroPadding(options);
+  if (pad == nullptr) return false;
+  *ph = (**pad)[0];
+  *pw = (**pad)[1];
+  return true;
 }
 
 bool Conv2dImpl::Prepack(bool on) {
@@ -947,6 +955,7 @@ int64_t PrepackConvolutions(torch::nn::Module& net, bool on) {
   int64_t n = 0;
   for (auto& m : net.modules(/*include_self=*/true)) {
     if (auto* conv = m->as<Conv2dImpl>()) n += conv->Prepack(on) ? 1 : 0;
+    if (auto* keeps = dynamic_cast<KeepsWeightCopies*>(m.get())) keeps->DropWeightCopies();
   }
   return n;
 }

@@ -19,6 +19,18 @@ namespace segtorch {
 // The activation a convolution's output may go through as a oneDNN post-op.
 enum class Activation { kNone, kReLU, kReLU6, kHardSwish };
 
+// What a value kept between inference calls (a kernel transform, a weight's part) was made from: the weight's storage (held, so that its memory cannot
+// come back as another weight's: an inference copy's weights are replaced after each training step, and the new
+// ones took the old one's address and version number, which alone had served as the key), where its data begins
+// and its version (in-place changes).
+struct WeightStamp {
+  c10::Storage storage;
+  const void* data = nullptr;
+  int64_t version = -1;
+  bool Matches(const torch::Tensor& w) const;
+  void Set(const torch::Tensor& w);
+};
+
 class Conv2dImpl : public torch::nn::Conv2dImpl {
  public:
   using torch::nn::Conv2dImpl::Conv2dImpl;
@@ -32,6 +44,10 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // libtorch that has the operators. The caller must call Prepack again (or Prepack(false)) whenever the
   // weight or bias changes. Calls must not overlap (one job at a time per model).
   bool Prepack(bool on);
+  // Whether the last Prepack call turned prepacking on.
+  bool prepacked() const { return pack_; }
+  // The zero padding (height, width) where it is given as numbers with zero padding mode; false otherwise.
+  bool ZeroPaddingValues(int64_t* ph, int64_t* pw) const;
 
   // Whether forward runs NNPACK's Winograd convolution for `input` (see WinogradGuard).
   bool WinogradApplies(const torch::Tensor& input) const;
@@ -129,17 +145,6 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   // oneDNN's direct convolution: 3x3, stride 1, padding = dilation, 256 channels or more in and out, a
   // map at least 8 dilations high and wide.
   bool Bf16WinogradApplies(const torch::Tensor& input) const;
-  // What a kernel transform kept between calls was made from: the weight's storage (held, so that its memory cannot
-  // come back as another weight's: an inference copy's weights are replaced after each training step, and the new
-  // ones took the old one's address and version number, which alone had served as the key), where its data begins
-  // and its version (in-place changes).
-  struct WeightStamp {
-    c10::Storage storage;
-    const void* data = nullptr;
-    int64_t version = -1;
-    bool Matches(const torch::Tensor& w) const;
-    void Set(const torch::Tensor& w);
-  };
   torch::Tensor tap_kernel_;  // TapKernel(weight) for inference, made from tap_stamp_
   WeightStamp tap_stamp_;
   torch::Tensor winograd_kernel_;  // the weight's Winograd transform [16, C, K] (bf16), made once per Prepack
@@ -219,6 +224,14 @@ class ConvTrainPathGuard {
 
  private:
   ConvTrainPath previous_;
+};
+
+// A module that keeps values made from its weights between inference calls beyond its convolutions' own (which
+// Conv2dImpl::Prepack drops): PrepackConvolutions, called whenever weights may have changed, drops them too.
+class KeepsWeightCopies {
+ public:
+  virtual ~KeepsWeightCopies() = default;
+  virtual void DropWeightCopies() = 0;
 };
 
 // Whether this libtorch has NNPACK (PyPI's torch 2.x does; Debian's 1.13 does not).

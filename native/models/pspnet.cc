@@ -36,7 +36,7 @@ class PSPNet : public SegmentationModel {
   SegOutput forward(const torch::Tensor& x) override {
     auto feats = backbone_->forward(x);
     SegOutput out;
-    SetLogits(out, ForwardSequential(cls_, ppm_->forward(feats[3])), x);
+    SetLogits(out, ppm_->ForwardHead(feats[3], *cls_), x);
     if (aux_ && is_training()) out.aux.emplace_back("aux", ResizeOutput(aux_->forward(feats[2]), x));
     return out;
   }

@@ -48,7 +48,7 @@ class UPerNet : public SegmentationModel {
     auto feats = backbone_->forward(x);
     std::vector<torch::Tensor> lat(4);
     for (int i = 0; i < 3; ++i) lat[i] = ForwardSequential(laterals_[i], feats[i]);
-    lat[3] = ForwardSequential(bottleneck_, ppm_->forward(feats[3]));
+    lat[3] = ppm_->ForwardHead(feats[3], *bottleneck_);
     // Top-down: each level plus the coarser one upsampled.
     for (int i = 3; i > 0; --i) lat[i - 1] = AddResized(std::move(lat[i - 1]), lat[i]);
     std::vector<torch::Tensor> outs(4);
