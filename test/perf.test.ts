@@ -441,11 +441,13 @@ describe('fused fp32 convolutions beside the fp32 Winograd', () => {
   })
 })
 
-// PSPNet's and UPerNet's head convolution after the pyramid pooling, split by its input channels in predictions
-// (native/blocks/ppm.h ForwardHead): oneDNN's convolution of the backbone's map alone, plus the branches' share computed
-// on their pooled maps before the bilinear resize. Children predict the same saved models with the split on (the
-// default) and off (SEGTORCH_PPM_SPLIT=0), each profiled so that the test sees which path ran.
-describe('the pyramid pooling head convolution split by its input channels', () => {
+// PSPNet's and UPerNet's pyramid pooling in predictions (native/blocks/ppm.h): the bins' poolings in one pass over the
+// map (blocks/pool_bins.h), and the head convolution after it split by its input channels (ForwardHead): oneDNN's
+// convolution of the backbone's map alone, plus the branches' share computed on their pooled maps before the bilinear
+// resize. Children predict the same saved models with both on (the split wherever the shape fits) and with ATen's
+// poolings and the concatenation (SEGTORCH_PPM_POOL=0, SEGTORCH_PPM_SPLIT=0), each profiled so that the test sees
+// which path ran.
+describe('the pyramid pooling in one pass and its head convolution split by input channels', () => {
   const cases: ModelOptions[] = [
     { arch: 'pspnet', backbone: 'resnet18', numClasses: 3 },
     { arch: 'upernet', backbone: 'resnet18', numClasses: 3 }
@@ -457,41 +459,49 @@ describe('the pyramid pooling head convolution split by its input channels', () 
     { precision: 'bf16', channelsLast: true, foldBatchNorm: false }
   ]
 
-  it('gives the concatenation\'s logits (fp32 1e-5; bf16 as close to fp32), after a training step too, at odd sizes', async () => {
-    const dir = tmpdir()
-    for (const side of ['on', 'off']) fs.mkdirSync(path.join(dir, side))
-    // Each model predicts once (the split's parts are kept), then takes a training step (its one-pass optimizer writes
-    // the weights in place): this process's predictions must use the step's weights.
-    const prepare = async (model: Model): Promise<void> => {
-      await warmStatistics(model, 3, 64)
-      await model.predict(randomImages(1, 3, 257, 263, 5))
-      await model.predict(randomImages(1, 3, 257, 263, 5), { precision: 'fp32', channelsLast: false, foldBatchNorm: false })
-      await model.trainStep(randomImages(2, 3, 64, 64, 6), randomMasks(2, 64, 64, 3, 7), { optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 } })
-    }
-    const parent = await savePredictionCases(dir, cases, 70, { prepare, settings, size: [257, 263] })
-    // This process splits by the rule (PSPNet's 33 x 33 map at 257 x 263: 1089 output pixels; UPerNet's 9 x 9 is left
-    // whole); the child wherever the shape fits.
-    const on = runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'on', 'trace'), SEGTORCH_PPM_SPLIT: '1' }, settings).logits
-    const off = runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'off', 'trace'), SEGTORCH_PPM_SPLIT: '0' }, settings).logits
-    // The split's products of the pooled maps with the kernel's branch channels (aten::bmm) ran in one child only.
-    assert.ok(predictionTraces(path.join(dir, 'on')).some((names) => names.includes('aten::bmm')), 'the split ran')
-    assert.ok(!predictionTraces(path.join(dir, 'off')).some((names) => names.includes('aten::bmm')), 'SEGTORCH_PPM_SPLIT=0 turns it off')
-    for (const [k, options] of cases.entries()) {
-      const name = `${options.arch}/${options.backbone}`
-      const at = k * settings.length
-      const scale = Math.max(1, maxAbs(off[at]))
-      for (const s of [0, 1]) {
-        for (const [label, a] of [['split', on[at + s]], ['split after a step', parent[at + s]]] as const) {
-          assert.ok(maxDiff(a, off[at + s]) / scale < 1e-5, `${name} fp32 ${JSON.stringify(settings[s])} ${label}: ${maxDiff(a, off[at + s])}`)
+  // At 257 x 263 this process splits by the rule (PSPNet's 33 x 33 map: 1089 output pixels; UPerNet's 9 x 9 is left
+  // whole); at 77 x 93 the maps (10 x 12, 3 x 3) are smaller than some bin counts (overlapping windows).
+  for (const size of [[257, 263], [77, 93]] as const) {
+    it(`give ATen's and the concatenation's logits (fp32 1e-5; bf16 as close to fp32), after a training step too: ${size[0]} x ${size[1]}`, async () => {
+      const dir = tmpdir()
+      for (const side of ['on', 'off']) fs.mkdirSync(path.join(dir, side))
+      // Each model predicts once (the split's parts are kept), then takes a training step (its one-pass optimizer
+      // writes the weights in place): this process's predictions must use the step's weights.
+      const prepare = async (model: Model): Promise<void> => {
+        await warmStatistics(model, 3, 64)
+        await model.predict(randomImages(1, 3, size[0], size[1], 5))
+        await model.predict(randomImages(1, 3, size[0], size[1], 5), { precision: 'fp32', channelsLast: false, foldBatchNorm: false })
+        await model.trainStep(randomImages(2, 3, 64, 64, 6), randomMasks(2, 64, 64, 3, 7), { optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 } })
+      }
+      const parent = await savePredictionCases(dir, cases, 70, { prepare, settings, size })
+      const on = runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'on', 'trace'), SEGTORCH_PPM_SPLIT: '1' }, settings).logits
+      const off = runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'off', 'trace'), SEGTORCH_PPM_SPLIT: '0', SEGTORCH_PPM_POOL: '0' }, settings).logits
+      const [onTraces, offTraces] = [predictionTraces(path.join(dir, 'on')), predictionTraces(path.join(dir, 'off'))]
+      // The split's products of the pooled maps with the kernel's branch channels (aten::bmm) ran in one child only;
+      // ATen's adaptive pooling in the other only.
+      assert.ok(onTraces.some((names) => names.includes('aten::bmm')), 'the split ran')
+      assert.ok(!offTraces.some((names) => names.includes('aten::bmm')), 'SEGTORCH_PPM_SPLIT=0 turns it off')
+      const pooling = (names: string[]): boolean => names.includes('aten::adaptive_avg_pool2d')
+      // Each model's first folded prediction finds its BatchNorm pairs by a forward with gradients (ATen's pooling there).
+      assert.strictEqual(onTraces.filter(pooling).length, cases.length, 'ATen\'s pooling only where BatchNorms are paired')
+      assert.strictEqual(offTraces.filter(pooling).length, offTraces.length, 'SEGTORCH_PPM_POOL=0: ATen\'s pooling everywhere')
+      for (const [k, options] of cases.entries()) {
+        const name = `${options.arch}/${options.backbone}`
+        const at = k * settings.length
+        const scale = Math.max(1, maxAbs(off[at]))
+        for (const s of [0, 1]) {
+          for (const [label, a] of [['one pass + split', on[at + s]], ['after a step (the rule)', parent[at + s]]] as const) {
+            assert.ok(maxDiff(a, off[at + s]) / scale < 1e-5, `${name} fp32 ${JSON.stringify(settings[s])} ${label}: ${maxDiff(a, off[at + s])}`)
+          }
+        }
+        for (const s of [2, 3]) {
+          const [ours, theirs] = [meanAbs(on[at + s], off[at]), meanAbs(off[at + s], off[at])]
+          assert.ok(ours <= 1.5 * theirs + 1e-6, `${name} bf16 ${JSON.stringify(settings[s])}: mean error against fp32 ${ours} (ATen's: ${theirs})`)
+          assert.ok(meanAbs(parent[at + s], off[at]) <= 1.5 * theirs + 1e-6, `${name} bf16 after a step: ${meanAbs(parent[at + s], off[at])}`)
         }
       }
-      for (const s of [2, 3]) {
-        const [ours, theirs] = [meanAbs(on[at + s], off[at]), meanAbs(off[at + s], off[at])]
-        assert.ok(ours <= 1.5 * theirs + 1e-6, `${name} bf16 ${JSON.stringify(settings[s])}: mean error against fp32 ${ours} (concatenated: ${theirs})`)
-        assert.ok(meanAbs(parent[at + s], off[at]) <= 1.5 * theirs + 1e-6, `${name} bf16 after a step: ${meanAbs(parent[at + s], off[at])}`)
-      }
-    }
-  })
+    })
+  }
 })
 
 describe('kernel transforms kept between predictions', () => {

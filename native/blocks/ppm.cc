@@ -9,6 +9,7 @@
 
 #include "base/env.h"
 #include "blocks/conv_shape.h"
+#include "blocks/pool_bins.h"
 #include "blocks/resize.h"
 #include "train/precision.h"
 
@@ -66,9 +67,21 @@ PPMImpl::PPMImpl(const PPMOptions& o) : options_(o) {
   }
 }
 
+std::vector<torch::Tensor> PPMImpl::Branches(const torch::Tensor& x) {
+  std::vector<torch::Tensor> out;
+  if (PoolBinsApply(x)) {
+    // Every bin count's pooling in one pass over x, then each branch from its second module on.
+    std::vector<torch::Tensor> pooled = AdaptiveAvgPoolBins(x, options_.bins());
+    for (size_t b = 0; b < branches_.size(); ++b) out.push_back(ForwardSequential(branches_[b], std::move(pooled[b]), 1));
+  } else {
+    for (auto& b : branches_) out.push_back(ForwardSequential(b, x));
+  }
+  return out;
+}
+
 torch::Tensor PPMImpl::forward(const torch::Tensor& x) {
-  std::vector<torch::Tensor> out{x};
-  for (auto& b : branches_) out.push_back(ForwardSequential(b, x));
+  std::vector<torch::Tensor> out = Branches(x);
+  out.insert(out.begin(), x);
   return CatResized(out, x, options_.align_corners());
 }
 
@@ -144,8 +157,7 @@ torch::Tensor PPMImpl::ForwardHead(const torch::Tensor& x, nn::SequentialImpl& h
   const int64_t Ho = ConvOutputSize(H, kh, ph, dl[0]), Wo = ConvOutputSize(W, kw, pw, dl[1]);
   // Each branch's share of the convolution: Z_ij = W_ij p on its pooled s x t map (float32), resized along the columns
   // and the rows by the resize's weights shifted by the tap (i, j), summed over the taps and the branches.
-  std::vector<torch::Tensor> pooled;
-  for (auto& branch : branches_) pooled.push_back(ForwardSequential(branch, x));
+  const std::vector<torch::Tensor> pooled = Branches(x);
   torch::Tensor add;
   {
     // In float32: not autocast's bf16 (which would cast the kernel on every call and round the sums).

@@ -43,6 +43,8 @@ class PPMImpl : public torch::nn::Module, public KeepsWeightCopies {
   torch::nn::ModuleList features{nullptr};
 
  private:
+  // Each branch's output on x (the poolings in one pass where blocks/pool_bins.h applies).
+  std::vector<torch::Tensor> Branches(const torch::Tensor& x);
   // Whether ForwardHead splits `head`'s first convolution for x.
   bool SplitApplies(const torch::Tensor& x, torch::nn::SequentialImpl& head) const;
   // The head convolution's parts, made from `conv` when its weight or bias changed (or after DropWeightCopies).
