@@ -41,6 +41,8 @@ int main(int argc, char** argv) {
       {"RefineNet CRP at 1/32 (256 ch)", 256, 16, 16, 5, 1, 2},
       {"ResNet stem (64 ch)", 64, 256, 256, 3, 2, 1},
       {"U-Net / VGG 2x2 (64 ch)", 64, 512, 512, 2, 2, 0},
+      {"DeepLab v1 pool1 (64 ch)", 64, 512, 512, 3, 2, 1},
+      {"DeepLab v1 pool3 (256 ch)", 256, 129, 129, 3, 2, 1},
   };
   std::printf("%d threads; ms per call, median of 25\n", threads);
   std::printf("| shape | type | layout | ATen ms | segtorch ms | speed-up |\n|---|---|---|---|---|---|\n");

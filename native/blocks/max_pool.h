@@ -11,7 +11,8 @@
 // bfloat16 2.1-2.3 ms against 7.5-8 for ATen's and 3.7 for the running maxima of shifted views it
 // replaces, float32 4.1-4.3 against 8.5; MTRefineNet predict 73-75 against 78-86 ms); and float32
 // with other strides on CPUs without AVX-512, run by the separable kernel with the channels
-// interleaved (1.6-3x ATen's on an AVX2 EPYC, where ATen's is memory-bound).
+// interleaved (1.6-3x ATen's on an AVX2 EPYC, where ATen's is memory-bound), as are strided
+// channels-last poolings on CPUs with AMX (1.4-2.2x ATen's there, float32 and bfloat16: bench/pool.cc).
 // SEGTORCH_POOL_KERNEL=0 runs ATen's everywhere.
 #pragma once
 #include <ATen/ATen.h>
