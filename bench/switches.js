@@ -34,7 +34,9 @@
 //     them, blocks/tap_conv.h: ASPP's channel-rich dilated branches on AMX)
 //   --switch ppmsplit: SEGTORCH_PPM_SPLIT=0 / default (the head convolution after the pyramid pooling split by its
 //     input channels in predictions where the rule takes it, blocks/ppm.h ForwardHead: PSPNet's, UPerNet's)
-//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|resize|fusedbn|fusedbnbf16|fusedopt|gemmconv|fastdropout|depthwise|taps|ppmsplit|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
+//   --switch poolbins: SEGTORCH_POOL_BINS=0 / default (adaptive average poolings in predictions by segtorch's one-pass
+//     kernel, blocks/pool_bins.h: the pyramid pooling's bins at once, global poolings)
+//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|resize|fusedbn|fusedbnbf16|fusedopt|gemmconv|fastdropout|depthwise|taps|ppmsplit|poolbins|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
 //          [--no-train] [--addon path/segtorch.node]
 'use strict'
 const { spawnSync } = require('child_process')
@@ -62,6 +64,7 @@ const SWITCHES = {
   depthwise: { env: 'SEGTORCH_DEPTHWISE', off: '0', on: undefined }, // undefined: the default rule
   taps: { env: 'SEGTORCH_TAP_CONV', off: '0', on: undefined },
   ppmsplit: { env: 'SEGTORCH_PPM_SPLIT', off: '0', on: undefined },
+  poolbins: { env: 'SEGTORCH_POOL_BINS', off: '0', on: undefined },
   addon: { env: 'SEGTORCH_ADDON' } // off / on: --off-addon and --addon
 }
 

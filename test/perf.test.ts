@@ -445,7 +445,7 @@ describe('fused fp32 convolutions beside the fp32 Winograd', () => {
 // map (blocks/pool_bins.h), and the head convolution after it split by its input channels (ForwardHead): oneDNN's
 // convolution of the backbone's map alone, plus the branches' share computed on their pooled maps before the bilinear
 // resize. Children predict the same saved models with both on (the split wherever the shape fits) and with ATen's
-// poolings and the concatenation (SEGTORCH_PPM_POOL=0, SEGTORCH_PPM_SPLIT=0), each profiled so that the test sees
+// poolings and the concatenation (SEGTORCH_POOL_BINS=0, SEGTORCH_PPM_SPLIT=0), each profiled so that the test sees
 // which path ran.
 describe('the pyramid pooling in one pass and its head convolution split by input channels', () => {
   const cases: ModelOptions[] = [
@@ -475,7 +475,7 @@ describe('the pyramid pooling in one pass and its head convolution split by inpu
       }
       const parent = await savePredictionCases(dir, cases, 70, { prepare, settings, size })
       const on = runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'on', 'trace'), SEGTORCH_PPM_SPLIT: '1' }, settings).logits
-      const off = runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'off', 'trace'), SEGTORCH_PPM_SPLIT: '0', SEGTORCH_PPM_POOL: '0' }, settings).logits
+      const off = runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'off', 'trace'), SEGTORCH_PPM_SPLIT: '0', SEGTORCH_POOL_BINS: '0' }, settings).logits
       const [onTraces, offTraces] = [predictionTraces(path.join(dir, 'on')), predictionTraces(path.join(dir, 'off'))]
       // The split's products of the pooled maps with the kernel's branch channels (aten::bmm) ran in one child only;
       // ATen's adaptive pooling in the other only.
@@ -484,7 +484,7 @@ describe('the pyramid pooling in one pass and its head convolution split by inpu
       const pooling = (names: string[]): boolean => names.includes('aten::adaptive_avg_pool2d')
       // Each model's first folded prediction finds its BatchNorm pairs by a forward with gradients (ATen's pooling there).
       assert.strictEqual(onTraces.filter(pooling).length, cases.length, 'ATen\'s pooling only where BatchNorms are paired')
-      assert.strictEqual(offTraces.filter(pooling).length, offTraces.length, 'SEGTORCH_PPM_POOL=0: ATen\'s pooling everywhere')
+      assert.strictEqual(offTraces.filter(pooling).length, offTraces.length, 'SEGTORCH_POOL_BINS=0: ATen\'s pooling everywhere')
       for (const [k, options] of cases.entries()) {
         const name = `${options.arch}/${options.backbone}`
         const at = k * settings.length

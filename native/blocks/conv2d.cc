@@ -2,6 +2,7 @@
 #include "blocks/conv_shape.h"
 #include "blocks/depthwise.h"
 #include "blocks/dropout.h"
+#include "blocks/pool_bins.h"
 #include "blocks/tap_conv.h"
 #include "blocks/winograd_kernel.h"
 #include "base/cpu.h"
@@ -941,8 +942,12 @@ torch::Tensor ForwardSequential(torch::nn::SequentialImpl& s, torch::Tensor x, s
         continue;
       }
     }
+    auto* pool = s.ptr(i)->as<torch::nn::AdaptiveAvgPool2dImpl>();
+    const auto* bins = pool != nullptr ? pool->options.output_size()->data() : nullptr;
     if (auto* drop = s.ptr(i)->as<torch::nn::DropoutImpl>()) {
       x = Dropout(*drop, x);  // the one-pass training dropout (blocks/dropout.h)
+    } else if (bins != nullptr && bins[0].has_value() && bins[1].has_value() && *bins[0] == *bins[1]) {
+      x = AdaptiveAvgPool(x, *bins[0]);  // in one pass over x where it applies (blocks/pool_bins.h)
     } else {
       x = (s.begin() + static_cast<std::ptrdiff_t>(i))->forward(x);
     }

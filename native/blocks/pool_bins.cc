@@ -47,10 +47,15 @@ torch::Tensor Means(int64_t n, int64_t bins, const std::vector<int64_t>& bounds)
 }  // namespace
 
 bool PoolBinsApply(const torch::Tensor& x) {
-  static const bool enabled = EnvSwitch("SEGTORCH_PPM_POOL", true);
+  static const bool enabled = EnvSwitch("SEGTORCH_POOL_BINS", true);
   return enabled && (c10::InferenceMode::is_enabled() || !at::GradMode::is_enabled()) && !torch::jit::tracer::isTracing() &&
          x.dim() == 4 && x.is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) && x.numel() > 0 &&
          (x.is_contiguous(at::MemoryFormat::ChannelsLast) || x.is_contiguous());
+}
+
+torch::Tensor AdaptiveAvgPool(const torch::Tensor& x, int64_t bins) {
+  if (bins >= 1 && PoolBinsApply(x)) return AdaptiveAvgPoolBins(x, {bins})[0];
+  return at::adaptive_avg_pool2d(x, {bins, bins});
 }
 
 std::vector<torch::Tensor> AdaptiveAvgPoolBins(const torch::Tensor& x, const std::vector<int64_t>& bins) {
@@ -63,15 +68,22 @@ std::vector<torch::Tensor> AdaptiveAvgPoolBins(const torch::Tensor& x, const std
   const bool bf16 = x.scalar_type() == at::kBFloat16;
   const void* in = x.data_ptr();
   if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
-    // One row of cells a task.
-    at::parallel_for(0, N * ncy, 1, [&](int64_t begin, int64_t end) {
+    // One row of cells over a block of channels a task: blocks of 64 channels or more, enough of them to give every
+    // thread two tasks where the rows of cells are fewer (a 1 x 1 bin: one row).
+    const int64_t rows = N * ncy;
+    const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>((C + 63) / 64, (2 * at::get_num_threads() + rows - 1) / rows));
+    const int64_t block = (C + blocks - 1) / blocks;
+    at::parallel_for(0, rows * blocks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
-        const int64_t n = t / ncy, i = t % ncy;
-        float* dst = out + t * ncx * C;
+        const int64_t r = t / blocks, c0 = (t % blocks) * block, c = std::min(block, C - c0);
+        if (c <= 0) continue;
+        const int64_t n = r / ncy, i = r % ncy;
+        float* dst = out + r * ncx * C + c0;
+        const int64_t offset = n * H * W * C + c0;
         if (bf16) {
-          CellRowSumsBFloat16(static_cast<const uint16_t*>(in) + n * H * W * C, dst, W, C, ys[i], ys[i + 1], xs.data(), ncx);
+          CellRowSumsBFloat16(static_cast<const uint16_t*>(in) + offset, dst, W, C, c, ys[i], ys[i + 1], xs.data(), ncx);
         } else {
-          CellRowSumsFloat(static_cast<const float*>(in) + n * H * W * C, dst, W, C, ys[i], ys[i + 1], xs.data(), ncx);
+          CellRowSumsFloat(static_cast<const float*>(in) + offset, dst, W, C, c, ys[i], ys[i + 1], xs.data(), ncx);
         }
       }
     });

@@ -12,11 +12,15 @@ namespace segtorch {
 
 // Whether AdaptiveAvgPoolBins takes x: no gradients, not traced, a 4-D CPU map in float32 or bfloat16, contiguous
 // channels-last or NCHW
-// (SEGTORCH_PPM_POOL=0: never, for measurements).
+// (SEGTORCH_POOL_BINS=0: never, for measurements).
 bool PoolBinsApply(const torch::Tensor& x);
 
 // adaptive_avg_pool2d(x, b) for each b of `bins`, in x's type and layout (sums in float32, one rounding); x as
 // PoolBinsApply takes it.
 std::vector<torch::Tensor> AdaptiveAvgPoolBins(const torch::Tensor& x, const std::vector<int64_t>& bins);
+
+// adaptive_avg_pool2d(x, bins) by AdaptiveAvgPoolBins where PoolBinsApply takes x, else ATen's (DeepLab v3's image
+// pooling, DFN's and LR-ASPP's global poolings through ForwardSequential: ATen's bf16 1 x 1 mean reads the map twice).
+torch::Tensor AdaptiveAvgPool(const torch::Tensor& x, int64_t bins);
 
 }  // namespace segtorch

@@ -6,11 +6,14 @@
 
 namespace segtorch {
 
-// Rows [y0, y1) of the channels-last image at `in` (w pixels a row, c channels a pixel), summed over each cell column
-// [xs[j], xs[j + 1]) for j < ncx: out holds ncx x c float sums (written, not accumulated).
-void CellRowSumsFloat(const float* in, float* out, int64_t w, int64_t c, int64_t y0, int64_t y1, const int64_t* xs, int64_t ncx);
+// Rows [y0, y1) of the channels-last image at `in` (w pixels a row, `pixel` values a pixel, of which the first c are
+// summed), summed over each cell column [xs[j], xs[j + 1]) for j < ncx: the c float sums of cell j written (not
+// accumulated) at out + j pixel.
+void CellRowSumsFloat(const float* in, float* out, int64_t w, int64_t pixel, int64_t c, int64_t y0, int64_t y1, const int64_t* xs,
+                      int64_t ncx);
 // The same for bfloat16 stored as its 16 bits (the sums in float).
-void CellRowSumsBFloat16(const uint16_t* in, float* out, int64_t w, int64_t c, int64_t y0, int64_t y1, const int64_t* xs, int64_t ncx);
+void CellRowSumsBFloat16(const uint16_t* in, float* out, int64_t w, int64_t pixel, int64_t c, int64_t y0, int64_t y1, const int64_t* xs,
+                         int64_t ncx);
 
 // The same sums for one NCHW plane (h x w values at `in`, rows of w): each cell (i, j) of the ncy x ncx grid (rows
 // [ys[i], ys[i + 1])) written to out[(i ncx + j) stride].

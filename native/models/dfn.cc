@@ -17,6 +17,7 @@
 #include "models/dfn.h"
 #include "blocks/batch_norm.h"
 #include "blocks/conv2d.h"
+#include "blocks/pool_bins.h"
 
 #include "backbones/resnet.h"
 #include "blocks/resize.h"
@@ -92,7 +93,7 @@ class ChannelAttentionImpl : public nn::Module {
   // The global pooling of [low, high] is the pooling of each, concatenated: the 1024-channel map at
   // the stage's resolution is never made (exact: the same mean of each channel).
   torch::Tensor forward(const torch::Tensor& low, const torch::Tensor& high) {
-    auto pooled = torch::cat({torch::adaptive_avg_pool2d(low, {1, 1}), torch::adaptive_avg_pool2d(high, {1, 1})}, 1);
+    auto pooled = torch::cat({AdaptiveAvgPool(low, 1), AdaptiveAvgPool(high, 1)}, 1);
     // (at::addcmul would save a pass in predictions, but its single bf16 rounding made them differ from the exported
     // graphs' by 2 %: not used.)
     return low * ForwardSequential(channel_attention, pooled, /*begin=*/1) + high;

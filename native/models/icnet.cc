@@ -13,6 +13,7 @@
 #include "models/icnet.h"
 #include "blocks/batch_norm.h"
 #include "blocks/conv2d.h"
+#include "blocks/pool_bins.h"
 
 #include "backbones/resnet.h"
 #include "blocks/resize.h"
@@ -98,7 +99,7 @@ class ICNet : public SegmentationModel {
     auto sub4 = backbone_->forward(x4)[3];
     auto pooled = sub4;
     for (int64_t bins : {1, 2, 3, 6}) {
-      pooled = AddResized(std::move(pooled), torch::adaptive_avg_pool2d(sub4, {bins, bins}), /*align_corners=*/true);
+      pooled = AddResized(std::move(pooled), AdaptiveAvgPool(sub4, bins), /*align_corners=*/true);
     }
     sub4 = conv5_4_k1(pooled);
     // High branch: three stride-2 convs -> 1/8.
