@@ -397,13 +397,15 @@ torch::Tensor Conv2dImpl::GemmTraining(const torch::Tensor& input) {
 }
 
 bool WeightStamp::Matches(const torch::Tensor& w) const {
-  return storage && w.storage().unsafeGetStorageImpl() == storage.unsafeGetStorageImpl() && w.data_ptr() == data && w._version() == version;
+  // An inference tensor has no version counter (reading it throws): it never matches, so what was kept is made again.
+  return storage && !w.is_inference() && w.storage().unsafeGetStorageImpl() == storage.unsafeGetStorageImpl() && w.data_ptr() == data &&
+         w._version() == version;
 }
 
 void WeightStamp::Set(const torch::Tensor& w) {
   storage = w.storage();
   data = w.data_ptr();
-  version = w._version();
+  version = w.is_inference() ? -1 : w._version();
 }
 
 bool Conv2dImpl::TapApplies(const torch::Tensor& input) const {

@@ -19,10 +19,10 @@ namespace segtorch {
 // The activation a convolution's output may go through as a oneDNN post-op.
 enum class Activation { kNone, kReLU, kReLU6, kHardSwish };
 
-// What a value kept between inference calls (a kernel transform, a weight's part) was made from: the weight's storage (held, so that its memory cannot
-// come back as another weight's: an inference copy's weights are replaced after each training step, and the new
-// ones took the old one's address and version number, which alone had served as the key), where its data begins
-// and its version (in-place changes).
+// What a value kept between inference calls (a kernel transform, a weight's part) was made from: the weight's storage
+// (held, so that its memory cannot come back as another weight's: an inference copy's weights are replaced after each
+// training step, and the new ones took the old one's address and version number, which alone had served as the key),
+// where its data begins and its version (in-place changes). An inference tensor (no version counter) never matches.
 struct WeightStamp {
   c10::Storage storage;
   const void* data = nullptr;
