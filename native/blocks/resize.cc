@@ -138,6 +138,8 @@ struct ResizeTrain : public torch::autograd::Function<ResizeTrain> {
 
 AtenResizeScope::AtenResizeScope() : ThreadFlagScope(aten_resize, true) {}
 
+bool AtenResizeActive() { return aten_resize; }
+
 bool ResizeBilinearInto(const at::Tensor& input, at::Tensor& out, bool align_corners, bool accumulate) {
   if (!FastResizeHere(out) || input.dim() != 4 || !input.device().is_cpu()) return false;
   const auto type = input.scalar_type();

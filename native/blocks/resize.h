@@ -22,10 +22,14 @@ bool ResizeBilinearInto(const at::Tensor& x, at::Tensor& out, bool align_corners
 // Within its scope this thread's resizes take ATen's operator, as a traced graph does: the export's
 // check of its size-independent graph against the network (1e-4) would otherwise compare the two
 // kernels' bf16 roundings (libtorch 1.13's bf16 upsample_bilinear2d rounds otherwise: 0.2-1 %).
+// The average poolings (blocks/pool_bins.h) and the pyramid pooling's split head (blocks/ppm.h) take ATen's operators
+// within it too (libtorch 1.13's bf16 adaptive pooling rounds otherwise: the export's check failed at 1-4 %).
 class AtenResizeScope : public ThreadFlagScope {
  public:
   AtenResizeScope();
 };
+// Whether an AtenResizeScope is active on this thread.
+bool AtenResizeActive();
 
 // x [N,C,h,w] -> [N,C,height,width], bilinear. align_corners=false unless a reference
 // implementation (e.g. RefineNet's, DFN's, Caffe's Interp in ICNet) uses true.
