@@ -9,6 +9,7 @@
 
 #include "base/env.h"
 #include "blocks/conv_shape.h"
+#include "blocks/linear_taps.h"
 #include "blocks/pool_bins.h"
 #include "blocks/resize.h"
 #include "train/precision.h"
@@ -19,36 +20,20 @@ namespace nn = torch::nn;
 
 namespace {
 
-// The weights of ATen's bilinear resize (upsample_bilinear2d with sizes given) along one dimension, from `in`
-// positions to `out`, as [out, in] (two nonzero weights a row at most), computed as ATen computes them (in float).
-std::vector<float> ResizeWeights(int64_t in, int64_t out, bool align_corners) {
-  std::vector<float> r(static_cast<size_t>(out * in), 0.f);
-  const float scale = align_corners ? (out > 1 ? static_cast<float>(in - 1) / static_cast<float>(out - 1) : 0.f)
-                                    : static_cast<float>(in) / static_cast<float>(out);
-  for (int64_t o = 0; o < out; ++o) {
-    float src = align_corners ? scale * static_cast<float>(o) : scale * (static_cast<float>(o) + 0.5f) - 0.5f;
-    if (src < 0.f) src = 0.f;
-    const int64_t i0 = std::min(static_cast<int64_t>(src), in - 1);
-    const int64_t i1 = i0 + (i0 < in - 1 ? 1 : 0);
-    const float l1 = std::min(std::max(src - static_cast<float>(i0), 0.f), 1.f);
-    r[o * in + i0] += 1.f - l1;
-    r[o * in + i1] += l1;
-  }
-  return r;
-}
-
 // For a convolution along one dimension (k taps, zero padding pad, dilation dil, `out` outputs) of a map resized
 // from `in` to `size` positions: [out, k in], whose entry (o, j in + a) is the weight of small-map position a in the
 // resized value that tap j of output o reads (0 where the tap reads padding).
 torch::Tensor ShiftedResize(int64_t in, int64_t size, int64_t k, int64_t pad, int64_t dil, int64_t out, bool align_corners) {
-  const std::vector<float> r = ResizeWeights(in, size, align_corners);
+  const LinearTaps taps(in, size, align_corners);  // ATen's resize weights
   torch::Tensor m = at::zeros({out, k * in}, at::kFloat);
   float* p = m.data_ptr<float>();
   for (int64_t o = 0; o < out; ++o) {
     for (int64_t j = 0; j < k; ++j) {
       const int64_t at = o + j * dil - pad;
       if (at < 0 || at >= size) continue;
-      std::copy(r.begin() + at * in, r.begin() + (at + 1) * in, p + o * k * in + j * in);
+      float* row = p + o * k * in + j * in;
+      row[taps.i0[at]] += taps.l0[at];
+      row[taps.i1[at]] += taps.l1[at];
     }
   }
   return m;
