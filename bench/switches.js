@@ -36,7 +36,9 @@
 //     input channels in predictions where the rule takes it, blocks/ppm.h ForwardHead: PSPNet's, UPerNet's)
 //   --switch poolbins: SEGTORCH_POOL_BINS=0 / default (adaptive average poolings in predictions by segtorch's one-pass
 //     kernel, blocks/pool_bins.h: the pyramid pooling's bins at once, global poolings)
-//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|resize|fusedbn|fusedbnbf16|fusedopt|gemmconv|fastdropout|depthwise|taps|ppmsplit|poolbins|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
+//   --switch compose: SEGTORCH_COMPOSE=0 / default (a 1x1 convolution and the one after it as one composed convolution
+//     in predictions where that has fewer multiplications: DFN's layer1 refinement block and head; blocks/composed_conv.h).
+//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|resize|fusedbn|fusedbnbf16|fusedopt|gemmconv|fastdropout|depthwise|taps|ppmsplit|poolbins|compose|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
 //          [--no-train] [--addon path/segtorch.node]
 'use strict'
 const { spawnSync } = require('child_process')
@@ -65,6 +67,7 @@ const SWITCHES = {
   taps: { env: 'SEGTORCH_TAP_CONV', off: '0', on: undefined },
   ppmsplit: { env: 'SEGTORCH_PPM_SPLIT', off: '0', on: undefined },
   poolbins: { env: 'SEGTORCH_POOL_BINS', off: '0', on: undefined },
+  compose: { env: 'SEGTORCH_COMPOSE', off: '0', on: undefined },
   addon: { env: 'SEGTORCH_ADDON' } // off / on: --off-addon and --addon
 }
 

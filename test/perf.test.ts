@@ -504,6 +504,48 @@ describe('the pyramid pooling in one pass and its head convolution split by inpu
   }
 })
 
+describe('DFN\'s composed convolutions (a 1x1 convolution and the one after it as one)', () => {
+  const cases: ModelOptions[] = [{ arch: 'dfn', backbone: 'resnet18', numClasses: 3 }]
+  const settings: PredictionSetting[] = [
+    { precision: 'fp32', channelsLast: true, foldBatchNorm: true, winograd: false },
+    { precision: 'fp32', channelsLast: false, foldBatchNorm: false },
+    { precision: 'bf16', channelsLast: true, foldBatchNorm: true },
+    { precision: 'bf16', channelsLast: true, foldBatchNorm: false }
+  ]
+  for (const size of [[96, 128], [77, 93]] as const) {
+    it(`give the separate convolutions' logits (fp32 1e-5; bf16 as close to fp32), after a training step too: ${size[0]} x ${size[1]}`, async () => {
+      const dir = tmpdir()
+      for (const side of ['on', 'off']) fs.mkdirSync(path.join(dir, side))
+      // The model predicts once (the composed kernels are kept), then takes a training step (its one-pass optimizer
+      // writes the weights in place): this process's predictions must use the step's weights.
+      const prepare = async (model: Model): Promise<void> => {
+        await warmStatistics(model, 3, 64)
+        await model.predict(randomImages(1, 3, size[0], size[1], 5))
+        await model.predict(randomImages(1, 3, size[0], size[1], 5), { precision: 'fp32', channelsLast: false, foldBatchNorm: false })
+        await model.trainStep(randomImages(2, 3, 64, 64, 6), randomMasks(2, 64, 64, 3, 7), { optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 } })
+      }
+      const parent = await savePredictionCases(dir, cases, 80, { prepare, settings, size })
+      const on = runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'on', 'trace') }, settings).logits
+      const off = runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'off', 'trace'), SEGTORCH_COMPOSE: '0' }, settings).logits
+      // The composed kernels are made by einsum (the refinement block's and the head's), in one child only.
+      const einsums = (dirname: string): number => predictionTraces(path.join(dir, dirname)).flat().filter((n) => n === 'aten::einsum').length
+      assert.ok(einsums('on') >= 2, `the composed convolutions ran (${einsums('on')} einsums)`)
+      assert.strictEqual(einsums('off'), 0, 'SEGTORCH_COMPOSE=0 turns them off')
+      const scale = Math.max(1, maxAbs(off[0]))
+      for (const s of [0, 1]) {
+        for (const [label, a] of [['composed', on[s]], ['after a step', parent[s]]] as const) {
+          assert.ok(maxDiff(a, off[s]) / scale < 1e-5, `fp32 ${JSON.stringify(settings[s])} ${label}: ${maxDiff(a, off[s])}`)
+        }
+      }
+      for (const s of [2, 3]) {
+        const [ours, theirs] = [meanAbs(on[s], off[0]), meanAbs(off[s], off[0])]
+        assert.ok(ours <= 1.5 * theirs + 1e-6, `bf16 ${JSON.stringify(settings[s])}: mean error against fp32 ${ours} (separate: ${theirs})`)
+        assert.ok(meanAbs(parent[s], off[0]) <= 1.5 * theirs + 1e-6, `bf16 after a step: ${meanAbs(parent[s], off[0])}`)
+      }
+    })
+  }
+})
+
 describe('kernel transforms kept between predictions', () => {
   it('are made again after a training step: the fp32 Winograd\'s predictions use the step\'s weights, folded or not', async () => {
     // The fp32 Winograd keeps each convolution's kernel transform between calls. A training step's one-pass optimizer

@@ -16,6 +16,7 @@
 // as there.
 #include "models/dfn.h"
 #include "blocks/batch_norm.h"
+#include "blocks/composed_conv.h"
 #include "blocks/conv2d.h"
 #include "blocks/pool_bins.h"
 
@@ -41,12 +42,16 @@ class ConvBnReluImpl : public nn::Module {
     if (has_bn) bn = register_module("bn", BatchNorm2d(out));
   }
   torch::Tensor forward(torch::Tensor x) {
-    const segtorch::Activation act = has_relu_ ? segtorch::Activation::kReLU : segtorch::Activation::kNone;
     // Predictions: one call (the ReLU a post-op where the convolution runs prepacked); training as before.
-    if (!at::GradMode::is_enabled()) return bn ? ConvBnAct(*conv, *bn, x, act) : conv->ForwardAct(x, act);
+    if (!at::GradMode::is_enabled()) return Predict(*conv, x);
     x = conv(x);
     if (bn) x = bn(x);
     return has_relu_ ? x.relu_() : x;
+  }
+  // A prediction with `c` in place of conv (a composed convolution standing for it), then the BN and the ReLU.
+  torch::Tensor Predict(Conv2dImpl& c, const torch::Tensor& x) {
+    const segtorch::Activation act = has_relu_ ? segtorch::Activation::kReLU : segtorch::Activation::kNone;
+    return bn ? ConvBnAct(c, *bn, x, act) : c.ForwardAct(x, act);
   }
   Conv2d conv{nullptr};
   BatchNorm2d bn{nullptr};
@@ -57,7 +62,7 @@ class ConvBnReluImpl : public nn::Module {
 TORCH_MODULE(ConvBnRelu);
 
 // Refinement residual block: 1x1 conv, then x + conv3x3(ConvBnRelu3x3(x)) [, ReLU].
-class RefineResidualImpl : public nn::Module {
+class RefineResidualImpl : public nn::Module, public KeepsWeightCopies {
  public:
   RefineResidualImpl(int64_t in, int64_t out, bool has_relu) : has_relu_(has_relu) {
     conv_1x1 = register_module("conv_1x1", Conv2d(nn::Conv2dOptions(in, out, 1).bias(false)));
@@ -65,20 +70,32 @@ class RefineResidualImpl : public nn::Module {
     conv_refine = register_module("conv_refine", Conv2d(nn::Conv2dOptions(out, out, 3).padding(1).bias(false)));
   }
   torch::Tensor forward(torch::Tensor x) {
-    x = conv_1x1(x);
     if (!at::GradMode::is_enabled()) {
-      // Predictions: act(conv_refine(.) + x) as one call, written into x where it runs prepacked.
-      torch::Tensor h = cbr(x);
+      // Predictions: where the block widens (layer1's 256 -> 512), the 3x3 convolution of the 1x1's output is one 3x3
+      // convolution of the block's input (blocks/composed_conv.h: 256 -> 512 instead of 512 -> 512); then
+      // act(conv_refine(.) + x) as one call, written into x where it runs prepacked.
+      torch::Tensor h = ComposeFirst(x) ? cbr->Predict(composed_.Get(*cbr->conv, *conv_1x1, *cbr->conv), x) : torch::Tensor();
+      x = conv_1x1(x);
+      if (!h.defined()) h = cbr(x);
       return conv_refine->ForwardAct(h, has_relu_ ? segtorch::Activation::kReLU : segtorch::Activation::kNone, std::move(x));
     }
+    x = conv_1x1(x);
     auto y = x + conv_refine(cbr(x));
     return has_relu_ ? y.relu_() : y;
   }
+  void DropWeightCopies() override { composed_.Drop(); }
+  bool has_relu() const { return has_relu_; }
   Conv2d conv_1x1{nullptr}, conv_refine{nullptr};
   ConvBnRelu cbr{nullptr};
 
  private:
+  // Whether cbr's convolution of conv_1x1(x) runs as one composed convolution of x: fewer multiplications.
+  bool ComposeFirst(const torch::Tensor& x) const {
+    return ComposeApplies(x) && ComposedConv::Composable(*cbr->conv, *conv_1x1) &&
+           ComposedConv::MacsPerPixel(*cbr->conv, *conv_1x1) < cbr->conv->weight.numel();
+  }
   bool has_relu_;
+  ComposedConv composed_;
 };
 TORCH_MODULE(RefineResidual);
 
@@ -103,15 +120,31 @@ class ChannelAttentionImpl : public nn::Module {
 TORCH_MODULE(ChannelAttention);
 
 // Prediction head: RRB (no ReLU) to 9 * out channels, 1x1 conv (with bias) to out.
-class DFNHeadImpl : public nn::Module {
+class DFNHeadImpl : public nn::Module, public KeepsWeightCopies {
  public:
   DFNHeadImpl(int64_t in, int64_t out) {
     rrb = register_module("rrb", RefineResidual(in, out * 9, false));
     conv = register_module("conv", Conv2d(nn::Conv2dOptions(out * 9, out, 1)));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return conv(rrb(x)); }
+  torch::Tensor forward(const torch::Tensor& x) {
+    // Predictions: conv(m + conv_refine(h)) with m = rrb's 1x1 output and h = its cbr's, as conv(m) + one 3x3
+    // convolution of h to the classes (blocks/composed_conv.h: 9K -> K instead of 9K -> 9K, then 9K -> K), added
+    // inside it; exact as nothing non-linear follows conv_refine.
+    if (ComposeApplies(x) && !rrb->has_relu() && ComposedConv::Composable(*conv, *rrb->conv_refine) &&
+        ComposedConv::MacsPerPixel(*conv, *rrb->conv_refine) < rrb->conv_refine->weight.numel()) {
+      torch::Tensor m = rrb->conv_1x1(x);
+      torch::Tensor h = rrb->cbr(m);
+      torch::Tensor t = conv(m);
+      return composed_.Get(*conv, *rrb->conv_refine, *rrb->conv_refine, /*bias=*/false).ForwardAct(h, Activation::kNone, std::move(t));
+    }
+    return conv(rrb(x));
+  }
+  void DropWeightCopies() override { composed_.Drop(); }
   RefineResidual rrb{nullptr};
   Conv2d conv{nullptr};
+
+ private:
+  ComposedConv composed_;
 };
 TORCH_MODULE(DFNHead);
 
