@@ -504,6 +504,40 @@ describe('the pyramid pooling in one pass and its head convolution split by inpu
   }
 })
 
+// A padded transposed convolution (FCN-8s's upscore layers, kernel 4 stride 2 padding 1 and kernel 16 stride 8 padding 4;
+// GCN's deconvolutions) runs as a convolution of its phases and a depth-to-space; in channels-last predictions the
+// phases go straight into the cropped output (native/blocks/concat.h DepthToSpaceInto's crop), elsewhere through the
+// whole depth-to-space and a crop view (NCHW: pixel_shuffle).
+describe('padded transposed convolutions in channels-last predictions', () => {
+  const cases: ModelOptions[] = [
+    { arch: 'fcn', backbone: 'vgg16', numClasses: 3, variant: '8s' } as ModelOptions,
+    { arch: 'gcn', backbone: 'resnet18', numClasses: 3 }
+  ]
+  for (const c of cases) {
+    it(`${c.arch}/${c.backbone}: the cropped phases give the NCHW path's logits (fp32, 1e-5) at odd sizes`, async () => {
+      const model = await createModel(c)
+      try {
+        await warmStatistics(model, 3, 64)
+        // FCN's score layers start at zero (its logits too): two steps move them.
+        for (let i = 0; i < 2; i++) {
+          await model.trainStep(randomImages(2, 3, 64, 64, 6 + i), randomMasks(2, 64, 64, 3, 8 + i), { optimizer: { type: 'sgd', lr: 0.1, momentum: 0.9 } })
+        }
+        for (const [h, w] of [[64, 96], [77, 93]]) {
+          const x = randomImages(1, 3, h, w, h + w)
+          const o = { output: 'logits', precision: 'fp32', winograd: false, foldBatchNorm: false } as const
+          const nchw = (await model.predict(x, { ...o, channelsLast: false })).dataSync()
+          const cl = (await model.predict(x, { ...o, channelsLast: true })).dataSync()
+          assert.ok(maxAbs(nchw) > 1e-3, `${h} x ${w}: logits ${maxAbs(nchw)}, not all zero`)
+          const scale = Math.max(1, maxAbs(nchw))
+          assert.ok(maxDiff(cl, nchw) / scale < 1e-5, `${h} x ${w}: ${maxDiff(cl, nchw)} (scale ${scale})`)
+        }
+      } finally {
+        model.dispose()
+      }
+    })
+  }
+})
+
 describe('DFN\'s composed convolutions (a 1x1 convolution and the one after it as one)', () => {
   const cases: ModelOptions[] = [{ arch: 'dfn', backbone: 'resnet18', numClasses: 3 }]
   const settings: PredictionSetting[] = [

@@ -31,7 +31,9 @@ namespace segtorch {
 // CPU tensors of one dtype whose channels are adjacent in memory (stride(1) == 1: channels-last, or a
 // channel slice of a channels-last tensor): one memcpy per pixel, rows in parallel (ATen's copy into a
 // channel slice went element by element). False, dst untouched, where that does not hold.
-bool DepthToSpaceInto(const at::Tensor& phases, int64_t s, at::Tensor& dst);
+// crop: dst is the depth-to-space with `crop` rows and columns cut from each side ([N, C, H * s - 2 crop,
+// W * s - 2 crop]: a padded transposed convolution's output, blocks/transposed_conv.h).
+bool DepthToSpaceInto(const at::Tensor& phases, int64_t s, at::Tensor& dst, int64_t crop = 0);
 
 // dst.copy_(src) the same way (the depth-to-space with s = 1).
 inline bool CopyPixels(const at::Tensor& src, at::Tensor& dst) { return DepthToSpaceInto(src, 1, dst); }
