@@ -5,7 +5,7 @@ namespace segtorch {
 
 // Sets `flag` (a thread_local bool of the caller's) to `value` and gives it back its previous value
 // when destroyed, so scopes nest. Made and destroyed on one thread, like the flag it sets. The
-// named scopes (WholeKernelGuard, WinogradGuard, AtenResizeScope, DeferFinalResize, ...) derive
+// named scopes (WholeKernelGuard, WinogradGuard, AsTracedScope, DeferFinalResize, ...) derive
 // from it and keep their flags private to their .cc files.
 class ThreadFlagScope {
  public:

@@ -94,7 +94,12 @@ Conv2dImpl& ComposedConv::Get(const Conv2dImpl& outer, const Conv2dImpl& inner, 
 
 bool ComposeApplies(const torch::Tensor& x) {
   static const long mode = EnvInteger("SEGTORCH_COMPOSE", -1, 0, 1);
-  return mode != 0 && !at::GradMode::is_enabled() && !AtenResizeActive() && !torch::jit::tracer::isTracing() && x.is_cpu();
+  // Inference mode: predict's inference copies, whose weights change only where PrepackConvolutions then drops what was
+  // kept (DropWeightCopies). Not the trained network's forward without gradients: its one-pass optimizer writes the
+  // weights in place without a version bump, which the stamps cannot see (a stale kernel, 0.3-0.9 % off the exported
+  // graph's logits after the battery's training steps).
+  return mode != 0 && c10::InferenceMode::is_enabled() && !at::GradMode::is_enabled() && !AsTracedActive() && !torch::jit::tracer::isTracing() &&
+         x.is_cpu();
 }
 
 }  // namespace segtorch

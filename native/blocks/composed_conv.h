@@ -37,8 +37,9 @@ class ComposedConv {
   WeightStamp stamps_[4];
 };
 
-// Whether a prediction may use composed convolutions for x: not tracing, not inside an AtenResizeScope (an export's
-// graph check), no gradients, on the CPU (where it was measured). SEGTORCH_COMPOSE=0: never (measurements).
+// Whether a prediction may use composed convolutions for x: inference mode (predict's inference copies), not tracing,
+// not inside an AsTracedScope (an export's graph check), on the CPU (where it was measured). SEGTORCH_COMPOSE=0: never
+// (measurements).
 bool ComposeApplies(const torch::Tensor& x);
 
 }  // namespace segtorch

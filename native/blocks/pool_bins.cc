@@ -49,7 +49,7 @@ torch::Tensor Means(int64_t n, int64_t bins, const std::vector<int64_t>& bounds)
 
 bool PoolBinsApply(const torch::Tensor& x) {
   static const bool enabled = EnvSwitch("SEGTORCH_POOL_BINS", true);
-  return enabled && !AtenResizeActive() && (c10::InferenceMode::is_enabled() || !at::GradMode::is_enabled()) && !torch::jit::tracer::isTracing() &&
+  return enabled && !AsTracedActive() && (c10::InferenceMode::is_enabled() || !at::GradMode::is_enabled()) && !torch::jit::tracer::isTracing() &&
          x.dim() == 4 && x.is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) && x.numel() > 0 &&
          (x.is_contiguous(at::MemoryFormat::ChannelsLast) || x.is_contiguous());
 }

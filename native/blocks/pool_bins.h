@@ -10,7 +10,7 @@
 
 namespace segtorch {
 
-// Whether AdaptiveAvgPoolBins takes x: no gradients, not traced, outside an AtenResizeScope, a 4-D CPU map in float32 or bfloat16, contiguous
+// Whether AdaptiveAvgPoolBins takes x: no gradients, not traced, outside an AsTracedScope, a 4-D CPU map in float32 or bfloat16, contiguous
 // channels-last or NCHW
 // (SEGTORCH_POOL_BINS=0: never, for measurements).
 bool PoolBinsApply(const torch::Tensor& x);

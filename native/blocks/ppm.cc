@@ -72,7 +72,7 @@ torch::Tensor PPMImpl::forward(const torch::Tensor& x) {
 
 bool PPMImpl::SplitApplies(const torch::Tensor& x, nn::SequentialImpl& head) const {
   static const long mode = EnvInteger("SEGTORCH_PPM_SPLIT", -1, 0, 1);
-  if (mode == 0 || AtenResizeActive() || !c10::InferenceMode::is_enabled() || torch::jit::tracer::isTracing() || !x.is_cpu() || x.dim() != 4 ||
+  if (mode == 0 || AsTracedActive() || !c10::InferenceMode::is_enabled() || torch::jit::tracer::isTracing() || !x.is_cpu() || x.dim() != 4 ||
       x.size(1) != options_.in_channels() || head.size() == 0) {
     return false;
   }

@@ -27,7 +27,7 @@ bool FastResizeEnabled() {
 
 thread_local bool aten_resize = false;
 
-// Predictions on the CPU: no gradients, no tracer, the switch on, no AtenResizeScope.
+// Predictions on the CPU: no gradients, no tracer, the switch on, no AsTracedScope.
 bool FastResizeHere(const at::Tensor& like) {
   return FastResizeEnabled() && !aten_resize && !at::GradMode::is_enabled() && !torch::jit::tracer::isTracing() && like.dim() == 4 &&
          like.device().is_cpu();
@@ -136,9 +136,9 @@ struct ResizeTrain : public torch::autograd::Function<ResizeTrain> {
 
 }  // namespace
 
-AtenResizeScope::AtenResizeScope() : ThreadFlagScope(aten_resize, true) {}
+AsTracedScope::AsTracedScope() : ThreadFlagScope(aten_resize, true) {}
 
-bool AtenResizeActive() { return aten_resize; }
+bool AsTracedActive() { return aten_resize; }
 
 bool ResizeBilinearInto(const at::Tensor& input, at::Tensor& out, bool align_corners, bool accumulate) {
   if (!FastResizeHere(out) || input.dim() != 4 || !input.device().is_cpu()) return false;

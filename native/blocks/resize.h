@@ -19,17 +19,18 @@ namespace segtorch {
 // 14 ms of a 250 ms prediction).
 bool ResizeBilinearInto(const at::Tensor& x, at::Tensor& out, bool align_corners, bool accumulate = false);
 
-// Within its scope this thread's resizes take ATen's operator, as a traced graph does: the export's
-// check of its size-independent graph against the network (1e-4) would otherwise compare the two
-// kernels' bf16 roundings (libtorch 1.13's bf16 upsample_bilinear2d rounds otherwise: 0.2-1 %).
-// The average poolings (blocks/pool_bins.h) and the pyramid pooling's split head (blocks/ppm.h) take ATen's operators
-// within it too (libtorch 1.13's bf16 adaptive pooling rounds otherwise: the export's check failed at 1-4 %).
-class AtenResizeScope : public ThreadFlagScope {
+// Within its scope this thread's predictions compute as a traced graph does, operator by operator: the export's check
+// of its size-independent graph against the network (1e-4, bf16 included) would otherwise compare different roundings.
+// The resizes take ATen's operator (libtorch 1.13's bf16 upsample_bilinear2d rounds otherwise: 0.2-1 %), as do the
+// average poolings (blocks/pool_bins.h; libtorch 1.13's bf16 adaptive pooling: the check failed at 1-4 %); the pyramid
+// pooling's split head (blocks/ppm.h), the composed convolutions (blocks/composed_conv.h) and DFN's fused
+// multiply-add stay off.
+class AsTracedScope : public ThreadFlagScope {
  public:
-  AtenResizeScope();
+  AsTracedScope();
 };
-// Whether an AtenResizeScope is active on this thread.
-bool AtenResizeActive();
+// Whether an AsTracedScope is active on this thread.
+bool AsTracedActive();
 
 // x [N,C,h,w] -> [N,C,height,width], bilinear. align_corners=false unless a reference
 // implementation (e.g. RefineNet's, DFN's, Caffe's Interp in ICNet) uses true.

@@ -373,7 +373,7 @@ std::shared_ptr<Graph> WithPadding(Graph& body, int64_t k) {
 at::Tensor Reference(SegmentationModel& net, const at::Tensor& x, int64_t k, at::ScalarType dtype) {
   int64_t h = x.size(2), w = x.size(3), ph = (k - h % k) % k, pw = (k - w % k) % k;
   at::Tensor xp = at::constant_pad_nd(x, {0, pw, 0, ph}, 0);
-  AtenResizeScope aten_resize;  // the traced graph's resizes
+  AsTracedScope as_traced;  // the traced graph's arithmetic (resizes, poolings, no split or composed convolutions)
   return Forward(net, xp, dtype).narrow(2, 0, h).narrow(3, 0, w);
 }
 

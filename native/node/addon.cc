@@ -355,7 +355,7 @@ Napi::Value DropoutTrainJs(const Napi::CallbackInfo& info) {
 
 // _resizeTrain(x float32 [N,C,h,w], dy float32 [N,C,H,W], alignCorners, bf16, aten) -> Promise<float32>: for tests only:
 // training's bilinear resize of NCHW logits (blocks/resize.h ResizeBilinearTrain) forward and backward, x and dy in
-// bfloat16 where bf16; by ATen's operator where aten (an AtenResizeScope). Back as one float32 vector: y, dx (NCHW),
+// bfloat16 where bf16; by ATen's operator where aten (an AsTracedScope). Back as one float32 vector: y, dx (NCHW),
 // then 1 where segtorch's loops ran, else 0.
 Napi::Value ResizeTrainJs(const Napi::CallbackInfo& info) {
   return RunAsync(info, SharedExecutor, [&](Job& job) {
@@ -370,7 +370,7 @@ Napi::Value ResizeTrainJs(const Napi::CallbackInfo& info) {
       at::Tensor xi = x.to(type).contiguous().requires_grad_();
       at::Tensor y;
       if (aten) {
-        AtenResizeScope scope;
+        AsTracedScope scope;
         y = ResizeBilinearTrain(xi, dy.size(2), dy.size(3), align);
       } else {
         y = ResizeBilinearTrain(xi, dy.size(2), dy.size(3), align);
