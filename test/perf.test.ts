@@ -441,6 +441,43 @@ describe('fused fp32 convolutions beside the fp32 Winograd', () => {
   })
 })
 
+// The tests of values a model keeps between predictions (the PPM split's parts, the composed convolutions): each
+// model's logits in fp32 (channels-last folded, NCHW unfolded) and bf16 (folded, unfolded).
+const KEPT_SETTINGS: PredictionSetting[] = [
+  { precision: 'fp32', channelsLast: true, foldBatchNorm: true, winograd: false },
+  { precision: 'fp32', channelsLast: false, foldBatchNorm: false },
+  { precision: 'bf16', channelsLast: true, foldBatchNorm: true },
+  { precision: 'bf16', channelsLast: true, foldBatchNorm: false }
+]
+
+// A model predicts once at `size` in two settings (what it keeps is made), then takes a training step (its one-pass
+// optimizer writes the weights in place): its predictions afterwards must use the step's weights.
+function predictThenStep (size: readonly [number, number]): (model: Model) => Promise<void> {
+  return async (model) => {
+    await warmStatistics(model, 3, 64)
+    await model.predict(randomImages(1, 3, size[0], size[1], 5))
+    await model.predict(randomImages(1, 3, size[0], size[1], 5), { precision: 'fp32', channelsLast: false, foldBatchNorm: false })
+    await model.trainStep(randomImages(2, 3, 64, 64, 6), randomMasks(2, 64, 64, 3, 7), { optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 } })
+  }
+}
+
+// KEPT_SETTINGS' logits of model k: `on` (the kept values' path) and `parent` (this process, after predictThenStep)
+// against `off` (the plain path): fp32 within 1e-5, bf16 mean error against fp32 within 1.5x of the plain path's.
+function assertKeptLogits (name: string, k: number, on: ArrayLike<number>[], off: ArrayLike<number>[], parent: ArrayLike<number>[], label: string): void {
+  const at = k * KEPT_SETTINGS.length
+  const scale = Math.max(1, maxAbs(off[at]))
+  for (const s of [0, 1]) {
+    for (const [which, a] of [[label, on[at + s]], ['after a step', parent[at + s]]] as const) {
+      assert.ok(maxDiff(a, off[at + s]) / scale < 1e-5, `${name} fp32 ${JSON.stringify(KEPT_SETTINGS[s])} ${which}: ${maxDiff(a, off[at + s])}`)
+    }
+  }
+  for (const s of [2, 3]) {
+    const [ours, theirs] = [meanAbs(on[at + s], off[at]), meanAbs(off[at + s], off[at])]
+    assert.ok(ours <= 1.5 * theirs + 1e-6, `${name} bf16 ${JSON.stringify(KEPT_SETTINGS[s])} ${label}: mean error against fp32 ${ours} (plain: ${theirs})`)
+    assert.ok(meanAbs(parent[at + s], off[at]) <= 1.5 * theirs + 1e-6, `${name} bf16 after a step: ${meanAbs(parent[at + s], off[at])}`)
+  }
+}
+
 // PSPNet's and UPerNet's pyramid pooling in predictions (native/blocks/ppm.h): the bins' poolings in one pass over the
 // map (blocks/pool_bins.h), and the head convolution after it split by its input channels (ForwardHead): oneDNN's
 // convolution of the backbone's map alone, plus the branches' share computed on their pooled maps before the bilinear
@@ -452,12 +489,7 @@ describe('the pyramid pooling in one pass and its head convolution split by inpu
     { arch: 'pspnet', backbone: 'resnet18', numClasses: 3 },
     { arch: 'upernet', backbone: 'resnet18', numClasses: 3 }
   ]
-  const settings: PredictionSetting[] = [
-    { precision: 'fp32', channelsLast: true, foldBatchNorm: true, winograd: false },
-    { precision: 'fp32', channelsLast: false, foldBatchNorm: false },
-    { precision: 'bf16', channelsLast: true, foldBatchNorm: true },
-    { precision: 'bf16', channelsLast: true, foldBatchNorm: false }
-  ]
+  const settings = KEPT_SETTINGS
 
   // At 257 x 263 this process splits by the rule (PSPNet's 33 x 33 map: 1089 output pixels; UPerNet's 9 x 9 is left
   // whole); at 77 x 93 the maps (10 x 12, 3 x 3) are smaller than some bin counts (overlapping windows).
@@ -465,15 +497,8 @@ describe('the pyramid pooling in one pass and its head convolution split by inpu
     it(`give ATen's and the concatenation's logits (fp32 1e-5; bf16 as close to fp32), after a training step too: ${size[0]} x ${size[1]}`, async () => {
       const dir = tmpdir()
       for (const side of ['on', 'off']) fs.mkdirSync(path.join(dir, side))
-      // Each model predicts once (the split's parts are kept), then takes a training step (its one-pass optimizer
-      // writes the weights in place): this process's predictions must use the step's weights.
-      const prepare = async (model: Model): Promise<void> => {
-        await warmStatistics(model, 3, 64)
-        await model.predict(randomImages(1, 3, size[0], size[1], 5))
-        await model.predict(randomImages(1, 3, size[0], size[1], 5), { precision: 'fp32', channelsLast: false, foldBatchNorm: false })
-        await model.trainStep(randomImages(2, 3, 64, 64, 6), randomMasks(2, 64, 64, 3, 7), { optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 } })
-      }
-      const parent = await savePredictionCases(dir, cases, 70, { prepare, settings, size })
+      // Each model keeps the split's parts, then takes a training step.
+      const parent = await savePredictionCases(dir, cases, 70, { prepare: predictThenStep(size), settings, size })
       const on = runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'on', 'trace'), SEGTORCH_PPM_SPLIT: '1' }, settings).logits
       const off = runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'off', 'trace'), SEGTORCH_PPM_SPLIT: '0', SEGTORCH_POOL_BINS: '0' }, settings).logits
       const [onTraces, offTraces] = [predictionTraces(path.join(dir, 'on')), predictionTraces(path.join(dir, 'off'))]
@@ -485,21 +510,8 @@ describe('the pyramid pooling in one pass and its head convolution split by inpu
       // Each model's first folded prediction finds its BatchNorm pairs by a forward with gradients (ATen's pooling there).
       assert.strictEqual(onTraces.filter(pooling).length, cases.length, 'ATen\'s pooling only where BatchNorms are paired')
       assert.strictEqual(offTraces.filter(pooling).length, offTraces.length, 'SEGTORCH_POOL_BINS=0: ATen\'s pooling everywhere')
-      for (const [k, options] of cases.entries()) {
-        const name = `${options.arch}/${options.backbone}`
-        const at = k * settings.length
-        const scale = Math.max(1, maxAbs(off[at]))
-        for (const s of [0, 1]) {
-          for (const [label, a] of [['one pass + split', on[at + s]], ['after a step (the rule)', parent[at + s]]] as const) {
-            assert.ok(maxDiff(a, off[at + s]) / scale < 1e-5, `${name} fp32 ${JSON.stringify(settings[s])} ${label}: ${maxDiff(a, off[at + s])}`)
-          }
-        }
-        for (const s of [2, 3]) {
-          const [ours, theirs] = [meanAbs(on[at + s], off[at]), meanAbs(off[at + s], off[at])]
-          assert.ok(ours <= 1.5 * theirs + 1e-6, `${name} bf16 ${JSON.stringify(settings[s])}: mean error against fp32 ${ours} (ATen's: ${theirs})`)
-          assert.ok(meanAbs(parent[at + s], off[at]) <= 1.5 * theirs + 1e-6, `${name} bf16 after a step: ${meanAbs(parent[at + s], off[at])}`)
-        }
-      }
+      // (This process splits by the rule, the child wherever the shape fits.)
+      for (const [k, options] of cases.entries()) assertKeptLogits(`${options.arch}/${options.backbone}`, k, on, off, parent, 'one pass + split')
     })
   }
 })
@@ -540,42 +552,20 @@ describe('padded transposed convolutions in channels-last predictions', () => {
 
 describe('DFN\'s composed convolutions (a 1x1 convolution and the one after it as one)', () => {
   const cases: ModelOptions[] = [{ arch: 'dfn', backbone: 'resnet18', numClasses: 3 }]
-  const settings: PredictionSetting[] = [
-    { precision: 'fp32', channelsLast: true, foldBatchNorm: true, winograd: false },
-    { precision: 'fp32', channelsLast: false, foldBatchNorm: false },
-    { precision: 'bf16', channelsLast: true, foldBatchNorm: true },
-    { precision: 'bf16', channelsLast: true, foldBatchNorm: false }
-  ]
+  const settings = KEPT_SETTINGS
   for (const size of [[96, 128], [77, 93]] as const) {
     it(`give the separate convolutions' logits (fp32 1e-5; bf16 as close to fp32), after a training step too: ${size[0]} x ${size[1]}`, async () => {
       const dir = tmpdir()
       for (const side of ['on', 'off']) fs.mkdirSync(path.join(dir, side))
-      // The model predicts once (the composed kernels are kept), then takes a training step (its one-pass optimizer
-      // writes the weights in place): this process's predictions must use the step's weights.
-      const prepare = async (model: Model): Promise<void> => {
-        await warmStatistics(model, 3, 64)
-        await model.predict(randomImages(1, 3, size[0], size[1], 5))
-        await model.predict(randomImages(1, 3, size[0], size[1], 5), { precision: 'fp32', channelsLast: false, foldBatchNorm: false })
-        await model.trainStep(randomImages(2, 3, 64, 64, 6), randomMasks(2, 64, 64, 3, 7), { optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 } })
-      }
-      const parent = await savePredictionCases(dir, cases, 80, { prepare, settings, size })
+      // The model keeps the composed kernels, then takes a training step.
+      const parent = await savePredictionCases(dir, cases, 80, { prepare: predictThenStep(size), settings, size })
       const on = runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'on', 'trace') }, settings).logits
       const off = runPredictionCases(dir, cases.length, { SEGTORCH_PROFILE: path.join(dir, 'off', 'trace'), SEGTORCH_COMPOSE: '0' }, settings).logits
       // The composed kernels are made by einsum (the refinement block's and the head's), in one child only.
       const einsums = (dirname: string): number => predictionTraces(path.join(dir, dirname)).flat().filter((n) => n === 'aten::einsum').length
       assert.ok(einsums('on') >= 2, `the composed convolutions ran (${einsums('on')} einsums)`)
       assert.strictEqual(einsums('off'), 0, 'SEGTORCH_COMPOSE=0 turns them off')
-      const scale = Math.max(1, maxAbs(off[0]))
-      for (const s of [0, 1]) {
-        for (const [label, a] of [['composed', on[s]], ['after a step', parent[s]]] as const) {
-          assert.ok(maxDiff(a, off[s]) / scale < 1e-5, `fp32 ${JSON.stringify(settings[s])} ${label}: ${maxDiff(a, off[s])}`)
-        }
-      }
-      for (const s of [2, 3]) {
-        const [ours, theirs] = [meanAbs(on[s], off[0]), meanAbs(off[s], off[0])]
-        assert.ok(ours <= 1.5 * theirs + 1e-6, `bf16 ${JSON.stringify(settings[s])}: mean error against fp32 ${ours} (separate: ${theirs})`)
-        assert.ok(meanAbs(parent[s], off[0]) <= 1.5 * theirs + 1e-6, `bf16 after a step: ${meanAbs(parent[s], off[0])}`)
-      }
+      assertKeptLogits('dfn/resnet18', 0, on, off, parent, 'composed')
     })
   }
 })
