@@ -17,6 +17,10 @@ bool IsOneByOne(const Conv2dImpl& c) {
          c.ZeroPaddingValues(&ph, &pw) && ph == 0 && pw == 0;
 }
 
+// Whether the composition is the inner-1x1 kind (a bias-free 1x1 inner: its output on the outer's zero padding is zero);
+// otherwise the outer-1x1 kind.
+bool InnerOneByOne(const Conv2dImpl& inner) { return IsOneByOne(inner) && !inner.bias.defined(); }
+
 }  // namespace
 
 bool ComposedConv::Composable(const Conv2dImpl& outer, const Conv2dImpl& inner) {
@@ -27,13 +31,11 @@ bool ComposedConv::Composable(const Conv2dImpl& outer, const Conv2dImpl& inner) 
       wo.scalar_type() != wi.scalar_type() || wo.device() != wi.device()) {
     return false;
   }
-  // Inner 1x1 without bias (its output on the outer's zero padding is then zero), or outer 1x1.
-  return (IsOneByOne(inner) && !inner.bias.defined()) || IsOneByOne(outer);
+  return InnerOneByOne(inner) || IsOneByOne(outer);
 }
 
 int64_t ComposedConv::MacsPerPixel(const Conv2dImpl& outer, const Conv2dImpl& inner) {
-  const bool inner_1x1 = IsOneByOne(inner) && !inner.bias.defined();
-  const torch::Tensor& spatial = inner_1x1 ? outer.weight : inner.weight;
+  const torch::Tensor& spatial = InnerOneByOne(inner) ? outer.weight : inner.weight;
   return outer.weight.size(0) * inner.weight.size(1) * spatial.size(2) * spatial.size(3);
 }
 
@@ -53,7 +55,7 @@ Conv2dImpl& ComposedConv::Get(const Conv2dImpl& outer, const Conv2dImpl& inner, 
   c10::InferenceMode normal(false);
   torch::NoGradGuard no_grad;
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
-  const bool inner_1x1 = IsOneByOne(inner) && !inner.bias.defined();
+  const bool inner_1x1 = InnerOneByOne(inner);
   const Conv2dImpl& spatial = inner_1x1 ? outer : inner;
   const torch::Tensor wo = outer.weight.detach().to(at::kFloat), wi = inner.weight.detach().to(at::kFloat);
   torch::Tensor w, b;

@@ -196,8 +196,7 @@ at::Tensor AddResized(at::Tensor a, const at::Tensor& b, bool align_corners) {
   if (a.size(2) == b.size(2) && a.size(3) == b.size(3)) return a + b;
   if (FastResizeHere(a) && a.stride(1) == 1 && a.scalar_type() == b.scalar_type()) {
     // Into a where this call holds the only reference to it and to its memory (not a view).
-    const bool own = a.use_count() == 1 && a.storage().use_count() == 1 && !a.requires_grad();
-    at::Tensor out = own ? a : a.clone(at::MemoryFormat::Preserve);
+    at::Tensor out = HeldOnlyHere(a) ? a : a.clone(at::MemoryFormat::Preserve);
     if (out.stride(1) == 1 && ResizeBilinearInto(b, out, align_corners, /*accumulate=*/true)) return out;
   }
   return a + ResizeLike(b, a, align_corners);

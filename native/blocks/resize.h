@@ -32,6 +32,10 @@ class AsTracedScope : public ThreadFlagScope {
 // Whether an AsTracedScope is active on this thread.
 bool AsTracedActive();
 
+// Whether the caller holds the only reference to `a` and to its memory (not a view of another tensor) and `a` records
+// no gradient: it may be written in place (AddResized's accumulation, DFN's channel attention).
+inline bool HeldOnlyHere(const at::Tensor& a) { return a.use_count() == 1 && a.storage().use_count() == 1 && !a.requires_grad(); }
+
 // x [N,C,h,w] -> [N,C,height,width], bilinear. align_corners=false unless a reference
 // implementation (e.g. RefineNet's, DFN's, Caffe's Interp in ICNet) uses true.
 at::Tensor ResizeBilinear(const at::Tensor& x, int64_t height, int64_t width, bool align_corners = false);

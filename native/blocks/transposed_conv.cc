@@ -71,22 +71,21 @@ torch::Tensor FromPhases(const torch::Tensor& phases, int64_t s) {
 torch::Tensor SubpixelConvTranspose2dImpl::forward(const torch::Tensor& x) {
   if (!Subpixel(x)) return torch::nn::ConvTranspose2dImpl::forward(x);
   const int64_t s = stride_, k = weight.size(2);
+  // Full output s*(H + m - 1) = (H - 1)*s + k; the padding crops p from each side.
+  const int64_t oh = (x.size(2) - 1) * s + k - 2 * padding_, ow = (x.size(3) - 1) * s + k - 2 * padding_;
   if (padding_ > 0 && x.suggest_memory_format() == at::MemoryFormat::ChannelsLast && !at::GradMode::is_enabled() &&
       !torch::jit::tracer::isTracing()) {
     // Predictions: the phases placed straight into the cropped output, a dense channels-last tensor (the crop of the
     // whole depth-to-space was a strided view, which the next convolution copied again: GCN's deconvolutions, 2 copies
     // of each 512 x 512 map).
     torch::Tensor phases = PhaseConv(x, /*phases_last=*/true);
-    const int64_t oh = (x.size(2) - 1) * s + k - 2 * padding_, ow = (x.size(3) - 1) * s + k - 2 * padding_;
     torch::Tensor y = at::empty({phases.size(0), phases.size(1) / (s * s), oh, ow}, phases.options().memory_format(at::MemoryFormat::ChannelsLast));
     if (DepthToSpaceInto(phases, s, y, padding_)) return y;
     return FromPhases(phases, s).narrow(2, padding_, oh).narrow(3, padding_, ow);
   }
   torch::Tensor y = x.suggest_memory_format() == at::MemoryFormat::ChannelsLast ? FromPhases(PhaseConv(x, /*phases_last=*/true), s)
                                                                                 : at::pixel_shuffle(PhaseConv(x, /*phases_last=*/false), s);
-  // Full output s*(H + m - 1) = (H - 1)*s + k; the padding crops p from each side.
   if (padding_ == 0) return y;
-  const int64_t oh = (x.size(2) - 1) * s + k - 2 * padding_, ow = (x.size(3) - 1) * s + k - 2 * padding_;
   return y.narrow(2, padding_, oh).narrow(3, padding_, ow);
 }
 

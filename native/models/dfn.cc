@@ -119,7 +119,7 @@ class ChannelAttentionImpl : public nn::Module {
     // roundings in bf16: 2 % apart).
     if (!at::GradMode::is_enabled() && !AsTracedActive() && !torch::jit::tracer::isTracing() && high.scalar_type() == low.scalar_type() &&
         w.scalar_type() == low.scalar_type()) {
-      if (high.use_count() == 1 && high.is_non_overlapping_and_dense() && high.sizes() == low.sizes()) return high.addcmul_(low, w);
+      if (HeldOnlyHere(high) && high.is_non_overlapping_and_dense() && high.sizes() == low.sizes()) return high.addcmul_(low, w);
       return at::addcmul(high, low, w);
     }
     return low * w + high;
