@@ -38,8 +38,10 @@
 //     kernel, blocks/pool_bins.h: the pyramid pooling's bins at once, global poolings)
 //   --switch compose: SEGTORCH_COMPOSE=0 / default (a 1x1 convolution and the one after it as one composed convolution
 //     in predictions where that has fewer multiplications: DFN's layer1 refinement block and head; blocks/composed_conv.h).
-//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|resize|fusedbn|fusedbnbf16|fusedopt|gemmconv|fastdropout|depthwise|taps|ppmsplit|poolbins|compose|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
-//          [--no-train] [--addon path/segtorch.node]
+//   --switch split1x1: SEGTORCH_SPLIT_1X1=0 / default (a prepacked 1x1 convolution's pixels given to oneDNN as 8-16
+//     images of one row where it has 2048 channels in or out and 4096 pixels or more, bf16 on AMX; blocks/conv2d.cc).
+//   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|resize|fusedbn|fusedbnbf16|fusedopt|gemmconv|fastdropout|depthwise|taps|ppmsplit|poolbins|compose|split1x1|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
+//          [--no-train] [--no-fp32] [--addon path/segtorch.node]
 'use strict'
 const { spawnSync } = require('child_process')
 const fs = require('fs')
@@ -68,6 +70,7 @@ const SWITCHES = {
   ppmsplit: { env: 'SEGTORCH_PPM_SPLIT', off: '0', on: undefined },
   poolbins: { env: 'SEGTORCH_POOL_BINS', off: '0', on: undefined },
   compose: { env: 'SEGTORCH_COMPOSE', off: '0', on: undefined },
+  split1x1: { env: 'SEGTORCH_SPLIT_1X1', off: '0', on: undefined },
   addon: { env: 'SEGTORCH_ADDON' } // off / on: --off-addon and --addon
 }
 
@@ -88,12 +91,12 @@ async function median (fn, runs) {
   return times[times.length >> 1]
 }
 
-async function child (arch, size, runs, train) {
+async function child (arch, size, runs, train, fp32) {
   const st = require('../dist/index.js')
   const x = st.tensor(new Uint8Array(3 * size * size).map((_, i) => (i * 2654435761) >>> 24), [1, 3, size, size])
   const m = await st.createModel({ arch, numClasses: 21 })
   const out = { prepack: st.backend().prepack, cacheLimit: st.cpuMemoryStats().limitBytes }
-  for (const [name, o] of [['defaults', {}], ['fp32', { precision: 'fp32', channelsLast: true }]]) {
+  for (const [name, o] of [['defaults', {}], ...(fp32 ? [['fp32', { precision: 'fp32', channelsLast: true }]] : [])]) {
     out[name] = await median(async () => (await m.predict(x, o)).dispose(), runs)
   }
   if (train) {
@@ -113,7 +116,7 @@ async function child (arch, size, runs, train) {
 }
 
 async function main () {
-  if (args[0] === '--child') return child(args[1], Number(args[2]), Number(args[3]), args[4] === '1')
+  if (args[0] === '--child') return child(args[1], Number(args[2]), Number(args[3]), args[4] === '1', args[5] === '1')
   const sw = SWITCHES[opt('switch', '')]
   if (!sw) throw new Error(`Expected --switch ${Object.keys(SWITCHES).join(' | ')}`)
   const swName = opt('switch')
@@ -123,6 +126,7 @@ async function main () {
     sw.on = path.resolve(opt('addon'))
   }
   const train = !args.includes('--no-train')
+  const fp32 = !args.includes('--no-fp32')
   const rounds = Number(opt('rounds', '2'))
   const runs = Number(opt('runs', '5'))
   const size = Number(opt('size', '512'))
@@ -135,7 +139,7 @@ async function main () {
     { cwd: path.join(__dirname, '..'), env, encoding: 'utf8' })
   const be = JSON.parse(info.stdout)
   if (swName === 'prepack' && !be.prepack) console.log(`note: this libtorch (${be.libtorch}) cannot prepack: both columns run the same code`)
-  const KINDS = train ? ['defaults', 'fp32', 'train'] : ['defaults', 'fp32']
+  const KINDS = ['defaults', ...(fp32 ? ['fp32'] : []), ...(train ? ['train'] : [])]
   const started = Date.now()
   const results = {}
   for (const arch of archs) {
@@ -146,7 +150,7 @@ async function main () {
         const childEnv = { ...env }
         delete childEnv[sw.env]
         if (sw[state] !== undefined) childEnv[sw.env] = sw[state]
-        const r = spawnSync(process.execPath, [__filename, '--child', arch, String(size), String(runs), train ? '1' : '0'],
+        const r = spawnSync(process.execPath, [__filename, '--child', arch, String(size), String(runs), train ? '1' : '0', fp32 ? '1' : '0'],
           { env: childEnv, encoding: 'utf8', maxBuffer: 1 << 24 })
         if (r.status !== 0) throw new Error(`${arch} ${sw.env}=${sw[state] ?? '(default)'}: ${r.stderr}`)
         const o = JSON.parse(r.stdout.trim().split('\n').pop())

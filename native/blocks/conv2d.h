@@ -139,6 +139,8 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   Packed& EnsurePacked(const torch::Tensor& input);
   // The body of both ForwardAct overloads.
   torch::Tensor ForwardActImpl(const torch::Tensor& input, Activation act, const torch::Tensor& add, bool consume_add);
+  // The number of images RunPacked gives oneDNN a 1x1 convolution's pixels as (1: as they come; see conv2d.cc).
+  int64_t OneByOneSplit(const torch::Tensor& x, const torch::Tensor& add) const;
   // The shapes, types and layout Winograd4Convolution takes (Fp32WinogradApplies without the mode).
   bool Fp32WinogradShape(const torch::Tensor& input) const;
   // Whether RunPacked computes `input` by bf16 Winograd F(2x2, 3x3) (WinogradConvolution) instead of
