@@ -589,7 +589,7 @@ describe('1x1 convolutions as several images', () => {
     }).filter((calls) => calls.length > 0).map((calls) => calls.filter((c) => /^mkldnn::_convolution_pointwise/.test(c.name)))
   }
   const split = (dims: number[]): boolean => dims.length === 4 && dims[0] > 1 && dims[2] === 1
-  // 96 x 128: 12 x 16 maps after the stem and layer2 (192 pixels: 16 images); 77 x 93: 10 x 12 (120 pixels: 15).
+  // 96 x 128: 12 x 16 maps after the stem and layer2 (192 pixels: 2 images of 96); 77 x 93: 10 x 12 (120 pixels: 2 of 60).
   for (const size of [[96, 128], [77, 93]] as const) {
     it(`give the one image's logits (fp32 1e-5; bf16 as close to fp32), after a training step too, the in-place sums included: ${size[0]} x ${size[1]}`, async () => {
       const dir = tmpdir()
@@ -602,7 +602,10 @@ describe('1x1 convolutions as several images', () => {
         const [onCalls, offCalls] = [convCalls(path.join(dir, 'on')), convCalls(path.join(dir, 'off'))]
         assert.strictEqual(onCalls.length, settings.length, 'one trace per prediction')
         const pixels = Math.ceil(size[0] / 8) * Math.ceil(size[1] / 8)
-        const images = [16, 15, 14, 13, 12, 11, 10, 9, 8].find((n) => pixels % n === 0) as number
+        // OneByOneImages with SEGTORCH_SPLIT_1X1=1: images of the pixel count nearest 320 (up to 512) that divides them.
+        const perImage = Array.from({ length: 321 }, (_, d) => [320 - d, 320 + d]).flat()
+          .find((m) => m >= 1 && m <= 512 && pixels % m === 0 && pixels / m >= 2) as number
+        const images = pixels / perImage
         for (const s of [2, 5]) {
           const calls = onCalls[s].filter((c) => split(c.dims))
           assert.ok(calls.some((c) => c.dims[0] === images && c.dims[3] === pixels / images && c.dims[1] === 2048),

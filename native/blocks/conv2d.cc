@@ -753,9 +753,16 @@ int64_t Conv2dImpl::OneByOneSplit(const torch::Tensor& x, const torch::Tensor& a
     static const bool amx = Cpu().isa == "AMX";
     if (!amx || x.scalar_type() != at::kBFloat16 || pixels < 4096 || std::max(k[0], k[1]) < 2048) return 1;
   }
-  // 16 images, or the nearest count from 16 down to 8 that divides the pixels (8-16 measured alike).
-  for (int64_t n = 16; n >= 8; --n) {
-    if (pixels % n == 0) return n;
+  return OneByOneImages(pixels, env == 1 ? 1 : 128);
+}
+
+int64_t OneByOneImages(int64_t pixels, int64_t min_pixels) {
+  // Images of the pixel count nearest 320 that divides the pixels: 256-400 measured best (one 64 x 64 map: 16 images
+  // 1.8x, 32 1.7x, 64 1.5x, 8 1.7x faster than one; 80 x 80: 16-25 images alike; 96 x 96: 32; four 64 x 64 maps: 64).
+  for (int64_t d = 0; d <= 320; ++d) {
+    for (const int64_t m : {320 - d, 320 + d}) {
+      if (m >= min_pixels && m <= 512 && pixels % m == 0 && pixels / m >= 2) return pixels / m;
+    }
   }
   return 1;
 }

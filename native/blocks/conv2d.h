@@ -236,6 +236,10 @@ class KeepsWeightCopies {
   virtual void DropWeightCopies() = 0;
 };
 
+// The number of images a 1x1 convolution's `pixels` go to oneDNN as (Conv2dImpl::OneByOneSplit): images of the pixel
+// count nearest 320 that divides them, from `min_pixels` to 512; 1 where none does.
+int64_t OneByOneImages(int64_t pixels, int64_t min_pixels);
+
 // Whether this libtorch has NNPACK (PyPI's torch 2.x does; Debian's 1.13 does not).
 bool WinogradAvailable();
 
