@@ -8,6 +8,11 @@
 #   scripts/sanitize.sh test/x.test.ts ...   build + run only these files
 #   SANITIZE_SKIP_BUILD=1 scripts/sanitize.sh   run against the existing build-asan/
 #   SANITIZE_JOBS=N                   parallel compile jobs (default: number of cores)
+#   SANITIZE_OUT=DIR                  the build folder (default build-asan/): with LIBTORCH=... (and the other
+#                                     variables scripts/check-libtorch2.sh sets) a build against PyPI's libtorch
+#                                     2.x, whose prepacked oneDNN paths Debian's 1.13 lacks, e.g.
+#                                     SANITIZE_OUT=build-asan-lt2 LIBTORCH=$VENV/lib/python3.11/site-packages/torch
+#                                     LIBTORCH_CPU_ONLY=1 LIBTORCH_CXX11_ABI=1 SEGTORCH_CXX_STANDARD=20 scripts/sanitize.sh test/perf.test.ts
 #   SANITIZE_ASAN_OPTIONS=..., SANITIZE_UBSAN_OPTIONS=...   appended to the options below (e.g.
 #                                     protect_shadow_gap=0, which a CUDA libtorch may need; the CPU
 #                                     libtorch-dev runs without it)
@@ -24,7 +29,8 @@ set -uo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-out="$root/build-asan"
+out="${SANITIZE_OUT:-$root/build-asan}"
+case "$out" in /*) ;; *) out="$root/$out" ;; esac
 logs="$out/logs"
 
 # -O1 -g -fno-omit-frame-pointer: usable stacks at a bearable speed. -DNDEBUG as in the release build
@@ -39,13 +45,13 @@ defs=("CMAKE_CXX_FLAGS_RELEASE=$cxxflags" "CMAKE_SHARED_LINKER_FLAGS_RELEASE=$ld
 
 build () {
   local jobs="${SANITIZE_JOBS:-$(nproc)}"
-  echo "sanitize: building build-asan/ ($jobs jobs; log: $logs/build.log)"
+  echo "sanitize: building $out ($jobs jobs; log: $logs/build.log)"
   mkdir -p "$logs"
   local t0=$SECONDS
   # cmake-js compile passes --CD options only when it configures a new folder: an existing build-asan/
   # made with other flags is reconfigured here (every object is then rebuilt with the new flags).
   if [ -f "$out/CMakeCache.txt" ] && ! grep -qxF "CMAKE_CXX_FLAGS_RELEASE:STRING=$cxxflags" "$out/CMakeCache.txt"; then
-    echo "sanitize: the flags changed: reconfiguring build-asan/"
+    echo "sanitize: the flags changed: reconfiguring $out"
     cmake "$out" "${defs[@]/#/-D}" >"$logs/configure.log" 2>&1 || { tail -n 20 "$logs/configure.log"; exit 2; }
   fi
   if ! node "$root/node_modules/cmake-js/bin/cmake-js" compile --out "$out" --parallel "$jobs" \
