@@ -38,8 +38,8 @@
 //     kernel, blocks/pool_bins.h: the pyramid pooling's bins at once, global poolings)
 //   --switch compose: SEGTORCH_COMPOSE=0 / default (a 1x1 convolution and the one after it as one composed convolution
 //     in predictions where that has fewer multiplications: DFN's layer1 refinement block and head; blocks/composed_conv.h).
-//   --switch split1x1: SEGTORCH_SPLIT_1X1=0 / default (a prepacked 1x1 convolution's pixels given to oneDNN as 8-16
-//     images of one row where it has 2048 channels in or out and 4096 pixels or more, bf16 on AMX; blocks/conv2d.cc).
+//   --switch split1x1: SEGTORCH_SPLIT_1X1=0 / default (a prepacked 1x1 convolution's pixels given to oneDNN as images
+//     of about 320 pixels where it has 2048 channels in or out and 4096 pixels or more, bf16 on AMX; blocks/conv2d.cc).
 //   usage: node bench/switches.js --switch prepack|cache|pool|labels|winograd|winogradbf16|resize|fusedbn|fusedbnbf16|fusedopt|gemmconv|fastdropout|depthwise|taps|ppmsplit|poolbins|compose|split1x1|addon [--rounds N] [--runs N] [--arch a,b] [--size S]
 //          [--no-train] [--no-fp32] [--addon path/segtorch.node]
 'use strict'

@@ -11,15 +11,9 @@ namespace nn = torch::nn;
 
 namespace {
 
-bool IsOneByOne(const Conv2dImpl& c) {
-  int64_t ph = 0, pw = 0;
-  return c.weight.size(2) == 1 && c.weight.size(3) == 1 && (*c.options.stride())[0] == 1 && (*c.options.stride())[1] == 1 &&
-         c.ZeroPaddingValues(&ph, &pw) && ph == 0 && pw == 0;
-}
-
 // Whether the composition is the inner-1x1 kind (a bias-free 1x1 inner: its output on the outer's zero padding is zero);
 // otherwise the outer-1x1 kind.
-bool InnerOneByOne(const Conv2dImpl& inner) { return IsOneByOne(inner) && !inner.bias.defined(); }
+bool InnerOneByOne(const Conv2dImpl& inner) { return inner.IsOneByOne() && !inner.bias.defined(); }
 
 }  // namespace
 
@@ -31,7 +25,7 @@ bool ComposedConv::Composable(const Conv2dImpl& outer, const Conv2dImpl& inner) 
       wo.scalar_type() != wi.scalar_type() || wo.device() != wi.device()) {
     return false;
   }
-  return InnerOneByOne(inner) || IsOneByOne(outer);
+  return InnerOneByOne(inner) || outer.IsOneByOne();
 }
 
 int64_t ComposedConv::MacsPerPixel(const Conv2dImpl& outer, const Conv2dImpl& inner) {

@@ -572,6 +572,12 @@ bool Conv2dImpl::ZeroPaddingValues(int64_t* ph, int64_t* pw) const {
   return true;
 }
 
+bool Conv2dImpl::IsOneByOne() const {
+  int64_t ph = 0, pw = 0;
+  const auto& st = *options.stride();
+  return weight.size(2) == 1 && weight.size(3) == 1 && st[0] == 1 && st[1] == 1 && ZeroPaddingValues(&ph, &pw) && ph == 0 && pw == 0;
+}
+
 bool Conv2dImpl::Prepack(bool on) {
   // The weight changed (or its type or layout): every transform kept goes, and the storage the stamps hold with it.
   winograd_kernel_ = torch::Tensor();
@@ -671,9 +677,8 @@ torch::Tensor Conv2dImpl::RunPacked(const torch::Tensor& input, const torch::Ten
   // A 1x1 convolution is the same product whatever the pixels' arrangement: where oneDNN runs it faster on several
   // images than on one, the pixels go in as `split` images of one row each (views; OneByOneSplit).
   const int64_t split = OneByOneSplit(x, add);
-  const int64_t pixels = x.size(0) * x.size(2) * x.size(3);
   auto as_images = [&](const torch::Tensor& t) {
-    return split > 1 ? t.permute({0, 2, 3, 1}).reshape({split, 1, pixels / split, t.size(1)}).permute({0, 3, 1, 2}) : t;
+    return split > 1 ? t.permute({0, 2, 3, 1}).reshape({split, 1, -1, t.size(1)}).permute({0, 3, 1, 2}) : t;
   };
   const torch::Tensor xs = as_images(x);
   auto as_output = [&](const torch::Tensor& y) {
@@ -731,6 +736,22 @@ torch::Tensor Conv2dImpl::RunPacked(const torch::Tensor& input, const torch::Ten
 #endif
 }
 
+namespace {
+
+// The number of images a 1x1 convolution's `pixels` go to oneDNN as: images of the pixel count nearest 320 that divides
+// them, from `min_pixels` to 512 (256-400 measured best: one 64 x 64 map: 16 images 1.8x, 32 1.7x, 64 1.5x, 8 1.7x
+// faster than one; 80 x 80: 16-25 images alike; 96 x 96: 32; four 64 x 64 maps: 64); 1 where none does.
+int64_t OneByOneImages(int64_t pixels, int64_t min_pixels) {
+  for (int64_t d = 0; d <= 320; ++d) {
+    for (const int64_t m : {320 - d, 320 + d}) {
+      if (m >= min_pixels && m <= 512 && pixels % m == 0 && pixels / m >= 2) return pixels / m;
+    }
+  }
+  return 1;
+}
+
+}  // namespace
+
 // [N, C, H, W] as n images [n, C, 1, N H W / n]: views of channels-last maps, the same products. On the AMX Xeon
 // (PyPI torch 2.15, 2 threads, bf16) oneDNN ran the 1x1 convolutions of one 64 x 64 map with 2048 channels out at
 // 0.6-0.7 TMAC/s (its 3x3 ones at 1.35), and the same pixels as 8-16 images 1.6-1.9x faster, the residual sum and the
@@ -741,30 +762,16 @@ torch::Tensor Conv2dImpl::RunPacked(const torch::Tensor& input, const torch::Ten
 // SEGTORCH_SPLIT_1X1=0 / 1: never / wherever the shape allows (measurements, tests).
 int64_t Conv2dImpl::OneByOneSplit(const torch::Tensor& x, const torch::Tensor& add) const {
   static const long env = EnvInteger("SEGTORCH_SPLIT_1X1", -1, 0, 1);
-  const auto k = weight.sizes();
-  const auto& st = *options.stride();
-  if (env == 0 || k[2] != 1 || k[3] != 1 || st[0] != 1 || st[1] != 1 || padding_.size() != 2 || padding_[0] != 0 ||
-      padding_[1] != 0 || options.groups() != 1 || !x.is_contiguous(at::MemoryFormat::ChannelsLast) ||
+  if (env == 0 || !IsOneByOne() || options.groups() != 1 || !x.is_contiguous(at::MemoryFormat::ChannelsLast) ||
       (add.defined() && !add.is_contiguous(at::MemoryFormat::ChannelsLast))) {
     return 1;
   }
   const int64_t pixels = x.size(0) * x.size(2) * x.size(3);
   if (env != 1) {
     static const bool amx = Cpu().isa == "AMX";
-    if (!amx || x.scalar_type() != at::kBFloat16 || pixels < 4096 || std::max(k[0], k[1]) < 2048) return 1;
+    if (!amx || x.scalar_type() != at::kBFloat16 || pixels < 4096 || std::max(weight.size(0), weight.size(1)) < 2048) return 1;
   }
   return OneByOneImages(pixels, env == 1 ? 1 : 128);
-}
-
-int64_t OneByOneImages(int64_t pixels, int64_t min_pixels) {
-  // Images of the pixel count nearest 320 that divides the pixels: 256-400 measured best (one 64 x 64 map: 16 images
-  // 1.8x, 32 1.7x, 64 1.5x, 8 1.7x faster than one; 80 x 80: 16-25 images alike; 96 x 96: 32; four 64 x 64 maps: 64).
-  for (int64_t d = 0; d <= 320; ++d) {
-    for (const int64_t m : {320 - d, 320 + d}) {
-      if (m >= min_pixels && m <= 512 && pixels % m == 0 && pixels / m >= 2) return pixels / m;
-    }
-  }
-  return 1;
 }
 
 bool WinogradAvailable() {

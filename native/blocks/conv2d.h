@@ -48,6 +48,8 @@ class Conv2dImpl : public torch::nn::Conv2dImpl {
   bool prepacked() const { return pack_; }
   // The zero padding (height, width) where it is given as numbers with zero padding mode; false otherwise.
   bool ZeroPaddingValues(int64_t* ph, int64_t* pw) const;
+  // Whether the kernel is 1x1 with stride 1 and no padding: the same product of the channels at every pixel.
+  bool IsOneByOne() const;
 
   // Whether forward runs NNPACK's Winograd convolution for `input` (see WinogradGuard).
   bool WinogradApplies(const torch::Tensor& input) const;
@@ -235,10 +237,6 @@ class KeepsWeightCopies {
   virtual ~KeepsWeightCopies() = default;
   virtual void DropWeightCopies() = 0;
 };
-
-// The number of images a 1x1 convolution's `pixels` go to oneDNN as (Conv2dImpl::OneByOneSplit): images of the pixel
-// count nearest 320 that divides them, from `min_pixels` to 512; 1 where none does.
-int64_t OneByOneImages(int64_t pixels, int64_t min_pixels);
 
 // Whether this libtorch has NNPACK (PyPI's torch 2.x does; Debian's 1.13 does not).
 bool WinogradAvailable();
