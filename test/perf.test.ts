@@ -32,12 +32,17 @@ async function warmStatistics (model: Model, channels: number, size: number): Pr
   await model.train(false)
 }
 
+// The trace files a child wrote under SEGTORCH_PROFILE=<dir>/trace (trace.<pid>.<job>.json), parsed, in job order.
+function traceFiles (dir: string): unknown[] {
+  const job = (f: string): number => Number(f.split('.').at(-2))
+  return fs.readdirSync(dir).filter((f) => f.startsWith('trace')).sort((a, b) => job(a) - job(b))
+    .map((f) => JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')))
+}
+
 // The operator names of each traced prediction a child ran under SEGTORCH_PROFILE=<dir>/trace, in job order (the
 // traces with convolutions: one per prediction).
 function predictionTraces (dir: string): string[][] {
-  const job = (f: string): number => Number(f.split('.').at(-2))
-  return fs.readdirSync(dir).filter((f) => f.startsWith('trace')).sort((a, b) => job(a) - job(b))
-    .map((f) => (JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as Array<{ name: string }>).map((e) => e.name))
+  return (traceFiles(dir) as Array<Array<{ name: string }>>).map((trace) => trace.map((e) => e.name))
     .filter((names) => names.some((n) => /convolution/.test(n)))
 }
 
@@ -581,13 +586,10 @@ describe('1x1 convolutions as several images', () => {
   const settings = [...KEPT_SETTINGS, KEPT_SETTINGS[2], KEPT_SETTINGS[2]]
   // Each prediction's prepacked convolutions (name, first input [N, C, H, W]) in one child's traces (Kineto's, with
   // input sizes; the traces with convolutions: one per prediction), in job order.
-  const convCalls = (dir: string): Array<Array<{ name: string, dims: number[] }>> => {
-    const job = (f: string): number => Number(f.split('.').at(-2))
-    return fs.readdirSync(dir).filter((f) => f.startsWith('trace')).sort((a, b) => job(a) - job(b)).map((f) => {
-      const trace = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as { traceEvents?: Array<{ name: string, args?: { 'Input Dims'?: number[][] } }> }
-      return (trace.traceEvents ?? []).filter((e) => /convolution/.test(e.name)).map((e) => ({ name: e.name, dims: e.args?.['Input Dims']?.[0] ?? [] }))
-    }).filter((calls) => calls.length > 0).map((calls) => calls.filter((c) => /^mkldnn::_convolution_pointwise/.test(c.name)))
-  }
+  type KinetoTrace = { traceEvents?: Array<{ name: string, args?: { 'Input Dims'?: number[][] } }> }
+  const convCalls = (dir: string): Array<Array<{ name: string, dims: number[] }>> => (traceFiles(dir) as KinetoTrace[])
+    .map((trace) => (trace.traceEvents ?? []).filter((e) => /convolution/.test(e.name)).map((e) => ({ name: e.name, dims: e.args?.['Input Dims']?.[0] ?? [] })))
+    .filter((calls) => calls.length > 0).map((calls) => calls.filter((c) => /^mkldnn::_convolution_pointwise/.test(c.name)))
   const split = (dims: number[]): boolean => dims.length === 4 && dims[0] > 1 && dims[2] === 1
   // 96 x 128: 12 x 16 maps after the stem and layer2 (192 pixels: 2 images of 96); 77 x 93: 10 x 12 (120 pixels: 2 of 60).
   for (const size of [[96, 128], [77, 93]] as const) {
