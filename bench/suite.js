@@ -11,7 +11,7 @@
  *    are equal; `--check-twins` loads segtorch's weights into each twin and compares the outputs).
  *  - training: images/s, batch 4 x 3x256x256, SGD lr 0.01 momentum 0.9, cross-entropy (plus the
  *    architecture's training-only outputs: ICNet's cascade, DFN's deep supervision and border loss);
- *    GCN's gradients clipped to norm 1 on both sides (segtorch's default for it: CLIP_GRAD_NORM).
+ *    GCN's gradients clipped to norm 1 on both sides (segtorch's default for it: defaultClipGradNorm).
  *  - inference: ms per 1x3x512x512 image to a class map (median).
  *  - contenders: segtorch 'fp32' (fp32, NCHW) and 'defaults' (no options: bf16 autocast +
  *    channels-last where the CPU has native bf16; predict folds BatchNorm); PyTorch (--python)
@@ -59,11 +59,11 @@ const CONFIG = {
   // "An AVX2 CPU"); --pt-precision bf16|fp32 forces one.
   ptPrecision: ptPrecision(opt('pt-precision', 'auto'))
 }
-// Gradient clipping in the training step, by architecture: segtorch's default `clipGradNorm` (lib/train.ts
-// autoClipGradNorm: GCN, whose head has no normalisation, diverges within 4-10 SGD steps without it, PyTorch's twin
-// too), so the twin clips as well (torch.nn.utils.clip_grad_norm_ between backward and step, as a PyTorch user
-// must): both sides do the same work. The segtorch child checks that its step clipped exactly where this says.
-const CLIP_GRAD_NORM = { gcn: 1 }
+// Gradient clipping in the training step of `arch`: segtorch's default `clipGradNorm` (ARCHITECTURES' defaultClipGradNorm:
+// GCN, whose head has no normalisation, diverges within 4-10 SGD steps without it, PyTorch's twin too), so the twin
+// clips as well (torch.nn.utils.clip_grad_norm_ between backward and step, as a PyTorch user must): both sides do the
+// same work. The segtorch child checks that its step clipped exactly where this says.
+const clipGradNorm = (arch) => require('../dist/models.js').ARCHITECTURES[arch]?.defaultClipGradNorm ?? 0  // the table only: no addon needed
 // FLOPs are always also counted at these settings (the table's GFLOPs columns).
 const REFERENCE = { batch: 4, trainSize: 256, inferSize: 512 }
 const VENV = process.env.SEGTORCH_PY_VENV || path.join(os.homedir(), '.cache', 'segtorch-pytorch')
@@ -149,10 +149,10 @@ async function child (c) {
     const x = st.tensor(new Float32Array(n * 3 * s * s).map(() => Math.random()), [n, 3, s, s])
     const y = st.tensor(new Uint8Array(n * s * s).map(() => Math.floor(Math.random() * 21)), [n, s, s])
     const o = { optimizer: { type: 'sgd', lr: 0.01, momentum: 0.9 }, ...opts }
-    const clip = CLIP_GRAD_NORM[arch] ?? 0
+    const clip = clipGradNorm(arch)
     for (let i = 0; i < c.warmup; i++) {
       const r = await m.trainStep(x, y, o)
-      if ((r.gradNorm !== undefined) !== (clip > 0)) throw new Error(`segtorch's step ${r.gradNorm === undefined ? 'did not clip' : 'clipped'} its gradients where the twin's clip is ${clip}: update CLIP_GRAD_NORM`)
+      if ((r.gradNorm !== undefined) !== (clip > 0)) throw new Error(`segtorch's step ${r.gradNorm === undefined ? 'did not clip' : 'clipped'} its gradients where the twin's clip is ${clip}`)
     }
     const loop = monitorEventLoopDelay({ resolution: 1 })
     loop.enable()
@@ -388,7 +388,7 @@ function main () {
             if (c.key === 'onnxruntime') {
               r = typeof once[model].onnx === 'string' ? runNode({ side: 'ort', model, task, onnx: once[model].onnx }) : once[model].onnx
             } else if (c.py) {
-              r = runPython(c.py, { model, task, variant: c.variant, clipGradNorm: CLIP_GRAD_NORM[model.split('/')[0]] ?? 0 })
+              r = runPython(c.py, { model, task, variant: c.variant, clipGradNorm: clipGradNorm(model.split('/')[0]) })
             } else {
               r = runNode({ side: 'segtorch', model, task, variant: c.variant, boundary: task === 'infer' && c.variant === 'defaults' && model === models[0] }, addon)
             }

@@ -28,6 +28,8 @@ export interface ArchSpec {
   aux: boolean
   /** Default of `aux` when not given (PSPNet trains with its auxiliary loss, as the paper). Default false. */
   defaultAux?: boolean
+  /** Default of the training step's `clipGradNorm` (lib/train.ts autoClipGradNorm): 1 for GCN. Default 0 (off). */
+  defaultClipGradNorm?: number
   /** Options only this architecture has (passed to native code as `extra`). */
   options: Readonly<Record<string, OptionSpec>>
 }
@@ -223,6 +225,9 @@ const TABLE = {
     outputStrides: [32],
     defaultOutputStride: 32,
     aux: false,
+    // Its head has no normalisation (the paper's): from scratch at SGD 0.01 / momentum 0.9 it diverges within 4-10
+    // steps (PyTorch's twin too); clipped at 1 it trains (README, Architectures).
+    defaultClipGradNorm: 1,
     options: {
       kernelSize: { type: 'integer', default: 15, min: 1, max: 63, doc: 'k of the global convolution modules (k x 1 + 1 x k); odd' }
     }

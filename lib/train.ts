@@ -5,6 +5,7 @@
  */
 import { binding } from './binding'
 import { typeError, withStack } from './errors'
+import { Arch, ARCHITECTURES, ArchSpec } from './models'
 import { NetworkKind, resolveChannelsLast, resolvePrecision, resolveTrainingWinograd } from './precision'
 import { Tensor } from './tensor'
 import * as v from './validate'
@@ -213,9 +214,10 @@ export function resolveOptimizer (options: unknown): Required<OptimizerOptions> 
   return { type, lr, momentum, weightDecay, nesterov, betas, eps }
 }
 
-/** clipGradNorm's default per network: 1 for GCN (see TrainStepOptions.clipGradNorm), else 0 (off). */
+/** clipGradNorm's default per network: its architecture's `defaultClipGradNorm` (1 for GCN, see TrainStepOptions.clipGradNorm), else 0 (off). */
 export function autoClipGradNorm (net?: NetworkKind): number {
-  return net?.arch === 'gcn' ? 1 : 0
+  const spec: ArchSpec | undefined = net?.arch !== undefined && Object.hasOwn(ARCHITECTURES, net.arch) ? ARCHITECTURES[net.arch as Arch] : undefined
+  return spec?.defaultClipGradNorm ?? 0
 }
 
 /** Step options with every default filled: what the native step receives. */
