@@ -94,6 +94,9 @@ if [ "$#" -eq 0 ]; then
     native/blocks/batch_norm_kernel.cc
   # The fused training batch norm's loops (blocks/batch_norm*.cc), parallel, against float64.
   native_check batch_norm_check native/blocks/batch_norm.cc native/blocks/batch_norm_kernel.cc
+  # The fused softmax cross-entropy (train/losses.cc, train/cross_entropy_kernel.cc), parallel, against
+  # F::cross_entropy in float64, NaN / inf scores and labels out of range included.
+  native_check cross_entropy_check native/train/losses.cc native/train/cross_entropy_kernel.cc
 fi
 
 if [ "$#" -gt 0 ]; then

@@ -2,8 +2,8 @@ import * as assert from 'assert'
 import { spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as path from 'path'
-import { confusionMatrix, depthLoss, loss, metrics, tensor } from '../lib'
-import { rejects, ROOT, tmpdir } from './helpers'
+import { confusionMatrix, createModel, depthLoss, loss, metrics, tensor } from '../lib'
+import { maxRelDiff, profiledTraining, ProfiledRun, rejects, ROOT, tmpdir } from './helpers'
 import { PYTHON, torchvisionMissing } from './twin'
 
 function close (a: number, b: number, tol = 1e-5): void {
@@ -81,6 +81,56 @@ describe('losses: edge cases and bad options', () => {
     await rejects(loss('ce', logits, labels, { labelSmoothing: 1.5 }), RangeError, /labelSmoothing/)
     await rejects(loss('ce', logits, labels, { smoothing: 0.1 } as never), TypeError, /Unknown option 'smoothing'/)
     await rejects(loss('ce', logits, tensor(new Uint8Array(12), [1, 4, 3])), RangeError, /labels of shape \[1, 3, 4\]/)
+  })
+})
+
+// Training's cross-entropy on the CPU is one fused node (FusedCrossEntropy in native/train/losses.cc: one
+// pass over the logits forward and one backward, reading bf16 logits directly and writing the gradient in
+// their layout); F::cross_entropy (SEGTORCH_FUSED_CE=0) is the reference. test/native/cross_entropy_check.cc
+// checks the node's loss and gradient against float64 (scripts/sanitize.sh); here whole networks train alike.
+describe('the fused cross-entropy in training', function () {
+  this.timeout(300000)
+  const files: Record<string, string> = {}
+  before(async () => {
+    const dir = tmpdir()
+    // FCN's logits are resized NCHW at the end; GCN's come channels-last from its last refinement block.
+    for (const [name, options] of [
+      ['fcn', { arch: 'fcn', backbone: 'resnet18', numClasses: 2, outputStride: 8 }],
+      ['gcn', { arch: 'gcn', backbone: 'resnet18', numClasses: 2, kernelSize: 5 }]
+    ] as const) {
+      const m = await createModel(options)
+      files[name] = path.join(dir, `${name}.segtorch`)
+      await m.save(files[name])
+      m.dispose()
+    }
+  })
+  const run = (name: string, fused: boolean, fit: object): ProfiledRun =>
+    profiledTraining(files[name], { channelsLast: true, size: 64, env: { SEGTORCH_FUSED_CE: fused ? '1' : '0' }, fit: { optimizer: { type: 'sgd', lr: 0.01, momentum: 0 }, ...fit } })
+  const cases: Array<[string, string, object, number]> = [
+    ['fcn', 'fp32', { precision: 'fp32' }, 1e-4],
+    ['gcn', 'fp32', { precision: 'fp32' }, 1e-4],
+    ['fcn', 'fp32, class weights, label smoothing, ignored pixels', { precision: 'fp32', ignoreIndex: 1, lossOptions: { classWeights: [0.4, 1.6], labelSmoothing: 0.1 } }, 1e-4],
+    // bf16 logits: the fused node reads them directly (the reference casts them to float32 first: the
+    // same values); the networks' bf16 activations make the steps agree to bf16's precision.
+    ['gcn', 'bf16', { precision: 'bf16' }, 2e-2]
+  ]
+  for (const [name, what, fit, tol] of cases) {
+    it(`${name} (${what}): the fused node runs and trains as F::cross_entropy does (3 SGD steps)`, () => {
+      const fused = run(name, true, fit)
+      const plain = run(name, false, fit)
+      assert.match(fused.trace, /FusedCrossEntropy/)
+      assert.doesNotMatch(fused.trace, /log_softmax/, 'the loss fell back to F::cross_entropy')
+      assert.match(plain.trace, /log_softmax/)
+      assert.doesNotMatch(plain.trace, /FusedCrossEntropy/)
+      assert.ok(fused.losses.every(Number.isFinite), `losses ${fused.losses}`)
+      assert.ok(maxRelDiff(fused.losses, plain.losses) < tol, `losses ${fused.losses} against ${plain.losses}`)
+      assert.notStrictEqual(fused.losses[0], fused.losses[2], 'the steps trained')
+    })
+  }
+
+  it('a label out of range through loss() is a RangeError naming it', async () => {
+    const logits = tensor(new Float32Array(24), [1, 2, 3, 4])
+    await rejects(loss('ce', logits, tensor(new Uint8Array(12).fill(1).map((v, i) => i === 5 ? 7 : v), [1, 3, 4])), RangeError, /7/)
   })
 })
 

@@ -4,15 +4,16 @@
 
 #include "base/errors.h"
 #include "blocks/resize.h"
+#include "train/losses.h"
 
 namespace segtorch {
 
 namespace F = torch::nn::functional;
 
 torch::Tensor SegmentationCrossEntropy(const torch::Tensor& logits, const torch::Tensor& labels, int64_t ignore_index) {
-  auto sum = F::cross_entropy(logits, labels, F::CrossEntropyFuncOptions().ignore_index(ignore_index).reduction(torch::kSum));
-  auto count = (labels != ignore_index).sum().clamp_min(1).to(sum.dtype());
-  return sum / count;
+  LossOptions o;
+  o.ignore_index = ignore_index;
+  return CrossEntropyLoss(logits, labels, o);
 }
 
 namespace {

@@ -1,6 +1,14 @@
 #include "train/losses.h"
 
+#include <ATen/Parallel.h>
+#include <torch/csrc/jit/frontend/tracer.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "base/env.h"
 #include "base/errors.h"
+#include "train/cross_entropy_kernel.h"
 
 namespace segtorch {
 
@@ -21,17 +29,136 @@ torch::Tensor PixelWeights(const torch::Tensor& safe_labels, const LossOptions& 
 
 }  // namespace
 
+namespace {
+
+// Pixels per part of the fused cross-entropy's parallel loops. The forward's partial sums are added
+// part by part in order, so the loss does not depend on the number of threads.
+constexpr int64_t kCrossEntropyPart = 4096;
+
+CrossEntropyTerms Terms(const torch::Tensor& labels, const torch::Tensor& weights, int64_t ignore_index, double smoothing,
+                        int64_t classes) {
+  CrossEntropyTerms t;
+  t.labels = labels.data_ptr<int64_t>();
+  t.ignore_index = ignore_index;
+  t.weights = weights.numel() > 0 ? weights.data_ptr<float>() : nullptr;
+  t.weight_sum = weights.numel() > 0 ? weights.sum().item<float>() : static_cast<float>(classes);
+  t.smoothing = static_cast<float>(smoothing);
+  return t;
+}
+
+// F::cross_entropy(logits, labels, weight, ignore_index, label_smoothing, reduction sum) for [N, C, H, W]
+// float32 or bfloat16 logits on the CPU, channels-last or NCHW (others copied to one of them): one
+// pass over the logits forward (lse per pixel kept), one backward writing the gradient in the logits'
+// type and layout (train/cross_entropy_kernel.h). F::cross_entropy on a channels-last network's
+// bf16 output needs a float32 copy, a contiguous copy (log_softmax), the NLL, the zero-filled NLL
+// gradient, log_softmax's backward and a bf16 copy of an NCHW gradient that the network's channels-last
+// layers then copy again: GCN's training step spent 40-50 ms of 976 there (bench/README.md).
+struct FusedCrossEntropy : public torch::autograd::Function<FusedCrossEntropy> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& logits, const torch::Tensor& labels,
+                               const torch::Tensor& weights, int64_t ignore_index, double smoothing) {
+    torch::Tensor z = logits;
+    if (!z.is_contiguous() && !z.is_contiguous(at::MemoryFormat::ChannelsLast)) z = z.contiguous(z.suggest_memory_format());
+    if (!z.is_contiguous() && !z.is_contiguous(at::MemoryFormat::ChannelsLast)) z = z.contiguous();
+    const bool cl = !z.is_contiguous();
+    const torch::Tensor y = labels.contiguous();
+    const torch::Tensor w = weights.to(at::kCPU, at::kFloat).contiguous();
+    const int64_t n = z.size(0), c = z.size(1), pixels = z.size(2) * z.size(3), total = n * pixels;
+    const CrossEntropyShape s{c, pixels, cl};
+    const CrossEntropyTerms t = Terms(y, w, ignore_index, smoothing, c);
+    torch::Tensor lse = at::empty({n, z.size(2), z.size(3)}, z.options().dtype(at::kFloat));
+    const int64_t parts = (total + kCrossEntropyPart - 1) / kCrossEntropyPart;
+    std::vector<double> sums(static_cast<size_t>(parts), 0.0);
+    std::vector<int64_t> bad(static_cast<size_t>(parts), ignore_index);  // the ignore index is never a bad label
+    float* lp = lse.data_ptr<float>();
+    at::parallel_for(0, parts, 1, [&](int64_t b, int64_t e) {
+      for (int64_t p = b; p < e; ++p) {
+        const int64_t i0 = p * kCrossEntropyPart, i1 = std::min(total, i0 + kCrossEntropyPart);
+        sums[p] = z.scalar_type() == at::kFloat
+                      ? CrossEntropyForwardPixels(z.data_ptr<float>(), s, t, lp, i0, i1, &bad[p])
+                      : CrossEntropyForwardPixels(static_cast<const uint16_t*>(z.data_ptr()), s, t, lp, i0, i1, &bad[p]);
+      }
+    });
+    double sum = 0.0;
+    for (int64_t p = 0; p < parts; ++p) {
+      if (bad[p] != ignore_index) {
+        ThrowRange("Expected labels in [0, " + std::to_string(c) + ") or the ignore index " + std::to_string(ignore_index) +
+                   " but received " + std::to_string(bad[p]));
+      }
+      sum += sums[p];
+    }
+    ctx->save_for_backward({z, y, w, lse});
+    ctx->saved_data["ignore_index"] = ignore_index;
+    ctx->saved_data["smoothing"] = smoothing;
+    return at::scalar_tensor(sum, z.options().dtype(at::kFloat));
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &z = saved[0], &y = saved[1], &w = saved[2], &lse = saved[3];
+    torch::Tensor dz;
+    if (grads[0].defined()) {
+      const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
+      const int64_t c = z.size(1), pixels = z.size(2) * z.size(3), total = z.size(0) * pixels;
+      const CrossEntropyShape s{c, pixels, !z.is_contiguous()};
+      const CrossEntropyTerms t = Terms(y, w, ignore_index, ctx->saved_data["smoothing"].toDouble(), c);
+      const float scale = grads[0].item<float>();
+      dz = at::empty_like(z, at::MemoryFormat::Preserve);
+      const float* lp = lse.data_ptr<float>();
+      at::parallel_for(0, (total + kCrossEntropyPart - 1) / kCrossEntropyPart, 1, [&](int64_t b, int64_t e) {
+        for (int64_t p = b; p < e; ++p) {
+          const int64_t i0 = p * kCrossEntropyPart, i1 = std::min(total, i0 + kCrossEntropyPart);
+          if (z.scalar_type() == at::kFloat) {
+            CrossEntropyBackwardPixels(z.data_ptr<float>(), s, t, lp, scale, dz.data_ptr<float>(), i0, i1);
+          } else {
+            CrossEntropyBackwardPixels(static_cast<const uint16_t*>(z.data_ptr()), s, t, lp, scale, static_cast<uint16_t*>(dz.data_ptr()),
+                                       i0, i1);
+          }
+        }
+      });
+    }
+    return {dz, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+bool FusedCrossEntropyApplies(const torch::Tensor& logits, const torch::Tensor& labels) {
+  static const bool enabled = EnvSwitch("SEGTORCH_FUSED_CE", true);
+  if (!enabled || !logits.is_cpu() || !labels.is_cpu() || logits.dim() != 4 || labels.dim() != 3 || torch::jit::tracer::isTracing()) {
+    return false;
+  }
+  if ((logits.scalar_type() != at::kFloat && logits.scalar_type() != at::kBFloat16) || labels.scalar_type() != at::kLong) return false;
+  return logits.size(1) > 0 && labels.size(0) == logits.size(0) && labels.size(1) == logits.size(2) && labels.size(2) == logits.size(3);
+}
+
+torch::Tensor SoftmaxCrossEntropySum(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& weights,
+                                     int64_t ignore_index, double smoothing) {
+  if (weights.defined() && (weights.dim() != 1 || weights.size(0) != logits.size(1))) {
+    ThrowRange("Expected " + std::to_string(logits.size(1)) + " class weights but received " + std::to_string(weights.numel()));
+  }
+  // An undefined tensor cannot be a Function's input: no weights are an empty one.
+  return FusedCrossEntropy::apply(logits, labels, weights.defined() ? weights : at::empty({0}, logits.options().dtype(at::kFloat)),
+                                  ignore_index, smoothing);
+}
+
 torch::Tensor CrossEntropyLoss(const torch::Tensor& logits, const torch::Tensor& labels, const LossOptions& o) {
-  auto opts = F::CrossEntropyFuncOptions().ignore_index(o.ignore_index).reduction(torch::kSum).label_smoothing(o.label_smoothing);
   torch::Tensor denom;
   if (o.class_weights.defined()) {
-    opts.weight(o.class_weights.to(logits.device(), logits.scalar_type()));
     auto [valid, safe] = Valid(labels, o);
     denom = (PixelWeights(safe, o) * valid).sum();
   } else {
     denom = (labels != o.ignore_index).sum();
   }
-  auto sum = F::cross_entropy(logits, labels, opts);
+  torch::Tensor sum;
+  if (FusedCrossEntropyApplies(logits, labels)) {
+    sum = SoftmaxCrossEntropySum(logits, labels, o.class_weights, o.ignore_index, o.label_smoothing);
+  } else {
+    // In float32 (bf16 / fp16 logits of autocast), as PyTorch's autocast runs its losses.
+    const torch::Tensor z = logits.scalar_type() == at::kDouble ? logits : logits.to(at::kFloat);
+    auto opts = F::CrossEntropyFuncOptions().ignore_index(o.ignore_index).reduction(torch::kSum).label_smoothing(o.label_smoothing);
+    if (o.class_weights.defined()) opts.weight(o.class_weights.to(z.device(), z.scalar_type()));
+    sum = F::cross_entropy(z, labels, opts);
+  }
   return sum / denom.to(sum.dtype()).clamp_min(1e-12).where(denom > 0, torch::ones({}, sum.options()));
 }
 

@@ -1,5 +1,5 @@
 // Segmentation losses. Every loss honours ignore_index and optional per-class weights.
-// logits [N,K,H,W] (float), labels [N,H,W] (int64). Plain libtorch.
+// logits [N,K,H,W] (float32; bf16 / fp16 taken and computed in float32), labels [N,H,W] (int64). Plain libtorch.
 #pragma once
 #include <torch/torch.h>
 
@@ -18,6 +18,14 @@ struct LossOptions {
   double dice_smooth{};
 };
 
+// Whether SoftmaxCrossEntropySum takes these (CPU, [N, C, H, W] float32 / bfloat16 logits, [N, H, W]
+// int64 labels, not tracing; SEGTORCH_FUSED_CE=0 turns it off for measurements).
+bool FusedCrossEntropyApplies(const torch::Tensor& logits, const torch::Tensor& labels);
+// F::cross_entropy(logits, labels, weight, ignore_index, label_smoothing, reduction sum) in one pass each
+// way (train/cross_entropy_kernel.h), differentiable; the gradient in the logits' type and layout. A label
+// outside [0, C) other than the ignore index is a RangeError.
+torch::Tensor SoftmaxCrossEntropySum(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& weights,
+                                     int64_t ignore_index, double smoothing);
 // Mean cross-entropy over valid pixels (weighted mean when class weights are given, as PyTorch);
 // 0 when no pixel is valid.
 torch::Tensor CrossEntropyLoss(const torch::Tensor& logits, const torch::Tensor& labels, const LossOptions& o);

@@ -42,7 +42,9 @@ torch::Tensor TrainingLoss(SegmentationModel& net, const RunFn& run, const torch
   }
   LossOptions lo = o.loss_options;
   lo.ignore_index = o.ignore_index;
-  torch::Tensor main = SegmentationLoss(o.loss, out.out.to(torch::kFloat), y, lo);
+  // The logits as the network gives them (bf16 under autocast): every loss computes in float32, the fused
+  // cross-entropy reading bf16 directly (train/losses.cc).
+  torch::Tensor main = SegmentationLoss(o.loss, out.out, y, lo);
   torch::Tensor loss = main;
   std::vector<std::pair<std::string, torch::Tensor>> terms{{"main", main}};
   for (auto& a : out.aux) {
