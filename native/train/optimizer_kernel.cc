@@ -82,4 +82,20 @@ void SgdUpdate(float* p, const float* g, float* buf, int64_t n, const SgdScalars
   }
 }
 
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default"), flatten))
+#endif
+double SumOfSquares(const float* __restrict x, int64_t n) {
+  constexpr int64_t kLanes = 16;
+  float lanes[kLanes] = {};
+  const int64_t whole = n - n % kLanes;
+  for (int64_t i = 0; i < whole; i += kLanes) {
+    for (int64_t k = 0; k < kLanes; ++k) lanes[k] += x[i + k] * x[i + k];
+  }
+  double total = 0.0;
+  for (int64_t k = 0; k < kLanes; ++k) total += lanes[k];
+  for (int64_t i = whole; i < n; ++i) total += static_cast<double>(x[i] * x[i]);
+  return total;
+}
+
 }  // namespace segtorch

@@ -34,4 +34,8 @@ struct SgdScalars {
 // in place.
 void SgdUpdate(float* p, const float* g, float* buf, int64_t n, const SgdScalars& s);
 
+// The sum of squares of x[0, n), in float over 16 lanes (a square or a sum beyond float's range: inf;
+// a NaN: NaN), the lanes added in double: gradient clipping's norm in one read at memory speed.
+double SumOfSquares(const float* x, int64_t n);
+
 }  // namespace segtorch

@@ -5,6 +5,12 @@
 #include <torch/version.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "train/optimizer_kernel.h"
+
 namespace segtorch {
 
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
@@ -84,15 +90,36 @@ inline bool GradientsFinite(const std::vector<torch::Tensor>& params) {
   return sums.empty() || torch::isfinite(torch::stack(sums).sum()).item<bool>();
 }
 
-// The global L2 norm of the gradients (parameters without one are skipped), as clip_grad_norm_ computes
-// it: the norm of the per-parameter norms, in float. One host sync. NaN or inf where a gradient is not
-// finite (or a square leaves float's range).
+// The global L2 norm of the gradients (parameters without one are skipped), as clip_grad_norm_'s: the
+// square root of the sum of their squares. CPU float32 gradients (dense: contiguous or channels-last)
+// in one parallel read (SumOfSquares over chunks of 64 Ki elements, in float over 16 lanes, the chunks
+// added in double in order: the same result at any thread count), at memory speed: 12 ms for
+// GCN-ResNet152's 60 M against 27 ms by a norm per parameter (bench/README.md); any other gradient by
+// its norm. One host sync at most. NaN or inf where a gradient is not finite (or a square leaves
+// float's range).
 inline double GradientNorm(const std::vector<torch::Tensor>& params) {
   torch::NoGradGuard no_grad;
+  constexpr int64_t kChunk = int64_t{1} << 16;
+  std::vector<std::pair<const float*, int64_t>> chunks;
   std::vector<torch::Tensor> norms;
-  for (const auto& p : params)
-    if (p.grad().defined()) norms.push_back(p.grad().norm(2).to(torch::kFloat));
-  return norms.empty() ? 0.0 : torch::stack(norms).norm(2).item<double>();
+  for (const auto& p : params) {
+    const torch::Tensor& g = p.grad();
+    if (!g.defined()) continue;
+    if (g.is_cpu() && g.scalar_type() == at::kFloat && g.is_non_overlapping_and_dense()) {
+      const float* x = g.data_ptr<float>();
+      for (int64_t i = 0; i < g.numel(); i += kChunk) chunks.emplace_back(x + i, std::min(kChunk, g.numel() - i));
+    } else {
+      norms.push_back(g.norm(2).to(torch::kFloat));
+    }
+  }
+  std::vector<double> sums(chunks.size(), 0.0);
+  at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) sums[i] = SumOfSquares(chunks[i].first, chunks[i].second);
+  });
+  double total = 0.0;
+  for (double v : sums) total += v;
+  if (!norms.empty()) total += torch::stack(norms).square().sum().item<double>();
+  return std::sqrt(total);
 }
 
 // clip_grad_norm_'s coefficient for the norm computed (GradientNorm): every gradient is to be taken
