@@ -1,8 +1,7 @@
 import * as assert from 'assert'
-import * as path from 'path'
-import { createModel, tensor, Tensor } from '../lib'
+import { tensor, Tensor } from '../lib'
 import { binding } from '../lib/binding'
-import { maxRelDiff, profiledTraining, ProfiledRun, rng, tmpdir, toBf16 } from './helpers'
+import { maxRelDiff, profiledTraining, ProfiledRun, rng, savedModels, toBf16 } from './helpers'
 
 // Training batch norm on channels-last float32 runs segtorch's fused node (BatchNormActTrain in
 // native/blocks/batch_norm.cc: BN [+ the residual addition] [+ ReLU] in two passes forward and two backward);
@@ -145,20 +144,14 @@ describe('fused training batch norm on bfloat16 (bf16 autocast training): one no
 
 describe('fused training batch norm in whole networks', function () {
   this.timeout(300000)
-  const files: Record<string, string> = {}
+  let files: Record<string, string> = {}
+  // ResNet-18: conv-BN-ReLU and the blocks' BN + shortcut + ReLU; U-Net: BN + ReLU at every level, down
+  // to a 3 x 3 map (18 values per channel in a batch of 2).
   before(async () => {
-    const dir = tmpdir()
-    // ResNet-18: conv-BN-ReLU and the blocks' BN + shortcut + ReLU; U-Net: BN + ReLU at every level, down
-    // to a 3 x 3 map (18 values per channel in a batch of 2).
-    for (const [name, options] of [
-      ['fcn', { arch: 'fcn', backbone: 'resnet18', numClasses: 2, outputStride: 8 }],
-      ['unet', { arch: 'unet', numClasses: 2, baseChannels: 8, batchNorm: true, dropout: 0 }]
-    ] as const) {
-      const m = await createModel(options)
-      files[name] = path.join(dir, `${name}.segtorch`)
-      await m.save(files[name])
-      m.dispose()
-    }
+    files = await savedModels({
+      fcn: { arch: 'fcn', backbone: 'resnet18', numClasses: 2, outputStride: 8 },
+      unet: { arch: 'unet', numClasses: 2, baseChannels: 8, batchNorm: true, dropout: 0 }
+    })
   })
 
   for (const name of ['fcn', 'unet']) {

@@ -233,6 +233,19 @@ const PROFILED_CHILD = `
 export interface TraceEvent { name: string, ts: number, dur: number, tid: number | string, parents: string[] }
 export interface ProfiledRun { losses: number[], trace: string, events: TraceEvent[] }
 
+/** Each model created from its options and saved (fresh weights) in a temporary folder: name -> file. */
+export async function savedModels (models: Record<string, ModelOptions>): Promise<Record<string, string>> {
+  const dir = tmpdir()
+  const files: Record<string, string> = {}
+  for (const [name, options] of Object.entries(models)) {
+    const m = await createModel(options)
+    files[name] = path.join(dir, `${name}.segtorch`)
+    await m.save(files[name])
+    m.dispose()
+  }
+  return files
+}
+
 export function profiledTraining (file: string, o: { channelsLast: boolean, env?: Record<string, string>, steps?: number, size?: number, fit?: object }): ProfiledRun {
   const dir = tmpdir('segtorch-profile-')
   const r = spawnSync(process.execPath, ['-r', CHILD_REGISTER, '-e', PROFILED_CHILD,

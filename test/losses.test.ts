@@ -2,8 +2,8 @@ import * as assert from 'assert'
 import { spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as path from 'path'
-import { confusionMatrix, createModel, depthLoss, loss, metrics, tensor } from '../lib'
-import { maxRelDiff, profiledTraining, ProfiledRun, rejects, ROOT, tmpdir } from './helpers'
+import { confusionMatrix, depthLoss, loss, metrics, tensor } from '../lib'
+import { maxRelDiff, profiledTraining, ProfiledRun, rejects, ROOT, savedModels, tmpdir } from './helpers'
 import { PYTHON, torchvisionMissing } from './twin'
 
 function close (a: number, b: number, tol = 1e-5): void {
@@ -90,31 +90,26 @@ describe('losses: edge cases and bad options', () => {
 // checks the node's loss and gradient against float64 (scripts/sanitize.sh); here whole networks train alike.
 describe('the fused cross-entropy in training', function () {
   this.timeout(300000)
-  const files: Record<string, string> = {}
+  let files: Record<string, string> = {}
+  // FCN's logits are resized NCHW at the end; GCN's come channels-last from its last refinement block.
   before(async () => {
-    const dir = tmpdir()
-    // FCN's logits are resized NCHW at the end; GCN's come channels-last from its last refinement block.
-    for (const [name, options] of [
-      ['fcn', { arch: 'fcn', backbone: 'resnet18', numClasses: 2, outputStride: 8 }],
-      ['gcn', { arch: 'gcn', backbone: 'resnet18', numClasses: 2, kernelSize: 5 }]
-    ] as const) {
-      const m = await createModel(options)
-      files[name] = path.join(dir, `${name}.segtorch`)
-      await m.save(files[name])
-      m.dispose()
-    }
+    files = await savedModels({
+      fcn: { arch: 'fcn', backbone: 'resnet18', numClasses: 2, outputStride: 8 },
+      gcn: { arch: 'gcn', backbone: 'resnet18', numClasses: 2, kernelSize: 5 }
+    })
   })
   const run = (name: string, fused: boolean, fit: object): ProfiledRun =>
     profiledTraining(files[name], { channelsLast: true, size: 64, env: { SEGTORCH_FUSED_CE: fused ? '1' : '0' }, fit: { optimizer: { type: 'sgd', lr: 0.01, momentum: 0 }, ...fit } })
-  const cases: Array<[string, string, object, number]> = [
-    ['fcn', 'fp32', { precision: 'fp32' }, 1e-4],
-    ['gcn', 'fp32', { precision: 'fp32' }, 1e-4],
-    ['fcn', 'fp32, class weights, label smoothing, ignored pixels', { precision: 'fp32', ignoreIndex: 1, lossOptions: { classWeights: [0.4, 1.6], labelSmoothing: 0.1 } }, 1e-4],
+  // [model, what, fit options, first loss's tolerance, the later ones'] (relative)
+  const cases: Array<[string, string, object, number, number]> = [
+    ['fcn', 'fp32', { precision: 'fp32' }, 1e-5, 1e-3],
+    ['gcn', 'fp32', { precision: 'fp32' }, 1e-5, 1e-3],
+    ['fcn', 'fp32, class weights, label smoothing, ignored pixels', { precision: 'fp32', ignoreIndex: 1, lossOptions: { classWeights: [0.4, 1.6], labelSmoothing: 0.1 } }, 1e-5, 1e-3],
     // bf16 logits: the fused node reads them directly (the reference casts them to float32 first: the
     // same values); the networks' bf16 activations make the steps agree to bf16's precision.
-    ['gcn', 'bf16', { precision: 'bf16' }, 2e-2]
+    ['gcn', 'bf16', { precision: 'bf16' }, 5e-3, 5e-2]
   ]
-  for (const [name, what, fit, tol] of cases) {
+  for (const [name, what, fit, first, later] of cases) {
     it(`${name} (${what}): the fused node runs and trains as F::cross_entropy does (3 SGD steps)`, () => {
       const fused = run(name, true, fit)
       const plain = run(name, false, fit)
@@ -123,7 +118,11 @@ describe('the fused cross-entropy in training', function () {
       assert.match(plain.trace, /log_softmax/)
       assert.doesNotMatch(plain.trace, /FusedCrossEntropy/)
       assert.ok(fused.losses.every(Number.isFinite), `losses ${fused.losses}`)
-      assert.ok(maxRelDiff(fused.losses, plain.losses) < tol, `losses ${fused.losses} against ${plain.losses}`)
+      // The first loss is the same forward. The later ones follow gradients that differ by float rounding,
+      // which these networks from scratch amplify (each path is deterministic; GCN's third loss moved by
+      // 0.6-3.5e-4 relative between the two, its second by nothing).
+      assert.ok(Math.abs(fused.losses[0] - plain.losses[0]) <= first * Math.abs(plain.losses[0]), `first loss ${fused.losses[0]} against ${plain.losses[0]}`)
+      assert.ok(maxRelDiff(fused.losses, plain.losses) < later, `losses ${fused.losses} against ${plain.losses}`)
       assert.notStrictEqual(fused.losses[0], fused.losses[2], 'the steps trained')
     })
   }
