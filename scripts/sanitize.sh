@@ -97,6 +97,8 @@ if [ "$#" -eq 0 ]; then
   # The fused softmax cross-entropy (train/losses.cc, train/cross_entropy_kernel.cc), parallel, against
   # F::cross_entropy in float64, NaN / inf scores and labels out of range included.
   native_check cross_entropy_check native/train/losses.cc native/train/cross_entropy_kernel.cc
+  # predict's bf16 ReLU (blocks/relu*.cc) against ATen's relu on every bf16 bit pattern.
+  native_check relu_check native/blocks/relu.cc native/blocks/relu_kernel.cc
 fi
 
 if [ "$#" -gt 0 ]; then

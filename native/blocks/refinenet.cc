@@ -4,6 +4,7 @@
 
 #include "blocks/conv2d.h"
 #include "blocks/max_pool.h"
+#include "blocks/relu.h"
 
 namespace segtorch {
 
@@ -22,7 +23,7 @@ torch::Tensor RCUBlockImpl::forward(torch::Tensor x) {
   // x + conv2(relu(conv1(relu(x)))): the inner ReLU and the addition inside the convolutions where they run fused.
   // The addition may write into x (given up here: nothing else uses it afterwards).
   for (auto& u : units_) {
-    torch::Tensor h = u.first->ForwardAct(x.relu(), Activation::kReLU);
+    torch::Tensor h = u.first->ForwardAct(Relu(x), Activation::kReLU);
     x = u.second->ForwardAct(h, Activation::kNone, std::move(x));
   }
   return x;

@@ -15,6 +15,7 @@
 #include "base/errors.h"
 #include "blocks/conv2d.h"
 #include "blocks/refinenet.h"
+#include "blocks/relu.h"
 #include "blocks/resize.h"
 
 namespace segtorch {
@@ -71,19 +72,19 @@ class RefineNet : public SegmentationModel {
     // Each coarser path is upsampled (align_corners=True, as the reference) as it is added to the finer one.
     auto add_up = [](torch::Tensor fine, const torch::Tensor& coarse) { return AddResized(std::move(fine), coarse, /*align_corners=*/true); };
     auto x4 = adapt_stage1_b->forward(p_ims1d2_outl1_dimred(f[3]));
-    x4 = mflow_conv_g1_b->forward(mflow_conv_g1_pool->forward(x4.relu()));
+    x4 = mflow_conv_g1_b->forward(mflow_conv_g1_pool->forward(Relu(x4)));
     x4 = mflow_conv_g1_b3_joint_varout_dimred(x4);
 
     auto x3 = adapt_stage2_b2_joint_varout_dimred(adapt_stage2_b->forward(p_ims1d2_outl2_dimred(f[2])));
-    x3 = mflow_conv_g2_b->forward(mflow_conv_g2_pool->forward(add_up(std::move(x3), x4).relu_()));
+    x3 = mflow_conv_g2_b->forward(mflow_conv_g2_pool->forward(ReluInPlace(add_up(std::move(x3), x4))));
     x3 = mflow_conv_g2_b3_joint_varout_dimred(x3);
 
     auto x2 = adapt_stage3_b2_joint_varout_dimred(adapt_stage3_b->forward(p_ims1d2_outl3_dimred(f[1])));
-    x2 = mflow_conv_g3_b->forward(mflow_conv_g3_pool->forward(add_up(std::move(x2), x3).relu_()));
+    x2 = mflow_conv_g3_b->forward(mflow_conv_g3_pool->forward(ReluInPlace(add_up(std::move(x2), x3))));
     x2 = mflow_conv_g3_b3_joint_varout_dimred(x2);
 
     auto x1 = adapt_stage4_b2_joint_varout_dimred(adapt_stage4_b->forward(p_ims1d2_outl4_dimred(f[0])));
-    x1 = mflow_conv_g4_b->forward(mflow_conv_g4_pool->forward(add_up(std::move(x1), x2).relu_()));
+    x1 = mflow_conv_g4_b->forward(mflow_conv_g4_pool->forward(ReluInPlace(add_up(std::move(x1), x2))));
     SegOutput out;
     SetLogits(out, clf_conv(x1), x);
     return out;
