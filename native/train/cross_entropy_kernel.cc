@@ -58,17 +58,19 @@ inline float WeightOf(const CrossEntropyTerms& t, int64_t j) { return t.weights 
 // log_softmax gives NaN (a NaN score, a +inf one, or every score -inf).
 inline float Lse(float m, float s, bool nan) { return nan || !(m > -kInf && m < kInf) ? kNaN : m + std::log(s); }
 
-// Valid label (else 0: the pixel adds nothing), noting the first bad one.
+// The pixel's label takes part: not the ignore index and in [0, C).
+inline bool Counts(const CrossEntropyTerms& t, int64_t c, int64_t y) { return y != t.ignore_index && y >= 0 && y < c; }
+
+// Counts (else the pixel adds nothing), noting the first label that is neither counted nor ignored.
 inline bool Valid(const CrossEntropyTerms& t, int64_t c, int64_t y, int64_t* bad_label, bool* seen_bad) {
-  if (y == t.ignore_index) return false;
-  if (y < 0 || y >= c) {
+  if (Counts(t, c, y)) return true;
+  if (y != t.ignore_index) {
     if (!*seen_bad) {
       *bad_label = y;
       *seen_bad = true;
     }
-    return false;
   }
-  return true;
+  return false;
 }
 
 template <class T>
@@ -120,7 +122,7 @@ void BackwardChannelsLast(const T* __restrict z, const CrossEntropyShape& s, con
     const T* __restrict row = z + i * c;
     T* __restrict drow = dz + i * c;
     const int64_t y = t.labels[i];
-    if (y == t.ignore_index || y < 0 || y >= c) {
+    if (!Counts(t, c, y)) {
       for (int64_t j = 0; j < c; ++j) StoreFloat(0.0f, drow + j);
       continue;
     }
@@ -200,7 +202,7 @@ void BackwardNchwImage(const T* __restrict zi, const int64_t* __restrict yi, con
       const int64_t y = yi[q0 + q];
       const float lq = lsei[q0 + q];
       l[q] = lq;
-      if (y == t.ignore_index || y < 0 || y >= c) {
+      if (!Counts(t, c, y)) {
         a[q] = 0.0f;  // exp of anything here is finite: a zero gradient
         b[q] = 0.0f;
       } else {
@@ -216,7 +218,7 @@ void BackwardNchwImage(const T* __restrict zi, const int64_t* __restrict yi, con
     }
     for (int64_t q = 0; q < n; ++q) {  // the target's element, rounded once
       const int64_t y = yi[q0 + q];
-      if (y == t.ignore_index || y < 0 || y >= c) continue;
+      if (!Counts(t, c, y)) continue;
       const float wy = WeightOf(t, y);
       const int64_t o = y * P + q0 + q;
       StoreFloat(a[q] * ExpNonPositive(LoadFloat(zi[o]) - l[q]) - b[q] * wy - scale * (1.0f - t.smoothing) * wy, dzi + o);

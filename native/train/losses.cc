@@ -27,13 +27,19 @@ torch::Tensor PixelWeights(const torch::Tensor& safe_labels, const LossOptions& 
   return o.class_weights.to(safe_labels.device(), torch::kFloat).index_select(0, safe_labels.flatten()).view_as(safe_labels);
 }
 
-}  // namespace
-
-namespace {
-
 // Pixels per part of the fused cross-entropy's parallel loops. The forward's partial sums are added
 // part by part in order, so the loss does not depend on the number of threads.
 constexpr int64_t kCrossEntropyPart = 4096;
+
+int64_t Parts(int64_t total) { return (total + kCrossEntropyPart - 1) / kCrossEntropyPart; }
+
+// f(part, first pixel, end pixel) for each of the Parts(total), in parallel.
+template <class F>
+void ForParts(int64_t total, const F& f) {
+  at::parallel_for(0, Parts(total), 1, [&](int64_t b, int64_t e) {
+    for (int64_t p = b; p < e; ++p) f(p, p * kCrossEntropyPart, std::min(total, (p + 1) * kCrossEntropyPart));
+  });
+}
 
 CrossEntropyTerms Terms(const torch::Tensor& labels, const torch::Tensor& weights, int64_t ignore_index, double smoothing,
                         int64_t classes) {
@@ -66,17 +72,14 @@ struct FusedCrossEntropy : public torch::autograd::Function<FusedCrossEntropy> {
     const CrossEntropyShape s{c, pixels, cl};
     const CrossEntropyTerms t = Terms(y, w, ignore_index, smoothing, c);
     torch::Tensor lse = at::empty({n, z.size(2), z.size(3)}, z.options().dtype(at::kFloat));
-    const int64_t parts = (total + kCrossEntropyPart - 1) / kCrossEntropyPart;
+    const int64_t parts = Parts(total);
     std::vector<double> sums(static_cast<size_t>(parts), 0.0);
     std::vector<int64_t> bad(static_cast<size_t>(parts), ignore_index);  // the ignore index is never a bad label
     float* lp = lse.data_ptr<float>();
-    at::parallel_for(0, parts, 1, [&](int64_t b, int64_t e) {
-      for (int64_t p = b; p < e; ++p) {
-        const int64_t i0 = p * kCrossEntropyPart, i1 = std::min(total, i0 + kCrossEntropyPart);
-        sums[p] = z.scalar_type() == at::kFloat
-                      ? CrossEntropyForwardPixels(z.data_ptr<float>(), s, t, lp, i0, i1, &bad[p])
-                      : CrossEntropyForwardPixels(static_cast<const uint16_t*>(z.data_ptr()), s, t, lp, i0, i1, &bad[p]);
-      }
+    ForParts(total, [&](int64_t p, int64_t i0, int64_t i1) {
+      sums[p] = z.scalar_type() == at::kFloat
+                    ? CrossEntropyForwardPixels(z.data_ptr<float>(), s, t, lp, i0, i1, &bad[p])
+                    : CrossEntropyForwardPixels(static_cast<const uint16_t*>(z.data_ptr()), s, t, lp, i0, i1, &bad[p]);
     });
     double sum = 0.0;
     for (int64_t p = 0; p < parts; ++p) {
@@ -104,15 +107,12 @@ struct FusedCrossEntropy : public torch::autograd::Function<FusedCrossEntropy> {
       const float scale = grads[0].item<float>();
       dz = at::empty_like(z, at::MemoryFormat::Preserve);
       const float* lp = lse.data_ptr<float>();
-      at::parallel_for(0, (total + kCrossEntropyPart - 1) / kCrossEntropyPart, 1, [&](int64_t b, int64_t e) {
-        for (int64_t p = b; p < e; ++p) {
-          const int64_t i0 = p * kCrossEntropyPart, i1 = std::min(total, i0 + kCrossEntropyPart);
-          if (z.scalar_type() == at::kFloat) {
-            CrossEntropyBackwardPixels(z.data_ptr<float>(), s, t, lp, scale, dz.data_ptr<float>(), i0, i1);
-          } else {
-            CrossEntropyBackwardPixels(static_cast<const uint16_t*>(z.data_ptr()), s, t, lp, scale, static_cast<uint16_t*>(dz.data_ptr()),
-                                       i0, i1);
-          }
+      ForParts(total, [&](int64_t, int64_t i0, int64_t i1) {
+        if (z.scalar_type() == at::kFloat) {
+          CrossEntropyBackwardPixels(z.data_ptr<float>(), s, t, lp, scale, dz.data_ptr<float>(), i0, i1);
+        } else {
+          CrossEntropyBackwardPixels(static_cast<const uint16_t*>(z.data_ptr()), s, t, lp, scale, static_cast<uint16_t*>(dz.data_ptr()),
+                                     i0, i1);
         }
       });
     }
