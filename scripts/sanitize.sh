@@ -89,9 +89,13 @@ native_check () {
 
 if [ "$#" -eq 0 ]; then
   # bf16 Winograd's transforms (native/blocks/winograd_kernel.cc) run in predict only on libtorch 2.x:
-  # checked here directly, sanitized, against at::conv2d (conv2d.cc needs the batch norm for ConvBnAct).
-  native_check winograd_check native/blocks/conv2d.cc native/blocks/winograd_kernel.cc native/blocks/batch_norm.cc \
-    native/blocks/batch_norm_kernel.cc
+  # checked here directly, sanitized, against at::conv2d. conv2d.cc links what its paths call: the batch
+  # norm (ConvBnAct), the tap and depthwise convolutions, dropout and pooling (ForwardSequential), the
+  # resizes and concatenations (the transposed convolutions as copies), the CPU's features.
+  b=native/blocks
+  native_check winograd_check $b/conv2d.cc $b/winograd_kernel.cc $b/batch_norm.cc $b/batch_norm_kernel.cc $b/tap_conv.cc \
+    $b/depthwise.cc $b/depthwise_kernel.cc $b/dropout.cc $b/dropout_kernel.cc $b/pool_bins.cc $b/pool_bins_kernel.cc \
+    $b/resize.cc $b/resize_kernel.cc $b/concat.cc native/base/cpu.cc
   # The fused training batch norm's loops (blocks/batch_norm*.cc), parallel, against float64.
   native_check batch_norm_check native/blocks/batch_norm.cc native/blocks/batch_norm_kernel.cc
   # The fused softmax cross-entropy (train/losses.cc, train/cross_entropy_kernel.cc), parallel, against
