@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "base/bf16_bits.h"
 
@@ -13,7 +14,7 @@ namespace {
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr float kInf = std::numeric_limits<float>::infinity();
-// NCHW: pixels per block, each block's per-pixel state in arrays the inner loops run along.
+// Pixels per block, each block's per-pixel state in arrays the inner loops run along.
 constexpr int64_t kBlock = 64;
 
 // exp(x) for x <= 0 (a little above 0 too), Cephes' expf (about 1 ulp): the range reduced by ln 2
@@ -73,163 +74,181 @@ inline bool Valid(const CrossEntropyTerms& t, int64_t c, int64_t y, int64_t* bad
   return false;
 }
 
+// One block of n <= kBlock pixels whose class-j scores are at z[j * cs + q] and labels at y[q] (NCHW: the
+// logits themselves, cs = H x W; channels-last: a float copy transposed, cs = kBlock): loops over classes
+// outside, over the block's pixels inside, so that those vectorise whatever the class count.
 template <class T>
-double ForwardChannelsLast(const T* __restrict z, const CrossEntropyShape& s, const CrossEntropyTerms& t, float* __restrict lse,
-                           int64_t begin, int64_t end, int64_t* bad_label) {
+double ForwardBlock(const T* __restrict z, int64_t cs, const int64_t* __restrict y, int64_t n, const CrossEntropyShape& s,
+                    const CrossEntropyTerms& t, float* __restrict lse, int64_t* bad_label, bool* seen_bad) {
   const int64_t c = s.classes;
   const float inv_c = 1.0f / static_cast<float>(c);
+  const bool smooth = t.smoothing > 0.0f;
+  float m[kBlock], sum[kBlock], zw[kBlock];
+  int nan[kBlock];
+  for (int64_t q = 0; q < n; ++q) {
+    m[q] = -kInf;
+    sum[q] = 0.0f;
+    zw[q] = 0.0f;
+    nan[q] = 0;
+  }
+  for (int64_t j = 0; j < c; ++j) {
+    const T* __restrict row = z + j * cs;
+    for (int64_t q = 0; q < n; ++q) {
+      const float v = LoadFloat(row[q]);
+      m[q] = v > m[q] ? v : m[q];
+      nan[q] |= v != v;
+    }
+  }
+  for (int64_t j = 0; j < c; ++j) {
+    const T* __restrict row = z + j * cs;
+    const float wj = WeightOf(t, j);
+    for (int64_t q = 0; q < n; ++q) {
+      const float v = LoadFloat(row[q]);
+      sum[q] += ExpNonPositive(v - m[q]);
+      if (smooth) zw[q] += wj * v;
+    }
+  }
   double total = 0.0;
-  bool seen_bad = false;
-  for (int64_t i = begin; i < end; ++i) {
-    const T* __restrict row = z + i * c;
-    int32_t mk = OrderKey(-kInf);
-    int nan = 0;
-    for (int64_t j = 0; j < c; ++j) {
-      const float v = LoadFloat(row[j]);
-      const int32_t k = OrderKey(v);
-      mk = k > mk ? k : mk;
-      nan |= v != v;
-    }
-    const float m = FromOrderKey(mk);
-    float sum = 0.0f;
-    for (int64_t j = 0; j < c; ++j) sum += ExpNonPositive(LoadFloat(row[j]) - m);
-    const float l = Lse(m, sum, nan != 0);
-    lse[i] = l;
-    const int64_t y = t.labels[i];
-    if (!Valid(t, c, y, bad_label, &seen_bad)) continue;
-    const float wy = WeightOf(t, y);
-    float loss = (1.0f - t.smoothing) * wy * (l - LoadFloat(row[y]));
-    if (t.smoothing > 0.0f) {
-      float zw = 0.0f;
-      if (t.weights) {
-        for (int64_t j = 0; j < c; ++j) zw += t.weights[j] * LoadFloat(row[j]);
-      } else {
-        for (int64_t j = 0; j < c; ++j) zw += LoadFloat(row[j]);
-      }
-      loss += t.smoothing * inv_c * (t.weight_sum * l - zw);
-    }
+  for (int64_t q = 0; q < n; ++q) {
+    const float l = Lse(m[q], sum[q], nan[q] != 0);
+    lse[q] = l;
+    if (!Valid(t, c, y[q], bad_label, seen_bad)) continue;
+    const float wy = WeightOf(t, y[q]);
+    float loss = (1.0f - t.smoothing) * wy * (l - LoadFloat(z[y[q] * cs + q]));
+    if (smooth) loss += t.smoothing * inv_c * (t.weight_sum * l - zw[q]);
     total += loss;
   }
   return total;
 }
 
-template <class T>
-void BackwardChannelsLast(const T* __restrict z, const CrossEntropyShape& s, const CrossEntropyTerms& t, const float* __restrict lse,
-                          float scale, T* __restrict dz, int64_t begin, int64_t end) {
-  const int64_t c = s.classes;
+// The backward's terms for a block's pixels: the gradient is a_q p_j - b_q w_j, and at the target
+// minus (1 - e) w_y scale too; a = b = 0 for pixels that do not count (exp is finite there: a zero
+// gradient), a NaN where lse is.
+inline void GradientTerms(const CrossEntropyTerms& t, int64_t c, const int64_t* __restrict y, const float* __restrict lse, int64_t n,
+                          float scale, float* __restrict a, float* __restrict b, float* __restrict l) {
   const float e_c = t.smoothing / static_cast<float>(c);
-  for (int64_t i = begin; i < end; ++i) {
-    const T* __restrict row = z + i * c;
-    T* __restrict drow = dz + i * c;
-    const int64_t y = t.labels[i];
-    if (!Counts(t, c, y)) {
-      for (int64_t j = 0; j < c; ++j) StoreFloat(0.0f, drow + j);
-      continue;
-    }
-    const float wy = WeightOf(t, y);
-    const float l = lse[i];
-    // a p_j - b w_j, and the target's extra - cy; a NaN where lse is NaN makes every element NaN.
-    const float a = l == l ? scale * ((1.0f - t.smoothing) * wy + e_c * t.weight_sum) : kNaN;
-    const float b = scale * e_c;
-    const float cy = scale * (1.0f - t.smoothing) * wy;
-    if (t.weights) {
-      for (int64_t j = 0; j < c; ++j) StoreFloat(a * ExpNonPositive(LoadFloat(row[j]) - l) - b * t.weights[j], drow + j);
+  for (int64_t q = 0; q < n; ++q) {
+    const float lq = lse[q];
+    l[q] = lq;
+    if (!Counts(t, c, y[q])) {
+      a[q] = 0.0f;
+      b[q] = 0.0f;
     } else {
-      for (int64_t j = 0; j < c; ++j) StoreFloat(a * ExpNonPositive(LoadFloat(row[j]) - l) - b, drow + j);
+      a[q] = lq == lq ? scale * ((1.0f - t.smoothing) * WeightOf(t, y[q]) + e_c * t.weight_sum) : kNaN;
+      b[q] = scale * e_c;
     }
-    StoreFloat(a * ExpNonPositive(LoadFloat(row[y]) - l) - b * wy - cy, drow + y);  // rounded once
   }
 }
 
-// NCHW: one image's pixels [p0, p1), in blocks; loops over classes outside, over the block's pixels inside.
+// The target's element of a counted pixel with score zy, computed whole (rounded once when stored).
+inline float TargetGradient(const CrossEntropyTerms& t, int64_t y, float a, float b, float l, float scale, float zy) {
+  const float wy = WeightOf(t, y);
+  return a * ExpNonPositive(zy - l) - b * wy - scale * (1.0f - t.smoothing) * wy;
+}
+
+// The block's gradient into dz[j * cs + q] (the logits' layout), each element rounded once.
 template <class T>
-double ForwardNchwImage(const T* __restrict zi, const int64_t* __restrict yi, const CrossEntropyShape& s, const CrossEntropyTerms& t,
-                        float* __restrict lsei, int64_t p0, int64_t p1, int64_t* bad_label, bool* seen_bad) {
-  const int64_t c = s.classes, P = s.pixels;
-  const float inv_c = 1.0f / static_cast<float>(c);
+void BackwardBlock(const T* __restrict z, int64_t cs, const int64_t* __restrict y, int64_t n, const CrossEntropyShape& s,
+                   const CrossEntropyTerms& t, const float* __restrict lse, float scale, T* __restrict dz) {
+  const int64_t c = s.classes;
+  float a[kBlock], b[kBlock], l[kBlock];
+  GradientTerms(t, c, y, lse, n, scale, a, b, l);
+  for (int64_t j = 0; j < c; ++j) {
+    const T* __restrict row = z + j * cs;
+    T* __restrict drow = dz + j * cs;
+    const float wj = WeightOf(t, j);
+    for (int64_t q = 0; q < n; ++q) StoreFloat(a[q] * ExpNonPositive(LoadFloat(row[q]) - l[q]) - b[q] * wj, drow + q);
+  }
+  for (int64_t q = 0; q < n; ++q) {
+    if (Counts(t, c, y[q])) StoreFloat(TargetGradient(t, y[q], a[q], b[q], l[q], scale, LoadFloat(z[y[q] * cs + q])), dz + y[q] * cs + q);
+  }
+}
+
+// Channels-last: pixel i's C scores at z + i C. Each block's scores copied to float, transposed (class by
+// class) by an indexed read (source[m] = the element that lands at m, tabulated once per call: a gather
+// that vectorises, where strided reads or writes do not), then the block loop above.
+template <class T>
+double ForwardChannelsLast(const T* z, const CrossEntropyShape& s, const CrossEntropyTerms& t, float* lse, int64_t begin,
+                           int64_t end, int64_t* bad_label, float* buf, int32_t* source) {
+  const int64_t c = s.classes;
+  for (int64_t m = 0; m < c * kBlock; ++m) source[m] = static_cast<int32_t>((m % kBlock) * c + m / kBlock);
   double total = 0.0;
-  float m[kBlock], sum[kBlock], zw[kBlock];
-  int nan[kBlock];
+  bool seen_bad = false;
+  for (int64_t i = begin; i < end; i += kBlock) {
+    const int64_t n = std::min<int64_t>(kBlock, end - i);
+    const T* __restrict zb = z + i * c;
+    float* __restrict out = buf;
+    if (n == kBlock) {
+      const int32_t* __restrict src = source;
+      for (int64_t m = 0; m < c * kBlock; ++m) out[m] = LoadFloat(zb[src[m]]);
+    } else {
+      for (int64_t q = 0; q < n; ++q)
+        for (int64_t j = 0; j < c; ++j) out[j * kBlock + q] = LoadFloat(zb[q * c + j]);
+    }
+    total += ForwardBlock(buf, kBlock, t.labels + i, n, s, t, lse + i, bad_label, &seen_bad);
+  }
+  return total;
+}
+
+// The gradient straight into the channels-last layout: the block's per-pixel terms first, then one loop
+// over its n x C contiguous elements, each reading its pixel's terms through an index (k / C, tabulated
+// once per call) and its class weight from a table repeated per pixel; the targets' elements after.
+template <class T>
+void BackwardChannelsLast(const T* z, const CrossEntropyShape& s, const CrossEntropyTerms& t, const float* lse, float scale, T* dz,
+                          int64_t begin, int64_t end, int32_t* pixel_of, float* weight_of) {
+  const int64_t c = s.classes;
+  for (int64_t k = 0; k < kBlock * c; ++k) {
+    pixel_of[k] = static_cast<int32_t>(k / c);
+    weight_of[k] = WeightOf(t, k % c);
+  }
+  float a[kBlock], b[kBlock], l[kBlock];
+  for (int64_t i = begin; i < end; i += kBlock) {
+    const int64_t n = std::min<int64_t>(kBlock, end - i);
+    const int64_t* __restrict y = t.labels + i;
+    GradientTerms(t, c, y, lse + i, n, scale, a, b, l);
+    const T* __restrict zb = z + i * c;
+    T* __restrict db = dz + i * c;
+    const int32_t* __restrict pq = pixel_of;
+    const float* __restrict wk = weight_of;
+    for (int64_t k = 0; k < n * c; ++k) {
+      const int32_t q = pq[k];
+      StoreFloat(a[q] * ExpNonPositive(LoadFloat(zb[k]) - l[q]) - b[q] * wk[k], db + k);
+    }
+    for (int64_t q = 0; q < n; ++q) {
+      if (Counts(t, c, y[q])) StoreFloat(TargetGradient(t, y[q], a[q], b[q], l[q], scale, LoadFloat(zb[q * c + y[q]])), db + q * c + y[q]);
+    }
+  }
+}
+
+// NCHW: one image's pixels [p0, p1), block by block, read in place.
+template <class T>
+double ForwardNchwImage(const T* zi, const int64_t* yi, const CrossEntropyShape& s, const CrossEntropyTerms& t, float* lsei, int64_t p0,
+                        int64_t p1, int64_t* bad_label, bool* seen_bad) {
+  double total = 0.0;
   for (int64_t q0 = p0; q0 < p1; q0 += kBlock) {
     const int64_t n = std::min<int64_t>(kBlock, p1 - q0);
-    for (int64_t q = 0; q < n; ++q) {
-      m[q] = -kInf;
-      sum[q] = 0.0f;
-      zw[q] = 0.0f;
-      nan[q] = 0;
-    }
-    for (int64_t j = 0; j < c; ++j) {
-      const T* __restrict row = zi + j * P + q0;
-      for (int64_t q = 0; q < n; ++q) {
-        const float v = LoadFloat(row[q]);
-        m[q] = v > m[q] ? v : m[q];
-        nan[q] |= v != v;
-      }
-    }
-    const bool smooth = t.smoothing > 0.0f;
-    for (int64_t j = 0; j < c; ++j) {
-      const T* __restrict row = zi + j * P + q0;
-      const float wj = WeightOf(t, j);
-      for (int64_t q = 0; q < n; ++q) {
-        const float v = LoadFloat(row[q]);
-        sum[q] += ExpNonPositive(v - m[q]);
-        if (smooth) zw[q] += wj * v;
-      }
-    }
-    for (int64_t q = 0; q < n; ++q) {
-      const float l = Lse(m[q], sum[q], nan[q] != 0);
-      lsei[q0 + q] = l;
-      const int64_t y = yi[q0 + q];
-      if (!Valid(t, c, y, bad_label, seen_bad)) continue;
-      const float wy = WeightOf(t, y);
-      float loss = (1.0f - t.smoothing) * wy * (l - LoadFloat(zi[y * P + q0 + q]));
-      if (smooth) loss += t.smoothing * inv_c * (t.weight_sum * l - zw[q]);
-      total += loss;
-    }
+    total += ForwardBlock(zi + q0, s.pixels, yi + q0, n, s, t, lsei + q0, bad_label, seen_bad);
   }
   return total;
 }
 
 template <class T>
-void BackwardNchwImage(const T* __restrict zi, const int64_t* __restrict yi, const CrossEntropyShape& s, const CrossEntropyTerms& t,
-                       const float* __restrict lsei, float scale, T* __restrict dzi, int64_t p0, int64_t p1) {
-  const int64_t c = s.classes, P = s.pixels;
-  const float e_c = t.smoothing / static_cast<float>(c);
-  float a[kBlock], b[kBlock], l[kBlock];
+void BackwardNchwImage(const T* zi, const int64_t* yi, const CrossEntropyShape& s, const CrossEntropyTerms& t, const float* lsei,
+                       float scale, T* dzi, int64_t p0, int64_t p1) {
   for (int64_t q0 = p0; q0 < p1; q0 += kBlock) {
     const int64_t n = std::min<int64_t>(kBlock, p1 - q0);
-    for (int64_t q = 0; q < n; ++q) {
-      const int64_t y = yi[q0 + q];
-      const float lq = lsei[q0 + q];
-      l[q] = lq;
-      if (!Counts(t, c, y)) {
-        a[q] = 0.0f;  // exp of anything here is finite: a zero gradient
-        b[q] = 0.0f;
-      } else {
-        a[q] = lq == lq ? scale * ((1.0f - t.smoothing) * WeightOf(t, y) + e_c * t.weight_sum) : kNaN;
-        b[q] = scale * e_c;
-      }
-    }
-    for (int64_t j = 0; j < c; ++j) {
-      const T* __restrict row = zi + j * P + q0;
-      T* __restrict drow = dzi + j * P + q0;
-      const float wj = WeightOf(t, j);
-      for (int64_t q = 0; q < n; ++q) StoreFloat(a[q] * ExpNonPositive(LoadFloat(row[q]) - l[q]) - b[q] * wj, drow + q);
-    }
-    for (int64_t q = 0; q < n; ++q) {  // the target's element, rounded once
-      const int64_t y = yi[q0 + q];
-      if (!Counts(t, c, y)) continue;
-      const float wy = WeightOf(t, y);
-      const int64_t o = y * P + q0 + q;
-      StoreFloat(a[q] * ExpNonPositive(LoadFloat(zi[o]) - l[q]) - b[q] * wy - scale * (1.0f - t.smoothing) * wy, dzi + o);
-    }
+    BackwardBlock(zi + q0, s.pixels, yi + q0, n, s, t, lsei + q0, scale, dzi + q0);
   }
 }
 
 template <class T>
 double Forward(const T* z, const CrossEntropyShape& s, const CrossEntropyTerms& t, float* lse, int64_t begin, int64_t end,
                int64_t* bad_label) {
-  if (s.channels_last) return ForwardChannelsLast(z, s, t, lse, begin, end, bad_label);
+  if (s.channels_last) {
+    std::vector<float> buf(static_cast<size_t>(s.classes * kBlock));
+    std::vector<int32_t> source(static_cast<size_t>(s.classes * kBlock));
+    return ForwardChannelsLast(z, s, t, lse, begin, end, bad_label, buf.data(), source.data());
+  }
   double total = 0.0;
   bool seen_bad = false;
   for (int64_t i = begin; i < end;) {
@@ -244,7 +263,11 @@ double Forward(const T* z, const CrossEntropyShape& s, const CrossEntropyTerms& 
 template <class T>
 void Backward(const T* z, const CrossEntropyShape& s, const CrossEntropyTerms& t, const float* lse, float scale, T* dz, int64_t begin,
               int64_t end) {
-  if (s.channels_last) return BackwardChannelsLast(z, s, t, lse, scale, dz, begin, end);
+  if (s.channels_last) {
+    std::vector<int32_t> pixel_of(static_cast<size_t>(s.classes * kBlock));
+    std::vector<float> weight_of(static_cast<size_t>(s.classes * kBlock));
+    return BackwardChannelsLast(z, s, t, lse, scale, dz, begin, end, pixel_of.data(), weight_of.data());
+  }
   for (int64_t i = begin; i < end;) {
     const int64_t img = i / s.pixels, p0 = i - img * s.pixels, p1 = std::min(s.pixels, p0 + (end - i));
     const int64_t o = img * s.classes * s.pixels;

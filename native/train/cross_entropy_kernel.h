@@ -1,8 +1,10 @@
 // The loops of train/losses.cc's fused softmax cross-entropy, on plain arrays (no libtorch header):
 // [N, C, H, W] float32 or bfloat16 logits (their 16 bits), channels-last (each pixel's C scores
 // contiguous) or NCHW, read as they come from the network, without the float32 copy, the contiguous
-// copy for log_softmax and the separate NLL passes of F::cross_entropy. Compiled for AVX-512, AVX2
-// and baseline x86-64, chosen at load time (GCC's target_clones, as blocks/batch_norm_kernel.cc).
+// copy for log_softmax and the separate NLL passes of F::cross_entropy. Channels-last blocks of 64
+// pixels are transposed to class-major floats for the forward's per-pixel reductions (the backward
+// writes its gradient in place, pixel terms read through an index). Compiled for AVX-512, AVX2 and
+// baseline x86-64, chosen at load time (GCC's target_clones, as blocks/batch_norm_kernel.cc).
 // Everything is computed in float; each gradient element is rounded once to the logits' type.
 //
 // With z the logits of one pixel, y its label, w the class weights (all 1 without), W = sum of w,

@@ -128,7 +128,9 @@ bool FusedCrossEntropyApplies(const torch::Tensor& logits, const torch::Tensor& 
     return false;
   }
   if ((logits.scalar_type() != at::kFloat && logits.scalar_type() != at::kBFloat16) || labels.scalar_type() != at::kLong) return false;
-  return logits.size(1) > 0 && labels.size(0) == logits.size(0) && labels.size(1) == logits.size(2) && labels.size(2) == logits.size(3);
+  // At most 65535 classes (a model's limit; loss() on wider logits takes F::cross_entropy): the channels-last
+  // loops' per-call tables (classes x 64 pixels, int32 indices) stay small.
+  return logits.size(1) > 0 && logits.size(1) <= 65535 && labels.size(0) == logits.size(0) && labels.size(1) == logits.size(2) && labels.size(2) == logits.size(3);
 }
 
 torch::Tensor SoftmaxCrossEntropySum(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& weights,
