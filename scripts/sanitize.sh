@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the addon with AddressSanitizer + UndefinedBehaviorSanitizer into build-asan/ (never build/
-# or prebuilds/, which the normal tests use) and runs the boundary, file and data tests under it.
+# or prebuilds/, which the normal tests use) and runs the boundary, file and data tests under it; without
+# arguments first the native kernel checks (test/native/*.cc, CMake targets from the same objects).
 # Exits 0 only if every test passed and no sanitizer report was written, by this process or by any
 # child process the tests spawn (they inherit LD_PRELOAD, SEGTORCH_ADDON and the sanitizer options).
 #
@@ -73,14 +74,16 @@ if [ "${SANITIZE_BUILD_ONLY:-0}" = "1" ]; then exit 0; fi
 addon="$out/Release/segtorch.node"
 [ -f "$addon" ] || { echo "sanitize: FAILED: $addon is missing (build first)"; exit 2; }
 
-# A native check (test/native/NAME.cc with the sources named after it), compiled sanitized with OpenMP
-# (so that at::parallel_for runs threaded) against Debian's libtorch, and run: exits on failure.
+# A native check (test/native/NAME.cc, a CMake target linked with the addon's own sanitized objects, so
+# that its sources cannot drift from the addon's: a hand-kept list had stopped linking unseen), built in
+# $out and run: exits on failure.
 native_check () {
-  local name="$1"; shift
+  local name="$1"
   echo "sanitize: test/native/$name.cc (log: $logs/$name.log)"
-  if ! { g++ -std=c++17 -fopenmp $cxxflags -I native -I /usr/include/torch/csrc/api/include "test/native/$name.cc" "$@" \
-           -ltorch -ltorch_cpu -lc10 -o "$out/$name" &&
-         ASAN_OPTIONS=detect_leaks=0 "$out/$name"; } >"$logs/$name.log" 2>&1; then
+  local exe
+  if ! { cmake --build "$out" --target "$name" -j "${SANITIZE_JOBS:-$(nproc)}" &&
+         exe="$(find "$out" -maxdepth 2 -type f -name "$name" -perm -u+x | head -n 1)" && [ -n "$exe" ] &&
+         ASAN_OPTIONS=detect_leaks=0 "$exe"; } >"$logs/$name.log" 2>&1; then
     tail -n 30 "$logs/$name.log"
     echo "sanitize: FAILED: test/native/$name.cc"
     exit 1
@@ -88,21 +91,13 @@ native_check () {
 }
 
 if [ "$#" -eq 0 ]; then
-  # bf16 Winograd's transforms (native/blocks/winograd_kernel.cc) run in predict only on libtorch 2.x:
-  # checked here directly, sanitized, against at::conv2d. conv2d.cc links what its paths call: the batch
-  # norm (ConvBnAct), the tap and depthwise convolutions, dropout and pooling (ForwardSequential), the
-  # resizes and concatenations (the transposed convolutions as copies), the CPU's features.
-  b=native/blocks
-  native_check winograd_check $b/conv2d.cc $b/winograd_kernel.cc $b/batch_norm.cc $b/batch_norm_kernel.cc $b/tap_conv.cc \
-    $b/depthwise.cc $b/depthwise_kernel.cc $b/dropout.cc $b/dropout_kernel.cc $b/pool_bins.cc $b/pool_bins_kernel.cc \
-    $b/resize.cc $b/resize_kernel.cc $b/concat.cc native/base/cpu.cc
-  # The fused training batch norm's loops (blocks/batch_norm*.cc), parallel, against float64.
-  native_check batch_norm_check native/blocks/batch_norm.cc native/blocks/batch_norm_kernel.cc
-  # The fused softmax cross-entropy (train/losses.cc, train/cross_entropy_kernel.cc), parallel, against
-  # F::cross_entropy in float64, NaN / inf scores and labels out of range included.
-  native_check cross_entropy_check native/train/losses.cc native/train/cross_entropy_kernel.cc
-  # predict's bf16 ReLU (blocks/relu*.cc) against ATen's relu on every bf16 bit pattern.
-  native_check relu_check native/blocks/relu.cc native/blocks/relu_kernel.cc
+  # bf16 Winograd's transforms (native/blocks/winograd_kernel.cc; they run in predict only on libtorch
+  # 2.x) against at::conv2d; the fused training batch norm's loops against float64; the fused softmax
+  # cross-entropy against F::cross_entropy in float64 (NaN / inf scores, labels out of range); predict's
+  # bf16 ReLU against ATen's on every bf16 bit pattern. All parallel (OpenMP), sanitized.
+  for check in test/native/*.cc; do
+    native_check "$(basename "$check" .cc)"
+  done
 fi
 
 if [ "$#" -gt 0 ]; then
