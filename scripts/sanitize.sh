@@ -80,10 +80,8 @@ addon="$out/Release/segtorch.node"
 native_check () {
   local name="$1"
   echo "sanitize: test/native/$name.cc (log: $logs/$name.log)"
-  local exe
   if ! { cmake --build "$out" --target "$name" -j "${SANITIZE_JOBS:-$(nproc)}" &&
-         exe="$(find "$out" -maxdepth 2 -type f -name "$name" -perm -u+x | head -n 1)" && [ -n "$exe" ] &&
-         ASAN_OPTIONS=detect_leaks=0 "$exe"; } >"$logs/$name.log" 2>&1; then
+         ASAN_OPTIONS=detect_leaks=0 "$out/$name"; } >"$logs/$name.log" 2>&1; then
     tail -n 30 "$logs/$name.log"
     echo "sanitize: FAILED: test/native/$name.cc"
     exit 1
