@@ -7,6 +7,7 @@
 import * as assert from 'assert'
 import { spawnSync } from 'child_process'
 import * as fs from 'fs'
+import * as os from 'os'
 import * as path from 'path'
 
 const ROOT = path.join(__dirname, '..')
@@ -31,7 +32,7 @@ describe('native kernel checks (test/native)', function () {
 
   for (const name of checks) {
     it(`${name} builds from the addon's objects and passes`, function () {
-      const jobs = String(Math.max(1, Math.min(2, require('os').cpus().length)))
+      const jobs = String(Math.max(1, Math.min(2, os.cpus().length)))
       const b = spawnSync('cmake', ['--build', buildDir, '--target', name, '-j', jobs], { cwd: ROOT, encoding: 'utf8' })
       assert.strictEqual(b.status, 0, `cmake --build ${buildDir} --target ${name} failed:\n${(b.stdout + b.stderr).slice(-4000)}`)
       const r = spawnSync(path.join(buildDir, name), [], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' } })
